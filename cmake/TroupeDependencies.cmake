@@ -1,0 +1,44 @@
+# Every dependency is found here, from Debian 12 packages (or the same packages unpacked into a
+# prefix on the GPU host, see scripts/gpu-host.sh). Nothing is vendored or downloaded.
+find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED)
+find_package(Protobuf REQUIRED)          # must precede ONNX: its package file needs protobuf::libprotobuf
+find_package(ONNX REQUIRED)              # targets onnx, onnx_proto
+find_package(dnnl REQUIRED)              # oneDNN 2.6, target DNNL::dnnl
+find_package(ZLIB REQUIRED)              # .npz inflate/deflate
+
+# Command line and logs.
+find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
+add_library(troupe_cli11 INTERFACE)
+target_include_directories(troupe_cli11 SYSTEM INTERFACE ${CLI11_INCLUDE_DIR})
+find_package(spdlog REQUIRED)
+find_package(yaml-cpp REQUIRED)
+
+# CUDA: optional. The toolkit lives in /usr/local/cuda on both the CPU machine and the GPU host.
+set(TROUPE_HAVE_CUDA OFF)
+if(TROUPE_ENABLE_CUDA)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # Hopper machine code plus PTX so that it still loads on other GPUs.
+      set(CMAKE_CUDA_ARCHITECTURES 90-real 90-virtual)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    find_library(CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
+    find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
+    if(CUDNN_LIBRARY AND CUDNN_INCLUDE_DIR)
+      set(TROUPE_HAVE_CUDA ON)
+      set(CMAKE_CUDA_STANDARD 20)
+      message(STATUS "troupe: CUDA backend ON (${CMAKE_CUDA_COMPILER}, cuDNN ${CUDNN_LIBRARY})")
+    else()
+      message(STATUS "troupe: nvcc found but cuDNN missing, CUDA backend OFF")
+    endif()
+  else()
+    message(STATUS "troupe: no nvcc, CUDA backend OFF")
+  endif()
+endif()
