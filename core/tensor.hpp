@@ -67,6 +67,9 @@ class tensor {
   template <class T> T* data() { return static_cast<T*>(data_); }
   template <class T> const T* data() const { return static_cast<const T*>(data_); }
 
+  /// Points this (borrowing) tensor at other bytes of the same size; used by plans to bind each
+  /// run's inputs without allocating.
+  void rebind(void* data) { data_ = data; }
   /// Same bytes, another shape with the same element count (Reshape without a copy).
   tensor reshaped(shape_t shape) const;
   /// A deep host copy that owns its bytes.

@@ -44,7 +44,8 @@ struct plan_memory {
   size_t workspace_bytes = 0;        // largest kernel scratch (included in the arena)
 };
 
-class plan;  // runtime/plan.hpp
+class plan;    // runtime/plan.hpp
+class device;  // runtime/device.hpp
 
 class session {
  public:
@@ -77,6 +78,7 @@ class session {
 
   graph graph_;
   session_options options_;
+  std::shared_ptr<device> device_;  // shared by every plan of this session
   std::vector<io_desc> inputs_;
   std::vector<io_desc> outputs_;
   std::mutex mutex_;  // guards plans_ and serialises runs

@@ -1,0 +1,458 @@
+#include "runtime/passes.hpp"
+
+#include <cmath>
+#include <optional>
+
+namespace troupe::runtime {
+namespace {
+
+/// Consumers of every value: (node index, input position).
+std::vector<std::vector<std::pair<int, int>>> consumers_of(const graph& g) {
+  std::vector<std::vector<std::pair<int, int>>> c(g.values.size());
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    for (size_t i = 0; i < g.nodes[n].inputs.size(); ++i) {
+      if (g.nodes[n].inputs[i] >= 0) c[g.nodes[n].inputs[i]].emplace_back(static_cast<int>(n), static_cast<int>(i));
+    }
+  }
+  return c;
+}
+
+bool is_op(const node& n, const char* op) { return n.op.domain.empty() && n.op.op_type == op; }
+
+/// The single node reading `v`, when exactly one node reads it and it is not a graph output.
+int sole_consumer(const graph& g, const std::vector<std::vector<std::pair<int, int>>>& cons, int v) {
+  if (v < 0 || g.values[v].is_graph_output || cons[v].size() != 1) return -1;
+  return cons[v][0].first;
+}
+
+std::optional<double> scalar_constant(const graph& g, int v) {
+  if (v < 0 || !g.values[v].constant || g.values[v].constant->elements() != 1) return std::nullopt;
+  if (!is_floating(g.values[v].type)) return std::nullopt;
+  return g.values[v].constant->value_as_double(0);
+}
+
+bool near(std::optional<double> x, double want, double tol = 1e-3) {
+  return x && std::fabs(*x - want) <= tol * std::fabs(want);
+}
+
+/// Drops nodes marked removed, keeping order.
+void compact(graph& g, const std::vector<char>& removed) {
+  std::vector<node> kept;
+  kept.reserve(g.nodes.size());
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    if (!removed[n]) kept.push_back(std::move(g.nodes[n]));
+  }
+  g.nodes = std::move(kept);
+}
+
+int add_constant(graph& g, const std::string& name, tensor t) {
+  value v;
+  v.name = name;
+  v.type = t.type();
+  v.shape = t.shape();
+  v.constant = std::move(t);
+  return g.add_value(std::move(v));
+}
+
+/// Activation that can ride in a fused kernel's epilogue, with its parameters.
+struct activation {
+  std::string name;
+  std::vector<float> params;
+};
+
+std::optional<activation> as_activation(const graph& g, const node& n) {
+  if (!n.op.domain.empty() || n.inputs.empty() || n.outputs.size() != 1) return std::nullopt;
+  const std::string& op = n.op.op_type;
+  if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "HardSwish") return activation{op, {}};
+  if (op == "Gelu") {
+    if (n.op.attrs.get_string("approximate", "none") != "none") return std::nullopt;
+    return activation{op, {}};
+  }
+  if (op == "LeakyRelu") return activation{op, {n.op.attrs.get_float("alpha", 0.01f)}};
+  if (op == "HardSigmoid") {
+    return activation{op, {n.op.attrs.get_float("alpha", 0.2f), n.op.attrs.get_float("beta", 0.5f)}};
+  }
+  if (op == "Clip") {
+    if (g.values[n.inputs[0]].type != dtype::f32) return std::nullopt;
+    float lo = -INFINITY, hi = INFINITY;
+    if (n.op.opset < 11) {
+      lo = n.op.attrs.get_float("min", lo);
+      hi = n.op.attrs.get_float("max", hi);
+    } else {
+      if (n.inputs.size() > 1 && n.inputs[1] >= 0) {
+        auto v = scalar_constant(g, n.inputs[1]);
+        if (!v) return std::nullopt;
+        lo = static_cast<float>(*v);
+      }
+      if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
+        auto v = scalar_constant(g, n.inputs[2]);
+        if (!v) return std::nullopt;
+        hi = static_cast<float>(*v);
+      }
+    }
+    return activation{op, {lo, hi}};
+  }
+  return std::nullopt;
+}
+
+void set_activation(op_node& op, const activation& a) {
+  op.attrs.set("activation", a.name);
+  op.attrs.set("activation_params", a.params);
+}
+
+}  // namespace
+
+int remove_identities(graph& g) {
+  std::vector<char> removed(g.nodes.size(), 0);
+  std::vector<int> replace(g.values.size(), -1);
+  auto resolve = [&](int v) {
+    while (v >= 0 && replace[v] >= 0) v = replace[v];
+    return v;
+  };
+  auto cons = consumers_of(g);
+  int count = 0;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    node& nd = g.nodes[n];
+    for (int& in : nd.inputs) in = resolve(in);
+    const bool identity = is_op(nd, "Identity");
+    bool dropout = is_op(nd, "Dropout");
+    if (dropout) {
+      // training_mode (opset 12+) must be absent or a constant false; the mask must be unused.
+      if (nd.inputs.size() > 2 && nd.inputs[2] >= 0) {
+        const value& tm = g.values[nd.inputs[2]];
+        dropout = tm.constant && tm.constant->elements() == 1 && tm.constant->value_as_double(0) == 0;
+      }
+      if (nd.outputs.size() > 1 && nd.outputs[1] >= 0 && (!cons[nd.outputs[1]].empty() || g.values[nd.outputs[1]].is_graph_output)) {
+        dropout = false;
+      }
+    }
+    if (!(identity || dropout) || nd.inputs.empty() || nd.inputs[0] < 0 || nd.outputs.empty() || nd.outputs[0] < 0) continue;
+    if (g.values[nd.outputs[0]].is_graph_output) continue;  // keeps the output's name
+    replace[nd.outputs[0]] = nd.inputs[0];
+    removed[n] = 1;
+    ++count;
+  }
+  if (count) compact(g, removed);
+  return count;
+}
+
+expected<int> fold_batchnorm_into_conv(graph& g) {
+  auto cons = consumers_of(g);
+  std::vector<char> removed(g.nodes.size(), 0);
+  int count = 0;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    node& conv = g.nodes[n];
+    if (!is_op(conv, "Conv") || conv.inputs.size() < 2 || conv.outputs.size() != 1) continue;
+    const int w_id = conv.inputs[1];
+    const int b_id = conv.inputs.size() > 2 ? conv.inputs[2] : -1;
+    if (!g.values[w_id].constant || g.values[w_id].type != dtype::f32) continue;
+    if (b_id >= 0 && !g.values[b_id].constant) continue;
+    const int bn_index = sole_consumer(g, cons, conv.outputs[0]);
+    if (bn_index < 0) continue;
+    node& bn = g.nodes[bn_index];
+    if (!is_op(bn, "BatchNormalization") || bn.inputs.size() != 5 || bn.inputs[0] != conv.outputs[0]) continue;
+    bool extra_outputs = false;
+    for (size_t o = 1; o < bn.outputs.size(); ++o) extra_outputs |= bn.outputs[o] >= 0;
+    if (extra_outputs || bn.op.attrs.get_int("training_mode", 0) != 0) continue;
+    bool constants = true;
+    for (int i = 1; i < 5; ++i) constants &= g.values[bn.inputs[i]].constant.has_value() && g.values[bn.inputs[i]].type == dtype::f32;
+    if (!constants) continue;
+    const tensor& w = *g.values[w_id].constant;
+    const int64_t out_channels = w.shape().empty() ? 0 : w.dim(0);
+    const tensor& scale = *g.values[bn.inputs[1]].constant;
+    const tensor& shift = *g.values[bn.inputs[2]].constant;
+    const tensor& mean = *g.values[bn.inputs[3]].constant;
+    const tensor& var = *g.values[bn.inputs[4]].constant;
+    if (scale.elements() != out_channels || shift.elements() != out_channels || mean.elements() != out_channels ||
+        var.elements() != out_channels || (b_id >= 0 && g.values[b_id].constant->elements() != out_channels)) {
+      continue;
+    }
+    const double eps = bn.op.attrs.get_float("epsilon", 1e-5f);
+    tensor new_w = w.clone();
+    tensor new_b = tensor::allocate(dtype::f32, {out_channels});
+    const int64_t per_channel = out_channels ? w.elements() / out_channels : 0;
+    for (int64_t c = 0; c < out_channels; ++c) {
+      const double s = scale.data<float>()[c] / std::sqrt(static_cast<double>(var.data<float>()[c]) + eps);
+      float* wc = new_w.data<float>() + c * per_channel;
+      for (int64_t k = 0; k < per_channel; ++k) wc[k] = static_cast<float>(wc[k] * s);
+      const double b0 = b_id >= 0 ? g.values[b_id].constant->data<float>()[c] : 0.0;
+      new_b.data<float>()[c] = static_cast<float>((b0 - mean.data<float>()[c]) * s + shift.data<float>()[c]);
+    }
+    const std::string base = conv.op.name;
+    const int nw = add_constant(g, base + ".folded_weight", std::move(new_w));
+    const int nb = add_constant(g, base + ".folded_bias", std::move(new_b));
+    conv.inputs.resize(3);
+    conv.inputs[1] = nw;
+    conv.inputs[2] = nb;
+    conv.outputs[0] = bn.outputs[0];
+    removed[bn_index] = 1;
+    ++count;
+  }
+  if (count) {
+    compact(g, removed);
+    g.remove_dead();
+  }
+  return count;
+}
+
+int fuse_gelu(graph& g, kernels::backend where) {
+  if (!kernels::kernel_registry::standard().has_op(where, "", "Gelu")) return 0;
+  auto cons = consumers_of(g);
+  std::vector<char> removed(g.nodes.size(), 0);
+  int count = 0;
+  for (size_t e = 0; e < g.nodes.size(); ++e) {
+    if (!is_op(g.nodes[e], "Erf") || removed[e]) continue;
+    // Erf's input: x / sqrt(2) or x * (1/sqrt(2)).
+    const int erf_in = g.nodes[e].inputs[0];
+    const int scale_node = g.values[erf_in].producer;
+    if (scale_node < 0 || sole_consumer(g, cons, erf_in) != static_cast<int>(e)) continue;
+    const node& sc = g.nodes[scale_node];
+    int x = -1;
+    if (is_op(sc, "Div") && near(scalar_constant(g, sc.inputs[1]), std::sqrt(2.0))) x = sc.inputs[0];
+    if (is_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[1]), 1.0 / std::sqrt(2.0))) x = sc.inputs[0];
+    if (is_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[0]), 1.0 / std::sqrt(2.0))) x = sc.inputs[1];
+    if (x < 0 || g.values[x].type != dtype::f32) continue;
+    // Erf -> Add(1)
+    const int add = sole_consumer(g, cons, g.nodes[e].outputs[0]);
+    if (add < 0 || !is_op(g.nodes[add], "Add")) continue;
+    const node& an = g.nodes[add];
+    const int one_side = an.inputs[0] == g.nodes[e].outputs[0] ? 1 : 0;
+    if (!near(scalar_constant(g, an.inputs[one_side]), 1.0)) continue;
+    // Then either Mul(x, add) -> Mul(., 0.5), or Mul(Mul(x, 0.5), add).
+    const int m1 = sole_consumer(g, cons, an.outputs[0]);
+    if (m1 < 0 || !is_op(g.nodes[m1], "Mul")) continue;
+    const node& mn = g.nodes[m1];
+    const int other = mn.inputs[0] == an.outputs[0] ? mn.inputs[1] : mn.inputs[0];
+    int last = -1;
+    std::vector<int> chain{scale_node, static_cast<int>(e), add, m1};
+    if (other == x) {
+      const int m2 = sole_consumer(g, cons, mn.outputs[0]);
+      if (m2 < 0 || !is_op(g.nodes[m2], "Mul")) continue;
+      const node& m2n = g.nodes[m2];
+      const int half = m2n.inputs[0] == mn.outputs[0] ? m2n.inputs[1] : m2n.inputs[0];
+      if (!near(scalar_constant(g, half), 0.5)) continue;
+      last = m2;
+      chain.push_back(m2);
+    } else {
+      const int h = g.values[other].producer;
+      if (h < 0 || !is_op(g.nodes[h], "Mul") || sole_consumer(g, cons, other) != m1) continue;
+      const node& hn = g.nodes[h];
+      const bool x_first = hn.inputs[0] == x;
+      if (!(x_first || hn.inputs[1] == x) || !near(scalar_constant(g, hn.inputs[x_first ? 1 : 0]), 0.5)) continue;
+      last = m1;
+      chain.push_back(h);
+    }
+    // Scale node may have other readers of x (that's fine); every other link is single-use.
+    node gelu;
+    gelu.op.op_type = "Gelu";
+    gelu.op.name = g.nodes[e].op.name + ".gelu";
+    gelu.op.opset = g.nodes[e].op.opset;
+    gelu.op.attrs.set("approximate", std::string("none"));
+    gelu.inputs = {x};
+    gelu.outputs = {g.nodes[last].outputs[0]};
+    for (int c : chain) removed[c] = 1;
+    removed[last] = 0;
+    g.nodes[last] = std::move(gelu);
+    ++count;
+  }
+  if (count) {
+    compact(g, removed);
+    g.remove_dead();
+  }
+  return count;
+}
+
+expected<int> fuse_conv(graph& g, kernels::backend where) {
+  if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedConv")) return 0;
+  auto cons = consumers_of(g);
+  std::vector<char> removed(g.nodes.size(), 0);
+  int count = 0;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    if (removed[n] || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
+    if (g.values[g.nodes[n].inputs[0]].type != dtype::f32 || g.values[g.nodes[n].outputs[0]].shape.size() < 3) continue;
+    node fused;
+    fused.op = g.nodes[n].op;
+    fused.op.op_type = "FusedConv";
+    fused.op.domain = "troupe";
+    fused.inputs = g.nodes[n].inputs;
+    fused.inputs.resize(4, -1);
+    int tail = static_cast<int>(n);
+    int out = g.nodes[n].outputs[0];
+    const shape_t out_shape = g.values[out].shape;
+    const int64_t channels = out_shape[1];
+    std::vector<int> absorbed;
+    // Add: a per-channel constant joins the bias; a same-shape tensor becomes the residual Z.
+    int next = sole_consumer(g, cons, out);
+    if (next >= 0 && is_op(g.nodes[next], "Add")) {
+      const node& an = g.nodes[next];
+      const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
+      const value& ov = g.values[other];
+      if (an.inputs[0] != an.inputs[1] && ov.type == dtype::f32) {
+        bool per_channel = ov.constant.has_value() && ov.constant->elements() == channels && ov.shape.size() <= out_shape.size();
+        if (per_channel) {
+          // Shape must broadcast along axis 1 only: [C,1,1], [1,C,1,1].
+          const size_t r = out_shape.size();
+          for (size_t k = 0; k < ov.shape.size(); ++k) {
+            const size_t axis = r - ov.shape.size() + k;
+            if (ov.shape[k] != (axis == 1 ? channels : 1)) per_channel = false;
+          }
+        }
+        if (per_channel) {
+          tensor bias = tensor::allocate(dtype::f32, {channels});
+          const int b_id = fused.inputs[2];
+          for (int64_t c = 0; c < channels; ++c) {
+            bias.data<float>()[c] = ov.constant->data<float>()[c] + (b_id >= 0 ? g.values[b_id].constant->data<float>()[c] : 0.0f);
+          }
+          if (b_id >= 0 && !g.values[b_id].constant) continue;
+          fused.inputs[2] = add_constant(g, fused.op.name + ".fused_bias", std::move(bias));
+          absorbed.push_back(next);
+          tail = next;
+          out = an.outputs[0];
+        } else if (!ov.constant && ov.shape == out_shape) {
+          fused.inputs[3] = other;
+          absorbed.push_back(next);
+          tail = next;
+          out = an.outputs[0];
+        }
+      }
+    }
+    next = sole_consumer(g, cons, out);
+    if (next >= 0) {
+      if (auto act = as_activation(g, g.nodes[next]); act && g.nodes[next].inputs[0] == out) {
+        set_activation(fused.op, *act);
+        absorbed.push_back(next);
+        tail = next;
+        out = g.nodes[next].outputs[0];
+      }
+    }
+    if (absorbed.empty()) continue;
+    // Drop trailing absent inputs so the fused node has the arity the kernel expects.
+    while (fused.inputs.size() > 2 && fused.inputs.back() < 0) fused.inputs.pop_back();
+    fused.outputs = {out};
+    for (int a : absorbed) removed[a] = 1;
+    removed[n] = 1;
+    removed[tail] = 0;
+    g.nodes[tail] = std::move(fused);
+    ++count;
+  }
+  if (count) {
+    compact(g, removed);
+    g.remove_dead();
+  }
+  return count;
+}
+
+int fuse_matmul(graph& g, kernels::backend where) {
+  if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedMatMul")) return 0;
+  auto cons = consumers_of(g);
+  std::vector<char> removed(g.nodes.size(), 0);
+  int count = 0;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    const node& mm = g.nodes[n];
+    if (removed[n] || !is_op(mm, "MatMul") || mm.inputs.size() != 2) continue;
+    const value& b = g.values[mm.inputs[1]];
+    if (!b.constant || b.shape.size() != 2 || b.type != dtype::f32) continue;
+    int out = mm.outputs[0];
+    const shape_t out_shape = g.values[out].shape;
+    const int64_t cols = b.shape[1];
+    node fused;
+    fused.op = mm.op;
+    fused.op.op_type = "FusedMatMul";
+    fused.op.domain = "troupe";
+    fused.inputs = {mm.inputs[0], mm.inputs[1], -1, -1};
+    std::vector<int> absorbed;
+    int tail = static_cast<int>(n);
+    int next = sole_consumer(g, cons, out);
+    // bias: Add with a constant of N elements broadcast along the last axis
+    if (next >= 0 && is_op(g.nodes[next], "Add")) {
+      const node& an = g.nodes[next];
+      const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
+      const value& ov = g.values[other];
+      bool row = ov.constant && ov.type == dtype::f32 && ov.constant->elements() == cols && !ov.shape.empty() &&
+                 ov.shape.back() == cols && ov.shape.size() <= out_shape.size();
+      if (row) {
+        fused.inputs[2] = add_constant(g, fused.op.name + ".bias", ov.constant->reshaped({cols}));
+        absorbed.push_back(next);
+        tail = next;
+        out = an.outputs[0];
+        next = sole_consumer(g, cons, out);
+      }
+    }
+    // residual: Add with a same-shape computed tensor
+    if (next >= 0 && is_op(g.nodes[next], "Add")) {
+      const node& an = g.nodes[next];
+      const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
+      const value& ov = g.values[other];
+      if (an.inputs[0] != an.inputs[1] && !ov.constant && ov.type == dtype::f32 && ov.shape == g.values[out].shape) {
+        fused.inputs[3] = other;
+        absorbed.push_back(next);
+        tail = next;
+        out = an.outputs[0];
+        next = sole_consumer(g, cons, out);
+      }
+    }
+    if (next >= 0) {
+      auto act = as_activation(g, g.nodes[next]);
+      if (act && (act->name == "Relu" || act->name == "Gelu") && g.nodes[next].inputs[0] == out) {
+        set_activation(fused.op, *act);
+        absorbed.push_back(next);
+        tail = next;
+        out = g.nodes[next].outputs[0];
+      }
+    }
+    if (absorbed.empty()) continue;
+    while (fused.inputs.size() > 2 && fused.inputs.back() < 0) fused.inputs.pop_back();
+    fused.outputs = {out};
+    for (int a : absorbed) removed[a] = 1;
+    removed[n] = 1;
+    removed[tail] = 0;
+    g.nodes[tail] = std::move(fused);
+    ++count;
+  }
+  if (count) {
+    compact(g, removed);
+    g.remove_dead();
+  }
+  return count;
+}
+
+int fuse_gemm(graph& g, kernels::backend where) {
+  if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedGemm")) return 0;
+  auto cons = consumers_of(g);
+  std::vector<char> removed(g.nodes.size(), 0);
+  int count = 0;
+  for (size_t n = 0; n < g.nodes.size(); ++n) {
+    if (removed[n] || !is_op(g.nodes[n], "Gemm") || g.values[g.nodes[n].inputs[0]].type != dtype::f32) continue;
+    const int next = sole_consumer(g, cons, g.nodes[n].outputs[0]);
+    if (next < 0) continue;
+    auto act = as_activation(g, g.nodes[next]);
+    if (!act) continue;
+    node fused = g.nodes[n];
+    fused.op.op_type = "FusedGemm";
+    fused.op.domain = "troupe";
+    set_activation(fused.op, *act);
+    fused.outputs = {g.nodes[next].outputs[0]};
+    removed[n] = 1;
+    g.nodes[next] = std::move(fused);
+    ++count;
+  }
+  if (count) {
+    compact(g, removed);
+    g.remove_dead();
+  }
+  return count;
+}
+
+status run_graph_passes(graph& g, const pass_options& options) {
+  remove_identities(g);
+  g.remove_dead();
+  if (!options.enable_fusion) return status::ok();
+  TROUPE_RETURN_IF_ERROR(fold_batchnorm_into_conv(g).take_status());
+  fuse_gelu(g, options.where);
+  TROUPE_RETURN_IF_ERROR(fuse_conv(g, options.where).take_status());
+  fuse_matmul(g, options.where);
+  fuse_gemm(g, options.where);
+  return status::ok();
+}
+
+}  // namespace troupe::runtime
