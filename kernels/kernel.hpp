@@ -62,6 +62,9 @@ class kernel {
   /// True when output 0 is exactly input 0's bytes under another shape (Reshape, Flatten,
   /// Squeeze, Unsqueeze, Identity): the planner aliases the two and compute is never called.
   virtual bool is_view() const { return false; }
+  /// False when compute never reads constant input `i` because the factory kept its own (packed,
+  /// converted, uploaded) copy: the planner then gives that input no run-time storage on a device.
+  virtual bool reads_constant_input(int i) const { return true; }
 };
 
 using kernel_factory = std::function<expected<std::unique_ptr<kernel>>(const kernel_create_context&)>;
