@@ -42,3 +42,28 @@ if(TROUPE_ENABLE_CUDA)
     message(STATUS "troupe: no nvcc, CUDA backend OFF")
   endif()
 endif()
+
+# Serving (proto/, actors/, cluster/): CAF 0.17 (Debian ships no CMake package for it), ZeroMQ +
+# cppzmq, prometheus-cpp, nlohmann-json. TROUPE_HAVE_SERVING is ON when all of them are found; the
+# serving directories are skipped otherwise, so the runtime still builds without them.
+find_path(CAF_INCLUDE_DIR caf/all.hpp)
+find_library(CAF_CORE_LIBRARY caf_core)
+find_library(CAF_IO_LIBRARY caf_io)
+find_path(ZMQ_INCLUDE_DIR zmq.hpp)  # cppzmq's header; zmq.h sits beside it
+find_library(ZMQ_LIBRARY zmq)
+find_package(prometheus-cpp CONFIG QUIET)
+find_package(nlohmann_json CONFIG QUIET)
+set(TROUPE_HAVE_SERVING OFF)
+if(CAF_INCLUDE_DIR AND CAF_CORE_LIBRARY AND CAF_IO_LIBRARY AND ZMQ_INCLUDE_DIR AND ZMQ_LIBRARY
+   AND prometheus-cpp_FOUND AND nlohmann_json_FOUND)
+  set(TROUPE_HAVE_SERVING ON)
+  add_library(troupe_caf INTERFACE)
+  target_include_directories(troupe_caf SYSTEM INTERFACE ${CAF_INCLUDE_DIR})
+  target_link_libraries(troupe_caf INTERFACE ${CAF_CORE_LIBRARY} ${CAF_IO_LIBRARY} Threads::Threads)
+  add_library(troupe_zmq INTERFACE)
+  target_include_directories(troupe_zmq SYSTEM INTERFACE ${ZMQ_INCLUDE_DIR})
+  target_link_libraries(troupe_zmq INTERFACE ${ZMQ_LIBRARY})
+  message(STATUS "troupe: serving ON (CAF ${CAF_CORE_LIBRARY}, ZeroMQ ${ZMQ_LIBRARY})")
+else()
+  message(STATUS "troupe: CAF, ZeroMQ, prometheus-cpp or nlohmann-json missing, serving OFF")
+endif()

@@ -146,7 +146,7 @@ uint16_t float_to_half(float f) {
   if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u));
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow to inf
   if (abs < 0x38800000u) {                                              // subnormal or zero
-    const uint32_t shift = 113 - (abs >> 23);
+    const uint32_t shift = 126 - (abs >> 23);  // subnormal half = mant24 * 2^(e - 126)
     if (shift > 24) return static_cast<uint16_t>(sign);
     const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     uint32_t h = mant >> shift;

@@ -113,7 +113,8 @@ void kernel_registry::add(kernel_def def) {
 
 const kernel_def* kernel_registry::match(backend where, const kernel_create_context& ctx,
                                          status* why) const {
-  const std::string_view domain = ctx.node.domain == "ai.onnx" ? "" : ctx.node.domain;
+  const std::string_view domain =
+      ctx.node.domain == "ai.onnx" ? std::string_view() : std::string_view(ctx.node.domain);
   bool op_known = false;
   status last;
   for (const auto& d : defs_) {

@@ -1,7 +1,9 @@
 #include "runtime/device.hpp"
 
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include "core/tensor.hpp"
 
@@ -16,13 +18,33 @@ class cpu_device final : public device {
  public:
   kernels::backend kind() const override { return kernels::backend::cpu; }
   expected<void*> allocate(size_t bytes) override {
+    void* p = nullptr;
     try {
-      return aligned_alloc_bytes(bytes);
+      p = aligned_alloc_bytes(bytes);
     } catch (const std::bad_alloc&) {
       return status(error_code::out_of_memory, "host allocation of " + std::to_string(bytes) + " bytes failed");
     }
+    std::lock_guard<std::mutex> lock(mutex_);
+    sizes_[p] = bytes;
+    reserved_ += bytes;
+    return p;
   }
-  void release(void* p) override { aligned_free(p); }
+  void release(void* p) override {
+    if (!p) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = sizes_.find(p);
+      if (it != sizes_.end()) {
+        reserved_ -= it->second;
+        sizes_.erase(it);
+      }
+    }
+    aligned_free(p);
+  }
+  size_t reserved_bytes() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reserved_;
+  }
   status upload(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
     return status::ok();
@@ -35,6 +57,11 @@ class cpu_device final : public device {
   kernels::backend_context* context() override { return nullptr; }
   void* stream() override { return nullptr; }
   size_t alignment() const override { return 64; }
+
+ private:
+  mutable std::mutex mutex_;  // allocations happen while plans are built, never on the hot path
+  std::unordered_map<void*, size_t> sizes_;
+  size_t reserved_ = 0;
 };
 
 #ifdef TROUPE_HAVE_CUDA
@@ -54,6 +81,7 @@ class cuda_device final : public device {
   kernels::backend_context* context() override { return ctx_.get(); }
   void* stream() override { return kernels::cuda::stream(*ctx_); }
   size_t alignment() const override { return 256; }
+  size_t reserved_bytes() const override { return kernels::cuda::stats(*ctx_).reserved_bytes; }
 
  private:
   std::unique_ptr<kernels::backend_context> ctx_;

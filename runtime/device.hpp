@@ -25,6 +25,8 @@ class device {
   virtual void* stream() = 0;
   /// Alignment of planned offsets inside an arena.
   virtual size_t alignment() const = 0;
+  /// Bytes this device's memory pool holds right now (weights, arenas, kernel copies).
+  virtual size_t reserved_bytes() const = 0;
 };
 
 expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index);

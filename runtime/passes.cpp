@@ -25,6 +25,14 @@ int sole_consumer(const graph& g, const std::vector<std::vector<std::pair<int, i
   return cons[v][0].first;
 }
 
+/// As sole_consumer, but not a node another rewrite of this pass already claimed: two Convs feeding
+/// one Add must not both absorb it.
+int free_consumer(const graph& g, const std::vector<std::vector<std::pair<int, int>>>& cons,
+                  const std::vector<char>& claimed, int v) {
+  const int n = sole_consumer(g, cons, v);
+  return n >= 0 && !claimed[n] ? n : -1;
+}
+
 std::optional<double> scalar_constant(const graph& g, int v) {
   if (v < 0 || !g.values[v].constant || g.values[v].constant->elements() != 1) return std::nullopt;
   if (!is_floating(g.values[v].type)) return std::nullopt;
@@ -266,9 +274,10 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedConv")) return 0;
   auto cons = consumers_of(g);
   std::vector<char> removed(g.nodes.size(), 0);
+  std::vector<char> claimed_tail(g.nodes.size(), 0);  // already a fused node: not fused again
   int count = 0;
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (removed[n] || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
+    if (removed[n] || claimed_tail[n] || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
     if (g.values[g.nodes[n].inputs[0]].type != dtype::f32 || g.values[g.nodes[n].outputs[0]].shape.size() < 3) continue;
     node fused;
     fused.op = g.nodes[n].op;
@@ -282,7 +291,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
     const int64_t channels = out_shape[1];
     std::vector<int> absorbed;
     // Add: a per-channel constant joins the bias; a same-shape tensor becomes the residual Z.
-    int next = sole_consumer(g, cons, out);
+    int next = free_consumer(g, cons, removed, out);
     if (next >= 0 && is_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
@@ -297,13 +306,13 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
             if (ov.shape[k] != (axis == 1 ? channels : 1)) per_channel = false;
           }
         }
+        const int b_id = fused.inputs[2];
+        if (per_channel && b_id >= 0 && !g.values[b_id].constant) per_channel = false;  // bias computed at run time
         if (per_channel) {
           tensor bias = tensor::allocate(dtype::f32, {channels});
-          const int b_id = fused.inputs[2];
           for (int64_t c = 0; c < channels; ++c) {
             bias.data<float>()[c] = ov.constant->data<float>()[c] + (b_id >= 0 ? g.values[b_id].constant->data<float>()[c] : 0.0f);
           }
-          if (b_id >= 0 && !g.values[b_id].constant) continue;
           fused.inputs[2] = add_constant(g, fused.op.name + ".fused_bias", std::move(bias));
           absorbed.push_back(next);
           tail = next;
@@ -316,7 +325,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
         }
       }
     }
-    next = sole_consumer(g, cons, out);
+    next = free_consumer(g, cons, removed, out);
     if (next >= 0) {
       if (auto act = as_activation(g, g.nodes[next]); act && g.nodes[next].inputs[0] == out) {
         set_activation(fused.op, *act);
@@ -332,6 +341,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
     for (int a : absorbed) removed[a] = 1;
     removed[n] = 1;
     removed[tail] = 0;
+    claimed_tail[tail] = 1;
     g.nodes[tail] = std::move(fused);
     ++count;
   }
@@ -346,10 +356,11 @@ int fuse_matmul(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedMatMul")) return 0;
   auto cons = consumers_of(g);
   std::vector<char> removed(g.nodes.size(), 0);
+  std::vector<char> claimed_tail(g.nodes.size(), 0);  // already a fused node: not fused again
   int count = 0;
   for (size_t n = 0; n < g.nodes.size(); ++n) {
     const node& mm = g.nodes[n];
-    if (removed[n] || !is_op(mm, "MatMul") || mm.inputs.size() != 2) continue;
+    if (removed[n] || claimed_tail[n] || !is_op(mm, "MatMul") || mm.inputs.size() != 2) continue;
     const value& b = g.values[mm.inputs[1]];
     if (!b.constant || b.shape.size() != 2 || b.type != dtype::f32) continue;
     int out = mm.outputs[0];
@@ -362,7 +373,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
     fused.inputs = {mm.inputs[0], mm.inputs[1], -1, -1};
     std::vector<int> absorbed;
     int tail = static_cast<int>(n);
-    int next = sole_consumer(g, cons, out);
+    int next = free_consumer(g, cons, removed, out);
     // bias: Add with a constant of N elements broadcast along the last axis
     if (next >= 0 && is_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
@@ -375,7 +386,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
         absorbed.push_back(next);
         tail = next;
         out = an.outputs[0];
-        next = sole_consumer(g, cons, out);
+        next = free_consumer(g, cons, removed, out);
       }
     }
     // residual: Add with a same-shape computed tensor
@@ -388,7 +399,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
         absorbed.push_back(next);
         tail = next;
         out = an.outputs[0];
-        next = sole_consumer(g, cons, out);
+        next = free_consumer(g, cons, removed, out);
       }
     }
     if (next >= 0) {
@@ -406,6 +417,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
     for (int a : absorbed) removed[a] = 1;
     removed[n] = 1;
     removed[tail] = 0;
+    claimed_tail[tail] = 1;
     g.nodes[tail] = std::move(fused);
     ++count;
   }
@@ -420,10 +432,11 @@ int fuse_gemm(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedGemm")) return 0;
   auto cons = consumers_of(g);
   std::vector<char> removed(g.nodes.size(), 0);
+  std::vector<char> claimed_tail(g.nodes.size(), 0);  // already a fused node: not fused again
   int count = 0;
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (removed[n] || !is_op(g.nodes[n], "Gemm") || g.values[g.nodes[n].inputs[0]].type != dtype::f32) continue;
-    const int next = sole_consumer(g, cons, g.nodes[n].outputs[0]);
+    if (removed[n] || claimed_tail[n] || !is_op(g.nodes[n], "Gemm") || g.values[g.nodes[n].inputs[0]].type != dtype::f32) continue;
+    const int next = free_consumer(g, cons, removed, g.nodes[n].outputs[0]);
     if (next < 0) continue;
     auto act = as_activation(g, g.nodes[next]);
     if (!act) continue;
@@ -433,6 +446,7 @@ int fuse_gemm(graph& g, kernels::backend where) {
     set_activation(fused.op, *act);
     fused.outputs = {g.nodes[next].outputs[0]};
     removed[n] = 1;
+    claimed_tail[next] = 1;
     g.nodes[next] = std::move(fused);
     ++count;
   }

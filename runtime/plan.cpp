@@ -76,6 +76,15 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
     sdesc[ni].workspace_bytes = k->workspace_bytes();
   }
   p->layout_ = plan_memory_layout(sdesc, vdesc, !on_host, p->device_->alignment());
+  // Invariant: every value a step reads has storage (a pass that drops a producer breaks it).
+  for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
+    for (int v : g.nodes[ni].inputs) {
+      if (v >= 0 && p->layout_.values[v].kind == storage_kind::none) {
+        return internal_error(g.nodes[ni].op.describe() + " reads '" + g.values[v].name +
+                              "', which nothing produces in the optimised graph");
+      }
+    }
+  }
   if (p->layout_.arena_bytes > 0) {
     TROUPE_ASSIGN_OR_RETURN(void* arena, p->device_->allocate(p->layout_.arena_bytes));
     p->arena_ = device_buffer(p->device_, arena);
@@ -166,6 +175,21 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
   return p;
 }
 
+status plan::run_steps() {
+  void* stream = device_->stream();
+  for (auto& st : steps_) {
+    kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream};
+    status s = st.k->compute(rc);
+    if (!s.is_ok()) return s;
+  }
+  return status::ok();
+}
+
+status plan::execute() {
+  TROUPE_RETURN_IF_ERROR(run_steps());
+  return device_->synchronize();
+}
+
 status plan::run(std::span<const tensor> inputs, std::span<tensor> outputs) {
   if (inputs.size() != input_infos_.size() || outputs.size() != output_infos_.size()) {
     return invalid_argument("plan run: expected " + std::to_string(input_infos_.size()) + " inputs and " +
@@ -188,12 +212,7 @@ status plan::run(std::span<const tensor> inputs, std::span<tensor> outputs) {
   for (const auto& [offset, i] : input_uploads_) {
     TROUPE_RETURN_IF_ERROR(device_->upload(static_cast<char*>(arena_.get()) + offset, inputs[i].raw(), inputs[i].bytes()));
   }
-  void* stream = device_->stream();
-  for (auto& st : steps_) {
-    kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream};
-    status s = st.k->compute(rc);
-    if (!s.is_ok()) return s;
-  }
+  TROUPE_RETURN_IF_ERROR(run_steps());
   for (size_t o = 0; o < outputs.size(); ++o) {
     const output_source& src = outputs_[o];
     const size_t bytes = output_infos_[o].bytes();

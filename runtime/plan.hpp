@@ -25,6 +25,9 @@ class plan {
   /// Inputs are host tensors in the order of the graph's inputs, with the infos the plan was built
   /// for; outputs are host tensors the caller allocated with output_infos().
   status run(std::span<const tensor> inputs, std::span<tensor> outputs);
+  /// Runs the steps again on the inputs of the last `run` (already on the device, no copies) and
+  /// waits for the device: what the executor alone costs, for benchmarks.
+  status execute();
 
   const std::vector<tensor_info>& input_infos() const { return input_infos_; }
   const std::vector<tensor_info>& output_infos() const { return output_infos_; }
@@ -52,6 +55,7 @@ class plan {
 
   plan() = default;
   void* storage_pointer(const value_storage& s) const;
+  status run_steps();
 
   graph graph_;
   std::shared_ptr<device> device_;

@@ -3,6 +3,7 @@
 #include "runtime/onnx_loader.hpp"
 #include "runtime/passes.hpp"
 #include "runtime/plan.hpp"
+#include "runtime/precision.hpp"
 #include "runtime/specialize.hpp"
 
 namespace troupe::runtime {
@@ -50,6 +51,7 @@ status session::init() {
     return unsupported("the CPU backend runs fp32 only (asked for " + std::string(precision_name(options_.compute_precision)) + ")");
   }
   TROUPE_ASSIGN_OR_RETURN(device_, make_device(options_.where, options_.device_index));
+  // Callers keep seeing the model's own input/output types: the boundary casts live inside.
   for (int v : graph_.inputs) {
     const value& x = graph_.values[v];
     inputs_.push_back({x.name, x.type, x.declared_shape.value_or(symbolic_shape{})});
@@ -57,6 +59,10 @@ status session::init() {
   for (int v : graph_.outputs) {
     const value& x = graph_.values[v];
     outputs_.push_back({x.name, x.type, x.declared_shape.value_or(symbolic_shape{})});
+  }
+  if (options_.compute_precision == precision::fp16 || options_.compute_precision == precision::bf16) {
+    const dtype to = options_.compute_precision == precision::fp16 ? dtype::f16 : dtype::bf16;
+    TROUPE_RETURN_IF_ERROR(convert_float_precision(graph_, to).take_status());
   }
   return status::ok();
 }
@@ -78,6 +84,8 @@ expected<plan*> session::prepare(const std::vector<tensor_info>& input_infos) {
   plans_.emplace(std::move(key), std::move(p));
   return raw;
 }
+
+size_t session::device_reserved_bytes() const { return device_->reserved_bytes(); }
 
 expected<std::vector<tensor>> session::order_inputs(const std::map<std::string, tensor>& named) const {
   std::vector<tensor> ordered;

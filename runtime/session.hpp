@@ -69,6 +69,9 @@ class session {
   /// Runs on host tensors in the order of inputs().
   expected<std::vector<tensor>> run(const std::vector<tensor>& ordered_inputs);
 
+  /// Bytes the session's device pool holds (weights, arenas, kernel-owned copies).
+  size_t device_reserved_bytes() const;
+
   /// Checks inputs (names, dtypes, ranks, fixed dims) and orders them as inputs().
   expected<std::vector<tensor>> order_inputs(const std::map<std::string, tensor>& named) const;
 

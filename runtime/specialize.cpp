@@ -71,7 +71,9 @@ status check_input(const value& declared, const tensor_info& given) {
   return status::ok();
 }
 
-status specialize(graph& g, const std::vector<tensor_info>& input_infos) {
+namespace {
+
+status propagate(graph& g, const std::vector<tensor_info>& input_infos, std::vector<char>& folded) {
   if (input_infos.size() != g.inputs.size()) {
     return invalid_argument("the model takes " + std::to_string(g.inputs.size()) + " inputs, got " +
                             std::to_string(input_infos.size()));
@@ -89,7 +91,7 @@ status specialize(graph& g, const std::vector<tensor_info>& input_infos) {
   }
 
   const auto& schemas = kernels::schema_registry::standard();
-  std::vector<char> folded(g.nodes.size(), 0);
+  folded.assign(g.nodes.size(), 0);
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const node& n = g.nodes[ni];
     const kernels::op_schema* schema = schemas.find(n.op.domain, n.op.op_type);
@@ -132,6 +134,19 @@ status specialize(graph& g, const std::vector<tensor_info>& input_infos) {
     }
   }
 
+  return status::ok();
+}
+
+}  // namespace
+
+status infer_concrete_shapes(graph& g, const std::vector<tensor_info>& input_infos) {
+  std::vector<char> folded;
+  return propagate(g, input_infos, folded);
+}
+
+status specialize(graph& g, const std::vector<tensor_info>& input_infos) {
+  std::vector<char> folded;
+  TROUPE_RETURN_IF_ERROR(propagate(g, input_infos, folded));
   std::vector<node> kept;
   kept.reserve(g.nodes.size());
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {

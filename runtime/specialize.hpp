@@ -17,6 +17,10 @@ inline constexpr size_t max_folded_bytes = size_t{64} << 20;
 /// `input_infos` are in the order of g.inputs and must already be validated against declarations.
 status specialize(graph& g, const std::vector<tensor_info>& input_infos);
 
+/// Inference only: types and shapes of every value for these inputs, folding what is needed for
+/// value-dependent shapes, but keeping every node (for inspection). Values keep their indices.
+status infer_concrete_shapes(graph& g, const std::vector<tensor_info>& input_infos);
+
 /// Checks one input against its declaration: dtype, rank, and every static dimension.
 status check_input(const value& declared, const tensor_info& given);
 

@@ -11,13 +11,13 @@ its name, drawn according to the role its consumers give it:
   BN / LN / layer scale       U(0.5, 1.5)     BN running_var too (it is a divisor)
   bias, BN mean and shift     U(-0.1, 0.1)
 
-Deep nets (residual sums, BN/LN with made-up statistics) still drift away from unit activations, so
-a calibration pass then runs the model once (ONNX Runtime, one sample of seeded random inputs) and
-rescales every Conv/ConvTranspose/Gemm/MatMul weight so that the layer has unit RMS gain (output RMS =
-input RMS); a second pass corrects what the first changed downstream through non-homogeneous ops.
-With unit-RMS inputs the activations then stay O(1) through the depth of the net, which keeps fp16
-runs meaningful. Scale factors are rounded to 1/8 octave, so rounding noise in the calibration run
-cannot change the weights written.
+Deep nets still drift away from unit activations (residual sums, BN with made-up statistics,
+sigmoid gates, SiLU), so a calibration step then runs the model on one sample of seeded random
+inputs with ONNX Runtime and rescales every Conv/ConvTranspose/Gemm/MatMul weight, front to back,
+until each layer's output has RMS within 1/4 octave of 1 (see calibrate()). Activations then stay
+O(1) through the depth of the net, which keeps fp16 runs meaningful and the CPU free of denormals.
+Scale factors are powers of 2^(1/8), so rounding noise in the calibration run hardly ever changes
+the weights written.
 
 A model without external data is copied unchanged. The model file itself is never rewritten, only
 copied, so what is tested is the graph that was exported.
@@ -118,7 +118,9 @@ def _role_from_use(node, idx, dims, direct):
         return "slope", 0
     if op in ("Mul", "Div", "Pow", "Sqrt"):
         return "scale", 0
-    if op in ("Add", "Sub", "Concat"):
+    if op == "Concat":  # class tokens, register tokens
+        return "embedding", 0
+    if op in ("Add", "Sub"):
         n_big = sum(1 for d in dims if d > 1)
         return ("shift", 0) if n_big <= 1 else ("embedding", 0)
     return None
@@ -204,20 +206,30 @@ def fill_values(model):
 
 # ---- calibration ---------------------------------------------------------------------------------
 
+def _producers(model):
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _trace_initializer(producer, value, names):
+    """The member of `names` that `value` is, or is a pass-through copy of (torch dedupes equal
+    constants into Identity nodes), else None."""
+    for _ in range(8):
+        if value in names:
+            return value
+        n = producer.get(value)
+        if n is None or n.op_type not in PASS_THROUGH or not n.input:
+            return None
+        value = n.input[0]
+    return None
+
+
 def _weighted_layers(model, external_names):
-    """[(x_name, y_name, weight_init)] for Conv/ConvTranspose/Gemm/MatMul nodes whose weight is an
+    """[(x_name, y_name, weight_init, node)] for Conv/ConvTranspose/Gemm/MatMul nodes whose weight is an
     external float initializer (reached through pass-through ops); one entry per weight."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = _producers(model)
 
     def source(value):
-        for _ in range(8):
-            if value in external_names:
-                return value
-            n = producer.get(value)
-            if n is None or n.op_type not in PASS_THROUGH or not n.input:
-                return None
-            value = n.input[0]
-        return None
+        return _trace_initializer(producer, value, external_names)
 
     layers, seen = [], set()
     for n in model.graph.node:
@@ -233,7 +245,7 @@ def _weighted_layers(model, external_names):
         if w in seen:  # a shared weight (ALBERT) is scaled once, by its first use
             continue
         seen.add(w)
-        layers.append((x, n.output[0], w))
+        layers.append((x, n.output[0], w, n))
     return layers
 
 
@@ -242,27 +254,77 @@ def _rms(a):
     return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
-def calibrate(model, values, feeds, passes=2, log=None):
-    """Rescales the weights in `values` (in place) to unit RMS gain per layer; returns the layers'
-    output RMS after the last pass as {output name: rms}."""
-    import onnxruntime as ort
+# How an op passes a change of scale from its inputs to its output, for predicting what a rescale
+# does downstream:
+#  NORMALIZING  the output's scale does not depend on the input's (normalisations, softmax, shape
+#               and comparison results): nothing passes;
+#  SQUASHING    a bounded function: its scale does not follow the input's, but where the input moves
+#               unpredictably so does the output (a squeeze-excite gate);
+#  AVERAGING    a mean over space: after SiLU's positive part it grows like the square of the scale,
+#               so a change through it cannot be predicted (calibration measures again first);
+#  otherwise    the output's scale follows the inputs' (FIRST_INPUT_ONLY: the first input's only).
+NORMALIZING = {"LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
+               "SimplifiedLayerNormalization", "Softmax", "LogSoftmax", "Shape", "Size", "ConstantOfShape",
+               "Range", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
+               "ArgMax", "ArgMin", "Constant", "IsNaN", "IsInf"}
+SQUASHING = {"Sigmoid", "Tanh", "Erf", "HardSigmoid", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Softplus"}
+AVERAGING = {"GlobalAveragePool", "ReduceMean"}
+FIRST_INPUT_ONLY = {"Div", "Gather", "GatherElements", "Reshape", "Expand", "Tile", "Slice", "Pad",
+                    "Resize", "Squeeze", "Unsqueeze", "Split", "Clip", "BatchNormalization", "Cast", "TopK"}
 
-    init_names = {t.name for t in model.graph.initializer}
-    float_ext = {n for n, v in values.items() if v.dtype.kind == "f" and n in init_names}
-    layers = _weighted_layers(model, float_ext)
-    if not layers:
-        return {}
-    weights = {w for _, _, w in layers}
+
+def _scale_dependencies(model, layer_outputs):
+    """value -> (A, U): A = the layers whose change of scale carries into the value predictably,
+    U = those whose change reaches it through an AVERAGING op (unpredictably)."""
+    producer = _producers(model)
+    memo = {}
+    empty = frozenset()
+
+    def walk(value):
+        if value in memo:
+            return memo[value]
+        memo[value] = (empty, empty)  # guards against malformed cyclic graphs
+        n = producer.get(value)
+        if value in layer_outputs:
+            result = (frozenset([value]), empty)
+        elif n is None or n.op_type in NORMALIZING:
+            result = (empty, empty)
+        else:
+            deps = [walk(i) for i in n.input if i]
+            a_all = frozenset().union(*(d[0] for d in deps))
+            u_all = frozenset().union(*(d[1] for d in deps))
+            if n.op_type in AVERAGING:
+                result = (empty, a_all | u_all)
+            elif n.op_type in SQUASHING:
+                result = (empty, u_all)
+            elif n.op_type == "Where":
+                picked = [walk(i) for i in n.input[1:3] if i]
+                result = (frozenset().union(*(d[0] for d in picked)), u_all)
+            elif n.op_type in FIRST_INPUT_ONLY:
+                result = (walk(n.input[0])[0] if n.input and n.input[0] else empty, u_all)
+            else:
+                result = (a_all, u_all)
+        memo[value] = result
+        return result
+    return walk
+
+
+def _calibration_session(model, values, weights, fetch):
+    """An ORT session of the model with the weights being calibrated as graph inputs (fed each run),
+    the other filled tensors inline and `fetch` added to the outputs."""
+    import onnxruntime as ort
 
     cal = onnx.ModelProto()
     cal.CopyFrom(model)
     g = cal.graph
     kept = []
     listed = {i.name for i in g.input}  # IR < 4 lists initializers as inputs already
+    elem = {}
     for t in g.initializer:
         if t.name in weights:
+            elem[t.name] = t.data_type
             if t.name not in listed:
-                    g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         elif t.name in values:
             kept.append(numpy_helper.from_array(values[t.name], t.name))
         else:
@@ -273,39 +335,82 @@ def calibrate(model, values, feeds, passes=2, log=None):
         for a in node.attribute:
             if a.type == onnx.AttributeProto.TENSOR and a.t.data_location == onnx.TensorProto.EXTERNAL:
                 a.t.CopyFrom(numpy_helper.from_array(values[a.t.name], a.t.name))
-    present = {o.name for o in g.output} | {i.name for i in g.input}
-    elem = {w: next(t.data_type for t in model.graph.initializer if t.name == w) for w in weights}
-    for x, y, w in layers:
-        for name in (x, y):
-            if name not in present:
-                g.output.append(onnx.helper.make_tensor_value_info(name, elem[w], None))
-                present.add(name)
-
+    present = {o.name for o in g.output}
+    for y, w in fetch:
+        if y not in present:
+            g.output.append(onnx.helper.make_tensor_value_info(y, elem[w], None))
+            present.add(y)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    sess = ort.InferenceSession(cal.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    fetch = sorted({n for x, y, _ in layers for n in (x, y)} - set(feeds))
-    rms_out = {}
-    for p in range(passes):
+    return ort.InferenceSession(cal.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def calibrate(model, values, feeds, passes=5, log=None):
+    """Rescales the weights in `values` (in place) so that every weighted layer's output has RMS
+    about 1 on `feeds` (LSUV-style); returns {layer output: RMS} as last measured.
+
+    A pass goes front to back in topological order. Each layer's weight is scaled so that its
+    output lands at RMS 1, counting the change its ancestors' rescales in this pass will make to
+    its input (predicted through the ops in between, see NORMALIZING...). Where a layer's input
+    depends on an already rescaled layer through an AVERAGING op, the pass first runs the model
+    again to measure. Passes repeat until every layer is within 1/4 octave of RMS 1."""
+    init_names = {t.name for t in model.graph.initializer}
+    float_ext = {n for n, v in values.items() if v.dtype.kind == "f" and n in init_names}
+    layers = _weighted_layers(model, float_ext)
+    if not layers:
+        return {}
+    weights = {w for _, _, w, _ in layers}
+    deps = _scale_dependencies(model, {y for _, y, _, _ in layers})
+    # Offsets (biases, BN means and shifts) are zero while calibrating: they do not scale with the
+    # weights, and where a layer is still far too small they dominate what follows and make the
+    # predicted change of scale wrong. At RMS 1 their U(-0.1, 0.1) hardly moves the scale.
+    roles = classify(model)
+    offsets = {n: v for n, v in values.items() if roles.get(n, ("", 0))[0] == "shift" and n not in weights}
+    values.update({n: np.zeros_like(v) for n, v in offsets.items()})
+    try:
+        sess = _calibration_session(model, values, weights, [(y, w) for _, y, w, _ in layers])
+    finally:
+        values.update(offsets)
+    fetch = [y for _, y, _, _ in layers]
+
+    runs = 0
+
+    def measure():
+        nonlocal runs
+        runs += 1
         run_feeds = dict(feeds)
         run_feeds.update({w: values[w] for w in weights})
-        outs = dict(zip(fetch, sess.run(fetch, run_feeds)))
-        outs.update(feeds)
-        rms_out = {}
-        for x, y, w in layers:
-            rx, ry = _rms(outs[x]), _rms(outs[y])
-            rms_out[y] = ry
-            if not (rx > 0 and ry > 0 and math.isfinite(rx) and math.isfinite(ry)):
+        return {y: _rms(o) for y, o in zip(fetch, sess.run(fetch, run_feeds))}
+
+    rms = measure()
+    for p in range(passes):
+        if all(r > 0 and abs(math.log2(r)) <= 0.25 for r in rms.values()):
+            break
+        shift = {}  # predicted change of a rescaled layer's output level since the last measure, octaves
+        for x, y, w, _ in layers:
+            predictable, unpredictable = deps(x)
+            if unpredictable & shift.keys():
+                rms = measure()
+                shift = {}
+            # Ancestors add up (residuals, concats) as if uncorrelated: weigh their shifts by energy.
+            anc = [(rms[a] ** 2, shift.get(a, 0.0)) for a in predictable
+                   if 0 < rms.get(a, 0.0) < math.inf]
+            energy = sum(e for e, _ in anc)
+            dx = 0.5 * math.log2(sum(e * 4.0 ** sh for e, sh in anc) / energy) if energy > 0 else 0.0
+            r = rms.get(y, 0.0)
+            if not (r > 0 and math.isfinite(r)):
                 continue
-            octaves = round(math.log2(rx / ry) * 8) / 8
+            octaves = round((-math.log2(r) - dx) * 8) / 8
+            shift[y] = dx + octaves
             if octaves:
                 values[w] = (values[w].astype(np.float32) * np.float32(2.0 ** octaves)).astype(values[w].dtype)
+        rms = measure()
         if log:
-            r = list(rms_out.values())
-            log(f"calibration pass {p + 1}: {len(layers)} layers, output rms before rescale "
-                f"min {min(r):.3g} median {float(np.median(r)):.3g} max {max(r):.3g}")
-    return rms_out
+            r = list(rms.values())
+            log(f"calibration pass {p + 1} ({runs} runs): {len(layers)} layers, output rms min {min(r):.3g} "
+                f"median {float(np.median(r)):.3g} max {max(r):.3g}")
+    return rms
 
 
 # ---- writing -------------------------------------------------------------------------------------

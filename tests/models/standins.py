@@ -97,11 +97,10 @@ def small_cnn():
     x = b.node("Relu", [b.node("Add", [s, y])])
     x = b.node("GlobalAveragePool", [x])
     x = b.node("Flatten", [x], axis=1)
-    logits = b.node("Gemm", [x, b.weight("fc.weight", [10, 32]), b.weight("fc.bias", [10])], transB=1)
+    b.node("Gemm", [x, b.weight("fc.weight", [10, 32]), b.weight("fc.bias", [10])], transB=1)
     b.nodes[-1].output[0] = "logits"
     m = b.model([helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
                 [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])])
-    del logits
     entry = {"inputs": {"input": {"dtype": "float32", "shape": ["batch", 3, 32, 32]}},
              "outputs": {"logits": {"dtype": "float32", "shape": ["batch", 10]}},
              "opset": OPSET, "kind": "image"}

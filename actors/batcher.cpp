@@ -1,0 +1,397 @@
+#include "actors/batcher.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "actors/batch_scheduler.hpp"
+#include "actors/metrics.hpp"
+#include "actors/model_table.hpp"
+#include "actors/replica.hpp"
+
+namespace troupe::actors {
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+
+struct replica_slot {
+  worker_actor worker;
+  caf::actor_addr address;
+  uint32_t id = 0;
+  uint32_t worker_index = 0;
+  int outstanding = 0;  // batches sent and not returned
+  bool alive = true;
+};
+
+struct in_flight_batch {
+  batch* b = nullptr;
+  size_t slot = 0;
+};
+
+/// Jobs to send back, grouped by their reply_to (in practice one frontend): one message per group.
+class outbox {
+ public:
+  void add(infer_job* j, bool release) {
+    auto& groups = release ? releases_ : replies_;
+    for (auto& [to, list] : groups)
+      if (to == j->reply_to) {
+        list.push_back(j);
+        return;
+      }
+    job_list list;
+    list.release = release;
+    list.push_back(j);
+    groups.emplace_back(j->reply_to, list);
+  }
+  /// The origin is a dynamically typed actor (the frontend's bridge, a test's probe): typed actors
+  /// reach those with anon_send.
+  void flush() {
+    for (auto& [to, list] : replies_) caf::anon_send(to, reply_atom::value, list);
+    for (auto& [to, list] : releases_) caf::anon_send(to, release_atom::value, list);
+    replies_.clear();
+    releases_.clear();
+  }
+
+ private:
+  std::vector<std::pair<caf::actor, job_list>> replies_;
+  std::vector<std::pair<caf::actor, job_list>> releases_;
+};
+
+struct batcher_state {
+  batcher_options options;
+  batch_scheduler scheduler;
+  bool batched = false;
+  std::vector<replica_slot> replicas;
+  std::vector<std::unique_ptr<batch>> batches;  // every batch ever made: the pool
+  std::vector<batch*> free_batches;
+  std::vector<in_flight_batch> in_flight;
+  outbox out;
+  uint64_t batches_sent = 0;
+  int64_t last_batch_rows = 0;
+  bool ever_had_replica = false;
+  time_point timer_at = no_deadline;  // when the pending wake-up fires (no_deadline: none)
+  uint64_t timer_generation = 0;
+  time_point wake_hint = no_deadline;  // from the last decision: when the queue delay runs out
+  static inline const char* name = "batcher";
+
+  const model_signature& sig() const { return *options.signature; }
+  const version_metrics* metrics() const { return options.metrics.get(); }
+
+  size_t alive_replicas() const {
+    size_t n = 0;
+    for (const auto& r : replicas) n += r.alive;
+    return n;
+  }
+
+  void answer(infer_job* j, status s) {
+    j->result = std::move(s);
+    out.add(j, false);
+  }
+
+  batch* acquire_batch() {
+    if (free_batches.empty()) {
+      batches.push_back(std::make_unique<batch>());
+      batches.back()->jobs.reserve(static_cast<size_t>(std::max<int64_t>(1, sig().max_batch_size)));
+      return batches.back().get();
+    }
+    batch* b = free_batches.back();
+    free_batches.pop_back();
+    return b;
+  }
+  void recycle(batch* b) {
+    b->reset();
+    free_batches.push_back(b);
+  }
+
+  void update_state() {
+    const bool ready = alive_replicas() > 0;
+    const auto s = ready ? version_state::ready : ever_had_replica ? version_state::unavailable : version_state::loading;
+    if (options.state) options.state->store(static_cast<uint8_t>(s), std::memory_order_release);
+    if (auto* m = metrics()) m->set_ready(ready);
+  }
+};
+
+using self_ptr = batcher_actor::stateful_pointer<batcher_state>;
+
+time_point now_of(self_ptr self) { return self->clock().now(); }
+
+std::string model_label(const batcher_state& st) {
+  return "model '" + st.sig().model + "' version " + std::to_string(st.sig().version);
+}
+
+/// Jobs of a batch that did not complete: retried once (at the head of their level) while a
+/// replica is alive, else answered UNAVAILABLE; early-answered jobs are only released.
+void retry_or_fail(batcher_state& st, batch& b, time_point t, const std::string& why) {
+  const bool can_retry = st.alive_replicas() > 0;
+  for (auto it = b.jobs.rbegin(); it != b.jobs.rend(); ++it) {  // reverse: requeue keeps order
+    infer_job* j = *it;
+    if (j->early_reply) st.out.add(j, true);
+    else if (can_retry && j->attempts < 2 && j->deadline > t) st.scheduler.requeue_front(j);
+    else
+      st.answer(j, make_error(error_code::unavailable, model_label(st) + ": " + why +
+                                                           (j->attempts >= 2 ? " (after a retry)" : "")));
+  }
+}
+
+/// No replica is left: nothing queued can run.
+void fail_queued(batcher_state& st) {
+  if (st.alive_replicas() > 0) return;
+  job_list all;
+  st.scheduler.drain_all(all);
+  while (infer_job* j = all.pop_front())
+    st.answer(j, make_error(error_code::unavailable, model_label(st) + " has no healthy replica"));
+}
+
+replica_slot* pick_replica(batcher_state& st, size_t& index) {
+  replica_slot* best = nullptr;
+  for (size_t i = 0; i < st.replicas.size(); ++i) {
+    replica_slot& r = st.replicas[i];
+    if (!r.alive || r.outstanding >= st.options.max_batches_per_replica) continue;
+    if (!best || r.outstanding < best->outstanding) {
+      best = &r;
+      index = i;
+    }
+  }
+  return best;
+}
+
+void dispatch(self_ptr self, time_point t) {
+  auto& st = self->state;
+  st.wake_hint = no_deadline;
+  for (;;) {
+    size_t slot_index = 0;
+    replica_slot* slot = pick_replica(st, slot_index);
+    if (!slot) return;  // every replica busy: the queue grows and the next batch is formed from it
+    const batch_decision d = st.scheduler.decide(t, static_cast<int>(st.alive_replicas()));
+    if (!d.dispatch) {
+      st.wake_hint = d.wake_at;
+      return;
+    }
+    batch* b = st.acquire_batch();
+    st.scheduler.take(d.max_rows, b->jobs);
+    if (b->jobs.empty()) {
+      st.recycle(b);
+      return;
+    }
+    b->replica_id = slot->id;
+    b->sequence = ++st.batches_sent;
+    for (infer_job* j : b->jobs) {
+      b->rows += j->rows;
+      ++j->attempts;
+      j->queue_time = duration_cast<microseconds>(t - j->arrival);
+      if (auto* m = st.metrics()) m->observe_queue(std::chrono::duration<double>(t - j->arrival).count());
+    }
+    st.last_batch_rows = b->rows;
+    if (auto* m = st.metrics()) m->observe_batch(b->rows);
+    ++slot->outstanding;
+    st.in_flight.push_back({b, slot_index});
+    self->send(slot->worker, run_atom::value, batch_ref{b});
+  }
+}
+
+/// Answers running jobs whose deadline passed (their batch keeps running; they are released when
+/// it returns) and queued ones.
+void expire(self_ptr self, time_point t) {
+  auto& st = self->state;
+  job_list expired;
+  st.scheduler.expire(t, expired);
+  while (infer_job* j = expired.pop_front())
+    st.answer(j, make_error(error_code::deadline_exceeded,
+                            "deadline passed after " +
+                                std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
+                                " us while queued for " + model_label(st)));
+  for (auto& f : st.in_flight)
+    for (infer_job* j : f.b->jobs)
+      if (!j->early_reply && j->deadline <= t) {
+        j->early_reply = true;
+        st.answer(j, make_error(error_code::deadline_exceeded,
+                                "deadline passed after " +
+                                    std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
+                                    " us while running on " + model_label(st)));
+      }
+}
+
+/// Keeps one wake-up pending for the earliest thing that needs time to pass.
+void arm_timer(self_ptr self, time_point t) {
+  auto& st = self->state;
+  time_point next = std::min(st.wake_hint, st.scheduler.earliest_deadline());
+  for (const auto& f : st.in_flight)
+    for (const infer_job* j : f.b->jobs)
+      if (!j->early_reply) next = std::min(next, j->deadline);
+  if (next == no_deadline || next >= st.timer_at) return;
+  st.timer_at = next;
+  const auto delay = next > t ? duration_cast<microseconds>(next - t) + microseconds(1) : microseconds(0);
+  self->delayed_send(self, delay, tick_atom::value, ++st.timer_generation);
+}
+
+/// Ends every handler: new batches, the next wake-up, the replies, the gauges.
+void settle(self_ptr self, time_point t) {
+  auto& st = self->state;
+  dispatch(self, t);
+  arm_timer(self, t);
+  st.out.flush();
+  if (auto* m = st.metrics()) m->set_queue_length(static_cast<double>(st.scheduler.queued_jobs()));
+}
+
+void finish_batch(batcher_state& st, batch& b, time_point t) {
+  const bool ok = b.result.is_ok() && b.block != nullptr;
+  int64_t row = 0;
+  for (infer_job* j : b.jobs) {
+    if (j->early_reply) {
+      st.out.add(j, true);
+    } else if (!ok) {
+      st.answer(j, b.result.is_ok() ? internal_error("worker returned no outputs") : b.result);
+    } else {
+      j->compute_time = b.compute_time;
+      j->batch_rows = static_cast<uint32_t>(b.rows);
+      const size_t n = j->requested_outputs.empty() ? b.outputs.size() : j->requested_outputs.size();
+      j->outputs.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        const int k = j->requested_outputs.empty() ? static_cast<int>(i) : j->requested_outputs[i];
+        const batch::output_layout& layout = b.outputs[static_cast<size_t>(k)];
+        output_slice& s = j->outputs[i];
+        s.output_index = k;
+        s.info.type = layout.info.type;
+        s.info.shape.assign(layout.info.shape.begin(), layout.info.shape.end());
+        if (st.batched && !s.info.shape.empty()) s.info.shape[0] = j->rows;
+        s.block = b.block;
+        s.offset = layout.offset + static_cast<size_t>(row) * layout.row_bytes;
+        b.block->retain();
+      }
+      j->result = status::ok();
+      st.out.add(j, false);
+    }
+    row += j->rows;
+  }
+  if (b.block) b.block->release();  // the batcher's reference; the slices hold their own
+  b.block = nullptr;
+  (void)t;
+}
+
+batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
+  auto& st = self->state;
+  st.options = std::move(o);
+  st.batched = st.sig().max_batch_size > 0;
+  st.scheduler = batch_scheduler(st.sig(), default_bucket_rows(st.sig().max_batch_size, st.sig().config));
+  st.update_state();
+
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    const time_point t = now_of(self);
+    bool hit = false;
+    for (auto& r : st.replicas)
+      if (r.alive && r.address == dm.source) {
+        r.alive = false;
+        hit = true;
+      }
+    // Batches the failed worker held: retried elsewhere once, or answered.
+    for (size_t i = 0; i < st.in_flight.size();) {
+      in_flight_batch f = st.in_flight[i];
+      if (st.replicas[f.slot].address != dm.source) {
+        ++i;
+        continue;
+      }
+      hit = true;
+      st.in_flight.erase(st.in_flight.begin() + static_cast<ptrdiff_t>(i));
+      st.replicas[f.slot].outstanding = 0;
+      retry_or_fail(st, *f.b, t, "its worker failed while running the request");
+      st.recycle(f.b);
+    }
+    if (!hit) return;
+    st.update_state();
+    fail_queued(st);
+    settle(self, t);
+  });
+
+  return {
+      [=](submit_atom, job_list jobs) {
+        auto& st = self->state;
+        const time_point t = now_of(self);
+        const bool alive = st.alive_replicas() > 0;
+        while (infer_job* j = jobs.pop_front()) {
+          if (j->deadline <= t) {
+            st.answer(j, make_error(error_code::deadline_exceeded,
+                                    "deadline passed before " + model_label(st) + " queued the request"));
+          } else if (!alive) {
+            st.answer(j, make_error(error_code::unavailable, model_label(st) + " has no healthy replica"));
+          } else if (status s = st.scheduler.enqueue(j, t); !s.is_ok()) {
+            st.answer(j, std::move(s));
+          }
+        }
+        settle(self, t);
+      },
+      [=](done_atom, batch_ref ref) {
+        auto& st = self->state;
+        const time_point t = now_of(self);
+        auto it = std::find_if(st.in_flight.begin(), st.in_flight.end(),
+                               [&](const in_flight_batch& f) { return f.b == ref.ptr; });
+        if (it == st.in_flight.end()) return;  // already handled as part of a worker failure
+        const in_flight_batch f = *it;
+        st.in_flight.erase(it);
+        replica_slot& slot = st.replicas[f.slot];
+        --slot.outstanding;
+        batch& b = *f.b;
+        if (b.worker_failed) {
+          slot.alive = false;  // the worker exits; its down message finds nothing left to retry
+          if (b.block) b.block->release();
+          b.block = nullptr;
+          retry_or_fail(st, b, t, "its worker failed (" + b.result.to_string() + ")");
+          st.update_state();
+          fail_queued(st);
+        } else {
+          if (b.result.is_ok()) {
+            st.scheduler.adaptive().observe_latency(b.bucket_rows, static_cast<double>(b.compute_time.count()));
+            if (auto* m = st.metrics()) m->observe_compute(std::chrono::duration<double>(b.compute_time).count());
+          }
+          finish_batch(st, b, t);
+        }
+        st.recycle(&b);
+        settle(self, t);
+      },
+      [=](tick_atom, uint64_t generation) {
+        auto& st = self->state;
+        const time_point t = now_of(self);
+        if (generation == st.timer_generation) st.timer_at = no_deadline;
+        expire(self, t);
+        settle(self, t);
+      },
+      [=](replica_atom, replica_handle h) {
+        auto& st = self->state;
+        replica_slot slot;
+        slot.worker = h.worker;
+        slot.address = h.worker.address();
+        slot.id = h.info.id;
+        slot.worker_index = h.worker_index;
+        self->monitor(h.worker);
+        st.replicas.push_back(std::move(slot));
+        st.ever_had_replica = true;
+        for (const auto& l : h.info.warmup) st.scheduler.adaptive().seed_latency(l.rows, l.mean_us);
+        st.update_state();
+        settle(self, now_of(self));
+      },
+      [=](stats_atom) {
+        auto& st = self->state;
+        batcher_stats s;
+        s.queued_jobs = st.scheduler.queued_jobs();
+        s.in_flight_batches = st.in_flight.size();
+        s.alive_replicas = st.alive_replicas();
+        s.batches_sent = st.batches_sent;
+        s.last_batch_rows = st.last_batch_rows;
+        if (st.scheduler.adaptive_enabled()) {
+          const auto c = st.scheduler.adaptive().choose(now_of(self), static_cast<int>(st.alive_replicas()));
+          s.adaptive_rows = c.batch_rows;
+          s.adaptive_wait_us = c.max_wait.count();
+        }
+        return s;
+      },
+  };
+}
+
+}  // namespace
+
+batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o) { return sys.spawn(batcher, std::move(o)); }
+
+}  // namespace troupe::actors

@@ -1,0 +1,39 @@
+#pragma once
+/// batcher: one per served model version. Queues jobs by priority (bounded: a full level answers
+/// OVERLOADED at once), forms batches by Triton's rules or the adaptive policy
+/// (actors/batch_scheduler.hpp), sends each batch to the replica with the least outstanding work,
+/// and answers every job exactly once: its outputs, its error, DEADLINE_EXCEEDED when its timeout
+/// passes (queued or running: a running job is answered at its deadline and released when its
+/// batch returns), or UNAVAILABLE when no replica is left.
+///
+/// Worker failure: the batcher monitors the workers of its replicas. When one goes down, the
+/// batches it held are retried once on another replica; a job that already had its retry, or that
+/// finds no replica, is answered UNAVAILABLE. New replicas arrive as (replica, replica_handle)
+/// (from model_manager, at load and after the supervisor replaced a worker).
+///
+/// Time comes from the actor clock (`self->clock().now()`), which tests simulate; the batcher
+/// keeps at most one pending wake-up for the earliest of: the queue delay of the oldest request,
+/// the earliest deadline of a queued or running job.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "actors/caf_compat.hpp"
+
+namespace troupe::actors {
+
+struct version_metrics;
+
+struct batcher_options {
+  std::shared_ptr<const model_signature> signature;
+  std::shared_ptr<std::atomic<uint8_t>> state;  // version_state the batcher keeps current
+  std::shared_ptr<version_metrics> metrics;     // may be null
+  /// Batches a replica may hold at once: 2 lets the next batch be staged while one runs, without
+  /// taking requests from the queue that a later, fuller batch could carry.
+  int max_batches_per_replica = 2;
+};
+
+batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);
+
+}  // namespace troupe::actors

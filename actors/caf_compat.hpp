@@ -1,0 +1,149 @@
+#pragma once
+/// troupe's CAF dialect, in one place: CAF 0.17.6 (Debian 12). Atoms (at most 10 characters), the
+/// message types that travel only inside one process (allowed as "unsafe": never serialised), the
+/// typed actor interfaces of every actor, and the conversion between troupe's status and
+/// caf::error. Include this only from .cpp files and from the actor headers: CAF is slow to compile.
+
+#include <caf/all.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/job.hpp"
+#include "actors/model_config.hpp"
+#include "actors/signature.hpp"
+#include "core/status.hpp"
+
+namespace troupe::actors {
+
+class model_table;      // model_table.hpp
+
+// ---- atoms (<= 10 characters) -------------------------------------------------------------------
+
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using reply_atom = caf::atom_constant<caf::atom("reply")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using run_atom = caf::atom_constant<caf::atom("run")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
+using unload_atom = caf::atom_constant<caf::atom("unload")>;
+using crash_atom = caf::atom_constant<caf::atom("crash")>;
+using table_atom = caf::atom_constant<caf::atom("table")>;
+using replica_atom = caf::atom_constant<caf::atom("replica")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using workers_atom = caf::atom_constant<caf::atom("workers")>;
+using subscr_atom = caf::atom_constant<caf::atom("subscribe")>;
+using replaced_atom = caf::atom_constant<caf::atom("replaced")>;
+
+// ---- message types -------------------------------------------------------------------------------
+
+/// What a worker needs to load one replica of a model version.
+struct replica_spec {
+  std::string model;
+  int64_t version = 0;
+  std::string path;  // model.onnx
+  model_config config;
+  uint32_t warmup_runs = 3;
+};
+
+struct replica_latency {
+  int64_t rows = 0;
+  double mean_us = 0;
+};
+
+/// A loaded replica as its worker reports it.
+struct replica_info {
+  uint32_t id = 0;
+  std::shared_ptr<const model_signature> signature;
+  std::vector<int64_t> bucket_rows;
+  std::vector<replica_latency> warmup;
+  uint64_t pool_bytes = 0;
+};
+
+/// What a batcher reports about itself (tests, metrics).
+struct batcher_stats {
+  uint64_t queued_jobs = 0;
+  uint64_t in_flight_batches = 0;
+  uint64_t alive_replicas = 0;
+  uint64_t batches_sent = 0;
+  int64_t last_batch_rows = 0;
+  int64_t adaptive_rows = 0;       // the adaptive policy's current choice (0 when disabled)
+  int64_t adaptive_wait_us = 0;
+};
+
+/// The outcome of loading a repository.
+struct load_report {
+  uint32_t versions_ready = 0;
+  std::vector<std::string> failures;  // "model/version: code: message"
+};
+
+using table_ptr = std::shared_ptr<const model_table>;
+
+// ---- typed interfaces ----------------------------------------------------------------------------
+
+/// cpu_worker (one per device): owns replicas, runs batches one at a time on its own thread.
+using worker_actor = caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
+                                      caf::reacts_to<unload_atom, uint32_t>,
+                                      caf::reacts_to<run_atom, batch_ref>,
+                                      caf::reacts_to<crash_atom>>;
+
+/// A replica as a batcher addresses it.
+struct replica_handle {
+  worker_actor worker;
+  uint32_t worker_index = 0;
+  replica_info info;
+};
+
+/// batcher (one per model version): queues, forms batches, sends them to replicas, answers jobs.
+using batcher_actor = caf::typed_actor<caf::reacts_to<submit_atom, job_list>,
+                                       caf::reacts_to<done_atom, batch_ref>,
+                                       caf::reacts_to<tick_atom, uint64_t>,
+                                       caf::reacts_to<replica_atom, replica_handle>,
+                                       caf::replies_to<stats_atom>::with<batcher_stats>>;
+
+/// router: picks the version, sets the deadline, hands jobs to batchers.
+using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, job_list>,
+                                      caf::reacts_to<table_atom, table_ptr>>;
+
+/// model_manager: loads the repository, keeps the table, reloads replicas of a replaced worker.
+using manager_actor = caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
+                                       caf::reacts_to<replaced_atom, uint32_t, worker_actor>>;
+
+/// supervisor: monitors the workers and replaces one that fails.
+using supervisor_actor = caf::typed_actor<caf::reacts_to<subscr_atom, manager_actor>,
+                                          caf::replies_to<workers_atom>::with<std::vector<worker_actor>>>;
+
+// ---- errors --------------------------------------------------------------------------------------
+
+/// caf::error category of troupe's error codes.
+inline constexpr caf::atom_value error_category = caf::atom("troupe");
+
+inline caf::error to_caf_error(const status& s) {
+  return caf::error(static_cast<uint8_t>(s.code()), error_category, caf::make_message(s.message()));
+}
+
+/// Back to a status; errors of other categories (CAF's own: a dead actor, a timeout) become
+/// `unavailable` with CAF's rendering of the error.
+inline status from_caf_error(caf::actor_system& sys, const caf::error& e) {
+  if (!e) return status::ok();
+  if (e.category() == error_category) {
+    std::string message;
+    if (e.context().match_elements<std::string>()) message = e.context().get_as<std::string>(0);
+    return status(static_cast<error_code>(e.code()), std::move(message));
+  }
+  return status(error_code::unavailable, sys.render(e));
+}
+
+}  // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::job_list)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batch_ref)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_spec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_handle)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batcher_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::load_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::table_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_actor>)

@@ -1,0 +1,238 @@
+#include "actors/metrics.hpp"
+
+#include <dlfcn.h>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+
+#include <vector>
+
+namespace troupe::actors {
+namespace {
+
+// Latency buckets in seconds: 50 us .. 10 s, roughly x2.5 apart.
+const prometheus::Histogram::BucketBoundaries& latency_buckets() {
+  static const prometheus::Histogram::BucketBoundaries b = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  return b;
+}
+
+const prometheus::Histogram::BucketBoundaries& rows_buckets() {
+  static const prometheus::Histogram::BucketBoundaries b = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  return b;
+}
+
+}  // namespace
+
+struct serving_metrics::families {
+  prometheus::Family<prometheus::Counter>* requests;
+  prometheus::Family<prometheus::Histogram>* request_latency;
+  prometheus::Family<prometheus::Histogram>* queue_latency;
+  prometheus::Family<prometheus::Histogram>* compute_latency;
+  prometheus::Family<prometheus::Histogram>* batch_rows;
+  prometheus::Family<prometheus::Gauge>* queue_length;
+  prometheus::Family<prometheus::Gauge>* ready;
+  prometheus::Family<prometheus::Gauge>* pool_bytes;
+};
+
+namespace {
+
+std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::families& f, const std::string& model,
+                                                      const std::string& version) {
+  auto m = std::make_shared<version_metrics>();
+  for (size_t c = 0; c < error_code_count; ++c) {
+    const auto code = static_cast<error_code>(c);
+    m->requests[c] = &f.requests->Add(
+        {{"model", model}, {"version", version}, {"outcome", std::string(to_string(code))}});
+  }
+  const prometheus::Labels labels{{"model", model}, {"version", version}};
+  m->request_latency_s = &f.request_latency->Add(labels, latency_buckets());
+  m->queue_latency_s = &f.queue_latency->Add(labels, latency_buckets());
+  m->compute_latency_s = &f.compute_latency->Add(labels, latency_buckets());
+  m->batch_rows = &f.batch_rows->Add(labels, rows_buckets());
+  m->queue_length = &f.queue_length->Add(labels);
+  m->ready = &f.ready->Add(labels);
+  return m;
+}
+
+}  // namespace
+
+void version_metrics::count(error_code outcome) const {
+  const auto i = static_cast<size_t>(outcome);
+  if (i < requests.size() && requests[i]) requests[i]->Increment();
+}
+void version_metrics::observe_request(double s) const {
+  if (request_latency_s) request_latency_s->Observe(s);
+}
+void version_metrics::observe_queue(double s) const {
+  if (queue_latency_s) queue_latency_s->Observe(s);
+}
+void version_metrics::observe_compute(double s) const {
+  if (compute_latency_s) compute_latency_s->Observe(s);
+}
+void version_metrics::observe_batch(int64_t rows) const {
+  if (batch_rows) batch_rows->Observe(static_cast<double>(rows));
+}
+void version_metrics::set_queue_length(double n) const {
+  if (queue_length) queue_length->Set(n);
+}
+void version_metrics::set_ready(bool r) const {
+  if (ready) ready->Set(r ? 1 : 0);
+}
+
+serving_metrics::serving_metrics()
+    : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
+  families& f = *families_;
+  auto& r = *registry_;
+  f.requests = &prometheus::BuildCounter()
+                    .Name("troupe_requests_total")
+                    .Help("Inference requests answered, by model, version and outcome (error code or ok)")
+                    .Register(r);
+  f.request_latency = &prometheus::BuildHistogram()
+                           .Name("troupe_request_latency_seconds")
+                           .Help("Arrival at the node to reply, seconds")
+                           .Register(r);
+  f.queue_latency = &prometheus::BuildHistogram()
+                         .Name("troupe_queue_latency_seconds")
+                         .Help("Arrival at the node to the batch leaving for a worker, seconds")
+                         .Register(r);
+  f.compute_latency = &prometheus::BuildHistogram()
+                           .Name("troupe_compute_latency_seconds")
+                           .Help("A batch's staging, run and output split on its worker, seconds")
+                           .Register(r);
+  f.batch_rows = &prometheus::BuildHistogram()
+                      .Name("troupe_batch_size")
+                      .Help("Rows per batch sent to a worker")
+                      .Register(r);
+  f.queue_length = &prometheus::BuildGauge()
+                        .Name("troupe_queue_length")
+                        .Help("Requests queued in the model version's batcher")
+                        .Register(r);
+  f.ready = &prometheus::BuildGauge()
+                 .Name("troupe_model_ready")
+                 .Help("1 when the model version has a healthy replica, else 0")
+                 .Register(r);
+  f.pool_bytes = &prometheus::BuildGauge()
+                      .Name("troupe_pool_bytes")
+                      .Help("Bytes held by a worker's replicas: plan arenas, staging and output blocks")
+                      .Register(r);
+  inflight_ = &prometheus::BuildGauge()
+                   .Name("troupe_inflight_requests")
+                   .Help("Requests received and not yet answered")
+                   .Register(r)
+                   .Add({});
+  restarts_ = &prometheus::BuildCounter()
+                   .Name("troupe_worker_restarts_total")
+                   .Help("Workers the supervisor replaced after a failure")
+                   .Register(r)
+                   .Add({});
+  unrouted_ = make_version_metrics(f, "", "");
+  gpu_ = make_nvml_collector();
+}
+
+serving_metrics::~serving_metrics() = default;
+
+std::shared_ptr<version_metrics> serving_metrics::for_version(const std::string& model, int64_t version) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return make_version_metrics(*families_, model, std::to_string(version));
+}
+
+void serving_metrics::set_inflight(double n) { inflight_->Set(n); }
+
+void serving_metrics::set_pool_bytes(uint32_t worker, double bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->pool_bytes->Add({{"worker", std::to_string(worker)}}).Set(bytes);
+}
+
+void serving_metrics::count_worker_restart() { restarts_->Increment(); }
+
+// ---- NVML ------------------------------------------------------------------------------------------
+
+namespace {
+
+// The few NVML entry points used, declared as NVML's C API defines them (nvml.h is not needed:
+// the library is found at run time or not at all).
+struct nvml_utilization {
+  unsigned int gpu;
+  unsigned int memory;
+};
+struct nvml_memory {
+  unsigned long long total;
+  unsigned long long free;
+  unsigned long long used;
+};
+using nvml_device = void*;
+
+class nvml_collector final : public prometheus::Collectable {
+ public:
+  static std::shared_ptr<nvml_collector> load() {
+    void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return nullptr;
+    auto c = std::shared_ptr<nvml_collector>(new nvml_collector(lib));
+    if (!c->init_ || !c->count_ || !c->handle_ || !c->util_ || !c->mem_ || c->init_() != 0) return nullptr;
+    unsigned int n = 0;
+    if (c->count_(&n) != 0 || n == 0) return nullptr;
+    c->devices_.resize(n);
+    for (unsigned int i = 0; i < n; ++i)
+      if (c->handle_(i, &c->devices_[i]) != 0) return nullptr;
+    return c;
+  }
+  ~nvml_collector() override {
+    if (shutdown_) shutdown_();
+    dlclose(lib_);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily util{"troupe_gpu_utilization_ratio", "GPU busy fraction over NVML's sample period",
+                                  prometheus::MetricType::Gauge, {}};
+    prometheus::MetricFamily mem{"troupe_gpu_memory_used_bytes", "GPU memory in use (all processes)",
+                                 prometheus::MetricType::Gauge, {}};
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      nvml_utilization u{};
+      nvml_memory m{};
+      prometheus::ClientMetric cm;
+      cm.label.push_back({"gpu", std::to_string(i)});
+      if (util_(devices_[i], &u) == 0) {
+        cm.gauge.value = u.gpu / 100.0;
+        util.metric.push_back(cm);
+      }
+      if (mem_(devices_[i], &m) == 0) {
+        cm.gauge.value = static_cast<double>(m.used);
+        mem.metric.push_back(cm);
+      }
+    }
+    std::vector<prometheus::MetricFamily> out;
+    if (!util.metric.empty()) out.push_back(std::move(util));
+    if (!mem.metric.empty()) out.push_back(std::move(mem));
+    return out;
+  }
+
+ private:
+  explicit nvml_collector(void* lib) : lib_(lib) {
+    init_ = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlInit_v2"));
+    shutdown_ = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlShutdown"));
+    count_ = reinterpret_cast<int (*)(unsigned int*)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
+    handle_ = reinterpret_cast<int (*)(unsigned int, nvml_device*)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+    util_ = reinterpret_cast<int (*)(nvml_device, nvml_utilization*)>(dlsym(lib, "nvmlDeviceGetUtilizationRates"));
+    mem_ = reinterpret_cast<int (*)(nvml_device, nvml_memory*)>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
+  }
+
+  void* lib_;
+  int (*init_)() = nullptr;
+  int (*shutdown_)() = nullptr;
+  int (*count_)(unsigned int*) = nullptr;
+  int (*handle_)(unsigned int, nvml_device*) = nullptr;
+  int (*util_)(nvml_device, nvml_utilization*) = nullptr;
+  int (*mem_)(nvml_device, nvml_memory*) = nullptr;
+  std::vector<nvml_device> devices_;
+};
+
+}  // namespace
+
+std::shared_ptr<prometheus::Collectable> make_nvml_collector() { return nvml_collector::load(); }
+
+}  // namespace troupe::actors

@@ -1,0 +1,85 @@
+#pragma once
+/// The node's Prometheus metrics (prometheus-cpp). One registry per node; the HTTP exposer lives in
+/// cluster/ (it is a socket). Metric objects are created when a model version is loaded and held
+/// by pointer, so recording on the request path is an atomic add or a short histogram update, never
+/// a label lookup. prometheus-cpp's metric objects are thread-safe; every actor and the frontend
+/// thread record directly.
+///
+/// Names: troupe_requests_total{model,version,outcome}, troupe_request_latency_seconds,
+/// troupe_queue_latency_seconds, troupe_compute_latency_seconds (histograms by model,version),
+/// troupe_batch_size (histogram of rows per batch), troupe_queue_length, troupe_model_ready,
+/// troupe_inflight_requests, troupe_pool_bytes{worker}, troupe_worker_restarts_total, and, where
+/// NVML can be loaded, troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu}.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "core/status.hpp"
+
+namespace prometheus {
+class Registry;
+class Counter;
+class Gauge;
+class Histogram;
+class Collectable;
+}  // namespace prometheus
+
+namespace troupe::actors {
+
+inline constexpr size_t error_code_count = 13;  // error_code::ok .. device_error
+
+struct version_metrics {
+  std::array<prometheus::Counter*, error_code_count> requests{};  // by outcome (error code)
+  prometheus::Histogram* request_latency_s = nullptr;
+  prometheus::Histogram* queue_latency_s = nullptr;
+  prometheus::Histogram* compute_latency_s = nullptr;
+  prometheus::Histogram* batch_rows = nullptr;
+  prometheus::Gauge* queue_length = nullptr;
+  prometheus::Gauge* ready = nullptr;
+
+  void count(error_code outcome) const;
+  void observe_request(double seconds) const;
+  void observe_queue(double seconds) const;
+  void observe_compute(double seconds) const;
+  void observe_batch(int64_t rows) const;
+  void set_queue_length(double n) const;
+  void set_ready(bool r) const;
+};
+
+class serving_metrics {
+ public:
+  serving_metrics();
+  ~serving_metrics();
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  /// Metric objects of one model version (created once, then shared).
+  std::shared_ptr<version_metrics> for_version(const std::string& model, int64_t version);
+  /// Requests refused before a version was chosen: unknown model, undecodable envelope.
+  const version_metrics& unrouted() const { return *unrouted_; }
+
+  void set_inflight(double n);
+  void set_pool_bytes(uint32_t worker, double bytes);
+  void count_worker_restart();
+  /// A collector for NVML figures, or null when NVML cannot be loaded (no GPU metrics then).
+  std::shared_ptr<prometheus::Collectable> gpu_collector() const { return gpu_; }
+
+  struct families;  // the metric families, registered once per registry
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<families> families_;
+  std::mutex mutex_;  // guards creation of labelled metrics
+  std::shared_ptr<version_metrics> unrouted_;
+  prometheus::Gauge* inflight_ = nullptr;
+  prometheus::Counter* restarts_ = nullptr;
+  std::shared_ptr<prometheus::Collectable> gpu_;
+};
+
+/// Loads NVML with dlopen; null when there is no NVML (no driver): never fakes figures.
+std::shared_ptr<prometheus::Collectable> make_nvml_collector();
+
+}  // namespace troupe::actors

@@ -1,0 +1,96 @@
+#pragma once
+/// Configuration of the serving node and of each model, read from YAML (yaml-cpp). Model keys follow
+/// Triton's names where the meaning is the same (max_batch_size, dynamic_batching.
+/// max_queue_delay_microseconds, preferred_batch_size, priority_levels, default_queue_policy,
+/// instance_group.count, version_policy), so a Triton user can read a troupe config. Every field
+/// has a default: a model directory without config.yaml is served with them.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.hpp"
+
+namespace troupe::actors {
+
+/// How long a request may wait and how many may wait; one policy applies to each priority level.
+struct queue_policy {
+  std::chrono::microseconds default_timeout{0};  // 0: no deadline unless the request sets one
+  bool allow_timeout_override = true;            // a request's timeout_us replaces the default
+  uint32_t max_queue_size = 1024;  // per priority level; a full level answers OVERLOADED. Never 0.
+};
+
+/// The adaptive policy: chooses batch size and wait from the arrival rate and measured latency.
+struct adaptive_batching {
+  bool enabled = false;
+  double slo_p99_ms = 0;  // the p99 latency the choice must keep; required when enabled
+};
+
+struct traffic_match {
+  std::string parameter;  // a request parameter name
+  std::string value;      // ... and the value that sends the request to `version`
+  int64_t version = 0;
+};
+
+/// Which version serves a request that names none. Explicit versions always win; then `match`
+/// rules in order; then `weights` (a request with a routing key always gets the same version);
+/// otherwise the newest ready version.
+struct traffic_policy {
+  std::map<int64_t, uint32_t> weights;  // version -> relative weight
+  std::vector<traffic_match> match;
+};
+
+struct model_config {
+  /// -1: decide from the model (8 when every input and output has a dynamic leading dim, else 0).
+  /// 0: no batching; requests carry the model's full shapes. >0: requests carry a leading batch
+  /// dim of 1..max_batch_size and the batcher combines them up to this many rows.
+  int64_t max_batch_size = -1;
+  std::chrono::microseconds max_queue_delay{0};  // Triton: max_queue_delay_microseconds
+  std::vector<int64_t> preferred_batch_sizes;    // Triton: preferred_batch_size
+  uint32_t priority_levels = 1;                  // 1 = highest
+  uint32_t default_priority_level = 0;           // 0: the lowest level (= priority_levels)
+  queue_policy queue;
+  adaptive_batching adaptive;
+  uint32_t instance_count = 1;          // replicas per worker (Triton: instance_group[].count)
+  std::vector<int64_t> batch_buckets;   // batch sizes with a compiled plan; empty: powers of two,
+                                        // the preferred sizes and max_batch_size
+  int64_t latest_versions = 1;          // version_policy.latest.num_versions; 0 with `all`
+  std::vector<int64_t> specific_versions;  // version_policy.specific.versions
+  traffic_policy traffic;
+
+  /// The level a request with priority 0 gets.
+  uint32_t effective_default_priority() const {
+    return default_priority_level ? default_priority_level : priority_levels;
+  }
+};
+
+/// Parses a model's config.yaml text; `source` names it in errors. Unknown keys are errors (a typo
+/// must not silently fall back to a default).
+expected<model_config> parse_model_config(const std::string& yaml_text, const std::string& source);
+/// Reads `path`; a missing file yields the defaults.
+expected<model_config> load_model_config(const std::string& path);
+
+/// The node: where it listens and how many of each resource it runs.
+struct node_config {
+  std::string models_dir;
+  std::string listen = "tcp://*:5555";
+  int metrics_port = 9090;        // 0: no /metrics endpoint
+  std::string metrics_address = "0.0.0.0";
+  uint32_t cpu_workers = 1;       // cpu_worker actors; each holds instance_count replicas per model
+  uint32_t actor_threads = 1;     // CAF scheduler threads (routing and batching are light)
+  std::string actor_scheduler = "stealing";  // CAF policy: stealing or sharing
+  int compute_threads = 0;        // OpenMP threads per worker; 0: OpenMP's default
+  uint32_t max_inflight = 4096;   // requests held at once; beyond it the frontend answers OVERLOADED
+  uint64_t max_message_bytes = 256ull << 20;  // a request larger than this is refused
+  std::chrono::milliseconds drain_timeout{30000};  // SIGTERM: time to finish in-flight work
+  uint32_t warmup_runs = 3;       // per batch bucket at load, also the latency measurement
+  bool fault_injection = false;   // honours the troupe.fault request parameter (tests only)
+  std::string log_level = "info";
+};
+
+expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);
+expected<node_config> load_node_config(const std::string& path);
+
+}  // namespace troupe::actors

@@ -1,0 +1,35 @@
+#pragma once
+/// model_manager: owns the model repository.
+///
+///   models/<name>/config.yaml          optional (actors/model_config.hpp); defaults without it
+///   models/<name>/<version>/model.onnx versions are positive integers
+///
+/// (load, dir) scans the repository, applies each model's version policy, asks every worker for
+/// `instance_count` replicas of each version (the worker compiles and warms up), spawns one batcher
+/// per version at its first replica, publishes the routing table (to the router, and to the
+/// frontend through table_holder) and answers with a load_report once every version is ready or
+/// failed. A model or version that fails to load is reported and listed as FAILED; the others are
+/// served. (replaced, index, worker) from the supervisor reloads the replicas the failed worker
+/// held onto its replacement and hands them to the batchers.
+
+#include <vector>
+
+#include "actors/caf_compat.hpp"
+
+namespace troupe::actors {
+
+class serving_metrics;
+class table_holder;
+
+struct manager_options {
+  router_actor router;
+  table_holder* holder = nullptr;        // outlives the actor
+  serving_metrics* metrics = nullptr;    // may be null; outlives the actor
+  std::vector<worker_actor> workers;
+  uint32_t warmup_runs = 3;
+  int max_batches_per_replica = 2;
+};
+
+manager_actor spawn_model_manager(caf::actor_system& sys, manager_options o);
+
+}  // namespace troupe::actors

@@ -1,0 +1,90 @@
+#pragma once
+/// The routing table: every served model, its versions, their signatures, batchers and state.
+/// model_manager builds a new immutable snapshot on every change and publishes it (to the router as
+/// a message, to the frontend through `table_holder`): readers never lock a table, they hold a
+/// snapshot. A version's *state* changes without a new snapshot (an atomic the batcher sets when
+/// its replicas fail or return), so readiness follows the request path at once.
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "actors/caf_compat.hpp"
+#include "actors/signature.hpp"
+#include "core/status.hpp"
+
+namespace troupe::actors {
+
+struct version_metrics;  // metrics.hpp
+
+/// Numbers match proto ModelState.
+enum class version_state : uint8_t { loading = 1, ready = 2, unavailable = 3, failed = 4 };
+std::string_view to_string(version_state s);
+
+struct version_entry {
+  int64_t version = 0;
+  std::shared_ptr<const model_signature> signature;  // null when the version failed to load
+  batcher_actor batcher;                             // invalid when failed
+  std::shared_ptr<std::atomic<uint8_t>> state;       // version_state, set by the batcher
+  status load_error;                                 // why it failed
+  std::shared_ptr<version_metrics> metrics;
+
+  version_state current_state() const {
+    return state ? static_cast<version_state>(state->load(std::memory_order_acquire)) : version_state::failed;
+  }
+};
+
+struct model_entry {
+  std::string name;
+  std::vector<version_entry> versions;  // ascending
+  traffic_policy traffic;
+  status load_error;  // the model as a whole failed (e.g. a bad config.yaml)
+
+  const version_entry* find(int64_t version) const;
+  /// The newest ready version, else the newest loaded one (requests then get UNAVAILABLE).
+  const version_entry* default_version() const;
+};
+
+class model_table {
+ public:
+  std::map<std::string, model_entry, std::less<>> models;
+
+  const model_entry* find(std::string_view name) const;
+
+  /// The traffic policy: explicit version, then match rules on request parameters, then weights
+  /// (hash of `routing_key` when given, else a round robin on `counter`), then the newest ready
+  /// version. NOT_FOUND for an unknown version, UNAVAILABLE when the chosen version is not ready.
+  static expected<const version_entry*> route(
+      const model_entry& m, int64_t requested_version, std::string_view routing_key,
+      const std::vector<std::pair<std::string_view, std::string_view>>& parameters, uint64_t& counter);
+};
+
+/// Where the frontend (another thread) finds the newest table, and the node-wide flags.
+class table_holder {
+ public:
+  void publish(table_ptr t) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    table_ = std::move(t);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  table_ptr get() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return table_;
+  }
+  /// Changes whenever a new table is published: readers re-`get` only then.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  std::atomic<bool> loaded{false};    // the repository has been loaded once
+  std::atomic<bool> draining{false};  // SIGTERM: no new work
+
+ private:
+  mutable std::mutex mutex_;
+  table_ptr table_;
+  std::atomic<uint64_t> generation_{0};
+};
+
+}  // namespace troupe::actors

@@ -1,0 +1,56 @@
+#include "actors/node.hpp"
+
+#include "actors/cpu_worker.hpp"
+#include "actors/model_manager.hpp"
+#include "actors/model_table.hpp"
+#include "actors/router.hpp"
+#include "actors/supervisor.hpp"
+
+namespace troupe::actors {
+
+node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
+  node_handles h;
+  supervisor_options so;
+  so.detached_workers = o.detached_workers;
+  so.metrics = o.metrics;
+  for (uint32_t i = 0; i < o.config.cpu_workers; ++i) {
+    worker_options wo;
+    wo.index = i;
+    wo.compute_threads = o.config.compute_threads;
+    wo.fault_injection = o.config.fault_injection;
+    wo.metrics = o.metrics;
+    h.workers.push_back(spawn_cpu_worker(sys, wo, o.detached_workers));
+    so.worker_settings.push_back(wo);
+  }
+  so.workers = h.workers;
+  h.supervisor = spawn_supervisor(sys, std::move(so));
+  h.router = spawn_router(sys);
+  manager_options mo;
+  mo.router = h.router;
+  mo.holder = o.holder;
+  mo.metrics = o.metrics;
+  mo.workers = h.workers;
+  mo.warmup_runs = o.config.warmup_runs;
+  h.manager = spawn_model_manager(sys, std::move(mo));
+  caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
+  return h;
+}
+
+expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node, const std::string& dir) {
+  caf::scoped_actor self{sys};
+  expected<load_report> result = internal_error("no answer from model_manager");
+  self->request(node.manager, caf::infinite, load_atom::value, dir)
+      .receive([&](load_report& r) { result = std::move(r); },
+               [&](caf::error& e) { result = from_caf_error(sys, e); });
+  return result;
+}
+
+void stop_node(caf::actor_system& sys, const node_handles& node) {
+  (void)sys;
+  // The supervisor stops the workers it holds (replacements included), the manager its batchers.
+  if (node.supervisor) caf::anon_send_exit(node.supervisor, caf::exit_reason::user_shutdown);
+  if (node.manager) caf::anon_send_exit(node.manager, caf::exit_reason::user_shutdown);
+  if (node.router) caf::anon_send_exit(node.router, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace troupe::actors

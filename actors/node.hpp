@@ -1,0 +1,42 @@
+#pragma once
+/// One serving node's actors, assembled: workers (cpu_worker, one per configured device), the
+/// supervisor watching them, the router and the model_manager. The frontend (cluster/) submits to
+/// the router and reads the table through the table_holder. The actor_system belongs to the
+/// caller: production passes a threaded one, tests CAF's deterministic test coordinator.
+
+#include <string>
+#include <vector>
+
+#include "actors/caf_compat.hpp"
+#include "actors/model_config.hpp"
+
+namespace troupe::actors {
+
+class serving_metrics;
+class table_holder;
+
+struct node_handles {
+  router_actor router;
+  manager_actor manager;
+  supervisor_actor supervisor;
+  std::vector<worker_actor> workers;  // as spawned (the supervisor may replace them)
+};
+
+struct node_spawn_options {
+  node_config config;
+  bool detached_workers = true;  // false on the test coordinator
+  table_holder* holder = nullptr;
+  serving_metrics* metrics = nullptr;
+};
+
+node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);
+
+/// Loads the repository and waits for the report (blocks the calling thread: not for actors or
+/// the test coordinator).
+expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node, const std::string& dir);
+
+/// Asks every actor of the node to exit (workers through the supervisor's list, so that replaced
+/// ones are included). Call after draining: jobs still queued would not be answered.
+void stop_node(caf::actor_system& sys, const node_handles& node);
+
+}  // namespace troupe::actors

@@ -1,0 +1,262 @@
+#include "actors/replica.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "runtime/plan.hpp"
+
+namespace troupe::actors {
+
+output_block::output_block(size_t bytes)
+    : data_(static_cast<std::byte*>(aligned_alloc_bytes(std::max<size_t>(bytes, 64)))), bytes_(bytes) {}
+
+output_block::~output_block() { aligned_free(data_); }
+
+namespace {
+
+constexpr size_t block_alignment = 64;
+
+size_t align_up(size_t n) { return (n + block_alignment - 1) / block_alignment * block_alignment; }
+
+std::vector<int64_t> dims_of(const runtime::symbolic_shape& s) {
+  std::vector<int64_t> d;
+  d.reserve(s.size());
+  for (const auto& x : s) d.push_back(x.is_static() ? x.size : -1);
+  return d;
+}
+
+}  // namespace
+
+std::vector<int64_t> default_bucket_rows(int64_t max_batch_size, const model_config& c) {
+  if (max_batch_size <= 0) return {1};
+  std::vector<int64_t> rows;
+  if (!c.batch_buckets.empty()) {
+    rows = c.batch_buckets;
+  } else {
+    for (int64_t r = 1; r < max_batch_size; r *= 2) rows.push_back(r);
+    rows.insert(rows.end(), c.preferred_batch_sizes.begin(), c.preferred_batch_sizes.end());
+  }
+  rows.push_back(max_batch_size);  // every batch must fit some bucket
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  rows.erase(std::remove_if(rows.begin(), rows.end(), [&](int64_t r) { return r < 1 || r > max_batch_size; }),
+             rows.end());
+  return rows;
+}
+
+expected<std::unique_ptr<replica>> replica::create(const options& o) {
+  std::unique_ptr<replica> r(new replica());
+  TROUPE_RETURN_IF_ERROR(r->init(o));
+  return r;
+}
+
+replica::~replica() {
+  for (auto& b : buckets_)
+    for (auto& slot : b->blocks) slot.block->release();
+}
+
+status replica::init(const options& o) {
+  max_shape_buckets_ = o.max_shape_buckets;
+  TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path));
+
+  auto sig = std::make_shared<model_signature>();
+  sig->model = o.model_name;
+  sig->version = o.version;
+  sig->config = o.config;
+  for (const auto& in : session_->inputs()) sig->inputs.push_back({in.name, in.type, dims_of(in.shape)});
+  for (const auto& out : session_->outputs()) sig->outputs.push_back({out.name, out.type, dims_of(out.shape)});
+  if (sig->inputs.empty()) return unsupported("model '" + o.model_name + "' has no inputs to serve");
+
+  // Batching needs a dynamic leading dim on every input (and every declared output).
+  std::string static_lead;
+  for (const auto* list : {&sig->inputs, &sig->outputs})
+    for (const auto& t : *list)
+      if (static_lead.empty() && (t.shape.empty() ? list == &sig->inputs : t.shape[0] >= 0))
+        static_lead = "'" + t.name + "'";
+  int64_t mbs = o.config.max_batch_size;
+  if (mbs < 0) mbs = static_lead.empty() ? 8 : 0;
+  if (mbs > 0 && !static_lead.empty())
+    return invalid_argument("model '" + o.model_name + "': max_batch_size " + std::to_string(mbs) +
+                            " needs a dynamic leading (batch) dim on every input and output; " + static_lead +
+                            " has none");
+  sig->max_batch_size = mbs;
+  sig->config.max_batch_size = mbs;
+  if (mbs > 0)
+    for (auto* list : {&sig->inputs, &sig->outputs})
+      for (auto& t : *list)
+        if (!t.shape.empty()) t.shape[0] = -1;
+  for (int64_t p : sig->config.preferred_batch_sizes)
+    if (mbs > 0 && p > mbs)
+      return invalid_argument("model '" + o.model_name + "': preferred batch size " + std::to_string(p) +
+                              " exceeds max_batch_size " + std::to_string(mbs));
+  signature_ = sig;
+  bucket_rows_ = default_bucket_rows(mbs, sig->config);
+
+  // Compile and warm up every bucket now when the shapes are known; models with dynamic non-batch
+  // dims compile per shape at first use.
+  bool static_shapes = true;
+  for (const auto& t : sig->inputs)
+    for (size_t d = mbs > 0 ? 1 : 0; d < t.shape.size(); ++d) static_shapes &= t.shape[d] >= 0;
+  if (!static_shapes) return status::ok();
+
+  for (int64_t rows : bucket_rows_) {
+    std::vector<shape_t> shapes;
+    for (const auto& t : sig->inputs) {
+      shape_t s(t.shape.begin(), t.shape.end());
+      if (mbs > 0) s[0] = rows;
+      shapes.push_back(std::move(s));
+    }
+    TROUPE_ASSIGN_OR_RETURN(bucket * b, build_bucket(std::move(shapes), rows));
+    TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
+    // One untimed run, then the timed ones: the mean is the latency the adaptive policy starts from.
+    TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs).with_context("warm-up"));
+    double total_us = 0;
+    for (uint32_t i = 0; i < o.warmup_runs; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs).with_context("warm-up"));
+      total_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    }
+    if (o.warmup_runs > 0) warmup_.push_back({rows, total_us / o.warmup_runs});
+  }
+  shape_variants_ = 1;
+  return status::ok();
+}
+
+expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shapes, int64_t rows) {
+  const model_signature& sig = *signature_;
+  std::vector<tensor_info> infos;
+  for (size_t i = 0; i < sig.inputs.size(); ++i) infos.push_back({sig.inputs[i].type, input_shapes[i]});
+  TROUPE_ASSIGN_OR_RETURN(runtime::plan * p, session_->prepare(infos));
+
+  auto b = std::make_unique<bucket>();
+  b->rows = rows;
+  b->plan = p;
+  for (const auto& info : infos) {
+    b->staging.push_back(tensor::zeros(info.type, info.shape));  // zeros: padding rows stay finite
+    const int64_t lead = sig.max_batch_size > 0 && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
+    b->input_row_bytes.push_back(info.bytes() / static_cast<size_t>(lead));
+  }
+  b->input_shapes = std::move(input_shapes);
+  b->output_infos = p->output_infos();
+  size_t offset = 0;
+  for (size_t k = 0; k < b->output_infos.size(); ++k) {
+    const tensor_info& oi = b->output_infos[k];
+    if (sig.max_batch_size > 0 && (oi.shape.empty() || oi.shape[0] != rows))
+      return invalid_argument("model '" + sig.model + "': output '" + sig.outputs[k].name + "' has shape " +
+                              shape_to_string(oi.shape) + " for a batch of " + std::to_string(rows) +
+                              ": it does not carry the batch dim, serve it with max_batch_size: 0");
+    b->output_offsets.push_back(offset);
+    b->output_row_bytes.push_back(sig.max_batch_size > 0 ? oi.bytes() / static_cast<size_t>(rows) : oi.bytes());
+    offset += align_up(oi.bytes());
+  }
+  b->block_bytes = offset;
+  buckets_.push_back(std::move(b));
+  return buckets_.back().get();
+}
+
+expected<replica::block_slot*> replica::free_block(bucket& b) {
+  for (auto& slot : b.blocks)
+    if (slot.block->idle()) return &slot;
+  // Every block is still referenced by replies in flight: add one. Steady state reuses blocks;
+  // this grows the pool to the number of batches whose replies are in flight at once.
+  block_slot slot;
+  slot.block = new output_block(b.block_bytes);
+  for (size_t k = 0; k < b.output_infos.size(); ++k)
+    slot.outputs.push_back(tensor::borrow(b.output_infos[k].type, b.output_infos[k].shape,
+                                          slot.block->data() + b.output_offsets[k]));
+  b.blocks.push_back(std::move(slot));
+  return &b.blocks.back();
+}
+
+expected<replica::bucket*> replica::find_or_build_bucket(int64_t rows, const std::vector<input_view>& first) {
+  const bool batched = signature_->max_batch_size > 0;
+  bucket* best = nullptr;
+  for (auto& b : buckets_) {
+    if (b->rows < rows || (best && b->rows >= best->rows)) continue;
+    bool same = first.size() == b->input_shapes.size();
+    for (size_t i = 0; same && i < first.size(); ++i) {
+      const shape_t& want = first[i].info.shape;
+      const shape_t& have = b->input_shapes[i];
+      same = want.size() == have.size();
+      for (size_t d = batched ? 1 : 0; same && d < want.size(); ++d) same = want[d] == have[d];
+    }
+    if (same) best = b.get();
+  }
+  if (best) return best;
+
+  // A shape without a plan: only models with dynamic non-batch dims get here.
+  bool new_variant = true;
+  for (auto& b : buckets_) {
+    bool same = true;
+    for (size_t i = 0; same && i < first.size(); ++i)
+      for (size_t d = batched ? 1 : 0; same && d < first[i].info.shape.size(); ++d)
+        same = first[i].info.shape[d] == b->input_shapes[i][d];
+    if (same) new_variant = false;
+  }
+  if (new_variant && shape_variants_ >= max_shape_buckets_)
+    return unsupported("model '" + signature_->model + "' already has plans for " +
+                       std::to_string(max_shape_buckets_) + " input shapes; refusing another");
+  int64_t bucket_rows = 1;
+  if (batched) {
+    auto it = std::lower_bound(bucket_rows_.begin(), bucket_rows_.end(), rows);
+    if (it == bucket_rows_.end())
+      return internal_error("a batch of " + std::to_string(rows) + " rows exceeds max_batch_size");
+    bucket_rows = *it;
+  }
+  std::vector<shape_t> shapes;
+  for (const auto& in : first) {
+    shape_t s = in.info.shape;
+    if (batched) s[0] = bucket_rows;
+    shapes.push_back(std::move(s));
+  }
+  if (new_variant) ++shape_variants_;
+  return build_bucket(std::move(shapes), bucket_rows);
+}
+
+status replica::run(batch& bt) {
+  bt.result = [&]() -> status {
+    if (bt.jobs.empty()) return internal_error("empty batch");
+    TROUPE_ASSIGN_OR_RETURN(bucket * b, find_or_build_bucket(bt.rows, bt.jobs.front()->inputs));
+    // Staging: the one host copy of request bytes, frame -> the plan's input rows.
+    for (size_t i = 0; i < b->staging.size(); ++i) {
+      std::byte* dst = static_cast<std::byte*>(b->staging[i].raw());
+      size_t offset = 0;
+      const size_t capacity = b->staging[i].bytes();
+      for (const infer_job* j : bt.jobs) {
+        const input_view& in = j->inputs[i];
+        if (offset + in.bytes > capacity) return internal_error("batch rows exceed the bucket");
+        std::memcpy(dst + offset, in.data, in.bytes);
+        offset += in.bytes;
+      }
+    }
+    TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
+    TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs));
+    slot->block->retain();  // the batcher's reference, handed over with the results
+    bt.block = slot->block;
+    bt.bucket_rows = b->rows;
+    // Resize and assign in place: a pooled batch keeps its shape vectors' capacity.
+    bt.outputs.resize(b->output_infos.size());
+    for (size_t k = 0; k < b->output_infos.size(); ++k) {
+      batch::output_layout& l = bt.outputs[k];
+      l.info.type = b->output_infos[k].type;
+      l.info.shape.assign(b->output_infos[k].shape.begin(), b->output_infos[k].shape.end());
+      l.offset = b->output_offsets[k];
+      l.row_bytes = b->output_row_bytes[k];
+    }
+    return status::ok();
+  }();
+  return bt.result;
+}
+
+size_t replica::pool_bytes() const {
+  size_t total = 0;
+  for (const auto& b : buckets_) {
+    total += b->plan->memory().planned_arena_bytes;
+    for (const auto& t : b->staging) total += t.bytes();
+    total += b->blocks.size() * b->block_bytes;
+  }
+  return total;
+}
+
+}  // namespace troupe::actors

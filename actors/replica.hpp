@@ -1,0 +1,99 @@
+#pragma once
+/// One model instance on one device: a runtime::session, one compiled plan per batch bucket, the
+/// staging tensors each plan reads, and a pool of output blocks replies are sent from.
+/// Shape-dependent work happens at load (compile, warm up, allocate); `run` stages the batch's
+/// inputs (the one host copy from the transport frames), runs the plan into a free output block
+/// and allocates nothing once every bucket has a free block.
+///
+/// Thread-safety: one run at a time (the owning worker's thread). Output blocks outlive the
+/// replica while replies still reference them (output_block's reference count).
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/job.hpp"
+#include "actors/model_config.hpp"
+#include "actors/signature.hpp"
+#include "core/status.hpp"
+#include "runtime/session.hpp"
+
+namespace troupe::runtime {
+class plan;
+}
+
+namespace troupe::actors {
+
+struct bucket_latency {
+  int64_t rows = 0;
+  double mean_us = 0;
+};
+
+class replica {
+ public:
+  struct options {
+    std::string model_name;
+    int64_t version = 1;
+    std::string model_path;
+    model_config config;
+    uint32_t warmup_runs = 3;
+    /// At most this many distinct input shapes (dynamic non-batch dims) get a plan; beyond it a
+    /// request is refused (unsupported) rather than compiling without bound.
+    size_t max_shape_buckets = 32;
+  };
+
+  static expected<std::unique_ptr<replica>> create(const options& o);
+  ~replica();
+
+  const std::shared_ptr<const model_signature>& signature() const { return signature_; }
+  /// Batch sizes with a compiled plan, ascending (just {1} without batching).
+  const std::vector<int64_t>& bucket_rows() const { return bucket_rows_; }
+  /// Warm-up latency per bucket, measured at load (empty for models with dynamic non-batch dims).
+  const std::vector<bucket_latency>& warmup_latency() const { return warmup_; }
+  /// Arena + staging + output-block bytes held now.
+  size_t pool_bytes() const;
+
+  /// Runs `b`: picks the smallest bucket that holds b.rows rows of the jobs' shape, copies every
+  /// job's inputs into the bucket's staging tensors, runs the plan and fills b.block/b.outputs/
+  /// b.bucket_rows. Returns the run's status (also stored in b.result).
+  status run(batch& b);
+
+ private:
+  struct block_slot {
+    output_block* block = nullptr;  // the pool's reference
+    std::vector<tensor> outputs;    // borrowing views into block
+  };
+  struct bucket {
+    int64_t rows = 0;
+    std::vector<shape_t> input_shapes;  // full shapes (rows included)
+    runtime::plan* plan = nullptr;       // owned by the session
+    std::vector<tensor> staging;         // the plan's inputs, owned
+    std::vector<size_t> input_row_bytes;
+    std::vector<tensor_info> output_infos;
+    std::vector<size_t> output_offsets;  // within a block, 64-byte aligned
+    std::vector<size_t> output_row_bytes;
+    size_t block_bytes = 0;
+    std::vector<block_slot> blocks;
+  };
+
+  replica() = default;
+  status init(const options& o);
+  expected<bucket*> find_or_build_bucket(int64_t rows, const std::vector<input_view>& first_inputs);
+  expected<bucket*> build_bucket(std::vector<shape_t> input_shapes, int64_t rows);
+  expected<block_slot*> free_block(bucket& b);
+
+  std::unique_ptr<runtime::session> session_;
+  std::shared_ptr<const model_signature> signature_;
+  std::vector<int64_t> bucket_rows_;
+  std::vector<std::unique_ptr<bucket>> buckets_;
+  std::vector<bucket_latency> warmup_;
+  size_t max_shape_buckets_ = 32;
+  size_t shape_variants_ = 0;
+};
+
+/// The batch sizes a model gets plans for: config.batch_buckets when given, else powers of two
+/// below max_batch_size, the preferred sizes and max_batch_size itself. {1} without batching.
+std::vector<int64_t> default_bucket_rows(int64_t max_batch_size, const model_config& c);
+
+}  // namespace troupe::actors

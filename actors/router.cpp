@@ -1,0 +1,102 @@
+#include "actors/router.hpp"
+
+#include <utility>
+#include <vector>
+
+#include "actors/metrics.hpp"
+#include "actors/model_table.hpp"
+
+namespace troupe::actors {
+namespace {
+
+struct router_state {
+  table_ptr table;
+  uint64_t round_robin = 0;
+  std::vector<std::pair<batcher_actor, job_list>> to_batchers;  // capacity kept between lists
+  std::vector<std::pair<caf::actor, job_list>> answers;
+  static inline const char* name = "router";
+
+  void answer(infer_job* j, status s) {
+    j->result = std::move(s);
+    for (auto& [to, list] : answers)
+      if (to == j->reply_to) {
+        list.push_back(j);
+        return;
+      }
+    job_list list;
+    list.push_back(j);
+    answers.emplace_back(j->reply_to, list);
+  }
+  void forward(const batcher_actor& b, infer_job* j) {
+    for (auto& [to, list] : to_batchers)
+      if (to == b) {
+        list.push_back(j);
+        return;
+      }
+    job_list list;
+    list.push_back(j);
+    to_batchers.emplace_back(b, list);
+  }
+};
+
+/// Maps the origin's output indices (into the signature it validated against) onto `to`.
+status remap_outputs(infer_job& j, const model_signature& from, const model_signature& to) {
+  for (int& k : j.requested_outputs) {
+    const int mapped = to.find_output(from.outputs[static_cast<size_t>(k)].name);
+    if (mapped < 0)
+      return invalid_argument("model '" + to.model + "' version " + std::to_string(to.version) + " has no output '" +
+                              from.outputs[static_cast<size_t>(k)].name + "'");
+    k = mapped;
+  }
+  return status::ok();
+}
+
+status route_one(router_state& st, infer_job& j, time_point now, batcher_actor& target) {
+  if (!st.table) return make_error(error_code::unavailable, "the node has not loaded its models yet");
+  const model_entry* m = st.table->find(j.model);
+  if (!m) return not_found("no model '" + j.model + "'");
+  TROUPE_ASSIGN_OR_RETURN(const version_entry* v,
+                          model_table::route(*m, j.version, j.routing_key, j.parameters, st.round_robin));
+  const auto& sig = v->signature;
+  if (j.signature != sig) {
+    // The frontend checked the inputs against another version's signature (or none).
+    TROUPE_ASSIGN_OR_RETURN(j.rows, sig->validate(j.inputs));
+    if (j.signature) TROUPE_RETURN_IF_ERROR(remap_outputs(j, *j.signature, *sig));
+    else if (!j.requested_outputs.empty()) return internal_error("requested outputs without a signature");
+    j.signature = sig;
+  }
+  j.metrics = v->metrics.get();
+  TROUPE_ASSIGN_OR_RETURN(j.level, sig->priority_level(j.priority));
+  const auto timeout = sig->effective_timeout(j.timeout);
+  j.deadline = timeout.count() > 0 ? j.arrival + timeout : no_deadline;
+  if (j.deadline <= now)
+    return make_error(error_code::deadline_exceeded,
+                      "deadline of " + std::to_string(timeout.count()) + " us passed before routing");
+  target = v->batcher;
+  return status::ok();
+}
+
+router_actor::behavior_type router(router_actor::stateful_pointer<router_state> self) {
+  return {
+      [=](submit_atom, job_list jobs) {
+        auto& st = self->state;
+        const time_point now = self->clock().now();
+        while (infer_job* j = jobs.pop_front()) {
+          batcher_actor target;
+          if (status s = route_one(st, *j, now, target); !s.is_ok()) st.answer(j, std::move(s));
+          else st.forward(target, j);
+        }
+        for (auto& [to, list] : st.to_batchers) self->send(to, submit_atom::value, list);
+        for (auto& [to, list] : st.answers) caf::anon_send(to, reply_atom::value, list);
+        st.to_batchers.clear();
+        st.answers.clear();
+      },
+      [=](table_atom, table_ptr table) { self->state.table = std::move(table); },
+  };
+}
+
+}  // namespace
+
+router_actor spawn_router(caf::actor_system& sys) { return sys.spawn(router); }
+
+}  // namespace troupe::actors

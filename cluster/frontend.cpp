@@ -1,0 +1,611 @@
+#include "cluster/frontend.hpp"
+
+#include <google/protobuf/arena.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "actors/caf_compat.hpp"
+#include "actors/metrics.hpp"
+#include "actors/model_table.hpp"
+#include "actors/node.hpp"
+#include "proto/troupe.pb.h"
+
+namespace troupe::cluster {
+
+namespace pb = troupe::v1;
+using actors::infer_job;
+using actors::job_list;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+/// Bytes of protobuf arena each pooled request starts with: envelope, reply and their strings fit
+/// here for ordinary requests, so parsing and building them allocates nothing.
+constexpr size_t arena_block_bytes = 4096;
+
+/// Where the bridge actor leaves completed jobs for the I/O thread. Shared (not owned by the
+/// frontend) so that a bridge message arriving after the frontend stopped finds a live queue.
+class completion_queue {
+ public:
+  completion_queue() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~completion_queue() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd() const { return fd_; }
+  bool ok() const { return fd_ >= 0; }
+
+  void post(const job_list& l) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_.push_back(l);
+    }
+    wake();
+  }
+  void wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof(one));
+  }
+  /// Swaps the pending lists into `out` (whose capacity is reused).
+  void take(std::vector<job_list>& out) {
+    uint64_t count;
+    [[maybe_unused]] ssize_t n = read(fd_, &count, sizeof(count));
+    std::lock_guard<std::mutex> lock(mutex_);
+    out.swap(pending_);
+  }
+
+ private:
+  int fd_;
+  std::mutex mutex_;
+  std::vector<job_list> pending_;
+};
+
+/// One pooled request: the job the actors see plus everything transport-side.
+struct job_slot : infer_job {
+  job_slot() : arena(arena_options()) {}
+
+  google::protobuf::ArenaOptions arena_options() {
+    google::protobuf::ArenaOptions o;
+    o.initial_block = reinterpret_cast<char*>(block);
+    o.initial_block_size = sizeof(block);
+    return o;
+  }
+
+  alignas(64) std::byte block[arena_block_bytes];
+  google::protobuf::Arena arena;
+  zmq::message_t identity;
+  std::vector<zmq::message_t> frames;  // as received, delimiter and envelope included
+  size_t frame_count = 0;
+  size_t envelope_index = 0;           // 1 when a REQ-style empty delimiter came first
+  pb::ClientMessage* request = nullptr;
+  bool replied = false;
+  bool out = false;  // held by the actors
+};
+
+std::string_view view_of(const std::string& s) { return {s.data(), s.size()}; }
+
+pb::ModelState to_proto(actors::version_state s) { return static_cast<pb::ModelState>(static_cast<int>(s)); }
+
+void fill_specs(const std::vector<actors::tensor_spec>& specs, google::protobuf::RepeatedPtrField<pb::TensorSpec>* out) {
+  for (const auto& s : specs) {
+    pb::TensorSpec* t = out->Add();
+    t->set_name(s.name);
+    t->set_dtype(static_cast<pb::DataType>(dtype_to_onnx(s.type)));
+    for (int64_t d : s.shape) t->add_shape(d);
+  }
+}
+
+void free_output_block(void* /*data*/, void* hint) { static_cast<actors::output_block*>(hint)->release(); }
+
+}  // namespace
+
+class frontend::impl {
+ public:
+  impl(caf::actor_system& sys, const actors::node_handles& node, actors::table_holder& holder,
+       actors::serving_metrics* metrics, frontend_options o)
+      : sys_(sys), router_(node.router), holder_(holder), metrics_(metrics), options_(std::move(o)),
+        completions_(std::make_shared<completion_queue>()) {}
+
+  ~impl() { stop(); }
+
+  status start() {
+    if (!completions_->ok()) return io_error("eventfd failed");
+    auto q = completions_;
+    bridge_ = sys_.spawn([q](caf::event_based_actor*) -> caf::behavior {
+      return {
+          [q](actors::reply_atom, job_list l) { q->post(l); },
+          [q](actors::release_atom, job_list l) {
+            l.release = true;
+            q->post(l);
+          },
+      };
+    });
+    std::promise<status> bound;
+    auto result = bound.get_future();
+    thread_ = std::thread([this, &bound] { loop(bound); });
+    status s = result.get();
+    if (!s.is_ok()) {
+      thread_.join();
+      caf::anon_send_exit(bridge_, caf::exit_reason::user_shutdown);
+    }
+    return s;
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+  void begin_drain() {
+    draining_.store(true);
+    holder_.draining.store(true);
+  }
+  uint32_t inflight() const { return inflight_.load(std::memory_order_acquire); }
+
+  bool wait_idle(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(idle_mutex_);
+    return idle_cv_.wait_for(lock, timeout, [&] { return inflight_.load() == 0; });
+  }
+
+  void stop() {
+    if (!thread_.joinable()) return;
+    stop_.store(true);
+    completions_->wake();
+    thread_.join();
+    caf::anon_send_exit(bridge_, caf::exit_reason::user_shutdown);
+  }
+
+ private:
+  // ---- the I/O thread ----------------------------------------------------------------------
+
+  void loop(std::promise<status>& bound) {
+    zmq::socket_t socket(ctx_, zmq::socket_type::router);
+    try {
+      socket.set(zmq::sockopt::router_mandatory, 1);  // an unknown peer is an error, not a silent drop
+      socket.set(zmq::sockopt::sndhwm, 0);             // replies are bounded by max_inflight
+      socket.set(zmq::sockopt::linger, 2000);
+      socket.bind(options_.listen);
+      endpoint_ = socket.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      bound.set_value(io_error("cannot listen on '" + options_.listen + "': " + e.what()));
+      return;
+    }
+    socket_ = &socket;
+    bound.set_value(status::ok());
+
+    std::vector<job_list> done;
+    while (!stop_.load(std::memory_order_acquire)) {
+      zmq_pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, completions_->fd(), ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(200));
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        spdlog::error("frontend poll failed: {}", e.what());
+        break;
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        completions_->take(done);
+        for (job_list& l : done) complete(l);
+        done.clear();
+      }
+      if (items[0].revents & ZMQ_POLLIN) read_requests();
+      if (metrics_) metrics_->set_inflight(inflight_.load(std::memory_order_relaxed));
+    }
+    cancel_inflight();
+    socket_ = nullptr;
+    socket.close();  // lingers up to 2 s to flush replies
+  }
+
+  job_slot* acquire_slot() {
+    if (!free_.empty()) {
+      job_slot* s = free_.back();
+      free_.pop_back();
+      return s;
+    }
+    if (slots_.size() >= options_.max_inflight) return nullptr;
+    slots_.push_back(std::make_unique<job_slot>());
+    return slots_.back().get();
+  }
+
+  void recycle(job_slot* s) {
+    for (size_t i = 0; i < s->frame_count; ++i) s->frames[i].rebuild();  // give the bytes back now
+    s->frame_count = 0;
+    s->request = nullptr;
+    s->arena.Reset();  // keeps the initial block
+    s->reset_for_reuse();
+    s->replied = false;
+    if (s == &overflow_) return;
+    if (s->out) {
+      s->out = false;
+      if (inflight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(idle_mutex_);
+        idle_cv_.notify_all();
+      }
+    }
+    free_.push_back(s);
+  }
+
+  /// Receives one multipart message into `s`. False when none is waiting.
+  bool receive(job_slot* s) {
+    auto& socket = *socket_;
+    if (!socket.recv(s->identity, zmq::recv_flags::dontwait)) return false;
+    s->frame_count = 0;
+    bool more = s->identity.more();
+    while (more) {
+      if (s->frame_count == s->frames.size()) s->frames.emplace_back();
+      zmq::message_t& f = s->frames[s->frame_count++];
+      // The rest of a multipart message is already here: a blocking receive returns at once.
+      if (!socket.recv(f, zmq::recv_flags::none)) break;
+      more = f.more();
+    }
+    s->envelope_index = s->frame_count > 1 && s->frames[0].size() == 0 ? 1 : 0;
+    return true;
+  }
+
+  void read_requests() {
+    job_list submit;
+    for (uint32_t n = 0; n < options_.max_read_batch; ++n) {
+      job_slot* s = acquire_slot();
+      const bool overflow = s == nullptr;
+      if (overflow) s = &overflow_;
+      bool got = false;
+      try {
+        got = receive(s);
+      } catch (const zmq::error_t& e) {
+        spdlog::warn("frontend receive failed: {}", e.what());
+      }
+      if (!got) {
+        if (!overflow) free_.push_back(s);
+        break;
+      }
+      handle(s, overflow, submit);
+    }
+    if (!submit.empty()) caf::anon_send(router_, actors::submit_atom::value, submit);
+  }
+
+  /// Decodes, validates and either queues `s` into `submit` or answers it now.
+  void handle(job_slot* s, bool overflow, job_list& submit) {
+    s->arrival = clock_type::now();
+    uint64_t total_bytes = 0;
+    for (size_t i = 0; i < s->frame_count; ++i) total_bytes += s->frames[i].size();
+    if (s->frame_count <= s->envelope_index)
+      return answer_now(s, invalid_argument("empty message: expected an envelope frame"));
+    if (total_bytes > options_.max_message_bytes)
+      return answer_now(s, invalid_argument("message of " + std::to_string(total_bytes) +
+                                            " bytes exceeds the node's max_message_bytes " +
+                                            std::to_string(options_.max_message_bytes)));
+    s->request = google::protobuf::Arena::CreateMessage<pb::ClientMessage>(&s->arena);
+    const zmq::message_t& env = s->frames[s->envelope_index];
+    if (!s->request->ParseFromArray(env.data(), static_cast<int>(env.size())))
+      return answer_now(s, invalid_argument("the envelope frame is not a troupe.v1.ClientMessage"));
+    refresh_table();
+    switch (s->request->kind_case()) {
+      case pb::ClientMessage::kHealth: return answer_health(s);
+      case pb::ClientMessage::kMetadata: return answer_metadata(s);
+      case pb::ClientMessage::kInfer: break;
+      default: return answer_now(s, invalid_argument("the envelope holds no request (infer, metadata or health)"));
+    }
+    if (overflow)
+      return answer_now(s, make_error(error_code::overloaded,
+                                      "the node holds " + std::to_string(options_.max_inflight) +
+                                          " requests (max_inflight); retry later"));
+    if (draining_.load(std::memory_order_relaxed))
+      return answer_now(s, make_error(error_code::unavailable, "the node is draining (shutting down)"));
+    if (status st = build_job(s); !st.is_ok()) return answer_now(s, std::move(st));
+    s->out = true;
+    inflight_.fetch_add(1, std::memory_order_acq_rel);
+    submit.push_back(s);
+  }
+
+  void refresh_table() {
+    const uint64_t g = holder_.generation();
+    if (g != table_generation_) {
+      table_ = holder_.get();
+      table_generation_ = g;
+    }
+  }
+
+  status build_job(job_slot* s) {
+    const pb::InferRequest& r = s->request->infer();
+    s->model.assign(r.model());
+    if (!table_) return make_error(error_code::unavailable, "the node is still loading its models");
+    const actors::model_entry* m = table_->find(s->model);
+    if (!m) return not_found("no model '" + r.model() + "'");
+    const actors::version_entry* v = r.version() > 0 ? m->find(r.version()) : m->default_version();
+    if (!v) {
+      if (r.version() > 0)
+        return not_found("model '" + r.model() + "' has no version " + std::to_string(r.version()));
+      return make_error(error_code::unavailable, "model '" + r.model() + "' has no loaded version");
+    }
+    s->metrics = v->metrics.get();
+    if (!v->signature)
+      return make_error(error_code::unavailable, "model '" + r.model() + "' version " + std::to_string(v->version) +
+                                                     " failed to load: " + v->load_error.to_string());
+    const actors::model_signature& sig = *v->signature;
+
+    const size_t tensors = s->frame_count - s->envelope_index - 1;
+    if (static_cast<size_t>(r.inputs_size()) != tensors)
+      return invalid_argument("the envelope lists " + std::to_string(r.inputs_size()) + " input tensors but " +
+                              std::to_string(tensors) + " tensor frames follow it");
+    if (tensors != sig.inputs.size())
+      return invalid_argument("model '" + sig.model + "' takes " + std::to_string(sig.inputs.size()) +
+                              " inputs, the request has " + std::to_string(tensors));
+    s->inputs.resize(tensors);
+    for (auto& in : s->inputs) in.data = nullptr;
+    for (size_t i = 0; i < tensors; ++i) {
+      const pb::TensorDesc& d = r.inputs(static_cast<int>(i));
+      const int index = sig.find_input(d.name());
+      if (index < 0) return invalid_argument("model '" + sig.model + "' has no input '" + d.name() + "'");
+      actors::input_view& in = s->inputs[static_cast<size_t>(index)];
+      if (in.data) return invalid_argument("input '" + d.name() + "' appears twice");
+      auto type = dtype_from_onnx(d.dtype());
+      if (!type) return invalid_argument("input '" + d.name() + "': " + type.error().message());
+      const zmq::message_t& frame = s->frames[s->envelope_index + 1 + i];
+      in.info.type = *type;
+      in.info.shape.assign(d.shape().begin(), d.shape().end());
+      // A zero-byte frame has no data pointer worth keeping; a non-null one marks the slot as set.
+      static const std::byte empty{};
+      in.data = frame.size() ? static_cast<const std::byte*>(frame.data()) : &empty;
+      in.bytes = frame.size();
+    }
+    TROUPE_ASSIGN_OR_RETURN(s->rows, sig.validate(s->inputs));
+    for (const std::string& name : r.outputs()) {
+      const int k = sig.find_output(name);
+      if (k < 0) return invalid_argument("model '" + sig.model + "' has no output '" + name + "'");
+      s->requested_outputs.push_back(k);
+    }
+    s->version = r.version();
+    s->priority = r.priority();
+    if (r.priority() > sig.config.priority_levels)
+      return invalid_argument("priority " + std::to_string(r.priority()) + " exceeds the model's priority_levels " +
+                              std::to_string(sig.config.priority_levels));
+    s->timeout = std::chrono::microseconds(
+        static_cast<int64_t>(std::min<uint64_t>(r.timeout_us(), uint64_t{1} << 50)));
+    s->routing_key.assign(r.routing_key());
+    for (const auto& [k, val] : r.parameters()) s->parameters.emplace_back(view_of(k), view_of(val));
+    s->signature = v->signature;
+    s->reply_to = caf::actor_cast<caf::actor>(bridge_);
+    s->sequence = ++sequence_;
+    return status::ok();
+  }
+
+  // ---- replies ----------------------------------------------------------------------------
+
+  /// Sends [identity][delimiter?][envelope][frames...]; false when the peer is gone.
+  bool send_reply(job_slot* s, const pb::ServerMessage& m, std::vector<zmq::message_t>* tensors) {
+    auto& socket = *socket_;
+    const size_t size = m.ByteSizeLong();
+    zmq::message_t env(size);
+    m.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(env.data()));
+    const bool has_tensors = tensors && !tensors->empty();
+    try {
+      if (!socket.send(s->identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+      if (s->envelope_index == 1) socket.send(zmq::message_t(), zmq::send_flags::sndmore);
+      socket.send(env, has_tensors ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      if (has_tensors)
+        for (size_t i = 0; i < tensors->size(); ++i)
+          socket.send((*tensors)[i], i + 1 < tensors->size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      // EHOSTUNREACH: the client disconnected; its reply has nowhere to go.
+      spdlog::debug("reply dropped: {}", e.what());
+      return false;
+    }
+    return true;
+  }
+
+  const actors::version_metrics* metrics_of(const job_slot* s) const {
+    if (s->metrics) return s->metrics;
+    return metrics_ ? &metrics_->unrouted() : nullptr;
+  }
+
+  void record(const job_slot* s, error_code code) {
+    if (const auto* vm = metrics_of(s)) {
+      vm->count(code);
+      vm->observe_request(std::chrono::duration<double>(clock_type::now() - s->arrival).count());
+    }
+  }
+
+  /// The id a reply echoes: ClientMessage.id, else InferRequest.id.
+  static const std::string& reply_id(const job_slot* s) {
+    static const std::string none;
+    if (!s->request) return none;
+    if (!s->request->id().empty() || !s->request->has_infer()) return s->request->id();
+    return s->request->infer().id();
+  }
+
+  void send_error(job_slot* s, const status& st) {
+    auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
+    m->set_id(reply_id(s));
+    m->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(st.code())));
+    m->mutable_error()->set_message(st.message());
+    send_reply(s, *m, nullptr);
+    s->replied = true;
+    record(s, st.code());
+  }
+
+  void answer_now(job_slot* s, status st) {
+    send_error(s, st);
+    recycle(s);
+  }
+
+  void answer_health(job_slot* s) {
+    auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
+    m->set_id(reply_id(s));
+    pb::Health* h = m->mutable_health();
+    h->set_live(true);
+    const bool draining = draining_.load();
+    bool ready = holder_.loaded.load() && !draining && table_;
+    if (table_) {
+      for (const auto& [name, model] : table_->models) {
+        if (!model.load_error.is_ok()) {
+          auto* v = h->add_models();
+          v->set_model(name);
+          v->set_state(pb::FAILED);
+          v->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(model.load_error.code())));
+          v->mutable_error()->set_message(model.load_error.message());
+          continue;
+        }
+        for (const auto& ver : model.versions) {
+          auto* v = h->add_models();
+          v->set_model(name);
+          v->set_version(ver.version);
+          const auto state = ver.current_state();
+          v->set_state(to_proto(state));
+          if (state == actors::version_state::failed) {
+            v->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(ver.load_error.code())));
+            v->mutable_error()->set_message(ver.load_error.message());
+          } else if (state != actors::version_state::ready) {
+            ready = false;  // loaded but without a healthy replica: the request path is broken
+          }
+        }
+      }
+    }
+    h->set_ready(ready);
+    h->set_draining(draining);
+    send_reply(s, *m, nullptr);
+    recycle(s);
+  }
+
+  void answer_metadata(job_slot* s) {
+    const pb::ModelMetadataRequest& r = s->request->metadata();
+    const actors::model_entry* model = table_ ? table_->find(r.model()) : nullptr;
+    if (!model) return answer_now(s, not_found("no model '" + r.model() + "'"));
+    const actors::version_entry* v = r.version() > 0 ? model->find(r.version()) : model->default_version();
+    if (!v && !model->versions.empty()) v = &model->versions.back();
+    if (!v) return answer_now(s, not_found("model '" + r.model() + "' has no such version"));
+    auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
+    m->set_id(reply_id(s));
+    pb::ModelMetadata* md = m->mutable_metadata();
+    md->set_name(model->name);
+    md->set_version(v->version);
+    for (const auto& x : model->versions) md->add_versions(x.version);
+    md->set_state(to_proto(v->current_state()));
+    if (v->signature) {
+      fill_specs(v->signature->inputs, md->mutable_inputs());
+      fill_specs(v->signature->outputs, md->mutable_outputs());
+      md->set_max_batch_size(static_cast<uint32_t>(v->signature->max_batch_size));
+    }
+    send_reply(s, *m, nullptr);
+    recycle(s);
+  }
+
+  /// Jobs back from the actors: a reply list (answer, and take the job back unless it was
+  /// answered early) or a release list (take back a job answered earlier).
+  void complete(job_list& l) {
+    while (infer_job* j = l.pop_front()) {
+      auto* s = static_cast<job_slot*>(j);
+      if (l.release) {
+        recycle(s);
+        continue;
+      }
+      if (!s->replied) reply_to_job(s);
+      else release_slices(s);
+      if (!s->early_reply) recycle(s);
+    }
+  }
+
+  void release_slices(job_slot* s) {
+    if (!s->result.is_ok())
+      for (auto& o : s->outputs) o.block = nullptr;
+    for (auto& o : s->outputs)
+      if (o.block) {
+        o.block->release();
+        o.block = nullptr;
+      }
+  }
+
+  void reply_to_job(job_slot* s) {
+    if (!s->result.is_ok()) {
+      send_error(s, s->result);
+      return;
+    }
+    const auto now = clock_type::now();
+    auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
+    m->set_id(reply_id(s));
+    pb::InferResponse* r = m->mutable_infer();
+    r->set_id(s->request->infer().id());
+    r->set_model(s->model);
+    r->set_version(s->signature->version);
+    r->set_batch_size(s->batch_rows);
+    auto* t = r->mutable_timings();
+    t->set_queue_us(static_cast<uint64_t>(s->queue_time.count()));
+    t->set_compute_us(static_cast<uint64_t>(s->compute_time.count()));
+    t->set_total_us(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - s->arrival).count()));
+    tensors_.clear();
+    for (auto& o : s->outputs) {
+      pb::TensorDesc* d = r->add_outputs();
+      d->set_name(s->signature->outputs[static_cast<size_t>(o.output_index)].name);
+      d->set_dtype(static_cast<pb::DataType>(dtype_to_onnx(o.info.type)));
+      for (int64_t x : o.info.shape) d->add_shape(x);
+      // Zero copy: the frame points into the batch's output block and holds the slice's
+      // reference, dropped by ZeroMQ (on its I/O thread) once the bytes have left.
+      tensors_.emplace_back(o.block->data() + o.offset, o.info.bytes(), &free_output_block, o.block);
+      o.block = nullptr;
+    }
+    send_reply(s, *m, &tensors_);
+    tensors_.clear();  // frames not sent (peer gone) release their blocks here
+    s->replied = true;
+    record(s, error_code::ok);
+  }
+
+  /// stop(): requests still held by the actors are answered CANCELLED; their slots stay allocated
+  /// (the actors may still read them) until the frontend is destroyed.
+  void cancel_inflight() {
+    // Completions that arrived in the meantime are answered normally first.
+    std::vector<job_list> done;
+    completions_->take(done);
+    for (job_list& l : done) complete(l);
+    for (auto& s : slots_)
+      if (s->out && !s->replied) {
+        send_error(s.get(), make_error(error_code::cancelled, "the node stopped before the request completed"));
+      }
+  }
+
+  caf::actor_system& sys_;
+  actors::router_actor router_;
+  actors::table_holder& holder_;
+  actors::serving_metrics* metrics_;
+  frontend_options options_;
+  std::shared_ptr<completion_queue> completions_;
+  caf::actor bridge_;
+  zmq::context_t ctx_{1};
+  zmq::socket_t* socket_ = nullptr;  // the I/O thread's socket, valid while it runs
+  std::string endpoint_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<uint32_t> inflight_{0};
+  std::mutex idle_mutex_;
+  std::condition_variable idle_cv_;
+
+  // I/O thread only.
+  std::vector<std::unique_ptr<job_slot>> slots_;
+  std::vector<job_slot*> free_;
+  job_slot overflow_;  // reads (and refuses) requests beyond max_inflight
+  actors::table_ptr table_;
+  uint64_t table_generation_ = ~uint64_t{0};
+  uint64_t sequence_ = 0;
+  std::vector<zmq::message_t> tensors_;
+};
+
+expected<std::unique_ptr<frontend>> frontend::create(caf::actor_system& sys, const actors::node_handles& node,
+                                                     actors::table_holder& holder, actors::serving_metrics* metrics,
+                                                     frontend_options o) {
+  auto p = std::make_unique<impl>(sys, node, holder, metrics, std::move(o));
+  TROUPE_RETURN_IF_ERROR(p->start());
+  return std::unique_ptr<frontend>(new frontend(std::move(p)));
+}
+
+frontend::frontend(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+frontend::~frontend() = default;
+const std::string& frontend::endpoint() const { return impl_->endpoint(); }
+void frontend::begin_drain() { impl_->begin_drain(); }
+uint32_t frontend::inflight() const { return impl_->inflight(); }
+bool frontend::wait_idle(std::chrono::milliseconds timeout) { return impl_->wait_idle(timeout); }
+void frontend::stop() { impl_->stop(); }
+
+}  // namespace troupe::cluster

@@ -1,0 +1,70 @@
+#pragma once
+/// The client frontend: one ZeroMQ ROUTER socket, owned by one I/O thread, speaking the protocol
+/// of docs/protocol.md. The thread decodes and validates every envelope (unknown model or version,
+/// wrong tensor count, name, dtype, shape or byte count, oversize message, undecodable protobuf,
+/// missing frames: each a typed error reply), turns valid requests into pooled jobs whose input
+/// bytes stay in the received frames (no copy here), and submits them to the router. Replies come
+/// back through a bridge actor into a queue the thread drains (woken by an eventfd), and leave with
+/// the output bytes as zero-copy frames referencing the batch's output block.
+///
+/// Bounded: at most `max_inflight` requests are held; beyond it a request is answered OVERLOADED
+/// at once. Draining (SIGTERM): requests keep being read and are answered UNAVAILABLE, in-flight
+/// ones finish; `wait_idle` tells when none is left.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/status.hpp"
+
+namespace caf {
+class actor_system;
+}
+
+namespace troupe::actors {
+struct node_handles;
+class table_holder;
+class serving_metrics;
+}  // namespace troupe::actors
+
+namespace troupe::cluster {
+
+struct frontend_options {
+  std::string listen = "tcp://*:5555";
+  uint32_t max_inflight = 4096;
+  uint64_t max_message_bytes = 256ull << 20;
+  /// Messages read per wake-up before the collected jobs go to the router in one message.
+  uint32_t max_read_batch = 256;
+};
+
+class frontend {
+ public:
+  /// Binds the socket and starts the I/O thread; fails (io_error) when the endpoint cannot be bound.
+  static expected<std::unique_ptr<frontend>> create(caf::actor_system& sys, const actors::node_handles& node,
+                                                    actors::table_holder& holder, actors::serving_metrics* metrics,
+                                                    frontend_options o);
+  /// Stops the thread if still running. The node's actors must no longer hold jobs (drained, or
+  /// stopped and awaited): the job memory lives here.
+  ~frontend();
+
+  /// The endpoint as bound ("tcp://0.0.0.0:41234" for "tcp://*:0").
+  const std::string& endpoint() const;
+  /// New requests are answered UNAVAILABLE from now on; in-flight ones complete.
+  void begin_drain();
+  /// Requests received and not yet answered and released.
+  uint32_t inflight() const;
+  /// Waits until no request is in flight; false on timeout.
+  bool wait_idle(std::chrono::milliseconds timeout);
+  /// Answers every request still in flight with CANCELLED (their jobs stay owned by the actors),
+  /// flushes and closes the socket, joins the thread. Idempotent.
+  void stop();
+
+  class impl;
+
+ private:
+  explicit frontend(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace troupe::cluster

@@ -1,0 +1,133 @@
+#include "cluster/node_main.hpp"
+
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstdio>
+#include <memory>
+#include <pthread.h>
+
+#include "actors/caf_compat.hpp"
+#include "actors/metrics.hpp"
+#include "actors/model_table.hpp"
+#include "actors/node.hpp"
+#include "cluster/frontend.hpp"
+#include "cluster/logging.hpp"
+
+namespace troupe::cluster {
+namespace {
+
+/// SIGTERM and SIGINT are blocked in every thread (they inherit the mask from here) and taken
+/// synchronously with sigwait by the main thread: no async-signal-safety puzzles.
+sigset_t shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+status run_serve(const serve_options& o) {
+  actors::node_config cfg;
+  if (!o.config_path.empty()) {
+    TROUPE_ASSIGN_OR_RETURN(cfg, actors::load_node_config(o.config_path));
+  }
+  if (!o.models_dir.empty()) cfg.models_dir = o.models_dir;
+  if (o.listen) cfg.listen = *o.listen;
+  if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
+  if (o.log_level) cfg.log_level = *o.log_level;
+  if (cfg.models_dir.empty()) return invalid_argument("no model repository: pass --models DIR or set `models` in the config");
+  TROUPE_RETURN_IF_ERROR(setup_json_logging(cfg.log_level));
+
+  const sigset_t signals = shutdown_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  caf::actor_system_config caf_cfg;
+  caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.actor_threads));
+  // CAF 0.17's work-stealing workers, once idle, poll with 50 us sleeps for a while before they
+  // block on a condition variable: every hop of a lightly loaded request would pay those sleeps.
+  // Spin briefly, then block (a new job wakes the worker at once).
+  caf_cfg.set("scheduler.policy", caf::atom_from_string(cfg.actor_scheduler));
+  caf_cfg.set("work-stealing.moderate-poll-attempts", size_t{0});
+  caf_cfg.set("logger.file-verbosity", caf::atom("quiet"));
+  caf_cfg.set("logger.console-verbosity", caf::atom("quiet"));
+  caf::actor_system sys{caf_cfg};
+
+  actors::serving_metrics metrics;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  int metrics_port = 0;
+  if (cfg.metrics_port > 0) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(cfg.metrics_address + ":" + std::to_string(cfg.metrics_port), 1);
+    } catch (const std::exception& e) {
+      return io_error("cannot serve /metrics on " + cfg.metrics_address + ":" + std::to_string(cfg.metrics_port) +
+                      ": " + e.what());
+    }
+    exposer->RegisterCollectable(metrics.registry());
+    if (auto gpu = metrics.gpu_collector()) exposer->RegisterCollectable(gpu);
+    const auto ports = exposer->GetListeningPorts();
+    metrics_port = ports.empty() ? cfg.metrics_port : ports.front();
+  }
+  if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
+
+  actors::table_holder holder;
+  actors::node_spawn_options so;
+  so.config = cfg;
+  so.detached_workers = true;
+  so.holder = &holder;
+  so.metrics = &metrics;
+  actors::node_handles node = actors::spawn_node(sys, so);
+
+  spdlog::info("loading model repository {}", cfg.models_dir);
+  auto report = actors::load_repository(sys, node, cfg.models_dir);
+  if (!report) {
+    actors::stop_node(sys, node);
+    return report.error();
+  }
+  for (const auto& f : report->failures) spdlog::error("model failed to load: {}", f);
+  spdlog::info("{} model versions ready, {} failures", report->versions_ready, report->failures.size());
+
+  frontend_options fo;
+  fo.listen = cfg.listen;
+  fo.max_inflight = cfg.max_inflight;
+  fo.max_message_bytes = cfg.max_message_bytes;
+  auto front = frontend::create(sys, node, holder, &metrics, fo);
+  if (!front) {
+    actors::stop_node(sys, node);
+    return front.error();
+  }
+  spdlog::info("serving on {} (metrics port {})", (*front)->endpoint(), metrics_port);
+  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n", json_string((*front)->endpoint()).c_str(),
+              metrics_port);
+  std::fflush(stdout);
+
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
+  spdlog::info("signal {}: draining ({} requests in flight)", sig, (*front)->inflight());
+  (*front)->begin_drain();
+  if (!(*front)->wait_idle(cfg.drain_timeout))
+    spdlog::warn("drain timeout: {} requests still in flight are cancelled", (*front)->inflight());
+  (*front)->stop();
+  actors::stop_node(sys, node);
+  sys.await_all_actors_done();
+  spdlog::info("stopped");
+  spdlog::default_logger()->flush();
+  return status::ok();
+}
+
+}  // namespace troupe::cluster

@@ -1,0 +1,280 @@
+// The CUDA context, its memory pool and copies; the error conversion every call goes through.
+#include "kernels/cuda/cuda_backend.hpp"
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+
+#include "kernels/cuda/cuda_common.hpp"
+
+namespace troupe::kernels::cuda {
+
+// ---- errors ------------------------------------------------------------------------------------
+
+namespace {
+
+std::string where(const char* expr, const char* file, int line) {
+  const char* base = std::strrchr(file, '/');
+  return std::string(expr) + " at " + (base ? base + 1 : file) + ":" + std::to_string(line);
+}
+
+}  // namespace
+
+status to_status(cudaError_t e, const char* expr, const char* file, int line) {
+  if (e == cudaSuccess) return status::ok();
+  // A failed call is also the thread's "last error"; clear it so that the next launch check does
+  // not report it again (sticky errors stay: they come back from every later call anyway).
+  (void)cudaGetLastError();
+  const error_code code =
+      e == cudaErrorMemoryAllocation ? error_code::out_of_memory : error_code::device_error;
+  return status(code, where(expr, file, line) + " failed: " + cudaGetErrorName(e) + " (" +
+                          cudaGetErrorString(e) + ")");
+}
+
+status to_status(cudnnStatus_t e, const char* expr, const char* file, int line) {
+  if (e == CUDNN_STATUS_SUCCESS) return status::ok();
+  const error_code code =
+      e == CUDNN_STATUS_ALLOC_FAILED ? error_code::out_of_memory : error_code::device_error;
+  return status(code, where(expr, file, line) + " failed: " + cudnnGetErrorString(e));
+}
+
+status to_status(cublasStatus_t e, const char* expr, const char* file, int line) {
+  if (e == CUBLAS_STATUS_SUCCESS) return status::ok();
+  const error_code code =
+      e == CUBLAS_STATUS_ALLOC_FAILED ? error_code::out_of_memory : error_code::device_error;
+  return status(code, where(expr, file, line) + " failed: " + cublasLtGetStatusName(e) + " (" +
+                          cublasLtGetStatusString(e) + ")");
+}
+
+// ---- context -----------------------------------------------------------------------------------
+
+cuda_context::~cuda_context() {
+  // Errors are ignored here: a context is torn down also after a sticky device error, and there
+  // is no one left to report to.
+  if (cudaSetDevice(device_) != cudaSuccess) return;
+  if (stream_) (void)cudaStreamSynchronize(stream_);
+  if (lt_) (void)cublasLtDestroy(lt_);
+  if (cudnn_) (void)cudnnDestroy(cudnn_);
+  // A pool with live allocations is released once they are freed (cudaMemPoolDestroy's contract).
+  if (pool_) (void)cudaMemPoolDestroy(pool_);
+  if (stream_) (void)cudaStreamDestroy(stream_);
+  (void)cudaGetLastError();
+}
+
+status cuda_context::make_current() const {
+  TROUPE_CUDA_CHECK(cudaSetDevice(device_));
+  return status::ok();
+}
+
+status cuda_context::bind_cudnn_stream(cudaStream_t s) {
+  if (s == cudnn_stream_) return status::ok();
+  TROUPE_CUDA_CHECK(cudnnSetStream(cudnn_, s));
+  cudnn_stream_ = s;
+  return status::ok();
+}
+
+expected<cuda_context*> context_of(const kernel_create_context& c) {
+  if (c.backend == nullptr || c.backend->kind() != backend::cuda) {
+    return c.fail(error_code::internal, "a CUDA kernel was created without a CUDA context");
+  }
+  return static_cast<cuda_context*>(c.backend);
+}
+
+bool device_available() {
+  static const bool available = [] {
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    (void)cudaGetLastError();  // clears cudaErrorNoDevice / InsufficientDriver
+    return e == cudaSuccess && count > 0;
+  }();
+  return available;
+}
+
+expected<std::unique_ptr<backend_context>> create_context(int device_index) {
+  if (!device_available()) return make_error(error_code::device_error, "no CUDA device available");
+  int count = 0;
+  TROUPE_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (device_index < 0 || device_index >= count) {
+    return invalid_argument("CUDA device " + std::to_string(device_index) + " does not exist (" +
+                            std::to_string(count) + " devices)");
+  }
+  std::unique_ptr<cuda_context> ctx(new cuda_context());
+  ctx->device_ = device_index;
+  TROUPE_CUDA_CHECK(cudaSetDevice(device_index));
+  int pools_supported = 0;
+  TROUPE_CUDA_CHECK(
+      cudaDeviceGetAttribute(&pools_supported, cudaDevAttrMemoryPoolsSupported, device_index));
+  if (!pools_supported) {
+    return make_error(error_code::device_error, "CUDA device " + std::to_string(device_index) +
+                                                    " does not support stream-ordered memory pools");
+  }
+  TROUPE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream_, cudaStreamNonBlocking));
+  TROUPE_CUDA_CHECK(cudnnCreate(&ctx->cudnn_));
+  TROUPE_CUDA_CHECK(cudnnSetStream(ctx->cudnn_, ctx->stream_));
+  ctx->cudnn_stream_ = ctx->stream_;
+  TROUPE_CUDA_CHECK(cublasLtCreate(&ctx->lt_));
+
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device_index;
+  TROUPE_CUDA_CHECK(cudaMemPoolCreate(&ctx->pool_, &props));
+  // Keep what the pool has reserved: a plan's arena is freed and re-allocated around runs, and
+  // giving memory back to the driver at every synchronisation would cost a remap each time.
+  uint64_t keep_all = UINT64_MAX;
+  TROUPE_CUDA_CHECK(cudaMemPoolSetAttribute(ctx->pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
+  return std::unique_ptr<backend_context>(std::move(ctx));
+}
+
+namespace {
+
+cuda_context& as_cuda(backend_context& ctx) { return static_cast<cuda_context&>(ctx); }
+
+}  // namespace
+
+expected<void*> device_malloc(backend_context& base, size_t bytes) {
+  if (bytes == 0) return static_cast<void*>(nullptr);
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  void* p = nullptr;
+  TROUPE_CUDA_CHECK(cudaMallocFromPoolAsync(&p, bytes, ctx.pool(), ctx.stream()));
+  return p;
+}
+
+void device_free(backend_context& base, void* p) {
+  if (p == nullptr) return;
+  cuda_context& ctx = as_cuda(base);
+  if (!ctx.make_current().is_ok()) return;
+  // A failure here means the device is already in an error state; the next checked call says so.
+  (void)cudaFreeAsync(p, ctx.stream());
+}
+
+status copy_to_device(backend_context& base, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return status::ok();
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  TROUPE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.stream()));
+  return status::ok();
+}
+
+status copy_to_host(backend_context& base, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return status::ok();
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  TROUPE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx.stream()));
+  return status::ok();
+}
+
+status synchronize(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  return status::ok();
+}
+
+void* stream(backend_context& base) { return as_cuda(base).stream(); }
+
+pool_stats stats(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  pool_stats s{0, 0, 0};
+  if (!ctx.make_current().is_ok()) return s;
+  uint64_t v = 0;
+  if (cudaMemPoolGetAttribute(ctx.pool(), cudaMemPoolAttrReservedMemCurrent, &v) == cudaSuccess) {
+    s.reserved_bytes = v;
+  }
+  if (cudaMemPoolGetAttribute(ctx.pool(), cudaMemPoolAttrUsedMemCurrent, &v) == cudaSuccess) {
+    s.in_use_bytes = v;
+  }
+  if (cudaMemPoolGetAttribute(ctx.pool(), cudaMemPoolAttrUsedMemHigh, &v) == cudaSuccess) {
+    s.peak_bytes = v;
+  }
+  (void)cudaGetLastError();
+  return s;
+}
+
+// ---- device buffers ----------------------------------------------------------------------------
+
+device_buffer& device_buffer::operator=(device_buffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ && ctx_) device_free(*ctx_, ptr_);
+    ctx_ = std::exchange(o.ctx_, nullptr);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+device_buffer::~device_buffer() {
+  if (ptr_ && ctx_) device_free(*ctx_, ptr_);
+}
+
+expected<device_buffer> device_buffer::allocate(cuda_context& ctx, size_t bytes) {
+  TROUPE_ASSIGN_OR_RETURN(void* p, device_malloc(ctx, bytes));
+  device_buffer b;
+  b.ctx_ = &ctx;
+  b.ptr_ = p;
+  b.bytes_ = bytes;
+  return b;
+}
+
+expected<device_buffer> device_buffer::upload(cuda_context& ctx, const void* host, size_t bytes) {
+  TROUPE_ASSIGN_OR_RETURN(device_buffer b, allocate(ctx, bytes));
+  TROUPE_RETURN_IF_ERROR(copy_to_device(ctx, b.get(), host, bytes));
+  return b;
+}
+
+expected<device_buffer> device_buffer::upload_as(cuda_context& ctx, const tensor& host, dtype to) {
+  if (host.type() == to) return upload(ctx, host.raw(), host.bytes());
+  if (!is_floating(host.type()) || !is_gpu_float(to)) {
+    return unsupported("cannot convert a " + std::string(dtype_name(host.type())) +
+                       " constant to " + std::string(dtype_name(to)));
+  }
+  const int64_t n = host.elements();
+  std::vector<uint8_t> staged(static_cast<size_t>(n) * dtype_size(to));
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>(host.value_as_double(i));
+    if (to == dtype::f32) {
+      reinterpret_cast<float*>(staged.data())[i] = v;
+    } else {
+      reinterpret_cast<uint16_t*>(staged.data())[i] = half_bits(v);
+    }
+  }
+  return upload(ctx, staged.data(), staged.size());
+}
+
+// ---- dtypes ------------------------------------------------------------------------------------
+
+uint16_t half_bits(float v) { return __half_raw(__float2half_rn(v)).x; }
+
+expected<cudnnDataType_t> cudnn_type(dtype t) {
+  switch (t) {
+    case dtype::f32: return CUDNN_DATA_FLOAT;
+    case dtype::f16: return CUDNN_DATA_HALF;
+    default: return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuDNN path");
+  }
+}
+
+expected<cudaDataType_t> cuda_type(dtype t) {
+  switch (t) {
+    case dtype::f32: return CUDA_R_32F;
+    case dtype::f16: return CUDA_R_16F;
+    default: return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuBLAS path");
+  }
+}
+
+const std::vector<dtype>& gpu_float_types() {
+  static const std::vector<dtype> t{dtype::f32, dtype::f16};
+  return t;
+}
+
+const std::vector<dtype>& gpu_any_types() {
+  static const std::vector<dtype> t{dtype::f32, dtype::f16, dtype::bf16, dtype::f64,
+                                    dtype::i8,  dtype::u8,  dtype::i16,  dtype::u16,
+                                    dtype::i32, dtype::u32, dtype::i64,  dtype::u64,
+                                    dtype::boolean};
+  return t;
+}
+
+}  // namespace troupe::kernels::cuda

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Downloads, on a Debian 12 machine, the Debian packages the offline GPU host needs into .deps/
+# (git-ignored); scripts/gpu-host.sh unpacks them there into a prefix.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .deps && cd .deps
+apt-get download libcaf-dev libcaf-core0.17 libcaf-io0.17 libcaf-openssl0.17 libzmq3-dev libzmq5 cppzmq-dev \
+  prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 \
+  libcivetweb-dev libcivetweb1 civetweb libcurl4-openssl-dev zlib1g-dev \
+  libonnx-dev libonnx1 libonnxifi libdnnl-dev libdnnl2 libsodium23 libpgm-5.3-0 libnorm1 libbsd0 \
+  libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 \
+  libcli11-dev libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libprotobuf-dev libprotobuf32 libprotobuf-lite32

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
+# files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
+# Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
+#   usage: scripts/gpu-host.sh [build|test|bench|all]...   (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/troupe-out}
+mkdir -p "$OUT"
+P=/opt/troupe-deps
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(all)
+want() { for s in "${steps[@]}"; do [ "$s" = "$1" ] || [ "$s" = all ] && return 0; done; return 1; }
+
+if [ ! -f "$P/.unpacked" ]; then
+  mkdir -p "$P"
+  for f in .deps/*.deb; do dpkg -x "$f" "$P"; done
+  sed -i "s#/usr/lib/x86_64-linux-gnu#$P/usr/lib/x86_64-linux-gnu#g; s#\"/usr/include#\"$P/usr/include#g" \
+    "$P"/usr/lib/x86_64-linux-gnu/cmake/*/*.cmake "$P"/usr/share/cmake/*/*.cmake 2>/dev/null
+  touch "$P/.unpacked"
+fi
+export LD_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export PATH=/usr/local/cuda/bin:$PATH
+
+if want build; then
+  echo "== build ($(nproc) cores)"
+  start=$(date +%s)
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$P/usr;$P/usr/lib/x86_64-linux-gnu/cmake" \
+    -DCMAKE_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu -DCMAKE_INCLUDE_PATH=$P/usr/include \
+    -DCMAKE_CXX_FLAGS="-isystem $P/usr/include" -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" \
+    -DPython3_EXECUTABLE="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
+  cmake --build build-gpu -j "$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
+  echo "built in $(( $(date +%s) - start )) s"
+fi
+
+if want test; then
+  echo "== GPU tests"
+  nvidia-smi -L
+  ctest --test-dir build-gpu -L gpu --output-on-failure --timeout 600 2>&1 | tee "$OUT/gpu-tests.log" | tail -30
+  for t in build-gpu/tests/gpu/test_*; do
+    [ -x "$t" ] || continue
+    echo "== compute-sanitizer memcheck $(basename "$t")"
+    compute-sanitizer --tool memcheck --error-exitcode 3 "$t" --gtest_brief=1 >"$OUT/memcheck-$(basename "$t").log" 2>&1
+    echo "memcheck exit $?"; tail -3 "$OUT/memcheck-$(basename "$t").log"
+  done
+fi
+
+if want bench; then
+  if [ -f bench/gpu_vs_torch/run.py ]; then
+    echo "== bench gpu_vs_torch"
+    PYTHONUNBUFFERED=1 python3 bench/gpu_vs_torch/run.py --troupe build-gpu/troupe --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -40
+  fi
+fi

@@ -1,0 +1,182 @@
+#pragma once
+// Shared pieces of the actor tests: an actor system on CAF's deterministic test coordinator
+// (time is simulated: tests advance it, never sleep), a probe actor standing in for the frontend
+// (it records every reply and release), jobs with their own input bytes, and a tiny ONNX MLP
+// written to a temporary model repository.
+
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "actors/caf_compat.hpp"
+#include "actors/job.hpp"
+#include "tests/runtime/model_builder.hpp"
+
+namespace troupe::testing {
+
+/// An actor system whose scheduler is CAF's test coordinator.
+class actor_fixture : public ::testing::Test {
+ protected:
+  static caf::actor_system_config& configure(caf::actor_system_config& cfg) {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    cfg.set("logger.file-verbosity", caf::atom("quiet"));
+    cfg.set("logger.console-verbosity", caf::atom("quiet"));
+    return cfg;
+  }
+
+  actor_fixture()
+      : sys_(configure(cfg_)), sched_(dynamic_cast<caf::scheduler::test_coordinator&>(sys_.scheduler())) {
+    sched_.clock().current_time += std::chrono::hours(1);  // time 0 is not special
+  }
+
+  ~actor_fixture() override { sched_.run(); }
+
+  actors::time_point now() const { return sched_.clock().now(); }
+  /// Runs every pending message (no timeouts fire: time does not move).
+  void run() { sched_.run(); }
+  /// Moves simulated time forward, firing due timeouts, then runs the messages they caused.
+  void advance(std::chrono::microseconds d) {
+    sched_.clock().advance_time(d);
+    sched_.run();
+  }
+
+  caf::actor_system_config cfg_;
+  caf::actor_system sys_;
+  caf::scheduler::test_coordinator& sched_;
+};
+
+/// What the probe saw.
+struct probe_log {
+  std::vector<actors::infer_job*> replies;
+  std::vector<actors::infer_job*> releases;
+  /// Replies of one job (exactly one is the contract).
+  size_t replies_of(const actors::infer_job* j) const {
+    return static_cast<size_t>(std::count(replies.begin(), replies.end(), j));
+  }
+  bool released(const actors::infer_job* j) const {
+    const bool early = j->early_reply;
+    if (early) return std::count(releases.begin(), releases.end(), j) == 1;
+    return replies_of(j) == 1;
+  }
+};
+
+inline caf::actor spawn_probe(caf::actor_system& sys, std::shared_ptr<probe_log> log) {
+  return sys.spawn([log](caf::event_based_actor*) -> caf::behavior {
+    return {
+        [log](actors::reply_atom, actors::job_list l) {
+          while (auto* j = l.pop_front()) log->replies.push_back(j);
+        },
+        [log](actors::release_atom, actors::job_list l) {
+          while (auto* j = l.pop_front()) log->releases.push_back(j);
+        },
+    };
+  });
+}
+
+/// A job that owns its input bytes.
+struct owned_job {
+  actors::infer_job job;
+  std::vector<std::vector<float>> data;
+
+  owned_job(const std::string& model, std::vector<shape_t> shapes, caf::actor reply_to, actors::time_point arrival,
+            uint32_t seed = 1) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    job.model = model;
+    job.reply_to = std::move(reply_to);
+    job.arrival = arrival;
+    for (auto& s : shapes) {
+      std::vector<float> v(static_cast<size_t>(element_count(s)));
+      for (auto& x : v) x = dist(rng);
+      data.push_back(std::move(v));
+      actors::input_view in;
+      in.info = {dtype::f32, s};
+      in.data = reinterpret_cast<const std::byte*>(data.back().data());
+      in.bytes = data.back().size() * sizeof(float);
+      job.inputs.push_back(in);
+    }
+    job.rows = shapes.empty() || shapes[0].empty() ? 1 : shapes[0][0];
+  }
+};
+
+inline actors::job_list list_of(std::initializer_list<actors::infer_job*> jobs) {
+  actors::job_list l;
+  for (auto* j : jobs) l.push_back(j);
+  return l;
+}
+
+/// A MatMul + Add + Relu MLP: x[N,in] -> y[N,out] = relu(x W + b), with a dynamic batch dim N.
+struct mlp_weights {
+  int64_t in = 4, out = 3;
+  std::vector<float> w, b;
+};
+
+inline mlp_weights make_mlp_weights(int64_t in, int64_t out, uint32_t seed) {
+  mlp_weights m;
+  m.in = in;
+  m.out = out;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  m.w.resize(static_cast<size_t>(in * out));
+  m.b.resize(static_cast<size_t>(out));
+  for (auto& x : m.w) x = dist(rng);
+  for (auto& x : m.b) x = dist(rng);
+  return m;
+}
+
+inline std::string mlp_model_bytes(const mlp_weights& m, bool dynamic_batch = true) {
+  auto model = make_model(13);
+  auto* g = model.mutable_graph();
+  *g->add_input() = make_value_info("x", 1, {dynamic_batch ? "N" : "1", std::to_string(m.in)});
+  *g->add_output() = make_value_info("y", 1, {dynamic_batch ? "N" : "1", std::to_string(m.out)});
+  add_float_initializer(model, "W", {m.in, m.out}, m.w);
+  add_float_initializer(model, "B", {m.out}, m.b);
+  add_node(model, "MatMul", {"x", "W"}, {"xw"});
+  add_node(model, "Add", {"xw", "B"}, {"xwb"});
+  add_node(model, "Relu", {"xwb"}, {"y"});
+  return serialize(model);
+}
+
+/// relu(x W + b) for `rows` rows, in double.
+inline std::vector<double> mlp_reference(const mlp_weights& m, const float* x, int64_t rows) {
+  std::vector<double> y(static_cast<size_t>(rows * m.out));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < m.out; ++o) {
+      double acc = m.b[static_cast<size_t>(o)];
+      for (int64_t i = 0; i < m.in; ++i)
+        acc += static_cast<double>(x[r * m.in + i]) * m.w[static_cast<size_t>(i * m.out + o)];
+      y[static_cast<size_t>(r * m.out + o)] = acc > 0 ? acc : 0;
+    }
+  return y;
+}
+
+/// A fresh directory under the system temp dir, removed with the object.
+class temp_dir {
+ public:
+  temp_dir() {
+    static std::mt19937_64 rng(std::random_device{}());
+    path_ = std::filesystem::temp_directory_path() / ("troupe_test_" + std::to_string(rng()));
+    std::filesystem::create_directories(path_);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+  void write(const std::filesystem::path& rel, const std::string& bytes) const {
+    std::filesystem::create_directories((path_ / rel).parent_path());
+    std::ofstream(path_ / rel, std::ios::binary) << bytes;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace troupe::testing

@@ -1,0 +1,384 @@
+// The batcher actor on CAF's deterministic scheduler with simulated time: batching deadlines,
+// per-request timeouts (queued and running), OVERLOADED, priorities, output slicing, and retry
+// after a worker failure. Workers are fakes the test completes by hand.
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "actors/batcher.hpp"
+#include "actors/model_table.hpp"
+#include "tests/actors/actor_test_util.hpp"
+
+namespace troupe::actors {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::owned_job;
+
+/// Batches a fake worker received, in order.
+struct worker_log {
+  std::vector<batch*> batches;
+};
+
+worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_log> log) {
+  return sys.spawn([log](worker_actor::pointer self) -> worker_actor::behavior_type {
+    return {
+        [](load_atom, const replica_spec&) -> caf::result<replica_info> {
+          return to_caf_error(unsupported("fake worker"));
+        },
+        [](unload_atom, uint32_t) {},
+        [log](run_atom, batch_ref ref) { log->batches.push_back(ref.ptr); },
+        [self](crash_atom) { self->quit(caf::make_error(caf::sec::runtime_error, "test crash")); },
+    };
+  });
+}
+
+class batcher_test : public testing::actor_fixture {
+ protected:
+  void start(int64_t max_batch, std::chrono::microseconds delay, uint32_t levels = 1, uint32_t max_queue = 100,
+             int per_replica = 2, std::chrono::microseconds default_timeout = 0us) {
+    auto s = std::make_shared<model_signature>();
+    s->model = "mlp";
+    s->version = 1;
+    s->max_batch_size = max_batch;
+    s->inputs = {{"x", dtype::f32, {-1, 4}}};
+    s->outputs = {{"y", dtype::f32, {-1, 3}}, {"z", dtype::f32, {-1, 1}}};
+    s->config.max_batch_size = max_batch;
+    s->config.max_queue_delay = delay;
+    s->config.priority_levels = levels;
+    s->config.queue.max_queue_size = max_queue;
+    s->config.queue.default_timeout = default_timeout;
+    sig_ = s;
+    batcher_options o;
+    o.signature = sig_;
+    o.state = state_;
+    o.max_batches_per_replica = per_replica;
+    batcher_ = spawn_batcher(sys_, o);
+    probe_ = testing::spawn_probe(sys_, log_);
+    run();
+  }
+
+  worker_actor add_replica(std::shared_ptr<worker_log> wlog, uint32_t id = 0) {
+    worker_actor w = spawn_fake_worker(sys_, wlog);
+    replica_handle h;
+    h.worker = w;
+    h.info.id = id;
+    h.info.signature = sig_;
+    caf::anon_send(batcher_, replica_atom::value, h);
+    run();
+    return w;
+  }
+
+  std::unique_ptr<owned_job> job(int64_t rows = 1, uint32_t seed = 1) {
+    auto j = std::make_unique<owned_job>("mlp", std::vector<shape_t>{{rows, 4}}, probe_, now(), seed);
+    j->job.signature = sig_;
+    return j;
+  }
+
+  /// The router's part: level and deadline.
+  void submit(std::initializer_list<infer_job*> jobs, std::chrono::microseconds timeout = 0us) {
+    for (auto* j : jobs) {
+      j->level = j->priority ? j->priority : 1;
+      const auto t = sig_->effective_timeout(timeout);
+      j->deadline = t.count() > 0 ? j->arrival + t : no_deadline;
+    }
+    caf::anon_send(batcher_, submit_atom::value, testing::list_of(jobs));
+    run();
+  }
+
+  /// Completes a batch as a worker would: output y row r = [r, r + 0.5, r + 0.25], z row r = [-r].
+  void complete(batch* b, status result = status::ok()) {
+    b->result = result;
+    if (result.is_ok()) {
+      const int64_t rows = b->rows;
+      const size_t y_bytes = static_cast<size_t>(rows) * 3 * sizeof(float);
+      auto* block = new output_block(y_bytes + 64 + static_cast<size_t>(rows) * sizeof(float));
+      auto* y = reinterpret_cast<float*>(block->data());
+      auto* z = reinterpret_cast<float*>(block->data() + y_bytes + 64);
+      for (int64_t r = 0; r < rows; ++r) {
+        y[r * 3] = static_cast<float>(r);
+        y[r * 3 + 1] = static_cast<float>(r) + 0.5f;
+        y[r * 3 + 2] = static_cast<float>(r) + 0.25f;
+        z[r] = -static_cast<float>(r);
+      }
+      b->block = block;  // its one reference is the batcher's
+      b->bucket_rows = rows;
+      b->outputs = {{{dtype::f32, {rows, 3}}, 0, 3 * sizeof(float)},
+                    {{dtype::f32, {rows, 1}}, y_bytes + 64, sizeof(float)}};
+    }
+    b->compute_time = 50us;
+    caf::anon_send(batcher_, done_atom::value, batch_ref{b});
+    run();
+  }
+
+  void release_outputs(infer_job& j) {
+    if (!j.result.is_ok()) return;
+    for (auto& s : j.outputs) s.block->release();
+    j.outputs.clear();
+  }
+
+  batcher_stats stats() {
+    batcher_stats s;
+    caf::scoped_actor self{sys_};
+    auto h = self->request(batcher_, caf::infinite, stats_atom::value);
+    run();
+    h.receive([&](batcher_stats& x) { s = x; }, [&](caf::error&) { ADD_FAILURE() << "no stats"; });
+    return s;
+  }
+
+  std::shared_ptr<model_signature> sig_;
+  std::shared_ptr<std::atomic<uint8_t>> state_ = std::make_shared<std::atomic<uint8_t>>(0);
+  std::shared_ptr<testing::probe_log> log_ = std::make_shared<testing::probe_log>();
+  batcher_actor batcher_;
+  caf::actor probe_;
+};
+
+TEST_F(batcher_test, state_follows_replicas) {
+  start(8, 0us);
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::loading);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::ready);
+}
+
+TEST_F(batcher_test, queue_delay_is_simulated_time) {
+  start(8, 1000us);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job(), b = job(), c = job();
+  submit({&a->job, &b->job, &c->job});
+  EXPECT_TRUE(wlog->batches.empty());
+  advance(999us);
+  EXPECT_TRUE(wlog->batches.empty()) << "left before max_queue_delay";
+  advance(2us);
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  EXPECT_EQ(wlog->batches[0]->jobs.size(), 3u);
+  EXPECT_EQ(wlog->batches[0]->rows, 3);
+  EXPECT_GE(a->job.queue_time, 1000us);
+}
+
+TEST_F(batcher_test, full_batch_leaves_at_once_and_outputs_are_sliced_per_request) {
+  start(4, 1s);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job(1), b = job(2), c = job(1);
+  c->job.requested_outputs = {1};  // only z
+  submit({&a->job, &b->job, &c->job});
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  batch* bt = wlog->batches[0];
+  EXPECT_EQ(bt->rows, 4);
+  complete(bt);
+  ASSERT_EQ(log_->replies.size(), 3u);
+  for (auto* j : {&a->job, &b->job, &c->job}) EXPECT_EQ(log_->replies_of(j), 1u);
+  ASSERT_TRUE(a->job.result.is_ok());
+  ASSERT_EQ(a->job.outputs.size(), 2u);
+  // b holds rows 1..2 of the batch.
+  ASSERT_TRUE(b->job.result.is_ok());
+  const output_slice& by = b->job.outputs[0];
+  EXPECT_EQ(by.info.shape, (shape_t{2, 3}));
+  const auto* y = reinterpret_cast<const float*>(by.block->data() + by.offset);
+  EXPECT_EQ(y[0], 1.0f);
+  EXPECT_EQ(y[1], 1.5f);
+  EXPECT_EQ(y[3], 2.0f);
+  ASSERT_EQ(c->job.outputs.size(), 1u);
+  EXPECT_EQ(c->job.outputs[0].output_index, 1);
+  EXPECT_EQ(c->job.outputs[0].info.shape, (shape_t{1, 1}));
+  EXPECT_EQ(*reinterpret_cast<const float*>(c->job.outputs[0].block->data() + c->job.outputs[0].offset), -3.0f);
+  EXPECT_EQ(a->job.batch_rows, 4u);
+  for (auto* j : {&a->job, &b->job, &c->job}) release_outputs(*j);
+}
+
+TEST_F(batcher_test, busy_replicas_accumulate_the_next_batch) {
+  start(8, 0us, 1, 100, /*per_replica=*/1);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job();
+  submit({&a->job});
+  ASSERT_EQ(wlog->batches.size(), 1u);  // delay 0: alone, at once
+  std::vector<std::unique_ptr<owned_job>> more;
+  for (int i = 0; i < 5; ++i) {
+    more.push_back(job());
+    submit({&more.back()->job});
+  }
+  EXPECT_EQ(wlog->batches.size(), 1u) << "the replica is busy: requests wait";
+  complete(wlog->batches[0]);
+  ASSERT_EQ(wlog->batches.size(), 2u);
+  EXPECT_EQ(wlog->batches[1]->jobs.size(), 5u) << "the queue became one batch";
+  complete(wlog->batches[1]);
+  EXPECT_EQ(log_->replies.size(), 6u);
+  release_outputs(a->job);
+  for (auto& m : more) release_outputs(m->job);
+}
+
+TEST_F(batcher_test, timeout_while_queued_behind_a_busy_model) {
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto first = job();
+  submit({&first->job});
+  auto waiting = job();
+  submit({&waiting->job}, 500us);
+  advance(499us);
+  EXPECT_EQ(log_->replies_of(&waiting->job), 0u);
+  advance(2us);
+  ASSERT_EQ(log_->replies_of(&waiting->job), 1u) << "answered at its deadline although the model is busy";
+  EXPECT_EQ(waiting->job.result.code(), error_code::deadline_exceeded);
+  complete(wlog->batches[0]);
+  EXPECT_EQ(wlog->batches.size(), 1u) << "the expired request never ran";
+  EXPECT_EQ(log_->replies_of(&waiting->job), 1u);
+  release_outputs(first->job);
+}
+
+TEST_F(batcher_test, timeout_while_running_replies_once_and_releases_later) {
+  start(8, 0us);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job();
+  submit({&a->job}, 300us);
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  advance(301us);
+  ASSERT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_EQ(a->job.result.code(), error_code::deadline_exceeded);
+  EXPECT_TRUE(a->job.early_reply);
+  EXPECT_TRUE(log_->releases.empty()) << "the worker still reads its inputs";
+  complete(wlog->batches[0]);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u) << "exactly one reply";
+  ASSERT_EQ(log_->releases.size(), 1u);
+  EXPECT_EQ(log_->releases[0], &a->job);
+}
+
+TEST_F(batcher_test, default_timeout_from_the_queue_policy) {
+  start(8, 0us, 1, 100, 1, 200us);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job(), b = job();
+  submit({&a->job});
+  submit({&b->job});
+  advance(201us);
+  EXPECT_EQ(b->job.result.code(), error_code::deadline_exceeded);
+  EXPECT_EQ(a->job.result.code(), error_code::deadline_exceeded);
+  complete(wlog->batches[0]);
+  EXPECT_EQ(log_->releases.size(), 1u);
+}
+
+TEST_F(batcher_test, full_queue_answers_overloaded_at_once) {
+  start(8, 0us, 1, /*max_queue=*/2, /*per_replica=*/1);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  std::vector<std::unique_ptr<owned_job>> js;
+  for (int i = 0; i < 4; ++i) js.push_back(job());
+  submit({&js[0]->job});  // runs
+  submit({&js[1]->job, &js[2]->job, &js[3]->job});  // two queue, one is refused
+  ASSERT_EQ(log_->replies.size(), 1u);
+  EXPECT_EQ(log_->replies[0], &js[3]->job);
+  EXPECT_EQ(js[3]->job.result.code(), error_code::overloaded);
+  complete(wlog->batches[0]);
+  complete(wlog->batches[1]);
+  EXPECT_EQ(log_->replies.size(), 4u);
+  for (auto& j : js) release_outputs(j->job);
+}
+
+TEST_F(batcher_test, higher_priority_jumps_the_queue) {
+  start(1, 0us, 2, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto first = job(), low = job(), high = job();
+  low->job.priority = 2;
+  high->job.priority = 1;
+  submit({&first->job});
+  submit({&low->job});
+  submit({&high->job});
+  complete(wlog->batches[0]);
+  ASSERT_EQ(wlog->batches.size(), 2u);
+  EXPECT_EQ(wlog->batches[1]->jobs[0], &high->job);
+  complete(wlog->batches[1]);
+  complete(wlog->batches[2]);
+  for (auto* j : {&first->job, &low->job, &high->job}) release_outputs(*j);
+}
+
+TEST_F(batcher_test, worker_failure_retries_once_on_another_replica) {
+  start(8, 0us, 1, 100, 1);
+  auto wlog_a = std::make_shared<worker_log>();
+  auto wlog_b = std::make_shared<worker_log>();
+  worker_actor wa = add_replica(wlog_a, 0);
+  worker_actor wb = add_replica(wlog_b, 0);
+  auto a = job(), b = job();
+  submit({&a->job});
+  submit({&b->job});
+  ASSERT_EQ(wlog_a->batches.size() + wlog_b->batches.size(), 2u);
+  auto& crashed_log = wlog_a->batches.empty() ? wlog_b : wlog_a;
+  auto& other_log = wlog_a->batches.empty() ? wlog_a : wlog_b;
+  infer_job* victim = crashed_log->batches[0]->jobs[0];
+  caf::anon_send(wlog_a->batches.empty() ? wb : wa, crash_atom::value);
+  run();
+  EXPECT_EQ(log_->replies_of(victim), 0u) << "a retry, not an error";
+  complete(other_log->batches[0]);
+  ASSERT_EQ(other_log->batches.size(), 2u) << "the failed batch ran again on the surviving replica";
+  EXPECT_EQ(other_log->batches[1]->jobs[0], victim);
+  EXPECT_EQ(victim->attempts, 2);
+  complete(other_log->batches[1]);
+  EXPECT_TRUE(victim->result.is_ok());
+  EXPECT_EQ(log_->replies_of(victim), 1u);
+  release_outputs(a->job);
+  release_outputs(b->job);
+}
+
+TEST_F(batcher_test, no_replica_left_answers_unavailable_and_state_follows) {
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  worker_actor w = add_replica(wlog);
+  auto a = job(), b = job();
+  submit({&a->job});
+  submit({&b->job});
+  caf::anon_send(w, crash_atom::value);
+  run();
+  EXPECT_EQ(a->job.result.code(), error_code::unavailable);
+  EXPECT_EQ(b->job.result.code(), error_code::unavailable);
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::unavailable);
+  auto c = job();
+  submit({&c->job});
+  EXPECT_EQ(c->job.result.code(), error_code::unavailable);
+  // A replacement replica makes the version ready again.
+  auto wlog2 = std::make_shared<worker_log>();
+  add_replica(wlog2);
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::ready);
+  auto d = job();
+  submit({&d->job});
+  ASSERT_EQ(wlog2->batches.size(), 1u);
+  complete(wlog2->batches[0]);
+  EXPECT_TRUE(d->job.result.is_ok());
+  release_outputs(d->job);
+}
+
+TEST_F(batcher_test, run_errors_reach_every_job_of_the_batch) {
+  start(8, 10us);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job(), b = job();
+  submit({&a->job, &b->job});
+  advance(11us);
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  complete(wlog->batches[0], unsupported("kernel says no"));
+  EXPECT_EQ(a->job.result.code(), error_code::unsupported);
+  EXPECT_EQ(b->job.result.code(), error_code::unsupported);
+  EXPECT_EQ(log_->replies.size(), 2u);
+}
+
+TEST_F(batcher_test, stats_report_the_queue) {
+  start(8, 1s);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog);
+  auto a = job();
+  submit({&a->job});
+  const auto s = stats();
+  EXPECT_EQ(s.queued_jobs, 1u);
+  EXPECT_EQ(s.alive_replicas, 1u);
+  advance(1001ms);
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  complete(wlog->batches[0]);
+  release_outputs(a->job);
+}
+
+}  // namespace
+}  // namespace troupe::actors

@@ -1,0 +1,123 @@
+// config.yaml and node.yaml: Triton's key names, defaults, and errors that name the bad key.
+
+#include <gtest/gtest.h>
+
+#include "actors/model_config.hpp"
+#include "actors/replica.hpp"
+
+namespace troupe::actors {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(model_config, defaults_without_a_file) {
+  auto c = load_model_config("/nonexistent/config.yaml");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->max_batch_size, -1);
+  EXPECT_EQ(c->max_queue_delay, 0us);
+  EXPECT_EQ(c->priority_levels, 1u);
+  EXPECT_EQ(c->queue.max_queue_size, 1024u);
+  EXPECT_EQ(c->instance_count, 1u);
+  EXPECT_EQ(c->latest_versions, 1);
+}
+
+TEST(model_config, triton_keys) {
+  auto c = parse_model_config(
+      "max_batch_size: 16\n"
+      "dynamic_batching:\n"
+      "  max_queue_delay_microseconds: 250\n"
+      "  preferred_batch_size: [8, 4, 8]\n"
+      "  priority_levels: 3\n"
+      "  default_priority_level: 2\n"
+      "  default_queue_policy:\n"
+      "    default_timeout_microseconds: 5000\n"
+      "    allow_timeout_override: false\n"
+      "    max_queue_size: 64\n"
+      "    timeout_action: REJECT\n"
+      "  adaptive: {enabled: true, slo_p99_ms: 20}\n"
+      "instance_group: [{count: 2, kind: KIND_CPU}]\n"
+      "version_policy: {specific: {versions: [1, 3]}}\n"
+      "traffic:\n"
+      "  weights: {1: 90, 3: 10}\n"
+      "  match: [{parameter: canary, value: 'yes', version: 3}]\n",
+      "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(c->max_batch_size, 16);
+  EXPECT_EQ(c->max_queue_delay, 250us);
+  EXPECT_EQ(c->preferred_batch_sizes, (std::vector<int64_t>{4, 8}));  // sorted, unique
+  EXPECT_EQ(c->priority_levels, 3u);
+  EXPECT_EQ(c->effective_default_priority(), 2u);
+  EXPECT_EQ(c->queue.default_timeout, 5000us);
+  EXPECT_FALSE(c->queue.allow_timeout_override);
+  EXPECT_EQ(c->queue.max_queue_size, 64u);
+  EXPECT_TRUE(c->adaptive.enabled);
+  EXPECT_EQ(c->adaptive.slo_p99_ms, 20);
+  EXPECT_EQ(c->instance_count, 2u);
+  EXPECT_EQ(c->specific_versions, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(c->traffic.weights.at(3), 10u);
+  ASSERT_EQ(c->traffic.match.size(), 1u);
+  EXPECT_EQ(c->traffic.match[0].value, "yes");
+}
+
+TEST(model_config, short_alias_for_the_queue_delay) {
+  auto c = parse_model_config("dynamic_batching: {max_queue_delay_us: 42}\n", "test");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->max_queue_delay, 42us);
+}
+
+TEST(model_config, errors_name_the_key) {
+  struct bad_case {
+    const char* yaml;
+    const char* fragment;
+  };
+  for (const auto& [yaml, fragment] : std::vector<bad_case>{
+           {"max_batch_sise: 4\n", "max_batch_sise"},
+           {"max_batch_size: -3\n", "max_batch_size"},
+           {"max_batch_size: four\n", "max_batch_size"},
+           {"max_batch_size: 4\ndynamic_batching: {preferred_batch_size: [8]}\n", "preferred_batch_size"},
+           {"dynamic_batching: {default_queue_policy: {timeout_action: DELAY}}\n", "REJECT"},
+           {"dynamic_batching: {default_queue_policy: {max_queue_size: 0}}\n", "max_queue_size"},
+           {"dynamic_batching: {priority_levels: 2, default_priority_level: 3}\n", "default_priority_level"},
+           {"dynamic_batching: {adaptive: {enabled: true}}\n", "slo_p99_ms"},
+           {"instance_group: [{count: 1, kind: KIND_GPU}]\n", "KIND_CPU"},
+           {"version_policy: {latest: {num_versions: 1}, all: {}}\n", "exactly one"},
+           {"max_batch_size: [1\n", "test"},
+       }) {
+    auto c = parse_model_config(yaml, "test");
+    ASSERT_FALSE(c.has_value()) << yaml;
+    EXPECT_EQ(c.error().code(), error_code::invalid_argument);
+    EXPECT_NE(c.error().message().find(fragment), std::string::npos) << yaml << " -> " << c.error().message();
+  }
+}
+
+TEST(node_config, keys_and_errors) {
+  auto n = parse_node_config(
+      "models: /m\nlisten: tcp://*:6000\nmetrics_port: 0\ncpu_workers: 2\nmax_inflight: 10\n"
+      "drain_timeout_ms: 1500\nfault_injection: true\n",
+      "node");
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  EXPECT_EQ(n->models_dir, "/m");
+  EXPECT_EQ(n->listen, "tcp://*:6000");
+  EXPECT_EQ(n->metrics_port, 0);
+  EXPECT_EQ(n->cpu_workers, 2u);
+  EXPECT_EQ(n->max_inflight, 10u);
+  EXPECT_EQ(n->drain_timeout, std::chrono::milliseconds(1500));
+  EXPECT_TRUE(n->fault_injection);
+  auto bad = parse_node_config("cpu_workers: 0\n", "node");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("cpu_workers"), std::string::npos);
+  EXPECT_EQ(load_node_config("/nonexistent/node.yaml").error().code(), error_code::not_found);
+}
+
+TEST(bucket_rows, powers_of_two_preferred_and_max) {
+  model_config c;
+  EXPECT_EQ(default_bucket_rows(0, c), (std::vector<int64_t>{1}));
+  EXPECT_EQ(default_bucket_rows(8, c), (std::vector<int64_t>{1, 2, 4, 8}));
+  c.preferred_batch_sizes = {6};
+  EXPECT_EQ(default_bucket_rows(12, c), (std::vector<int64_t>{1, 2, 4, 6, 8, 12}));
+  c.batch_buckets = {4};
+  EXPECT_EQ(default_bucket_rows(12, c), (std::vector<int64_t>{4, 12}));
+}
+
+}  // namespace
+}  // namespace troupe::actors

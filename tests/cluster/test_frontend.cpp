@@ -1,0 +1,193 @@
+// The frontend and the C++ client in one process, over TCP loopback, with a real (threaded) node:
+// round trips that match a reference MLP, many requests in flight with ids matched, the
+// max_inflight bound (OVERLOADED), draining (UNAVAILABLE, wait_idle) and stop (CANCELLED).
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "actors/model_table.hpp"
+#include "actors/node.hpp"
+#include "cluster/client.hpp"
+#include "cluster/frontend.hpp"
+#include "tests/actors/actor_test_util.hpp"
+
+namespace troupe::cluster {
+namespace {
+
+using namespace std::chrono_literals;
+
+class frontend_test : public ::testing::Test {
+ protected:
+  static caf::actor_system_config& configure(caf::actor_system_config& cfg) {
+    cfg.set("scheduler.max-threads", size_t{1});
+    cfg.set("logger.file-verbosity", caf::atom("quiet"));
+    cfg.set("logger.console-verbosity", caf::atom("quiet"));
+    return cfg;
+  }
+
+  frontend_test() : sys_(configure(cfg_)) {}
+
+  void start(frontend_options fo = {}, uint32_t workers = 1) {
+    weights_ = testing::make_mlp_weights(4, 3, 11);
+    repo_.write("mlp/1/model.onnx", testing::mlp_model_bytes(weights_));
+    repo_.write("mlp/config.yaml", "max_batch_size: 4\n");
+    actors::node_spawn_options so;
+    so.config.cpu_workers = workers;
+    so.config.warmup_runs = 1;
+    so.config.fault_injection = true;  // troupe.sleep_ms makes requests slow on demand
+    so.holder = &holder_;
+    node_ = actors::spawn_node(sys_, so);
+    auto report = actors::load_repository(sys_, node_, repo_.path().string());
+    ASSERT_TRUE(report.has_value()) << report.error().to_string();
+    ASSERT_EQ(report->versions_ready, 1u);
+    fo.listen = "tcp://127.0.0.1:*";
+    auto fe = frontend::create(sys_, node_, holder_, nullptr, fo);
+    ASSERT_TRUE(fe.has_value()) << fe.error().to_string();
+    fe_ = std::move(*fe);
+    auto c = client::connect(fe_->endpoint());
+    ASSERT_TRUE(c.has_value());
+    client_ = std::move(*c);
+  }
+
+  void TearDown() override {
+    client_.reset();
+    if (fe_) fe_->stop();
+    actors::stop_node(sys_, node_);
+    sys_.await_all_actors_done();
+    fe_.reset();
+  }
+
+  infer_request request(int64_t rows, const std::string& id, uint32_t seed = 1) {
+    infer_request r;
+    r.model = "mlp";
+    r.id = id;
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    tensor x = tensor::allocate(dtype::f32, {rows, 4});
+    for (int64_t i = 0; i < x.elements(); ++i) x.data<float>()[i] = dist(rng);
+    r.inputs.emplace_back("x", x);
+    return r;
+  }
+
+  void expect_matches(const infer_request& r, const infer_reply& reply) {
+    ASSERT_TRUE(reply.result.is_ok()) << reply.result.to_string();
+    ASSERT_EQ(reply.outputs.size(), 1u);
+    const tensor& x = r.inputs[0].second;
+    const tensor& y = reply.outputs[0].second;
+    EXPECT_EQ(reply.outputs[0].first, "y");
+    ASSERT_EQ(y.shape(), (shape_t{x.dim(0), 3}));
+    const auto ref = testing::mlp_reference(weights_, x.data<float>(), x.dim(0));
+    for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(y.data<float>()[i], ref[i], 1e-5);
+  }
+
+  caf::actor_system_config cfg_;
+  caf::actor_system sys_;
+  testing::temp_dir repo_;
+  testing::mlp_weights weights_;
+  actors::table_holder holder_;
+  actors::node_handles node_;
+  std::unique_ptr<frontend> fe_;
+  std::unique_ptr<client> client_;
+};
+
+TEST_F(frontend_test, round_trip_metadata_and_health) {
+  start();
+  auto r = request(3, "one");
+  auto reply = client_->infer(r, 10s);
+  ASSERT_TRUE(reply.has_value()) << reply.error().to_string();
+  EXPECT_EQ(reply->id, "one");
+  EXPECT_EQ(reply->version, 1);
+  expect_matches(r, *reply);
+  auto md = client_->metadata("mlp", 0, 10s);
+  ASSERT_TRUE(md.has_value()) << md.error().to_string();
+  EXPECT_EQ(md->max_batch_size, 4u);
+  ASSERT_EQ(md->inputs.size(), 1u);
+  EXPECT_EQ(md->inputs[0].shape, (std::vector<int64_t>{-1, 4}));
+  auto h = client_->health(10s);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_TRUE(h->live && h->ready && !h->draining);
+  auto missing = client_->metadata("nope", 0, 10s);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), error_code::not_found);
+}
+
+TEST_F(frontend_test, many_requests_in_flight_each_answered_once) {
+  start();
+  std::vector<infer_request> rs;
+  for (int i = 0; i < 64; ++i) rs.push_back(request(1 + i % 4, std::to_string(i), static_cast<uint32_t>(i)));
+  for (const auto& r : rs) ASSERT_TRUE(client_->send(r).is_ok());
+  std::set<std::string> seen;
+  for (int i = 0; i < 64; ++i) {
+    auto reply = client_->receive(10s);
+    ASSERT_TRUE(reply.has_value());
+    ASSERT_TRUE(reply->has_value()) << "reply " << i << " missing";
+    const auto& rep = **reply;
+    EXPECT_TRUE(seen.insert(rep.id).second) << "two replies for " << rep.id;
+    expect_matches(rs[static_cast<size_t>(std::stoi(rep.id))], rep);
+  }
+  auto extra = client_->receive(100ms);
+  ASSERT_TRUE(extra.has_value());
+  EXPECT_FALSE(extra->has_value()) << "no reply beyond one per request";
+}
+
+TEST_F(frontend_test, max_inflight_bound_answers_overloaded) {
+  frontend_options fo;
+  fo.max_inflight = 2;
+  start(fo);
+  std::vector<infer_request> rs;
+  for (int i = 0; i < 12; ++i) {
+    rs.push_back(request(1, std::to_string(i)));
+    rs.back().parameters.emplace_back("troupe.sleep_ms", "30");
+  }
+  for (const auto& r : rs) ASSERT_TRUE(client_->send(r).is_ok());
+  int ok = 0, overloaded = 0;
+  for (int i = 0; i < 12; ++i) {
+    auto reply = client_->receive(10s);
+    ASSERT_TRUE(reply.has_value() && reply->has_value());
+    if ((*reply)->result.is_ok()) ++ok;
+    else if ((*reply)->result.code() == error_code::overloaded) ++overloaded;
+    else ADD_FAILURE() << (*reply)->result.to_string();
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(overloaded, 1);
+  EXPECT_EQ(ok + overloaded, 12);
+}
+
+TEST_F(frontend_test, draining_refuses_new_work_and_finishes_old) {
+  start();
+  auto slow = request(1, "slow");
+  slow.parameters.emplace_back("troupe.sleep_ms", "100");
+  ASSERT_TRUE(client_->send(slow).is_ok());
+  std::this_thread::sleep_for(30ms);  // the slow request has reached the node
+  EXPECT_EQ(fe_->inflight(), 1u);
+  fe_->begin_drain();
+  auto late = client_->infer(request(1, "late"), 10s);
+  ASSERT_TRUE(late.has_value());
+  EXPECT_EQ(late->result.code(), error_code::unavailable);
+  EXPECT_TRUE(fe_->wait_idle(10s));
+  auto reply = client_->receive(10s);
+  ASSERT_TRUE(reply.has_value() && reply->has_value());
+  EXPECT_EQ((*reply)->id, "slow");
+  EXPECT_TRUE((*reply)->result.is_ok());
+  auto h = client_->health(10s);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_TRUE(h->draining);
+  EXPECT_FALSE(h->ready);
+}
+
+TEST_F(frontend_test, stop_cancels_what_is_still_running) {
+  start();
+  auto slow = request(1, "slow");
+  slow.parameters.emplace_back("troupe.sleep_ms", "300");
+  ASSERT_TRUE(client_->send(slow).is_ok());
+  std::this_thread::sleep_for(50ms);
+  fe_->stop();
+  auto reply = client_->receive(5s);
+  ASSERT_TRUE(reply.has_value() && reply->has_value());
+  EXPECT_EQ((*reply)->result.code(), error_code::cancelled);
+}
+
+}  // namespace
+}  // namespace troupe::cluster

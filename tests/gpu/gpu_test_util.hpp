@@ -1,0 +1,56 @@
+#pragma once
+/// Runs one op on the CUDA backend from host tensors (upload, create, compute, download) and
+/// checks it against the CPU backend: the parity harness of tests/gpu. Needs a device; every test
+/// starts with TROUPE_REQUIRE_GPU().
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/op_node.hpp"
+#include "core/tensor.hpp"
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/kernel.hpp"
+
+#define TROUPE_REQUIRE_GPU() \
+  if (!::troupe::kernels::cuda::device_available()) GTEST_SKIP() << "no CUDA device"
+
+namespace troupe::testing {
+
+/// The process's CUDA context on device 0 (created on first use).
+kernels::backend_context& gpu_context();
+
+/// run_op's CUDA twin: infers outputs with the standard schema, uploads every input, creates the
+/// kernel with the CUDA context (inputs marked in `constant_inputs`, and the schema's value
+/// inputs, are visible to the factory as host values), runs it on the context's stream and
+/// downloads the outputs.
+expected<std::vector<tensor>> run_op_cuda(const op_node& node, const std::vector<tensor>& inputs,
+                                          size_t num_outputs = 1,
+                                          std::vector<bool> constant_inputs = {});
+
+/// GPU microseconds per compute of `node` on the CUDA backend (kernel created once, `iterations`
+/// computes queued behind a delay kernel and timed with events: host overhead excluded, as in a
+/// CUDA graph replay; the wall time per call goes to stderr). For the DISABLED_ benchmarks.
+expected<double> time_op_cuda(const op_node& node, const std::vector<tensor>& inputs,
+                              std::vector<bool> constant_inputs = {}, int iterations = 50);
+
+/// A host f16 copy of an f32 tensor and back.
+tensor to_f16(const tensor& t);
+tensor to_f32(const tensor& t);
+
+struct parity_options {
+  size_t num_outputs = 1;
+  std::vector<bool> constant_inputs;
+  /// Run the CUDA kernel on f16 copies of the float inputs (the CPU reference runs in f32 on the
+  /// same rounded values) and compare with the f16 bound.
+  bool half = false;
+  double tolerance = -1;  // default: 1e-4 for f32, 1e-2 for f16
+};
+
+/// Runs `node` on both backends and expects every output to agree: float outputs within the
+/// relative L2 bound, integer/bool outputs exactly. Failures name the op and output.
+void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
+                   const parity_options& options = {});
+
+}  // namespace troupe::testing

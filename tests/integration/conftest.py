@@ -1,0 +1,211 @@
+"""Integration fixtures: a model repository built with onnx.helper, and `troupe serve` started as a
+process on loopback (TROUPE_BIN, else build*/troupe). The Python client comes from clients/python."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "clients", "python"))
+
+from troupe_client import Client  # noqa: E402
+
+
+def troupe_bin():
+    b = os.environ.get("TROUPE_BIN")
+    if b:
+        return b
+    for d in sorted(os.listdir(REPO)):
+        p = os.path.join(REPO, d, "troupe")
+        if d.startswith("build") and os.access(p, os.X_OK):
+            return p
+    pytest.skip("no troupe binary (set TROUPE_BIN)")
+
+
+def _save(model, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def make_mlp(path, seed, din=16, dh=32, dout=8, batch="N"):
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((din, dh)).astype(np.float32)
+    b1 = rng.standard_normal(dh).astype(np.float32)
+    w2 = rng.standard_normal((dh, dout)).astype(np.float32)
+    b2 = rng.standard_normal(dout).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+             helper.make_node("Relu", ["h1"], ["h"]), helper.make_node("MatMul", ["h", "W2"], ["y0"]),
+             helper.make_node("Add", ["y0", "b2"], ["y"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, din])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dout])],
+                          [numpy_helper.from_array(a, n) for a, n in [(w1, "W1"), (b1, "b1"), (w2, "W2"), (b2, "b2")]])
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def make_multi(path):
+    """Two inputs of two dtypes, two outputs: s = a + float(b), p = a * 2."""
+    nodes = [helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["a", "bf"], ["s"]),
+             helper.make_node("Add", ["a", "a"], ["p"])]
+    g = helper.make_graph(nodes, "multi",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+                           helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 4])],
+                          [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 4]),
+                           helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4])])
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def build_repository(root):
+    models = os.path.join(root, "models")
+    make_mlp(os.path.join(models, "mlp", "1", "model.onnx"), seed=1)
+    make_mlp(os.path.join(models, "mlp", "2", "model.onnx"), seed=2)
+    write(os.path.join(models, "mlp", "config.yaml"),
+          "max_batch_size: 8\n"
+          "dynamic_batching:\n"
+          "  max_queue_delay_microseconds: 500\n"
+          "  preferred_batch_size: [8]\n"
+          "version_policy:\n"
+          "  all: {}\n")
+    make_mlp(os.path.join(models, "fixed", "1", "model.onnx"), seed=3, batch=1)
+    make_multi(os.path.join(models, "multi", "1", "model.onnx"))
+    # "slow": the same MLP; requests ask the worker to take longer (troupe.sleep_ms, fault
+    # injection), so queueing tests do not depend on kernel speed. A small queue for overload.
+    make_mlp(os.path.join(models, "slow", "1", "model.onnx"), seed=4)
+    write(os.path.join(models, "slow", "config.yaml"),
+          "max_batch_size: 1\n"
+          "dynamic_batching:\n"
+          "  priority_levels: 2\n"
+          "  default_queue_policy: {max_queue_size: 4}\n")
+    make_mlp(os.path.join(models, "deep", "1", "model.onnx"), seed=5)
+    write(os.path.join(models, "deep", "config.yaml"), "max_batch_size: 1\n")
+    node_yaml = os.path.join(root, "node.yaml")
+    write(node_yaml,
+          "cpu_workers: 2\n"
+          "compute_threads: 1\n"
+          "warmup_runs: 1\n"
+          "max_message_bytes: 1048576\n"
+          "fault_injection: true\n"
+          "drain_timeout_ms: 20000\n"
+          "log_level: info\n")
+    return models, node_yaml
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `troupe serve` process on loopback."""
+
+    def __init__(self, models, node_yaml, log_path):
+        self.metrics_port = free_port()
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
+             "--metrics-port", str(self.metrics_port), "--config", node_yaml],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self._read_line(timeout=120)
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("troupe serve did not become ready; log: " + open(log_path).read()[-4000:])
+        ready = json.loads(line)
+        assert ready["event"] == "ready"
+        self.endpoint = ready["endpoint"]
+        self.returncode = None
+
+    def _read_line(self, timeout):
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        return out[0].strip() if out and out[0] else None
+
+    def client(self):
+        return Client(self.endpoint)
+
+    def metrics(self):
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def terminate(self, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+        self.log.close()
+        return self.returncode
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    models, node_yaml = build_repository(str(root))
+    return str(root), models, node_yaml
+
+
+@pytest.fixture(scope="session")
+def server(repository):
+    root, models, node_yaml = repository
+    s = Server(models, node_yaml, os.path.join(root, "serve.log"))
+    yield s
+    code = s.terminate()
+    assert code == 0, "troupe serve did not exit 0 on SIGTERM: " + open(os.path.join(root, "serve.log")).read()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    c = server.client()
+    yield c
+    c.close()
+
+
+def metric_value(text, name, **labels):
+    """The value of one sample of the Prometheus text format, or 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] != name:
+            continue
+        have = {}
+        if "{" in head:
+            for part in head[head.index("{") + 1:-1].split(","):
+                if "=" in part:
+                    k, v = part.split("=", 1)
+                    have[k] = v.strip('"')
+        if all(have.get(k) == str(v) for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def wait_until(predicate, timeout=20, interval=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

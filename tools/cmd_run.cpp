@@ -1,0 +1,219 @@
+// `troupe run`: one model, inputs from an .npz, outputs to an .npz, latency over repeated runs.
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "runtime/plan.hpp"
+#include "runtime/session.hpp"
+#include "tools/commands.hpp"
+#include "tools/npz.hpp"
+
+namespace troupe::tools {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point start) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
+}
+
+/// "  top5: 281:0.9120 282:0.0513 …" over the first row of a float output of rank <= 2 (the
+/// whole vector for rank 1, the value for rank 0); empty for other outputs.
+std::string top5_of_first_row(const tensor& t) {
+  if (!is_floating(t.type()) || t.rank() > 2 || t.elements() == 0) return {};
+  const int64_t row = t.rank() == 0 ? 1 : t.dim(t.rank() - 1);
+  std::vector<std::pair<double, int64_t>> values;
+  values.reserve(static_cast<size_t>(row));
+  for (int64_t i = 0; i < row; ++i) {
+    const double v = t.value_as_double(i);
+    values.emplace_back(std::isnan(v) ? -INFINITY : v, i);
+  }
+  const size_t k = std::min<size_t>(5, values.size());
+  std::partial_sort(values.begin(), values.begin() + static_cast<ptrdiff_t>(k), values.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first != b.first ? a.first > b.first : a.second < b.second;
+                    });
+  std::string s = "  top" + std::to_string(k) + ":";
+  char buf[64];
+  for (size_t i = 0; i < k; ++i) {
+    std::snprintf(buf, sizeof(buf), " %lld:%.6g", static_cast<long long>(values[i].second),
+                  t.value_as_double(values[i].second));
+    s += buf;
+  }
+  return s;
+}
+
+status write_latency_json(const std::string& path, const latency_summary& l, double compile_ms,
+                          size_t device_reserved_bytes) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) return io_error("cannot create '" + path + "'");
+  const int n =
+      std::fprintf(f,
+                   "{\"median_ms\": %.6f, \"mean_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, "
+                   "\"runs\": %zu, \"compile_ms\": %.6f, \"device_reserved_bytes\": %zu}\n",
+                   l.median_ms, l.mean_ms, l.min_ms, l.max_ms, l.runs, compile_ms, device_reserved_bytes);
+  if (std::fclose(f) != 0 || n < 0) return io_error("cannot write '" + path + "'");
+  return status::ok();
+}
+
+status run_model_impl(const run_options& o) {
+  if (o.repeat < 1) return invalid_argument("--repeat must be at least 1");
+  if (o.warmup < 0) return invalid_argument("--warmup must not be negative");
+  if (o.threads < 0) return invalid_argument("--threads must not be negative");
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+
+  runtime::session_options options;
+  TROUPE_ASSIGN_OR_RETURN(options.where, runtime::parse_backend(o.backend));
+  TROUPE_ASSIGN_OR_RETURN(options.compute_precision, runtime::parse_precision(o.precision));
+
+  std::map<std::string, tensor> named_inputs;
+  if (!o.inputs_path.empty()) {
+    TROUPE_ASSIGN_OR_RETURN(named_tensors arrays, read_npz(o.inputs_path));
+    for (auto& [name, t] : arrays) named_inputs.emplace(name, std::move(t));
+  }
+
+  TROUPE_ASSIGN_OR_RETURN(std::unique_ptr<runtime::session> session,
+                          runtime::session::create(o.model_path, options));
+  TROUPE_ASSIGN_OR_RETURN(std::vector<tensor> ordered, session->order_inputs(named_inputs));
+
+  std::vector<tensor_info> infos;
+  infos.reserve(ordered.size());
+  for (const tensor& t : ordered) infos.push_back(t.info());
+  const auto compile_start = clock_type::now();
+  auto plan = session->prepare(infos);
+  if (!plan) return plan.error();
+  const double compile_ms = ms_since(compile_start);
+
+  for (int i = 0; i < o.warmup; ++i) {
+    auto r = session->run(ordered);
+    if (!r) return r.error().with_context("warm-up run");
+  }
+  std::vector<double> latencies_ms;
+  latencies_ms.reserve(static_cast<size_t>(o.repeat));
+  std::vector<tensor> outputs;
+  if (o.timing == "device") {
+    // One full run binds and uploads the inputs; then only the plan's steps are timed.
+    auto r = session->run(ordered);
+    if (!r) return r.error();
+    outputs = std::move(*r);
+    for (int i = 0; i < o.repeat; ++i) {
+      const auto start = clock_type::now();
+      status s = (*plan)->execute();
+      latencies_ms.push_back(ms_since(start));
+      if (!s.is_ok()) return s;
+    }
+  } else if (o.timing == "end-to-end") {
+    for (int i = 0; i < o.repeat; ++i) {
+      const auto start = clock_type::now();
+      auto r = session->run(ordered);
+      latencies_ms.push_back(ms_since(start));
+      if (!r) return r.error();
+      outputs = std::move(*r);
+    }
+  } else {
+    return invalid_argument("--timing must be end-to-end or device, got '" + o.timing + "'");
+  }
+
+  const auto& descs = session->outputs();
+  if (outputs.size() != descs.size())
+    return internal_error("session returned " + std::to_string(outputs.size()) + " outputs for " +
+                          std::to_string(descs.size()) + " graph outputs");
+  named_tensors named_outputs;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const tensor& t = outputs[i];
+    std::printf("%s: %s %s%s\n", descs[i].name.c_str(), std::string(dtype_name(t.type())).c_str(),
+                shape_to_string(t.shape()).c_str(), top5_of_first_row(t).c_str());
+    named_outputs.emplace_back(descs[i].name, t);
+  }
+  const latency_summary l = summarize_latencies(latencies_ms);
+  std::printf(
+      "latency_ms: median=%.4g mean=%.4g min=%.4g max=%.4g runs=%zu (plan compile %.4g ms)\n",
+      l.median_ms, l.mean_ms, l.min_ms, l.max_ms, l.runs, compile_ms);
+  std::fflush(stdout);
+
+  if (!o.outputs_path.empty())
+    TROUPE_RETURN_IF_ERROR(write_npz(o.outputs_path, named_outputs, o.compress_outputs));
+  if (!o.latency_json_path.empty())
+    TROUPE_RETURN_IF_ERROR(write_latency_json(o.latency_json_path, l, compile_ms, session->device_reserved_bytes()));
+  return status::ok();
+}
+
+}  // namespace
+
+latency_summary summarize_latencies(std::vector<double> ms) {
+  latency_summary s;
+  s.runs = ms.size();
+  if (ms.empty()) return s;
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  s.median_ms = n % 2 ? ms[n / 2] : (ms[n / 2 - 1] + ms[n / 2]) / 2;
+  s.mean_ms = std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(n);
+  s.min_ms = ms.front();
+  s.max_ms = ms.back();
+  return s;
+}
+
+int report_error(const status& s) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "error: %s\n", s.to_string().c_str());
+  return s.code() == error_code::internal ? exit_internal : exit_user_error;
+}
+
+int run_model(const run_options& options) {
+  const status s = run_model_impl(options);
+  return s.is_ok() ? exit_ok : report_error(s);
+}
+
+void add_run_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<run_options>();
+  CLI::App* cmd = app.add_subcommand(
+      "run", "Run a model on inputs from an .npz file, write its outputs, report latency.");
+  cmd->add_option("model", o->model_path, "The model (.onnx)")->required();
+  cmd->add_option("--inputs,-i", o->inputs_path,
+                  "A numpy .npz holding one array per graph input, under the input's name");
+  cmd->add_option("--outputs,-o", o->outputs_path,
+                  "Write every graph output, under its own name, to this .npz");
+  cmd->add_flag("--compress", o->compress_outputs, "Deflate the output .npz (np.savez_compressed)");
+  cmd->add_option("--backend", o->backend, "Where to run: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--precision", o->precision, "Compute precision (the CPU backend runs fp32)")
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16", "tf32"}))
+      ->capture_default_str();
+  cmd->add_option("--repeat,-n", o->repeat, "Timed runs")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "Untimed runs after plan compilation")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--timing", o->timing,
+                  "end-to-end (default: each run copies inputs in and outputs out) or device "
+                  "(the plan's steps alone on inputs already bound, as framework benchmarks time)");
+  cmd->add_option("--latency-json", o->latency_json_path,
+                  "Also write the latency figures to this file as JSON");
+  cmd->add_option("--threads,-t", o->threads, "OpenMP threads (0: OpenMP's default)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->footer(
+      "Prints one line per output (name, dtype, shape; for float outputs of rank <= 2 the top-5\n"
+      "values of the first row as index:value) and\n"
+      "  latency_ms: median=... mean=... min=... max=... runs=N (plan compile ... ms)\n"
+      "Timing covers the runs only: loading, plan compilation and warm-up are excluded.\n"
+      "--latency-json writes {\"median_ms\", \"mean_ms\", \"min_ms\", \"max_ms\", \"runs\",\n"
+      "\"compile_ms\"}. Errors print `error: <code>: <message>` and exit with 2 (1: internal).\n\n"
+      "Example:\n"
+      "  troupe run resnet50.onnx --inputs in.npz --outputs out.npz --repeat 20 --threads 2");
+  cmd->callback([o, &exit_code] { exit_code = run_model(*o); });
+}
+
+}  // namespace troupe::tools
