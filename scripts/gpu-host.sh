@@ -2,7 +2,8 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|bench|all]...   (default: all)
+#   usage: scripts/gpu-host.sh [build|test|models|bench|all]...   (default: all)
+#   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/troupe-out}
@@ -40,15 +41,22 @@ if want test; then
   ctest --test-dir build-gpu -L gpu --output-on-failure --timeout 600 2>&1 | tee "$OUT/gpu-tests.log" | tail -30
   for t in build-gpu/tests/gpu/test_*; do
     [ -x "$t" ] || continue
+    case "$t" in *bench*) continue ;; esac  # benchmarks only: their tests are disabled
     echo "== compute-sanitizer memcheck $(basename "$t")"
-    compute-sanitizer --tool memcheck --error-exitcode 3 "$t" --gtest_brief=1 >"$OUT/memcheck-$(basename "$t").log" 2>&1
+    compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 3 "$t" --gtest_brief=1 >"$OUT/memcheck-$(basename "$t").log" 2>&1
     echo "memcheck exit $?"; tail -3 "$OUT/memcheck-$(basename "$t").log"
   done
+fi
+
+if want models; then
+  echo "== whole models: CUDA fp32/fp16 vs CPU"
+  PYTHONUNBUFFERED=1 python3 tests/gpu/compare_models.py build-gpu/troupe resnet50,bert_base 2>&1 | tee "$OUT/compare.log" | tail -20
 fi
 
 if want bench; then
   if [ -f bench/gpu_vs_torch/run.py ]; then
     echo "== bench gpu_vs_torch"
-    PYTHONUNBUFFERED=1 python3 bench/gpu_vs_torch/run.py --troupe build-gpu/troupe --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -40
+    PYTHONUNBUFFERED=1 python3 bench/gpu_vs_torch/run.py --troupe build-gpu/troupe --out "$OUT" \
+      --models "${BENCH_MODELS:-resnet50,bert_base}" --batches "${BENCH_BATCHES:-1,8,32,128,256}" 2>&1 | tee "$OUT/bench.log" | tail -40
   fi
 fi

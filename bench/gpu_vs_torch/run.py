@@ -94,9 +94,9 @@ def run_torch(model, batch, iters, modes):
 
 def run_troupe(troupe, model_path, model, batch, iters, work):
     import numpy as np
-    filled = os.path.join(work, f"{model}.onnx")
+    filled = os.path.join(work, os.path.basename(model_path))  # fill_weights writes into a folder
     if not os.path.exists(filled):
-        subprocess.run([sys.executable, os.path.join(ROOT, "tests/models/fill_weights.py"), model_path, filled],
+        subprocess.run([sys.executable, os.path.join(ROOT, "tests/models/fill_weights.py"), model_path, work],
                        check=True, capture_output=True)
     rng = np.random.default_rng(batch)
     inputs = os.path.join(work, f"{model}_{batch}.npz")
