@@ -19,9 +19,11 @@ constexpr double p99_deviations = 3.0;
 constexpr double headroom = 1.25;
 }  // namespace
 
-adaptive_policy::adaptive_policy(double slo_p99_us, std::vector<int64_t> candidate_rows) : slo_us_(slo_p99_us) {
+adaptive_policy::adaptive_policy(double slo_p99_us, std::vector<int64_t> candidate_rows)
+    : slo_us_(slo_p99_us) {
   std::sort(candidate_rows.begin(), candidate_rows.end());
-  candidate_rows.erase(std::unique(candidate_rows.begin(), candidate_rows.end()), candidate_rows.end());
+  candidate_rows.erase(std::unique(candidate_rows.begin(), candidate_rows.end()),
+                       candidate_rows.end());
   for (int64_t r : candidate_rows)
     if (r > 0) estimates_.push_back({r, 0, 0, false});
 }
@@ -80,9 +82,11 @@ double adaptive_policy::latency_mean_us(int64_t rows) const {
   if (e->known) return e->mean_us;
   const estimate* best = nullptr;
   for (const auto& k : estimates_)
-    if (k.known && (!best || std::llabs(k.rows - e->rows) < std::llabs(best->rows - e->rows))) best = &k;
+    if (k.known && (!best || std::llabs(k.rows - e->rows) < std::llabs(best->rows - e->rows)))
+      best = &k;
   if (!best) return 0;
-  return best->mean_us * std::max(1.0, static_cast<double>(e->rows) / static_cast<double>(best->rows));
+  return best->mean_us *
+         std::max(1.0, static_cast<double>(e->rows) / static_cast<double>(best->rows));
 }
 
 double adaptive_policy::latency_p99_us(int64_t rows) const {
@@ -95,7 +99,8 @@ double adaptive_policy::latency_p99_us(int64_t rows) const {
 adaptive_policy::choice adaptive_policy::choose(time_point now, int replicas) const {
   choice best_cover, best_feasible, best_throughput, best_latency;
   bool have_cover = false, have_feasible = false, have_throughput = false, have_latency = false;
-  double feasible_capacity = -1, max_capacity = -1, min_estimate = std::numeric_limits<double>::infinity();
+  double feasible_capacity = -1, max_capacity = -1,
+         min_estimate = std::numeric_limits<double>::infinity();
   const double lambda = arrival_rows_per_s(now) / 1e6;  // rows per microsecond
   const double r = std::max(1, replicas);
   for (const auto& e : estimates_) {
@@ -104,8 +109,11 @@ adaptive_policy::choice adaptive_policy::choose(time_point now, int replicas) co
     const double p99 = latency_p99_us(e.rows);
     const double capacity = r * static_cast<double>(e.rows) / mean;  // rows per microsecond
     const double u = lambda / capacity;
-    const double fill_us = e.rows <= 1 ? 0.0 : (lambda > 0 ? (e.rows - 1) / lambda : std::numeric_limits<double>::infinity());
-    const double inflated = u < 1 ? p99 / std::max(0.05, 1 - u) : std::numeric_limits<double>::infinity();
+    const double fill_us = e.rows <= 1 ? 0.0
+                                       : (lambda > 0 ? (e.rows - 1) / lambda
+                                                     : std::numeric_limits<double>::infinity());
+    const double inflated =
+        u < 1 ? p99 / std::max(0.05, 1 - u) : std::numeric_limits<double>::infinity();
     const double estimate_us = fill_us + inflated;
     auto make = [&](double wait_us) {
       choice c;

@@ -93,8 +93,8 @@ class job_ring {
 
 struct batch_decision {
   bool dispatch = false;
-  int64_t max_rows = 0;             // rows the batch may take (the first job always goes)
-  time_point wake_at = no_deadline; // when to ask again if nothing changes
+  int64_t max_rows = 0;              // rows the batch may take (the first job always goes)
+  time_point wake_at = no_deadline;  // when to ask again if nothing changes
 };
 
 class batch_scheduler {
@@ -143,8 +143,10 @@ void job_ring::remove_if(Pred pred, job_list& out) {
   size_t kept = 0;
   for (size_t i = 0; i < count_; ++i) {
     infer_job* j = at(i);
-    if (pred(j)) out.push_back(j);
-    else slots_[(head_ + kept++) % slots_.size()] = j;
+    if (pred(j))
+      out.push_back(j);
+    else
+      slots_[(head_ + kept++) % slots_.size()] = j;
   }
   count_ = kept;
 }

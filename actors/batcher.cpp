@@ -108,7 +108,9 @@ struct batcher_state {
 
   void update_state() {
     const bool ready = alive_replicas() > 0;
-    const auto s = ready ? version_state::ready : ever_had_replica ? version_state::unavailable : version_state::loading;
+    const auto s = ready              ? version_state::ready
+                   : ever_had_replica ? version_state::unavailable
+                                      : version_state::loading;
     if (options.state) options.state->store(static_cast<uint8_t>(s), std::memory_order_release);
     if (auto* m = metrics()) m->set_ready(ready);
   }
@@ -116,7 +118,9 @@ struct batcher_state {
 
 using self_ptr = batcher_actor::stateful_pointer<batcher_state>;
 
-time_point now_of(self_ptr self) { return self->clock().now(); }
+time_point now_of(self_ptr self) {
+  return self->clock().now();
+}
 
 std::string model_label(const batcher_state& st) {
   return "model '" + st.sig().model + "' version " + std::to_string(st.sig().version);
@@ -128,11 +132,14 @@ void retry_or_fail(batcher_state& st, batch& b, time_point t, const std::string&
   const bool can_retry = st.alive_replicas() > 0;
   for (auto it = b.jobs.rbegin(); it != b.jobs.rend(); ++it) {  // reverse: requeue keeps order
     infer_job* j = *it;
-    if (j->early_reply) st.out.add(j, true);
-    else if (can_retry && j->attempts < 2 && j->deadline > t) st.scheduler.requeue_front(j);
+    if (j->early_reply)
+      st.out.add(j, true);
+    else if (can_retry && j->attempts < 2 && j->deadline > t)
+      st.scheduler.requeue_front(j);
     else
-      st.answer(j, make_error(error_code::unavailable, model_label(st) + ": " + why +
-                                                           (j->attempts >= 2 ? " (after a retry)" : "")));
+      st.answer(
+          j, make_error(error_code::unavailable, model_label(st) + ": " + why +
+                                                     (j->attempts >= 2 ? " (after a retry)" : "")));
   }
 }
 
@@ -182,7 +189,8 @@ void dispatch(self_ptr self, time_point t) {
       b->rows += j->rows;
       ++j->attempts;
       j->queue_time = duration_cast<microseconds>(t - j->arrival);
-      if (auto* m = st.metrics()) m->observe_queue(std::chrono::duration<double>(t - j->arrival).count());
+      if (auto* m = st.metrics())
+        m->observe_queue(std::chrono::duration<double>(t - j->arrival).count());
     }
     st.last_batch_rows = b->rows;
     if (auto* m = st.metrics()) m->observe_batch(b->rows);
@@ -199,18 +207,20 @@ void expire(self_ptr self, time_point t) {
   job_list expired;
   st.scheduler.expire(t, expired);
   while (infer_job* j = expired.pop_front())
-    st.answer(j, make_error(error_code::deadline_exceeded,
-                            "deadline passed after " +
-                                std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
-                                " us while queued for " + model_label(st)));
+    st.answer(j,
+              make_error(error_code::deadline_exceeded,
+                         "deadline passed after " +
+                             std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
+                             " us while queued for " + model_label(st)));
   for (auto& f : st.in_flight)
     for (infer_job* j : f.b->jobs)
       if (!j->early_reply && j->deadline <= t) {
         j->early_reply = true;
-        st.answer(j, make_error(error_code::deadline_exceeded,
-                                "deadline passed after " +
-                                    std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
-                                    " us while running on " + model_label(st)));
+        st.answer(
+            j, make_error(error_code::deadline_exceeded,
+                          "deadline passed after " +
+                              std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
+                              " us while running on " + model_label(st)));
       }
 }
 
@@ -223,7 +233,8 @@ void arm_timer(self_ptr self, time_point t) {
       if (!j->early_reply) next = std::min(next, j->deadline);
   if (next == no_deadline || next >= st.timer_at) return;
   st.timer_at = next;
-  const auto delay = next > t ? duration_cast<microseconds>(next - t) + microseconds(1) : microseconds(0);
+  const auto delay =
+      next > t ? duration_cast<microseconds>(next - t) + microseconds(1) : microseconds(0);
   self->delayed_send(self, delay, tick_atom::value, ++st.timer_generation);
 }
 
@@ -247,7 +258,8 @@ void finish_batch(batcher_state& st, batch& b, time_point t) {
     } else {
       j->compute_time = b.compute_time;
       j->batch_rows = static_cast<uint32_t>(b.rows);
-      const size_t n = j->requested_outputs.empty() ? b.outputs.size() : j->requested_outputs.size();
+      const size_t n =
+          j->requested_outputs.empty() ? b.outputs.size() : j->requested_outputs.size();
       j->outputs.resize(n);
       for (size_t i = 0; i < n; ++i) {
         const int k = j->requested_outputs.empty() ? static_cast<int>(i) : j->requested_outputs[i];
@@ -275,7 +287,8 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
   auto& st = self->state;
   st.options = std::move(o);
   st.batched = st.sig().max_batch_size > 0;
-  st.scheduler = batch_scheduler(st.sig(), default_bucket_rows(st.sig().max_batch_size, st.sig().config));
+  st.scheduler =
+      batch_scheduler(st.sig(), default_bucket_rows(st.sig().max_batch_size, st.sig().config));
   st.update_state();
 
   self->set_down_handler([=](caf::down_msg& dm) {
@@ -313,10 +326,12 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         const bool alive = st.alive_replicas() > 0;
         while (infer_job* j = jobs.pop_front()) {
           if (j->deadline <= t) {
-            st.answer(j, make_error(error_code::deadline_exceeded,
-                                    "deadline passed before " + model_label(st) + " queued the request"));
+            st.answer(
+                j, make_error(error_code::deadline_exceeded,
+                              "deadline passed before " + model_label(st) + " queued the request"));
           } else if (!alive) {
-            st.answer(j, make_error(error_code::unavailable, model_label(st) + " has no healthy replica"));
+            st.answer(j, make_error(error_code::unavailable,
+                                    model_label(st) + " has no healthy replica"));
           } else if (status s = st.scheduler.enqueue(j, t); !s.is_ok()) {
             st.answer(j, std::move(s));
           }
@@ -343,8 +358,10 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
           fail_queued(st);
         } else {
           if (b.result.is_ok()) {
-            st.scheduler.adaptive().observe_latency(b.bucket_rows, static_cast<double>(b.compute_time.count()));
-            if (auto* m = st.metrics()) m->observe_compute(std::chrono::duration<double>(b.compute_time).count());
+            st.scheduler.adaptive().observe_latency(b.bucket_rows,
+                                                    static_cast<double>(b.compute_time.count()));
+            if (auto* m = st.metrics())
+              m->observe_compute(std::chrono::duration<double>(b.compute_time).count());
           }
           finish_batch(st, b, t);
         }
@@ -381,7 +398,8 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         s.batches_sent = st.batches_sent;
         s.last_batch_rows = st.last_batch_rows;
         if (st.scheduler.adaptive_enabled()) {
-          const auto c = st.scheduler.adaptive().choose(now_of(self), static_cast<int>(st.alive_replicas()));
+          const auto c =
+              st.scheduler.adaptive().choose(now_of(self), static_cast<int>(st.alive_replicas()));
           s.adaptive_rows = c.batch_rows;
           s.adaptive_wait_us = c.max_wait.count();
         }
@@ -392,6 +410,8 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
 
 }  // namespace
 
-batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o) { return sys.spawn(batcher, std::move(o)); }
+batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o) {
+  return sys.spawn(batcher, std::move(o));
+}
 
 }  // namespace troupe::actors

@@ -2,7 +2,8 @@
 /// troupe's CAF dialect, in one place: CAF 0.17.6 (Debian 12). Atoms (at most 10 characters), the
 /// message types that travel only inside one process (allowed as "unsafe": never serialised), the
 /// typed actor interfaces of every actor, and the conversion between troupe's status and
-/// caf::error. Include this only from .cpp files and from the actor headers: CAF is slow to compile.
+/// caf::error. Include this only from .cpp files and from the actor headers: CAF is slow to
+/// compile.
 
 #include <caf/all.hpp>
 #include <cstdint>
@@ -17,7 +18,7 @@
 
 namespace troupe::actors {
 
-class model_table;      // model_table.hpp
+class model_table;  // model_table.hpp
 
 // ---- atoms (<= 10 characters) -------------------------------------------------------------------
 
@@ -37,7 +38,8 @@ using workers_atom = caf::atom_constant<caf::atom("workers")>;
 using subscr_atom = caf::atom_constant<caf::atom("subscribe")>;
 using replaced_atom = caf::atom_constant<caf::atom("replaced")>;
 
-// ---- message types -------------------------------------------------------------------------------
+// ---- message types
+// -------------------------------------------------------------------------------
 
 /// What a worker needs to load one replica of a model version.
 struct replica_spec {
@@ -69,7 +71,7 @@ struct batcher_stats {
   uint64_t alive_replicas = 0;
   uint64_t batches_sent = 0;
   int64_t last_batch_rows = 0;
-  int64_t adaptive_rows = 0;       // the adaptive policy's current choice (0 when disabled)
+  int64_t adaptive_rows = 0;  // the adaptive policy's current choice (0 when disabled)
   int64_t adaptive_wait_us = 0;
 };
 
@@ -81,13 +83,14 @@ struct load_report {
 
 using table_ptr = std::shared_ptr<const model_table>;
 
-// ---- typed interfaces ----------------------------------------------------------------------------
+// ---- typed interfaces
+// ----------------------------------------------------------------------------
 
 /// cpu_worker (one per device): owns replicas, runs batches one at a time on its own thread.
-using worker_actor = caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
-                                      caf::reacts_to<unload_atom, uint32_t>,
-                                      caf::reacts_to<run_atom, batch_ref>,
-                                      caf::reacts_to<crash_atom>>;
+using worker_actor =
+    caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
+                     caf::reacts_to<unload_atom, uint32_t>, caf::reacts_to<run_atom, batch_ref>,
+                     caf::reacts_to<crash_atom>>;
 
 /// A replica as a batcher addresses it.
 struct replica_handle {
@@ -97,25 +100,27 @@ struct replica_handle {
 };
 
 /// batcher (one per model version): queues, forms batches, sends them to replicas, answers jobs.
-using batcher_actor = caf::typed_actor<caf::reacts_to<submit_atom, job_list>,
-                                       caf::reacts_to<done_atom, batch_ref>,
-                                       caf::reacts_to<tick_atom, uint64_t>,
-                                       caf::reacts_to<replica_atom, replica_handle>,
-                                       caf::replies_to<stats_atom>::with<batcher_stats>>;
+using batcher_actor =
+    caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
+                     caf::reacts_to<tick_atom, uint64_t>,
+                     caf::reacts_to<replica_atom, replica_handle>,
+                     caf::replies_to<stats_atom>::with<batcher_stats>>;
 
 /// router: picks the version, sets the deadline, hands jobs to batchers.
-using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, job_list>,
-                                      caf::reacts_to<table_atom, table_ptr>>;
+using router_actor =
+    caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<table_atom, table_ptr>>;
 
 /// model_manager: loads the repository, keeps the table, reloads replicas of a replaced worker.
 using manager_actor = caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
                                        caf::reacts_to<replaced_atom, uint32_t, worker_actor>>;
 
 /// supervisor: monitors the workers and replaces one that fails.
-using supervisor_actor = caf::typed_actor<caf::reacts_to<subscr_atom, manager_actor>,
-                                          caf::replies_to<workers_atom>::with<std::vector<worker_actor>>>;
+using supervisor_actor =
+    caf::typed_actor<caf::reacts_to<subscr_atom, manager_actor>,
+                     caf::replies_to<workers_atom>::with<std::vector<worker_actor>>>;
 
-// ---- errors --------------------------------------------------------------------------------------
+// ---- errors
+// --------------------------------------------------------------------------------------
 
 /// caf::error category of troupe's error codes.
 inline constexpr caf::atom_value error_category = caf::atom("troupe");

@@ -2,8 +2,8 @@
 
 #include <omp.h>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -42,7 +42,8 @@ std::chrono::milliseconds requested_sleep(const batch& b) {
   long ms = 0;
   for (const infer_job* j : b.jobs)
     for (const auto& [name, value] : j->parameters)
-      if (name == "troupe.sleep_ms") ms = std::max(ms, std::strtol(std::string(value).c_str(), nullptr, 10));
+      if (name == "troupe.sleep_ms")
+        ms = std::max(ms, std::strtol(std::string(value).c_str(), nullptr, 10));
   return std::chrono::milliseconds(std::clamp(ms, 0L, 60'000L));
 }
 
@@ -53,13 +54,15 @@ std::string_view requested_fault(const batch& b) {
   for (const infer_job* j : b.jobs)
     for (const auto& [name, value] : j->parameters)
       if (name == "troupe.fault") {
-        if (value == "crash_once") return j->attempts <= 1 ? std::string_view("crash") : std::string_view();
+        if (value == "crash_once")
+          return j->attempts <= 1 ? std::string_view("crash") : std::string_view();
         return value;
       }
   return {};
 }
 
-worker_actor::behavior_type cpu_worker(worker_actor::stateful_pointer<worker_state> self, worker_options o) {
+worker_actor::behavior_type cpu_worker(worker_actor::stateful_pointer<worker_state> self,
+                                       worker_options o) {
   self->state.options = o;
   return {
       [=](load_atom, const replica_spec& spec) -> caf::result<replica_info> {
@@ -79,17 +82,20 @@ worker_actor::behavior_type cpu_worker(worker_actor::stateful_pointer<worker_sta
         for (const auto& l : (*r)->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
         info.pool_bytes = (*r)->pool_bytes();
         self->state.replicas.push_back(std::move(*r));
-        if (auto* m = self->state.options.metrics) m->set_pool_bytes(self->state.options.index, self->state.pool_bytes());
+        if (auto* m = self->state.options.metrics)
+          m->set_pool_bytes(self->state.options.index, self->state.pool_bytes());
         return info;
       },
       [=](unload_atom, uint32_t id) {
         if (id < self->state.replicas.size()) self->state.replicas[id].reset();
-        if (auto* m = self->state.options.metrics) m->set_pool_bytes(self->state.options.index, self->state.pool_bytes());
+        if (auto* m = self->state.options.metrics)
+          m->set_pool_bytes(self->state.options.index, self->state.pool_bytes());
       },
       [=](run_atom, batch_ref ref) {
         self->state.apply_threads();
         batch& b = *ref.ptr;
-        const std::string_view fault = self->state.options.fault_injection ? requested_fault(b) : std::string_view{};
+        const std::string_view fault =
+            self->state.options.fault_injection ? requested_fault(b) : std::string_view{};
         if (fault == "crash") {
           // Dies holding the batch: the batcher sees the worker go down and retries it.
           self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash"));
@@ -97,19 +103,29 @@ worker_actor::behavior_type cpu_worker(worker_actor::stateful_pointer<worker_sta
         }
         const auto start = std::chrono::steady_clock::now();
         if (self->state.options.fault_injection) std::this_thread::sleep_for(requested_sleep(b));
-        replica* r = b.replica_id < self->state.replicas.size() ? self->state.replicas[b.replica_id].get() : nullptr;
-        if (!r) b.result = make_error(error_code::unavailable, "replica " + std::to_string(b.replica_id) + " is not loaded");
-        else if (fault == "device") b.result = make_error(error_code::device_error, "fault injection: device error");
-        else (void)r->run(b);
-        b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+        replica* r = b.replica_id < self->state.replicas.size()
+                         ? self->state.replicas[b.replica_id].get()
+                         : nullptr;
+        if (!r)
+          b.result = make_error(error_code::unavailable,
+                                "replica " + std::to_string(b.replica_id) + " is not loaded");
+        else if (fault == "device")
+          b.result = make_error(error_code::device_error, "fault injection: device error");
+        else
+          (void)r->run(b);
+        b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - start);
         b.worker_failed = b.result.code() == error_code::device_error;
         self->send(caf::actor_cast<batcher_actor>(self->current_sender()), done_atom::value, ref);
         if (b.worker_failed) {
           // A device error may leave the device unusable: the supervisor builds a fresh worker.
-          self->quit(caf::make_error(caf::sec::runtime_error, "device error: " + b.result.message()));
+          self->quit(
+              caf::make_error(caf::sec::runtime_error, "device error: " + b.result.message()));
         }
       },
-      [=](crash_atom) { self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash")); },
+      [=](crash_atom) {
+        self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash"));
+      },
   };
 }
 

@@ -2,10 +2,10 @@
 /// The unit of work that travels through the actors, and the batch a worker runs.
 ///
 /// Ownership: a job belongs to exactly one party at a time. The origin (the frontend) fills it and
-/// submits it to the router; the router hands it to one batcher (or answers it at once); the batcher
-/// owns it until it sends it back to `reply_to`. Jobs travel as intrusive lists (`job_list`), so a
-/// message carries any number of jobs for one allocation (CAF's own) and the job memory itself is
-/// pooled by the origin: no per-request heap allocation on the path.
+/// submits it to the router; the router hands it to one batcher (or answers it at once); the
+/// batcher owns it until it sends it back to `reply_to`. Jobs travel as intrusive lists
+/// (`job_list`), so a message carries any number of jobs for one allocation (CAF's own) and the job
+/// memory itself is pooled by the origin: no per-request heap allocation on the path.
 ///
 /// Exactly one reply: the batcher answers a job once, in a (reply_atom, list). Normally that also
 /// hands the job back (the origin may reuse it). A job whose deadline passes while a worker still
@@ -68,7 +68,7 @@ struct output_slice {
   int output_index = 0;  // into the served signature's outputs
   tensor_info info;      // the job's own shape: its rows of the batch output
   output_block* block = nullptr;
-  size_t offset = 0;     // bytes into block->data()
+  size_t offset = 0;  // bytes into block->data()
 };
 
 struct infer_job {
@@ -83,11 +83,11 @@ struct infer_job {
   /// In the model's input order (the origin orders them). Kept across reuse: the origin resizes
   /// it and assigns shapes in place, so a pooled job stops allocating once it has served a model.
   std::vector<input_view> inputs;
-  std::vector<int> requested_outputs; // signature output indices; empty = all
-  int64_t rows = 1;                   // the batch dim (validated by the origin); 1 without batching
+  std::vector<int> requested_outputs;  // signature output indices; empty = all
+  int64_t rows = 1;  // the batch dim (validated by the origin); 1 without batching
   time_point arrival{};
-  caf::actor reply_to;                // gets this job back in a (reply_atom / release_atom, list)
-  uint64_t sequence = 0;              // the origin's request number, for logs
+  caf::actor reply_to;    // gets this job back in a (reply_atom / release_atom, list)
+  uint64_t sequence = 0;  // the origin's request number, for logs
 
   // ---- set by the origin to what it validated against; replaced by the router's choice ----
   std::shared_ptr<const model_signature> signature;
@@ -100,7 +100,7 @@ struct infer_job {
   uint32_t level = 1;  // priority level, 1 = highest
 
   // ---- set by the batcher before the reply ----
-  status result;                      // OK or why the request failed
+  status result;  // OK or why the request failed
   /// Valid only when `result` is OK, in reply order. Kept across reuse like `inputs` (the batcher
   /// resizes it): stale entries of an earlier request are never read after an error.
   std::vector<output_slice> outputs;
@@ -146,8 +146,10 @@ struct job_list {
   bool empty() const { return head == nullptr; }
   void push_back(infer_job* j) {
     link(j) = nullptr;
-    if (tail) link(tail) = j;
-    else head = j;
+    if (tail)
+      link(tail) = j;
+    else
+      head = j;
     tail = j;
     ++size;
   }
@@ -166,23 +168,23 @@ struct job_list {
 /// the worker fills the results and sends it back with (done_atom). A batch is never shared:
 /// between the two messages only the worker touches it.
 struct batch {
-  uint32_t replica_id = 0;            // the worker's replica that runs it
-  std::vector<infer_job*> jobs;       // in row order
-  int64_t rows = 0;                   // sum of the jobs' rows
-  uint64_t sequence = 0;              // the batcher's batch number
+  uint32_t replica_id = 0;       // the worker's replica that runs it
+  std::vector<infer_job*> jobs;  // in row order
+  int64_t rows = 0;              // sum of the jobs' rows
+  uint64_t sequence = 0;         // the batcher's batch number
 
   // ---- filled by the worker ----
   struct output_layout {
-    tensor_info info;       // the batch output as the plan produced it (bucket rows)
-    size_t offset = 0;      // bytes into block->data()
-    size_t row_bytes = 0;   // bytes of one batch row (the whole output without batching)
+    tensor_info info;      // the batch output as the plan produced it (bucket rows)
+    size_t offset = 0;     // bytes into block->data()
+    size_t row_bytes = 0;  // bytes of one batch row (the whole output without batching)
   };
   status result;
   output_block* block = nullptr;  // one reference, handed to the batcher with the results
   std::vector<output_layout> outputs;
-  int64_t bucket_rows = 0;        // rows of the plan that ran (>= rows: the rest is padding)
+  int64_t bucket_rows = 0;  // rows of the plan that ran (>= rows: the rest is padding)
   std::chrono::microseconds compute_time{0};
-  bool worker_failed = false;     // the worker's device failed: retry elsewhere, the worker restarts
+  bool worker_failed = false;  // the worker's device failed: retry elsewhere, the worker restarts
 
   void reset() {
     jobs.clear();

@@ -17,12 +17,14 @@ namespace {
 // Latency buckets in seconds: 50 us .. 10 s, roughly x2.5 apart.
 const prometheus::Histogram::BucketBoundaries& latency_buckets() {
   static const prometheus::Histogram::BucketBoundaries b = {
-      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
   return b;
 }
 
 const prometheus::Histogram::BucketBoundaries& rows_buckets() {
-  static const prometheus::Histogram::BucketBoundaries b = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  static const prometheus::Histogram::BucketBoundaries b = {1,  2,   4,   8,   16,  32,
+                                                            64, 128, 256, 512, 1024};
   return b;
 }
 
@@ -41,7 +43,8 @@ struct serving_metrics::families {
 
 namespace {
 
-std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::families& f, const std::string& model,
+std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::families& f,
+                                                      const std::string& model,
                                                       const std::string& version) {
   auto m = std::make_shared<version_metrics>();
   for (size_t c = 0; c < error_code_count; ++c) {
@@ -88,10 +91,11 @@ serving_metrics::serving_metrics()
     : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
   families& f = *families_;
   auto& r = *registry_;
-  f.requests = &prometheus::BuildCounter()
-                    .Name("troupe_requests_total")
-                    .Help("Inference requests answered, by model, version and outcome (error code or ok)")
-                    .Register(r);
+  f.requests =
+      &prometheus::BuildCounter()
+           .Name("troupe_requests_total")
+           .Help("Inference requests answered, by model, version and outcome (error code or ok)")
+           .Register(r);
   f.request_latency = &prometheus::BuildHistogram()
                            .Name("troupe_request_latency_seconds")
                            .Help("Arrival at the node to reply, seconds")
@@ -116,10 +120,11 @@ serving_metrics::serving_metrics()
                  .Name("troupe_model_ready")
                  .Help("1 when the model version has a healthy replica, else 0")
                  .Register(r);
-  f.pool_bytes = &prometheus::BuildGauge()
-                      .Name("troupe_pool_bytes")
-                      .Help("Bytes held by a worker's replicas: plan arenas, staging and output blocks")
-                      .Register(r);
+  f.pool_bytes =
+      &prometheus::BuildGauge()
+           .Name("troupe_pool_bytes")
+           .Help("Bytes held by a worker's replicas: plan arenas, staging and output blocks")
+           .Register(r);
   inflight_ = &prometheus::BuildGauge()
                    .Name("troupe_inflight_requests")
                    .Help("Requests received and not yet answered")
@@ -136,21 +141,27 @@ serving_metrics::serving_metrics()
 
 serving_metrics::~serving_metrics() = default;
 
-std::shared_ptr<version_metrics> serving_metrics::for_version(const std::string& model, int64_t version) {
+std::shared_ptr<version_metrics> serving_metrics::for_version(const std::string& model,
+                                                              int64_t version) {
   std::lock_guard<std::mutex> lock(mutex_);
   return make_version_metrics(*families_, model, std::to_string(version));
 }
 
-void serving_metrics::set_inflight(double n) { inflight_->Set(n); }
+void serving_metrics::set_inflight(double n) {
+  inflight_->Set(n);
+}
 
 void serving_metrics::set_pool_bytes(uint32_t worker, double bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   families_->pool_bytes->Add({{"worker", std::to_string(worker)}}).Set(bytes);
 }
 
-void serving_metrics::count_worker_restart() { restarts_->Increment(); }
+void serving_metrics::count_worker_restart() {
+  restarts_->Increment();
+}
 
-// ---- NVML ------------------------------------------------------------------------------------------
+// ---- NVML
+// ------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -173,7 +184,8 @@ class nvml_collector final : public prometheus::Collectable {
     void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!lib) return nullptr;
     auto c = std::shared_ptr<nvml_collector>(new nvml_collector(lib));
-    if (!c->init_ || !c->count_ || !c->handle_ || !c->util_ || !c->mem_ || c->init_() != 0) return nullptr;
+    if (!c->init_ || !c->count_ || !c->handle_ || !c->util_ || !c->mem_ || c->init_() != 0)
+      return nullptr;
     unsigned int n = 0;
     if (c->count_(&n) != 0 || n == 0) return nullptr;
     c->devices_.resize(n);
@@ -187,10 +199,14 @@ class nvml_collector final : public prometheus::Collectable {
   }
 
   std::vector<prometheus::MetricFamily> Collect() const override {
-    prometheus::MetricFamily util{"troupe_gpu_utilization_ratio", "GPU busy fraction over NVML's sample period",
-                                  prometheus::MetricType::Gauge, {}};
-    prometheus::MetricFamily mem{"troupe_gpu_memory_used_bytes", "GPU memory in use (all processes)",
-                                 prometheus::MetricType::Gauge, {}};
+    prometheus::MetricFamily util{"troupe_gpu_utilization_ratio",
+                                  "GPU busy fraction over NVML's sample period",
+                                  prometheus::MetricType::Gauge,
+                                  {}};
+    prometheus::MetricFamily mem{"troupe_gpu_memory_used_bytes",
+                                 "GPU memory in use (all processes)",
+                                 prometheus::MetricType::Gauge,
+                                 {}};
     for (size_t i = 0; i < devices_.size(); ++i) {
       nvml_utilization u{};
       nvml_memory m{};
@@ -216,9 +232,12 @@ class nvml_collector final : public prometheus::Collectable {
     init_ = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlInit_v2"));
     shutdown_ = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlShutdown"));
     count_ = reinterpret_cast<int (*)(unsigned int*)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
-    handle_ = reinterpret_cast<int (*)(unsigned int, nvml_device*)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
-    util_ = reinterpret_cast<int (*)(nvml_device, nvml_utilization*)>(dlsym(lib, "nvmlDeviceGetUtilizationRates"));
-    mem_ = reinterpret_cast<int (*)(nvml_device, nvml_memory*)>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
+    handle_ = reinterpret_cast<int (*)(unsigned int, nvml_device*)>(
+        dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+    util_ = reinterpret_cast<int (*)(nvml_device, nvml_utilization*)>(
+        dlsym(lib, "nvmlDeviceGetUtilizationRates"));
+    mem_ =
+        reinterpret_cast<int (*)(nvml_device, nvml_memory*)>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
   }
 
   void* lib_;
@@ -233,6 +252,8 @@ class nvml_collector final : public prometheus::Collectable {
 
 }  // namespace
 
-std::shared_ptr<prometheus::Collectable> make_nvml_collector() { return nvml_collector::load(); }
+std::shared_ptr<prometheus::Collectable> make_nvml_collector() {
+  return nvml_collector::load();
+}
 
 }  // namespace troupe::actors

@@ -20,7 +20,8 @@ struct config_error {
   throw config_error{where + ": " + what};
 }
 
-void check_keys(const YAML::Node& n, const std::string& where, std::initializer_list<const char*> known) {
+void check_keys(const YAML::Node& n, const std::string& where,
+                std::initializer_list<const char*> known) {
   if (!n.IsMap()) fail(where, "expected a mapping");
   for (const auto& kv : n) {
     const std::string key = kv.first.as<std::string>();
@@ -41,11 +42,13 @@ T get(const YAML::Node& n, const std::string& where) {
 int64_t get_int(const YAML::Node& n, const std::string& where, int64_t lo, int64_t hi) {
   const auto v = get<int64_t>(n, where);
   if (v < lo || v > hi)
-    fail(where, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    fail(where, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
   return v;
 }
 
-std::vector<int64_t> get_int_list(const YAML::Node& n, const std::string& where, int64_t lo, int64_t hi) {
+std::vector<int64_t> get_int_list(const YAML::Node& n, const std::string& where, int64_t lo,
+                                  int64_t hi) {
   std::vector<int64_t> out;
   if (n.IsScalar()) {
     out.push_back(get_int(n, where, lo, hi));
@@ -58,12 +61,15 @@ std::vector<int64_t> get_int_list(const YAML::Node& n, const std::string& where,
 
 void parse_queue_policy(const YAML::Node& n, const std::string& where, queue_policy& q) {
   check_keys(n, where,
-             {"default_timeout_microseconds", "allow_timeout_override", "max_queue_size", "timeout_action"});
+             {"default_timeout_microseconds", "allow_timeout_override", "max_queue_size",
+              "timeout_action"});
   if (n["default_timeout_microseconds"])
-    q.default_timeout = std::chrono::microseconds(
-        get_int(n["default_timeout_microseconds"], where + ".default_timeout_microseconds", 0, int64_t{1} << 40));
+    q.default_timeout = std::chrono::microseconds(get_int(n["default_timeout_microseconds"],
+                                                          where + ".default_timeout_microseconds",
+                                                          0, int64_t{1} << 40));
   if (n["allow_timeout_override"])
-    q.allow_timeout_override = get<bool>(n["allow_timeout_override"], where + ".allow_timeout_override");
+    q.allow_timeout_override =
+        get<bool>(n["allow_timeout_override"], where + ".allow_timeout_override");
   if (n["max_queue_size"])
     q.max_queue_size = static_cast<uint32_t>(
         get_int(n["max_queue_size"], where + ".max_queue_size", 1, int64_t{1} << 24));
@@ -71,33 +77,37 @@ void parse_queue_policy(const YAML::Node& n, const std::string& where, queue_pol
     const auto action = get<std::string>(n["timeout_action"], where + ".timeout_action");
     // DELAY (Triton: keep a timed-out request at lower priority) is not implemented: refusing the
     // config is better than silently rejecting requests the user expected to be delayed.
-    if (action != "REJECT") fail(where + ".timeout_action", "only REJECT is supported, got '" + action + "'");
+    if (action != "REJECT")
+      fail(where + ".timeout_action", "only REJECT is supported, got '" + action + "'");
   }
 }
 
 void parse_dynamic_batching(const YAML::Node& n, model_config& c) {
   const std::string w = "dynamic_batching";
   check_keys(n, w,
-             {"max_queue_delay_microseconds", "max_queue_delay_us", "preferred_batch_size", "priority_levels",
-              "default_priority_level", "default_queue_policy", "adaptive"});
+             {"max_queue_delay_microseconds", "max_queue_delay_us", "preferred_batch_size",
+              "priority_levels", "default_priority_level", "default_queue_policy", "adaptive"});
   for (const char* key : {"max_queue_delay_microseconds", "max_queue_delay_us"})
     if (n[key])
       c.max_queue_delay =
           std::chrono::microseconds(get_int(n[key], w + "." + key, 0, int64_t{60'000'000}));
   if (n["preferred_batch_size"])
-    c.preferred_batch_sizes = get_int_list(n["preferred_batch_size"], w + ".preferred_batch_size", 1, 1 << 20);
+    c.preferred_batch_sizes =
+        get_int_list(n["preferred_batch_size"], w + ".preferred_batch_size", 1, 1 << 20);
   if (n["priority_levels"])
-    c.priority_levels = static_cast<uint32_t>(get_int(n["priority_levels"], w + ".priority_levels", 1, 64));
+    c.priority_levels =
+        static_cast<uint32_t>(get_int(n["priority_levels"], w + ".priority_levels", 1, 64));
   if (n["default_priority_level"])
-    c.default_priority_level =
-        static_cast<uint32_t>(get_int(n["default_priority_level"], w + ".default_priority_level", 1, 64));
+    c.default_priority_level = static_cast<uint32_t>(
+        get_int(n["default_priority_level"], w + ".default_priority_level", 1, 64));
   if (n["default_queue_policy"])
     parse_queue_policy(n["default_queue_policy"], w + ".default_queue_policy", c.queue);
   if (n["adaptive"]) {
     const YAML::Node a = n["adaptive"];
     check_keys(a, w + ".adaptive", {"enabled", "slo_p99_ms"});
     if (a["enabled"]) c.adaptive.enabled = get<bool>(a["enabled"], w + ".adaptive.enabled");
-    if (a["slo_p99_ms"]) c.adaptive.slo_p99_ms = get<double>(a["slo_p99_ms"], w + ".adaptive.slo_p99_ms");
+    if (a["slo_p99_ms"])
+      c.adaptive.slo_p99_ms = get<double>(a["slo_p99_ms"], w + ".adaptive.slo_p99_ms");
   }
 }
 
@@ -107,16 +117,18 @@ void parse_version_policy(const YAML::Node& n, model_config& c) {
   if (n.size() != 1) fail(w, "exactly one of latest, all, specific");
   if (n["latest"]) {
     check_keys(n["latest"], w + ".latest", {"num_versions"});
-    c.latest_versions = n["latest"]["num_versions"]
-                            ? get_int(n["latest"]["num_versions"], w + ".latest.num_versions", 1, 1 << 20)
-                            : 1;
+    c.latest_versions =
+        n["latest"]["num_versions"]
+            ? get_int(n["latest"]["num_versions"], w + ".latest.num_versions", 1, 1 << 20)
+            : 1;
   } else if (n["all"]) {
     c.latest_versions = 0;
   } else {
     check_keys(n["specific"], w + ".specific", {"versions"});
     if (!n["specific"]["versions"]) fail(w + ".specific", "needs versions");
     c.latest_versions = 0;
-    c.specific_versions = get_int_list(n["specific"]["versions"], w + ".specific.versions", 1, int64_t{1} << 62);
+    c.specific_versions =
+        get_int_list(n["specific"]["versions"], w + ".specific.versions", 1, int64_t{1} << 62);
   }
 }
 
@@ -127,7 +139,8 @@ void parse_traffic(const YAML::Node& n, model_config& c) {
     if (!n["weights"].IsMap()) fail(w + ".weights", "expected version: weight pairs");
     for (const auto& kv : n["weights"]) {
       const int64_t version = get_int(kv.first, w + ".weights", 1, int64_t{1} << 62);
-      c.traffic.weights[version] = static_cast<uint32_t>(get_int(kv.second, w + ".weights", 0, 1 << 20));
+      c.traffic.weights[version] =
+          static_cast<uint32_t>(get_int(kv.second, w + ".weights", 0, 1 << 20));
     }
   }
   if (n["match"]) {
@@ -150,25 +163,29 @@ model_config parse_model_node(const YAML::Node& root) {
   model_config c;
   if (!root || root.IsNull()) return c;
   check_keys(root, "config",
-             {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count", "batch_buckets",
-              "version_policy", "traffic", "backend", "platform"});
-  if (root["max_batch_size"]) c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
+             {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
+              "batch_buckets", "version_policy", "traffic", "backend", "platform"});
+  if (root["max_batch_size"])
+    c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
   if (root["instance_count"])
-    c.instance_count = static_cast<uint32_t>(get_int(root["instance_count"], "instance_count", 1, 64));
+    c.instance_count =
+        static_cast<uint32_t>(get_int(root["instance_count"], "instance_count", 1, 64));
   if (root["instance_group"]) {
     const YAML::Node g = root["instance_group"];
     if (!g.IsSequence() || g.size() != 1) fail("instance_group", "expected a list with one group");
     check_keys(g[0], "instance_group[0]", {"count", "kind"});
     if (g[0]["count"])
-      c.instance_count = static_cast<uint32_t>(get_int(g[0]["count"], "instance_group[0].count", 1, 64));
+      c.instance_count =
+          static_cast<uint32_t>(get_int(g[0]["count"], "instance_group[0].count", 1, 64));
     if (g[0]["kind"]) {
       const auto kind = get<std::string>(g[0]["kind"], "instance_group[0].kind");
       if (kind != "KIND_CPU" && kind != "KIND_AUTO")
         fail("instance_group[0].kind", "this node serves KIND_CPU only, got '" + kind + "'");
     }
   }
-  if (root["batch_buckets"]) c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
+  if (root["batch_buckets"])
+    c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
   if (root["version_policy"]) parse_version_policy(root["version_policy"], c);
   if (root["traffic"]) parse_traffic(root["traffic"], c);
   if (root["backend"]) {
@@ -179,8 +196,9 @@ model_config parse_model_node(const YAML::Node& root) {
 
   // Consistency, checked here so that a bad config fails at load with the key named.
   if (c.default_priority_level > c.priority_levels)
-    fail("dynamic_batching.default_priority_level",
-         std::to_string(c.default_priority_level) + " exceeds priority_levels " + std::to_string(c.priority_levels));
+    fail("dynamic_batching.default_priority_level", std::to_string(c.default_priority_level) +
+                                                        " exceeds priority_levels " +
+                                                        std::to_string(c.priority_levels));
   if (c.max_batch_size >= 0) {
     for (int64_t p : c.preferred_batch_sizes)
       if (p > std::max<int64_t>(c.max_batch_size, 1))
@@ -188,46 +206,60 @@ model_config parse_model_node(const YAML::Node& root) {
              std::to_string(p) + " exceeds max_batch_size " + std::to_string(c.max_batch_size));
     for (int64_t b : c.batch_buckets)
       if (b > std::max<int64_t>(c.max_batch_size, 1))
-        fail("batch_buckets", std::to_string(b) + " exceeds max_batch_size " + std::to_string(c.max_batch_size));
+        fail("batch_buckets",
+             std::to_string(b) + " exceeds max_batch_size " + std::to_string(c.max_batch_size));
   }
   if (c.adaptive.enabled && !(c.adaptive.slo_p99_ms > 0))
     fail("dynamic_batching.adaptive", "enabled needs slo_p99_ms > 0");
   std::sort(c.preferred_batch_sizes.begin(), c.preferred_batch_sizes.end());
-  c.preferred_batch_sizes.erase(std::unique(c.preferred_batch_sizes.begin(), c.preferred_batch_sizes.end()),
-                                c.preferred_batch_sizes.end());
+  c.preferred_batch_sizes.erase(
+      std::unique(c.preferred_batch_sizes.begin(), c.preferred_batch_sizes.end()),
+      c.preferred_batch_sizes.end());
   return c;
 }
 
 node_config parse_node_node(const YAML::Node& root) {
   node_config c;
   if (!root || root.IsNull()) return c;
-  check_keys(root, "node",
-             {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads", "actor_scheduler",
-              "compute_threads", "max_inflight", "max_message_bytes", "drain_timeout_ms", "warmup_runs",
-              "fault_injection", "log_level"});
+  check_keys(
+      root, "node",
+      {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
+       "actor_scheduler", "detached_workers", "compute_threads", "max_inflight",
+       "max_message_bytes", "drain_timeout_ms", "warmup_runs", "fault_injection", "log_level"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
-  if (root["metrics_port"]) c.metrics_port = static_cast<int>(get_int(root["metrics_port"], "metrics_port", 0, 65535));
-  if (root["metrics_address"]) c.metrics_address = get<std::string>(root["metrics_address"], "metrics_address");
-  if (root["cpu_workers"]) c.cpu_workers = static_cast<uint32_t>(get_int(root["cpu_workers"], "cpu_workers", 1, 256));
+  if (root["metrics_port"])
+    c.metrics_port = static_cast<int>(get_int(root["metrics_port"], "metrics_port", 0, 65535));
+  if (root["metrics_address"])
+    c.metrics_address = get<std::string>(root["metrics_address"], "metrics_address");
+  if (root["cpu_workers"])
+    c.cpu_workers = static_cast<uint32_t>(get_int(root["cpu_workers"], "cpu_workers", 1, 256));
   if (root["actor_threads"])
-    c.actor_threads = static_cast<uint32_t>(get_int(root["actor_threads"], "actor_threads", 1, 256));
+    c.actor_threads =
+        static_cast<uint32_t>(get_int(root["actor_threads"], "actor_threads", 1, 256));
   if (root["actor_scheduler"]) {
     c.actor_scheduler = get<std::string>(root["actor_scheduler"], "actor_scheduler");
     if (c.actor_scheduler != "stealing" && c.actor_scheduler != "sharing")
       fail("actor_scheduler", "stealing or sharing, got '" + c.actor_scheduler + "'");
   }
+  if (root["detached_workers"])
+    c.detached_workers = get<bool>(root["detached_workers"], "detached_workers");
   if (root["compute_threads"])
-    c.compute_threads = static_cast<int>(get_int(root["compute_threads"], "compute_threads", 0, 4096));
+    c.compute_threads =
+        static_cast<int>(get_int(root["compute_threads"], "compute_threads", 0, 4096));
   if (root["max_inflight"])
-    c.max_inflight = static_cast<uint32_t>(get_int(root["max_inflight"], "max_inflight", 1, 1 << 22));
+    c.max_inflight =
+        static_cast<uint32_t>(get_int(root["max_inflight"], "max_inflight", 1, 1 << 22));
   if (root["max_message_bytes"])
-    c.max_message_bytes =
-        static_cast<uint64_t>(get_int(root["max_message_bytes"], "max_message_bytes", 1024, int64_t{1} << 40));
+    c.max_message_bytes = static_cast<uint64_t>(
+        get_int(root["max_message_bytes"], "max_message_bytes", 1024, int64_t{1} << 40));
   if (root["drain_timeout_ms"])
-    c.drain_timeout = std::chrono::milliseconds(get_int(root["drain_timeout_ms"], "drain_timeout_ms", 0, 3'600'000));
-  if (root["warmup_runs"]) c.warmup_runs = static_cast<uint32_t>(get_int(root["warmup_runs"], "warmup_runs", 0, 1000));
-  if (root["fault_injection"]) c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
+    c.drain_timeout = std::chrono::milliseconds(
+        get_int(root["drain_timeout_ms"], "drain_timeout_ms", 0, 3'600'000));
+  if (root["warmup_runs"])
+    c.warmup_runs = static_cast<uint32_t>(get_int(root["warmup_runs"], "warmup_runs", 0, 1000));
+  if (root["fault_injection"])
+    c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   return c;
 }

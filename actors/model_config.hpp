@@ -1,6 +1,6 @@
 #pragma once
-/// Configuration of the serving node and of each model, read from YAML (yaml-cpp). Model keys follow
-/// Triton's names where the meaning is the same (max_batch_size, dynamic_batching.
+/// Configuration of the serving node and of each model, read from YAML (yaml-cpp). Model keys
+/// follow Triton's names where the meaning is the same (max_batch_size, dynamic_batching.
 /// max_queue_delay_microseconds, preferred_batch_size, priority_levels, default_queue_policy,
 /// instance_group.count, version_policy), so a Triton user can read a troupe config. Every field
 /// has a default: a model directory without config.yaml is served with them.
@@ -53,10 +53,10 @@ struct model_config {
   uint32_t default_priority_level = 0;           // 0: the lowest level (= priority_levels)
   queue_policy queue;
   adaptive_batching adaptive;
-  uint32_t instance_count = 1;          // replicas per worker (Triton: instance_group[].count)
-  std::vector<int64_t> batch_buckets;   // batch sizes with a compiled plan; empty: powers of two,
-                                        // the preferred sizes and max_batch_size
-  int64_t latest_versions = 1;          // version_policy.latest.num_versions; 0 with `all`
+  uint32_t instance_count = 1;         // replicas per worker (Triton: instance_group[].count)
+  std::vector<int64_t> batch_buckets;  // batch sizes with a compiled plan; empty: powers of two,
+                                       // the preferred sizes and max_batch_size
+  int64_t latest_versions = 1;         // version_policy.latest.num_versions; 0 with `all`
   std::vector<int64_t> specific_versions;  // version_policy.specific.versions
   traffic_policy traffic;
 
@@ -76,17 +76,20 @@ expected<model_config> load_model_config(const std::string& path);
 struct node_config {
   std::string models_dir;
   std::string listen = "tcp://*:5555";
-  int metrics_port = 9090;        // 0: no /metrics endpoint
+  int metrics_port = 9090;  // 0: no /metrics endpoint
   std::string metrics_address = "0.0.0.0";
-  uint32_t cpu_workers = 1;       // cpu_worker actors; each holds instance_count replicas per model
-  uint32_t actor_threads = 1;     // CAF scheduler threads (routing and batching are light)
+  uint32_t cpu_workers = 1;    // cpu_worker actors; each holds instance_count replicas per model
+  uint32_t actor_threads = 1;  // CAF scheduler threads (routing and batching are light)
   std::string actor_scheduler = "stealing";  // CAF policy: stealing or sharing
-  int compute_threads = 0;        // OpenMP threads per worker; 0: OpenMP's default
-  uint32_t max_inflight = 4096;   // requests held at once; beyond it the frontend answers OVERLOADED
-  uint64_t max_message_bytes = 256ull << 20;  // a request larger than this is refused
+  /// Workers on their own threads (true: a long run never delays routing, batching or timeouts)
+  /// or on the CAF scheduler's threads (false: no thread hand-off per batch; for small models).
+  bool detached_workers = true;
+  int compute_threads = 0;       // OpenMP threads per worker; 0: OpenMP's default
+  uint32_t max_inflight = 4096;  // requests held at once; beyond it the frontend answers OVERLOADED
+  uint64_t max_message_bytes = 256ull << 20;       // a request larger than this is refused
   std::chrono::milliseconds drain_timeout{30000};  // SIGTERM: time to finish in-flight work
-  uint32_t warmup_runs = 3;       // per batch bucket at load, also the latency measurement
-  bool fault_injection = false;   // honours the troupe.fault request parameter (tests only)
+  uint32_t warmup_runs = 3;      // per batch bucket at load, also the latency measurement
+  bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)
   std::string log_level = "info";
 };
 

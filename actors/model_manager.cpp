@@ -21,12 +21,12 @@ struct version_record {
   std::string path;
   std::shared_ptr<const model_signature> signature;
   batcher_actor batcher;
-  std::shared_ptr<std::atomic<uint8_t>> state = std::make_shared<std::atomic<uint8_t>>(
-      static_cast<uint8_t>(version_state::loading));
+  std::shared_ptr<std::atomic<uint8_t>> state =
+      std::make_shared<std::atomic<uint8_t>>(static_cast<uint8_t>(version_state::loading));
   status error;
   std::shared_ptr<version_metrics> metrics;
   std::vector<std::pair<uint32_t, uint32_t>> replicas;  // (worker index, replica id)
-  uint32_t pending = 0;                                  // loads asked and not answered
+  uint32_t pending = 0;                                 // loads asked and not answered
 };
 
 struct model_record {
@@ -46,14 +46,16 @@ using self_ptr = manager_actor::stateful_pointer<manager_state>;
 
 bool is_version_dir(const fs::path& p) {
   const std::string n = p.filename().string();
-  return !n.empty() && n.size() < 18 && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+  return !n.empty() && n.size() < 18 &&
+         std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
          std::stoll(n) > 0;
 }
 
 /// Reads the repository layout into records (no loading yet). Errors of one model stay with it.
 status scan(const std::string& dir, std::map<std::string, model_record>& out) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return not_found("model repository '" + dir + "' is not a directory");
+  if (!fs::is_directory(dir, ec))
+    return not_found("model repository '" + dir + "' is not a directory");
   std::vector<fs::path> model_dirs;
   for (const auto& e : fs::directory_iterator(dir, ec))
     if (e.is_directory()) model_dirs.push_back(e.path());
@@ -78,19 +80,23 @@ status scan(const std::string& dir, std::map<std::string, model_record>& out) {
     if (!m.config.specific_versions.empty()) {
       chosen = m.config.specific_versions;
     } else if (m.config.latest_versions > 0) {
-      const size_t n = std::min<size_t>(found.size(), static_cast<size_t>(m.config.latest_versions));
+      const size_t n =
+          std::min<size_t>(found.size(), static_cast<size_t>(m.config.latest_versions));
       chosen.assign(found.end() - static_cast<ptrdiff_t>(n), found.end());
     } else {
       chosen = found;
     }
     std::sort(chosen.begin(), chosen.end());
-    if (chosen.empty()) m.error = not_found("model '" + m.name + "' has no <version>/model.onnx under " + md.string());
+    if (chosen.empty())
+      m.error =
+          not_found("model '" + m.name + "' has no <version>/model.onnx under " + md.string());
     for (int64_t v : chosen) {
       version_record r;
       r.version = v;
       r.path = (md / std::to_string(v) / "model.onnx").string();
       if (std::find(found.begin(), found.end(), v) == found.end()) {
-        r.error = not_found("version " + std::to_string(v) + " named by version_policy has no model.onnx");
+        r.error = not_found("version " + std::to_string(v) +
+                            " named by version_policy has no model.onnx");
         r.state->store(static_cast<uint8_t>(version_state::failed));
       }
       m.versions.push_back(std::move(r));
@@ -136,11 +142,13 @@ replica_spec spec_of(const manager_state& st, const model_record& m, const versi
 }
 
 /// A replica arrived: the version's first one also creates its batcher.
-void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index, const replica_info& info) {
+void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
+                   const replica_info& info) {
   auto& st = self->state;
   if (!v.batcher) {
     v.signature = info.signature;
-    if (st.options.metrics && !v.metrics) v.metrics = st.options.metrics->for_version(info.signature->model, v.version);
+    if (st.options.metrics && !v.metrics)
+      v.metrics = st.options.metrics->for_version(info.signature->model, v.version);
     batcher_options bo;
     bo.signature = info.signature;
     bo.state = v.state;
@@ -181,7 +189,8 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
               } else {
                 if (v.error.is_ok()) v.error = internal_error("no replica loaded");
                 v.state->store(static_cast<uint8_t>(version_state::failed));
-                report.failures.push_back(name + "/" + std::to_string(v.version) + ": " + v.error.to_string());
+                report.failures.push_back(name + "/" + std::to_string(v.version) + ": " +
+                                          v.error.to_string());
               }
             }
           }
@@ -211,11 +220,13 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
                     if (r.version == version) return &r;
                   return nullptr;
                 };
-                self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, v))
+                self->request(st.options.workers[w], caf::infinite, load_atom::value,
+                              spec_of(st, m, v))
                     .then(
                         [=](replica_info& info) mutable {
                           if (version_record* r = find()) {
-                            spdlog::info("loaded {} version {} on worker {} (replica {})", model_name, version, w, info.id);
+                            spdlog::info("loaded {} version {} on worker {} (replica {})",
+                                         model_name, version, w, info.id);
                             adopt_replica(self, *r, w, info);
                           }
                           if (--*pending == 0) finish();
@@ -223,8 +234,8 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
                         [=](caf::error& err) mutable {
                           if (version_record* r = find()) {
                             const status s = from_caf_error(self->system(), err);
-                            spdlog::error("cannot load {} version {} on worker {}: {}", model_name, version, w,
-                                          s.to_string());
+                            spdlog::error("cannot load {} version {} on worker {}: {}", model_name,
+                                          version, w, s.to_string());
                             if (r->error.is_ok() && !r->batcher) r->error = s;
                           }
                           if (--*pending == 0) finish();
@@ -257,13 +268,14 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
                         if (it == models.end()) return;
                         for (auto& r : it->second.versions)
                           if (r.version == version && r.batcher) {
-                            spdlog::info("reloaded {} version {} on worker {}", model_name, version, index);
+                            spdlog::info("reloaded {} version {} on worker {}", model_name, version,
+                                         index);
                             adopt_replica(self, r, index, info);
                           }
                       },
                       [=](caf::error& err) {
-                        spdlog::error("cannot reload {} version {} on worker {}: {}", model_name, version, index,
-                                      self->system().render(err));
+                        spdlog::error("cannot reload {} version {} on worker {}: {}", model_name,
+                                      version, index, self->system().render(err));
                       });
             }
           }

@@ -23,8 +23,8 @@ class table_holder;
 
 struct manager_options {
   router_actor router;
-  table_holder* holder = nullptr;        // outlives the actor
-  serving_metrics* metrics = nullptr;    // may be null; outlives the actor
+  table_holder* holder = nullptr;      // outlives the actor
+  serving_metrics* metrics = nullptr;  // may be null; outlives the actor
   std::vector<worker_actor> workers;
   uint32_t warmup_runs = 3;
   int max_batches_per_replica = 2;

@@ -4,10 +4,14 @@ namespace troupe::actors {
 
 std::string_view to_string(version_state s) {
   switch (s) {
-    case version_state::loading: return "loading";
-    case version_state::ready: return "ready";
-    case version_state::unavailable: return "unavailable";
-    case version_state::failed: return "failed";
+    case version_state::loading:
+      return "loading";
+    case version_state::ready:
+      return "ready";
+    case version_state::unavailable:
+      return "unavailable";
+    case version_state::failed:
+      return "failed";
   }
   return "unknown";
 }
@@ -45,15 +49,19 @@ uint64_t fnv1a(std::string_view s) {
 
 expected<const version_entry*> usable(const model_entry& m, const version_entry* v) {
   switch (v->current_state()) {
-    case version_state::ready: return v;
+    case version_state::ready:
+      return v;
     case version_state::failed:
-      return make_error(error_code::unavailable, "model '" + m.name + "' version " + std::to_string(v->version) +
-                                                     " failed to load: " + v->load_error.to_string());
-    case version_state::loading:
       return make_error(error_code::unavailable,
-                        "model '" + m.name + "' version " + std::to_string(v->version) + " is still loading");
+                        "model '" + m.name + "' version " + std::to_string(v->version) +
+                            " failed to load: " + v->load_error.to_string());
+    case version_state::loading:
+      return make_error(
+          error_code::unavailable,
+          "model '" + m.name + "' version " + std::to_string(v->version) + " is still loading");
     case version_state::unavailable:
-      return make_error(error_code::unavailable, "model '" + m.name + "' version " + std::to_string(v->version) +
+      return make_error(error_code::unavailable, "model '" + m.name + "' version " +
+                                                     std::to_string(v->version) +
                                                      " has no healthy replica (a worker failed)");
   }
   return internal_error("unknown version state");
@@ -63,16 +71,19 @@ expected<const version_entry*> usable(const model_entry& m, const version_entry*
 
 expected<const version_entry*> model_table::route(
     const model_entry& m, int64_t requested_version, std::string_view routing_key,
-    const std::vector<std::pair<std::string_view, std::string_view>>& parameters, uint64_t& counter) {
+    const std::vector<std::pair<std::string_view, std::string_view>>& parameters,
+    uint64_t& counter) {
   if (!m.load_error.is_ok())
-    return make_error(error_code::unavailable, "model '" + m.name + "' failed to load: " + m.load_error.to_string());
+    return make_error(error_code::unavailable,
+                      "model '" + m.name + "' failed to load: " + m.load_error.to_string());
   if (requested_version > 0) {
     const version_entry* v = m.find(requested_version);
     if (!v) {
       std::string known;
-      for (const auto& x : m.versions) known += (known.empty() ? "" : ", ") + std::to_string(x.version);
-      return not_found("model '" + m.name + "' has no version " + std::to_string(requested_version) +
-                       " (versions: " + known + ")");
+      for (const auto& x : m.versions)
+        known += (known.empty() ? "" : ", ") + std::to_string(x.version);
+      return not_found("model '" + m.name + "' has no version " +
+                       std::to_string(requested_version) + " (versions: " + known + ")");
     }
     return usable(m, v);
   }
@@ -83,7 +94,8 @@ expected<const version_entry*> model_table::route(
   if (!m.traffic.weights.empty()) {
     uint64_t total = 0;
     for (const auto& [version, weight] : m.traffic.weights)
-      if (const version_entry* v = m.find(version); v && v->current_state() == version_state::ready) total += weight;
+      if (const version_entry* v = m.find(version); v && v->current_state() == version_state::ready)
+        total += weight;
     if (total > 0) {
       uint64_t pick = (routing_key.empty() ? counter++ : fnv1a(routing_key)) % total;
       for (const auto& [version, weight] : m.traffic.weights) {
@@ -95,7 +107,8 @@ expected<const version_entry*> model_table::route(
     }
   }
   const version_entry* v = m.default_version();
-  if (!v) return make_error(error_code::unavailable, "model '" + m.name + "' has no loaded version");
+  if (!v)
+    return make_error(error_code::unavailable, "model '" + m.name + "' has no loaded version");
   return usable(m, v);
 }
 

@@ -34,7 +34,8 @@ struct version_entry {
   std::shared_ptr<version_metrics> metrics;
 
   version_state current_state() const {
-    return state ? static_cast<version_state>(state->load(std::memory_order_acquire)) : version_state::failed;
+    return state ? static_cast<version_state>(state->load(std::memory_order_acquire))
+                 : version_state::failed;
   }
 };
 
@@ -60,7 +61,8 @@ class model_table {
   /// version. NOT_FOUND for an unknown version, UNAVAILABLE when the chosen version is not ready.
   static expected<const version_entry*> route(
       const model_entry& m, int64_t requested_version, std::string_view routing_key,
-      const std::vector<std::pair<std::string_view, std::string_view>>& parameters, uint64_t& counter);
+      const std::vector<std::pair<std::string_view, std::string_view>>& parameters,
+      uint64_t& counter);
 };
 
 /// Where the frontend (another thread) finds the newest table, and the node-wide flags.

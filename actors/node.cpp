@@ -36,7 +36,8 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   return h;
 }
 
-expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node, const std::string& dir) {
+expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node,
+                                      const std::string& dir) {
   caf::scoped_actor self{sys};
   expected<load_report> result = internal_error("no answer from model_manager");
   self->request(node.manager, caf::infinite, load_atom::value, dir)

@@ -33,7 +33,8 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);
 
 /// Loads the repository and waits for the report (blocks the calling thread: not for actors or
 /// the test coordinator).
-expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node, const std::string& dir);
+expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node,
+                                      const std::string& dir);
 
 /// Asks every actor of the node to exit (workers through the supervisor's list, so that replaced
 /// ones are included). Call after draining: jobs still queued would not be answered.

@@ -9,15 +9,20 @@
 namespace troupe::actors {
 
 output_block::output_block(size_t bytes)
-    : data_(static_cast<std::byte*>(aligned_alloc_bytes(std::max<size_t>(bytes, 64)))), bytes_(bytes) {}
+    : data_(static_cast<std::byte*>(aligned_alloc_bytes(std::max<size_t>(bytes, 64)))),
+      bytes_(bytes) {}
 
-output_block::~output_block() { aligned_free(data_); }
+output_block::~output_block() {
+  aligned_free(data_);
+}
 
 namespace {
 
 constexpr size_t block_alignment = 64;
 
-size_t align_up(size_t n) { return (n + block_alignment - 1) / block_alignment * block_alignment; }
+size_t align_up(size_t n) {
+  return (n + block_alignment - 1) / block_alignment * block_alignment;
+}
 
 std::vector<int64_t> dims_of(const runtime::symbolic_shape& s) {
   std::vector<int64_t> d;
@@ -40,7 +45,8 @@ std::vector<int64_t> default_bucket_rows(int64_t max_batch_size, const model_con
   rows.push_back(max_batch_size);  // every batch must fit some bucket
   std::sort(rows.begin(), rows.end());
   rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-  rows.erase(std::remove_if(rows.begin(), rows.end(), [&](int64_t r) { return r < 1 || r > max_batch_size; }),
+  rows.erase(std::remove_if(rows.begin(), rows.end(),
+                            [&](int64_t r) { return r < 1 || r > max_batch_size; }),
              rows.end());
   return rows;
 }
@@ -64,9 +70,12 @@ status replica::init(const options& o) {
   sig->model = o.model_name;
   sig->version = o.version;
   sig->config = o.config;
-  for (const auto& in : session_->inputs()) sig->inputs.push_back({in.name, in.type, dims_of(in.shape)});
-  for (const auto& out : session_->outputs()) sig->outputs.push_back({out.name, out.type, dims_of(out.shape)});
-  if (sig->inputs.empty()) return unsupported("model '" + o.model_name + "' has no inputs to serve");
+  for (const auto& in : session_->inputs())
+    sig->inputs.push_back({in.name, in.type, dims_of(in.shape)});
+  for (const auto& out : session_->outputs())
+    sig->outputs.push_back({out.name, out.type, dims_of(out.shape)});
+  if (sig->inputs.empty())
+    return unsupported("model '" + o.model_name + "' has no inputs to serve");
 
   // Batching needs a dynamic leading dim on every input (and every declared output).
   std::string static_lead;
@@ -78,8 +87,8 @@ status replica::init(const options& o) {
   if (mbs < 0) mbs = static_lead.empty() ? 8 : 0;
   if (mbs > 0 && !static_lead.empty())
     return invalid_argument("model '" + o.model_name + "': max_batch_size " + std::to_string(mbs) +
-                            " needs a dynamic leading (batch) dim on every input and output; " + static_lead +
-                            " has none");
+                            " needs a dynamic leading (batch) dim on every input and output; " +
+                            static_lead + " has none");
   sig->max_batch_size = mbs;
   sig->config.max_batch_size = mbs;
   if (mbs > 0)
@@ -88,8 +97,8 @@ status replica::init(const options& o) {
         if (!t.shape.empty()) t.shape[0] = -1;
   for (int64_t p : sig->config.preferred_batch_sizes)
     if (mbs > 0 && p > mbs)
-      return invalid_argument("model '" + o.model_name + "': preferred batch size " + std::to_string(p) +
-                              " exceeds max_batch_size " + std::to_string(mbs));
+      return invalid_argument("model '" + o.model_name + "': preferred batch size " +
+                              std::to_string(p) + " exceeds max_batch_size " + std::to_string(mbs));
   signature_ = sig;
   bucket_rows_ = default_bucket_rows(mbs, sig->config);
 
@@ -109,13 +118,16 @@ status replica::init(const options& o) {
     }
     TROUPE_ASSIGN_OR_RETURN(bucket * b, build_bucket(std::move(shapes), rows));
     TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
-    // One untimed run, then the timed ones: the mean is the latency the adaptive policy starts from.
+    // One untimed run, then the timed ones: the mean is the latency the adaptive policy starts
+    // from.
     TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs).with_context("warm-up"));
     double total_us = 0;
     for (uint32_t i = 0; i < o.warmup_runs; ++i) {
       const auto start = std::chrono::steady_clock::now();
       TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs).with_context("warm-up"));
-      total_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+      total_us +=
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+              .count();
     }
     if (o.warmup_runs > 0) warmup_.push_back({rows, total_us / o.warmup_runs});
   }
@@ -126,7 +138,8 @@ status replica::init(const options& o) {
 expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shapes, int64_t rows) {
   const model_signature& sig = *signature_;
   std::vector<tensor_info> infos;
-  for (size_t i = 0; i < sig.inputs.size(); ++i) infos.push_back({sig.inputs[i].type, input_shapes[i]});
+  for (size_t i = 0; i < sig.inputs.size(); ++i)
+    infos.push_back({sig.inputs[i].type, input_shapes[i]});
   TROUPE_ASSIGN_OR_RETURN(runtime::plan * p, session_->prepare(infos));
 
   auto b = std::make_unique<bucket>();
@@ -134,7 +147,8 @@ expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shap
   b->plan = p;
   for (const auto& info : infos) {
     b->staging.push_back(tensor::zeros(info.type, info.shape));  // zeros: padding rows stay finite
-    const int64_t lead = sig.max_batch_size > 0 && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
+    const int64_t lead =
+        sig.max_batch_size > 0 && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
     b->input_row_bytes.push_back(info.bytes() / static_cast<size_t>(lead));
   }
   b->input_shapes = std::move(input_shapes);
@@ -143,11 +157,13 @@ expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shap
   for (size_t k = 0; k < b->output_infos.size(); ++k) {
     const tensor_info& oi = b->output_infos[k];
     if (sig.max_batch_size > 0 && (oi.shape.empty() || oi.shape[0] != rows))
-      return invalid_argument("model '" + sig.model + "': output '" + sig.outputs[k].name + "' has shape " +
-                              shape_to_string(oi.shape) + " for a batch of " + std::to_string(rows) +
+      return invalid_argument("model '" + sig.model + "': output '" + sig.outputs[k].name +
+                              "' has shape " + shape_to_string(oi.shape) + " for a batch of " +
+                              std::to_string(rows) +
                               ": it does not carry the batch dim, serve it with max_batch_size: 0");
     b->output_offsets.push_back(offset);
-    b->output_row_bytes.push_back(sig.max_batch_size > 0 ? oi.bytes() / static_cast<size_t>(rows) : oi.bytes());
+    b->output_row_bytes.push_back(sig.max_batch_size > 0 ? oi.bytes() / static_cast<size_t>(rows)
+                                                         : oi.bytes());
     offset += align_up(oi.bytes());
   }
   b->block_bytes = offset;
@@ -169,7 +185,8 @@ expected<replica::block_slot*> replica::free_block(bucket& b) {
   return &b.blocks.back();
 }
 
-expected<replica::bucket*> replica::find_or_build_bucket(int64_t rows, const std::vector<input_view>& first) {
+expected<replica::bucket*> replica::find_or_build_bucket(int64_t rows,
+                                                         const std::vector<input_view>& first) {
   const bool batched = signature_->max_batch_size > 0;
   bucket* best = nullptr;
   for (auto& b : buckets_) {

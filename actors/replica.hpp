@@ -67,8 +67,8 @@ class replica {
   struct bucket {
     int64_t rows = 0;
     std::vector<shape_t> input_shapes;  // full shapes (rows included)
-    runtime::plan* plan = nullptr;       // owned by the session
-    std::vector<tensor> staging;         // the plan's inputs, owned
+    runtime::plan* plan = nullptr;      // owned by the session
+    std::vector<tensor> staging;        // the plan's inputs, owned
     std::vector<size_t> input_row_bytes;
     std::vector<tensor_info> output_infos;
     std::vector<size_t> output_offsets;  // within a block, 64-byte aligned

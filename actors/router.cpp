@@ -44,25 +44,28 @@ status remap_outputs(infer_job& j, const model_signature& from, const model_sign
   for (int& k : j.requested_outputs) {
     const int mapped = to.find_output(from.outputs[static_cast<size_t>(k)].name);
     if (mapped < 0)
-      return invalid_argument("model '" + to.model + "' version " + std::to_string(to.version) + " has no output '" +
-                              from.outputs[static_cast<size_t>(k)].name + "'");
+      return invalid_argument("model '" + to.model + "' version " + std::to_string(to.version) +
+                              " has no output '" + from.outputs[static_cast<size_t>(k)].name + "'");
     k = mapped;
   }
   return status::ok();
 }
 
 status route_one(router_state& st, infer_job& j, time_point now, batcher_actor& target) {
-  if (!st.table) return make_error(error_code::unavailable, "the node has not loaded its models yet");
+  if (!st.table)
+    return make_error(error_code::unavailable, "the node has not loaded its models yet");
   const model_entry* m = st.table->find(j.model);
   if (!m) return not_found("no model '" + j.model + "'");
-  TROUPE_ASSIGN_OR_RETURN(const version_entry* v,
-                          model_table::route(*m, j.version, j.routing_key, j.parameters, st.round_robin));
+  TROUPE_ASSIGN_OR_RETURN(const version_entry* v, model_table::route(*m, j.version, j.routing_key,
+                                                                     j.parameters, st.round_robin));
   const auto& sig = v->signature;
   if (j.signature != sig) {
     // The frontend checked the inputs against another version's signature (or none).
     TROUPE_ASSIGN_OR_RETURN(j.rows, sig->validate(j.inputs));
-    if (j.signature) TROUPE_RETURN_IF_ERROR(remap_outputs(j, *j.signature, *sig));
-    else if (!j.requested_outputs.empty()) return internal_error("requested outputs without a signature");
+    if (j.signature)
+      TROUPE_RETURN_IF_ERROR(remap_outputs(j, *j.signature, *sig));
+    else if (!j.requested_outputs.empty())
+      return internal_error("requested outputs without a signature");
     j.signature = sig;
   }
   j.metrics = v->metrics.get();
@@ -70,8 +73,9 @@ status route_one(router_state& st, infer_job& j, time_point now, batcher_actor& 
   const auto timeout = sig->effective_timeout(j.timeout);
   j.deadline = timeout.count() > 0 ? j.arrival + timeout : no_deadline;
   if (j.deadline <= now)
-    return make_error(error_code::deadline_exceeded,
-                      "deadline of " + std::to_string(timeout.count()) + " us passed before routing");
+    return make_error(
+        error_code::deadline_exceeded,
+        "deadline of " + std::to_string(timeout.count()) + " us passed before routing");
   target = v->batcher;
   return status::ok();
 }
@@ -83,8 +87,10 @@ router_actor::behavior_type router(router_actor::stateful_pointer<router_state> 
         const time_point now = self->clock().now();
         while (infer_job* j = jobs.pop_front()) {
           batcher_actor target;
-          if (status s = route_one(st, *j, now, target); !s.is_ok()) st.answer(j, std::move(s));
-          else st.forward(target, j);
+          if (status s = route_one(st, *j, now, target); !s.is_ok())
+            st.answer(j, std::move(s));
+          else
+            st.forward(target, j);
         }
         for (auto& [to, list] : st.to_batchers) self->send(to, submit_atom::value, list);
         for (auto& [to, list] : st.answers) caf::anon_send(to, reply_atom::value, list);
@@ -97,6 +103,8 @@ router_actor::behavior_type router(router_actor::stateful_pointer<router_state> 
 
 }  // namespace
 
-router_actor spawn_router(caf::actor_system& sys) { return sys.spawn(router); }
+router_actor spawn_router(caf::actor_system& sys) {
+  return sys.spawn(router);
+}
 
 }  // namespace troupe::actors

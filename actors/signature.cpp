@@ -31,8 +31,8 @@ std::string dims_text(const std::vector<int64_t>& dims) {
 
 expected<int64_t> model_signature::validate(std::span<const input_view> tensors) const {
   if (tensors.size() != inputs.size())
-    return invalid_argument("model '" + model + "' takes " + std::to_string(inputs.size()) + " inputs, got " +
-                            std::to_string(tensors.size()));
+    return invalid_argument("model '" + model + "' takes " + std::to_string(inputs.size()) +
+                            " inputs, got " + std::to_string(tensors.size()));
   const bool batched = max_batch_size > 0;
   int64_t rows = 1;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -43,13 +43,14 @@ expected<int64_t> model_signature::validate(std::span<const input_view> tensors)
       return invalid_argument(what + " is " + std::string(dtype_name(spec.type)) + ", got " +
                               std::string(dtype_name(got.type)));
     if (got.shape.size() != spec.shape.size())
-      return invalid_argument(what + " has rank " + std::to_string(spec.shape.size()) + " " + dims_text(spec.shape) +
-                              ", got shape " + shape_to_string(got.shape));
+      return invalid_argument(what + " has rank " + std::to_string(spec.shape.size()) + " " +
+                              dims_text(spec.shape) + ", got shape " + shape_to_string(got.shape));
     // Element count with an overflow check: shapes come from the network.
     uint64_t elements = 1;
     for (size_t d = 0; d < got.shape.size(); ++d) {
       const int64_t v = got.shape[d];
-      if (v < 0) return invalid_argument(what + " has a negative dim in " + shape_to_string(got.shape));
+      if (v < 0)
+        return invalid_argument(what + " has a negative dim in " + shape_to_string(got.shape));
       if (spec.shape[d] >= 0 && v != spec.shape[d] && !(batched && d == 0))
         return invalid_argument(what + " must have shape " + dims_text(spec.shape) + ", got " +
                                 shape_to_string(got.shape));
@@ -62,18 +63,20 @@ expected<int64_t> model_signature::validate(std::span<const input_view> tensors)
       if (b < 1 || b > max_batch_size)
         return invalid_argument(what + " batch dim " + std::to_string(b) + " is outside [1, " +
                                 std::to_string(max_batch_size) + "]");
-      if (i == 0) rows = b;
+      if (i == 0)
+        rows = b;
       else if (b != rows)
-        return invalid_argument(what + " batch dim " + std::to_string(b) + " differs from the first input's " +
-                                std::to_string(rows));
+        return invalid_argument(what + " batch dim " + std::to_string(b) +
+                                " differs from the first input's " + std::to_string(rows));
     }
     const uint64_t size = dtype_size(got.type);
     if (elements > std::numeric_limits<uint64_t>::max() / size)
       return invalid_argument(what + " shape " + shape_to_string(got.shape) + " is too large");
     if (elements * size != tensors[i].bytes)
       return invalid_argument(what + " of shape " + shape_to_string(got.shape) + " and type " +
-                              std::string(dtype_name(got.type)) + " needs " + std::to_string(elements * size) +
-                              " bytes, its frame has " + std::to_string(tensors[i].bytes));
+                              std::string(dtype_name(got.type)) + " needs " +
+                              std::to_string(elements * size) + " bytes, its frame has " +
+                              std::to_string(tensors[i].bytes));
   }
   return rows;
 }
@@ -81,12 +84,14 @@ expected<int64_t> model_signature::validate(std::span<const input_view> tensors)
 expected<uint32_t> model_signature::priority_level(uint32_t requested) const {
   if (requested == 0) return config.effective_default_priority();
   if (requested > config.priority_levels)
-    return invalid_argument("priority " + std::to_string(requested) + " exceeds the model's priority_levels " +
+    return invalid_argument("priority " + std::to_string(requested) +
+                            " exceeds the model's priority_levels " +
                             std::to_string(config.priority_levels));
   return requested;
 }
 
-std::chrono::microseconds model_signature::effective_timeout(std::chrono::microseconds requested) const {
+std::chrono::microseconds model_signature::effective_timeout(
+    std::chrono::microseconds requested) const {
   if (requested.count() > 0 && config.queue.allow_timeout_override) return requested;
   return config.queue.default_timeout;
 }

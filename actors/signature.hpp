@@ -52,7 +52,8 @@ struct model_signature {
   /// The request's timeout after the queue policy: `requested` (0 = none) or the default.
   std::chrono::microseconds effective_timeout(std::chrono::microseconds requested) const;
   /// Whether requests of these input shapes (excluding the batch dim) may share a batch.
-  static bool same_batch_shape(std::span<const input_view> a, std::span<const input_view> b, bool batched);
+  static bool same_batch_shape(std::span<const input_view> a, std::span<const input_view> b,
+                               bool batched);
 };
 
 }  // namespace troupe::actors

@@ -16,7 +16,7 @@
 namespace troupe::actors {
 
 struct supervisor_options {
-  std::vector<worker_actor> workers;  // already spawned, index = position
+  std::vector<worker_actor> workers;            // already spawned, index = position
   std::vector<worker_options> worker_settings;  // how to spawn each again
   bool detached_workers = true;
   int max_restarts = 5;

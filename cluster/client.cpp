@@ -19,7 +19,8 @@ namespace {
 
 status from_proto(const pb::Error& e) {
   const auto code = static_cast<error_code>(e.code());
-  if (code == error_code::ok) return internal_error("server sent an error with code OK: " + e.message());
+  if (code == error_code::ok)
+    return internal_error("server sent an error with code OK: " + e.message());
   return status(code, e.message());
 }
 
@@ -55,11 +56,13 @@ class client::impl {
   zmq::socket_t socket{ctx, zmq::socket_type::dealer};
   std::vector<zmq::message_t> frames;
 
-  status send_frames(zmq::message_t& envelope, std::vector<zmq::message_t>& tensors, bool copy_tensors) {
+  status send_frames(zmq::message_t& envelope, std::vector<zmq::message_t>& tensors,
+                     bool copy_tensors) {
     try {
       socket.send(envelope, tensors.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
       for (size_t i = 0; i < tensors.size(); ++i) {
-        const auto flags = i + 1 < tensors.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+        const auto flags =
+            i + 1 < tensors.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
         if (copy_tensors) {
           zmq::message_t shared;
           shared.copy(tensors[i]);  // shares the bytes (reference counted), no copy of them
@@ -96,10 +99,13 @@ class client::impl {
 
   expected<pb::ServerMessage> receive_message(std::chrono::milliseconds timeout) {
     TROUPE_ASSIGN_OR_RETURN(bool got, receive_frames(timeout));
-    if (!got) return make_error(error_code::deadline_exceeded, "no reply within " + std::to_string(timeout.count()) + " ms");
+    if (!got)
+      return make_error(error_code::deadline_exceeded,
+                        "no reply within " + std::to_string(timeout.count()) + " ms");
     pb::ServerMessage m;
     size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
-    if (frames.empty() || !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
+    if (frames.empty() ||
+        !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
       return io_error("the server's reply is not a troupe.v1.ServerMessage");
     return m;
   }
@@ -146,7 +152,8 @@ status client::send(const prepared& p, const std::string& id) {
   return impl_->send_frames(e, const_cast<std::vector<zmq::message_t>&>(p.frames), true);
 }
 
-expected<std::optional<infer_reply>> client::receive(std::chrono::milliseconds timeout, bool decode_outputs) {
+expected<std::optional<infer_reply>> client::receive(std::chrono::milliseconds timeout,
+                                                     bool decode_outputs) {
   TROUPE_ASSIGN_OR_RETURN(bool got, impl_->receive_frames(timeout));
   if (!got) return std::optional<infer_reply>();
   auto& frames = impl_->frames;
@@ -169,8 +176,9 @@ expected<std::optional<infer_reply>> client::receive(std::chrono::milliseconds t
   out.total_us = r.timings().total_us();
   out.batch_size = r.batch_size();
   if (static_cast<size_t>(r.outputs_size()) != frames.size() - env - 1)
-    return io_error("the reply lists " + std::to_string(r.outputs_size()) + " outputs but carries " +
-                    std::to_string(frames.size() - env - 1) + " tensor frames");
+    return io_error("the reply lists " + std::to_string(r.outputs_size()) +
+                    " outputs but carries " + std::to_string(frames.size() - env - 1) +
+                    " tensor frames");
   if (decode_outputs) {
     for (int i = 0; i < r.outputs_size(); ++i) {
       const pb::TensorDesc& d = r.outputs(i);
@@ -179,8 +187,8 @@ expected<std::optional<infer_reply>> client::receive(std::chrono::milliseconds t
       const zmq::message_t& f = frames[env + 1 + static_cast<size_t>(i)];
       tensor t = tensor::allocate(type, shape);
       if (t.bytes() != f.size())
-        return io_error("output '" + d.name() + "' frame has " + std::to_string(f.size()) + " bytes, expected " +
-                        std::to_string(t.bytes()));
+        return io_error("output '" + d.name() + "' frame has " + std::to_string(f.size()) +
+                        " bytes, expected " + std::to_string(t.bytes()));
       if (f.size()) std::memcpy(t.raw(), f.data(), f.size());
       out.outputs.emplace_back(d.name(), std::move(t));
     }
@@ -192,16 +200,19 @@ expected<infer_reply> client::infer(const infer_request& r, std::chrono::millise
   TROUPE_RETURN_IF_ERROR(send(r));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
     TROUPE_ASSIGN_OR_RETURN(auto reply, receive(left, true));
     if (!reply) break;
     if (reply->id == r.id) return std::move(*reply);
   }
-  return make_error(error_code::deadline_exceeded, "no reply within " + std::to_string(timeout.count()) + " ms");
+  return make_error(error_code::deadline_exceeded,
+                    "no reply within " + std::to_string(timeout.count()) + " ms");
 }
 
-expected<model_metadata> client::metadata(const std::string& model, int64_t version, std::chrono::milliseconds timeout) {
+expected<model_metadata> client::metadata(const std::string& model, int64_t version,
+                                          std::chrono::milliseconds timeout) {
   pb::ClientMessage env;
   env.mutable_metadata()->set_model(model);
   env.mutable_metadata()->set_version(version);
@@ -244,7 +255,8 @@ expected<health_status> client::health(std::chrono::milliseconds timeout) {
   h.ready = m.health().ready();
   h.draining = m.health().draining();
   for (const auto& v : m.health().models())
-    h.models.push_back(v.model() + "/" + std::to_string(v.version()) + ": " + pb::ModelState_Name(v.state()));
+    h.models.push_back(v.model() + "/" + std::to_string(v.version()) + ": " +
+                       pb::ModelState_Name(v.state()));
   return h;
 }
 

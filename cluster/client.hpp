@@ -75,11 +75,13 @@ class client {
   status send(const prepared& p, const std::string& id);
 
   /// Waits up to `timeout` for one reply; nullopt when none arrived in time.
-  expected<std::optional<infer_reply>> receive(std::chrono::milliseconds timeout, bool decode_outputs = true);
+  expected<std::optional<infer_reply>> receive(std::chrono::milliseconds timeout,
+                                               bool decode_outputs = true);
 
   /// Blocking helpers (other replies that arrive meanwhile are dropped: use on an idle client).
   expected<infer_reply> infer(const infer_request& r, std::chrono::milliseconds timeout);
-  expected<model_metadata> metadata(const std::string& model, int64_t version, std::chrono::milliseconds timeout);
+  expected<model_metadata> metadata(const std::string& model, int64_t version,
+                                    std::chrono::milliseconds timeout);
   expected<health_status> health(std::chrono::milliseconds timeout);
 
   class impl;

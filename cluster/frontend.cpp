@@ -34,6 +34,8 @@ constexpr size_t arena_block_bytes = 4096;
 
 /// Where the bridge actor leaves completed jobs for the I/O thread. Shared (not owned by the
 /// frontend) so that a bridge message arriving after the frontend stopped finds a live queue.
+/// The eventfd is written only while the I/O thread sleeps (or is about to): a busy I/O thread
+/// picks completions up between reads without a system call on either side.
 class completion_queue {
  public:
   completion_queue() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
@@ -48,7 +50,9 @@ class completion_queue {
       std::lock_guard<std::mutex> lock(mutex_);
       pending_.push_back(l);
     }
-    wake();
+    // seq_cst pairs with the consumer's store in about_to_sleep(): either it sees the list or we
+    // see that it sleeps.
+    if (sleeping_.load(std::memory_order_seq_cst)) wake();
   }
   void wake() {
     const uint64_t one = 1;
@@ -56,16 +60,30 @@ class completion_queue {
   }
   /// Swaps the pending lists into `out` (whose capacity is reused).
   void take(std::vector<job_list>& out) {
-    uint64_t count;
-    [[maybe_unused]] ssize_t n = read(fd_, &count, sizeof(count));
     std::lock_guard<std::mutex> lock(mutex_);
     out.swap(pending_);
+  }
+  /// Announces that the consumer will block in poll; false (and no sleep) if work is pending.
+  bool about_to_sleep() {
+    sleeping_.store(true, std::memory_order_seq_cst);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!pending_.empty()) {
+      sleeping_.store(false, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  void woke() {
+    sleeping_.store(false, std::memory_order_relaxed);
+    uint64_t count;
+    [[maybe_unused]] ssize_t n = read(fd_, &count, sizeof(count));
   }
 
  private:
   int fd_;
   std::mutex mutex_;
   std::vector<job_list> pending_;
+  std::atomic<bool> sleeping_{false};
 };
 
 /// One pooled request: the job the actors see plus everything transport-side.
@@ -84,17 +102,22 @@ struct job_slot : infer_job {
   zmq::message_t identity;
   std::vector<zmq::message_t> frames;  // as received, delimiter and envelope included
   size_t frame_count = 0;
-  size_t envelope_index = 0;           // 1 when a REQ-style empty delimiter came first
+  size_t envelope_index = 0;  // 1 when a REQ-style empty delimiter came first
   pb::ClientMessage* request = nullptr;
   bool replied = false;
   bool out = false;  // held by the actors
 };
 
-std::string_view view_of(const std::string& s) { return {s.data(), s.size()}; }
+std::string_view view_of(const std::string& s) {
+  return {s.data(), s.size()};
+}
 
-pb::ModelState to_proto(actors::version_state s) { return static_cast<pb::ModelState>(static_cast<int>(s)); }
+pb::ModelState to_proto(actors::version_state s) {
+  return static_cast<pb::ModelState>(static_cast<int>(s));
+}
 
-void fill_specs(const std::vector<actors::tensor_spec>& specs, google::protobuf::RepeatedPtrField<pb::TensorSpec>* out) {
+void fill_specs(const std::vector<actors::tensor_spec>& specs,
+                google::protobuf::RepeatedPtrField<pb::TensorSpec>* out) {
   for (const auto& s : specs) {
     pb::TensorSpec* t = out->Add();
     t->set_name(s.name);
@@ -103,7 +126,9 @@ void fill_specs(const std::vector<actors::tensor_spec>& specs, google::protobuf:
   }
 }
 
-void free_output_block(void* /*data*/, void* hint) { static_cast<actors::output_block*>(hint)->release(); }
+void free_output_block(void* /*data*/, void* hint) {
+  static_cast<actors::output_block*>(hint)->release();
+}
 
 }  // namespace
 
@@ -111,7 +136,11 @@ class frontend::impl {
  public:
   impl(caf::actor_system& sys, const actors::node_handles& node, actors::table_holder& holder,
        actors::serving_metrics* metrics, frontend_options o)
-      : sys_(sys), router_(node.router), holder_(holder), metrics_(metrics), options_(std::move(o)),
+      : sys_(sys),
+        router_(node.router),
+        holder_(holder),
+        metrics_(metrics),
+        options_(std::move(o)),
         completions_(std::make_shared<completion_queue>()) {}
 
   ~impl() { stop(); }
@@ -165,9 +194,15 @@ class frontend::impl {
   void loop(std::promise<status>& bound) {
     zmq::socket_t socket(ctx_, zmq::socket_type::router);
     try {
-      socket.set(zmq::sockopt::router_mandatory, 1);  // an unknown peer is an error, not a silent drop
-      socket.set(zmq::sockopt::sndhwm, 0);             // replies are bounded by max_inflight
+      socket.set(zmq::sockopt::router_mandatory,
+                 1);                        // an unknown peer is an error, not a silent drop
+      socket.set(zmq::sockopt::sndhwm, 0);  // replies are bounded by max_inflight
       socket.set(zmq::sockopt::linger, 2000);
+      // A hard cap far above the typed-error limit: a frame beyond it is dropped by ZeroMQ with the
+      // connection (it would not fit in memory anyway); up to it, the client gets a typed error.
+      socket.set(zmq::sockopt::maxmsgsize,
+                 static_cast<int64_t>(
+                     std::min<uint64_t>(options_.max_message_bytes, uint64_t{1} << 60) * 4));
       socket.bind(options_.listen);
       endpoint_ = socket.get(zmq::sockopt::last_endpoint);
     } catch (const zmq::error_t& e) {
@@ -179,21 +214,27 @@ class frontend::impl {
 
     std::vector<job_list> done;
     while (!stop_.load(std::memory_order_acquire)) {
-      zmq_pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, completions_->fd(), ZMQ_POLLIN, 0}};
+      // Busy: alternate between replies and requests without blocking. Idle: sleep in poll on the
+      // socket and the completion eventfd.
+      completions_->take(done);
+      bool worked = !done.empty();
+      for (job_list& l : done) complete(l);
+      done.clear();
+      worked |= read_requests() > 0;
+      if (metrics_) metrics_->set_inflight(inflight_.load(std::memory_order_relaxed));
+      if (worked || !completions_->about_to_sleep()) continue;
+      zmq_pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, completions_->fd(), ZMQ_POLLIN, 0}};
       try {
         zmq::poll(items, 2, std::chrono::milliseconds(200));
       } catch (const zmq::error_t& e) {
-        if (e.num() == EINTR) continue;
-        spdlog::error("frontend poll failed: {}", e.what());
-        break;
+        if (e.num() != EINTR) {
+          spdlog::error("frontend poll failed: {}", e.what());
+          completions_->woke();
+          break;
+        }
       }
-      if (items[1].revents & ZMQ_POLLIN) {
-        completions_->take(done);
-        for (job_list& l : done) complete(l);
-        done.clear();
-      }
-      if (items[0].revents & ZMQ_POLLIN) read_requests();
-      if (metrics_) metrics_->set_inflight(inflight_.load(std::memory_order_relaxed));
+      completions_->woke();
     }
     cancel_inflight();
     socket_ = nullptr;
@@ -214,6 +255,10 @@ class frontend::impl {
   void recycle(job_slot* s) {
     for (size_t i = 0; i < s->frame_count; ++i) s->frames[i].rebuild();  // give the bytes back now
     s->frame_count = 0;
+    if (s->frames.size() > 64) {  // a message with very many frames must not pin memory in the pool
+      s->frames.clear();
+      s->frames.shrink_to_fit();
+    }
     s->request = nullptr;
     s->arena.Reset();  // keeps the initial block
     s->reset_for_reuse();
@@ -246,9 +291,11 @@ class frontend::impl {
     return true;
   }
 
-  void read_requests() {
+  /// Reads what is waiting (up to max_read_batch messages); returns how many.
+  uint32_t read_requests() {
     job_list submit;
-    for (uint32_t n = 0; n < options_.max_read_batch; ++n) {
+    uint32_t n = 0;
+    for (; n < options_.max_read_batch; ++n) {
       job_slot* s = acquire_slot();
       const bool overflow = s == nullptr;
       if (overflow) s = &overflow_;
@@ -265,6 +312,7 @@ class frontend::impl {
       handle(s, overflow, submit);
     }
     if (!submit.empty()) caf::anon_send(router_, actors::submit_atom::value, submit);
+    return n;
   }
 
   /// Decodes, validates and either queues `s` into `submit` or answers it now.
@@ -284,17 +332,23 @@ class frontend::impl {
       return answer_now(s, invalid_argument("the envelope frame is not a troupe.v1.ClientMessage"));
     refresh_table();
     switch (s->request->kind_case()) {
-      case pb::ClientMessage::kHealth: return answer_health(s);
-      case pb::ClientMessage::kMetadata: return answer_metadata(s);
-      case pb::ClientMessage::kInfer: break;
-      default: return answer_now(s, invalid_argument("the envelope holds no request (infer, metadata or health)"));
+      case pb::ClientMessage::kHealth:
+        return answer_health(s);
+      case pb::ClientMessage::kMetadata:
+        return answer_metadata(s);
+      case pb::ClientMessage::kInfer:
+        break;
+      default:
+        return answer_now(
+            s, invalid_argument("the envelope holds no request (infer, metadata or health)"));
     }
     if (overflow)
       return answer_now(s, make_error(error_code::overloaded,
                                       "the node holds " + std::to_string(options_.max_inflight) +
                                           " requests (max_inflight); retry later"));
     if (draining_.load(std::memory_order_relaxed))
-      return answer_now(s, make_error(error_code::unavailable, "the node is draining (shutting down)"));
+      return answer_now(
+          s, make_error(error_code::unavailable, "the node is draining (shutting down)"));
     if (status st = build_job(s); !st.is_ok()) return answer_now(s, std::move(st));
     s->out = true;
     inflight_.fetch_add(1, std::memory_order_acq_rel);
@@ -323,23 +377,27 @@ class frontend::impl {
     }
     s->metrics = v->metrics.get();
     if (!v->signature)
-      return make_error(error_code::unavailable, "model '" + r.model() + "' version " + std::to_string(v->version) +
-                                                     " failed to load: " + v->load_error.to_string());
+      return make_error(error_code::unavailable,
+                        "model '" + r.model() + "' version " + std::to_string(v->version) +
+                            " failed to load: " + v->load_error.to_string());
     const actors::model_signature& sig = *v->signature;
 
     const size_t tensors = s->frame_count - s->envelope_index - 1;
     if (static_cast<size_t>(r.inputs_size()) != tensors)
-      return invalid_argument("the envelope lists " + std::to_string(r.inputs_size()) + " input tensors but " +
-                              std::to_string(tensors) + " tensor frames follow it");
+      return invalid_argument("the envelope lists " + std::to_string(r.inputs_size()) +
+                              " input tensors but " + std::to_string(tensors) +
+                              " tensor frames follow it");
     if (tensors != sig.inputs.size())
-      return invalid_argument("model '" + sig.model + "' takes " + std::to_string(sig.inputs.size()) +
-                              " inputs, the request has " + std::to_string(tensors));
+      return invalid_argument("model '" + sig.model + "' takes " +
+                              std::to_string(sig.inputs.size()) + " inputs, the request has " +
+                              std::to_string(tensors));
     s->inputs.resize(tensors);
     for (auto& in : s->inputs) in.data = nullptr;
     for (size_t i = 0; i < tensors; ++i) {
       const pb::TensorDesc& d = r.inputs(static_cast<int>(i));
       const int index = sig.find_input(d.name());
-      if (index < 0) return invalid_argument("model '" + sig.model + "' has no input '" + d.name() + "'");
+      if (index < 0)
+        return invalid_argument("model '" + sig.model + "' has no input '" + d.name() + "'");
       actors::input_view& in = s->inputs[static_cast<size_t>(index)];
       if (in.data) return invalid_argument("input '" + d.name() + "' appears twice");
       auto type = dtype_from_onnx(d.dtype());
@@ -361,12 +419,14 @@ class frontend::impl {
     s->version = r.version();
     s->priority = r.priority();
     if (r.priority() > sig.config.priority_levels)
-      return invalid_argument("priority " + std::to_string(r.priority()) + " exceeds the model's priority_levels " +
+      return invalid_argument("priority " + std::to_string(r.priority()) +
+                              " exceeds the model's priority_levels " +
                               std::to_string(sig.config.priority_levels));
     s->timeout = std::chrono::microseconds(
         static_cast<int64_t>(std::min<uint64_t>(r.timeout_us(), uint64_t{1} << 50)));
     s->routing_key.assign(r.routing_key());
-    for (const auto& [k, val] : r.parameters()) s->parameters.emplace_back(view_of(k), view_of(val));
+    for (const auto& [k, val] : r.parameters())
+      s->parameters.emplace_back(view_of(k), view_of(val));
     s->signature = v->signature;
     s->reply_to = caf::actor_cast<caf::actor>(bridge_);
     s->sequence = ++sequence_;
@@ -383,12 +443,14 @@ class frontend::impl {
     m.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(env.data()));
     const bool has_tensors = tensors && !tensors->empty();
     try {
-      if (!socket.send(s->identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+      if (!socket.send(s->identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+        return false;
       if (s->envelope_index == 1) socket.send(zmq::message_t(), zmq::send_flags::sndmore);
       socket.send(env, has_tensors ? zmq::send_flags::sndmore : zmq::send_flags::none);
       if (has_tensors)
         for (size_t i = 0; i < tensors->size(); ++i)
-          socket.send((*tensors)[i], i + 1 < tensors->size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+          socket.send((*tensors)[i],
+                      i + 1 < tensors->size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     } catch (const zmq::error_t& e) {
       // EHOSTUNREACH: the client disconnected; its reply has nowhere to go.
       spdlog::debug("reply dropped: {}", e.what());
@@ -445,7 +507,8 @@ class frontend::impl {
           auto* v = h->add_models();
           v->set_model(name);
           v->set_state(pb::FAILED);
-          v->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(model.load_error.code())));
+          v->mutable_error()->set_code(
+              static_cast<pb::ErrorCode>(static_cast<int>(model.load_error.code())));
           v->mutable_error()->set_message(model.load_error.message());
           continue;
         }
@@ -456,7 +519,8 @@ class frontend::impl {
           const auto state = ver.current_state();
           v->set_state(to_proto(state));
           if (state == actors::version_state::failed) {
-            v->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(ver.load_error.code())));
+            v->mutable_error()->set_code(
+                static_cast<pb::ErrorCode>(static_cast<int>(ver.load_error.code())));
             v->mutable_error()->set_message(ver.load_error.message());
           } else if (state != actors::version_state::ready) {
             ready = false;  // loaded but without a healthy replica: the request path is broken
@@ -474,7 +538,8 @@ class frontend::impl {
     const pb::ModelMetadataRequest& r = s->request->metadata();
     const actors::model_entry* model = table_ ? table_->find(r.model()) : nullptr;
     if (!model) return answer_now(s, not_found("no model '" + r.model() + "'"));
-    const actors::version_entry* v = r.version() > 0 ? model->find(r.version()) : model->default_version();
+    const actors::version_entry* v =
+        r.version() > 0 ? model->find(r.version()) : model->default_version();
     if (!v && !model->versions.empty()) v = &model->versions.back();
     if (!v) return answer_now(s, not_found("model '" + r.model() + "' has no such version"));
     auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
@@ -502,8 +567,10 @@ class frontend::impl {
         recycle(s);
         continue;
       }
-      if (!s->replied) reply_to_job(s);
-      else release_slices(s);
+      if (!s->replied)
+        reply_to_job(s);
+      else
+        release_slices(s);
       if (!s->early_reply) recycle(s);
     }
   }
@@ -534,7 +601,8 @@ class frontend::impl {
     auto* t = r->mutable_timings();
     t->set_queue_us(static_cast<uint64_t>(s->queue_time.count()));
     t->set_compute_us(static_cast<uint64_t>(s->compute_time.count()));
-    t->set_total_us(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - s->arrival).count()));
+    t->set_total_us(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - s->arrival).count()));
     tensors_.clear();
     for (auto& o : s->outputs) {
       pb::TensorDesc* d = r->add_outputs();
@@ -543,7 +611,8 @@ class frontend::impl {
       for (int64_t x : o.info.shape) d->add_shape(x);
       // Zero copy: the frame points into the batch's output block and holds the slice's
       // reference, dropped by ZeroMQ (on its I/O thread) once the bytes have left.
-      tensors_.emplace_back(o.block->data() + o.offset, o.info.bytes(), &free_output_block, o.block);
+      tensors_.emplace_back(o.block->data() + o.offset, o.info.bytes(), &free_output_block,
+                            o.block);
       o.block = nullptr;
     }
     send_reply(s, *m, &tensors_);
@@ -561,7 +630,8 @@ class frontend::impl {
     for (job_list& l : done) complete(l);
     for (auto& s : slots_)
       if (s->out && !s->replied) {
-        send_error(s.get(), make_error(error_code::cancelled, "the node stopped before the request completed"));
+        send_error(s.get(), make_error(error_code::cancelled,
+                                       "the node stopped before the request completed"));
       }
   }
 
@@ -592,8 +662,10 @@ class frontend::impl {
   std::vector<zmq::message_t> tensors_;
 };
 
-expected<std::unique_ptr<frontend>> frontend::create(caf::actor_system& sys, const actors::node_handles& node,
-                                                     actors::table_holder& holder, actors::serving_metrics* metrics,
+expected<std::unique_ptr<frontend>> frontend::create(caf::actor_system& sys,
+                                                     const actors::node_handles& node,
+                                                     actors::table_holder& holder,
+                                                     actors::serving_metrics* metrics,
                                                      frontend_options o) {
   auto p = std::make_unique<impl>(sys, node, holder, metrics, std::move(o));
   TROUPE_RETURN_IF_ERROR(p->start());
@@ -602,10 +674,20 @@ expected<std::unique_ptr<frontend>> frontend::create(caf::actor_system& sys, con
 
 frontend::frontend(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 frontend::~frontend() = default;
-const std::string& frontend::endpoint() const { return impl_->endpoint(); }
-void frontend::begin_drain() { impl_->begin_drain(); }
-uint32_t frontend::inflight() const { return impl_->inflight(); }
-bool frontend::wait_idle(std::chrono::milliseconds timeout) { return impl_->wait_idle(timeout); }
-void frontend::stop() { impl_->stop(); }
+const std::string& frontend::endpoint() const {
+  return impl_->endpoint();
+}
+void frontend::begin_drain() {
+  impl_->begin_drain();
+}
+uint32_t frontend::inflight() const {
+  return impl_->inflight();
+}
+bool frontend::wait_idle(std::chrono::milliseconds timeout) {
+  return impl_->wait_idle(timeout);
+}
+void frontend::stop() {
+  impl_->stop();
+}
 
 }  // namespace troupe::cluster

@@ -40,9 +40,12 @@ struct frontend_options {
 
 class frontend {
  public:
-  /// Binds the socket and starts the I/O thread; fails (io_error) when the endpoint cannot be bound.
-  static expected<std::unique_ptr<frontend>> create(caf::actor_system& sys, const actors::node_handles& node,
-                                                    actors::table_holder& holder, actors::serving_metrics* metrics,
+  /// Binds the socket and starts the I/O thread; fails (io_error) when the endpoint cannot be
+  /// bound.
+  static expected<std::unique_ptr<frontend>> create(caf::actor_system& sys,
+                                                    const actors::node_handles& node,
+                                                    actors::table_holder& holder,
+                                                    actors::serving_metrics* metrics,
                                                     frontend_options o);
   /// Stops the thread if still running. The node's actors must no longer hold jobs (drained, or
   /// stopped and awaited): the job memory lives here.

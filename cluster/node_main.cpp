@@ -4,11 +4,11 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
-#include <csignal>
-#include <cstdlib>
-#include <cstdio>
-#include <memory>
 #include <pthread.h>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 
 #include "actors/caf_compat.hpp"
 #include "actors/metrics.hpp"
@@ -50,7 +50,8 @@ status run_serve(const serve_options& o) {
   if (o.listen) cfg.listen = *o.listen;
   if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
   if (o.log_level) cfg.log_level = *o.log_level;
-  if (cfg.models_dir.empty()) return invalid_argument("no model repository: pass --models DIR or set `models` in the config");
+  if (cfg.models_dir.empty())
+    return invalid_argument("no model repository: pass --models DIR or set `models` in the config");
   TROUPE_RETURN_IF_ERROR(setup_json_logging(cfg.log_level));
 
   const sigset_t signals = shutdown_signals();
@@ -72,10 +73,11 @@ status run_serve(const serve_options& o) {
   int metrics_port = 0;
   if (cfg.metrics_port > 0) {
     try {
-      exposer = std::make_unique<prometheus::Exposer>(cfg.metrics_address + ":" + std::to_string(cfg.metrics_port), 1);
+      exposer = std::make_unique<prometheus::Exposer>(
+          cfg.metrics_address + ":" + std::to_string(cfg.metrics_port), 1);
     } catch (const std::exception& e) {
-      return io_error("cannot serve /metrics on " + cfg.metrics_address + ":" + std::to_string(cfg.metrics_port) +
-                      ": " + e.what());
+      return io_error("cannot serve /metrics on " + cfg.metrics_address + ":" +
+                      std::to_string(cfg.metrics_port) + ": " + e.what());
     }
     exposer->RegisterCollectable(metrics.registry());
     if (auto gpu = metrics.gpu_collector()) exposer->RegisterCollectable(gpu);
@@ -87,7 +89,7 @@ status run_serve(const serve_options& o) {
   actors::table_holder holder;
   actors::node_spawn_options so;
   so.config = cfg;
-  so.detached_workers = true;
+  so.detached_workers = cfg.detached_workers;
   so.holder = &holder;
   so.metrics = &metrics;
   actors::node_handles node = actors::spawn_node(sys, so);
@@ -99,7 +101,8 @@ status run_serve(const serve_options& o) {
     return report.error();
   }
   for (const auto& f : report->failures) spdlog::error("model failed to load: {}", f);
-  spdlog::info("{} model versions ready, {} failures", report->versions_ready, report->failures.size());
+  spdlog::info("{} model versions ready, {} failures", report->versions_ready,
+               report->failures.size());
 
   frontend_options fo;
   fo.listen = cfg.listen;
@@ -111,8 +114,8 @@ status run_serve(const serve_options& o) {
     return front.error();
   }
   spdlog::info("serving on {} (metrics port {})", (*front)->endpoint(), metrics_port);
-  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n", json_string((*front)->endpoint()).c_str(),
-              metrics_port);
+  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n",
+              json_string((*front)->endpoint()).c_str(), metrics_port);
   std::fflush(stdout);
 
   int sig = 0;

@@ -12,10 +12,10 @@
 namespace troupe::cluster {
 
 struct serve_options {
-  std::string models_dir;                 // overrides the node config's `models`
-  std::optional<std::string> listen;      // overrides `listen`
-  std::optional<int> metrics_port;        // overrides `metrics_port` (0: none)
-  std::string config_path;                // node.yaml ("" = defaults)
+  std::string models_dir;             // overrides the node config's `models`
+  std::optional<std::string> listen;  // overrides `listen`
+  std::optional<int> metrics_port;    // overrides `metrics_port` (0: none)
+  std::string config_path;            // node.yaml ("" = defaults)
   std::optional<std::string> log_level;
 };
 

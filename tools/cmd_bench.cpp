@@ -11,9 +11,9 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <numeric>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -69,7 +69,8 @@ expected<cluster::infer_request> make_request(const bench_options& o, cluster::c
     return r;
   }
   // Synthesized inputs from the model's metadata: dynamic dims become --rows (the batch dim) or 1.
-  TROUPE_ASSIGN_OR_RETURN(auto md, c.metadata(o.model, o.version, std::chrono::milliseconds(10000)));
+  TROUPE_ASSIGN_OR_RETURN(auto md,
+                          c.metadata(o.model, o.version, std::chrono::milliseconds(10000)));
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> dist(-1, 1);
   for (const auto& spec : md.inputs) {
@@ -85,13 +86,14 @@ expected<cluster::infer_request> make_request(const bench_options& o, cluster::c
 }
 
 /// One connection's loop. `rate` > 0: open loop at that rate; else closed loop with `concurrency`.
-status drive(const bench_options& o, const cluster::infer_request& request, int concurrency, double rate,
-             bench_clock::time_point start, bench_clock::time_point measure_from, bench_clock::time_point end,
-             shared_progress& progress, tally& out, uint64_t seed) {
+status drive(const bench_options& o, const cluster::infer_request& request, int concurrency,
+             double rate, bench_clock::time_point start, bench_clock::time_point measure_from,
+             bench_clock::time_point end, shared_progress& progress, tally& out, uint64_t seed) {
   TROUPE_ASSIGN_OR_RETURN(auto c, cluster::client::connect(o.server));
   TROUPE_ASSIGN_OR_RETURN(auto prepared, c->prepare(request));
   std::vector<bench_clock::time_point> sent_at;
-  sent_at.reserve(rate > 0 ? static_cast<size_t>(rate * (o.duration_s + o.warmup_s) * 1.2) + 16 : 1 << 16);
+  sent_at.reserve(rate > 0 ? static_cast<size_t>(rate * (o.duration_s + o.warmup_s) * 1.2) + 16
+                           : 1 << 16);
   uint64_t in_flight = 0;
   std::mt19937_64 rng(seed);
   std::exponential_distribution<double> gap(rate > 0 ? rate : 1);
@@ -140,13 +142,15 @@ status drive(const bench_options& o, const cluster::infer_request& request, int 
       progress.ok.fetch_add(1, std::memory_order_relaxed);
       if (measured) {
         ++out.ok;
-        out.latencies_ms.push_back(std::chrono::duration<double, std::milli>(done - sent_at[id]).count());
+        out.latencies_ms.push_back(
+            std::chrono::duration<double, std::milli>(done - sent_at[id]).count());
       }
     } else {
       progress.errors.fetch_add(1, std::memory_order_relaxed);
       if (measured) ++out.errors[std::string(to_string(reply->result.code()))];
     }
-    if (rate <= 0 && bench_clock::now() < end && !progress.stop_sending.load(std::memory_order_relaxed))
+    if (rate <= 0 && bench_clock::now() < end &&
+        !progress.stop_sending.load(std::memory_order_relaxed))
       TROUPE_RETURN_IF_ERROR(send_one());
   }
   out.lost = in_flight;
@@ -162,7 +166,8 @@ double percentile(const std::vector<double>& sorted, double p) {
 }
 
 status run_bench(const bench_options& o) {
-  if ((o.concurrency > 0) == (o.rate > 0)) return invalid_argument("give exactly one of --concurrency N or --rate R");
+  if ((o.concurrency > 0) == (o.rate > 0))
+    return invalid_argument("give exactly one of --concurrency N or --rate R");
   if (o.duration_s <= 0) return invalid_argument("--duration must be positive");
   if (o.connections < 1) return invalid_argument("--connections must be at least 1");
   TROUPE_ASSIGN_OR_RETURN(auto probe, cluster::client::connect(o.server));
@@ -174,8 +179,10 @@ status run_bench(const bench_options& o) {
 
   const int n = o.connections;
   const auto start = bench_clock::now();
-  const auto measure_from = start + std::chrono::microseconds(static_cast<int64_t>(o.warmup_s * 1e6));
-  const auto end = measure_from + std::chrono::microseconds(static_cast<int64_t>(o.duration_s * 1e6));
+  const auto measure_from =
+      start + std::chrono::microseconds(static_cast<int64_t>(o.warmup_s * 1e6));
+  const auto end =
+      measure_from + std::chrono::microseconds(static_cast<int64_t>(o.duration_s * 1e6));
   shared_progress progress;
   std::vector<tally> tallies(static_cast<size_t>(n));
   std::vector<status> results(static_cast<size_t>(n));
@@ -185,8 +192,8 @@ status run_bench(const bench_options& o) {
     const double rate = o.rate / n;
     threads.emplace_back([&, i, conc, rate] {
       results[static_cast<size_t>(i)] =
-          drive(o, request, std::max(conc, o.concurrency > 0 ? 1 : 0), rate, start, measure_from, end, progress,
-                tallies[static_cast<size_t>(i)], 1000 + static_cast<uint64_t>(i));
+          drive(o, request, std::max(conc, o.concurrency > 0 ? 1 : 0), rate, start, measure_from,
+                end, progress, tallies[static_cast<size_t>(i)], 1000 + static_cast<uint64_t>(i));
     });
   }
   uint64_t last_ok = 0;
@@ -196,11 +203,13 @@ status run_bench(const bench_options& o) {
     const auto now = bench_clock::now();
     const uint64_t ok = progress.ok.load();
     if (!o.quiet)
-      std::fprintf(stderr, "[%5.1fs%s] sent %llu  ok %llu  errors %llu  %.0f ok/s\n",
-                   std::chrono::duration<double>(now - start).count(), now < measure_from ? " warm-up" : "",
-                   static_cast<unsigned long long>(progress.sent.load()), static_cast<unsigned long long>(ok),
-                   static_cast<unsigned long long>(progress.errors.load()),
-                   static_cast<double>(ok - last_ok) / std::chrono::duration<double>(now - last).count());
+      std::fprintf(
+          stderr, "[%5.1fs%s] sent %llu  ok %llu  errors %llu  %.0f ok/s\n",
+          std::chrono::duration<double>(now - start).count(), now < measure_from ? " warm-up" : "",
+          static_cast<unsigned long long>(progress.sent.load()),
+          static_cast<unsigned long long>(ok),
+          static_cast<unsigned long long>(progress.errors.load()),
+          static_cast<double>(ok - last_ok) / std::chrono::duration<double>(now - last).count());
     last_ok = ok;
     last = now;
   }
@@ -228,8 +237,10 @@ status run_bench(const bench_options& o) {
   j["model"] = o.model;
   j["server"] = o.server;
   j["mode"] = o.rate > 0 ? "open_loop_poisson" : "closed_loop";
-  if (o.rate > 0) j["rate_rps"] = o.rate;
-  else j["concurrency"] = o.concurrency;
+  if (o.rate > 0)
+    j["rate_rps"] = o.rate;
+  else
+    j["concurrency"] = o.concurrency;
   j["connections"] = o.connections;
   j["duration_s"] = o.duration_s;
   j["warmup_s"] = o.warmup_s;
@@ -246,13 +257,15 @@ status run_bench(const bench_options& o) {
                      {"p99.9", percentile(all.latencies_ms, 99.9)},
                      {"max", all.latencies_ms.empty() ? 0.0 : all.latencies_ms.back()}};
 
-  std::printf("throughput: %.1f requests/s (%llu ok in %.1f s)\n", throughput, static_cast<unsigned long long>(all.ok),
-              o.duration_s);
+  std::printf("throughput: %.1f requests/s (%llu ok in %.1f s)\n", throughput,
+              static_cast<unsigned long long>(all.ok), o.duration_s);
   std::printf("latency_ms: p50=%.3f p90=%.3f p99=%.3f p99.9=%.3f mean=%.3f max=%.3f\n",
-              percentile(all.latencies_ms, 50), percentile(all.latencies_ms, 90), percentile(all.latencies_ms, 99),
-              percentile(all.latencies_ms, 99.9), mean, all.latencies_ms.empty() ? 0.0 : all.latencies_ms.back());
+              percentile(all.latencies_ms, 50), percentile(all.latencies_ms, 90),
+              percentile(all.latencies_ms, 99), percentile(all.latencies_ms, 99.9), mean,
+              all.latencies_ms.empty() ? 0.0 : all.latencies_ms.back());
   std::printf("errors: %llu", static_cast<unsigned long long>(errors));
-  for (const auto& [code, count] : all.errors) std::printf(" %s=%llu", code.c_str(), static_cast<unsigned long long>(count));
+  for (const auto& [code, count] : all.errors)
+    std::printf(" %s=%llu", code.c_str(), static_cast<unsigned long long>(count));
   std::printf("  lost: %llu\n", static_cast<unsigned long long>(all.lost));
   std::fflush(stdout);
   if (!o.json_path.empty()) {
@@ -267,22 +280,28 @@ status run_bench(const bench_options& o) {
 
 void add_bench_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<bench_options>();
-  CLI::App* cmd = app.add_subcommand("bench", "Load-test a serving node: closed loop or open-loop Poisson arrivals.");
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Load-test a serving node: closed loop or open-loop Poisson arrivals.");
   cmd->add_option("model", o->model, "The model's name")->required();
   cmd->add_option("--server,-s", o->server, "The node's endpoint")->capture_default_str();
   cmd->add_option("--concurrency,-c", o->concurrency, "Closed loop: requests kept in flight");
   cmd->add_option("--rate,-r", o->rate, "Open loop: Poisson arrivals, requests per second");
   cmd->add_option("--duration,-d", o->duration_s, "Measured seconds")->capture_default_str();
-  cmd->add_option("--warmup", o->warmup_s, "Seconds of load before measuring")->capture_default_str();
-  cmd->add_option("--connections", o->connections, "Client connections (one thread each)")->capture_default_str();
-  cmd->add_option("--inputs,-i", o->inputs_path, "Request inputs (.npz); default: random, from the model's metadata");
+  cmd->add_option("--warmup", o->warmup_s, "Seconds of load before measuring")
+      ->capture_default_str();
+  cmd->add_option("--connections", o->connections, "Client connections (one thread each)")
+      ->capture_default_str();
+  cmd->add_option("--inputs,-i", o->inputs_path,
+                  "Request inputs (.npz); default: random, from the model's metadata");
   cmd->add_option("--rows", o->rows, "Batch dim of synthesized inputs")->capture_default_str();
   cmd->add_option("--version", o->version, "Model version (0: the traffic policy)");
-  cmd->add_option("--timeout-ms", o->timeout_ms, "Server-side deadline per request (0: the model's default)");
+  cmd->add_option("--timeout-ms", o->timeout_ms,
+                  "Server-side deadline per request (0: the model's default)");
   cmd->add_option("--json", o->json_path, "Write the figures to this JSON file");
   cmd->add_flag("--quiet,-q", o->quiet, "No progress line");
   cmd->footer(
-      "Prints throughput (successful replies per measured second), latency percentiles of successful\n"
+      "Prints throughput (successful replies per measured second), latency percentiles of "
+      "successful\n"
       "replies (p50/p90/p99/p99.9, ms) and errors by code. The JSON holds the same figures.\n\n"
       "Examples:\n"
       "  troupe bench mlp --server tcp://127.0.0.1:5555 --concurrency 32 --duration 10\n"

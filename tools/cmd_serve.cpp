@@ -18,18 +18,22 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string log_level;
   };
   auto o = std::make_shared<options>();
-  CLI::App* cmd = app.add_subcommand("serve", "Serve a model repository over ZeroMQ (docs/protocol.md).");
-  cmd->add_option("--models,-m", o->serve.models_dir,
-                  "Model repository: DIR/<name>/<version>/model.onnx, optional DIR/<name>/config.yaml");
+  CLI::App* cmd =
+      app.add_subcommand("serve", "Serve a model repository over ZeroMQ (docs/protocol.md).");
+  cmd->add_option(
+      "--models,-m", o->serve.models_dir,
+      "Model repository: DIR/<name>/<version>/model.onnx, optional DIR/<name>/config.yaml");
   cmd->add_option("--listen,-l", o->listen, "ZeroMQ endpoint to bind (default tcp://*:5555)");
-  cmd->add_option("--metrics-port", o->metrics_port, "Port of the Prometheus /metrics endpoint (default 9090; 0: off)")
+  cmd->add_option("--metrics-port", o->metrics_port,
+                  "Port of the Prometheus /metrics endpoint (default 9090; 0: off)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--config,-c", o->serve.config_path, "Node configuration (node.yaml)");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn, error, critical or off");
   cmd->footer(
       "Logs are JSON lines on stderr. Once serving, one line goes to stdout:\n"
       "  {\"event\":\"ready\",\"endpoint\":\"tcp://0.0.0.0:5555\",\"metrics_port\":9090}\n"
-      "SIGTERM or SIGINT: new requests are answered UNAVAILABLE, requests in flight finish, exit 0.\n\n"
+      "SIGTERM or SIGINT: new requests are answered UNAVAILABLE, requests in flight finish, exit "
+      "0.\n\n"
       "Example:\n"
       "  troupe serve --models ./models --listen tcp://*:5555 --metrics-port 9090");
   cmd->callback([o, &exit_code] {

@@ -9,6 +9,7 @@
 
 #ifdef TROUPE_HAVE_SERVING
 namespace troupe::tools {  // tools/cmd_serve.cpp, cmd_infer.cpp, cmd_bench.cpp
+void add_ops_command(CLI::App& app, int& exit_code);
 void add_serve_command(CLI::App& app, int& exit_code);
 void add_infer_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   add_run_command(app, exit_code);
   add_inspect_command(app, exit_code);
   add_version_command(app, exit_code);
+  add_ops_command(app, exit_code);
 #ifdef TROUPE_HAVE_SERVING
   add_serve_command(app, exit_code);
   add_infer_command(app, exit_code);

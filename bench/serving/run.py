@@ -52,8 +52,8 @@ def start(cmd, log):
     return p, json.loads(line)
 
 
-def load(bench_bin, endpoint, concurrency, duration, width):
-    out = subprocess.run([bench_bin, "load", "--server", endpoint, "--model", "tiny", "--concurrency", str(concurrency),
+def load(bench_bin, endpoint, concurrency, duration, width, model="tiny"):
+    out = subprocess.run([bench_bin, "load", "--server", endpoint, "--model", model, "--concurrency", str(concurrency),
                           "--duration", str(duration), "--warmup", "0.5", "--width", str(width)],
                          capture_output=True, text=True, timeout=duration + 60)
     if out.returncode != 0:
@@ -88,28 +88,39 @@ def main():
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
+        # The same model twice: with the default batching (max_batch_size 8 for a model with a dynamic
+        # batch dim) and with max_batch_size 64, which under load amortises each batch's hops over
+        # more requests.
         tiny_mlp(os.path.join(tmp, "models", "tiny", "1", "model.onnx"))
+        tiny_mlp(os.path.join(tmp, "models", "tiny64", "1", "model.onnx"))
+        with open(os.path.join(tmp, "models", "tiny64", "config.yaml"), "w") as f:
+            f.write("max_batch_size: 64\n")
         node_yaml = os.path.join(tmp, "node.yaml")
         # One CAF thread and one compute thread: on a 2-core machine the client needs the other core,
-        # and a tiny model gains nothing from a second OpenMP thread (it would only spin).
+        # and a tiny model gains nothing from a second OpenMP thread (it would only spin). The worker
+        # runs on the CAF thread (detached_workers: false): a run of a few microseconds does not
+        # justify a thread hand-off per batch.
         with open(node_yaml, "w") as f:
-            f.write("compute_threads: 1\nactor_threads: 1\nmetrics_port: 0\nlog_level: warn\n")
+            f.write("compute_threads: 1\nactor_threads: 1\ndetached_workers: false\nmetrics_port: 0\n"
+                    "log_level: warn\n")
         log = open(os.path.join(tmp, "serve.log"), "w")
         load_before = os.getloadavg()
         srv, srv_ready = start([troupe, "serve", "--models", os.path.join(tmp, "models"), "--listen",
                                 "tcp://127.0.0.1:*", "--config", node_yaml], log)
         echo, echo_ready = start([bench_bin, "echo", "--listen", "tcp://127.0.0.1:*", "--model", "tiny", "--rows", "1",
                                   "--outputs", "8"], log)
-        runs = {"troupe": {c: [] for c in concurrencies}, "echo": {c: [] for c in concurrencies}}
+        servers = (("troupe", srv_ready["endpoint"], "tiny"), ("troupe64", srv_ready["endpoint"], "tiny64"),
+                   ("echo", echo_ready["endpoint"], "tiny"))
+        runs = {name: {c: [] for c in concurrencies} for name, _, _ in servers}
         sizes = {}
         try:
             for r in range(args.repeats):
                 for c in concurrencies:
-                    for name, ep in (("troupe", srv_ready["endpoint"]), ("echo", echo_ready["endpoint"])):
-                        res = load(bench_bin, ep, c, args.duration, 16)
+                    for name, ep, model in servers:
+                        res = load(bench_bin, ep, c, args.duration, 16, model)
                         runs[name][c].append(res["rps"])
                         sizes[name] = (res["reply_envelope_bytes"], res["reply_tensor_bytes"])
-                        print(f"[{r + 1}/{args.repeats}] {name:6s} concurrency {c:4d}: {res['rps']:10.0f} req/s",
+                        print(f"[{r + 1}/{args.repeats}] {name:8s} concurrency {c:4d}: {res['rps']:10.0f} req/s",
                               flush=True)
             latency_json = os.path.join(tmp, "latency.json")
             subprocess.run([troupe, "bench", "tiny", "--server", srv_ready["endpoint"], "--rate",
@@ -125,9 +136,12 @@ def main():
     rows = []
     for c in concurrencies:
         t = statistics.median(runs["troupe"][c])
+        t64 = statistics.median(runs["troupe64"][c])
         e = statistics.median(runs["echo"][c])
-        rows.append({"concurrency": c, "troupe_rps": t, "echo_rps": e, "ratio": t / e if e else 0,
-                     "troupe_runs": runs["troupe"][c], "echo_runs": runs["echo"][c]})
+        rows.append({"concurrency": c, "troupe_rps": t, "troupe_mbs64_rps": t64, "echo_rps": e,
+                     "ratio": t / e if e else 0, "ratio_mbs64": t64 / e if e else 0,
+                     "troupe_runs": runs["troupe"][c], "troupe_mbs64_runs": runs["troupe64"][c],
+                     "echo_runs": runs["echo"][c]})
     result = {
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "loadavg_before": load_before,
                     "loadavg_after": load_after},
@@ -150,14 +164,16 @@ def main():
         "`serving_bench echo`, a ROUTER that answers each request at once with frames of the same sizes",
         f"(reply envelope {sizes['echo'][0]} B + tensor {sizes['echo'][1]} B; troupe's: "
         f"{sizes['troupe'][0]} B + {sizes['troupe'][1]} B). Node: `compute_threads: 1`, `actor_threads: 1`,",
-        f"default batching (max_batch_size 8, no queue delay). Median of {args.repeats} runs of "
-        f"{args.duration:g} s, troupe and echo runs alternating.",
+        "`detached_workers: false` (the worker runs on the CAF thread: no hand-off per batch);",
+        "the model served with the default batching (max_batch_size 8, no queue delay) and, as `tiny64`,",
+        f"with `max_batch_size: 64`. Median of {args.repeats} runs of {args.duration:g} s, runs alternating.",
         "",
-        "| in flight | troupe req/s | echo req/s | troupe / echo |",
-        "|----------:|-------------:|-----------:|--------------:|",
+        "| in flight | troupe req/s (mbs 8) | troupe req/s (mbs 64) | echo req/s | troupe / echo (mbs 8) | (mbs 64) |",
+        "|----------:|---------------------:|----------------------:|-----------:|----------------------:|---------:|",
     ]
     for r in rows:
-        md.append(f"| {r['concurrency']} | {r['troupe_rps']:,.0f} | {r['echo_rps']:,.0f} | {100 * r['ratio']:.0f}% |")
+        md.append(f"| {r['concurrency']} | {r['troupe_rps']:,.0f} | {r['troupe_mbs64_rps']:,.0f} | {r['echo_rps']:,.0f} "
+                  f"| {100 * r['ratio']:.0f}% | {100 * r['ratio_mbs64']:.0f}% |")
     md += [
         "",
         f"Latency through troupe, open loop (`troupe bench --rate {args.latency_rate:g}`, Poisson arrivals): "

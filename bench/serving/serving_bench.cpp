@@ -11,10 +11,10 @@
 //       same shape as troupe's (a prebuilt ServerMessage envelope naming one [R, K] float32 output,
 //       and that output frame). No decoding, batching or compute: the cost of the transport alone.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <iterator>
 #include <string>
@@ -65,8 +65,9 @@ int run_echo(int argc, char** argv) {
   zmq::socket_t sock(ctx, zmq::socket_type::router);
   sock.set(zmq::sockopt::sndhwm, 0);
   sock.bind(listen);
-  std::printf("{\"event\":\"ready\",\"endpoint\":\"%s\",\"envelope_bytes\":%zu,\"output_bytes\":%zu}\n",
-              sock.get(zmq::sockopt::last_endpoint).c_str(), envelope.size(), out_template.size());
+  std::printf(
+      "{\"event\":\"ready\",\"endpoint\":\"%s\",\"envelope_bytes\":%zu,\"output_bytes\":%zu}\n",
+      sock.get(zmq::sockopt::last_endpoint).c_str(), envelope.size(), out_template.size());
   std::fflush(stdout);
   zmq::message_t identity, frame;
   for (;;) {
@@ -91,8 +92,9 @@ struct connection_result {
   std::string first_error;
 };
 
-void drive(const std::string& server, const std::string& model, int64_t rows, int64_t width, int concurrency,
-           bench_clock::time_point measure_from, bench_clock::time_point end, connection_result& out) {
+void drive(const std::string& server, const std::string& model, int64_t rows, int64_t width,
+           int concurrency, bench_clock::time_point measure_from, bench_clock::time_point end,
+           connection_result& out) {
   zmq::context_t ctx(1);
   zmq::socket_t sock(ctx, zmq::socket_type::dealer);
   sock.set(zmq::sockopt::linger, 0);
@@ -133,8 +135,10 @@ void drive(const std::string& server, const std::string& model, int64_t rows, in
     reply.ParseFromArray(frames[0].data(), static_cast<int>(frames[0].size()));
     const bool ok = !reply.has_error();
     if (now >= measure_from && now < end) {
-      if (ok) ++out.ok;
-      else ++out.errors;
+      if (ok)
+        ++out.ok;
+      else
+        ++out.errors;
     }
     if (!ok && out.first_error.empty()) out.first_error = reply.error().message();
     if (out.reply_envelope_bytes == 0) {
@@ -164,8 +168,9 @@ int run_load(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (int i = 0; i < connections; ++i)
     threads.emplace_back([&, i] {
-      drive(server, model, rows, width, concurrency / connections + (i < concurrency % connections ? 1 : 0),
-            measure_from, end, results[static_cast<size_t>(i)]);
+      drive(server, model, rows, width,
+            concurrency / connections + (i < concurrency % connections ? 1 : 0), measure_from, end,
+            results[static_cast<size_t>(i)]);
     });
   for (auto& t : threads) t.join();
   connection_result all;
@@ -177,11 +182,13 @@ int run_load(int argc, char** argv) {
     all.reply_tensor_bytes = std::max(all.reply_tensor_bytes, r.reply_tensor_bytes);
   }
   std::printf(
-      "{\"server\":\"%s\",\"concurrency\":%d,\"connections\":%d,\"duration_s\":%.3f,\"ok\":%llu,\"errors\":%llu,"
-      "\"rps\":%.1f,\"reply_envelope_bytes\":%zu,\"reply_tensor_bytes\":%zu,\"first_error\":\"%s\"}\n",
+      "{\"server\":\"%s\",\"concurrency\":%d,\"connections\":%d,\"duration_s\":%.3f,\"ok\":%llu,"
+      "\"errors\":%llu,"
+      "\"rps\":%.1f,\"reply_envelope_bytes\":%zu,\"reply_tensor_bytes\":%zu,\"first_error\":\"%s\"}"
+      "\n",
       server.c_str(), concurrency, connections, duration_s, static_cast<unsigned long long>(all.ok),
-      static_cast<unsigned long long>(all.errors), static_cast<double>(all.ok) / duration_s, all.reply_envelope_bytes,
-      all.reply_tensor_bytes, all.first_error.c_str());
+      static_cast<unsigned long long>(all.errors), static_cast<double>(all.ok) / duration_s,
+      all.reply_envelope_bytes, all.reply_tensor_bytes, all.first_error.c_str());
   return all.errors == 0 ? 0 : 1;
 }
 
@@ -190,6 +197,8 @@ int run_load(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "echo") return run_echo(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "load") return run_load(argc, argv);
-  std::fprintf(stderr, "usage: serving_bench echo|load [options] (see the comment at the top of serving_bench.cpp)\n");
+  std::fprintf(stderr,
+               "usage: serving_bench echo|load [options] (see the comment at the top of "
+               "serving_bench.cpp)\n");
   return 2;
 }

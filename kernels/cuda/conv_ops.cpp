@@ -6,10 +6,13 @@
 // cudnnConvolutionBiasActivationForward (Relu with any algorithm, identity with the
 // implicit-precomp-GEMM one) or as cudnnConvolutionForward followed by one elementwise pass (every
 // activation). Which is faster depends on the shape, so create times the candidates (cuDNN's
-// benchmark and heuristic algorithms, in each mode that applies) once and keeps the fastest;
-// TROUPE_CUDNN_SEARCH=heuristic skips the timing. fp32 convolutions use FMA math (no TF32:
-// results match the CPU to 1e-5); fp16 ones use tensor cores with fp32 accumulation.
+// heuristic ranking, in each mode that applies) on the GPU alone and keeps the fastest;
+// TROUPE_CUDNN_SEARCH=heuristic takes cuDNN's first choice instead. fp32 convolutions use FMA
+// math (no TF32: results match the CPU to 1e-5); fp16 ones use tensor cores with fp32
+// accumulation. Repeated computes on the same pointers replay a per-kernel CUDA graph (see
+// conv_kernel::graphs_).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -26,9 +29,12 @@ namespace troupe::kernels::cuda {
 namespace {
 
 constexpr size_t kMaxConvWorkspaceBytes = size_t{512} << 20;
+constexpr size_t kMaxCandidateAlgos = 6;  // of cuDNN's ranked list, timed at create
 constexpr size_t kWorkspaceAlign = 256;
 
-size_t align_up(size_t n) { return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
+size_t align_up(size_t n) {
+  return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
+}
 
 template <class T, cudnnStatus_t (*Destroy)(T)>
 class cudnn_descriptor {
@@ -115,8 +121,8 @@ class conv_kernel final : public kernel {
   // with the implicit-precomp-GEMM algorithm); else cudnnConvolutionForward and an epilogue pass.
   bool fused_ = false;
   activation act_;
-  int64_t channels_ = 0;       // M
-  int64_t out_spatial_ = 1;    // product of the output's spatial dims
+  int64_t channels_ = 0;     // M
+  int64_t out_spatial_ = 1;  // product of the output's spatial dims
   int64_t out_elements_ = 0;
   // Asymmetric pads: X is first copied, zero-padded, into the workspace (after the conv's part).
   bool prepad_ = false;
@@ -242,13 +248,12 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(k->conv_desc_.get(), math));
 
   std::vector<int> check(xd.size());
-  TROUPE_CUDA_CHECK(cudnnGetConvolutionNdForwardOutputDim(k->conv_desc_.get(), k->x_desc_.get(),
-                                                          k->w_desc_.get(),
-                                                          static_cast<int>(check.size()),
-                                                          check.data()));
+  TROUPE_CUDA_CHECK(
+      cudnnGetConvolutionNdForwardOutputDim(k->conv_desc_.get(), k->x_desc_.get(), k->w_desc_.get(),
+                                            static_cast<int>(check.size()), check.data()));
   if (check != yd) {
-    return c.fail(error_code::internal, "cuDNN's output shape differs from the inferred " +
-                                            shape_to_string(y.shape));
+    return c.fail(error_code::internal,
+                  "cuDNN's output shape differs from the inferred " + shape_to_string(y.shape));
   }
 
   // Constants first: the algorithm is timed on the real weights. W and B are converted to X's
@@ -265,8 +270,9 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
       k->bias_is_input_ = true;
     }
   } else {
-    TROUPE_ASSIGN_OR_RETURN(k->bias_, device_buffer::allocate(
-                                          *ctx, static_cast<size_t>(k->channels_) * dtype_size(x.type)));
+    TROUPE_ASSIGN_OR_RETURN(
+        k->bias_,
+        device_buffer::allocate(*ctx, static_cast<size_t>(k->channels_) * dtype_size(x.type)));
     TROUPE_CUDA_CHECK(cudaMemsetAsync(k->bias_.get(), 0, k->bias_.bytes(), ctx->stream()));
   }
   std::vector<int> bd(xd.size(), 1);
@@ -285,8 +291,8 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   k->workspace_bytes_ = align_up(k->conv_workspace_bytes_);
   if (k->prepad_) {
     k->prepad_offset_ = k->workspace_bytes_;
-    k->workspace_bytes_ += align_up(static_cast<size_t>(k->prepad_plan_.out_elements) *
-                                    dtype_size(x.type));
+    k->workspace_bytes_ +=
+        align_up(static_cast<size_t>(k->prepad_plan_.out_elements) * dtype_size(x.type));
   }
   // Uploads were enqueued on the context's stream; runs may use another stream.
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx->stream()));
@@ -298,8 +304,8 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   cudnnHandle_t h = ctx_->cudnn();
   const cudaStream_t s = ctx_->stream();
   TROUPE_RETURN_IF_ERROR(ctx_->bind_cudnn_stream(s));
-  // Candidate algorithms: cuDNN's benchmark (cudnnFind..., which allocates its own buffers: this
-  // is create time) and its heuristics, fastest / most promising first.
+  // Candidate algorithms: cuDNN's heuristics, most promising first (cudnnFind... would time them
+  // too, but with host overhead included and each on a fresh allocation: the timing below is ours).
   constexpr int kAlgos = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
   struct candidate {
     cudnnConvolutionFwdAlgo_t algo;
@@ -315,7 +321,8 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
     for (const auto& a : algos) {
       if (a.algo == p.algo && a.math == p.mathType) return;
     }
-    if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(conv_desc_.get(), p.mathType)).is_ok()) return;
+    if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(conv_desc_.get(), p.mathType)).is_ok())
+      return;
     size_t bytes = 0;
     if (!TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(h, x_desc_.get(), w_desc_.get(),
                                                                     conv_desc_.get(), y_desc_.get(),
@@ -330,19 +337,11 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   const bool benchmark = !(search && std::string(search) == "heuristic");
   cudnnConvolutionFwdAlgoPerf_t perf[kAlgos];
   int returned = 0;
-  // A failed benchmark is not fatal: the heuristics below still give candidates.
-  if (benchmark && TROUPE_CUDA_STATUS(cudnnFindConvolutionForwardAlgorithm(
-                       h, x_desc_.get(), w_desc_.get(), conv_desc_.get(), y_desc_.get(), kAlgos,
-                       &returned, perf))
-                       .is_ok()) {
-    for (int i = 0; i < returned; ++i) consider(perf[i]);
-  }
-  (void)cudaGetLastError();
-  TROUPE_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x_desc_.get(), w_desc_.get(),
-                                                           conv_desc_.get(), y_desc_.get(), kAlgos,
-                                                           &returned, perf));
-  for (int i = 0; i < returned; ++i) consider(perf[i]);
-  if (algos.empty()) return c.fail(error_code::unsupported, "cuDNN has no algorithm for this convolution");
+  TROUPE_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+      h, x_desc_.get(), w_desc_.get(), conv_desc_.get(), y_desc_.get(), kAlgos, &returned, perf));
+  for (int i = 0; i < returned && algos.size() < kMaxCandidateAlgos; ++i) consider(perf[i]);
+  if (algos.empty())
+    return c.fail(error_code::unsupported, "cuDNN has no algorithm for this convolution");
 
   // Modes: the fused call takes Relu with any algorithm, identity with implicit-precomp GEMM only;
   // conv + epilogue takes everything.
@@ -371,9 +370,11 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   const size_t es = dtype_size(type_);
   size_t max_ws = 0;
   for (const auto& k : candidates) max_ws = std::max(max_ws, k.workspace);
-  TROUPE_ASSIGN_OR_RETURN(device_buffer x, device_buffer::allocate(*ctx_, element_count(x_shape) * es));
+  TROUPE_ASSIGN_OR_RETURN(device_buffer x,
+                          device_buffer::allocate(*ctx_, element_count(x_shape) * es));
   TROUPE_ASSIGN_OR_RETURN(device_buffer y, device_buffer::allocate(*ctx_, out_elements_ * es));
-  TROUPE_ASSIGN_OR_RETURN(device_buffer ws, device_buffer::allocate(*ctx_, std::max<size_t>(max_ws, 1)));
+  TROUPE_ASSIGN_OR_RETURN(device_buffer ws,
+                          device_buffer::allocate(*ctx_, std::max<size_t>(max_ws, 1)));
   device_buffer w_scratch, z, b_scratch;
   if (!weights_) {
     TROUPE_ASSIGN_OR_RETURN(w_scratch, device_buffer::allocate(*ctx_, c.inputs[1].elements() * es));
@@ -415,11 +416,17 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   constexpr int kRuns = 3;
   for (size_t i = 0; i < candidates.size(); ++i) {
     TROUPE_RETURN_IF_ERROR(select(candidates[i]));
+    const auto warm_start = std::chrono::steady_clock::now();
     if (!run(x.get(), wp, bp, z.get(), y.get(), ws.get(), s).is_ok()) continue;
+    const auto host_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now() - warm_start)
+                             .count();
     float ms = -1;
-    // cuDNN's legacy calls cost tens of microseconds of host time each: hold the stream first so
-    // that the timed calls queue up and the events measure GPU time only.
-    TROUPE_RETURN_IF_ERROR(launch_delay(2'000'000, s));
+    // cuDNN's legacy calls cost tens of microseconds of host time each: hold the stream for
+    // longer than enqueueing the timed calls takes, so that they queue up and the events measure
+    // GPU time only (what the per-kernel CUDA graph replays).
+    const int64_t delay_ns = std::clamp<int64_t>(2 * kRuns * host_ns, 50'000, 20'000'000);
+    TROUPE_RETURN_IF_ERROR(launch_delay(static_cast<uint64_t>(delay_ns), s));
     (void)cudaEventRecord(start, s);
     bool ok = true;
     for (int rep = 0; rep < kRuns && ok; ++rep) {
@@ -447,12 +454,14 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   (void)cudaEventDestroy(stop);
   (void)cudaGetLastError();
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (best < 0) return c.fail(error_code::unsupported, "no cuDNN algorithm ran for this convolution");
+  if (best < 0)
+    return c.fail(error_code::unsupported, "no cuDNN algorithm ran for this convolution");
   if (debug) {
     std::fprintf(stderr, "[troupe cudnn] chosen: algo %d math %d %s, %.1f us\n",
                  static_cast<int>(candidates[static_cast<size_t>(best)].algo),
                  static_cast<int>(candidates[static_cast<size_t>(best)].math),
-                 candidates[static_cast<size_t>(best)].fused ? "fused" : "plain", best_ms * 1000.0f);
+                 candidates[static_cast<size_t>(best)].fused ? "fused" : "plain",
+                 best_ms * 1000.0f);
   }
   return select(candidates[static_cast<size_t>(best)]);
 }
@@ -469,8 +478,8 @@ status conv_kernel::run(const void* x, const void* w, const void* bias, const vo
         act_.op == unary_op::relu ? act_desc_.get() : identity_desc_.get(), y_desc_.get(), y));
     return status::ok();
   }
-  TROUPE_CUDA_CHECK(cudnnConvolutionForward(ctx_->cudnn(), &one, x_desc_.get(), x, w_desc_.get(),
-                                            w, conv_desc_.get(), algo_, ws, conv_workspace_bytes_,
+  TROUPE_CUDA_CHECK(cudnnConvolutionForward(ctx_->cudnn(), &one, x_desc_.get(), x, w_desc_.get(), w,
+                                            conv_desc_.get(), algo_, ws, conv_workspace_bytes_,
                                             &zero, y_desc_.get(), y));
   if (!needs_epilogue()) return status::ok();
   epilogue_params p;
@@ -621,13 +630,14 @@ expected<std::unique_ptr<kernel>> create_batch_norm(const kernel_create_context&
   // y = (x - mean) / sqrt(var + eps) * scale + b = x * a + (b - mean * a)
   std::vector<float> affine(static_cast<size_t>(2 * channels));
   for (int64_t ch = 0; ch < channels; ++ch) {
-    const double a = params[0]->value_as_double(ch) / std::sqrt(params[3]->value_as_double(ch) + epsilon);
+    const double a =
+        params[0]->value_as_double(ch) / std::sqrt(params[3]->value_as_double(ch) + epsilon);
     affine[static_cast<size_t>(ch)] = static_cast<float>(a);
     affine[static_cast<size_t>(channels + ch)] =
         static_cast<float>(params[1]->value_as_double(ch) - params[2]->value_as_double(ch) * a);
   }
-  TROUPE_ASSIGN_OR_RETURN(device_buffer buf,
-                          device_buffer::upload(*ctx, affine.data(), affine.size() * sizeof(float)));
+  TROUPE_ASSIGN_OR_RETURN(
+      device_buffer buf, device_buffer::upload(*ctx, affine.data(), affine.size() * sizeof(float)));
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx->stream()));
   auto shared = std::make_shared<device_buffer>(std::move(buf));
   const dtype t = c.inputs[0].type;

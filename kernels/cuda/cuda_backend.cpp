@@ -107,8 +107,9 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index) {
   TROUPE_CUDA_CHECK(
       cudaDeviceGetAttribute(&pools_supported, cudaDevAttrMemoryPoolsSupported, device_index));
   if (!pools_supported) {
-    return make_error(error_code::device_error, "CUDA device " + std::to_string(device_index) +
-                                                    " does not support stream-ordered memory pools");
+    return make_error(error_code::device_error,
+                      "CUDA device " + std::to_string(device_index) +
+                          " does not support stream-ordered memory pools");
   }
   TROUPE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream_, cudaStreamNonBlocking));
   TROUPE_CUDA_CHECK(cudnnCreate(&ctx->cudnn_));
@@ -124,13 +125,16 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index) {
   // Keep what the pool has reserved: a plan's arena is freed and re-allocated around runs, and
   // giving memory back to the driver at every synchronisation would cost a remap each time.
   uint64_t keep_all = UINT64_MAX;
-  TROUPE_CUDA_CHECK(cudaMemPoolSetAttribute(ctx->pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
+  TROUPE_CUDA_CHECK(
+      cudaMemPoolSetAttribute(ctx->pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
   return std::unique_ptr<backend_context>(std::move(ctx));
 }
 
 namespace {
 
-cuda_context& as_cuda(backend_context& ctx) { return static_cast<cuda_context&>(ctx); }
+cuda_context& as_cuda(backend_context& ctx) {
+  return static_cast<cuda_context&>(ctx);
+}
 
 }  // namespace
 
@@ -174,7 +178,9 @@ status synchronize(backend_context& base) {
   return status::ok();
 }
 
-void* stream(backend_context& base) { return as_cuda(base).stream(); }
+void* stream(backend_context& base) {
+  return as_cuda(base).stream();
+}
 
 pool_stats stats(backend_context& base) {
   cuda_context& ctx = as_cuda(base);
@@ -246,21 +252,29 @@ expected<device_buffer> device_buffer::upload_as(cuda_context& ctx, const tensor
 
 // ---- dtypes ------------------------------------------------------------------------------------
 
-uint16_t half_bits(float v) { return __half_raw(__float2half_rn(v)).x; }
+uint16_t half_bits(float v) {
+  return __half_raw(__float2half_rn(v)).x;
+}
 
 expected<cudnnDataType_t> cudnn_type(dtype t) {
   switch (t) {
-    case dtype::f32: return CUDNN_DATA_FLOAT;
-    case dtype::f16: return CUDNN_DATA_HALF;
-    default: return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuDNN path");
+    case dtype::f32:
+      return CUDNN_DATA_FLOAT;
+    case dtype::f16:
+      return CUDNN_DATA_HALF;
+    default:
+      return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuDNN path");
   }
 }
 
 expected<cudaDataType_t> cuda_type(dtype t) {
   switch (t) {
-    case dtype::f32: return CUDA_R_32F;
-    case dtype::f16: return CUDA_R_16F;
-    default: return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuBLAS path");
+    case dtype::f32:
+      return CUDA_R_32F;
+    case dtype::f16:
+      return CUDA_R_16F;
+    default:
+      return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuBLAS path");
   }
 }
 
@@ -270,10 +284,9 @@ const std::vector<dtype>& gpu_float_types() {
 }
 
 const std::vector<dtype>& gpu_any_types() {
-  static const std::vector<dtype> t{dtype::f32, dtype::f16, dtype::bf16, dtype::f64,
-                                    dtype::i8,  dtype::u8,  dtype::i16,  dtype::u16,
-                                    dtype::i32, dtype::u32, dtype::i64,  dtype::u64,
-                                    dtype::boolean};
+  static const std::vector<dtype> t{dtype::f32, dtype::f16, dtype::bf16,   dtype::f64, dtype::i8,
+                                    dtype::u8,  dtype::i16, dtype::u16,    dtype::i32, dtype::u32,
+                                    dtype::i64, dtype::u64, dtype::boolean};
   return t;
 }
 

@@ -31,7 +31,8 @@ status to_status(cublasStatus_t e, const char* expr, const char* file, int line)
 }  // namespace troupe::kernels::cuda
 
 /// The status of one CUDA/cuDNN/cuBLAS(Lt) call.
-#define TROUPE_CUDA_STATUS(expr) ::troupe::kernels::cuda::to_status((expr), #expr, __FILE__, __LINE__)
+#define TROUPE_CUDA_STATUS(expr) \
+  ::troupe::kernels::cuda::to_status((expr), #expr, __FILE__, __LINE__)
 /// Returns the call's error status from the enclosing function.
 #define TROUPE_CUDA_CHECK(expr) TROUPE_RETURN_IF_ERROR(TROUPE_CUDA_STATUS(expr))
 
@@ -72,7 +73,9 @@ class cuda_context final : public backend_context {
 /// The CUDA context a kernel factory was given, or an error naming the node.
 expected<cuda_context*> context_of(const kernel_create_context& c);
 
-inline cudaStream_t to_stream(void* s) { return static_cast<cudaStream_t>(s); }
+inline cudaStream_t to_stream(void* s) {
+  return static_cast<cudaStream_t>(s);
+}
 
 /// Device bytes from a context's pool, freed (stream-ordered) when the buffer goes away. For
 /// weights and other per-kernel constants uploaded at create time.
@@ -106,7 +109,9 @@ class device_buffer {
 /// cuDNN / CUDA library element types for the float dtypes troupe runs on the GPU (f32, f16).
 expected<cudnnDataType_t> cudnn_type(dtype t);
 expected<cudaDataType_t> cuda_type(dtype t);
-inline bool is_gpu_float(dtype t) { return t == dtype::f32 || t == dtype::f16; }
+inline bool is_gpu_float(dtype t) {
+  return t == dtype::f32 || t == dtype::f16;
+}
 /// f32 -> IEEE half bits on the host, round to nearest even (CUDA's own conversion).
 uint16_t half_bits(float v);
 
@@ -119,10 +124,13 @@ uint16_t half_bits(float v);
 class function_kernel final : public kernel {
  public:
   using fn = std::function<status(kernel_run_context&)>;
-  function_kernel(fn f, size_t workspace_bytes, std::vector<std::pair<int, int>> inplace,
-                  bool view, std::vector<int> unread)
-      : f_(std::move(f)), workspace_bytes_(workspace_bytes), inplace_(std::move(inplace)),
-        view_(view), unread_(std::move(unread)) {}
+  function_kernel(fn f, size_t workspace_bytes, std::vector<std::pair<int, int>> inplace, bool view,
+                  std::vector<int> unread)
+      : f_(std::move(f)),
+        workspace_bytes_(workspace_bytes),
+        inplace_(std::move(inplace)),
+        view_(view),
+        unread_(std::move(unread)) {}
   status compute(kernel_run_context& ctx) override { return f_(ctx); }
   size_t workspace_bytes() const override { return workspace_bytes_; }
   std::vector<std::pair<int, int>> inplace_pairs() const override { return inplace_; }

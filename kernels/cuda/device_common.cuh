@@ -27,8 +27,14 @@ inline unsigned grid_for(int64_t n, int threads = kBlockThreads) {
 #define TROUPE_CUDA_LAUNCH_CHECK() TROUPE_CUDA_CHECK(cudaGetLastError())
 
 /// fp32 compute type for every float element type; integers compute in their own type.
-template <class T> struct compute_of { using type = T; };
-template <> struct compute_of<__half> { using type = float; };
+template <class T>
+struct compute_of {
+  using type = T;
+};
+template <>
+struct compute_of<__half> {
+  using type = float;
+};
 
 template <class T>
 __device__ __forceinline__ typename compute_of<T>::type load(const T* p, int64_t i) {
@@ -55,7 +61,7 @@ __device__ __forceinline__ T convert(V v) {
 }
 
 /// Grid-stride loop over [0, n).
-#define TROUPE_GRID_LOOP(i, n)                                                            \
+#define TROUPE_GRID_LOOP(i, n)                                                           \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 

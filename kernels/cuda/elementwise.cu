@@ -15,17 +15,46 @@ namespace {
 // ---- element types -----------------------------------------------------------------------------
 
 /// Storage type of a dtype on the device; bool is one byte holding 0 or 1.
-template <dtype D> struct storage;
-template <> struct storage<dtype::f32> { using type = float; };
-template <> struct storage<dtype::f16> { using type = __half; };
-template <> struct storage<dtype::bf16> { using type = __nv_bfloat16; };
-template <> struct storage<dtype::f64> { using type = double; };
-template <> struct storage<dtype::i8> { using type = int8_t; };
-template <> struct storage<dtype::u8> { using type = uint8_t; };
-template <> struct storage<dtype::i32> { using type = int32_t; };
-template <> struct storage<dtype::i64> { using type = int64_t; };
-template <> struct storage<dtype::boolean> { using type = uint8_t; };
-template <dtype D> using storage_t = typename storage<D>::type;
+template <dtype D>
+struct storage;
+template <>
+struct storage<dtype::f32> {
+  using type = float;
+};
+template <>
+struct storage<dtype::f16> {
+  using type = __half;
+};
+template <>
+struct storage<dtype::bf16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct storage<dtype::f64> {
+  using type = double;
+};
+template <>
+struct storage<dtype::i8> {
+  using type = int8_t;
+};
+template <>
+struct storage<dtype::u8> {
+  using type = uint8_t;
+};
+template <>
+struct storage<dtype::i32> {
+  using type = int32_t;
+};
+template <>
+struct storage<dtype::i64> {
+  using type = int64_t;
+};
+template <>
+struct storage<dtype::boolean> {
+  using type = uint8_t;
+};
+template <dtype D>
+using storage_t = typename storage<D>::type;
 
 /// V elements of T in one aligned load/store.
 template <class T, int V>
@@ -37,40 +66,70 @@ struct alignas(sizeof(T) * V) packet {
 
 __device__ __forceinline__ float apply_unary(unary_op op, float x, float alpha, float beta) {
   switch (op) {
-    case unary_op::identity: return x;
-    case unary_op::neg: return -x;
-    case unary_op::abs: return fabsf(x);
-    case unary_op::sqrt: return sqrtf(x);
-    case unary_op::exp: return expf(x);
-    case unary_op::log: return logf(x);
-    case unary_op::erf: return erff(x);
-    case unary_op::tanh: return tanhf(x);
-    case unary_op::sigmoid: return 1.0f / (1.0f + expf(-x));
-    case unary_op::relu: return x > 0.0f ? x : 0.0f;  // NaN stays NaN? no: ONNX Relu(NaN) = NaN
-    case unary_op::leaky_relu: return x >= 0.0f ? x : alpha * x;
-    case unary_op::hard_sigmoid: return fmaxf(0.0f, fminf(1.0f, alpha * x + beta));
-    case unary_op::hard_swish: return x * fmaxf(0.0f, fminf(1.0f, x * (1.0f / 6.0f) + 0.5f));
-    case unary_op::gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case unary_op::identity:
+      return x;
+    case unary_op::neg:
+      return -x;
+    case unary_op::abs:
+      return fabsf(x);
+    case unary_op::sqrt:
+      return sqrtf(x);
+    case unary_op::exp:
+      return expf(x);
+    case unary_op::log:
+      return logf(x);
+    case unary_op::erf:
+      return erff(x);
+    case unary_op::tanh:
+      return tanhf(x);
+    case unary_op::sigmoid:
+      return 1.0f / (1.0f + expf(-x));
+    case unary_op::relu:
+      return (x > 0.0f || x != x) ? x : 0.0f;  // max(0, NaN) is NaN in ONNX
+    case unary_op::leaky_relu:
+      return x >= 0.0f ? x : alpha * x;
+    case unary_op::hard_sigmoid:
+      return fmaxf(0.0f, fminf(1.0f, alpha * x + beta));
+    case unary_op::hard_swish:
+      return x * fmaxf(0.0f, fminf(1.0f, x * (1.0f / 6.0f) + 0.5f));
+    case unary_op::gelu:
+      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     case unary_op::gelu_tanh: {
       const float k = 0.79788456080286536f;  // sqrt(2/pi)
       return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
     }
-    case unary_op::clip: return fminf(fmaxf(x, alpha), beta);
-    case unary_op::reciprocal: return 1.0f / x;
-    case unary_op::floor: return floorf(x);
-    case unary_op::ceil: return ceilf(x);
-    case unary_op::logical_not: return x == 0.0f ? 1.0f : 0.0f;
-    case unary_op::sin: return sinf(x);
-    case unary_op::cos: return cosf(x);
-    case unary_op::round: return rintf(x);
-    case unary_op::sign: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);
-    case unary_op::softplus: return x > 20.0f ? x : log1pf(expf(x));
-    case unary_op::softsign: return x / (1.0f + fabsf(x));
-    case unary_op::elu: return x >= 0.0f ? x : alpha * expm1f(x);
-    case unary_op::selu: return beta * (x > 0.0f ? x : alpha * expm1f(x));
-    case unary_op::celu: return fmaxf(0.0f, x) + fminf(0.0f, alpha * expm1f(x / alpha));
-    case unary_op::mish: return x * tanhf(x > 20.0f ? x : log1pf(expf(x)));
-    case unary_op::thresholded_relu: return x > alpha ? x : 0.0f;
+    case unary_op::clip:
+      return fminf(fmaxf(x, alpha), beta);
+    case unary_op::reciprocal:
+      return 1.0f / x;
+    case unary_op::floor:
+      return floorf(x);
+    case unary_op::ceil:
+      return ceilf(x);
+    case unary_op::logical_not:
+      return x == 0.0f ? 1.0f : 0.0f;
+    case unary_op::sin:
+      return sinf(x);
+    case unary_op::cos:
+      return cosf(x);
+    case unary_op::round:
+      return rintf(x);
+    case unary_op::sign:
+      return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);
+    case unary_op::softplus:
+      return x > 20.0f ? x : log1pf(expf(x));
+    case unary_op::softsign:
+      return x / (1.0f + fabsf(x));
+    case unary_op::elu:
+      return x >= 0.0f ? x : alpha * expm1f(x);
+    case unary_op::selu:
+      return beta * (x > 0.0f ? x : alpha * expm1f(x));
+    case unary_op::celu:
+      return fmaxf(0.0f, x) + fminf(0.0f, alpha * expm1f(x / alpha));
+    case unary_op::mish:
+      return x * tanhf(x > 20.0f ? x : log1pf(expf(x)));
+    case unary_op::thresholded_relu:
+      return x > alpha ? x : 0.0f;
   }
   return x;
 }
@@ -78,19 +137,21 @@ __device__ __forceinline__ float apply_unary(unary_op op, float x, float alpha, 
 template <class T>
 __device__ __forceinline__ T apply_unary_int(unary_op op, T x) {
   switch (op) {
-    case unary_op::neg: return -x;
-    case unary_op::abs: return x < 0 ? -x : x;
-    case unary_op::relu: return x > 0 ? x : T(0);
-    default: return x;
+    case unary_op::neg:
+      return -x;
+    case unary_op::abs:
+      return x < 0 ? -x : x;
+    case unary_op::relu:
+      return x > 0 ? x : T(0);
+    default:
+      return x;
   }
 }
 
 template <class T>
 __device__ __forceinline__ T unary_value(unary_op op, T x, float alpha, float beta) {
-  const float v = load(&x, 0);
-  // Relu keeps NaN (x > 0 is false for NaN): ONNX's max(0, x) propagates it.
   T out;
-  store(&out, 0, (op == unary_op::relu && v != v) ? v : apply_unary(op, v, alpha, beta));
+  store(&out, 0, apply_unary(op, load(&x, 0), alpha, beta));
   return out;
 }
 
@@ -111,14 +172,17 @@ __global__ void unary_float_kernel(unary_op op, float alpha, float beta, const T
   if (V > 1 && t < n) y[t] = unary_value(op, x[t], alpha, beta);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 template <class T>
 void run_unary_float(unary_op op, float alpha, float beta, const T* x, T* y, int64_t n,
                      cudaStream_t s) {
   constexpr int V = 16 / sizeof(T);
   if (aligned16(x) && aligned16(y)) {
-    unary_float_kernel<T, V><<<grid_for(n / V + 1), kBlockThreads, 0, s>>>(op, alpha, beta, x, y, n);
+    unary_float_kernel<T, V>
+        <<<grid_for(n / V + 1), kBlockThreads, 0, s>>>(op, alpha, beta, x, y, n);
   } else {
     unary_float_kernel<T, 1><<<grid_for(n), kBlockThreads, 0, s>>>(op, alpha, beta, x, y, n);
   }
@@ -126,11 +190,15 @@ void run_unary_float(unary_op op, float alpha, float beta, const T* x, T* y, int
 
 template <class T>
 __global__ void unary_int_kernel(unary_op op, const T* x, T* y, int64_t n) {
-  TROUPE_GRID_LOOP(i, n) { y[i] = apply_unary_int(op, x[i]); }
+  TROUPE_GRID_LOOP(i, n) {
+    y[i] = apply_unary_int(op, x[i]);
+  }
 }
 
 __global__ void not_kernel(const uint8_t* x, uint8_t* y, int64_t n) {
-  TROUPE_GRID_LOOP(i, n) { y[i] = x[i] ? 0 : 1; }
+  TROUPE_GRID_LOOP(i, n) {
+    y[i] = x[i] ? 0 : 1;
+  }
 }
 
 // ---- clip --------------------------------------------------------------------------------------
@@ -166,10 +234,14 @@ __global__ void clip_half_kernel(const __half* x, __half* y, int64_t n, const __
 /// Element offset of output index i in operand k.
 __device__ __forceinline__ int64_t operand_offset(const broadcast_plan& p, int k, int64_t i) {
   switch (p.modes[k]) {
-    case broadcast_plan::contiguous: return i;
-    case broadcast_plan::scalar: return 0;
-    case broadcast_plan::row: return i % p.row_period[k];
-    default: break;
+    case broadcast_plan::contiguous:
+      return i;
+    case broadcast_plan::scalar:
+      return 0;
+    case broadcast_plan::row:
+      return i % p.row_period[k];
+    default:
+      break;
   }
   if (p.index32) {
     uint32_t rest = static_cast<uint32_t>(i), off = 0;
@@ -191,9 +263,12 @@ __device__ __forceinline__ int64_t operand_offset(const broadcast_plan& p, int k
 template <class C>
 __device__ __forceinline__ C arith(binary_op op, C a, C b) {
   switch (op) {
-    case binary_op::add: return a + b;
-    case binary_op::sub: return a - b;
-    case binary_op::mul: return a * b;
+    case binary_op::add:
+      return a + b;
+    case binary_op::sub:
+      return a - b;
+    case binary_op::mul:
+      return a * b;
     case binary_op::div:
       if constexpr (std::is_integral_v<C>) {
         return b == 0 ? C(0) : a / b;
@@ -207,25 +282,38 @@ __device__ __forceinline__ C arith(binary_op op, C a, C b) {
         return C(0);  // not dispatched for integers
       }
     // NaN propagates as in numpy.minimum / maximum.
-    case binary_op::min: return (a != a || a < b) ? a : b;
-    case binary_op::max: return (a != a || a > b) ? a : b;
-    case binary_op::prelu: return a < C(0) ? b * a : a;
-    default: return C(0);
+    case binary_op::min:
+      return (a != a || a < b) ? a : b;
+    case binary_op::max:
+      return (a != a || a > b) ? a : b;
+    case binary_op::prelu:
+      return a < C(0) ? b * a : a;
+    default:
+      return C(0);
   }
 }
 
 template <class C>
 __device__ __forceinline__ uint8_t compare(binary_op op, C a, C b) {
   switch (op) {
-    case binary_op::equal: return a == b;
-    case binary_op::less: return a < b;
-    case binary_op::less_equal: return a <= b;
-    case binary_op::greater: return a > b;
-    case binary_op::greater_equal: return a >= b;
-    case binary_op::logical_and: return (a != C(0)) && (b != C(0));
-    case binary_op::logical_or: return (a != C(0)) || (b != C(0));
-    case binary_op::logical_xor: return (a != C(0)) != (b != C(0));
-    default: return 0;
+    case binary_op::equal:
+      return a == b;
+    case binary_op::less:
+      return a < b;
+    case binary_op::less_equal:
+      return a <= b;
+    case binary_op::greater:
+      return a > b;
+    case binary_op::greater_equal:
+      return a >= b;
+    case binary_op::logical_and:
+      return (a != C(0)) && (b != C(0));
+    case binary_op::logical_or:
+      return (a != C(0)) || (b != C(0));
+    case binary_op::logical_xor:
+      return (a != C(0)) != (b != C(0));
+    default:
+      return 0;
   }
 }
 
@@ -289,14 +377,15 @@ __global__ void binary_packet_kernel(binary_op op, const T* a, const T* b, T* y,
   }
   const int64_t t = packets * V + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t < n) {
-    store(y, t, arith(op, static_cast<C>(load(a, operand_offset(p, 0, t))),
-                      static_cast<C>(load(b, operand_offset(p, 1, t)))));
+    store(y, t,
+          arith(op, static_cast<C>(load(a, operand_offset(p, 0, t))),
+                static_cast<C>(load(b, operand_offset(p, 1, t)))));
   }
 }
 
 template <class T>
-status run_binary_same(binary_op op, const void* a, const void* b, void* y,
-                       const broadcast_plan& p, cudaStream_t s) {
+status run_binary_same(binary_op op, const void* a, const void* b, void* y, const broadcast_plan& p,
+                       cudaStream_t s) {
   if (binary_is_comparison(op)) return run_binary<T, T, uint8_t>(op, a, b, y, p, s);
   constexpr int V = 16 / sizeof(T);
   bool packets = aligned16(a) && aligned16(b) && aligned16(y) && p.out_elements >= V;
@@ -315,11 +404,16 @@ template <class TA>
 status run_pow(dtype b_type, const void* a, const void* b, void* y, const broadcast_plan& p,
                cudaStream_t s) {
   switch (b_type) {
-    case dtype::f32: return run_binary<TA, float, TA>(binary_op::pow, a, b, y, p, s);
-    case dtype::f16: return run_binary<TA, __half, TA>(binary_op::pow, a, b, y, p, s);
-    case dtype::i32: return run_binary<TA, int32_t, TA>(binary_op::pow, a, b, y, p, s);
-    case dtype::i64: return run_binary<TA, int64_t, TA>(binary_op::pow, a, b, y, p, s);
-    default: return unsupported("Pow exponent dtype " + std::string(dtype_name(b_type)));
+    case dtype::f32:
+      return run_binary<TA, float, TA>(binary_op::pow, a, b, y, p, s);
+    case dtype::f16:
+      return run_binary<TA, __half, TA>(binary_op::pow, a, b, y, p, s);
+    case dtype::i32:
+      return run_binary<TA, int32_t, TA>(binary_op::pow, a, b, y, p, s);
+    case dtype::i64:
+      return run_binary<TA, int64_t, TA>(binary_op::pow, a, b, y, p, s);
+    default:
+      return unsupported("Pow exponent dtype " + std::string(dtype_name(b_type)));
   }
 }
 
@@ -330,8 +424,8 @@ __global__ void where_kernel(const uint8_t* cond, const T* x, const T* y, T* out
                              broadcast_plan p) {
   const int64_t n = p.out_elements;
   TROUPE_GRID_LOOP(i, n) {
-    out[i] = cond[operand_offset(p, 0, i)] ? x[operand_offset(p, 1, i)]
-                                           : y[operand_offset(p, 2, i)];
+    out[i] =
+        cond[operand_offset(p, 0, i)] ? x[operand_offset(p, 1, i)] : y[operand_offset(p, 2, i)];
   }
 }
 
@@ -387,16 +481,26 @@ status run_cast(const void* x, void* y, int64_t n, cudaStream_t s) {
 template <dtype From>
 status cast_from(dtype to, const void* x, void* y, int64_t n, cudaStream_t s) {
   switch (to) {
-    case dtype::f32: return run_cast<From, dtype::f32>(x, y, n, s);
-    case dtype::f16: return run_cast<From, dtype::f16>(x, y, n, s);
-    case dtype::bf16: return run_cast<From, dtype::bf16>(x, y, n, s);
-    case dtype::f64: return run_cast<From, dtype::f64>(x, y, n, s);
-    case dtype::i8: return run_cast<From, dtype::i8>(x, y, n, s);
-    case dtype::u8: return run_cast<From, dtype::u8>(x, y, n, s);
-    case dtype::i32: return run_cast<From, dtype::i32>(x, y, n, s);
-    case dtype::i64: return run_cast<From, dtype::i64>(x, y, n, s);
-    case dtype::boolean: return run_cast<From, dtype::boolean>(x, y, n, s);
-    default: return unsupported("Cast to " + std::string(dtype_name(to)));
+    case dtype::f32:
+      return run_cast<From, dtype::f32>(x, y, n, s);
+    case dtype::f16:
+      return run_cast<From, dtype::f16>(x, y, n, s);
+    case dtype::bf16:
+      return run_cast<From, dtype::bf16>(x, y, n, s);
+    case dtype::f64:
+      return run_cast<From, dtype::f64>(x, y, n, s);
+    case dtype::i8:
+      return run_cast<From, dtype::i8>(x, y, n, s);
+    case dtype::u8:
+      return run_cast<From, dtype::u8>(x, y, n, s);
+    case dtype::i32:
+      return run_cast<From, dtype::i32>(x, y, n, s);
+    case dtype::i64:
+      return run_cast<From, dtype::i64>(x, y, n, s);
+    case dtype::boolean:
+      return run_cast<From, dtype::boolean>(x, y, n, s);
+    default:
+      return unsupported("Cast to " + std::string(dtype_name(to)));
   }
 }
 
@@ -410,8 +514,10 @@ bool cast_type(dtype t) {
     case dtype::u8:
     case dtype::i32:
     case dtype::i64:
-    case dtype::boolean: return true;
-    default: return false;
+    case dtype::boolean:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -432,7 +538,8 @@ __global__ void epilogue_kernel(T* y, uint32_t n, const T* bias, uint32_t bias_l
   const uint32_t packets = n / V;
   auto* yp = reinterpret_cast<packet<T, V>*>(y);
   const auto* zp = reinterpret_cast<const packet<T, V>*>(z);
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packets; i += gridDim.x * blockDim.x) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packets;
+       i += gridDim.x * blockDim.x) {
     packet<T, V> r = yp[i];
     packet<T, V> zz;
     if (z) zz = zp[i];
@@ -475,24 +582,24 @@ void run_epilogue(const epilogue_params& p, int64_t bias_len, int64_t bias_inner
   const T* bias = static_cast<const T*>(p.bias);
   const T* z = static_cast<const T*>(p.z);
   if (p.n >= (int64_t{1} << 32)) {
-    epilogue_kernel_wide<T><<<grid_for(p.n), kBlockThreads, 0, s>>>(y, p.n, bias, bias_len,
-                                                                    bias_inner, z, p.act);
+    epilogue_kernel_wide<T>
+        <<<grid_for(p.n), kBlockThreads, 0, s>>>(y, p.n, bias, bias_len, bias_inner, z, p.act);
     return;
   }
   const auto n = static_cast<uint32_t>(p.n);
   const auto len = static_cast<uint32_t>(bias_len), inner = static_cast<uint32_t>(bias_inner);
   if (aligned16(y) && (!z || aligned16(z))) {
-    epilogue_kernel<T, V><<<grid_for(p.n / V + 1), kBlockThreads, 0, s>>>(
-        y, n, bias, len, inner, inner % V == 0, z, p.act);
+    epilogue_kernel<T, V><<<grid_for(p.n / V + 1), kBlockThreads, 0, s>>>(y, n, bias, len, inner,
+                                                                          inner % V == 0, z, p.act);
   } else {
-    epilogue_kernel<T, 1><<<grid_for(p.n), kBlockThreads, 0, s>>>(y, n, bias, len, inner, true, z,
-                                                                   p.act);
+    epilogue_kernel<T, 1>
+        <<<grid_for(p.n), kBlockThreads, 0, s>>>(y, n, bias, len, inner, true, z, p.act);
   }
 }
 
 template <class T>
-__global__ void channel_affine_kernel(const T* x, T* y, int64_t n, int64_t channels,
-                                      int64_t inner, const float* scale, const float* shift) {
+__global__ void channel_affine_kernel(const T* x, T* y, int64_t n, int64_t channels, int64_t inner,
+                                      const float* scale, const float* shift) {
   TROUPE_GRID_LOOP(i, n) {
     const int64_t c = (i / inner) % channels;
     store(y, i, fmaf(load(x, i), scale[c], shift[c]));
@@ -523,7 +630,8 @@ status launch_unary(unary_op op, dtype t, float alpha, float beta, const void* x
       run_unary_float(op, alpha, beta, static_cast<const float*>(x), static_cast<float*>(y), n, s);
       break;
     case dtype::f16:
-      run_unary_float(op, alpha, beta, static_cast<const __half*>(x), static_cast<__half*>(y), n, s);
+      run_unary_float(op, alpha, beta, static_cast<const __half*>(x), static_cast<__half*>(y), n,
+                      s);
       break;
     case dtype::i32:
       unary_int_kernel<<<grid, kBlockThreads, 0, s>>>(op, static_cast<const int32_t*>(x),
@@ -537,7 +645,8 @@ status launch_unary(unary_op op, dtype t, float alpha, float beta, const void* x
       not_kernel<<<grid, kBlockThreads, 0, s>>>(static_cast<const uint8_t*>(x),
                                                 static_cast<uint8_t*>(y), n);
       break;
-    default: return unsupported("unary op on dtype " + std::string(dtype_name(t)));
+    default:
+      return unsupported("unary op on dtype " + std::string(dtype_name(t)));
   }
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
@@ -575,7 +684,8 @@ status launch_clip(dtype t, const void* x, void* y, int64_t n, const void* lo, c
           lo_value <= -9.2233720368547758e18 ? INT64_MIN : static_cast<int64_t>(lo_value),
           hi_value >= 9.2233720368547758e18 ? INT64_MAX : static_cast<int64_t>(hi_value));
       break;
-    default: return unsupported("Clip on dtype " + std::string(dtype_name(t)));
+    default:
+      return unsupported("Clip on dtype " + std::string(dtype_name(t)));
   }
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
@@ -590,8 +700,10 @@ bool binary_is_comparison(binary_op op) {
     case binary_op::greater_equal:
     case binary_op::logical_and:
     case binary_op::logical_or:
-    case binary_op::logical_xor: return true;
-    default: return false;
+    case binary_op::logical_xor:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -617,8 +729,9 @@ expected<broadcast_plan> make_broadcast_plan(const int64_t* const* shapes, const
       stride *= dim;
       elements *= dim;
     }
-    p.modes[k] = same ? broadcast_plan::contiguous
-                 : elements == 1 ? broadcast_plan::scalar : broadcast_plan::general;
+    p.modes[k] = same            ? broadcast_plan::contiguous
+                 : elements == 1 ? broadcast_plan::scalar
+                                 : broadcast_plan::general;
   }
   // Merge dim d into the running dim when, for every operand, d continues the previous dim's
   // layout (stride[d-1] == stride[d] * dim[d]) or both are broadcast (0 and 0). Size-1 dims vanish.
@@ -669,8 +782,8 @@ expected<broadcast_plan> make_broadcast_plan(const int64_t* const* shapes, const
 }
 
 bool binary_supported(binary_op op, dtype a, dtype b) {
-  const bool logical = op == binary_op::logical_and || op == binary_op::logical_or ||
-                       op == binary_op::logical_xor;
+  const bool logical =
+      op == binary_op::logical_and || op == binary_op::logical_or || op == binary_op::logical_xor;
   if (logical) return a == dtype::boolean && b == dtype::boolean;
   if (op == binary_op::pow) {
     return (a == dtype::f32 || a == dtype::f16) &&
@@ -695,44 +808,67 @@ status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, co
     return run_pow<__half>(b_type, a, b, y, plan, s);
   }
   switch (a_type) {
-    case dtype::f32: return run_binary_same<float>(op, a, b, y, plan, s);
-    case dtype::f16: return run_binary_same<__half>(op, a, b, y, plan, s);
-    case dtype::i32: return run_binary_same<int32_t>(op, a, b, y, plan, s);
-    case dtype::i64: return run_binary_same<int64_t>(op, a, b, y, plan, s);
-    case dtype::boolean: return run_binary<uint8_t, uint8_t, uint8_t>(op, a, b, y, plan, s);
-    default: return unsupported("binary op on dtype " + std::string(dtype_name(a_type)));
+    case dtype::f32:
+      return run_binary_same<float>(op, a, b, y, plan, s);
+    case dtype::f16:
+      return run_binary_same<__half>(op, a, b, y, plan, s);
+    case dtype::i32:
+      return run_binary_same<int32_t>(op, a, b, y, plan, s);
+    case dtype::i64:
+      return run_binary_same<int64_t>(op, a, b, y, plan, s);
+    case dtype::boolean:
+      return run_binary<uint8_t, uint8_t, uint8_t>(op, a, b, y, plan, s);
+    default:
+      return unsupported("binary op on dtype " + std::string(dtype_name(a_type)));
   }
 }
 
-status launch_where(size_t element_bytes, const void* cond, const void* x, const void* y,
-                    void* out, const broadcast_plan& plan, void* stream) {
+status launch_where(size_t element_bytes, const void* cond, const void* x, const void* y, void* out,
+                    const broadcast_plan& plan, void* stream) {
   if (plan.out_elements == 0) return status::ok();
   const cudaStream_t s = to_stream(stream);
   switch (element_bytes) {
-    case 1: return run_where<uint8_t>(cond, x, y, out, plan, s);
-    case 2: return run_where<uint16_t>(cond, x, y, out, plan, s);
-    case 4: return run_where<uint32_t>(cond, x, y, out, plan, s);
-    case 8: return run_where<uint64_t>(cond, x, y, out, plan, s);
-    default: return unsupported("Where on " + std::to_string(element_bytes) + "-byte elements");
+    case 1:
+      return run_where<uint8_t>(cond, x, y, out, plan, s);
+    case 2:
+      return run_where<uint16_t>(cond, x, y, out, plan, s);
+    case 4:
+      return run_where<uint32_t>(cond, x, y, out, plan, s);
+    case 8:
+      return run_where<uint64_t>(cond, x, y, out, plan, s);
+    default:
+      return unsupported("Where on " + std::to_string(element_bytes) + "-byte elements");
   }
 }
 
-bool cast_supported(dtype from, dtype to) { return cast_type(from) && cast_type(to); }
+bool cast_supported(dtype from, dtype to) {
+  return cast_type(from) && cast_type(to);
+}
 
 status launch_cast(dtype from, dtype to, const void* x, void* y, int64_t n, void* stream) {
   if (n == 0) return status::ok();
   const cudaStream_t s = to_stream(stream);
   switch (from) {
-    case dtype::f32: return cast_from<dtype::f32>(to, x, y, n, s);
-    case dtype::f16: return cast_from<dtype::f16>(to, x, y, n, s);
-    case dtype::bf16: return cast_from<dtype::bf16>(to, x, y, n, s);
-    case dtype::f64: return cast_from<dtype::f64>(to, x, y, n, s);
-    case dtype::i8: return cast_from<dtype::i8>(to, x, y, n, s);
-    case dtype::u8: return cast_from<dtype::u8>(to, x, y, n, s);
-    case dtype::i32: return cast_from<dtype::i32>(to, x, y, n, s);
-    case dtype::i64: return cast_from<dtype::i64>(to, x, y, n, s);
-    case dtype::boolean: return cast_from<dtype::boolean>(to, x, y, n, s);
-    default: return unsupported("Cast from " + std::string(dtype_name(from)));
+    case dtype::f32:
+      return cast_from<dtype::f32>(to, x, y, n, s);
+    case dtype::f16:
+      return cast_from<dtype::f16>(to, x, y, n, s);
+    case dtype::bf16:
+      return cast_from<dtype::bf16>(to, x, y, n, s);
+    case dtype::f64:
+      return cast_from<dtype::f64>(to, x, y, n, s);
+    case dtype::i8:
+      return cast_from<dtype::i8>(to, x, y, n, s);
+    case dtype::u8:
+      return cast_from<dtype::u8>(to, x, y, n, s);
+    case dtype::i32:
+      return cast_from<dtype::i32>(to, x, y, n, s);
+    case dtype::i64:
+      return cast_from<dtype::i64>(to, x, y, n, s);
+    case dtype::boolean:
+      return cast_from<dtype::boolean>(to, x, y, n, s);
+    default:
+      return unsupported("Cast from " + std::string(dtype_name(from)));
   }
 }
 

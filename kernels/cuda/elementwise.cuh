@@ -41,9 +41,9 @@ enum class unary_op : int32_t {
   sign,
   softplus,
   softsign,
-  elu,               // alpha
-  selu,              // alpha, beta = gamma
-  celu,              // alpha
+  elu,   // alpha
+  selu,  // alpha, beta = gamma
+  celu,  // alpha
   mish,
   thresholded_relu,  // alpha
 };
@@ -123,8 +123,8 @@ status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, co
                      void* y, const broadcast_plan& plan, void* stream);
 
 /// Where(cond, x, y): cond bool, x/y of one element size (any dtype).
-status launch_where(size_t element_bytes, const void* cond, const void* x, const void* y,
-                    void* out, const broadcast_plan& plan, void* stream);
+status launch_where(size_t element_bytes, const void* cond, const void* x, const void* y, void* out,
+                    const broadcast_plan& plan, void* stream);
 
 /// Cast between f32 f16 bf16 f64 i8 u8 i16 u16 i32 u32 i64 u64 bool (float -> integer truncates
 /// toward zero; anything -> bool is x != 0).

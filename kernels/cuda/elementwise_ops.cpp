@@ -13,7 +13,9 @@ namespace {
 
 using params_fn = status (*)(const op_node&, float* alpha, float* beta, unary_op* op);
 
-status no_params(const op_node&, float*, float*, unary_op*) { return status::ok(); }
+status no_params(const op_node&, float*, float*, unary_op*) {
+  return status::ok();
+}
 
 status leaky_relu_params(const op_node& n, float* alpha, float*, unary_op*) {
   *alpha = n.attrs.get_float("alpha", 0.01f);
@@ -30,7 +32,9 @@ status alpha_param(const op_node& n, float fallback, float* alpha) {
   *alpha = n.attrs.get_float("alpha", fallback);
   return status::ok();
 }
-status alpha_one(const op_node& n, float* alpha, float*, unary_op*) { return alpha_param(n, 1.0f, alpha); }
+status alpha_one(const op_node& n, float* alpha, float*, unary_op*) {
+  return alpha_param(n, 1.0f, alpha);
+}
 
 status selu_params(const op_node& n, float* alpha, float* beta, unary_op*) {
   *alpha = n.attrs.get_float("alpha", 1.67326319217681884765625f);
@@ -53,7 +57,12 @@ status gelu_params(const op_node& n, float*, float*, unary_op* op) {
 
 void add_unary(kernel_registry& r, const char* op_type, unary_op op, std::vector<dtype> types,
                params_fn params = no_params) {
-  r.add({"", op_type, backend::cuda, std::move(types), 0, {},
+  r.add({"",
+         op_type,
+         backend::cuda,
+         std::move(types),
+         0,
+         {},
          [op, params](const kernel_create_context& c) -> expected<std::unique_ptr<kernel>> {
            float alpha = 0.0f, beta = 0.0f;
            unary_op u = op;
@@ -90,7 +99,8 @@ expected<std::unique_ptr<kernel>> create_clip(const kernel_create_context& c) {
       if (!c.has_input(static_cast<size_t>(k))) continue;
       if (c.inputs[static_cast<size_t>(k)].type != t ||
           c.inputs[static_cast<size_t>(k)].elements() != 1) {
-        return c.fail(error_code::invalid_model, "Clip min/max must be scalars of the input's type");
+        return c.fail(error_code::invalid_model,
+                      "Clip min/max must be scalars of the input's type");
       }
       if (const tensor* v = c.value(static_cast<size_t>(k))) {
         (k == 1 ? lo : hi) = v->value_as_double(0);
@@ -111,11 +121,17 @@ expected<std::unique_ptr<kernel>> create_clip(const kernel_create_context& c) {
         // A scalar the planner kept on the host is read here; a device one inside the kernel.
         if (lo_at_run) {
           const tensor& m = ctx.inputs[1];
-          if (m.device() == device_kind::cpu) lo_v = m.value_as_double(0); else lo_ptr = m.raw();
+          if (m.device() == device_kind::cpu)
+            lo_v = m.value_as_double(0);
+          else
+            lo_ptr = m.raw();
         }
         if (hi_at_run) {
           const tensor& m = ctx.inputs[2];
-          if (m.device() == device_kind::cpu) hi_v = m.value_as_double(0); else hi_ptr = m.raw();
+          if (m.device() == device_kind::cpu)
+            hi_v = m.value_as_double(0);
+          else
+            hi_ptr = m.raw();
         }
         return launch_clip(t, ctx.inputs[0].raw(), ctx.outputs[0].raw(), n, lo_ptr, hi_ptr, lo_v,
                            hi_v, ctx.stream);
@@ -229,15 +245,33 @@ expected<activation> fused_activation(const op_node& node) {
   a.alpha = spec.alpha;
   a.beta = spec.beta;
   switch (spec.kind) {
-    case activation_kind::none: a.op = unary_op::identity; break;
-    case activation_kind::relu: a.op = unary_op::relu; break;
-    case activation_kind::clip: a.op = unary_op::clip; break;
-    case activation_kind::leaky_relu: a.op = unary_op::leaky_relu; break;
-    case activation_kind::sigmoid: a.op = unary_op::sigmoid; break;
-    case activation_kind::hard_sigmoid: a.op = unary_op::hard_sigmoid; break;
-    case activation_kind::hard_swish: a.op = unary_op::hard_swish; break;
-    case activation_kind::tanh: a.op = unary_op::tanh; break;
-    case activation_kind::gelu: a.op = unary_op::gelu; break;
+    case activation_kind::none:
+      a.op = unary_op::identity;
+      break;
+    case activation_kind::relu:
+      a.op = unary_op::relu;
+      break;
+    case activation_kind::clip:
+      a.op = unary_op::clip;
+      break;
+    case activation_kind::leaky_relu:
+      a.op = unary_op::leaky_relu;
+      break;
+    case activation_kind::sigmoid:
+      a.op = unary_op::sigmoid;
+      break;
+    case activation_kind::hard_sigmoid:
+      a.op = unary_op::hard_sigmoid;
+      break;
+    case activation_kind::hard_swish:
+      a.op = unary_op::hard_swish;
+      break;
+    case activation_kind::tanh:
+      a.op = unary_op::tanh;
+      break;
+    case activation_kind::gelu:
+      a.op = unary_op::gelu;
+      break;
   }
   return a;
 }

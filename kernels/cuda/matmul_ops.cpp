@@ -98,14 +98,14 @@ class matmul_kernel final : public kernel {
   int64_t out_elements_ = 0;
 };
 
-expected<const void*> const_or_input(const device_buffer& b, const kernel_run_context& ctx,
-                                     size_t i) {
-  if (b) return static_cast<const void*>(b.get());
-  return static_cast<const void*>(ctx.inputs[i].raw());
+/// The uploaded constant when there is one, else the run's input `i`.
+const void* const_or_input(const device_buffer& b, const kernel_run_context& ctx, size_t i) {
+  return b ? b.get() : ctx.inputs[i].raw();
 }
 
 status matmul_kernel::plan(const kernel_create_context& c, bool trans_a, bool trans_b, int64_t m,
-                           int64_t n, int64_t k, int64_t batch, int64_t a_stride, int64_t b_stride) {
+                           int64_t n, int64_t k, int64_t batch, int64_t a_stride,
+                           int64_t b_stride) {
   TROUPE_ASSIGN_OR_RETURN(cudaDataType_t dt, cuda_type(type_));
   TROUPE_CUDA_CHECK(cublasLtMatmulDescCreate(desc_.out(), CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // cuBLASLt's first operand is our B: transposed when transB.
@@ -131,9 +131,10 @@ status matmul_kernel::plan(const kernel_create_context& c, bool trans_a, bool tr
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
     const int64_t d_stride = m * n;
-    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
-        {a_layout_.get(), b_stride}, {b_layout_.get(), a_stride}, {c_layout_.get(), d_stride},
-        {d_layout_.get(), d_stride}};
+    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{a_layout_.get(), b_stride},
+                                                                  {b_layout_.get(), a_stride},
+                                                                  {c_layout_.get(), d_stride},
+                                                                  {d_layout_.get(), d_stride}};
     for (const auto& [layout, stride] : layouts) {
       TROUPE_CUDA_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
                                                          &count, sizeof(count)));
@@ -170,12 +171,11 @@ status matmul_kernel::plan(const kernel_create_context& c, bool trans_a, bool tr
   TROUPE_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof(max_ws)));
   auto pick = [&](uint32_t alignment, cublasLtMatmulAlgo_t* algo) -> expected<bool> {
-    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
-      TROUPE_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.get(), attr, &alignment,
-                                                             sizeof(alignment)));
+    for (auto attr :
+         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+      TROUPE_CUDA_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref.get(), attr, &alignment, sizeof(alignment)));
     }
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
@@ -194,7 +194,8 @@ status matmul_kernel::plan(const kernel_create_context& c, bool trans_a, bool tr
   TROUPE_ASSIGN_OR_RETURN(has_fast_, pick(kFastAlignmentBytes, &fast_algo_));
   TROUPE_ASSIGN_OR_RETURN(bool has_safe,
                           pick(static_cast<uint32_t>(dtype_size(type_)), &safe_algo_));
-  if (!has_safe) return c.fail(error_code::unsupported, "cuBLASLt has no algorithm for this product");
+  if (!has_safe)
+    return c.fail(error_code::unsupported, "cuBLASLt has no algorithm for this product");
   return status::ok();
 }
 
@@ -204,7 +205,8 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
   std::unique_ptr<matmul_kernel> k(new matmul_kernel(ctx));
   const bool is_gemm = c.node.op_type == "Gemm" || c.node.op_type == "FusedGemm";
   const bool fused = c.node.domain == "troupe";
-  if (!c.has_input(0) || !c.has_input(1)) return c.fail(error_code::invalid_model, "A and B are required");
+  if (!c.has_input(0) || !c.has_input(1))
+    return c.fail(error_code::invalid_model, "A and B are required");
   const tensor_info& a = c.inputs[0];
   const tensor_info& b = c.inputs[1];
   k->type_ = a.type;
@@ -241,12 +243,14 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
           }
           TROUPE_ASSIGN_OR_RETURN(k->bias_const_, device_buffer::upload_as(*ctx, scaled, a.type));
         } else {
-          if (ci.type != a.type) return c.fail(error_code::unsupported, "C of another dtype than A");
+          if (ci.type != a.type)
+            return c.fail(error_code::unsupported, "C of another dtype than A");
           k->bias_input_ = 2;
         }
       } else {
         // Any other broadcast of C: expand it into Y first, then Y = alpha AB + beta Y.
-        if (ci.type != a.type && !cv) return c.fail(error_code::unsupported, "C of another dtype than A");
+        if (ci.type != a.type && !cv)
+          return c.fail(error_code::unsupported, "C of another dtype than A");
         if (cv) {
           TROUPE_ASSIGN_OR_RETURN(k->c_const_, device_buffer::upload_as(*ctx, *cv, a.type));
         }
@@ -269,7 +273,8 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
   } else {
     TROUPE_ASSIGN_OR_RETURN(matmul_geometry g, resolve_matmul(c.node, a, b));
     if (fused && c.has_input(2)) {
-      if (c.inputs[2].elements() != g.n) return c.fail(error_code::invalid_model, "bias must have N elements");
+      if (c.inputs[2].elements() != g.n)
+        return c.fail(error_code::invalid_model, "bias must have N elements");
       if (const tensor* v = c.value(2)) {
         TROUPE_ASSIGN_OR_RETURN(k->bias_const_, device_buffer::upload_as(*ctx, *v, a.type));
       } else {
@@ -324,12 +329,13 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
 
 status matmul_kernel::compute(kernel_run_context& ctx) {
   const cudaStream_t s = to_stream(ctx.stream);
-  TROUPE_ASSIGN_OR_RETURN(const void* a, const_or_input(a_const_, ctx, 0));
-  TROUPE_ASSIGN_OR_RETURN(const void* b, const_or_input(b_const_, ctx, 1));
+  const void* a = const_or_input(a_const_, ctx, 0);
+  const void* b = const_or_input(b_const_, ctx, 1);
   void* d = ctx.outputs[0].raw();
   const void* c = d;
   if (has_c_) {
-    const void* source = c_const_ ? c_const_.get() : ctx.inputs[static_cast<size_t>(c_input_)].raw();
+    const void* source =
+        c_const_ ? c_const_.get() : ctx.inputs[static_cast<size_t>(c_input_)].raw();
     if (c_is_output_) {
       TROUPE_RETURN_IF_ERROR(launch_strided_copy(dtype_size(type_), source, d, c_expand_, s));
     } else {
@@ -347,11 +353,10 @@ status matmul_kernel::compute(kernel_run_context& ctx) {
     const bool fast = has_fast_ && aligned(first, kFastAlignmentBytes) &&
                       aligned(second, kFastAlignmentBytes) && aligned(cc, kFastAlignmentBytes) &&
                       aligned(dd, kFastAlignmentBytes);
-    TROUPE_CUDA_CHECK(cublasLtMatmul(ctx_->cublas_lt(), desc_.get(), &alpha_, first,
-                                     a_layout_.get(), second, b_layout_.get(), &beta, cc,
-                                     c_layout_.get(), dd, d_layout_.get(),
-                                     fast ? &fast_algo_ : &safe_algo_, ctx.workspace,
-                                     workspace_bytes_, s));
+    TROUPE_CUDA_CHECK(
+        cublasLtMatmul(ctx_->cublas_lt(), desc_.get(), &alpha_, first, a_layout_.get(), second,
+                       b_layout_.get(), &beta, cc, c_layout_.get(), dd, d_layout_.get(),
+                       fast ? &fast_algo_ : &safe_algo_, ctx.workspace, workspace_bytes_, s));
     return status::ok();
   };
   if (a_offsets_.empty()) {

@@ -22,45 +22,63 @@ struct acc {
 
 __device__ __forceinline__ acc acc_init(reduce_op op) {
   switch (op) {
-    case reduce_op::max: return {-INFINITY, 0.0f};
-    case reduce_op::min: return {INFINITY, 0.0f};
-    case reduce_op::prod: return {1.0f, 0.0f};
-    case reduce_op::log_sum_exp: return {-INFINITY, 0.0f};
-    default: return {0.0f, 0.0f};
+    case reduce_op::max:
+      return {-INFINITY, 0.0f};
+    case reduce_op::min:
+      return {INFINITY, 0.0f};
+    case reduce_op::prod:
+      return {1.0f, 0.0f};
+    case reduce_op::log_sum_exp:
+      return {-INFINITY, 0.0f};
+    default:
+      return {0.0f, 0.0f};
   }
 }
 
 __device__ __forceinline__ acc combine(reduce_op op, acc x, acc y) {
   switch (op) {
-    case reduce_op::max: return {(x.a != x.a || x.a > y.a) ? x.a : y.a, 0.0f};
-    case reduce_op::min: return {(x.a != x.a || x.a < y.a) ? x.a : y.a, 0.0f};
-    case reduce_op::prod: return {x.a * y.a, 0.0f};
+    case reduce_op::max:
+      return {(x.a != x.a || x.a > y.a) ? x.a : y.a, 0.0f};
+    case reduce_op::min:
+      return {(x.a != x.a || x.a < y.a) ? x.a : y.a, 0.0f};
+    case reduce_op::prod:
+      return {x.a * y.a, 0.0f};
     case reduce_op::log_sum_exp: {
       const float m = fmaxf(x.a, y.a);
       if (m == -INFINITY) return {m, 0.0f};
       return {m, x.b * expf(x.a - m) + y.b * expf(y.a - m)};
     }
-    default: return {x.a + y.a, 0.0f};
+    default:
+      return {x.a + y.a, 0.0f};
   }
 }
 
 __device__ __forceinline__ acc acc_of(reduce_op op, float v) {
   switch (op) {
     case reduce_op::sum_square:
-    case reduce_op::l2: return {v * v, 0.0f};
-    case reduce_op::l1: return {fabsf(v), 0.0f};
-    case reduce_op::log_sum_exp: return {v, 1.0f};
-    default: return {v, 0.0f};
+    case reduce_op::l2:
+      return {v * v, 0.0f};
+    case reduce_op::l1:
+      return {fabsf(v), 0.0f};
+    case reduce_op::log_sum_exp:
+      return {v, 1.0f};
+    default:
+      return {v, 0.0f};
   }
 }
 
 __device__ __forceinline__ float finish(reduce_op op, acc x, int64_t count) {
   switch (op) {
-    case reduce_op::mean: return x.a / static_cast<float>(count);
-    case reduce_op::l2: return sqrtf(x.a);
-    case reduce_op::log_sum: return logf(x.a);
-    case reduce_op::log_sum_exp: return x.a + logf(x.b);
-    default: return x.a;
+    case reduce_op::mean:
+      return x.a / static_cast<float>(count);
+    case reduce_op::l2:
+      return sqrtf(x.a);
+    case reduce_op::log_sum:
+      return logf(x.a);
+    case reduce_op::log_sum_exp:
+      return x.a + logf(x.b);
+    default:
+      return x.a;
   }
 }
 
@@ -134,14 +152,14 @@ status run_reduce(reduce_op op, const T* x, T* y, int64_t outer, int64_t extent,
   if (inner == 1 && extent <= kWarpRowLimit) {
     const int rows_per_block = kBlockThreads / kWarp;
     const int64_t blocks = (outer + rows_per_block - 1) / rows_per_block;
-    reduce_rows_warp<T><<<static_cast<unsigned>(blocks), kBlockThreads, 0, s>>>(op, x, y, outer,
-                                                                                 extent);
+    reduce_rows_warp<T>
+        <<<static_cast<unsigned>(blocks), kBlockThreads, 0, s>>>(op, x, y, outer, extent);
   } else if (inner == 1) {
-    reduce_rows_block<T><<<static_cast<unsigned>(outer), kRowBlockThreads, 0, s>>>(op, x, y,
-                                                                                   extent);
+    reduce_rows_block<T>
+        <<<static_cast<unsigned>(outer), kRowBlockThreads, 0, s>>>(op, x, y, extent);
   } else {
-    reduce_strided<T><<<grid_for(outer * inner), kBlockThreads, 0, s>>>(op, x, y, outer, extent,
-                                                                         inner);
+    reduce_strided<T>
+        <<<grid_for(outer * inner), kBlockThreads, 0, s>>>(op, x, y, outer, extent, inner);
   }
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
@@ -209,14 +227,14 @@ status run_softmax(const T* x, T* y, int64_t outer, int64_t extent, int64_t inne
   if (inner == 1 && extent <= kWarpRowLimit) {
     const int rows_per_block = kBlockThreads / kWarp;
     const int64_t blocks = (outer + rows_per_block - 1) / rows_per_block;
-    softmax_rows_warp<T><<<static_cast<unsigned>(blocks), kBlockThreads, 0, s>>>(x, y, outer,
-                                                                                 extent, log);
+    softmax_rows_warp<T>
+        <<<static_cast<unsigned>(blocks), kBlockThreads, 0, s>>>(x, y, outer, extent, log);
   } else if (inner == 1) {
-    softmax_rows_block<T><<<static_cast<unsigned>(outer), kRowBlockThreads, 0, s>>>(x, y, extent,
-                                                                                    log);
+    softmax_rows_block<T>
+        <<<static_cast<unsigned>(outer), kRowBlockThreads, 0, s>>>(x, y, extent, log);
   } else {
-    softmax_strided<T><<<grid_for(outer * inner), kBlockThreads, 0, s>>>(x, y, outer, extent,
-                                                                         inner, log);
+    softmax_strided<T>
+        <<<grid_for(outer * inner), kBlockThreads, 0, s>>>(x, y, outer, extent, inner, log);
   }
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
@@ -225,9 +243,8 @@ status run_softmax(const T* x, T* y, int64_t outer, int64_t extent, int64_t inne
 // ---- layer norm --------------------------------------------------------------------------------
 
 template <class T>
-__device__ __forceinline__ void layer_norm_write(const T* in, T* out, const T* scale,
-                                                 const T* bias, int64_t c, float mean,
-                                                 float inv_std) {
+__device__ __forceinline__ void layer_norm_write(const T* in, T* out, const T* scale, const T* bias,
+                                                 int64_t c, float mean, float inv_std) {
   float v = (load(in, c) - mean) * inv_std * load(scale, c);
   if (bias) v += load(bias, c);
   store(out, c, v);
@@ -252,7 +269,8 @@ __global__ void layer_norm_warp(const T* x, const T* scale, const T* bias, T* y,
     sq += d * d;
   }
   const float inv_std = rsqrtf(warp_sum(sq) / static_cast<float>(cols) + epsilon);
-  for (int64_t c = lane; c < cols; c += kWarp) layer_norm_write(in, out, scale, bias, c, mean, inv_std);
+  for (int64_t c = lane; c < cols; c += kWarp)
+    layer_norm_write(in, out, scale, bias, c, mean, inv_std);
   if (lane == 0) {
     if (mean_out) mean_out[row] = mean;
     if (inv_std_out) inv_std_out[row] = inv_std;
@@ -268,13 +286,15 @@ __global__ void layer_norm_block(const T* x, const T* scale, const T* bias, T* y
   T* out = y + row * cols;
   float sum = 0.0f;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += load(in, c);
-  const float mean = block_combine(reduce_op::sum, acc{sum, 0.0f}, scratch).a / static_cast<float>(cols);
+  const float mean =
+      block_combine(reduce_op::sum, acc{sum, 0.0f}, scratch).a / static_cast<float>(cols);
   float sq = 0.0f;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     const float d = load(in, c) - mean;
     sq += d * d;
   }
-  const float var = block_combine(reduce_op::sum, acc{sq, 0.0f}, scratch).a / static_cast<float>(cols);
+  const float var =
+      block_combine(reduce_op::sum, acc{sq, 0.0f}, scratch).a / static_cast<float>(cols);
   const float inv_std = rsqrtf(var + epsilon);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     layer_norm_write(in, out, scale, bias, c, mean, inv_std);
@@ -286,8 +306,8 @@ __global__ void layer_norm_block(const T* x, const T* scale, const T* bias, T* y
 }
 
 template <class T>
-status run_layer_norm(const T* x, const T* scale, const T* bias, T* y, float* mean,
-                      float* inv_std, int64_t rows, int64_t cols, float epsilon, cudaStream_t s) {
+status run_layer_norm(const T* x, const T* scale, const T* bias, T* y, float* mean, float* inv_std,
+                      int64_t rows, int64_t cols, float epsilon, cudaStream_t s) {
   if (cols <= kWarpRowLimit) {
     const int rows_per_block = kBlockThreads / kWarp;
     const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
@@ -314,7 +334,8 @@ status launch_reduce(reduce_op op, dtype t, const void* x, void* y, int64_t oute
     case dtype::f16:
       return run_reduce(op, static_cast<const __half*>(x), static_cast<__half*>(y), outer, extent,
                         inner, s);
-    default: return unsupported("reduction on dtype " + std::string(dtype_name(t)));
+    default:
+      return unsupported("reduction on dtype " + std::string(dtype_name(t)));
   }
 }
 
@@ -329,13 +350,14 @@ status launch_softmax(dtype t, bool log, const void* x, void* y, int64_t outer, 
     case dtype::f16:
       return run_softmax(static_cast<const __half*>(x), static_cast<__half*>(y), outer, extent,
                          inner, log, s);
-    default: return unsupported("Softmax on dtype " + std::string(dtype_name(t)));
+    default:
+      return unsupported("Softmax on dtype " + std::string(dtype_name(t)));
   }
 }
 
 status launch_layer_norm(dtype t, const void* x, const void* scale, const void* bias, void* y,
-                         float* mean, float* inv_std_dev, int64_t rows, int64_t cols,
-                         float epsilon, void* stream) {
+                         float* mean, float* inv_std_dev, int64_t rows, int64_t cols, float epsilon,
+                         void* stream) {
   if (rows == 0 || cols == 0) return status::ok();
   const cudaStream_t s = to_stream(stream);
   switch (t) {
@@ -347,7 +369,8 @@ status launch_layer_norm(dtype t, const void* x, const void* scale, const void* 
       return run_layer_norm(static_cast<const __half*>(x), static_cast<const __half*>(scale),
                             static_cast<const __half*>(bias), static_cast<__half*>(y), mean,
                             inv_std_dev, rows, cols, epsilon, s);
-    default: return unsupported("LayerNormalization on dtype " + std::string(dtype_name(t)));
+    default:
+      return unsupported("LayerNormalization on dtype " + std::string(dtype_name(t)));
   }
 }
 

@@ -15,7 +15,18 @@
 
 namespace troupe::kernels::cuda {
 
-enum class reduce_op : int32_t { sum, mean, max, min, prod, sum_square, l1, l2, log_sum, log_sum_exp };
+enum class reduce_op : int32_t {
+  sum,
+  mean,
+  max,
+  min,
+  prod,
+  sum_square,
+  l1,
+  l2,
+  log_sum,
+  log_sum_exp
+};
 
 /// y[o, i] = reduce over e of x[o, e, i]. An empty extent gives the op's identity (0 for sum,
 /// -inf for max...).
@@ -30,7 +41,7 @@ status launch_softmax(dtype t, bool log, const void* x, void* y, int64_t outer, 
 /// scale has `cols` elements; bias (optional, null) too. mean/inv_std_dev (optional, null) are
 /// f32 outputs with one element per row.
 status launch_layer_norm(dtype t, const void* x, const void* scale, const void* bias, void* y,
-                         float* mean, float* inv_std_dev, int64_t rows, int64_t cols,
-                         float epsilon, void* stream);
+                         float* mean, float* inv_std_dev, int64_t rows, int64_t cols, float epsilon,
+                         void* stream);
 
 }  // namespace troupe::kernels::cuda

@@ -26,7 +26,8 @@ int64_t product(const shape_t& s, size_t from, size_t to) {
 expected<std::vector<int64_t>> reduce_axes(const kernel_create_context& c, bool* noop) {
   *noop = false;
   const int64_t rank = static_cast<int64_t>(c.inputs[0].rank());
-  const bool axes_input = c.node.opset >= 18 || (c.node.op_type == "ReduceSum" && c.node.opset >= 13);
+  const bool axes_input =
+      c.node.opset >= 18 || (c.node.op_type == "ReduceSum" && c.node.opset >= 13);
   std::vector<int64_t> axes;
   if (axes_input) {
     if (c.has_input(1)) {
@@ -76,39 +77,59 @@ expected<std::unique_ptr<kernel>> make_reduce_kernel(reduce_op op, dtype t, row_
 }
 
 void add_reduce(kernel_registry& r, const char* op_type, reduce_op op) {
-  r.add({"", op_type, backend::cuda, gpu_float_types(), 0, {},
+  r.add({"",
+         op_type,
+         backend::cuda,
+         gpu_float_types(),
+         0,
+         {},
          [op](const kernel_create_context& c) -> expected<std::unique_ptr<kernel>> {
            bool noop = false;
            TROUPE_ASSIGN_OR_RETURN(std::vector<int64_t> axes, reduce_axes(c, &noop));
            const shape_t& s = c.inputs[0].shape;
            if (noop) return make_copy_kernel(c.outputs[0].bytes());
+           // A scalar (rank 0): the op still applies to its one element (SumSquare, L2...).
+           if (axes.empty()) return make_reduce_kernel(op, c.inputs[0].type, row_view{1, 1, 1});
            // The reduced axes must form one block once size-1 axes are ignored.
            const size_t first = static_cast<size_t>(axes.front());
            const size_t last = static_cast<size_t>(axes.back());
            for (size_t d = first; d <= last; ++d) {
-             const bool reduced = std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(d));
+             const bool reduced =
+                 std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(d));
              if (!reduced && s[d] != 1) {
                return c.fail(error_code::unsupported,
                              "the cuda backend reduces one contiguous block of axes only");
              }
            }
-           row_view v{product(s, 0, first), product(s, first, last + 1), product(s, last + 1, s.size())};
+           row_view v{product(s, 0, first), product(s, first, last + 1),
+                      product(s, last + 1, s.size())};
            return make_reduce_kernel(op, c.inputs[0].type, v);
          }});
 }
 
 void add_global_pool(kernel_registry& r, const char* op_type, reduce_op op) {
-  r.add({"", op_type, backend::cuda, gpu_float_types(), 0, {},
+  r.add({"",
+         op_type,
+         backend::cuda,
+         gpu_float_types(),
+         0,
+         {},
          [op](const kernel_create_context& c) -> expected<std::unique_ptr<kernel>> {
            const shape_t& s = c.inputs[0].shape;
-           if (s.size() < 3) return c.fail(error_code::invalid_model, "input must be N x C x D1...");
+           if (s.size() < 3)
+             return c.fail(error_code::invalid_model, "input must be N x C x D1...");
            row_view v{s[0] * s[1], product(s, 2, s.size()), 1};
            return make_reduce_kernel(op, c.inputs[0].type, v);
          }});
 }
 
 void add_softmax(kernel_registry& r, const char* op_type, bool log) {
-  r.add({"", op_type, backend::cuda, gpu_float_types(), 0, {},
+  r.add({"",
+         op_type,
+         backend::cuda,
+         gpu_float_types(),
+         0,
+         {},
          [log](const kernel_create_context& c) -> expected<std::unique_ptr<kernel>> {
            const shape_t& s = c.inputs[0].shape;
            const int64_t rank = static_cast<int64_t>(s.size());

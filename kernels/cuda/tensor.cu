@@ -5,15 +5,32 @@
 namespace troupe::kernels::cuda {
 namespace {
 
-template <size_t Bytes> struct word;
-template <> struct word<1> { using type = uint8_t; };
-template <> struct word<2> { using type = uint16_t; };
-template <> struct word<4> { using type = uint32_t; };
-template <> struct word<8> { using type = uint64_t; };
-template <> struct word<16> { using type = uint4; };
+template <size_t Bytes>
+struct word;
+template <>
+struct word<1> {
+  using type = uint8_t;
+};
+template <>
+struct word<2> {
+  using type = uint16_t;
+};
+template <>
+struct word<4> {
+  using type = uint32_t;
+};
+template <>
+struct word<8> {
+  using type = uint64_t;
+};
+template <>
+struct word<16> {
+  using type = uint4;
+};
 
 template <class T, bool Bounded>
-__global__ void strided_copy_kernel(const T* in, T* out, strided_copy_plan p, const T* fill_device) {
+__global__ void strided_copy_kernel(const T* in, T* out, strided_copy_plan p,
+                                    const T* fill_device) {
   const T fill = fill_device ? *fill_device : static_cast<T>(p.fill);
   TROUPE_GRID_LOOP(i, p.out_elements) {
     int64_t rest = i;
@@ -44,11 +61,11 @@ status run_strided_copy(const void* in, void* out, const strided_copy_plan& p, c
   const unsigned grid = grid_for(p.out_elements);
   const T* fill = static_cast<const T*>(fill_device);
   if (p.bounded) {
-    strided_copy_kernel<T, true><<<grid, kBlockThreads, 0, s>>>(static_cast<const T*>(in),
-                                                                static_cast<T*>(out), p, fill);
+    strided_copy_kernel<T, true>
+        <<<grid, kBlockThreads, 0, s>>>(static_cast<const T*>(in), static_cast<T*>(out), p, fill);
   } else {
-    strided_copy_kernel<T, false><<<grid, kBlockThreads, 0, s>>>(static_cast<const T*>(in),
-                                                                 static_cast<T*>(out), p, fill);
+    strided_copy_kernel<T, false>
+        <<<grid, kBlockThreads, 0, s>>>(static_cast<const T*>(in), static_cast<T*>(out), p, fill);
   }
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
@@ -90,8 +107,8 @@ status run_transpose_2d(const void* in, void* out, int64_t batch, int64_t rows, 
                   static_cast<unsigned>((rows + kTile - 1) / kTile),
                   static_cast<unsigned>(std::min<int64_t>(batch, 65535)));
   if (grid.y > 65535) return unsupported("transpose with more than 2M rows");
-  transpose_2d_kernel<T><<<grid, block, 0, s>>>(static_cast<const T*>(in), static_cast<T*>(out),
-                                                 batch, rows, cols);
+  transpose_2d_kernel<T>
+      <<<grid, block, 0, s>>>(static_cast<const T*>(in), static_cast<T*>(out), batch, rows, cols);
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
 }
@@ -116,9 +133,8 @@ __global__ void gather_kernel(const W* data, const I* indices, W* out, int64_t o
 }
 
 template <class W>
-status run_gather(const void* data, const void* indices, bool index_is_64, void* out,
-                  int64_t outer, int64_t axis_dim, int64_t index_count, int64_t inner_words,
-                  cudaStream_t s) {
+status run_gather(const void* data, const void* indices, bool index_is_64, void* out, int64_t outer,
+                  int64_t axis_dim, int64_t index_count, int64_t inner_words, cudaStream_t s) {
   const unsigned grid = grid_for(outer * index_count * inner_words);
   if (index_is_64) {
     gather_kernel<W, int64_t><<<grid, kBlockThreads, 0, s>>>(
@@ -161,11 +177,16 @@ status launch_strided_copy(size_t element_bytes, const void* in, void* out,
   if (plan.out_elements == 0) return status::ok();
   const cudaStream_t s = to_stream(stream);
   switch (element_bytes) {
-    case 1: return run_strided_copy<uint8_t>(in, out, plan, s, fill_device);
-    case 2: return run_strided_copy<uint16_t>(in, out, plan, s, fill_device);
-    case 4: return run_strided_copy<uint32_t>(in, out, plan, s, fill_device);
-    case 8: return run_strided_copy<uint64_t>(in, out, plan, s, fill_device);
-    default: return unsupported("copy of " + std::to_string(element_bytes) + "-byte elements");
+    case 1:
+      return run_strided_copy<uint8_t>(in, out, plan, s, fill_device);
+    case 2:
+      return run_strided_copy<uint16_t>(in, out, plan, s, fill_device);
+    case 4:
+      return run_strided_copy<uint32_t>(in, out, plan, s, fill_device);
+    case 8:
+      return run_strided_copy<uint64_t>(in, out, plan, s, fill_device);
+    default:
+      return unsupported("copy of " + std::to_string(element_bytes) + "-byte elements");
   }
 }
 
@@ -174,11 +195,16 @@ status launch_transpose_2d(size_t element_bytes, const void* in, void* out, int6
   if (batch * rows * cols == 0) return status::ok();
   const cudaStream_t s = to_stream(stream);
   switch (element_bytes) {
-    case 1: return run_transpose_2d<uint8_t>(in, out, batch, rows, cols, s);
-    case 2: return run_transpose_2d<uint16_t>(in, out, batch, rows, cols, s);
-    case 4: return run_transpose_2d<uint32_t>(in, out, batch, rows, cols, s);
-    case 8: return run_transpose_2d<uint64_t>(in, out, batch, rows, cols, s);
-    default: return unsupported("transpose of " + std::to_string(element_bytes) + "-byte elements");
+    case 1:
+      return run_transpose_2d<uint8_t>(in, out, batch, rows, cols, s);
+    case 2:
+      return run_transpose_2d<uint16_t>(in, out, batch, rows, cols, s);
+    case 4:
+      return run_transpose_2d<uint32_t>(in, out, batch, rows, cols, s);
+    case 8:
+      return run_transpose_2d<uint64_t>(in, out, batch, rows, cols, s);
+    default:
+      return unsupported("transpose of " + std::to_string(element_bytes) + "-byte elements");
   }
 }
 
@@ -197,14 +223,14 @@ status launch_gather(const void* data, const void* indices, bool index_is_64, vo
           return run_gather<uint4>(data, indices, index_is_64, out, outer, axis_dim, index_count,
                                    words, s);
         case 8:
-          return run_gather<uint64_t>(data, indices, index_is_64, out, outer, axis_dim,
-                                      index_count, words, s);
+          return run_gather<uint64_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
+                                      words, s);
         case 4:
-          return run_gather<uint32_t>(data, indices, index_is_64, out, outer, axis_dim,
-                                      index_count, words, s);
+          return run_gather<uint32_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
+                                      words, s);
         default:
-          return run_gather<uint16_t>(data, indices, index_is_64, out, outer, axis_dim,
-                                      index_count, words, s);
+          return run_gather<uint16_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
+                                      words, s);
       }
     }
   }

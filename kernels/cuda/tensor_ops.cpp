@@ -19,8 +19,8 @@ std::vector<int64_t> row_major_strides(const shape_t& s) {
 
 status copy_device(const tensor& from, tensor& to, size_t bytes, void* stream) {
   if (bytes == 0 || from.raw() == to.raw()) return status::ok();
-  TROUPE_CUDA_CHECK(cudaMemcpyAsync(to.raw(), from.raw(), bytes, cudaMemcpyDeviceToDevice,
-                                    to_stream(stream)));
+  TROUPE_CUDA_CHECK(
+      cudaMemcpyAsync(to.raw(), from.raw(), bytes, cudaMemcpyDeviceToDevice, to_stream(stream)));
   return status::ok();
 }
 
@@ -34,7 +34,8 @@ expected<std::unique_ptr<kernel>> create_view(const kernel_create_context& c) {
     return make_kernel(
         [bytes, mask_bytes](kernel_run_context& ctx) -> status {
           TROUPE_RETURN_IF_ERROR(copy_device(ctx.inputs[0], ctx.outputs[0], bytes, ctx.stream));
-          TROUPE_CUDA_CHECK(cudaMemsetAsync(ctx.outputs[1].raw(), 1, mask_bytes, to_stream(ctx.stream)));
+          TROUPE_CUDA_CHECK(
+              cudaMemsetAsync(ctx.outputs[1].raw(), 1, mask_bytes, to_stream(ctx.stream)));
           return status::ok();
         },
         0, {{0, 0}}, false, inputs_from(1, c.inputs.size()));
@@ -121,7 +122,8 @@ expected<std::unique_ptr<kernel>> create_transpose(const kernel_create_context& 
     });
   }
   bool batched_2d = true;  // perm = (0, ..., g-3, g-1, g-2)
-  for (size_t i = 0; i + 2 < g; ++i) batched_2d = batched_2d && group_perm[i] == static_cast<int64_t>(i);
+  for (size_t i = 0; i + 2 < g; ++i)
+    batched_2d = batched_2d && group_perm[i] == static_cast<int64_t>(i);
   batched_2d = batched_2d && group_perm[g - 2] == static_cast<int64_t>(g - 1) &&
                group_perm[g - 1] == static_cast<int64_t>(g - 2);
   if (batched_2d && in_dims[g - 2] < 32 * 65535) {
@@ -181,7 +183,8 @@ expected<std::unique_ptr<kernel>> create_concat(const kernel_create_context& c) 
   const size_t esize = dtype_size(c.outputs[0].type);
   size_t outer = 1;
   for (size_t d = 0; d < a; ++d) outer *= static_cast<size_t>(out[d]);
-  const size_t out_row = static_cast<size_t>(element_count(shape_t(out.begin() + a, out.end()))) * esize;
+  const size_t out_row =
+      static_cast<size_t>(element_count(shape_t(out.begin() + a, out.end()))) * esize;
   // Each input is `outer` rows of in_row bytes landing at column offset `offset` of the output.
   struct piece {
     size_t input;
@@ -194,7 +197,8 @@ expected<std::unique_ptr<kernel>> create_concat(const kernel_create_context& c) 
     if (!c.has_input(k)) continue;
     const shape_t& s = c.inputs[k].shape;
     if (s.size() != out.size()) return c.fail(error_code::invalid_model, "input ranks differ");
-    const size_t in_row = static_cast<size_t>(element_count(shape_t(s.begin() + a, s.end()))) * esize;
+    const size_t in_row =
+        static_cast<size_t>(element_count(shape_t(s.begin() + a, s.end()))) * esize;
     if (in_row > 0 && outer > 0) pieces.push_back({k, offset, in_row});
     offset += in_row;
   }
@@ -222,7 +226,8 @@ expected<std::unique_ptr<kernel>> create_split(const kernel_create_context& c) {
   const size_t esize = dtype_size(c.inputs[0].type);
   size_t outer = 1;
   for (size_t d = 0; d < a; ++d) outer *= static_cast<size_t>(in[d]);
-  const size_t in_row = static_cast<size_t>(element_count(shape_t(in.begin() + a, in.end()))) * esize;
+  const size_t in_row =
+      static_cast<size_t>(element_count(shape_t(in.begin() + a, in.end()))) * esize;
   struct piece {
     size_t output;
     size_t offset;
@@ -234,7 +239,8 @@ expected<std::unique_ptr<kernel>> create_split(const kernel_create_context& c) {
     const shape_t& s = c.outputs[k].shape;
     if (!c.outputs[k].present()) continue;
     if (s.size() != in.size()) return c.fail(error_code::internal, "split output rank differs");
-    const size_t out_row = static_cast<size_t>(element_count(shape_t(s.begin() + a, s.end()))) * esize;
+    const size_t out_row =
+        static_cast<size_t>(element_count(shape_t(s.begin() + a, s.end()))) * esize;
     if (out_row > 0 && outer > 0) pieces.push_back({k, offset, out_row});
     offset += out_row;
   }
@@ -256,7 +262,8 @@ expected<std::unique_ptr<kernel>> create_split(const kernel_create_context& c) {
 
 expected<std::vector<int64_t>> int_input(const kernel_create_context& c, size_t i) {
   const tensor* v = c.value(i);
-  if (!v) return c.fail(error_code::unsupported, "input " + std::to_string(i) + " must be a constant");
+  if (!v)
+    return c.fail(error_code::unsupported, "input " + std::to_string(i) + " must be a constant");
   return v->to_int64_vector();
 }
 
@@ -333,7 +340,8 @@ expected<std::unique_ptr<kernel>> create_expand(const kernel_create_context& c) 
     plan.out_dims[d] = out[d];
     if (d >= lead) {
       const int64_t dim = in[d - lead];
-      if (dim != 1 && dim != out[d]) return c.fail(error_code::invalid_model, "shapes do not broadcast");
+      if (dim != 1 && dim != out[d])
+        return c.fail(error_code::invalid_model, "shapes do not broadcast");
       plan.in_strides[d] = dim == 1 ? 0 : strides[d - lead];
     }
   }
@@ -351,10 +359,18 @@ expected<uint64_t> fill_bytes(dtype t, double v) {
       std::memcpy(&bits, &f, 4);
       break;
     }
-    case dtype::f64: std::memcpy(&bits, &v, 8); break;
-    case dtype::f16: bits = half_bits(static_cast<float>(v)); break;
-    case dtype::bf16: bits = float_to_bfloat16(static_cast<float>(v)); break;
-    case dtype::boolean: bits = v != 0 ? 1 : 0; break;
+    case dtype::f64:
+      std::memcpy(&bits, &v, 8);
+      break;
+    case dtype::f16:
+      bits = half_bits(static_cast<float>(v));
+      break;
+    case dtype::bf16:
+      bits = float_to_bfloat16(static_cast<float>(v));
+      break;
+    case dtype::boolean:
+      bits = v != 0 ? 1 : 0;
+      break;
     default:
       if (!is_integer(t)) return unsupported("Pad of " + std::string(dtype_name(t)));
       {
@@ -382,7 +398,8 @@ expected<std::unique_ptr<kernel>> create_pad(const kernel_create_context& c) {
     TROUPE_ASSIGN_OR_RETURN(pads, int_input(c, 1));
     if (c.has_input(2)) {
       if (c.inputs[2].type != c.inputs[0].type || c.inputs[2].elements() != 1) {
-        return c.fail(error_code::invalid_model, "constant_value must be one element of the data's type");
+        return c.fail(error_code::invalid_model,
+                      "constant_value must be one element of the data's type");
       }
       if (const tensor* v = c.value(2)) {
         value = v->value_as_double(0);
@@ -397,7 +414,8 @@ expected<std::unique_ptr<kernel>> create_pad(const kernel_create_context& c) {
   if (axes.empty()) {
     for (int64_t d = 0; d < rank; ++d) axes.push_back(d);
   }
-  if (pads.size() != 2 * axes.size()) return c.fail(error_code::invalid_model, "pads has the wrong length");
+  if (pads.size() != 2 * axes.size())
+    return c.fail(error_code::invalid_model, "pads has the wrong length");
   std::vector<int64_t> begin(in.size(), 0);
   for (size_t i = 0; i < axes.size(); ++i) {
     auto ax = normalize_axis(axes[i], rank);

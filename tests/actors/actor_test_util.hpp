@@ -31,7 +31,8 @@ class actor_fixture : public ::testing::Test {
   }
 
   actor_fixture()
-      : sys_(configure(cfg_)), sched_(dynamic_cast<caf::scheduler::test_coordinator&>(sys_.scheduler())) {
+      : sys_(configure(cfg_)),
+        sched_(dynamic_cast<caf::scheduler::test_coordinator&>(sys_.scheduler())) {
     sched_.clock().current_time += std::chrono::hours(1);  // time 0 is not special
   }
 
@@ -84,8 +85,8 @@ struct owned_job {
   actors::infer_job job;
   std::vector<std::vector<float>> data;
 
-  owned_job(const std::string& model, std::vector<shape_t> shapes, caf::actor reply_to, actors::time_point arrival,
-            uint32_t seed = 1) {
+  owned_job(const std::string& model, std::vector<shape_t> shapes, caf::actor reply_to,
+            actors::time_point arrival, uint32_t seed = 1) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> dist(-1, 1);
     job.model = model;

@@ -1,4 +1,5 @@
-// The batching rules as plain functions of (simulated) time: Triton's knobs and the adaptive policy.
+// The batching rules as plain functions of (simulated) time: Triton's knobs and the adaptive
+// policy.
 
 #include <gtest/gtest.h>
 
@@ -12,8 +13,9 @@ using namespace std::chrono_literals;
 
 const time_point t0 = time_point{} + std::chrono::hours(1);
 
-model_signature make_sig(int64_t max_batch, std::chrono::microseconds delay, std::vector<int64_t> preferred = {},
-                         uint32_t levels = 1, uint32_t max_queue = 100) {
+model_signature make_sig(int64_t max_batch, std::chrono::microseconds delay,
+                         std::vector<int64_t> preferred = {}, uint32_t levels = 1,
+                         uint32_t max_queue = 100) {
   model_signature s;
   s.model = "m";
   s.version = 1;
@@ -205,7 +207,8 @@ adaptive_policy make_policy(double slo_ms) {
   return p;
 }
 
-void arrive(adaptive_policy& p, time_point start, double rows_per_s, std::chrono::milliseconds span) {
+void arrive(adaptive_policy& p, time_point start, double rows_per_s,
+            std::chrono::milliseconds span) {
   const auto step = std::chrono::nanoseconds(static_cast<int64_t>(1e9 / rows_per_s));
   for (time_point t = start; t < start + span; t += step) p.observe_arrival(t, 1);
 }

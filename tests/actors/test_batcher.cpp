@@ -36,8 +36,9 @@ worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_lo
 
 class batcher_test : public testing::actor_fixture {
  protected:
-  void start(int64_t max_batch, std::chrono::microseconds delay, uint32_t levels = 1, uint32_t max_queue = 100,
-             int per_replica = 2, std::chrono::microseconds default_timeout = 0us) {
+  void start(int64_t max_batch, std::chrono::microseconds delay, uint32_t levels = 1,
+             uint32_t max_queue = 100, int per_replica = 2,
+             std::chrono::microseconds default_timeout = 0us, double adaptive_slo_ms = 0) {
     auto s = std::make_shared<model_signature>();
     s->model = "mlp";
     s->version = 1;
@@ -49,6 +50,8 @@ class batcher_test : public testing::actor_fixture {
     s->config.priority_levels = levels;
     s->config.queue.max_queue_size = max_queue;
     s->config.queue.default_timeout = default_timeout;
+    s->config.adaptive.enabled = adaptive_slo_ms > 0;
+    s->config.adaptive.slo_p99_ms = adaptive_slo_ms;
     sig_ = s;
     batcher_options o;
     o.signature = sig_;
@@ -59,11 +62,13 @@ class batcher_test : public testing::actor_fixture {
     run();
   }
 
-  worker_actor add_replica(std::shared_ptr<worker_log> wlog, uint32_t id = 0) {
+  worker_actor add_replica(std::shared_ptr<worker_log> wlog, uint32_t id = 0,
+                           std::vector<replica_latency> warmup = {}) {
     worker_actor w = spawn_fake_worker(sys_, wlog);
     replica_handle h;
     h.worker = w;
     h.info.id = id;
+    h.info.warmup = std::move(warmup);
     h.info.signature = sig_;
     caf::anon_send(batcher_, replica_atom::value, h);
     run();
@@ -71,7 +76,8 @@ class batcher_test : public testing::actor_fixture {
   }
 
   std::unique_ptr<owned_job> job(int64_t rows = 1, uint32_t seed = 1) {
-    auto j = std::make_unique<owned_job>("mlp", std::vector<shape_t>{{rows, 4}}, probe_, now(), seed);
+    auto j =
+        std::make_unique<owned_job>("mlp", std::vector<shape_t>{{rows, 4}}, probe_, now(), seed);
     j->job.signature = sig_;
     return j;
   }
@@ -184,7 +190,9 @@ TEST_F(batcher_test, full_batch_leaves_at_once_and_outputs_are_sliced_per_reques
   ASSERT_EQ(c->job.outputs.size(), 1u);
   EXPECT_EQ(c->job.outputs[0].output_index, 1);
   EXPECT_EQ(c->job.outputs[0].info.shape, (shape_t{1, 1}));
-  EXPECT_EQ(*reinterpret_cast<const float*>(c->job.outputs[0].block->data() + c->job.outputs[0].offset), -3.0f);
+  EXPECT_EQ(
+      *reinterpret_cast<const float*>(c->job.outputs[0].block->data() + c->job.outputs[0].offset),
+      -3.0f);
   EXPECT_EQ(a->job.batch_rows, 4u);
   for (auto* j : {&a->job, &b->job, &c->job}) release_outputs(*j);
 }
@@ -222,7 +230,8 @@ TEST_F(batcher_test, timeout_while_queued_behind_a_busy_model) {
   advance(499us);
   EXPECT_EQ(log_->replies_of(&waiting->job), 0u);
   advance(2us);
-  ASSERT_EQ(log_->replies_of(&waiting->job), 1u) << "answered at its deadline although the model is busy";
+  ASSERT_EQ(log_->replies_of(&waiting->job), 1u)
+      << "answered at its deadline although the model is busy";
   EXPECT_EQ(waiting->job.result.code(), error_code::deadline_exceeded);
   complete(wlog->batches[0]);
   EXPECT_EQ(wlog->batches.size(), 1u) << "the expired request never ran";
@@ -268,7 +277,7 @@ TEST_F(batcher_test, full_queue_answers_overloaded_at_once) {
   add_replica(wlog);
   std::vector<std::unique_ptr<owned_job>> js;
   for (int i = 0; i < 4; ++i) js.push_back(job());
-  submit({&js[0]->job});  // runs
+  submit({&js[0]->job});                            // runs
   submit({&js[1]->job, &js[2]->job, &js[3]->job});  // two queue, one is refused
   ASSERT_EQ(log_->replies.size(), 1u);
   EXPECT_EQ(log_->replies[0], &js[3]->job);
@@ -378,6 +387,33 @@ TEST_F(batcher_test, stats_report_the_queue) {
   ASSERT_EQ(wlog->batches.size(), 1u);
   complete(wlog->batches[0]);
   release_outputs(a->job);
+}
+
+TEST_F(batcher_test, adaptive_policy_follows_the_arrival_rate) {
+  start(16, 0us, 1, 100000, 1, 0us, /*slo_ms=*/10);
+  auto wlog = std::make_shared<worker_log>();
+  // Warm-up latencies: 100 us + 10 us per row.
+  add_replica(wlog, 0, {{1, 110}, {2, 120}, {4, 140}, {8, 180}, {16, 260}});
+  auto st = stats();
+  EXPECT_EQ(st.adaptive_rows, 1) << "no traffic: no batching";
+  EXPECT_EQ(st.adaptive_wait_us, 0);
+  auto first = job();
+  submit({&first->job});
+  ASSERT_EQ(wlog->batches.size(), 1u) << "alone and unhurried: sent at once";
+  // 40k requests/s for 1 s of simulated time (the replica never finishes: they queue).
+  std::vector<std::unique_ptr<owned_job>> flood;
+  for (int i = 0; i < 40000; ++i) {
+    flood.push_back(job());
+    submit({&flood.back()->job});
+    advance(25us);
+  }
+  st = stats();
+  EXPECT_EQ(st.adaptive_rows, 16) << "8 rows per 180 us cannot keep up with 40k/s with headroom";
+  EXPECT_GT(st.adaptive_wait_us, 0);
+  // The load stops: after a few time constants the rate estimate decays and batching shrinks.
+  advance(std::chrono::microseconds(3'000'000));
+  st = stats();
+  EXPECT_EQ(st.adaptive_rows, 1);
 }
 
 }  // namespace

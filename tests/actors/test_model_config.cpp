@@ -74,10 +74,12 @@ TEST(model_config, errors_name_the_key) {
            {"max_batch_sise: 4\n", "max_batch_sise"},
            {"max_batch_size: -3\n", "max_batch_size"},
            {"max_batch_size: four\n", "max_batch_size"},
-           {"max_batch_size: 4\ndynamic_batching: {preferred_batch_size: [8]}\n", "preferred_batch_size"},
+           {"max_batch_size: 4\ndynamic_batching: {preferred_batch_size: [8]}\n",
+            "preferred_batch_size"},
            {"dynamic_batching: {default_queue_policy: {timeout_action: DELAY}}\n", "REJECT"},
            {"dynamic_batching: {default_queue_policy: {max_queue_size: 0}}\n", "max_queue_size"},
-           {"dynamic_batching: {priority_levels: 2, default_priority_level: 3}\n", "default_priority_level"},
+           {"dynamic_batching: {priority_levels: 2, default_priority_level: 3}\n",
+            "default_priority_level"},
            {"dynamic_batching: {adaptive: {enabled: true}}\n", "slo_p99_ms"},
            {"instance_group: [{count: 1, kind: KIND_GPU}]\n", "KIND_CPU"},
            {"version_policy: {latest: {num_versions: 1}, all: {}}\n", "exactly one"},
@@ -86,7 +88,8 @@ TEST(model_config, errors_name_the_key) {
     auto c = parse_model_config(yaml, "test");
     ASSERT_FALSE(c.has_value()) << yaml;
     EXPECT_EQ(c.error().code(), error_code::invalid_argument);
-    EXPECT_NE(c.error().message().find(fragment), std::string::npos) << yaml << " -> " << c.error().message();
+    EXPECT_NE(c.error().message().find(fragment), std::string::npos)
+        << yaml << " -> " << c.error().message();
   }
 }
 
@@ -117,6 +120,19 @@ TEST(bucket_rows, powers_of_two_preferred_and_max) {
   EXPECT_EQ(default_bucket_rows(12, c), (std::vector<int64_t>{1, 2, 4, 6, 8, 12}));
   c.batch_buckets = {4};
   EXPECT_EQ(default_bucket_rows(12, c), (std::vector<int64_t>{4, 12}));
+}
+
+}  // namespace
+}  // namespace troupe::actors
+
+namespace troupe::actors {
+namespace {
+
+TEST(node_config, the_deployed_node_yaml_parses) {
+  auto n = load_node_config(std::string(TROUPE_SOURCE_DIR) + "/deploy/node.yaml");
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  EXPECT_EQ(n->listen, "tcp://*:5555");
+  EXPECT_EQ(n->metrics_port, 9090);
 }
 
 }  // namespace

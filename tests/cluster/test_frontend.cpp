@@ -116,7 +116,8 @@ TEST_F(frontend_test, round_trip_metadata_and_health) {
 TEST_F(frontend_test, many_requests_in_flight_each_answered_once) {
   start();
   std::vector<infer_request> rs;
-  for (int i = 0; i < 64; ++i) rs.push_back(request(1 + i % 4, std::to_string(i), static_cast<uint32_t>(i)));
+  for (int i = 0; i < 64; ++i)
+    rs.push_back(request(1 + i % 4, std::to_string(i), static_cast<uint32_t>(i)));
   for (const auto& r : rs) ASSERT_TRUE(client_->send(r).is_ok());
   std::set<std::string> seen;
   for (int i = 0; i < 64; ++i) {
@@ -146,9 +147,12 @@ TEST_F(frontend_test, max_inflight_bound_answers_overloaded) {
   for (int i = 0; i < 12; ++i) {
     auto reply = client_->receive(10s);
     ASSERT_TRUE(reply.has_value() && reply->has_value());
-    if ((*reply)->result.is_ok()) ++ok;
-    else if ((*reply)->result.code() == error_code::overloaded) ++overloaded;
-    else ADD_FAILURE() << (*reply)->result.to_string();
+    if ((*reply)->result.is_ok())
+      ++ok;
+    else if ((*reply)->result.code() == error_code::overloaded)
+      ++overloaded;
+    else
+      ADD_FAILURE() << (*reply)->result.to_string();
   }
   EXPECT_GE(ok, 2);
   EXPECT_GE(overloaded, 1);

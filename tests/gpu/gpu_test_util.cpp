@@ -4,8 +4,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,9 +40,11 @@ struct device_block {
   }
 };
 
-expected<std::vector<tensor>> run_op_cuda_impl(const op_node& node, const std::vector<tensor>& inputs,
-                                               size_t num_outputs, std::vector<bool> constant_inputs,
-                                               int iterations, double* us_per_run);
+expected<std::vector<tensor>> run_op_cuda_impl(const op_node& node,
+                                               const std::vector<tensor>& inputs,
+                                               size_t num_outputs,
+                                               std::vector<bool> constant_inputs, int iterations,
+                                               double* us_per_run);
 
 }  // namespace
 
@@ -61,9 +63,11 @@ expected<double> time_op_cuda(const op_node& node, const std::vector<tensor>& in
 
 namespace {
 
-expected<std::vector<tensor>> run_op_cuda_impl(const op_node& node, const std::vector<tensor>& inputs,
-                                               size_t num_outputs, std::vector<bool> constant_inputs,
-                                               int iterations, double* us_per_run) {
+expected<std::vector<tensor>> run_op_cuda_impl(const op_node& node,
+                                               const std::vector<tensor>& inputs,
+                                               size_t num_outputs,
+                                               std::vector<bool> constant_inputs, int iterations,
+                                               double* us_per_run) {
   namespace cuda = kernels::cuda;
   auto& ctx = gpu_context();
   std::vector<tensor_info> infos;
@@ -83,7 +87,8 @@ expected<std::vector<tensor>> run_op_cuda_impl(const op_node& node, const std::v
     if (is_const && inputs[i].defined()) create_values[i] = &inputs[i];
   }
   kernels::kernel_create_context cc{node, infos, create_values, out_infos, &ctx};
-  TROUPE_ASSIGN_OR_RETURN(auto k, kernels::kernel_registry::standard().create(kernels::backend::cuda, cc));
+  TROUPE_ASSIGN_OR_RETURN(auto k,
+                          kernels::kernel_registry::standard().create(kernels::backend::cuda, cc));
 
   std::vector<std::unique_ptr<device_block>> blocks;
   auto alloc = [&](size_t bytes) -> expected<void*> {
@@ -145,7 +150,8 @@ expected<std::vector<tensor>> run_op_cuda_impl(const op_node& node, const std::v
     TROUPE_CUDA_CHECK(cudaEventCreate(&begin));
     TROUPE_CUDA_CHECK(cudaEventCreate(&end));
     const auto s = static_cast<cudaStream_t>(cuda::stream(ctx));
-    TROUPE_RETURN_IF_ERROR(kernels::cuda::launch_delay(static_cast<uint64_t>(wall.count() * 1500), s));
+    TROUPE_RETURN_IF_ERROR(
+        kernels::cuda::launch_delay(static_cast<uint64_t>(wall.count() * 1500), s));
     TROUPE_CUDA_CHECK(cudaEventRecord(begin, s));
     for (int i = 0; i < iterations; ++i) TROUPE_RETURN_IF_ERROR(k->compute(rc));
     TROUPE_CUDA_CHECK(cudaEventRecord(end, s));
@@ -188,7 +194,8 @@ tensor to_f16(const tensor& t) {
 tensor to_f32(const tensor& t) {
   if (t.type() != dtype::f16) return t;
   tensor f = tensor::allocate(dtype::f32, t.shape());
-  for (int64_t i = 0; i < t.elements(); ++i) f.data<float>()[i] = half_to_float(t.data<uint16_t>()[i]);
+  for (int64_t i = 0; i < t.elements(); ++i)
+    f.data<float>()[i] = half_to_float(t.data<uint16_t>()[i]);
   return f;
 }
 
@@ -208,8 +215,8 @@ void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
   for (const auto& t : cpu_inputs) cpu_before.push_back(t.defined() ? t.clone() : t);
   auto gpu = run_op_cuda(node, gpu_inputs, options.num_outputs, options.constant_inputs);
   ASSERT_TRUE(gpu.has_value()) << node.describe() << " on cuda: " << gpu.error().to_string();
-  auto cpu = run_op(node, cpu_inputs, options.num_outputs, kernels::backend::cpu,
-                    options.constant_inputs);
+  auto cpu =
+      run_op(node, cpu_inputs, options.num_outputs, kernels::backend::cpu, options.constant_inputs);
   ASSERT_TRUE(cpu.has_value()) << node.describe() << " on cpu: " << cpu.error().to_string();
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (!inputs[i].defined()) continue;

@@ -77,8 +77,8 @@ TEST(CudaBackend, ImpossibleAllocationIsOutOfMemory) {
 
 TEST(CudaBackend, RegistryHasTheCoreOps) {
   const auto& r = kernels::kernel_registry::standard();
-  for (const char* op : {"Conv", "MatMul", "Gemm", "Add", "Softmax", "LayerNormalization",
-                         "Gather", "Transpose", "MaxPool", "BatchNormalization"}) {
+  for (const char* op : {"Conv", "MatMul", "Gemm", "Add", "Softmax", "LayerNormalization", "Gather",
+                         "Transpose", "MaxPool", "BatchNormalization"}) {
     EXPECT_TRUE(r.has_op(kernels::backend::cuda, "", op)) << op;
   }
   for (const char* op : {"FusedConv", "FusedMatMul", "FusedGemm"}) {

@@ -22,7 +22,9 @@ void report(const char* what, expected<double> us, double flop, double bytes) {
   std::fflush(stdout);
 }
 
-tensor maybe_half(tensor t, bool half) { return half ? to_f16(t) : t; }
+tensor maybe_half(tensor t, bool half) {
+  return half ? to_f16(t) : t;
+}
 
 TEST(CudaBench, DISABLED_Conv) {
   TROUPE_REQUIRE_GPU();
@@ -53,7 +55,8 @@ TEST(CudaBench, DISABLED_Conv) {
       report((name + " relu").c_str(), time_op_cuda(n, {x, w, b}, {false, true, true}), flop, 0);
       op_node plain = n;
       plain.attrs.erase("activation");
-      report((name + " bias").c_str(), time_op_cuda(plain, {x, w, b}, {false, true, true}), flop, 0);
+      report((name + " bias").c_str(), time_op_cuda(plain, {x, w, b}, {false, true, true}), flop,
+             0);
       report((name + " conv").c_str(), time_op_cuda(plain, {x, w}, {false, true}), flop, 0);
     }
   }
@@ -114,8 +117,8 @@ TEST(CudaBench, DISABLED_MemoryBound) {
       op_node n = make_node("LayerNormalization", 17);
       tensor x = maybe_half(random_tensor(dtype::f32, {8, 128, 768}), half);
       tensor s = maybe_half(random_tensor(dtype::f32, {768}), half);
-      report((std::string("LayerNorm 1024x768") + suffix).c_str(),
-             time_op_cuda(n, {x, s, s}), 0, 2 * 1024.0 * 768 * es);
+      report((std::string("LayerNorm 1024x768") + suffix).c_str(), time_op_cuda(n, {x, s, s}), 0,
+             2 * 1024.0 * 768 * es);
     }
     {
       op_node n = make_node("Transpose", 13);

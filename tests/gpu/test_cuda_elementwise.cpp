@@ -18,12 +18,30 @@ struct unary_case {
 TEST(CudaElementwise, UnaryFloat) {
   TROUPE_REQUIRE_GPU();
   const unary_case cases[] = {
-      {"Neg", -3, 3},     {"Abs", -3, 3},       {"Relu", -3, 3},      {"Sqrt", 0.01, 4},
-      {"Exp", -3, 3},     {"Log", 0.01, 5},     {"Erf", -3, 3},       {"Tanh", -3, 3},
-      {"Sigmoid", -6, 6}, {"Reciprocal", 0.5, 3}, {"Floor", -5, 5},   {"Ceil", -5, 5},
-      {"HardSwish", -5, 5}, {"Gelu", -4, 4},   {"Sin", -4, 4},       {"Cos", -4, 4},
-      {"Round", -5, 5},   {"Sign", -2, 2},      {"Softplus", -30, 30}, {"Softsign", -5, 5},
-      {"Elu", -3, 3},     {"Selu", -3, 3},      {"Celu", -3, 3},      {"Mish", -30, 30},
+      {"Neg", -3, 3},
+      {"Abs", -3, 3},
+      {"Relu", -3, 3},
+      {"Sqrt", 0.01, 4},
+      {"Exp", -3, 3},
+      {"Log", 0.01, 5},
+      {"Erf", -3, 3},
+      {"Tanh", -3, 3},
+      {"Sigmoid", -6, 6},
+      {"Reciprocal", 0.5, 3},
+      {"Floor", -5, 5},
+      {"Ceil", -5, 5},
+      {"HardSwish", -5, 5},
+      {"Gelu", -4, 4},
+      {"Sin", -4, 4},
+      {"Cos", -4, 4},
+      {"Round", -5, 5},
+      {"Sign", -2, 2},
+      {"Softplus", -30, 30},
+      {"Softsign", -5, 5},
+      {"Elu", -3, 3},
+      {"Selu", -3, 3},
+      {"Celu", -3, 3},
+      {"Mish", -30, 30},
       {"ThresholdedRelu", -3, 3},
   };
   for (const auto& c : cases) {
@@ -70,7 +88,8 @@ TEST(CudaElementwise, ClipForms) {
   const tensor lo = tensor::from_vector<float>({-0.3f}, {});
   const tensor hi = tensor::from_vector<float>({0.6f}, {});
   // Constant limits, limits read on the device, one limit absent.
-  expect_parity(n, {random_tensor(dtype::f32, {4, 100}), lo, hi}, {.constant_inputs = {false, true, true}});
+  expect_parity(n, {random_tensor(dtype::f32, {4, 100}), lo, hi},
+                {.constant_inputs = {false, true, true}});
   expect_parity(n, {random_tensor(dtype::f32, {4, 100}), lo, hi});
   expect_parity(n, {random_tensor(dtype::f32, {4, 100}), tensor(), hi});
   expect_parity(n, {random_tensor(dtype::f32, {4, 100}), lo, hi}, {.half = true});
@@ -86,11 +105,11 @@ struct shapes2 {
 TEST(CudaElementwise, BinaryBroadcasting) {
   TROUPE_REQUIRE_GPU();
   const shapes2 shapes[] = {
-      {{2, 3, 40}, {2, 3, 40}},      // same shape
-      {{2, 3, 40}, {40}},            // row
-      {{2, 3, 40}, {}},              // scalar
-      {{}, {2, 3, 4}},               // scalar first
-      {{2, 1, 40}, {3, 1}},          // both broadcast
+      {{2, 3, 40}, {2, 3, 40}},          // same shape
+      {{2, 3, 40}, {40}},                // row
+      {{2, 3, 40}, {}},                  // scalar
+      {{}, {2, 3, 4}},                   // scalar first
+      {{2, 1, 40}, {3, 1}},              // both broadcast
       {{8, 12, 16, 16}, {8, 1, 1, 16}},  // attention mask
       {{5, 1, 7}, {1, 6, 1}},
       {{2, 3, 4, 5, 6}, {3, 1, 5, 1}},
@@ -100,8 +119,10 @@ TEST(CudaElementwise, BinaryBroadcasting) {
       SCOPED_TRACE(std::string(op) + " " + shape_to_string(s.a) + " " + shape_to_string(s.b));
       op_node n = make_node(op, 13);
       const double lo = std::string(op) == "Div" ? 0.5 : -2;
-      expect_parity(n, {random_tensor(dtype::f32, s.a, -2, 2), random_tensor(dtype::f32, s.b, lo, 2)});
-      expect_parity(n, {random_tensor(dtype::f32, s.a, -2, 2), random_tensor(dtype::f32, s.b, lo, 2)},
+      expect_parity(n,
+                    {random_tensor(dtype::f32, s.a, -2, 2), random_tensor(dtype::f32, s.b, lo, 2)});
+      expect_parity(n,
+                    {random_tensor(dtype::f32, s.a, -2, 2), random_tensor(dtype::f32, s.b, lo, 2)},
                     {.half = true});
     }
   }
@@ -111,7 +132,8 @@ TEST(CudaElementwise, PRelu) {
   TROUPE_REQUIRE_GPU();
   op_node n = make_node("PRelu", 16);
   expect_parity(n, {random_tensor(dtype::f32, {2, 8, 5, 5}), random_tensor(dtype::f32, {8, 1, 1})});
-  expect_parity(n, {random_tensor(dtype::f32, {4, 33}), random_tensor(dtype::f32, {33})}, {.half = true});
+  expect_parity(n, {random_tensor(dtype::f32, {4, 33}), random_tensor(dtype::f32, {33})},
+                {.half = true});
 }
 
 TEST(CudaElementwise, BinaryIntegers) {
@@ -129,11 +151,15 @@ TEST(CudaElementwise, BinaryIntegers) {
 TEST(CudaElementwise, Pow) {
   TROUPE_REQUIRE_GPU();
   op_node n = make_node("Pow", 15);
-  expect_parity(n, {random_tensor(dtype::f32, {3, 50}, 0.1, 3), random_tensor(dtype::f32, {50}, -2, 2)});
-  expect_parity(n, {random_tensor(dtype::f32, {3, 50}, 0.1, 3), tensor::from_vector<float>({2.0f}, {})});
-  expect_parity(n, {random_tensor(dtype::f32, {3, 50}, -3, 3), tensor::from_vector<int64_t>({3}, {})});
-  expect_parity(n, {random_tensor(dtype::f32, {3, 50}, 0.1, 3), tensor::from_vector<float>({0.5f}, {})},
-                {.half = true});
+  expect_parity(
+      n, {random_tensor(dtype::f32, {3, 50}, 0.1, 3), random_tensor(dtype::f32, {50}, -2, 2)});
+  expect_parity(
+      n, {random_tensor(dtype::f32, {3, 50}, 0.1, 3), tensor::from_vector<float>({2.0f}, {})});
+  expect_parity(n,
+                {random_tensor(dtype::f32, {3, 50}, -3, 3), tensor::from_vector<int64_t>({3}, {})});
+  expect_parity(
+      n, {random_tensor(dtype::f32, {3, 50}, 0.1, 3), tensor::from_vector<float>({0.5f}, {})},
+      {.half = true});
 }
 
 TEST(CudaElementwise, Comparisons) {
@@ -144,33 +170,40 @@ TEST(CudaElementwise, Comparisons) {
     tensor a = random_tensor(dtype::i64, {4, 30}, -3, 3);
     tensor b = random_tensor(dtype::i64, {30}, -3, 3);
     expect_parity(make_node(op, 16), {a, b});
-    tensor af = tensor::allocate(dtype::f32, a.shape()), bf = tensor::allocate(dtype::f32, b.shape());
-    for (int64_t i = 0; i < a.elements(); ++i) af.data<float>()[i] = static_cast<float>(a.data<int64_t>()[i]);
-    for (int64_t i = 0; i < b.elements(); ++i) bf.data<float>()[i] = static_cast<float>(b.data<int64_t>()[i]);
+    tensor af = tensor::allocate(dtype::f32, a.shape()),
+           bf = tensor::allocate(dtype::f32, b.shape());
+    for (int64_t i = 0; i < a.elements(); ++i)
+      af.data<float>()[i] = static_cast<float>(a.data<int64_t>()[i]);
+    for (int64_t i = 0; i < b.elements(); ++i)
+      bf.data<float>()[i] = static_cast<float>(b.data<int64_t>()[i]);
     expect_parity(make_node(op, 16), {af, bf});
     expect_parity(make_node(op, 16), {af, bf}, {.half = true});
   }
-  expect_parity(make_node("Equal", 13), {random_tensor(dtype::boolean, {64}), random_tensor(dtype::boolean, {64})});
+  expect_parity(make_node("Equal", 13),
+                {random_tensor(dtype::boolean, {64}), random_tensor(dtype::boolean, {64})});
   for (const char* op : {"And", "Or", "Xor"}) {
-    expect_parity(make_node(op), {random_tensor(dtype::boolean, {3, 64}), random_tensor(dtype::boolean, {64})});
+    expect_parity(make_node(op),
+                  {random_tensor(dtype::boolean, {3, 64}), random_tensor(dtype::boolean, {64})});
   }
 }
 
 TEST(CudaElementwise, Where) {
   TROUPE_REQUIRE_GPU();
   op_node n = make_node("Where", 16);
-  expect_parity(n, {random_tensor(dtype::boolean, {4, 1, 16}), random_tensor(dtype::f32, {4, 8, 16}),
-                    random_tensor(dtype::f32, {16})});
-  expect_parity(n, {random_tensor(dtype::boolean, {4, 8, 16}), random_tensor(dtype::f32, {4, 8, 16}),
-                    tensor::from_vector<float>({-1e4f}, {})}, {.half = true});
+  expect_parity(n, {random_tensor(dtype::boolean, {4, 1, 16}),
+                    random_tensor(dtype::f32, {4, 8, 16}), random_tensor(dtype::f32, {16})});
+  expect_parity(n,
+                {random_tensor(dtype::boolean, {4, 8, 16}), random_tensor(dtype::f32, {4, 8, 16}),
+                 tensor::from_vector<float>({-1e4f}, {})},
+                {.half = true});
   expect_parity(n, {random_tensor(dtype::boolean, {50}), random_tensor(dtype::i64, {50}, -9, 9),
                     random_tensor(dtype::i64, {1}, -9, 9)});
 }
 
 TEST(CudaElementwise, Cast) {
   TROUPE_REQUIRE_GPU();
-  const dtype types[] = {dtype::f32, dtype::f16, dtype::i32, dtype::i64, dtype::boolean,
-                         dtype::u8, dtype::i8, dtype::f64};
+  const dtype types[] = {dtype::f32,     dtype::f16, dtype::i32, dtype::i64,
+                         dtype::boolean, dtype::u8,  dtype::i8,  dtype::f64};
   for (dtype from : types) {
     for (dtype to : types) {
       SCOPED_TRACE(std::string(dtype_name(from)) + " -> " + std::string(dtype_name(to)));

@@ -63,9 +63,15 @@ TEST(CudaConv, FusedConvActivations) {
     const char* name;
     std::vector<float> params;
   };
-  const act_case acts[] = {{"", {}},          {"Relu", {}},           {"Clip", {0.0f, 6.0f}},
-                           {"LeakyRelu", {0.1f}}, {"Sigmoid", {}},     {"HardSigmoid", {0.2f, 0.5f}},
-                           {"HardSwish", {}}, {"Tanh", {}},           {"Gelu", {}}};
+  const act_case acts[] = {{"", {}},
+                           {"Relu", {}},
+                           {"Clip", {0.0f, 6.0f}},
+                           {"LeakyRelu", {0.1f}},
+                           {"Sigmoid", {}},
+                           {"HardSigmoid", {0.2f, 0.5f}},
+                           {"HardSwish", {}},
+                           {"Tanh", {}},
+                           {"Gelu", {}}};
   const conv_case& geometry = kConvCases[0];
   const conv_case& asym = kConvCases[6];
   for (const auto& a : acts) {
@@ -104,7 +110,7 @@ TEST(CudaPool, MaxAndAveragePool) {
       {{1, 4, 11, 11}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1, ""},  // ceil_mode
       {{1, 4, 10, 9}, {2, 3}, {2, 1}, {1, 0, 0, 2}, {1, 1}, 1, ""},   // asymmetric pads
       {{1, 3, 12, 12}, {3, 3}, {2, 2}, {}, {1, 1}, 0, "SAME_UPPER"},
-      {{2, 3, 20}, {4}, {3}, {1, 2}, {1}, 0, ""},                     // 1-D
+      {{2, 3, 20}, {4}, {3}, {1, 2}, {1}, 0, ""},  // 1-D
       {{1, 2, 5, 6, 7}, {2, 2, 3}, {1, 2, 2}, {0, 1, 1, 1, 0, 1}, {1, 1, 1}, 0, ""},
       {{1, 3, 12, 12}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 0, ""},  // dilated (MaxPool)
   };
@@ -137,9 +143,9 @@ TEST(CudaNorm, BatchNormalization) {
   n.attrs.set("epsilon", 1e-3f);
   for (const shape_t& s : {shape_t{2, 16, 7, 7}, shape_t{3, 5}, shape_t{2, 4, 9}}) {
     const int64_t c = s[1];
-    std::vector<tensor> in{random_tensor(dtype::f32, s, -3, 3), random_tensor(dtype::f32, {c}, 0.5, 1.5),
-                           random_tensor(dtype::f32, {c}), random_tensor(dtype::f32, {c}),
-                           random_tensor(dtype::f32, {c}, 0.1, 2)};
+    std::vector<tensor> in{random_tensor(dtype::f32, s, -3, 3),
+                           random_tensor(dtype::f32, {c}, 0.5, 1.5), random_tensor(dtype::f32, {c}),
+                           random_tensor(dtype::f32, {c}), random_tensor(dtype::f32, {c}, 0.1, 2)};
     const std::vector<bool> consts{false, true, true, true, true};
     expect_parity(n, in, {.constant_inputs = consts});
     expect_parity(n, in, {.constant_inputs = consts, .half = true});
@@ -154,16 +160,16 @@ TEST(CudaMatMul, MatMul) {
   TROUPE_REQUIRE_GPU();
   const matmul_case cases[] = {
       {{64, 96}, {96, 48}},
-      {{2, 128, 768}, {768, 256}},             // BERT linear: batch folds into M
-      {{2, 12, 128, 64}, {2, 12, 64, 128}},    // attention scores
-      {{2, 12, 128, 128}, {2, 12, 128, 64}},   // attention context
-      {{1, 5, 7}, {3, 7, 4}},                  // A broadcast over batch
+      {{2, 128, 768}, {768, 256}},            // BERT linear: batch folds into M
+      {{2, 12, 128, 64}, {2, 12, 64, 128}},   // attention scores
+      {{2, 12, 128, 128}, {2, 12, 128, 64}},  // attention context
+      {{1, 5, 7}, {3, 7, 4}},                 // A broadcast over batch
       {{3, 5, 7}, {7, 4}},
-      {{2, 1, 5, 7}, {1, 3, 7, 4}},            // partial broadcast: one call per batch
-      {{7}, {7, 4}},                           // 1-D operands
+      {{2, 1, 5, 7}, {1, 3, 7, 4}},  // partial broadcast: one call per batch
+      {{7}, {7, 4}},                 // 1-D operands
       {{3, 5, 7}, {7}},
       {{7}, {7}},
-      {{33, 17}, {17, 1}},                     // odd sizes: unaligned strides
+      {{33, 17}, {17, 1}},  // odd sizes: unaligned strides
   };
   for (const auto& c : cases) {
     for (bool half : {false, true}) {
@@ -186,19 +192,20 @@ TEST(CudaMatMul, Gemm) {
     bool has_c;
   };
   const gemm_case cases[] = {
-      {32, 64, 48, 0, 1, 1.0f, 1.0f, {48}, true},       // Linear: bias over N
+      {32, 64, 48, 0, 1, 1.0f, 1.0f, {48}, true},  // Linear: bias over N
       {32, 64, 48, 0, 0, 1.0f, 1.0f, {1, 48}, true},
-      {20, 30, 40, 1, 0, 0.5f, 2.0f, {40}, true},       // bias scaled by beta
-      {20, 30, 40, 1, 1, 1.5f, 0.5f, {20, 40}, true},   // full C
-      {20, 30, 40, 0, 0, 1.0f, 1.0f, {20, 1}, true},    // column C
-      {20, 30, 40, 0, 0, 1.0f, 3.0f, {}, true},         // scalar C
-      {20, 30, 40, 0, 1, 2.0f, 1.0f, {}, false},        // no C
+      {20, 30, 40, 1, 0, 0.5f, 2.0f, {40}, true},      // bias scaled by beta
+      {20, 30, 40, 1, 1, 1.5f, 0.5f, {20, 40}, true},  // full C
+      {20, 30, 40, 0, 0, 1.0f, 1.0f, {20, 1}, true},   // column C
+      {20, 30, 40, 0, 0, 1.0f, 3.0f, {}, true},        // scalar C
+      {20, 30, 40, 0, 1, 2.0f, 1.0f, {}, false},       // no C
   };
   for (const auto& g : cases) {
     for (bool half : {false, true}) {
       for (bool c_const : {true, false}) {
         SCOPED_TRACE(std::to_string(g.m) + "x" + std::to_string(g.k) + "x" + std::to_string(g.n) +
-                     " C " + shape_to_string(g.c) + (half ? " f16" : "") + (c_const ? " const" : ""));
+                     " C " + shape_to_string(g.c) + (half ? " f16" : "") +
+                     (c_const ? " const" : ""));
         op_node n = make_node("Gemm", 13);
         n.attrs.set("transA", g.trans_a);
         n.attrs.set("transB", g.trans_b);
@@ -218,7 +225,8 @@ TEST(CudaMatMul, FusedMatMul) {
   TROUPE_REQUIRE_GPU();
   for (const char* act : {"", "Relu", "Gelu"}) {
     for (bool half : {false, true}) {
-      for (const matmul_case& c : {matmul_case{{2, 16, 64}, {64, 96}}, matmul_case{{24, 32}, {32, 40}}}) {
+      for (const matmul_case& c :
+           {matmul_case{{2, 16, 64}, {64, 96}}, matmul_case{{24, 32}, {32, 40}}}) {
         SCOPED_TRACE(std::string(act) + " " + shape_to_string(c.a) + (half ? " f16" : ""));
         op_node n = make_node("FusedMatMul", 1, "troupe");
         n.attrs.set("activation", std::string(act));

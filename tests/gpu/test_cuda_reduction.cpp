@@ -16,26 +16,28 @@ struct reduce_case {
 TEST(CudaReduction, ReduceOverBlocksOfAxes) {
   TROUPE_REQUIRE_GPU();
   const reduce_case cases[] = {
-      {{4, 6, 40}, {-1}, 1},        // rows, warp per row
-      {{3, 3000}, {1}, 0},          // long rows, block per row
-      {{4, 6, 40}, {1, 2}, 0},      // trailing block
-      {{4, 6, 40}, {0}, 1},         // leading axis: strided
-      {{4, 6, 40}, {1}, 1},         // middle axis
-      {{2, 3, 1, 5}, {1, 2}, 1},    // a size-1 axis inside the block
-      {{5, 7}, {}, 0},              // everything
+      {{4, 6, 40}, {-1}, 1},      // rows, warp per row
+      {{3, 3000}, {1}, 0},        // long rows, block per row
+      {{4, 6, 40}, {1, 2}, 0},    // trailing block
+      {{4, 6, 40}, {0}, 1},       // leading axis: strided
+      {{4, 6, 40}, {1}, 1},       // middle axis
+      {{2, 3, 1, 5}, {1, 2}, 1},  // a size-1 axis inside the block
+      {{5, 7}, {}, 0},            // everything
   };
   for (const char* op : {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare",
                          "ReduceL2", "ReduceLogSumExp"}) {
     for (const auto& c : cases) {
       for (int64_t opset : {13, 18}) {
-        SCOPED_TRACE(std::string(op) + " " + shape_to_string(c.shape) + " opset " + std::to_string(opset));
+        SCOPED_TRACE(std::string(op) + " " + shape_to_string(c.shape) + " opset " +
+                     std::to_string(opset));
         op_node n = make_node(op, opset);
         n.attrs.set("keepdims", c.keepdims);
         std::vector<tensor> inputs{random_tensor(dtype::f32, c.shape)};
         const bool axes_input = opset >= 18 || (std::string(op) == "ReduceSum" && opset >= 13);
         if (axes_input) {
           inputs.push_back(c.axes.empty() ? tensor()
-                                          : tensor::from_vector<int64_t>(c.axes, {static_cast<int64_t>(c.axes.size())}));
+                                          : tensor::from_vector<int64_t>(
+                                                c.axes, {static_cast<int64_t>(c.axes.size())}));
         } else if (!c.axes.empty()) {
           n.attrs.set("axes", c.axes);
         }
@@ -101,7 +103,8 @@ TEST(CudaReduction, LayerNormalization) {
     op_node n = make_node("LayerNormalization", 17);
     n.attrs.set("axis", c.axis);
     n.attrs.set("epsilon", 1e-5f);
-    const size_t a = static_cast<size_t>(c.axis < 0 ? c.axis + static_cast<int64_t>(c.shape.size()) : c.axis);
+    const size_t a =
+        static_cast<size_t>(c.axis < 0 ? c.axis + static_cast<int64_t>(c.shape.size()) : c.axis);
     const shape_t norm(c.shape.begin() + static_cast<std::ptrdiff_t>(a), c.shape.end());
     tensor x = random_tensor(dtype::f32, c.shape, -3, 3);
     tensor scale = random_tensor(dtype::f32, norm, 0.5, 1.5);

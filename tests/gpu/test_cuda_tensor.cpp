@@ -45,10 +45,12 @@ TEST(CudaTensor, Gather) {
   op_node ax1 = make_node("Gather", 13);
   ax1.attrs.set("axis", int64_t{1});
   expect_parity(ax1, {random_tensor(dtype::f32, {3, 7, 5}), random_tensor(dtype::i64, {4}, -7, 7)});
-  expect_parity(ax1, {random_tensor(dtype::i64, {3, 7}, -9, 9), tensor::from_vector<int64_t>({2}, {})});
+  expect_parity(ax1,
+                {random_tensor(dtype::i64, {3, 7}, -9, 9), tensor::from_vector<int64_t>({2}, {})});
   op_node last = make_node("Gather", 13);
   last.attrs.set("axis", int64_t{-1});
-  expect_parity(last, {random_tensor(dtype::f32, {3, 7, 5}), random_tensor(dtype::i64, {2, 2}, 0, 5)});
+  expect_parity(last,
+                {random_tensor(dtype::f32, {3, 7, 5}), random_tensor(dtype::i64, {2, 2}, 0, 5)});
 }
 
 TEST(CudaTensor, Concat) {
@@ -62,14 +64,17 @@ TEST(CudaTensor, Concat) {
     const size_t ax = static_cast<size_t>(axis < 0 ? axis + 3 : axis);
     b[ax] = 5;
     c[ax] = 1;
-    expect_parity(n, {random_tensor(dtype::f32, a), random_tensor(dtype::f32, b), random_tensor(dtype::f32, c)});
+    expect_parity(n, {random_tensor(dtype::f32, a), random_tensor(dtype::f32, b),
+                      random_tensor(dtype::f32, c)});
     expect_parity(n, {random_tensor(dtype::i64, a, -5, 5), random_tensor(dtype::i64, b, -5, 5)});
   }
 }
 
 TEST(CudaTensor, Split) {
   TROUPE_REQUIRE_GPU();
-  auto v = [](std::vector<int64_t> x) { return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())}); };
+  auto v = [](std::vector<int64_t> x) {
+    return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())});
+  };
   tensor x = random_tensor(dtype::f32, {4, 9, 6});
   op_node even = make_node("Split", 18);
   even.attrs.set("axis", int64_t{1});
@@ -85,12 +90,14 @@ TEST(CudaTensor, Split) {
 
 TEST(CudaTensor, Slice) {
   TROUPE_REQUIRE_GPU();
-  auto v = [](std::vector<int64_t> x) { return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())}); };
+  auto v = [](std::vector<int64_t> x) {
+    return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())});
+  };
   op_node n = make_node("Slice", 13);
   tensor x = random_tensor(dtype::f32, {6, 10, 8});
   expect_parity(n, {x, v({1, 2}), v({5, -1}), v({0, 1}), tensor()});
-  expect_parity(n, {x, v({-1, 8}), v({-100, 1}), v({1, 2}), v({-2, -3})});         // negative steps
-  expect_parity(n, {x, v({0}), v({INT64_MAX}), v({2}), v({3})});                  // clamped end
+  expect_parity(n, {x, v({-1, 8}), v({-100, 1}), v({1, 2}), v({-2, -3})});  // negative steps
+  expect_parity(n, {x, v({0}), v({INT64_MAX}), v({2}), v({3})});            // clamped end
   expect_parity(n, {x, v({2, 0, 0}), v({4, 10, 8}), tensor(), tensor()}, {.half = true});
   op_node old = make_node("Slice", 9);
   old.attrs.set("starts", std::vector<int64_t>{1});
@@ -101,7 +108,9 @@ TEST(CudaTensor, Slice) {
 
 TEST(CudaTensor, Expand) {
   TROUPE_REQUIRE_GPU();
-  auto v = [](std::vector<int64_t> x) { return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())}); };
+  auto v = [](std::vector<int64_t> x) {
+    return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())});
+  };
   op_node n = make_node("Expand", 13);
   expect_parity(n, {random_tensor(dtype::f32, {3, 1}), v({2, 3, 4})});
   expect_parity(n, {random_tensor(dtype::f32, {1, 4}), v({3, 1})});
@@ -111,7 +120,9 @@ TEST(CudaTensor, Expand) {
 
 TEST(CudaTensor, PadConstant) {
   TROUPE_REQUIRE_GPU();
-  auto v = [](std::vector<int64_t> x) { return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())}); };
+  auto v = [](std::vector<int64_t> x) {
+    return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())});
+  };
   op_node n = make_node("Pad", 13);
   tensor x = random_tensor(dtype::f32, {2, 3, 4, 5});
   expect_parity(n, {x, v({0, 0, 1, 2, 0, 0, 3, 0})});
@@ -124,7 +135,9 @@ TEST(CudaTensor, PadConstant) {
 
 TEST(CudaTensor, ViewsAndTheirCopyFallback) {
   TROUPE_REQUIRE_GPU();
-  auto v = [](std::vector<int64_t> x) { return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())}); };
+  auto v = [](std::vector<int64_t> x) {
+    return tensor::from_vector<int64_t>(x, {static_cast<int64_t>(x.size())});
+  };
   expect_parity(make_node("Reshape", 14), {random_tensor(dtype::f32, {2, 3, 4}), v({6, -1})});
   op_node flat = make_node("Flatten", 13);
   flat.attrs.set("axis", int64_t{2});

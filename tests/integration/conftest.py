@@ -94,6 +94,12 @@ def build_repository(root):
           "dynamic_batching:\n"
           "  priority_levels: 2\n"
           "  default_queue_policy: {max_queue_size: 4}\n")
+    make_mlp(os.path.join(models, "prio", "1", "model.onnx"), seed=6)
+    write(os.path.join(models, "prio", "config.yaml"),
+          "max_batch_size: 1\n"
+          "dynamic_batching:\n"
+          "  priority_levels: 2\n"
+          "  default_queue_policy: {max_queue_size: 16}\n")
     make_mlp(os.path.join(models, "deep", "1", "model.onnx"), seed=5)
     write(os.path.join(models, "deep", "config.yaml"), "max_batch_size: 1\n")
     node_yaml = os.path.join(root, "node.yaml")
