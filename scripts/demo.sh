@@ -8,7 +8,7 @@ scripts/install-deps.sh
 scripts/build.sh
 demo=build/demo
 mkdir -p "$demo"
-.venv/bin/python tests/models/fill_weights.py tests/models/squeezenet1_1.onnx "$demo/squeezenet1_1.onnx" >/dev/null
+.venv/bin/python tests/models/fill_weights.py tests/models/squeezenet1_1.onnx "$demo" >/dev/null
 .venv/bin/python - "$demo/input.npz" <<'PY'
 import sys, numpy as np
 rng = np.random.default_rng(7)
