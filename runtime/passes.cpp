@@ -25,13 +25,6 @@ int sole_consumer(const graph& g, const std::vector<std::vector<std::pair<int, i
   return cons[v][0].first;
 }
 
-/// As sole_consumer, but not a node another rewrite of this pass already claimed: two Convs feeding
-/// one Add must not both absorb it.
-int free_consumer(const graph& g, const std::vector<std::vector<std::pair<int, int>>>& cons,
-                  const std::vector<char>& claimed, int v) {
-  const int n = sole_consumer(g, cons, v);
-  return n >= 0 && !claimed[n] ? n : -1;
-}
 
 std::optional<double> scalar_constant(const graph& g, int v) {
   if (v < 0 || !g.values[v].constant || g.values[v].constant->elements() != 1) return std::nullopt;
@@ -61,6 +54,47 @@ int add_constant(graph& g, const std::string& name, tensor t) {
   v.constant = std::move(t);
   return g.add_value(std::move(v));
 }
+
+/// Bookkeeping shared by the fusion passes: which nodes were absorbed into a fused node (removed),
+/// which hold a fused node now (claimed: never fused again), and committing a fusion at the
+/// position of its last absorbed node, so every input of the fused node is defined before it.
+struct fusion_state {
+  explicit fusion_state(graph& graph_ref)
+      : g(graph_ref), cons(consumers_of(graph_ref)), removed(graph_ref.nodes.size(), 0),
+        claimed(graph_ref.nodes.size(), 0) {}
+
+  bool available(size_t n) const { return !removed[n] && !claimed[n]; }
+  /// The single unclaimed reader of `v`, or -1.
+  int next(int v) const {
+    const int n = sole_consumer(g, cons, v);
+    return n >= 0 && available(static_cast<size_t>(n)) ? n : -1;
+  }
+  /// Replaces `first` and every node of `absorbed` by `fused`, placed where the last one was.
+  void commit(int first, const std::vector<int>& absorbed, node fused, int out) {
+    while (fused.inputs.size() > 2 && fused.inputs.back() < 0) fused.inputs.pop_back();  // kernel arity
+    fused.outputs = {out};
+    const int tail = absorbed.empty() ? first : absorbed.back();
+    removed[first] = 1;
+    for (int a : absorbed) removed[a] = 1;
+    removed[tail] = 0;
+    claimed[tail] = 1;
+    g.nodes[tail] = std::move(fused);
+    ++count;
+  }
+  int finish() {
+    if (count) {
+      compact(g, removed);
+      g.remove_dead();
+    }
+    return count;
+  }
+
+  graph& g;
+  std::vector<std::vector<std::pair<int, int>>> cons;
+  std::vector<char> removed;
+  std::vector<char> claimed;
+  int count = 0;
+};
 
 /// Activation that can ride in a fused kernel's epilogue, with its parameters.
 struct activation {
@@ -272,12 +306,9 @@ int fuse_gelu(graph& g, kernels::backend where) {
 
 expected<int> fuse_conv(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedConv")) return 0;
-  auto cons = consumers_of(g);
-  std::vector<char> removed(g.nodes.size(), 0);
-  std::vector<char> claimed_tail(g.nodes.size(), 0);  // already a fused node: not fused again
-  int count = 0;
+  fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (removed[n] || claimed_tail[n] || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
+    if (!f.available(n) || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
     if (g.values[g.nodes[n].inputs[0]].type != dtype::f32 || g.values[g.nodes[n].outputs[0]].shape.size() < 3) continue;
     node fused;
     fused.op = g.nodes[n].op;
@@ -285,13 +316,12 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
     fused.op.domain = "troupe";
     fused.inputs = g.nodes[n].inputs;
     fused.inputs.resize(4, -1);
-    int tail = static_cast<int>(n);
     int out = g.nodes[n].outputs[0];
     const shape_t out_shape = g.values[out].shape;
     const int64_t channels = out_shape[1];
     std::vector<int> absorbed;
     // Add: a per-channel constant joins the bias; a same-shape tensor becomes the residual Z.
-    int next = free_consumer(g, cons, removed, out);
+    int next = f.next(out);
     if (next >= 0 && is_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
@@ -315,52 +345,33 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
           }
           fused.inputs[2] = add_constant(g, fused.op.name + ".fused_bias", std::move(bias));
           absorbed.push_back(next);
-          tail = next;
           out = an.outputs[0];
         } else if (!ov.constant && ov.shape == out_shape) {
           fused.inputs[3] = other;
           absorbed.push_back(next);
-          tail = next;
           out = an.outputs[0];
         }
       }
     }
-    next = free_consumer(g, cons, removed, out);
+    next = f.next(out);
     if (next >= 0) {
       if (auto act = as_activation(g, g.nodes[next]); act && g.nodes[next].inputs[0] == out) {
         set_activation(fused.op, *act);
         absorbed.push_back(next);
-        tail = next;
         out = g.nodes[next].outputs[0];
       }
     }
-    if (absorbed.empty()) continue;
-    // Drop trailing absent inputs so the fused node has the arity the kernel expects.
-    while (fused.inputs.size() > 2 && fused.inputs.back() < 0) fused.inputs.pop_back();
-    fused.outputs = {out};
-    for (int a : absorbed) removed[a] = 1;
-    removed[n] = 1;
-    removed[tail] = 0;
-    claimed_tail[tail] = 1;
-    g.nodes[tail] = std::move(fused);
-    ++count;
+    if (!absorbed.empty()) f.commit(static_cast<int>(n), absorbed, std::move(fused), out);
   }
-  if (count) {
-    compact(g, removed);
-    g.remove_dead();
-  }
-  return count;
+  return f.finish();
 }
 
 int fuse_matmul(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedMatMul")) return 0;
-  auto cons = consumers_of(g);
-  std::vector<char> removed(g.nodes.size(), 0);
-  std::vector<char> claimed_tail(g.nodes.size(), 0);  // already a fused node: not fused again
-  int count = 0;
+  fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
+    if (!f.available(n) || !is_op(g.nodes[n], "MatMul") || g.nodes[n].inputs.size() != 2) continue;
     const node& mm = g.nodes[n];
-    if (removed[n] || claimed_tail[n] || !is_op(mm, "MatMul") || mm.inputs.size() != 2) continue;
     const value& b = g.values[mm.inputs[1]];
     if (!b.constant || b.shape.size() != 2 || b.type != dtype::f32) continue;
     int out = mm.outputs[0];
@@ -372,21 +383,19 @@ int fuse_matmul(graph& g, kernels::backend where) {
     fused.op.domain = "troupe";
     fused.inputs = {mm.inputs[0], mm.inputs[1], -1, -1};
     std::vector<int> absorbed;
-    int tail = static_cast<int>(n);
-    int next = free_consumer(g, cons, removed, out);
+    int next = f.next(out);
     // bias: Add with a constant of N elements broadcast along the last axis
     if (next >= 0 && is_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
-      bool row = ov.constant && ov.type == dtype::f32 && ov.constant->elements() == cols && !ov.shape.empty() &&
-                 ov.shape.back() == cols && ov.shape.size() <= out_shape.size();
+      const bool row = ov.constant && ov.type == dtype::f32 && ov.constant->elements() == cols && !ov.shape.empty() &&
+                       ov.shape.back() == cols && ov.shape.size() <= out_shape.size();
       if (row) {
         fused.inputs[2] = add_constant(g, fused.op.name + ".bias", ov.constant->reshaped({cols}));
         absorbed.push_back(next);
-        tail = next;
         out = an.outputs[0];
-        next = free_consumer(g, cons, removed, out);
+        next = f.next(out);
       }
     }
     // residual: Add with a same-shape computed tensor
@@ -397,9 +406,8 @@ int fuse_matmul(graph& g, kernels::backend where) {
       if (an.inputs[0] != an.inputs[1] && !ov.constant && ov.type == dtype::f32 && ov.shape == g.values[out].shape) {
         fused.inputs[3] = other;
         absorbed.push_back(next);
-        tail = next;
         out = an.outputs[0];
-        next = free_consumer(g, cons, removed, out);
+        next = f.next(out);
       }
     }
     if (next >= 0) {
@@ -407,36 +415,20 @@ int fuse_matmul(graph& g, kernels::backend where) {
       if (act && (act->name == "Relu" || act->name == "Gelu") && g.nodes[next].inputs[0] == out) {
         set_activation(fused.op, *act);
         absorbed.push_back(next);
-        tail = next;
         out = g.nodes[next].outputs[0];
       }
     }
-    if (absorbed.empty()) continue;
-    while (fused.inputs.size() > 2 && fused.inputs.back() < 0) fused.inputs.pop_back();
-    fused.outputs = {out};
-    for (int a : absorbed) removed[a] = 1;
-    removed[n] = 1;
-    removed[tail] = 0;
-    claimed_tail[tail] = 1;
-    g.nodes[tail] = std::move(fused);
-    ++count;
+    if (!absorbed.empty()) f.commit(static_cast<int>(n), absorbed, std::move(fused), out);
   }
-  if (count) {
-    compact(g, removed);
-    g.remove_dead();
-  }
-  return count;
+  return f.finish();
 }
 
 int fuse_gemm(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedGemm")) return 0;
-  auto cons = consumers_of(g);
-  std::vector<char> removed(g.nodes.size(), 0);
-  std::vector<char> claimed_tail(g.nodes.size(), 0);  // already a fused node: not fused again
-  int count = 0;
+  fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (removed[n] || claimed_tail[n] || !is_op(g.nodes[n], "Gemm") || g.values[g.nodes[n].inputs[0]].type != dtype::f32) continue;
-    const int next = free_consumer(g, cons, removed, g.nodes[n].outputs[0]);
+    if (!f.available(n) || !is_op(g.nodes[n], "Gemm") || g.values[g.nodes[n].inputs[0]].type != dtype::f32) continue;
+    const int next = f.next(g.nodes[n].outputs[0]);
     if (next < 0) continue;
     auto act = as_activation(g, g.nodes[next]);
     if (!act) continue;
@@ -444,17 +436,10 @@ int fuse_gemm(graph& g, kernels::backend where) {
     fused.op.op_type = "FusedGemm";
     fused.op.domain = "troupe";
     set_activation(fused.op, *act);
-    fused.outputs = {g.nodes[next].outputs[0]};
-    removed[n] = 1;
-    claimed_tail[next] = 1;
-    g.nodes[next] = std::move(fused);
-    ++count;
+    // Gemm's optional C stays where it is: the trailing-absent trim only drops missing inputs.
+    f.commit(static_cast<int>(n), {next}, std::move(fused), g.nodes[next].outputs[0]);
   }
-  if (count) {
-    compact(g, removed);
-    g.remove_dead();
-  }
-  return count;
+  return f.finish();
 }
 
 status run_graph_passes(graph& g, const pass_options& options) {
