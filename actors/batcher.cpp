@@ -65,7 +65,7 @@ struct batcher_state {
   batch_scheduler scheduler;
   bool batched = false;
   std::vector<replica_slot> replicas;
-  std::vector<std::unique_ptr<batch>> batches;  // every batch ever made: the pool
+  std::vector<std::shared_ptr<batch>> batches;  // every batch ever made: the pool
   std::vector<batch*> free_batches;
   std::vector<in_flight_batch> in_flight;
   outbox out;
@@ -93,7 +93,7 @@ struct batcher_state {
 
   batch* acquire_batch() {
     if (free_batches.empty()) {
-      batches.push_back(std::make_unique<batch>());
+      batches.push_back(std::make_shared<batch>());
       batches.back()->jobs.reserve(static_cast<size_t>(std::max<int64_t>(1, sig().max_batch_size)));
       return batches.back().get();
     }
@@ -196,7 +196,7 @@ void dispatch(self_ptr self, time_point t) {
     if (auto* m = st.metrics()) m->observe_batch(b->rows);
     ++slot->outstanding;
     st.in_flight.push_back({b, slot_index});
-    self->send(slot->worker, run_atom::value, batch_ref{b});
+    self->send(slot->worker, run_atom::value, batch_ref{b->shared_from_this()});
   }
 }
 
@@ -342,7 +342,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         auto& st = self->state;
         const time_point t = now_of(self);
         auto it = std::find_if(st.in_flight.begin(), st.in_flight.end(),
-                               [&](const in_flight_batch& f) { return f.b == ref.ptr; });
+                               [&](const in_flight_batch& f) { return f.b == ref.ptr.get(); });
         if (it == st.in_flight.end()) return;  // already handled as part of a worker failure
         const in_flight_batch f = *it;
         st.in_flight.erase(it);

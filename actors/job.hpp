@@ -167,7 +167,7 @@ struct job_list {
 /// A batch as the batcher lends it to a worker for one run. The batcher owns it (a pool of them);
 /// the worker fills the results and sends it back with (done_atom). A batch is never shared:
 /// between the two messages only the worker touches it.
-struct batch {
+struct batch : std::enable_shared_from_this<batch> {
   uint32_t replica_id = 0;       // the worker's replica that runs it
   std::vector<infer_job*> jobs;  // in row order
   int64_t rows = 0;              // sum of the jobs' rows
@@ -186,6 +186,15 @@ struct batch {
   std::chrono::microseconds compute_time{0};
   bool worker_failed = false;  // the worker's device failed: retry elsewhere, the worker restarts
 
+  batch() = default;
+  batch(const batch&) = delete;
+  batch& operator=(const batch&) = delete;
+  /// A batch dropped with its block still attached (its worker finished after the batcher had
+  /// stopped) gives the block's reference back.
+  ~batch() {
+    if (block) block->release();
+  }
+
   void reset() {
     jobs.clear();
     rows = 0;
@@ -197,10 +206,11 @@ struct batch {
   }
 };
 
-/// What travels in a message: a batch pointer. The batch outlives the message (the batcher keeps
-/// every batch it lent in its in-flight table).
+/// What travels in a message: a shared handle on the batch. The batcher keeps every batch it lent
+/// in its in-flight table; the handle keeps the batch alive for a worker still running it when the
+/// batcher is stopped first (node shutdown).
 struct batch_ref {
-  batch* ptr = nullptr;
+  std::shared_ptr<batch> ptr;
 };
 
 }  // namespace troupe::actors

@@ -28,7 +28,7 @@ worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_lo
           return to_caf_error(unsupported("fake worker"));
         },
         [](unload_atom, uint32_t) {},
-        [log](run_atom, batch_ref ref) { log->batches.push_back(ref.ptr); },
+        [log](run_atom, batch_ref ref) { log->batches.push_back(ref.ptr.get()); },
         [self](crash_atom) { self->quit(caf::make_error(caf::sec::runtime_error, "test crash")); },
     };
   });
@@ -114,7 +114,7 @@ class batcher_test : public testing::actor_fixture {
                     {{dtype::f32, {rows, 1}}, y_bytes + 64, sizeof(float)}};
     }
     b->compute_time = 50us;
-    caf::anon_send(batcher_, done_atom::value, batch_ref{b});
+    caf::anon_send(batcher_, done_atom::value, batch_ref{b->shared_from_this()});
     run();
   }
 
