@@ -113,17 +113,23 @@ shape_t logical_to_channels_last(const shape_t& logical) {
   return s;
 }
 
-expected<conv_geometry> resolve_conv(const op_node& node, const tensor_info& x,
-                                     const tensor_info& w) {
+/// Checks shared by Conv and ConvTranspose: X spatial, W present with X's rank; returns `group`.
+static expected<int64_t> check_conv_operands(const op_node& node, const tensor_info& x, const tensor_info& w) {
   TROUPE_RETURN_IF_ERROR(check_spatial_input(node, x, "input X"));
   if (!w.present()) return bad(node, "input W is required");
   if (w.rank() != x.rank()) {
     return bad(node, "W " + w.to_string() + " must have the rank of X " + x.to_string());
   }
+  const int64_t group = node.attrs.get_int("group", 1);
+  if (group < 1 || group > max_attr_value) return bad(node, "group must be >= 1");
+  return group;
+}
+
+expected<conv_geometry> resolve_conv(const op_node& node, const tensor_info& x,
+                                     const tensor_info& w) {
   const size_t n = x.rank() - 2;
   conv_geometry g;
-  g.group = node.attrs.get_int("group", 1);
-  if (g.group < 1 || g.group > max_attr_value) return bad(node, "group must be >= 1");
+  TROUPE_ASSIGN_OR_RETURN(g.group, check_conv_operands(node, x, w));
   const int64_t c = x.shape[1], m = w.shape[0];
   if (m < 1 || m % g.group != 0) {
     return bad(node, "W's output channels " + std::to_string(m) +
@@ -176,15 +182,9 @@ expected<conv_geometry> resolve_conv(const op_node& node, const tensor_info& x,
 
 expected<conv_transpose_geometry> resolve_conv_transpose(const op_node& node, const tensor_info& x,
                                                          const tensor_info& w) {
-  TROUPE_RETURN_IF_ERROR(check_spatial_input(node, x, "input X"));
-  if (!w.present()) return bad(node, "input W is required");
-  if (w.rank() != x.rank()) {
-    return bad(node, "W " + w.to_string() + " must have the rank of X " + x.to_string());
-  }
   const size_t n = x.rank() - 2;
   conv_transpose_geometry g;
-  g.group = node.attrs.get_int("group", 1);
-  if (g.group < 1 || g.group > max_attr_value) return bad(node, "group must be >= 1");
+  TROUPE_ASSIGN_OR_RETURN(g.group, check_conv_operands(node, x, w));
   const int64_t c = x.shape[1];
   if (w.shape[0] != c || c % g.group != 0) {
     return bad(node, "W " + w.to_string() + " must have X's " + std::to_string(c) +
