@@ -1,5 +1,6 @@
 #include "runtime/plan.hpp"
 
+#include <chrono>
 #include <cstring>
 
 #include "kernels/op_schema.hpp"
@@ -131,6 +132,7 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
     if (kernels_by_node[ni]->is_view()) continue;
     step st;
     st.k = std::move(kernels_by_node[ni]);
+    st.node_index = ni;
     for (int v : g.nodes[ni].inputs) st.inputs.push_back(bind(v));
     for (int v : g.nodes[ni].outputs) st.outputs.push_back(bind(v));
     const int wb = p->layout_.workspace_buffer[ni];
@@ -183,6 +185,32 @@ status plan::run_steps() {
     if (!s.is_ok()) return s;
   }
   return status::ok();
+}
+
+expected<std::vector<plan::step_time>> plan::profile(int runs) {
+  std::vector<step_time> times(steps_.size());
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const node& n = graph_.nodes[steps_[i].node_index];
+    times[i].op = n.op.op_type;
+    if (!n.outputs.empty() && n.outputs[0] >= 0) {
+      const value& v = graph_.values[n.outputs[0]];
+      times[i].output = v.name;
+      times[i].shape = shape_to_string(v.shape);
+    }
+  }
+  void* stream = device_->stream();
+  TROUPE_RETURN_IF_ERROR(device_->synchronize());
+  for (int r = 0; r < runs; ++r) {
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      step& st = steps_[i];
+      const auto start = std::chrono::steady_clock::now();
+      kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream};
+      TROUPE_RETURN_IF_ERROR(st.k->compute(rc));
+      TROUPE_RETURN_IF_ERROR(device_->synchronize());
+      times[i].total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    }
+  }
+  return times;
 }
 
 status plan::execute() {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/tensor.hpp"
@@ -29,6 +30,18 @@ class plan {
   /// waits for the device: what the executor alone costs, for benchmarks.
   status execute();
 
+  /// One step's share of a run, from `profile`.
+  struct step_time {
+    std::string op;        // domain::op_type
+    std::string output;    // the step's first output value
+    std::string shape;     // that output's shape
+    double total_ms = 0;   // summed over the profiled runs
+  };
+  /// Runs the steps `runs` times on the inputs of the last `run`, waiting for the device after each
+  /// step so that each step's wall time is its own (adds a synchronisation per step: for finding
+  /// where time goes, not for latency figures).
+  expected<std::vector<step_time>> profile(int runs);
+
   const std::vector<tensor_info>& input_infos() const { return input_infos_; }
   const std::vector<tensor_info>& output_infos() const { return output_infos_; }
   const plan_memory& memory() const { return memory_; }
@@ -42,6 +55,7 @@ class plan {
     std::vector<tensor> inputs;
     std::vector<tensor> outputs;
     void* workspace = nullptr;
+    size_t node_index = 0;  // in graph_
   };
   /// A tensor whose bytes are a graph input, re-pointed at each run.
   struct input_binding {

@@ -2,7 +2,7 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|bench|all]...   (default: all)
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|all]...   (default: all but profile)
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,13 @@ mkdir -p "$OUT"
 P=/opt/troupe-deps
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(all)
-want() { for s in "${steps[@]}"; do [ "$s" = "$1" ] || [ "$s" = all ] && return 0; done; return 1; }
+want() {
+  for s in "${steps[@]}"; do
+    [ "$s" = "$1" ] && return 0
+    [ "$s" = all ] && [ "$1" != profile ] && return 0
+  done
+  return 1
+}
 
 if [ ! -f "$P/.unpacked" ]; then
   mkdir -p "$P"
@@ -51,6 +57,13 @@ fi
 if want models; then
   echo "== whole models: CUDA fp32/fp16 vs CPU"
   PYTHONUNBUFFERED=1 python3 tests/gpu/compare_models.py build-gpu/troupe resnet50,bert_base 2>&1 | tee "$OUT/compare.log" | tail -20
+fi
+
+if want profile; then
+  # Per-step device time (a sync after each step) of the bench models: where the time goes.
+  echo "== profile"
+  PYTHONUNBUFFERED=1 python3 bench/gpu_vs_torch/run.py --troupe build-gpu/troupe --out "$OUT" --profile \
+    --models "${PROFILE_MODELS:-resnet50,bert_base}" --batches "${PROFILE_BATCHES:-1,128}" 2>&1 | tail -5
 fi
 
 if want bench; then

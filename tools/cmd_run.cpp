@@ -66,6 +66,35 @@ status write_latency_json(const std::string& path, const latency_summary& l, dou
   return status::ok();
 }
 
+/// Per-step device time (each step followed by a synchronisation): totals by op type, then the
+/// slowest steps. The timed latency above is unaffected (profiling runs after it).
+status print_profile(runtime::plan& p, int runs) {
+  TROUPE_ASSIGN_OR_RETURN(auto times, p.profile(runs));
+  double total_ms = 0;
+  std::map<std::string, std::pair<double, int>> by_op;
+  for (const auto& t : times) {
+    total_ms += t.total_ms / runs;
+    auto& e = by_op[t.op];
+    e.first += t.total_ms / runs;
+    e.second += 1;
+  }
+  std::vector<std::pair<double, std::string>> ops;
+  for (const auto& [op, e] : by_op) ops.emplace_back(e.first, op);
+  std::sort(ops.rbegin(), ops.rend());
+  std::printf("profile: %zu steps, %.4f ms per run with a sync after each step (%d runs)\n", times.size(), total_ms, runs);
+  for (const auto& [ms, op] : ops) {
+    std::printf("  op %-28s %5d steps %10.4f ms %5.1f%%\n", op.c_str(), by_op[op].second, ms, 100 * ms / total_ms);
+  }
+  std::vector<size_t> order(times.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return times[a].total_ms > times[b].total_ms; });
+  for (size_t i = 0; i < std::min<size_t>(40, order.size()); ++i) {
+    const auto& t = times[order[i]];
+    std::printf("  step %4zu %-24s %9.4f ms  %s %s\n", order[i], t.op.c_str(), t.total_ms / runs, t.output.c_str(), t.shape.c_str());
+  }
+  return status::ok();
+}
+
 status run_model_impl(const run_options& o) {
   if (o.repeat < 1) return invalid_argument("--repeat must be at least 1");
   if (o.warmup < 0) return invalid_argument("--warmup must not be negative");
@@ -123,6 +152,8 @@ status run_model_impl(const run_options& o) {
   } else {
     return invalid_argument("--timing must be end-to-end or device, got '" + o.timing + "'");
   }
+
+  if (o.profile_runs > 0) TROUPE_RETURN_IF_ERROR(print_profile(**plan, o.profile_runs));
 
   const auto& descs = session->outputs();
   if (outputs.size() != descs.size())
@@ -201,6 +232,10 @@ void add_run_command(CLI::App& app, int& exit_code) {
                   "(the plan's steps alone on inputs already bound, as framework benchmarks time)");
   cmd->add_option("--latency-json", o->latency_json_path,
                   "Also write the latency figures to this file as JSON");
+  cmd->add_option("--profile", o->profile_runs,
+                  "After timing, run the plan N more times with a synchronisation after every step "
+                  "and print the time per op type and the slowest steps")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads,-t", o->threads, "OpenMP threads (0: OpenMP's default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

@@ -39,6 +39,7 @@ struct run_options {
   /// "end-to-end": each timed run copies inputs in and outputs out (session::run); "device": the
   /// plan's steps alone on inputs already on the device (plan::execute), as framework benchmarks time.
   std::string timing = "end-to-end";
+  int profile_runs = 0;  // > 0: per-step profile over this many extra runs (plan::profile)
 };
 
 /// Loads, compiles, warms up, times `repeat` runs and writes the last run's outputs.

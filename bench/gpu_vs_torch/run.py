@@ -92,7 +92,7 @@ def run_torch(model, batch, iters, modes):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run_troupe(troupe, model_path, model, batch, iters, work):
+def run_troupe(troupe, model_path, model, batch, iters, work, profile_out=None):
     import numpy as np
     filled = os.path.join(work, os.path.basename(model_path))  # fill_weights writes into a folder
     if not os.path.exists(filled):
@@ -109,10 +109,15 @@ def run_troupe(troupe, model_path, model, batch, iters, work):
     cmd = [troupe, "run", filled, "--inputs", inputs, "--outputs", os.path.join(work, "out.npz"),
            "--backend", "cuda", "--precision", "fp16", "--repeat", str(iters), "--warmup", "5",
            "--timing", "device", "--latency-json", lat]
+    if profile_out:
+        cmd += ["--profile", "3"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         sys.stderr.write(f"troupe failed on {model} batch {batch}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}\n")
         return {}
+    if profile_out:
+        with open(profile_out, "w") as f:
+            f.write(p.stdout)
     return json.load(open(lat))
 
 
@@ -127,7 +132,18 @@ def main():
     ap.add_argument("--batches", default="1,8,32,128,256")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--modes", default="graph,compile")
+    ap.add_argument("--profile", action="store_true",
+                    help="troupe only: write its per-step profile to OUT/profile-MODEL-BATCH.txt")
     a = ap.parse_args()
+    if a.profile:
+        work = tempfile.mkdtemp(prefix="troupe_profile_")
+        os.makedirs(a.out, exist_ok=True)
+        for model in a.models.split(","):
+            for batch in [int(b) for b in a.batches.split(",")]:
+                out = os.path.join(a.out, f"profile-{model}-{batch}.txt")
+                r = run_troupe(a.troupe, os.path.join(ROOT, MODELS[model]), model, batch, a.iters, work, out)
+                print(model, batch, r.get("median_ms"), "ms", flush=True)
+        return 0
     import torch
     device = torch.cuda.get_device_name(0)
     rows = []
