@@ -94,6 +94,8 @@ class kernel_registry {
   /// Registered (domain, op) pairs for a backend, for docs and `troupe inspect`.
   std::vector<std::pair<std::string, std::string>> ops(backend where) const;
   bool has_op(backend where, std::string_view domain, std::string_view op_type) const;
+  /// Some kernel of (domain, op) on this backend takes `type` as its typed input.
+  bool has_op_for(backend where, std::string_view domain, std::string_view op_type, dtype type) const;
 
  private:
   const kernel_def* match(backend where, const kernel_create_context& ctx, status* why) const;

@@ -179,4 +179,13 @@ bool kernel_registry::has_op(backend where, std::string_view domain, std::string
   return false;
 }
 
+bool kernel_registry::has_op_for(backend where, std::string_view domain, std::string_view op, dtype type) const {
+  if (domain == "ai.onnx") domain = "";
+  for (const auto& d : defs_) {
+    if (d.where != where || d.op_type != op || d.domain != domain) continue;
+    if (d.types.empty() || std::find(d.types.begin(), d.types.end(), type) != d.types.end()) return true;
+  }
+  return false;
+}
+
 }  // namespace troupe::kernels

@@ -1,6 +1,7 @@
 #include "runtime/passes.hpp"
 
 #include <cmath>
+#include <functional>
 #include <optional>
 
 namespace troupe::runtime {
@@ -30,6 +31,29 @@ std::optional<double> scalar_constant(const graph& g, int v) {
   if (v < 0 || !g.values[v].constant || g.values[v].constant->elements() != 1) return std::nullopt;
   if (!is_floating(g.values[v].type)) return std::nullopt;
   return g.values[v].constant->value_as_double(0);
+}
+
+/// The float types fused kernels compute in: the graph may already be in reduced precision
+/// (runtime/precision.cpp converts at load, before the per-plan passes).
+bool is_compute_float(dtype t) { return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16; }
+
+/// Does `where` have a kernel for the fused op on this compute type?
+bool fusable(kernels::backend where, std::string_view op, dtype t) {
+  return is_compute_float(t) && kernels::kernel_registry::standard().has_op_for(where, "troupe", op, t);
+}
+
+/// A constant of `type` (a compute float) from doubles.
+tensor float_constant(dtype type, const shape_t& shape, const std::function<double(int64_t)>& at) {
+  tensor t = tensor::allocate(type, shape);
+  for (int64_t i = 0; i < t.elements(); ++i) {
+    const float v = static_cast<float>(at(i));
+    switch (type) {
+      case dtype::f16: t.data<uint16_t>()[i] = float_to_half(v); break;
+      case dtype::bf16: t.data<uint16_t>()[i] = float_to_bfloat16(v); break;
+      default: t.data<float>()[i] = v; break;
+    }
+  }
+  return t;
 }
 
 bool near(std::optional<double> x, double want, double tol = 1e-3) {
@@ -115,7 +139,7 @@ std::optional<activation> as_activation(const graph& g, const node& n) {
     return activation{op, {n.op.attrs.get_float("alpha", 0.2f), n.op.attrs.get_float("beta", 0.5f)}};
   }
   if (op == "Clip") {
-    if (g.values[n.inputs[0]].type != dtype::f32) return std::nullopt;
+    if (!is_compute_float(g.values[n.inputs[0]].type)) return std::nullopt;
     float lo = -INFINITY, hi = INFINITY;
     if (n.op.opset < 11) {
       lo = n.op.attrs.get_float("min", lo);
@@ -253,7 +277,7 @@ int fuse_gelu(graph& g, kernels::backend where) {
     if (is_op(sc, "Div") && near(scalar_constant(g, sc.inputs[1]), std::sqrt(2.0))) x = sc.inputs[0];
     if (is_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[1]), 1.0 / std::sqrt(2.0))) x = sc.inputs[0];
     if (is_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[0]), 1.0 / std::sqrt(2.0))) x = sc.inputs[1];
-    if (x < 0 || g.values[x].type != dtype::f32) continue;
+    if (x < 0 || !is_compute_float(g.values[x].type)) continue;
     // Erf -> Add(1)
     const int add = sole_consumer(g, cons, g.nodes[e].outputs[0]);
     if (add < 0 || !is_op(g.nodes[add], "Add")) continue;
@@ -309,7 +333,8 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
   fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
     if (!f.available(n) || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
-    if (g.values[g.nodes[n].inputs[0]].type != dtype::f32 || g.values[g.nodes[n].outputs[0]].shape.size() < 3) continue;
+    const dtype type = g.values[g.nodes[n].inputs[0]].type;
+    if (!fusable(where, "FusedConv", type) || g.values[g.nodes[n].outputs[0]].shape.size() < 3) continue;
     node fused;
     fused.op = g.nodes[n].op;
     fused.op.op_type = "FusedConv";
@@ -326,7 +351,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
-      if (an.inputs[0] != an.inputs[1] && ov.type == dtype::f32) {
+      if (an.inputs[0] != an.inputs[1] && ov.type == type) {
         bool per_channel = ov.constant.has_value() && ov.constant->elements() == channels && ov.shape.size() <= out_shape.size();
         if (per_channel) {
           // Shape must broadcast along axis 1 only: [C,1,1], [1,C,1,1].
@@ -339,10 +364,12 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
         const int b_id = fused.inputs[2];
         if (per_channel && b_id >= 0 && !g.values[b_id].constant) per_channel = false;  // bias computed at run time
         if (per_channel) {
-          tensor bias = tensor::allocate(dtype::f32, {channels});
-          for (int64_t c = 0; c < channels; ++c) {
-            bias.data<float>()[c] = ov.constant->data<float>()[c] + (b_id >= 0 ? g.values[b_id].constant->data<float>()[c] : 0.0f);
-          }
+          const tensor* old_bias = b_id >= 0 ? &*g.values[b_id].constant : nullptr;
+          const dtype bias_type = old_bias ? old_bias->type() : type;
+          if (old_bias && !is_compute_float(bias_type)) continue;
+          tensor bias = float_constant(bias_type, {channels}, [&](int64_t c) {
+            return ov.constant->value_as_double(c) + (old_bias ? old_bias->value_as_double(c) : 0.0);
+          });
           fused.inputs[2] = add_constant(g, fused.op.name + ".fused_bias", std::move(bias));
           absorbed.push_back(next);
           out = an.outputs[0];
@@ -373,7 +400,8 @@ int fuse_matmul(graph& g, kernels::backend where) {
     if (!f.available(n) || !is_op(g.nodes[n], "MatMul") || g.nodes[n].inputs.size() != 2) continue;
     const node& mm = g.nodes[n];
     const value& b = g.values[mm.inputs[1]];
-    if (!b.constant || b.shape.size() != 2 || b.type != dtype::f32) continue;
+    const dtype type = b.type;
+    if (!b.constant || b.shape.size() != 2 || !fusable(where, "FusedMatMul", type) || g.values[mm.inputs[0]].type != type) continue;
     int out = mm.outputs[0];
     const shape_t out_shape = g.values[out].shape;
     const int64_t cols = b.shape[1];
@@ -389,7 +417,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
-      const bool row = ov.constant && ov.type == dtype::f32 && ov.constant->elements() == cols && !ov.shape.empty() &&
+      const bool row = ov.constant && ov.type == type && ov.constant->elements() == cols && !ov.shape.empty() &&
                        ov.shape.back() == cols && ov.shape.size() <= out_shape.size();
       if (row) {
         fused.inputs[2] = add_constant(g, fused.op.name + ".bias", ov.constant->reshaped({cols}));
@@ -403,7 +431,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
-      if (an.inputs[0] != an.inputs[1] && !ov.constant && ov.type == dtype::f32 && ov.shape == g.values[out].shape) {
+      if (an.inputs[0] != an.inputs[1] && !ov.constant && ov.type == type && ov.shape == g.values[out].shape) {
         fused.inputs[3] = other;
         absorbed.push_back(next);
         out = an.outputs[0];
@@ -427,7 +455,7 @@ int fuse_gemm(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedGemm")) return 0;
   fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (!f.available(n) || !is_op(g.nodes[n], "Gemm") || g.values[g.nodes[n].inputs[0]].type != dtype::f32) continue;
+    if (!f.available(n) || !is_op(g.nodes[n], "Gemm") || !fusable(where, "FusedGemm", g.values[g.nodes[n].inputs[0]].type)) continue;
     const int next = f.next(g.nodes[n].outputs[0]);
     if (next < 0) continue;
     auto act = as_activation(g, g.nodes[next]);

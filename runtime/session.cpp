@@ -60,6 +60,11 @@ status session::init() {
     const value& x = graph_.values[v];
     outputs_.push_back({x.name, x.type, x.declared_shape.value_or(symbolic_shape{})});
   }
+  if (options_.enable_fusion) {
+    // BatchNormalization folds into the convolution's weights in float32, before any precision
+    // conversion rounds the weights and the statistics separately (the other fusions run per plan).
+    TROUPE_RETURN_IF_ERROR(fold_batchnorm_into_conv(graph_).take_status());
+  }
   if (options_.compute_precision == precision::fp16 || options_.compute_precision == precision::bf16) {
     const dtype to = options_.compute_precision == precision::fp16 ? dtype::f16 : dtype::bf16;
     TROUPE_RETURN_IF_ERROR(convert_float_precision(graph_, to).take_status());
