@@ -60,7 +60,17 @@ cuda_context::~cuda_context() {
   // A pool with live allocations is released once they are freed (cudaMemPoolDestroy's contract).
   if (pool_) (void)cudaMemPoolDestroy(pool_);
   if (stream_) (void)cudaStreamDestroy(stream_);
+  if (fault_host_) (void)cudaFreeHost(fault_host_);
   (void)cudaGetLastError();
+}
+
+uint32_t cuda_context::take_faults() {
+  // Volatile: the device wrote this word behind the compiler's back.
+  volatile uint32_t* word = fault_host_;
+  if (word == nullptr || *word == 0) return 0;
+  const uint32_t bits = *word;
+  *word = 0;
+  return bits;
 }
 
 status cuda_context::make_current() const {
@@ -92,6 +102,24 @@ bool device_available() {
   return available;
 }
 
+int device_count() {
+  if (!device_available()) return 0;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  (void)cudaGetLastError();
+  return count;
+}
+
+status set_current_device(int device_index) {
+  const int count = device_count();
+  if (device_index < 0 || device_index >= count) {
+    return invalid_argument("CUDA device " + std::to_string(device_index) + " does not exist (" +
+                            std::to_string(count) + " devices)");
+  }
+  TROUPE_CUDA_CHECK(cudaSetDevice(device_index));
+  return status::ok();
+}
+
 expected<std::unique_ptr<backend_context>> create_context(int device_index) {
   if (!device_available()) return make_error(error_code::device_error, "no CUDA device available");
   int count = 0;
@@ -116,6 +144,9 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index) {
   TROUPE_CUDA_CHECK(cudnnSetStream(ctx->cudnn_, ctx->stream_));
   ctx->cudnn_stream_ = ctx->stream_;
   TROUPE_CUDA_CHECK(cublasLtCreate(&ctx->lt_));
+  TROUPE_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ctx->fault_host_), sizeof(uint32_t), cudaHostAllocMapped));
+  *ctx->fault_host_ = 0;
+  TROUPE_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&ctx->fault_device_), ctx->fault_host_, 0));
 
   cudaMemPoolProps props{};
   props.allocType = cudaMemAllocationTypePinned;
@@ -175,6 +206,12 @@ status synchronize(backend_context& base) {
   cuda_context& ctx = as_cuda(base);
   TROUPE_RETURN_IF_ERROR(ctx.make_current());
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  if (const uint32_t faults = ctx.take_faults()) {
+    if (faults & fault_gather_index) {
+      return invalid_argument("Gather: an index is outside the indexed axis (e.g. a token id beyond the vocabulary)");
+    }
+    return internal_error("a kernel reported fault bits " + std::to_string(faults));
+  }
   return status::ok();
 }
 

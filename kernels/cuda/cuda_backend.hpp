@@ -19,6 +19,14 @@ namespace troupe::kernels::cuda {
 /// crash or an exception) when there is no driver or no GPU.
 bool device_available();
 
+/// The number of CUDA devices visible to this process (CUDA_VISIBLE_DEVICES applies); 0 without a
+/// driver or GPU.
+int device_count();
+
+/// Makes device `device_index` current on the calling thread (a gpu_worker's own thread does this
+/// once at start). invalid_argument for a device that does not exist, device_error otherwise.
+status set_current_device(int device_index);
+
 /// A context on device `device_index`: its own non-blocking stream, cuDNN and cuBLASLt handles
 /// bound to that stream, and a memory pool that keeps what it has reserved (no release between
 /// runs). error_code::device_error when the device cannot be used.

@@ -58,6 +58,13 @@ class cuda_context final : public backend_context {
   /// Binds the cuDNN handle to `s` (the run context's stream) when it is bound to another one.
   status bind_cudnn_stream(cudaStream_t s);
 
+  /// Kernels report input faults they cannot fail on (a Gather index out of range) by OR-ing a
+  /// kernel_fault bit into this word of mapped host memory; synchronize() turns it into a typed
+  /// error after the stream has drained and clears it. A device pointer: pass it to kernels.
+  uint32_t* fault_word() const { return fault_device_; }
+  /// Reads and clears the word; call only after the stream's work is complete.
+  uint32_t take_faults();
+
  private:
   friend expected<std::unique_ptr<backend_context>> create_context(int device_index);
   cuda_context() = default;
@@ -68,6 +75,13 @@ class cuda_context final : public backend_context {
   cudaStream_t cudnn_stream_ = nullptr;  // the stream cudnn_ is bound to now
   cublasLtHandle_t lt_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
+  uint32_t* fault_host_ = nullptr;    // cudaHostAlloc'd, mapped
+  uint32_t* fault_device_ = nullptr;  // the same word as the device sees it
+};
+
+/// Bits of cuda_context::fault_word.
+enum kernel_fault : uint32_t {
+  fault_gather_index = 1u << 0,  // Gather met an index outside [-axis_dim, axis_dim)
 };
 
 /// The CUDA context a kernel factory was given, or an error naming the node.

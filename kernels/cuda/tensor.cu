@@ -115,7 +115,8 @@ status run_transpose_2d(const void* in, void* out, int64_t batch, int64_t rows, 
 
 template <class W, class I>
 __global__ void gather_kernel(const W* data, const I* indices, W* out, int64_t outer,
-                              int64_t axis_dim, int64_t index_count, int64_t inner_words) {
+                              int64_t axis_dim, int64_t index_count, int64_t inner_words,
+                              uint32_t* fault_word) {
   const int64_t n = outer * index_count * inner_words;
   TROUPE_GRID_LOOP(i, n) {
     const int64_t w = i % inner_words;
@@ -126,6 +127,7 @@ __global__ void gather_kernel(const W* data, const I* indices, W* out, int64_t o
     if (idx < 0) idx += axis_dim;
     if (idx < 0 || idx >= axis_dim) {
       out[i] = W{};
+      if (w == 0) atomicOr(fault_word, static_cast<uint32_t>(fault_gather_index));
     } else {
       out[i] = data[(o * axis_dim + idx) * inner_words + w];
     }
@@ -134,16 +136,17 @@ __global__ void gather_kernel(const W* data, const I* indices, W* out, int64_t o
 
 template <class W>
 status run_gather(const void* data, const void* indices, bool index_is_64, void* out, int64_t outer,
-                  int64_t axis_dim, int64_t index_count, int64_t inner_words, cudaStream_t s) {
+                  int64_t axis_dim, int64_t index_count, int64_t inner_words, uint32_t* fault_word,
+                  cudaStream_t s) {
   const unsigned grid = grid_for(outer * index_count * inner_words);
   if (index_is_64) {
     gather_kernel<W, int64_t><<<grid, kBlockThreads, 0, s>>>(
         static_cast<const W*>(data), static_cast<const int64_t*>(indices), static_cast<W*>(out),
-        outer, axis_dim, index_count, inner_words);
+        outer, axis_dim, index_count, inner_words, fault_word);
   } else {
     gather_kernel<W, int32_t><<<grid, kBlockThreads, 0, s>>>(
         static_cast<const W*>(data), static_cast<const int32_t*>(indices), static_cast<W*>(out),
-        outer, axis_dim, index_count, inner_words);
+        outer, axis_dim, index_count, inner_words, fault_word);
   }
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
@@ -210,7 +213,7 @@ status launch_transpose_2d(size_t element_bytes, const void* in, void* out, int6
 
 status launch_gather(const void* data, const void* indices, bool index_is_64, void* out,
                      int64_t outer, int64_t axis_dim, int64_t index_count, int64_t inner_bytes,
-                     void* stream) {
+                     uint32_t* fault_word, void* stream) {
   if (outer * index_count * inner_bytes == 0) return status::ok();
   const cudaStream_t s = to_stream(stream);
   // The widest word that divides a row and both base addresses: an embedding row of 768 floats
@@ -221,21 +224,21 @@ status launch_gather(const void* data, const void* indices, bool index_is_64, vo
       switch (w) {
         case 16:
           return run_gather<uint4>(data, indices, index_is_64, out, outer, axis_dim, index_count,
-                                   words, s);
+                                   words, fault_word, s);
         case 8:
           return run_gather<uint64_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
-                                      words, s);
+                                      words, fault_word, s);
         case 4:
           return run_gather<uint32_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
-                                      words, s);
+                                      words, fault_word, s);
         default:
           return run_gather<uint16_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
-                                      words, s);
+                                      words, fault_word, s);
       }
     }
   }
   return run_gather<uint8_t>(data, indices, index_is_64, out, outer, axis_dim, index_count,
-                             inner_bytes, s);
+                             inner_bytes, fault_word, s);
 }
 
 }  // namespace troupe::kernels::cuda

@@ -41,11 +41,12 @@ status launch_transpose_2d(size_t element_bytes, const void* in, void* out, int6
 
 /// Gather along an axis: data viewed as [outer, axis_dim, inner_bytes], output as
 /// [outer, index_count, inner_bytes]. Negative indices count from the end; an index outside
-/// [-axis_dim, axis_dim) writes zeros (the GPU cannot fail the run from inside the kernel).
+/// [-axis_dim, axis_dim) writes zeros and sets fault_gather_index in `fault_word` (the context's,
+/// cuda_context::fault_word), which fails the run at the next synchronize with a typed error.
 /// `index_is_64` selects int64 or int32 indices.
 status launch_gather(const void* data, const void* indices, bool index_is_64, void* out,
                      int64_t outer, int64_t axis_dim, int64_t index_count, int64_t inner_bytes,
-                     void* stream);
+                     uint32_t* fault_word, void* stream);
 
 /// Occupies the stream for about `nanoseconds` (one thread sleeping on the global timer). Work
 /// enqueued behind it then runs back to back, so events around it time the GPU alone, not the

@@ -167,9 +167,11 @@ expected<std::unique_ptr<kernel>> create_gather(const kernel_create_context& c) 
   const int64_t count = c.inputs[1].elements();
   const int64_t inner_bytes = inner * static_cast<int64_t>(dtype_size(c.inputs[0].type));
   const bool is64 = it == dtype::i64;
+  TROUPE_ASSIGN_OR_RETURN(cuda_context * cctx, context_of(c));
+  uint32_t* const fault_word = cctx->fault_word();
   return make_kernel([=](kernel_run_context& ctx) {
     return launch_gather(ctx.inputs[0].raw(), ctx.inputs[1].raw(), is64, ctx.outputs[0].raw(),
-                         outer, axis_dim, count, inner_bytes, ctx.stream);
+                         outer, axis_dim, count, inner_bytes, fault_word, ctx.stream);
   });
 }
 

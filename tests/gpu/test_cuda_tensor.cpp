@@ -53,6 +53,21 @@ TEST(CudaTensor, Gather) {
                 {random_tensor(dtype::f32, {3, 7, 5}), random_tensor(dtype::i64, {2, 2}, 0, 5)});
 }
 
+TEST(CudaTensor, GatherIndexOutOfRangeFailsTheRunWithATypedError) {
+  TROUPE_REQUIRE_GPU();
+  op_node emb = make_node("Gather", 13);
+  const tensor table = random_tensor(dtype::f32, {100, 8});
+  for (int64_t bad : {100, -101, 1000000}) {
+    SCOPED_TRACE(bad);
+    auto r = run_op_cuda(emb, {table, tensor::from_vector<int64_t>({3}, {1, bad, 2})});
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code(), error_code::invalid_argument) << r.error().to_string();
+    EXPECT_NE(r.error().message().find("Gather"), std::string::npos) << r.error().to_string();
+    // The fault is cleared: the next run on the same context succeeds.
+    expect_parity(emb, {table, tensor::from_vector<int64_t>({2}, {0, 99})});
+  }
+}
+
 TEST(CudaTensor, Concat) {
   TROUPE_REQUIRE_GPU();
   for (int64_t axis : {0, 1, 2, -1}) {
