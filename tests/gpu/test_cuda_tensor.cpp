@@ -59,12 +59,12 @@ TEST(CudaTensor, GatherIndexOutOfRangeFailsTheRunWithATypedError) {
   const tensor table = random_tensor(dtype::f32, {100, 8});
   for (int64_t bad : {100, -101, 1000000}) {
     SCOPED_TRACE(bad);
-    auto r = run_op_cuda(emb, {table, tensor::from_vector<int64_t>({3}, {1, bad, 2})});
+    auto r = run_op_cuda(emb, {table, tensor::from_vector<int64_t>({1, bad, 2}, {3})});
     ASSERT_FALSE(r.has_value());
     EXPECT_EQ(r.error().code(), error_code::invalid_argument) << r.error().to_string();
     EXPECT_NE(r.error().message().find("Gather"), std::string::npos) << r.error().to_string();
     // The fault is cleared: the next run on the same context succeeds.
-    expect_parity(emb, {table, tensor::from_vector<int64_t>({2}, {0, 99})});
+    expect_parity(emb, {table, tensor::from_vector<int64_t>({0, 99}, {2})});
   }
 }
 
