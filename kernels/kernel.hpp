@@ -48,6 +48,11 @@ struct kernel_run_context {
   std::span<tensor> outputs;       // storage assigned by the planner; shapes as inferred
   void* workspace = nullptr;       // workspace_bytes() bytes, valid only during compute
   void* stream = nullptr;          // backend stream (cudaStream_t) or null on the CPU
+  /// True while a whole-plan CUDA graph records this compute (runtime/plan.cpp): the calls are
+  /// recorded on `stream`, not run, and the graph is replayed later on the same pointers. compute
+  /// must then not synchronise, read device results on the host, allocate, or begin a stream
+  /// capture of its own (nested capture is an error).
+  bool capturing = false;
 };
 
 class kernel {
@@ -65,6 +70,10 @@ class kernel {
   /// False when compute never reads constant input `i` because the factory kept its own (packed,
   /// converted, uploaded) copy: the planner then gives that input no run-time storage on a device.
   virtual bool reads_constant_input(int i) const { return true; }
+  /// False when compute cannot be recorded into a CUDA graph and replayed (it synchronises, reads
+  /// device values on the host, or launches different work from run to run): a plan holding such
+  /// a kernel runs its steps eagerly.
+  virtual bool capturable() const { return true; }
 };
 
 using kernel_factory = std::function<expected<std::unique_ptr<kernel>>(const kernel_create_context&)>;

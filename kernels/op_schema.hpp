@@ -70,6 +70,7 @@ void register_nn_schemas(schema_registry& r);
 void register_tensor_schemas(schema_registry& r);
 void register_reduction_schemas(schema_registry& r);
 void register_fused_schemas(schema_registry& r);
+void register_attention_schemas(schema_registry& r);  // ops/attention_schemas.cpp
 
 /// Helpers shared by schemas and kernels.
 expected<shape_t> broadcast_shapes(const shape_t& a, const shape_t& b);

@@ -24,6 +24,7 @@ const schema_registry& schema_registry::standard() {
     register_tensor_schemas(s);
     register_reduction_schemas(s);
     register_fused_schemas(s);
+    register_attention_schemas(s);
     return s;
   }();
   return r;

@@ -3,12 +3,36 @@
 /// the backend context kernels use. The CPU device is plain host memory; the CUDA device wraps
 /// kernels/cuda/cuda_backend.hpp (built only where nvcc is found).
 
+#include <functional>
 #include <memory>
 
 #include "core/status.hpp"
+#include "core/tensor.hpp"
 #include "kernels/kernel.hpp"
 
 namespace troupe::runtime {
+
+/// Work recorded from a device's stream (a CUDA graph), replayed on that stream by launch().
+class recorded_work {
+ public:
+  virtual ~recorded_work() = default;
+  virtual status launch() = 0;
+  /// Operations the recording holds (kernels, copies, memsets), for reports and tests.
+  virtual size_t node_count() const = 0;
+};
+
+/// A device's memory figures.
+struct device_memory_stats {
+  size_t reserved_bytes = 0;       // this device's own pool (arenas, kernel-owned buffers)
+  size_t in_use_bytes = 0;         // of which handed out now
+  size_t peak_bytes = 0;           // highest in_use_bytes since the last plan build
+  size_t fragmentation_bytes = 0;  // reserved - in use
+  // Constants shared with sibling devices (create_sibling); zero on the CPU, where constants are
+  // the host bytes themselves.
+  size_t shared_constant_bytes = 0;           // live constants
+  size_t shared_constant_reserved_bytes = 0;  // what their pool holds
+  size_t shared_constant_entries = 0;
+};
 
 class device {
  public:
@@ -25,8 +49,34 @@ class device {
   virtual void* stream() = 0;
   /// Alignment of planned offsets inside an arena.
   virtual size_t alignment() const = 0;
-  /// Bytes this device's memory pool holds right now (weights, arenas, kernel copies).
+  /// Bytes this device's own memory pool holds right now (arenas, kernel-owned buffers; on a GPU
+  /// not the shared constants, see memory_stats).
   virtual size_t reserved_bytes() const = 0;
+  virtual device_memory_stats memory_stats() const = 0;
+  /// Waits for the device and returns pooled memory no allocation holds (what kernel factories
+  /// used while timing their candidates). Called once per plan build, never on the hot path.
+  virtual status release_unused() { return status::ok(); }
+
+  /// The device copy of host constant `host`, shared by every plan on this device and on its
+  /// siblings: uploaded once, freed when the last handle goes. On the CPU the host bytes
+  /// themselves (no copy). Handles may be dropped only when no run that reads them is in flight.
+  virtual expected<std::shared_ptr<const void>> share_constant(const tensor& host) = 0;
+  /// Another device on the same hardware with its own stream, backend context and pool, sharing
+  /// this one's constants: a second instance of a model, runnable in parallel on another thread.
+  virtual expected<std::shared_ptr<device>> create_sibling() = 0;
+  /// True when this device shares its constants with `other` (one is the other's sibling).
+  virtual bool shares_constants_with(device& other) = 0;
+
+  /// Whether capture() can record work here (a CUDA device with TROUPE_CUDA_GRAPHS not 0).
+  virtual bool supports_recording() const { return false; }
+  /// Records what `record(stream)` enqueues on this device's stream without running it. When
+  /// recording fails (something was enqueued that a recording cannot hold), the stream is left
+  /// usable and the error says why; the caller runs eagerly instead.
+  virtual expected<std::unique_ptr<recorded_work>> capture(
+      const std::function<status(void* stream)>& record) {
+    (void)record;
+    return unsupported("this device records no work");
+  }
 };
 
 expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index);

@@ -1,6 +1,7 @@
 #include "runtime/memory_plan.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 
 namespace troupe::runtime {
@@ -12,39 +13,168 @@ bool lifetimes_overlap(const buffer& a, const buffer& b) {
   return a.first_step <= b.last_step && b.first_step <= a.last_step;
 }
 
-}  // namespace
+size_t padded_size(const buffer& b, size_t alignment) {
+  return align_up(std::max<size_t>(b.bytes, 1), alignment);
+}
 
-size_t pack_buffers(std::vector<buffer>& buffers, size_t alignment) {
-  std::vector<size_t> order(buffers.size());
-  std::iota(order.begin(), order.end(), 0);
-  // Largest first (ties: longer-lived first) packs tightest in practice (greedy by size).
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (buffers[a].bytes != buffers[b].bytes) return buffers[a].bytes > buffers[b].bytes;
-    return buffers[a].last_step - buffers[a].first_step > buffers[b].last_step - buffers[b].first_step;
-  });
+/// One packing: buffers placed in `order`, each at an offset where it overlaps no placed buffer
+/// whose lifetime intersects its own. First fit takes the lowest such offset; best fit the
+/// smallest gap between live buffers that holds it (the open end above them when none does).
+size_t pack_in_order(std::vector<buffer>& buffers, const std::vector<size_t>& order,
+                     size_t alignment, bool best_fit) {
   std::vector<size_t> placed;
+  placed.reserve(order.size());
+  std::vector<std::pair<size_t, size_t>> busy;
   size_t arena = 0;
   for (size_t idx : order) {
     buffer& b = buffers[idx];
-    const size_t size = align_up(std::max<size_t>(b.bytes, 1), alignment);
-    // Occupied intervals of buffers alive at the same time, sorted by offset; take the first gap.
-    std::vector<std::pair<size_t, size_t>> busy;
+    const size_t size = padded_size(b, alignment);
+    busy.clear();
     for (size_t p : placed) {
       if (lifetimes_overlap(b, buffers[p])) {
-        busy.emplace_back(buffers[p].offset, buffers[p].offset + align_up(std::max<size_t>(buffers[p].bytes, 1), alignment));
+        busy.emplace_back(buffers[p].offset,
+                          buffers[p].offset + padded_size(buffers[p], alignment));
       }
     }
     std::sort(busy.begin(), busy.end());
-    size_t offset = 0;
+    size_t offset = 0;       // first fit: the lowest gap that holds the buffer
+    size_t best = SIZE_MAX;  // best fit: the smallest such gap
+    size_t best_offset = 0;
+    size_t cursor = 0;  // end of the busy intervals seen so far
+    bool first_found = false;
     for (const auto& [lo, hi] : busy) {
-      if (offset + size <= lo) break;
-      offset = std::max(offset, hi);
+      if (lo > cursor && lo - cursor >= size) {
+        if (!first_found) {
+          offset = cursor;
+          first_found = true;
+        }
+        if (lo - cursor < best) {
+          best = lo - cursor;
+          best_offset = cursor;
+        }
+      }
+      cursor = std::max(cursor, hi);
     }
-    b.offset = offset;
-    arena = std::max(arena, offset + size);
+    if (!first_found) offset = cursor;
+    b.offset = best_fit ? (best != SIZE_MAX ? best_offset : cursor) : offset;
+    arena = std::max(arena, b.offset + size);
     placed.push_back(idx);
   }
   return arena;
+}
+
+}  // namespace
+
+size_t peak_live_bytes(const std::vector<buffer>& buffers, size_t alignment) {
+  // Lifetimes span steps -1 .. steps.size(); sweep the boundaries.
+  std::vector<std::pair<int, long long>> events;
+  events.reserve(buffers.size() * 2);
+  for (const auto& b : buffers) {
+    const long long size = static_cast<long long>(padded_size(b, alignment));
+    events.emplace_back(b.first_step, size);
+    events.emplace_back(b.last_step + 1, -size);
+  }
+  // At equal steps, frees (negative) before allocations: a buffer dead after step s and one born
+  // at s + 1 are never alive together.
+  std::sort(events.begin(), events.end());
+  long long live = 0, peak = 0;
+  for (const auto& [step, delta] : events) {
+    live += delta;
+    peak = std::max(peak, live);
+  }
+  return static_cast<size_t>(peak);
+}
+
+size_t pack_buffers(std::vector<buffer>& buffers, size_t alignment) {
+  if (buffers.empty()) return 0;
+  const size_t n = buffers.size();
+  auto lifetime = [&](size_t i) { return buffers[i].last_step - buffers[i].first_step; };
+  std::vector<std::vector<size_t>> orders;
+
+  // Greedy by size: largest first (ties: longer-lived first).
+  std::vector<size_t> by_size(n);
+  std::iota(by_size.begin(), by_size.end(), 0);
+  std::stable_sort(by_size.begin(), by_size.end(), [&](size_t a, size_t b) {
+    if (buffers[a].bytes != buffers[b].bytes) return buffers[a].bytes > buffers[b].bytes;
+    return lifetime(a) > lifetime(b);
+  });
+  orders.push_back(by_size);
+
+  // In order of first use (ties: larger first): follows the program, so buffers born together
+  // sit together and die together.
+  std::vector<size_t> by_start(n);
+  std::iota(by_start.begin(), by_start.end(), 0);
+  std::stable_sort(by_start.begin(), by_start.end(), [&](size_t a, size_t b) {
+    if (buffers[a].first_step != buffers[b].first_step)
+      return buffers[a].first_step < buffers[b].first_step;
+    return buffers[a].bytes > buffers[b].bytes;
+  });
+  orders.push_back(by_start);
+
+  // Greedy by breadth: steps with the most live bytes first; at each, its unplaced buffers
+  // largest first. The peak steps, which bound the arena from below, are packed tightest.
+  {
+    int lo = 0, hi = 0;
+    for (const auto& b : buffers) {
+      lo = std::min(lo, b.first_step);
+      hi = std::max(hi, b.last_step);
+    }
+    std::vector<size_t> breadth(static_cast<size_t>(hi - lo + 1), 0);
+    std::vector<std::vector<size_t>> alive(breadth.size());
+    for (size_t i = 0; i < n; ++i) {
+      for (int st = buffers[i].first_step; st <= buffers[i].last_step; ++st) {
+        breadth[static_cast<size_t>(st - lo)] += buffers[i].bytes;
+        alive[static_cast<size_t>(st - lo)].push_back(i);
+      }
+    }
+    std::vector<size_t> steps(breadth.size());
+    std::iota(steps.begin(), steps.end(), 0);
+    std::stable_sort(steps.begin(), steps.end(),
+                     [&](size_t a, size_t b) { return breadth[a] > breadth[b]; });
+    std::vector<char> taken(n, 0);
+    std::vector<size_t> by_breadth;
+    by_breadth.reserve(n);
+    for (size_t st : steps) {
+      std::vector<size_t>& here = alive[st];
+      std::stable_sort(here.begin(), here.end(),
+                       [&](size_t a, size_t b) { return buffers[a].bytes > buffers[b].bytes; });
+      for (size_t i : here) {
+        if (!taken[i]) {
+          taken[i] = 1;
+          by_breadth.push_back(i);
+        }
+      }
+    }
+    orders.push_back(std::move(by_breadth));
+  }
+
+  // Every order with first fit and best fit; keep the smallest arena (ties: the first tried, so
+  // the result is deterministic).
+  std::vector<buffer> best_layout;
+  size_t best_arena = SIZE_MAX;
+  for (const auto& order : orders) {
+    for (bool best_fit : {false, true}) {
+      std::vector<buffer> trial = buffers;
+      const size_t arena = pack_in_order(trial, order, alignment, best_fit);
+      if (arena < best_arena) {
+        best_arena = arena;
+        best_layout = std::move(trial);
+      }
+    }
+  }
+  buffers = std::move(best_layout);
+  return best_arena;
+}
+
+size_t pack_buffers_greedy_by_size(std::vector<buffer>& buffers, size_t alignment) {
+  std::vector<size_t> order(buffers.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (buffers[a].bytes != buffers[b].bytes) return buffers[a].bytes > buffers[b].bytes;
+    return buffers[a].last_step - buffers[a].first_step >
+           buffers[b].last_step - buffers[b].first_step;
+  });
+  return pack_in_order(buffers, order, alignment, false);
 }
 
 memory_assignment plan_memory_layout(const std::vector<step_desc>& steps, const std::vector<value_desc>& values,
@@ -132,6 +262,7 @@ memory_assignment plan_memory_layout(const std::vector<step_desc>& steps, const 
     if (st.workspace_bytes > 0) m.workspace_buffer[s] = new_buffer(st.workspace_bytes, s);
   }
   // A value computed but never read (an unused output) still needs its bytes during its step.
+  m.peak_live_bytes = peak_live_bytes(m.buffers, alignment);
   m.arena_bytes = pack_buffers(m.buffers, alignment);
   return m;
 }

@@ -1,8 +1,12 @@
 #pragma once
 /// Memory planning: tensor lifetimes -> offsets in one arena per plan. Views (Reshape...) share
-/// their input's buffer; an elementwise output reuses its input's buffer when that input dies at
-/// this step (in place); everything else is packed greedily by size into the smallest arena in which
-/// no two buffers that are alive at the same step overlap. Pure functions: no device, no kernels.
+/// their input's buffer; an output a kernel declares in place over an input (inplace_pairs:
+/// elementwise ops, a fused convolution's residual) reuses that input's buffer when the input dies
+/// at this step; every other buffer gets an offset by lifetime packing: two buffers whose
+/// [first step, last step] intervals intersect never overlap in memory, buffers whose intervals
+/// do not may share bytes. Several placement orders (by size, by first use, by the live bytes of
+/// the busiest steps) with first fit and best fit are tried and the smallest arena kept. Pure
+/// functions: no device, no kernels.
 
 #include <cstddef>
 #include <cstdint>
@@ -51,6 +55,7 @@ struct memory_assignment {
   std::vector<int> workspace_buffer;   // per step: buffer index or -1
   size_t arena_bytes = 0;
   size_t sum_of_tensor_bytes = 0;      // one buffer per computed value, for comparison
+  size_t peak_live_bytes = 0;          // the lower bound no packing beats (peak_live_bytes below)
 };
 
 /// `inputs_in_arena`: graph inputs are copied into the arena (a device backend) rather than used
@@ -59,7 +64,14 @@ memory_assignment plan_memory_layout(const std::vector<step_desc>& steps, const 
                                      bool inputs_in_arena, size_t alignment);
 
 /// Places buffers: sets each offset and returns the arena size. Buffers whose step ranges
-/// intersect never overlap in memory.
+/// intersect never overlap in memory; the arena is the smallest of the orders tried, so never
+/// larger than pack_buffers_greedy_by_size's.
 size_t pack_buffers(std::vector<buffer>& buffers, size_t alignment);
+/// The former planner, largest first at the lowest free offset: kept as the baseline the tests
+/// and `troupe inspect` compare with.
+size_t pack_buffers_greedy_by_size(std::vector<buffer>& buffers, size_t alignment);
+/// The largest sum of (aligned) buffer sizes alive at one step: no placement of these buffers
+/// fits in a smaller arena.
+size_t peak_live_bytes(const std::vector<buffer>& buffers, size_t alignment);
 
 }  // namespace troupe::runtime

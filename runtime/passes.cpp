@@ -1,8 +1,13 @@
 #include "runtime/passes.hpp"
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <optional>
+#include <string>
+
+#include "runtime/attention.hpp"
+#include "runtime/layout.hpp"
 
 namespace troupe::runtime {
 namespace {
@@ -479,7 +484,24 @@ status run_graph_passes(graph& g, const pass_options& options) {
   TROUPE_RETURN_IF_ERROR(fuse_conv(g, options.where).take_status());
   fuse_matmul(g, options.where);
   fuse_gemm(g, options.where);
+  if (options.enable_attention) {
+    TROUPE_ASSIGN_OR_RETURN(const int attention_nodes, fuse_attention(g, options.where));
+    if (attention_nodes > 0) merge_qkv_projections(g, options.where);
+  }
+  if (channels_last_enabled(options)) {
+    TROUPE_RETURN_IF_ERROR(plan_channels_last(g, options.where).take_status());
+  }
   return status::ok();
+}
+
+bool channels_last_enabled(const pass_options& options) {
+  switch (options.layout) {
+    case layout_mode::nchw: return false;
+    case layout_mode::channels_last: return true;
+    case layout_mode::automatic: break;
+  }
+  if (const char* env = std::getenv("TROUPE_CHANNELS_LAST"); env && *env) return std::string(env) != "0";
+  return options.where == kernels::backend::cuda;
 }
 
 }  // namespace troupe::runtime

@@ -10,10 +10,23 @@
 
 namespace troupe::runtime {
 
+/// Channels-last layout planning (runtime/layout.hpp), run after the fusions.
+enum class layout_mode : uint8_t {
+  automatic,      // on for the CUDA backend, off for the CPU; TROUPE_CHANNELS_LAST=1/0 overrides
+  nchw,           // off
+  channels_last,  // on
+};
+
 struct pass_options {
   kernels::backend where = kernels::backend::cpu;
-  bool enable_fusion = true;
+  bool enable_fusion = true;  // false: only Identity/Dropout removal (no fusion, no layout)
+  bool enable_attention = true;  // troupe.Attention and packed QKV (runtime/attention.hpp)
+  layout_mode layout = layout_mode::automatic;
 };
+
+/// Whether run_graph_passes plans channels-last layouts for these options (reads the environment
+/// for layout_mode::automatic).
+bool channels_last_enabled(const pass_options& options);
 
 status run_graph_passes(graph& g, const pass_options& options);
 

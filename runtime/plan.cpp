@@ -111,10 +111,11 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
       p->constant_pointers_[v] = c.raw();
       if (constant_read[v]) constant_bytes += c.bytes();
     } else if (constant_read[v]) {
-      TROUPE_ASSIGN_OR_RETURN(void* d, p->device_->allocate(c.bytes()));
-      p->device_constants_.emplace_back(p->device_, d);
-      TROUPE_RETURN_IF_ERROR(p->device_->upload(d, c.raw(), c.bytes()));
-      p->constant_pointers_[v] = d;
+      // From the device's shared store: a constant another plan (batch bucket) or a sibling
+      // instance already uploaded is not uploaded again.
+      TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<const void> d, p->device_->share_constant(c));
+      p->constant_pointers_[v] = d.get();
+      p->constant_handles_.push_back(std::move(d));
       constant_bytes += c.bytes();
     }
   }
@@ -171,23 +172,73 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
 
   p->memory_.planned_arena_bytes = p->layout_.arena_bytes;
   p->memory_.sum_of_tensor_bytes = p->layout_.sum_of_tensor_bytes;
+  p->memory_.peak_live_bytes = p->layout_.peak_live_bytes;
   p->memory_.constant_bytes = constant_bytes;
   p->memory_.workspace_bytes = max_workspace;
+  // Kernel factories may have timed candidates on temporary device buffers: the pool keeps what
+  // it once reserved (no release between runs), so give those pages back now, once.
+  TROUPE_RETURN_IF_ERROR(p->device_->release_unused());
+
+  // Launch mode: a recorded graph where the device records work and every kernel can be recorded.
+  if (p->device_->supports_recording()) {
+    p->mode_ = launch_mode::graph_pending;
+    for (const auto& st : p->steps_) {
+      if (!st.k->capturable()) {
+        p->mode_ = launch_mode::eager;
+        p->eager_reason_ =
+            g.nodes[st.node_index].op.describe() + " cannot be recorded into a CUDA graph";
+        break;
+      }
+    }
+  } else if (!on_host) {
+    p->eager_reason_ = "CUDA graphs are off (TROUPE_CUDA_GRAPHS=0)";
+  }
   p->graph_ = std::move(g);
   return p;
 }
 
-status plan::run_steps() {
+size_t plan::graph_node_count() const {
+  return recorded_ ? recorded_->node_count() : 0;
+}
+
+status plan::run_steps_eagerly(bool capturing) {
   void* stream = device_->stream();
   for (auto& st : steps_) {
-    kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream};
+    kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream, capturing};
     status s = st.k->compute(rc);
     if (!s.is_ok()) return s;
   }
   return status::ok();
 }
 
-expected<std::vector<plan::step_time>> plan::profile(int runs) {
+status plan::run_steps() {
+  switch (mode_) {
+    case launch_mode::graph:
+      return recorded_->launch();
+    case launch_mode::eager:
+      return run_steps_eagerly(false);
+    case launch_mode::graph_pending:
+      break;
+  }
+  // The first run is eager: kernels that initialise on their first compute do so outside the
+  // capture. The second run captures and replays.
+  if (first_run_done_) {
+    auto g = device_->capture([this](void*) { return run_steps_eagerly(true); });
+    if (g) {
+      recorded_ = std::move(*g);
+      mode_ = launch_mode::graph;
+      return recorded_->launch();
+    }
+    // Not capturable after all (a kernel synchronised or read the host): stay eager, say why.
+    mode_ = launch_mode::eager;
+    eager_reason_ = g.error().message();
+    return run_steps_eagerly(false);
+  }
+  first_run_done_ = true;
+  return run_steps_eagerly(false);
+}
+
+expected<std::vector<plan::step_time>> plan::profile(int runs, std::span<const tensor> inputs) {
   std::vector<step_time> times(steps_.size());
   for (size_t i = 0; i < steps_.size(); ++i) {
     const node& n = graph_.nodes[steps_[i].node_index];
@@ -201,10 +252,11 @@ expected<std::vector<plan::step_time>> plan::profile(int runs) {
   void* stream = device_->stream();
   TROUPE_RETURN_IF_ERROR(device_->synchronize());
   for (int r = 0; r < runs; ++r) {
+    TROUPE_RETURN_IF_ERROR(bind_inputs(inputs));
     for (size_t i = 0; i < steps_.size(); ++i) {
       step& st = steps_[i];
       const auto start = std::chrono::steady_clock::now();
-      kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream};
+      kernels::kernel_run_context rc{st.inputs, st.outputs, st.workspace, stream, false};
       TROUPE_RETURN_IF_ERROR(st.k->compute(rc));
       TROUPE_RETURN_IF_ERROR(device_->synchronize());
       times[i].total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -218,16 +270,39 @@ status plan::execute() {
   return device_->synchronize();
 }
 
-status plan::run(std::span<const tensor> inputs, std::span<tensor> outputs) {
-  if (inputs.size() != input_infos_.size() || outputs.size() != output_infos_.size()) {
-    return invalid_argument("plan run: expected " + std::to_string(input_infos_.size()) + " inputs and " +
-                            std::to_string(output_infos_.size()) + " outputs");
+status plan::check_inputs(std::span<const tensor> inputs) const {
+  if (inputs.size() != input_infos_.size()) {
+    return invalid_argument("plan run: expected " + std::to_string(input_infos_.size()) + " inputs, got " +
+                            std::to_string(inputs.size()));
   }
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].info() != input_infos_[i]) {
       return invalid_argument("plan run: input " + std::to_string(i) + " is " + inputs[i].info().to_string() +
                               ", the plan was built for " + input_infos_[i].to_string());
     }
+  }
+  return status::ok();
+}
+
+status plan::place_inputs(std::span<const tensor> inputs) {
+  for (const auto& b : input_bindings_) b.target->rebind(const_cast<void*>(inputs[b.input_index].raw()));
+  for (const auto& [offset, i] : input_uploads_) {
+    TROUPE_RETURN_IF_ERROR(device_->upload(static_cast<char*>(arena_.get()) + offset, inputs[i].raw(), inputs[i].bytes()));
+  }
+  return status::ok();
+}
+
+status plan::bind_inputs(std::span<const tensor> inputs) {
+  TROUPE_RETURN_IF_ERROR(check_inputs(inputs));
+  TROUPE_RETURN_IF_ERROR(place_inputs(inputs));
+  return device_->synchronize();
+}
+
+status plan::run(std::span<const tensor> inputs, std::span<tensor> outputs) {
+  TROUPE_RETURN_IF_ERROR(check_inputs(inputs));
+  if (outputs.size() != output_infos_.size()) {
+    return invalid_argument("plan run: expected " + std::to_string(output_infos_.size()) + " outputs, got " +
+                            std::to_string(outputs.size()));
   }
   for (size_t o = 0; o < outputs.size(); ++o) {
     if (outputs[o].info() != output_infos_[o]) {
@@ -236,10 +311,7 @@ status plan::run(std::span<const tensor> inputs, std::span<tensor> outputs) {
     }
   }
   const bool on_host = device_->kind() == kernels::backend::cpu;
-  for (const auto& b : input_bindings_) b.target->rebind(const_cast<void*>(inputs[b.input_index].raw()));
-  for (const auto& [offset, i] : input_uploads_) {
-    TROUPE_RETURN_IF_ERROR(device_->upload(static_cast<char*>(arena_.get()) + offset, inputs[i].raw(), inputs[i].bytes()));
-  }
+  TROUPE_RETURN_IF_ERROR(place_inputs(inputs));
   TROUPE_RETURN_IF_ERROR(run_steps());
   for (size_t o = 0; o < outputs.size(); ++o) {
     const output_source& src = outputs_[o];

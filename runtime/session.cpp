@@ -1,5 +1,9 @@
 #include "runtime/session.hpp"
 
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/device.hpp"
 #include "runtime/onnx_loader.hpp"
 #include "runtime/passes.hpp"
 #include "runtime/plan.hpp"
@@ -69,6 +73,81 @@ status session::init() {
     const dtype to = options_.compute_precision == precision::fp16 ? dtype::f16 : dtype::bf16;
     TROUPE_RETURN_IF_ERROR(convert_float_precision(graph_, to).take_status());
   }
+  return check_batch_buckets();
+}
+
+status session::check_batch_buckets() {
+  if (options_.batch_buckets.empty()) return status::ok();
+  std::string symbol;
+  auto leads_with_batch = [&](const io_desc& d) -> status {
+    if (d.shape.empty() || d.shape[0].is_static() || d.shape[0].symbol.empty()) {
+      return invalid_argument(
+          "batch buckets need every input and output to lead with one symbolic batch "
+          "dimension; '" +
+          d.name + "' is " + symbolic_shape_to_string(d.shape));
+    }
+    if (symbol.empty()) symbol = d.shape[0].symbol;
+    if (d.shape[0].symbol != symbol) {
+      return invalid_argument("batch buckets need one batch symbol: '" + d.name + "' leads with '" +
+                              d.shape[0].symbol + "', another with '" + symbol + "'");
+    }
+    return status::ok();
+  };
+  for (const auto& d : inputs_) TROUPE_RETURN_IF_ERROR(leads_with_batch(d));
+  for (const auto& d : outputs_) TROUPE_RETURN_IF_ERROR(leads_with_batch(d));
+  for (int64_t b : options_.batch_buckets) {
+    if (b <= 0) return invalid_argument("batch bucket " + std::to_string(b) + " is not positive");
+  }
+  buckets_ = options_.batch_buckets;
+  std::sort(buckets_.begin(), buckets_.end());
+  buckets_.erase(std::unique(buckets_.begin(), buckets_.end()), buckets_.end());
+  return status::ok();
+}
+
+expected<std::unique_ptr<session>> session::create_instance() const {
+  // graph_ is already prepared (BatchNormalization folded, precision converted); the copy shares
+  // its constants' host bytes, which is what the device's constant store keys the weights by.
+  std::unique_ptr<session> s(new session(graph_, options_));
+  TROUPE_ASSIGN_OR_RETURN(s->device_, device_->create_sibling());
+  s->inputs_ = inputs_;
+  s->outputs_ = outputs_;
+  s->buckets_ = buckets_;
+  return s;
+}
+
+bool session::shares_weights_with(const session& other) const {
+  return device_->shares_constants_with(*other.device_);
+}
+
+int64_t session::bucket_for(int64_t rows) const {
+  if (rows <= 0) return rows;
+  auto it = std::lower_bound(buckets_.begin(), buckets_.end(), rows);
+  return it == buckets_.end() ? rows : *it;
+}
+
+status session::warm_up() {
+  if (buckets_.empty())
+    return invalid_argument("warm_up needs batch buckets (session_options::batch_buckets)");
+  for (int64_t bucket : buckets_) {
+    std::vector<tensor> zeros;
+    for (const auto& in : inputs_) {
+      shape_t shape{bucket};
+      for (size_t d = 1; d < in.shape.size(); ++d) {
+        if (!in.shape[d].is_static()) {
+          return unsupported("warm_up: input '" + in.name + "' dim " + std::to_string(d) + " is '" +
+                             in.shape[d].to_string() +
+                             "', not fixed: its plans compile at first use");
+        }
+        shape.push_back(in.shape[d].size);
+      }
+      zeros.push_back(tensor::zeros(in.type, shape));
+    }
+    // Two runs: the first initialises the kernels eagerly, the second captures the CUDA graph.
+    for (int i = 0; i < 2; ++i) {
+      TROUPE_RETURN_IF_ERROR(run_exact(zeros).take_status().with_context(
+          "warm-up of batch bucket " + std::to_string(bucket)));
+    }
+  }
   return status::ok();
 }
 
@@ -90,7 +169,38 @@ expected<plan*> session::prepare(const std::vector<tensor_info>& input_infos) {
   return raw;
 }
 
-size_t session::device_reserved_bytes() const { return device_->reserved_bytes(); }
+size_t session::device_reserved_bytes() const {
+  const device_memory_stats d = device_->memory_stats();
+  return d.reserved_bytes + d.shared_constant_reserved_bytes;
+}
+
+instance_memory session::memory_report() const {
+  instance_memory m;
+  const device_memory_stats d = device_->memory_stats();
+  m.own_reserved_bytes = d.reserved_bytes;
+  m.own_in_use_bytes = d.in_use_bytes;
+  m.own_peak_bytes = d.peak_bytes;
+  m.fragmentation_bytes = d.fragmentation_bytes;
+  m.weights_reserved_bytes = d.shared_constant_reserved_bytes;
+  m.device_reserved_bytes = d.reserved_bytes + d.shared_constant_reserved_bytes;
+  if (device_->kind() == kernels::backend::cpu) {
+    for (const auto& v : graph_.values) {
+      if (v.constant) m.weights_bytes += v.constant->bytes();
+    }
+  } else {
+    m.weights_bytes = d.shared_constant_bytes;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [key, p] : plans_) {
+    m.arena_bytes += p->memory().planned_arena_bytes;
+    m.workspace_bytes = std::max(m.workspace_bytes, p->memory().workspace_bytes);
+    ++m.plans;
+    m.graph_plans += p->mode() == plan::launch_mode::graph ? 1 : 0;
+  }
+  m.kernel_owned_bytes =
+      m.own_in_use_bytes > m.arena_bytes ? m.own_in_use_bytes - m.arena_bytes : 0;
+  return m;
+}
 
 expected<std::vector<tensor>> session::order_inputs(const std::map<std::string, tensor>& named) const {
   std::vector<tensor> ordered;
@@ -118,6 +228,53 @@ expected<std::vector<tensor>> session::run(const std::map<std::string, tensor>& 
 }
 
 expected<std::vector<tensor>> session::run(const std::vector<tensor>& ordered_inputs) {
+  if (buckets_.empty() || ordered_inputs.size() != inputs_.size()) return run_exact(ordered_inputs);
+  // Batch buckets: every input leads with the batch (checked at create), all of one size.
+  for (size_t i = 0; i < ordered_inputs.size(); ++i) {
+    if (ordered_inputs[i].rank() == 0)
+      return run_exact(ordered_inputs);  // run_exact names the error
+    if (ordered_inputs[i].dim(0) != ordered_inputs[0].dim(0)) {
+      return invalid_argument("input '" + inputs_[i].name + "' has " +
+                              std::to_string(ordered_inputs[i].dim(0)) + " rows, input '" +
+                              inputs_[0].name + "' " + std::to_string(ordered_inputs[0].dim(0)) +
+                              ": they share the batch dimension");
+    }
+  }
+  const int64_t rows = ordered_inputs[0].dim(0);
+  const int64_t bucket = bucket_for(rows);
+  if (bucket == rows) return run_exact(ordered_inputs);
+  // Zero rows after the caller's: finite values through every op, discarded below.
+  std::vector<tensor> padded;
+  padded.reserve(ordered_inputs.size());
+  for (const tensor& t : ordered_inputs) {
+    if (t.device() != device_kind::cpu)
+      return run_exact(ordered_inputs);  // run_exact names the error
+    shape_t shape = t.shape();
+    shape[0] = bucket;
+    tensor p = tensor::zeros(t.type(), shape);
+    if (t.bytes() > 0) std::memcpy(p.raw(), t.raw(), t.bytes());
+    padded.push_back(std::move(p));
+  }
+  TROUPE_ASSIGN_OR_RETURN(std::vector<tensor> full, run_exact(padded));
+  std::vector<tensor> outputs;
+  outputs.reserve(full.size());
+  for (size_t o = 0; o < full.size(); ++o) {
+    const tensor& f = full[o];
+    if (f.rank() == 0 || f.dim(0) != bucket) {
+      return internal_error("output '" + outputs_[o].name + "' is " + f.info().to_string() +
+                            " for a batch of " + std::to_string(bucket) +
+                            ": the model declares it batch-leading");
+    }
+    shape_t shape = f.shape();
+    shape[0] = rows;
+    tensor out = tensor::allocate(f.type(), shape);
+    if (out.bytes() > 0) std::memcpy(out.raw(), f.raw(), out.bytes());
+    outputs.push_back(std::move(out));
+  }
+  return outputs;
+}
+
+expected<std::vector<tensor>> session::run_exact(const std::vector<tensor>& ordered_inputs) {
   if (ordered_inputs.size() != inputs_.size()) {
     return invalid_argument("the model takes " + std::to_string(inputs_.size()) + " inputs, got " +
                             std::to_string(ordered_inputs.size()));

@@ -1,8 +1,13 @@
 #pragma once
 /// The runtime's front door: load a model once, then run it on named host tensors. A session
 /// compiles one plan per distinct set of input shapes (batch bucket) and caches it; a plan run
-/// allocates nothing. Thread-safety: a session serialises its runs (one arena per plan); create
-/// several sessions (instances) for parallel runs.
+/// allocates nothing. Thread-safety: a session serialises its runs (one arena per plan); for
+/// parallel runs make more instances with create_instance (each its own device context and
+/// stream, the weights shared).
+///
+/// Device memory of one session (one model instance): the weights live once per device in the
+/// device's constant store, shared by every plan and every instance made by create_instance; the
+/// arenas (one per plan) and kernel-owned scratch live in the instance's own pool.
 
 #include <map>
 #include <memory>
@@ -27,6 +32,13 @@ struct session_options {
   precision compute_precision = precision::fp32;
   int device_index = 0;       // GPU ordinal for the CUDA backend
   bool enable_fusion = true;  // Conv/Gemm/MatMul + bias/activation/residual, BN folding
+  /// Batch buckets for run(): a batch of n rows runs padded with zero rows to the smallest bucket
+  /// >= n, and run() returns the first n rows of each output, so that one plan (and one CUDA
+  /// graph) serves every n up to its bucket. Any order, each > 0; empty (the default): every
+  /// batch size gets a plan of its own. Only for models whose inputs and outputs all lead with
+  /// the same symbolic dimension (create fails otherwise). Batches above the largest bucket run
+  /// unpadded.
+  std::vector<int64_t> batch_buckets;
 };
 
 /// A graph input or output as callers see it.
@@ -40,8 +52,30 @@ struct io_desc {
 struct plan_memory {
   size_t planned_arena_bytes = 0;    // one arena holding every intermediate and workspace
   size_t sum_of_tensor_bytes = 0;    // what one buffer per intermediate would take
-  size_t constant_bytes = 0;         // weights and folded constants
+  size_t peak_live_bytes = 0;        // most bytes alive at one step: no arena can be smaller
+  size_t constant_bytes = 0;         // constants the steps read from the plan's table (kernels
+                                     // that keep their own weight copies are not counted here)
   size_t workspace_bytes = 0;        // largest kernel scratch (included in the arena)
+};
+
+/// Memory of one session (one model instance), for `troupe run --latency-json` and the serving
+/// metrics.
+struct instance_memory {
+  size_t weights_bytes = 0;           // constants on the device, shared with sibling instances
+                                      // (one copy for all of them); on the CPU the host bytes of
+                                      // the model's constants
+  size_t weights_reserved_bytes = 0;  // device memory the shared constants' pool holds (0: CPU)
+  size_t arena_bytes = 0;             // planned arenas of this instance's plans
+  size_t workspace_bytes = 0;         // largest kernel workspace of those plans (in an arena)
+  size_t kernel_owned_bytes = 0;      // own pool in use beyond the arenas: kernels' own copies
+                                      // and scratch
+  size_t own_reserved_bytes = 0;      // this instance's own pool
+  size_t own_in_use_bytes = 0;
+  size_t own_peak_bytes = 0;
+  size_t fragmentation_bytes = 0;    // own_reserved - own_in_use
+  size_t device_reserved_bytes = 0;  // own_reserved + weights_reserved: this instance alone
+  size_t plans = 0;
+  size_t graph_plans = 0;  // of which replay a CUDA graph
 };
 
 class plan;    // runtime/plan.hpp
@@ -69,8 +103,27 @@ class session {
   /// Runs on host tensors in the order of inputs().
   expected<std::vector<tensor>> run(const std::vector<tensor>& ordered_inputs);
 
-  /// Bytes the session's device pool holds (weights, arenas, kernel-owned copies).
+  /// Bytes the device holds for this instance alone: its own pool (arenas, kernel-owned
+  /// buffers) plus the shared constants' pool (the weights, counted in full: several instances
+  /// sharing them hold them once, see memory_report).
   size_t device_reserved_bytes() const;
+  /// Weights, arenas, workspace and pool figures of this instance.
+  instance_memory memory_report() const;
+
+  /// Another instance of this model on the same device: its own device context (stream,
+  /// cuDNN/cuBLASLt handles, pool) and plans; the prepared graph and the device copies of the
+  /// weights shared with this session. For parallel runs, one thread per instance.
+  expected<std::unique_ptr<session>> create_instance() const;
+  /// True when this session and `other` share their device constants (instances of one model).
+  bool shares_weights_with(const session& other) const;
+
+  /// The batch a run of `rows` rows executes at: the smallest bucket >= rows, or rows itself
+  /// without buckets, above the largest bucket, or for rows <= 0.
+  int64_t bucket_for(int64_t rows) const;
+  /// Compiles the plan of every batch bucket and runs each twice on zero inputs, so that the
+  /// first real run of a bucket replays a captured CUDA graph. invalid_argument without buckets;
+  /// unsupported when a non-batch input dim is not fixed (such plans compile at first use).
+  status warm_up();
 
   /// Checks inputs (names, dtypes, ranks, fixed dims) and orders them as inputs().
   expected<std::vector<tensor>> order_inputs(const std::map<std::string, tensor>& named) const;
@@ -78,13 +131,16 @@ class session {
  private:
   session(graph g, session_options options);
   status init();
+  status check_batch_buckets();
+  expected<std::vector<tensor>> run_exact(const std::vector<tensor>& ordered_inputs);
 
   graph graph_;
   session_options options_;
   std::shared_ptr<device> device_;  // shared by every plan of this session
   std::vector<io_desc> inputs_;
   std::vector<io_desc> outputs_;
-  std::mutex mutex_;  // guards plans_ and serialises runs
+  std::vector<int64_t> buckets_;  // options_.batch_buckets sorted, without duplicates
+  mutable std::mutex mutex_;      // guards plans_ and serialises runs
   std::map<std::string, std::unique_ptr<plan>> plans_;  // key: input infos as text
 };
 

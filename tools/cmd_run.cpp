@@ -54,22 +54,62 @@ std::string top5_of_first_row(const tensor& t) {
 }
 
 status write_latency_json(const std::string& path, const latency_summary& l, double compile_ms,
-                          size_t device_reserved_bytes) {
+                          const runtime::session& session, const runtime::plan& plan) {
+  const runtime::instance_memory m = session.memory_report();
+  const runtime::plan_memory& pm = plan.memory();
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (!f) return io_error("cannot create '" + path + "'");
-  const int n =
-      std::fprintf(f,
-                   "{\"median_ms\": %.6f, \"mean_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, "
-                   "\"runs\": %zu, \"compile_ms\": %.6f, \"device_reserved_bytes\": %zu}\n",
-                   l.median_ms, l.mean_ms, l.min_ms, l.max_ms, l.runs, compile_ms, device_reserved_bytes);
+  // device_reserved_bytes: what this one instance holds on the device (its own pool plus the
+  // shared weights' pool), the figure compared with PyTorch's memory_reserved().
+  const int n = std::fprintf(
+      f,
+      "{\"median_ms\": %.6f, \"mean_ms\": %.6f, \"min_ms\": %.6f, \"max_ms\": %.6f, "
+      "\"runs\": %zu, \"compile_ms\": %.6f, \"device_reserved_bytes\": %zu, "
+      "\"weights_bytes\": %zu, \"weights_reserved_bytes\": %zu, \"arena_bytes\": %zu, "
+      "\"workspace_bytes\": %zu, \"kernel_owned_bytes\": %zu, \"own_reserved_bytes\": %zu, "
+      "\"fragmentation_bytes\": %zu, \"planned_arena_bytes\": %zu, \"sum_of_tensor_bytes\": %zu, "
+      "\"peak_live_bytes\": %zu, \"cuda_graph\": %s}\n",
+      l.median_ms, l.mean_ms, l.min_ms, l.max_ms, l.runs, compile_ms, m.device_reserved_bytes,
+      m.weights_bytes, m.weights_reserved_bytes, m.arena_bytes, m.workspace_bytes,
+      m.kernel_owned_bytes, m.own_reserved_bytes, m.fragmentation_bytes, pm.planned_arena_bytes,
+      pm.sum_of_tensor_bytes, pm.peak_live_bytes,
+      plan.mode() == runtime::plan::launch_mode::graph ? "true" : "false");
   if (std::fclose(f) != 0 || n < 0) return io_error("cannot write '" + path + "'");
   return status::ok();
 }
 
+/// "memory: ..." and "launch: ..." lines: the instance's device memory by kind and how the
+/// timed plan runs.
+void print_memory(const runtime::session& session, const runtime::plan& plan) {
+  const runtime::instance_memory m = session.memory_report();
+  const runtime::plan_memory& pm = plan.memory();
+  constexpr double mib = 1024.0 * 1024.0;
+  std::printf(
+      "memory_mib: device_reserved=%.1f weights=%.1f (pool %.1f) arena=%.1f (planned %.1f, live "
+      "peak %.1f, "
+      "sum of tensors %.1f) workspace=%.1f kernel_owned=%.1f own_pool=%.1f fragmentation=%.1f\n",
+      m.device_reserved_bytes / mib, m.weights_bytes / mib, m.weights_reserved_bytes / mib,
+      m.arena_bytes / mib, pm.planned_arena_bytes / mib, pm.peak_live_bytes / mib,
+      pm.sum_of_tensor_bytes / mib, m.workspace_bytes / mib, m.kernel_owned_bytes / mib,
+      m.own_reserved_bytes / mib, m.fragmentation_bytes / mib);
+  switch (plan.mode()) {
+    case runtime::plan::launch_mode::graph:
+      std::printf("launch: CUDA graph (%zu nodes)\n", plan.graph_node_count());
+      break;
+    case runtime::plan::launch_mode::graph_pending:
+      std::printf("launch: eager (the CUDA graph is captured on the second run)\n");
+      break;
+    case runtime::plan::launch_mode::eager:
+      std::printf("launch: eager%s%s\n", plan.eager_reason().empty() ? "" : ": ",
+                  plan.eager_reason().c_str());
+      break;
+  }
+}
+
 /// Per-step device time (each step followed by a synchronisation): totals by op type, then the
 /// slowest steps. The timed latency above is unaffected (profiling runs after it).
-status print_profile(runtime::plan& p, int runs) {
-  TROUPE_ASSIGN_OR_RETURN(auto times, p.profile(runs));
+status print_profile(runtime::plan& p, int runs, const std::vector<tensor>& inputs) {
+  TROUPE_ASSIGN_OR_RETURN(auto times, p.profile(runs, inputs));
   double total_ms = 0;
   std::map<std::string, std::pair<double, int>> by_op;
   for (const auto& t : times) {
@@ -131,11 +171,13 @@ status run_model_impl(const run_options& o) {
   latencies_ms.reserve(static_cast<size_t>(o.repeat));
   std::vector<tensor> outputs;
   if (o.timing == "device") {
-    // One full run binds and uploads the inputs; then only the plan's steps are timed.
+    // One full run for the outputs; then only the plan's steps are timed, each on inputs bound
+    // (uploaded) beforehand outside the timing: the arena reuses the inputs' bytes during a run.
     auto r = session->run(ordered);
     if (!r) return r.error();
     outputs = std::move(*r);
     for (int i = 0; i < o.repeat; ++i) {
+      TROUPE_RETURN_IF_ERROR((*plan)->bind_inputs(ordered));
       const auto start = clock_type::now();
       status s = (*plan)->execute();
       latencies_ms.push_back(ms_since(start));
@@ -153,7 +195,7 @@ status run_model_impl(const run_options& o) {
     return invalid_argument("--timing must be end-to-end or device, got '" + o.timing + "'");
   }
 
-  if (o.profile_runs > 0) TROUPE_RETURN_IF_ERROR(print_profile(**plan, o.profile_runs));
+  if (o.profile_runs > 0) TROUPE_RETURN_IF_ERROR(print_profile(**plan, o.profile_runs, ordered));
 
   const auto& descs = session->outputs();
   if (outputs.size() != descs.size())
@@ -170,12 +212,14 @@ status run_model_impl(const run_options& o) {
   std::printf(
       "latency_ms: median=%.4g mean=%.4g min=%.4g max=%.4g runs=%zu (plan compile %.4g ms)\n",
       l.median_ms, l.mean_ms, l.min_ms, l.max_ms, l.runs, compile_ms);
+  print_memory(*session, **plan);
   std::fflush(stdout);
 
   if (!o.outputs_path.empty())
     TROUPE_RETURN_IF_ERROR(write_npz(o.outputs_path, named_outputs, o.compress_outputs));
   if (!o.latency_json_path.empty())
-    TROUPE_RETURN_IF_ERROR(write_latency_json(o.latency_json_path, l, compile_ms, session->device_reserved_bytes()));
+    TROUPE_RETURN_IF_ERROR(
+        write_latency_json(o.latency_json_path, l, compile_ms, *session, **plan));
   return status::ok();
 }
 
@@ -244,8 +288,17 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "values of the first row as index:value) and\n"
       "  latency_ms: median=... mean=... min=... max=... runs=N (plan compile ... ms)\n"
       "Timing covers the runs only: loading, plan compilation and warm-up are excluded.\n"
+      "  memory_mib: device_reserved=... weights=... arena=... workspace=... kernel_owned=...\n"
+      "  launch: CUDA graph (N nodes) | eager[: why]\n"
       "--latency-json writes {\"median_ms\", \"mean_ms\", \"min_ms\", \"max_ms\", \"runs\",\n"
-      "\"compile_ms\"}. Errors print `error: <code>: <message>` and exit with 2 (1: internal).\n\n"
+      "\"compile_ms\", \"device_reserved_bytes\" (this instance: own pool + the shared weights' "
+      "pool),\n"
+      "\"weights_bytes\", \"weights_reserved_bytes\", \"arena_bytes\", \"workspace_bytes\",\n"
+      "\"kernel_owned_bytes\", \"own_reserved_bytes\", \"fragmentation_bytes\", "
+      "\"planned_arena_bytes\",\n"
+      "\"sum_of_tensor_bytes\", \"peak_live_bytes\", \"cuda_graph\"}. TROUPE_CUDA_GRAPHS=0 runs "
+      "eagerly.\n"
+      "Errors print `error: <code>: <message>` and exit with 2 (1: internal).\n\n"
       "Example:\n"
       "  troupe run resnet50.onnx --inputs in.npz --outputs out.npz --repeat 20 --threads 2");
   cmd->callback([o, &exit_code] { exit_code = run_model(*o); });

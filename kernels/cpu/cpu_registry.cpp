@@ -8,6 +8,7 @@ void register_cpu_kernels(kernel_registry& r) {
   cpu::register_reduction(r);
   cpu::register_tensor(r);
   cpu::register_dnnl(r);
+  cpu::register_attention(r);
 }
 
 }  // namespace troupe::kernels

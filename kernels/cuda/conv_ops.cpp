@@ -1,5 +1,6 @@
-// CUDA Conv and troupe.FusedConv through cuDNN, MaxPool/AveragePool (own kernel) and
-// BatchNormalization in inference (folded to a per-channel affine map at create time).
+// CUDA Conv and troupe.FusedConv through cuDNN, MaxPool/AveragePool and their channels-last troupe
+// forms (own kernels), and BatchNormalization in inference (folded to a per-channel affine map at
+// create time).
 //
 // Conv: descriptors, weights and bias (uploaded), the algorithm and the workspace size are fixed
 // at create time. Two ways to run the epilogue (bias, residual Z, activation): inside
@@ -11,6 +12,16 @@
 // math (no TF32: results match the CPU to 1e-5); fp16 ones use tensor cores with fp32
 // accumulation. Repeated computes on the same pointers replay a per-kernel CUDA graph (see
 // conv_kernel::graphs_).
+//
+// Channels-last FusedConv (channels_last = 1, from the layout pass): X, Z and Y are stored
+// (N, D..., C) and described to cuDNN as NHWC / NDHWC; W is re-laid out once, at create, to
+// (K, k..., C/group) ("KRSC"), the filter layout cuDNN's NHWC kernels read. The timing also
+// weighs two other configurations (conv_variant): cuDNN's fp16 NHWC tensor-core kernels want
+// C % 8 == 0, so for an fp16 convolution with another C (an image model's first layer, C = 3)
+// and one group, C padded to a multiple of 8 (zero weights at create, X copied with zero channels
+// into the workspace per run); and an NCHW convolution between two copies, for shapes cuDNN runs
+// poorly (or not at all) in NHWC. TROUPE_CUDNN_PAD_CHANNELS=0 / =1 and TROUPE_CUDNN_LAYOUT=nhwc /
+// =nchw force a configuration for measurements; TROUPE_CUDNN_DEBUG=1 prints every timing.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -31,6 +42,7 @@ namespace {
 constexpr size_t kMaxConvWorkspaceBytes = size_t{512} << 20;
 constexpr size_t kMaxCandidateAlgos = 6;  // of cuDNN's ranked list, timed at create
 constexpr size_t kWorkspaceAlign = 256;
+constexpr int64_t kTensorCoreChannels = 8;  // fp16 NHWC tensor-core kernels want C % 8 == 0
 
 size_t align_up(size_t n) {
   return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
@@ -65,7 +77,139 @@ status set_tensor_desc(tensor_desc& d, cudnnDataType_t t, const std::vector<int>
   return status::ok();
 }
 
+/// `dims` are logical (N, C, spatial...); the bytes are NCHW-packed or, with channels_last,
+/// NHWC / NDHWC-packed.
+status set_activation_desc(tensor_desc& d, cudnnDataType_t t, const std::vector<int>& dims,
+                           bool channels_last) {
+  if (!channels_last) return set_tensor_desc(d, t, dims);
+  TROUPE_CUDA_CHECK(cudnnCreateTensorDescriptor(d.out()));
+  TROUPE_CUDA_CHECK(cudnnSetTensorNdDescriptorEx(d.get(), CUDNN_TENSOR_NHWC, t,
+                                                 static_cast<int>(dims.size()), dims.data()));
+  return status::ok();
+}
+
+/// Row-major strides of `dims`, in elements.
+shape_t packed_strides(const shape_t& dims) {
+  shape_t s(dims.size(), 1);
+  for (size_t i = dims.size(); i-- > 1;) s[i - 1] = s[i] * dims[i];
+  return s;
+}
+
+/// A bounded strided copy from row-major `in` (dims `in_dims`) to row-major `out_dims`: output
+/// axis d reads input axis `from[d]` at coordinate out - before[d]; coordinates outside the input
+/// write zeros. Covers prepadding (identity `from`) and W's re-layout with padded channels.
+strided_copy_plan bounded_copy(const shape_t& in_dims, const shape_t& out_dims,
+                               const std::vector<size_t>& from, const shape_t& before) {
+  strided_copy_plan p;
+  p.rank = static_cast<int>(out_dims.size());
+  p.bounded = true;
+  const shape_t in_strides = packed_strides(in_dims);
+  for (size_t d = 0; d < out_dims.size(); ++d) {
+    p.out_dims[d] = out_dims[d];
+    p.in_strides[d] = in_strides[from[d]];
+    p.in_start[d] = -before[d];
+    p.in_dims[d] = in_dims[from[d]];
+  }
+  p.out_elements = element_count(out_dims);
+  return p;
+}
+
+/// The same copy with every unpadded, contiguous inner axis merged into the axis outside it (the
+/// kernel's index arithmetic is per axis): an NHWC channel padding becomes a (pixels, C) copy.
+strided_copy_plan merge_axes(const strided_copy_plan& p) {
+  strided_copy_plan m = p;
+  m.rank = 0;
+  for (int d = 0; d < p.rank; ++d) {
+    const bool full = p.in_start[d] == 0 && p.in_dims[d] == p.out_dims[d];
+    if (m.rank > 0 && full && m.in_strides[m.rank - 1] == p.in_strides[d] * p.in_dims[d]) {
+      // Axis d (full) folds into the current outer axis o: coordinate o * n + c.
+      const int o = m.rank - 1;
+      m.out_dims[o] *= p.out_dims[d];
+      m.in_start[o] *= p.in_dims[d];
+      m.in_dims[o] *= p.in_dims[d];
+      m.in_strides[o] = p.in_strides[d];
+      continue;
+    }
+    m.out_dims[m.rank] = p.out_dims[d];
+    m.in_strides[m.rank] = p.in_strides[d];
+    m.in_start[m.rank] = p.in_start[d];
+    m.in_dims[m.rank] = p.in_dims[d];
+    ++m.rank;
+  }
+  return m;
+}
+
 // ---- Conv --------------------------------------------------------------------------------------
+
+/// How a configuration puts a (channels-last or not) convolution to cuDNN.
+enum class conv_variant : uint8_t {
+  as_stored,        // descriptors in the layout the tensors have
+  padded_channels,  // channels-last with C padded to a multiple of 8 (fp16 tensor cores)
+  nchw_inside,      // channels-last tensors, an NCHW convolution between two copies
+};
+
+/// One way to put the convolution to cuDNN: the descriptors, the constant weights in the filter
+/// layout they name, and the copies around the call where cuDNN cannot read or write the tensors
+/// as stored. A kernel builds up to three at create and keeps the fastest.
+/// Workspace: [cuDNN's | X copy | W copy | Y staging], each part aligned.
+struct conv_config {
+  conv_variant variant = conv_variant::as_stored;
+  std::string label;  // for TROUPE_CUDNN_DEBUG
+  tensor_desc x_desc, y_desc, bias_desc;
+  filter_desc w_desc;
+  conv_desc conv;
+  device_buffer weights;  // constant W as w_desc lays it out, in X's dtype; else W is an input
+  // X copied into the workspace first: asymmetric pads (cuDNN pads symmetrically only), zero
+  // channels up to padded_channels, or the transposition to NCHW.
+  bool prepad = false;
+  strided_copy_plan prepad_plan;
+  // A run-time W copied into the workspace as KRSC (channels-last) with padded channels.
+  bool relayout_w = false;
+  strided_copy_plan w_plan;
+  // nchw_inside: cuDNN writes Y NCHW into the workspace, copied to the output channels-last;
+  // the epilogue then runs on the output (never the fused call).
+  bool stage_y = false;
+  strided_copy_plan y_plan;
+
+  size_t prepad_bytes(size_t es) const {
+    return prepad ? align_up(static_cast<size_t>(prepad_plan.out_elements) * es) : 0;
+  }
+  size_t w_bytes(size_t es) const {
+    return relayout_w ? align_up(static_cast<size_t>(w_plan.out_elements) * es) : 0;
+  }
+  size_t y_bytes(size_t es) const {
+    return stage_y ? align_up(static_cast<size_t>(y_plan.out_elements) * es) : 0;
+  }
+  /// Bytes after cuDNN's part of the workspace.
+  size_t copies_bytes(size_t es) const { return prepad_bytes(es) + w_bytes(es) + y_bytes(es); }
+};
+
+/// A timed choice: configuration, algorithm, math and epilogue mode.
+struct conv_choice {
+  size_t config = 0;
+  cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  size_t workspace = 0;  // cuDNN's part of the workspace
+  bool fused = false;    // cudnnConvolutionBiasActivationForward
+};
+
+/// What the factory resolved from the node, shared by every configuration.
+struct conv_shape {
+  bool channels_last = false;
+  int64_t group = 1;
+  // 4-D or 5-D views (a 1-D convolution runs as 2-D with a height of 1), logical order.
+  shape_t x, w, y;  // (N, C, D...), (K, C/group, k...), (N, K, O...)
+  std::vector<int64_t> stride, dilation, pads_begin, pads_end;
+};
+
+expected<std::vector<int>> to_int_dims(const kernel_create_context& c, const shape_t& s) {
+  std::vector<int> d;
+  for (int64_t v : s) {
+    if (v > INT32_MAX) return c.fail(error_code::unsupported, "a dimension above 2^31 for cuDNN");
+    d.push_back(static_cast<int>(v));
+  }
+  return d;
+}
 
 class conv_kernel final : public kernel {
  public:
@@ -73,8 +217,15 @@ class conv_kernel final : public kernel {
   ~conv_kernel() override;
   status compute(kernel_run_context& ctx) override;
   size_t workspace_bytes() const override { return workspace_bytes_; }
+  /// The residual Z is overwritten by Y only on the fused cuDNN path, where
+  /// cudnnConvolutionBiasActivationForward reads z while it writes y element by element (as
+  /// cudnnConvolutionForward does with beta); conv + epilogue writes Y before reading Z.
+  std::vector<std::pair<int, int>> inplace_pairs() const override {
+    if (has_z_ && choice_.fused) return {{0, 3}};
+    return {};
+  }
   bool reads_constant_input(int i) const override {
-    if (i == 1) return !weights_;
+    if (i == 1) return !config_->weights;
     if (i == 2) return bias_is_input_;
     return true;
   }
@@ -92,42 +243,33 @@ class conv_kernel final : public kernel {
     void* ws = nullptr;
     bool operator==(const operands&) const = default;
   };
-  /// The convolution and its epilogue with the current algorithm and mode, on padded input.
-  status run(const void* x, const void* w, const void* bias, const void* z, void* y, void* ws,
-             cudaStream_t s);
-  /// The input padding (if any), the convolution and its epilogue.
-  status run_all(const operands& o, cudaStream_t s);
-  /// Picks algorithm and mode (fused call or conv + epilogue) by timing the candidates once.
-  status choose_algorithm(const kernel_create_context& c, const std::vector<int64_t>& x_shape);
+  /// Builds a configuration; unsupported where cuDNN rejects its descriptors.
+  expected<std::unique_ptr<conv_config>> make_config(const kernel_create_context& c,
+                                                     const conv_shape& s, conv_variant variant);
+  /// The copies (if any), the convolution and its epilogue with one choice.
+  status run(const conv_config& cf, const conv_choice& ch, const operands& o, cudaStream_t s);
+  /// Picks configuration, algorithm and mode (fused call or conv + epilogue) by timing the
+  /// candidates once; keeps the chosen configuration in config_.
+  status choose(const kernel_create_context& c, std::vector<std::unique_ptr<conv_config>> configs);
   bool needs_epilogue() const { return has_bias_ || has_z_ || act_.op != unary_op::identity; }
 
   cuda_context* ctx_;
   dtype type_ = dtype::f32;
-  tensor_desc x_desc_, y_desc_, bias_desc_;
-  filter_desc w_desc_;
-  conv_desc conv_desc_;
+  std::unique_ptr<conv_config> config_;  // the chosen configuration
+  conv_choice choice_;
   act_desc act_desc_;
   act_desc identity_desc_;
-  cudnnConvolutionFwdAlgo_t algo_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
-  cudnnMathType_t math_ = CUDNN_FMA_MATH;
-  size_t conv_workspace_bytes_ = 0;
   size_t workspace_bytes_ = 0;
-  device_buffer weights_;  // uploaded constant W (else W is read from the run's input 1)
-  device_buffer bias_;     // uploaded constant B, or zeros for the fused call without B
+  device_buffer bias_;  // uploaded constant B, or zeros for the fused call without B
   bool bias_is_input_ = false;
   bool has_bias_ = false;
   bool has_z_ = false;
-  // cudnnConvolutionBiasActivationForward does bias, Z and the activation (Relu, or identity
-  // with the implicit-precomp-GEMM algorithm); else cudnnConvolutionForward and an epilogue pass.
-  bool fused_ = false;
   activation act_;
-  int64_t channels_ = 0;     // M
-  int64_t out_spatial_ = 1;  // product of the output's spatial dims
+  int64_t channels_ = 0;    // K
+  int64_t bias_inner_ = 1;  // output elements between two channels (1 when channels-last)
   int64_t out_elements_ = 0;
-  // Asymmetric pads: X is first copied, zero-padded, into the workspace (after the conv's part).
-  bool prepad_ = false;
-  strided_copy_plan prepad_plan_;
-  size_t prepad_offset_ = 0;
+  int64_t x_elements_ = 0;  // X as stored
+  int64_t w_elements_ = 0;  // W as given (K * C/group * k...)
 
   // cuDNN's legacy calls cost 25-200 us of host time each, several times the GPU time of a
   // typical fp16 convolution. Once the same pointers come twice, the calls are captured into a
@@ -143,13 +285,139 @@ class conv_kernel final : public kernel {
   bool graphs_off_ = false;
 };
 
-expected<std::vector<int>> to_int_dims(const kernel_create_context& c, const shape_t& s) {
-  std::vector<int> d;
-  for (int64_t v : s) {
-    if (v > INT32_MAX) return c.fail(error_code::unsupported, "a dimension above 2^31 for cuDNN");
-    d.push_back(static_cast<int>(v));
+expected<std::unique_ptr<conv_config>> conv_kernel::make_config(const kernel_create_context& c,
+                                                                const conv_shape& s,
+                                                                conv_variant variant) {
+  auto cf = std::make_unique<conv_config>();
+  cf->variant = variant;
+  const size_t rank = s.x.size();
+  const size_t sp = rank - 2;
+  const int64_t channels = s.x[1];
+  const int64_t padded_channels =
+      variant == conv_variant::padded_channels
+          ? (channels + kTensorCoreChannels - 1) / kTensorCoreChannels * kTensorCoreChannels
+          : channels;
+  // The layout of the descriptors; the tensors themselves are channels-last when s says so.
+  const bool nhwc = s.channels_last && variant != conv_variant::nchw_inside;
+  const bool transpose = s.channels_last && !nhwc;
+  cf->label = std::string(!s.channels_last ? "nchw" : nhwc ? "nhwc" : "nhwc via nchw copies");
+  if (padded_channels != channels) {
+    cf->label += " C " + std::to_string(channels) + "->" + std::to_string(padded_channels);
   }
-  return d;
+  // Output axis d of the stored -> logical transposition reads stored axis to_logical[d]; the
+  // logical -> stored one reads to_stored[d].
+  std::vector<size_t> identity(rank), to_logical{0, rank - 1}, to_stored{0};
+  for (size_t d = 0; d < rank; ++d) identity[d] = d;
+  for (size_t d = 1; d + 1 < rank; ++d) to_logical.push_back(d);
+  for (size_t d = 2; d < rank; ++d) to_stored.push_back(d);
+  to_stored.push_back(1);
+
+  // X as cuDNN sees it: spatial pads moved into the copy when asymmetric, channels padded.
+  std::vector<int64_t> pb = s.pads_begin;
+  shape_t conv_in = s.x;  // logical
+  conv_in[1] = padded_channels;
+  const bool asymmetric = s.pads_begin != s.pads_end;
+  if (asymmetric) {
+    for (size_t i = 0; i < sp; ++i) conv_in[2 + i] += s.pads_begin[i] + s.pads_end[i];
+    std::fill(pb.begin(), pb.end(), 0);
+  }
+  if (asymmetric || padded_channels != channels || transpose) {
+    cf->prepad = true;
+    // On stored dims: logical (N, C, D...) or channels-last (N, D..., C).
+    shape_t before(rank, 0);
+    if (asymmetric) {
+      for (size_t i = 0; i < sp; ++i) before[2 + i] = s.pads_begin[i];
+    }
+    const shape_t in_dims = s.channels_last ? logical_to_channels_last(s.x) : s.x;
+    if (nhwc) {
+      cf->prepad_plan = merge_axes(bounded_copy(in_dims, logical_to_channels_last(conv_in),
+                                                identity, logical_to_channels_last(before)));
+    } else {
+      cf->prepad_plan =
+          merge_axes(bounded_copy(in_dims, conv_in, transpose ? to_logical : identity, before));
+    }
+  }
+  if (transpose) {
+    cf->stage_y = true;
+    cf->y_plan =
+        merge_axes(bounded_copy(s.y, logical_to_channels_last(s.y), to_stored, shape_t(rank, 0)));
+  }
+
+  TROUPE_ASSIGN_OR_RETURN(cudnnDataType_t dt, cudnn_type(type_));
+  shape_t wd_logical = s.w;  // (K, C/group, k...)
+  wd_logical[1] = padded_channels / s.group;
+  TROUPE_ASSIGN_OR_RETURN(std::vector<int> xd, to_int_dims(c, conv_in));
+  TROUPE_ASSIGN_OR_RETURN(std::vector<int> wd, to_int_dims(c, wd_logical));
+  TROUPE_ASSIGN_OR_RETURN(std::vector<int> yd, to_int_dims(c, s.y));
+  TROUPE_RETURN_IF_ERROR(set_activation_desc(cf->x_desc, dt, xd, nhwc));
+  TROUPE_RETURN_IF_ERROR(set_activation_desc(cf->y_desc, dt, yd, nhwc));
+  TROUPE_CUDA_CHECK(cudnnCreateFilterDescriptor(cf->w_desc.out()));
+  TROUPE_CUDA_CHECK(cudnnSetFilterNdDescriptor(cf->w_desc.get(), dt,
+                                               nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
+                                               static_cast<int>(wd.size()), wd.data()));
+  std::vector<int> pad_i(sp), stride_i(sp), dil_i(sp);
+  for (size_t i = 0; i < sp; ++i) {
+    pad_i[i] = static_cast<int>(pb[i]);
+    stride_i[i] = static_cast<int>(s.stride[i]);
+    dil_i[i] = static_cast<int>(s.dilation[i]);
+  }
+  TROUPE_CUDA_CHECK(cudnnCreateConvolutionDescriptor(cf->conv.out()));
+  TROUPE_CUDA_CHECK(cudnnSetConvolutionNdDescriptor(cf->conv.get(), static_cast<int>(sp),
+                                                    pad_i.data(), stride_i.data(), dil_i.data(),
+                                                    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  TROUPE_CUDA_CHECK(cudnnSetConvolutionGroupCount(cf->conv.get(), static_cast<int>(s.group)));
+  const cudnnMathType_t math = type_ != dtype::f32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(cf->conv.get(), math));
+  std::vector<int> check(xd.size());
+  TROUPE_CUDA_CHECK(
+      cudnnGetConvolutionNdForwardOutputDim(cf->conv.get(), cf->x_desc.get(), cf->w_desc.get(),
+                                            static_cast<int>(check.size()), check.data()));
+  if (check != yd) {
+    return c.fail(error_code::internal, "cuDNN's output shape differs from the inferred " +
+                                            shape_to_string(c.outputs[0].shape));
+  }
+  std::vector<int> bd(xd.size(), 1);
+  bd[1] = static_cast<int>(channels_);
+  TROUPE_RETURN_IF_ERROR(set_tensor_desc(cf->bias_desc, dt, bd));
+
+  // W: (K, C/g, k...) as given. NHWC descriptors want (K, k..., Cp/g); padded channels are zeros.
+  const bool relayout = nhwc;
+  const shape_t w_out = nhwc ? logical_to_channels_last(wd_logical) : wd_logical;
+  const std::vector<size_t>& w_from = nhwc ? to_stored : identity;
+  if (const tensor* wv = c.value(1)) {
+    tensor host = *wv;
+    if (relayout) {
+      // The device copy's arithmetic (bounded_copy), on the host, once.
+      const strided_copy_plan p = bounded_copy(s.w, w_out, w_from, shape_t(rank, 0));
+      host = tensor::zeros(wv->type(), w_out);
+      const size_t es = dtype_size(wv->type());
+      std::vector<int64_t> index(rank, 0);
+      for (int64_t o = 0; o < p.out_elements; ++o) {
+        bool inside = true;
+        int64_t at = 0;
+        for (size_t d = 0; d < rank; ++d) {
+          inside = inside && index[d] < p.in_dims[d];
+          at += index[d] * p.in_strides[d];
+        }
+        if (inside) {
+          std::memcpy(static_cast<uint8_t*>(host.raw()) + static_cast<size_t>(o) * es,
+                      static_cast<const uint8_t*>(wv->raw()) + static_cast<size_t>(at) * es, es);
+        }
+        for (size_t d = rank; d-- > 0;) {
+          if (++index[d] < w_out[d]) break;
+          index[d] = 0;
+        }
+      }
+    }
+    // One device copy per (weights, layout) for every plan and instance on this device.
+    const std::string form = std::string(nhwc ? "KRSC " : "KCRS ") + shape_to_string(w_out);
+    TROUPE_ASSIGN_OR_RETURN(cf->weights, device_buffer::shared(*ctx_, *wv, form, type_,
+                                                               [&]() -> expected<tensor> { return host; }));
+  } else if (relayout) {
+    cf->relayout_w = true;
+    cf->w_plan = merge_axes(bounded_copy(s.w, w_out, w_from, shape_t(rank, 0)));
+  }
+  return cf;
 }
 
 expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_context& c) {
@@ -158,9 +426,11 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   std::unique_ptr<conv_kernel> k(new conv_kernel(ctx));
   const bool fused = c.node.domain == "troupe";
   if (!c.has_input(1)) return c.fail(error_code::invalid_model, "W is required");
-  const tensor_info& x = c.inputs[0];
+  conv_shape s;
+  s.channels_last = fused && is_channels_last(c.node);
+  tensor_info x = c.inputs[0];
   const tensor_info& w = c.inputs[1];
-  const tensor_info& y = c.outputs[0];
+  tensor_info y = c.outputs[0];
   k->type_ = x.type;
   if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank()) {
     return c.fail(error_code::unsupported, "the cuda backend runs 1-D, 2-D and 3-D convolutions");
@@ -168,9 +438,14 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   if (w.type != x.type && !c.value(1)) {
     return c.fail(error_code::unsupported, "W of another dtype than X must be a constant");
   }
+  if (s.channels_last) {
+    x.shape = channels_last_to_logical(x.shape);
+    y.shape = channels_last_to_logical(y.shape);
+  }
   TROUPE_ASSIGN_OR_RETURN(conv_geometry g, resolve_conv(c.node, x, w));
   if (g.output_shape != y.shape) {
-    return c.fail(error_code::internal, "output shape " + y.to_string() + " differs from Conv's " +
+    return c.fail(error_code::internal, "output shape " + c.outputs[0].to_string() +
+                                            " differs from the convolution's " +
                                             shape_to_string(g.output_shape));
   }
   k->has_bias_ = c.has_input(2);
@@ -178,7 +453,7 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   if (k->has_bias_ && c.inputs[2].elements() != w.shape[0]) {
     return c.fail(error_code::invalid_model, "B must have M elements");
   }
-  if (k->has_z_ && (c.inputs[3].shape != y.shape || c.inputs[3].type != y.type)) {
+  if (k->has_z_ && (c.inputs[3].shape != c.outputs[0].shape || c.inputs[3].type != y.type)) {
     return c.fail(error_code::unsupported, "Z must have the output's shape and dtype");
   }
   if (fused) {
@@ -186,84 +461,35 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   }
   k->channels_ = w.shape[0];
   k->out_elements_ = y.elements();
-  for (size_t i = 2; i < y.rank(); ++i) k->out_spatial_ *= y.shape[i];
+  k->x_elements_ = x.elements();
+  k->w_elements_ = w.elements();
+  if (!s.channels_last) {
+    for (size_t i = 2; i < y.rank(); ++i) k->bias_inner_ *= y.shape[i];
+  }
 
   // cuDNN wants 4-D or 5-D: a 1-D convolution runs as 2-D with a height of 1.
-  shape_t xs = x.shape, ws = w.shape, ys = y.shape;
-  std::vector<int64_t> stride = g.strides, dilation = g.dilations, pb = g.pads_begin,
-                       pe = g.pads_end;
+  s.group = g.group;
+  s.x = x.shape;
+  s.w = w.shape;
+  s.y = y.shape;
+  s.stride = g.strides;
+  s.dilation = g.dilations;
+  s.pads_begin = g.pads_begin;
+  s.pads_end = g.pads_end;
   if (x.rank() == 3) {
-    xs.insert(xs.begin() + 2, 1);
-    ws.insert(ws.begin() + 2, 1);
-    ys.insert(ys.begin() + 2, 1);
-    stride.insert(stride.begin(), 1);
-    dilation.insert(dilation.begin(), 1);
-    pb.insert(pb.begin(), 0);
-    pe.insert(pe.begin(), 0);
-  }
-  const size_t sp = xs.size() - 2;
-  const bool symmetric = pb == pe;
-  shape_t conv_in = xs;  // what cuDNN sees as X
-  if (!symmetric) {
-    // cuDNN pads symmetrically only: pad X explicitly into the workspace, then convolve unpadded.
-    k->prepad_ = true;
-    strided_copy_plan& p = k->prepad_plan_;
-    p.rank = static_cast<int>(xs.size());
-    p.bounded = true;
-    int64_t stride_el = 1;
-    for (size_t d = xs.size(); d-- > 0;) {
-      const int64_t before = d >= 2 ? pb[d - 2] : 0;
-      const int64_t after = d >= 2 ? pe[d - 2] : 0;
-      conv_in[d] = xs[d] + before + after;
-      p.out_dims[d] = conv_in[d];
-      p.in_strides[d] = stride_el;
-      p.in_start[d] = -before;
-      p.in_dims[d] = xs[d];
-      stride_el *= xs[d];
-    }
-    p.out_elements = element_count(conv_in);
-    std::fill(pb.begin(), pb.end(), 0);
-  }
-  TROUPE_ASSIGN_OR_RETURN(cudnnDataType_t dt, cudnn_type(x.type));
-  TROUPE_ASSIGN_OR_RETURN(std::vector<int> xd, to_int_dims(c, conv_in));
-  TROUPE_ASSIGN_OR_RETURN(std::vector<int> wd, to_int_dims(c, ws));
-  TROUPE_ASSIGN_OR_RETURN(std::vector<int> yd, to_int_dims(c, ys));
-  TROUPE_RETURN_IF_ERROR(set_tensor_desc(k->x_desc_, dt, xd));
-  TROUPE_RETURN_IF_ERROR(set_tensor_desc(k->y_desc_, dt, yd));
-  TROUPE_CUDA_CHECK(cudnnCreateFilterDescriptor(k->w_desc_.out()));
-  TROUPE_CUDA_CHECK(cudnnSetFilterNdDescriptor(k->w_desc_.get(), dt, CUDNN_TENSOR_NCHW,
-                                               static_cast<int>(wd.size()), wd.data()));
-  std::vector<int> pad_i(sp), stride_i(sp), dil_i(sp);
-  for (size_t i = 0; i < sp; ++i) {
-    pad_i[i] = static_cast<int>(pb[i]);
-    stride_i[i] = static_cast<int>(stride[i]);
-    dil_i[i] = static_cast<int>(dilation[i]);
-  }
-  TROUPE_CUDA_CHECK(cudnnCreateConvolutionDescriptor(k->conv_desc_.out()));
-  TROUPE_CUDA_CHECK(cudnnSetConvolutionNdDescriptor(k->conv_desc_.get(), static_cast<int>(sp),
-                                                    pad_i.data(), stride_i.data(), dil_i.data(),
-                                                    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  TROUPE_CUDA_CHECK(cudnnSetConvolutionGroupCount(k->conv_desc_.get(), static_cast<int>(g.group)));
-  const cudnnMathType_t math = x.type == dtype::f16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
-  TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(k->conv_desc_.get(), math));
-
-  std::vector<int> check(xd.size());
-  TROUPE_CUDA_CHECK(
-      cudnnGetConvolutionNdForwardOutputDim(k->conv_desc_.get(), k->x_desc_.get(), k->w_desc_.get(),
-                                            static_cast<int>(check.size()), check.data()));
-  if (check != yd) {
-    return c.fail(error_code::internal,
-                  "cuDNN's output shape differs from the inferred " + shape_to_string(y.shape));
+    s.x.insert(s.x.begin() + 2, 1);
+    s.w.insert(s.w.begin() + 2, 1);
+    s.y.insert(s.y.begin() + 2, 1);
+    s.stride.insert(s.stride.begin(), 1);
+    s.dilation.insert(s.dilation.begin(), 1);
+    s.pads_begin.insert(s.pads_begin.begin(), 0);
+    s.pads_end.insert(s.pads_end.begin(), 0);
   }
 
-  // Constants first: the algorithm is timed on the real weights. W and B are converted to X's
-  // dtype where they differ; without B the fused call gets zeros.
-  if (const tensor* wv = c.value(1)) {
-    TROUPE_ASSIGN_OR_RETURN(k->weights_, device_buffer::upload_as(*ctx, *wv, x.type));
-  }
+  // Constant B (converted to X's dtype); without B the fused call gets zeros.
   if (k->has_bias_) {
     if (const tensor* bv = c.value(2)) {
-      TROUPE_ASSIGN_OR_RETURN(k->bias_, device_buffer::upload_as(*ctx, *bv, x.type));
+      TROUPE_ASSIGN_OR_RETURN(k->bias_, device_buffer::shared_as(*ctx, *bv, x.type));
     } else if (c.inputs[2].type != x.type) {
       return c.fail(error_code::unsupported, "B of another dtype than X must be a constant");
     } else {
@@ -275,9 +501,6 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
         device_buffer::allocate(*ctx, static_cast<size_t>(k->channels_) * dtype_size(x.type)));
     TROUPE_CUDA_CHECK(cudaMemsetAsync(k->bias_.get(), 0, k->bias_.bytes(), ctx->stream()));
   }
-  std::vector<int> bd(xd.size(), 1);
-  bd[1] = static_cast<int>(k->channels_);
-  TROUPE_RETURN_IF_ERROR(set_tensor_desc(k->bias_desc_, dt, bd));
   TROUPE_CUDA_CHECK(cudnnCreateActivationDescriptor(k->act_desc_.out()));
   TROUPE_CUDA_CHECK(cudnnSetActivationDescriptor(k->act_desc_.get(), CUDNN_ACTIVATION_RELU,
                                                  CUDNN_PROPAGATE_NAN, 0.0));
@@ -285,107 +508,147 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   TROUPE_CUDA_CHECK(cudnnSetActivationDescriptor(k->identity_desc_.get(), CUDNN_ACTIVATION_IDENTITY,
                                                  CUDNN_PROPAGATE_NAN, 0.0));
 
-  TROUPE_RETURN_IF_ERROR(k->choose_algorithm(c, conv_in));
+  // Configurations: as stored; channels-last also as an NCHW convolution between two copies
+  // (whatever cuDNN's NHWC kernels lack or run slowly), and for fp16 with C % 8 != 0 and one
+  // group with C padded. TROUPE_CUDNN_LAYOUT=nhwc / =nchw keeps only the NHWC ones / only the
+  // copying one; TROUPE_CUDNN_PAD_CHANNELS=0 / =1 only the unpadded / padded NHWC one.
+  const int64_t channels = s.x[1];
+  const bool may_pad = s.channels_last && x.type != dtype::f32 && g.group == 1 &&
+                       channels % kTensorCoreChannels != 0;
+  const char* pad_env = std::getenv("TROUPE_CUDNN_PAD_CHANNELS");
+  const char* layout_env = std::getenv("TROUPE_CUDNN_LAYOUT");
+  const std::string pad_mode = pad_env ? pad_env : "", layout_mode = layout_env ? layout_env : "";
+  std::vector<conv_variant> variants;
+  if (!s.channels_last) {
+    variants = {conv_variant::as_stored};
+  } else {
+    if (layout_mode != "nchw") {
+      if (!(may_pad && pad_mode == "1")) variants.push_back(conv_variant::as_stored);
+      if (may_pad && pad_mode != "0") variants.push_back(conv_variant::padded_channels);
+    }
+    if (layout_mode != "nhwc") variants.push_back(conv_variant::nchw_inside);
+  }
+  // A configuration cuDNN rejects is left out; create fails only when none is left.
+  std::vector<std::unique_ptr<conv_config>> configs;
+  status first_error;
+  for (conv_variant v : variants) {
+    auto cf = k->make_config(c, s, v);
+    if (cf.has_value()) {
+      configs.push_back(std::move(*cf));
+    } else if (first_error.is_ok()) {
+      first_error = cf.error();
+    }
+  }
+  if (configs.empty()) return first_error;
+  TROUPE_RETURN_IF_ERROR(k->choose(c, std::move(configs)));
   const char* graphs = std::getenv("TROUPE_CUDNN_GRAPHS");
   k->graphs_off_ = graphs && std::string(graphs) == "0";
-  k->workspace_bytes_ = align_up(k->conv_workspace_bytes_);
-  if (k->prepad_) {
-    k->prepad_offset_ = k->workspace_bytes_;
-    k->workspace_bytes_ +=
-        align_up(static_cast<size_t>(k->prepad_plan_.out_elements) * dtype_size(x.type));
-  }
+  const size_t es = dtype_size(x.type);
+  k->workspace_bytes_ = align_up(k->choice_.workspace) + k->config_->copies_bytes(es);
   // Uploads were enqueued on the context's stream; runs may use another stream.
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx->stream()));
   return std::unique_ptr<kernel>(std::move(k));
 }
 
-status conv_kernel::choose_algorithm(const kernel_create_context& c,
-                                     const std::vector<int64_t>& x_shape) {
+status conv_kernel::choose(const kernel_create_context& c,
+                           std::vector<std::unique_ptr<conv_config>> configs) {
   cudnnHandle_t h = ctx_->cudnn();
   const cudaStream_t s = ctx_->stream();
   TROUPE_RETURN_IF_ERROR(ctx_->bind_cudnn_stream(s));
-  // Candidate algorithms: cuDNN's heuristics, most promising first (cudnnFind... would time them
-  // too, but with host overhead included and each on a fresh allocation: the timing below is ours).
+  // Candidate algorithms per configuration: cuDNN's heuristics, most promising first
+  // (cudnnFind... would time them too, but with host overhead included and each on a fresh
+  // allocation: the timing below is ours).
   constexpr int kAlgos = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
-  struct candidate {
-    cudnnConvolutionFwdAlgo_t algo;
-    cudnnMathType_t math;
-    size_t workspace;
-    bool fused;
-  };
-  std::vector<candidate> algos;
-  auto consider = [&](const cudnnConvolutionFwdAlgoPerf_t& p) {
-    if (p.status != CUDNN_STATUS_SUCCESS) return;
-    // fp32 stays off tensor cores (TF32 would lose the CPU backend's precision).
-    if (type_ == dtype::f32 && p.mathType == CUDNN_TENSOR_OP_MATH) return;
+  const bool relu = act_.op == unary_op::relu;
+  const bool identity = act_.op == unary_op::identity;
+  std::vector<conv_choice> candidates;
+  for (size_t ci = 0; ci < configs.size(); ++ci) {
+    conv_config& cf = *configs[ci];
+    std::vector<conv_choice> algos;
+    auto consider = [&](const cudnnConvolutionFwdAlgoPerf_t& p) {
+      if (p.status != CUDNN_STATUS_SUCCESS) return;
+      // fp32 stays off tensor cores (TF32 would lose the CPU backend's precision).
+      if (type_ == dtype::f32 && p.mathType == CUDNN_TENSOR_OP_MATH) return;
+      for (const auto& a : algos) {
+        if (a.algo == p.algo && a.math == p.mathType) return;
+      }
+      if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(cf.conv.get(), p.mathType)).is_ok())
+        return;
+      size_t bytes = 0;
+      if (!TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(
+                                  h, cf.x_desc.get(), cf.w_desc.get(), cf.conv.get(),
+                                  cf.y_desc.get(), p.algo, &bytes))
+               .is_ok() ||
+          bytes > kMaxConvWorkspaceBytes) {
+        return;
+      }
+      algos.push_back({ci, p.algo, p.mathType, bytes, false});
+    };
+    cudnnConvolutionFwdAlgoPerf_t perf[kAlgos];
+    int returned = 0;
+    const status heuristics = TROUPE_CUDA_STATUS(
+        cudnnGetConvolutionForwardAlgorithm_v7(h, cf.x_desc.get(), cf.w_desc.get(), cf.conv.get(),
+                                               cf.y_desc.get(), kAlgos, &returned, perf));
+    if (!heuristics.is_ok()) continue;  // another configuration may still do
+    for (int i = 0; i < returned && algos.size() < kMaxCandidateAlgos; ++i) consider(perf[i]);
+    // Modes: the fused call takes Relu with any algorithm, identity with implicit-precomp GEMM
+    // only; conv + epilogue takes everything.
     for (const auto& a : algos) {
-      if (a.algo == p.algo && a.math == p.mathType) return;
+      if (!cf.stage_y && (relu || (identity && needs_epilogue() &&
+                                   a.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
+        conv_choice f = a;
+        f.fused = true;
+        candidates.push_back(f);
+      }
+      candidates.push_back(a);
     }
-    if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(conv_desc_.get(), p.mathType)).is_ok())
-      return;
-    size_t bytes = 0;
-    if (!TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(h, x_desc_.get(), w_desc_.get(),
-                                                                    conv_desc_.get(), y_desc_.get(),
-                                                                    p.algo, &bytes))
-             .is_ok() ||
-        bytes > kMaxConvWorkspaceBytes) {
-      return;
-    }
-    algos.push_back({p.algo, p.mathType, bytes, false});
+  }
+  if (candidates.empty())
+    return c.fail(error_code::unsupported, "cuDNN has no algorithm for this convolution");
+  auto select = [&](const conv_choice& k) -> status {
+    choice_ = k;
+    TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(configs[k.config]->conv.get(), k.math));
+    return status::ok();
+  };
+  auto keep = [&](const conv_choice& k) -> status {
+    TROUPE_RETURN_IF_ERROR(select(k));
+    config_ = std::move(configs[k.config]);
+    choice_.config = 0;
+    return status::ok();
   };
   const char* search = std::getenv("TROUPE_CUDNN_SEARCH");
   const bool benchmark = !(search && std::string(search) == "heuristic");
-  cudnnConvolutionFwdAlgoPerf_t perf[kAlgos];
-  int returned = 0;
-  TROUPE_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-      h, x_desc_.get(), w_desc_.get(), conv_desc_.get(), y_desc_.get(), kAlgos, &returned, perf));
-  for (int i = 0; i < returned && algos.size() < kMaxCandidateAlgos; ++i) consider(perf[i]);
-  if (algos.empty())
-    return c.fail(error_code::unsupported, "cuDNN has no algorithm for this convolution");
+  if (!benchmark || candidates.size() == 1) return keep(candidates.front());
 
-  // Modes: the fused call takes Relu with any algorithm, identity with implicit-precomp GEMM only;
-  // conv + epilogue takes everything.
-  std::vector<candidate> candidates;
-  const bool relu = act_.op == unary_op::relu;
-  const bool identity = act_.op == unary_op::identity;
-  for (const auto& a : algos) {
-    if (relu || (identity && needs_epilogue() &&
-                 a.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)) {
-      candidates.push_back({a.algo, a.math, a.workspace, true});
-    }
-    candidates.push_back(a);
-  }
-  auto select = [&](const candidate& k) -> status {
-    algo_ = k.algo;
-    math_ = k.math;
-    conv_workspace_bytes_ = k.workspace;
-    fused_ = k.fused;
-    TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(conv_desc_.get(), k.math));
-    return status::ok();
-  };
-  if (!benchmark || candidates.size() == 1) return select(candidates.front());
-
-  // Time each candidate on scratch buffers (zeros: no denormal or NaN slow paths): one warm-up
-  // call, then the best of three. The first failing candidate is skipped, not fatal.
+  // Time each candidate on scratch buffers, copies included (they differ between
+  // configurations): one warm-up call, then the best of three. A failing candidate is skipped,
+  // not fatal.
   const size_t es = dtype_size(type_);
   size_t max_ws = 0;
-  for (const auto& k : candidates) max_ws = std::max(max_ws, k.workspace);
+  for (const auto& k : candidates) {
+    const conv_config& cf = *configs[k.config];
+    max_ws = std::max(max_ws, align_up(k.workspace) + cf.copies_bytes(es));
+  }
   TROUPE_ASSIGN_OR_RETURN(device_buffer x,
-                          device_buffer::allocate(*ctx_, element_count(x_shape) * es));
-  TROUPE_ASSIGN_OR_RETURN(device_buffer y, device_buffer::allocate(*ctx_, out_elements_ * es));
+                          device_buffer::allocate(*ctx_, static_cast<size_t>(x_elements_) * es));
+  TROUPE_ASSIGN_OR_RETURN(device_buffer y,
+                          device_buffer::allocate(*ctx_, static_cast<size_t>(out_elements_) * es));
   TROUPE_ASSIGN_OR_RETURN(device_buffer ws,
                           device_buffer::allocate(*ctx_, std::max<size_t>(max_ws, 1)));
   device_buffer w_scratch, z, b_scratch;
-  if (!weights_) {
-    TROUPE_ASSIGN_OR_RETURN(w_scratch, device_buffer::allocate(*ctx_, c.inputs[1].elements() * es));
+  if (!configs.front()->weights) {
+    TROUPE_ASSIGN_OR_RETURN(w_scratch,
+                            device_buffer::allocate(*ctx_, static_cast<size_t>(w_elements_) * es));
     TROUPE_CUDA_CHECK(cudaMemsetAsync(w_scratch.get(), 0, w_scratch.bytes(), s));
   }
   if (has_z_) {
-    TROUPE_ASSIGN_OR_RETURN(z, device_buffer::allocate(*ctx_, out_elements_ * es));
+    TROUPE_ASSIGN_OR_RETURN(
+        z, device_buffer::allocate(*ctx_, static_cast<size_t>(out_elements_) * es));
     TROUPE_CUDA_CHECK(cudaMemsetAsync(z.get(), 0, z.bytes(), s));
   }
   if (bias_is_input_) {
-    TROUPE_ASSIGN_OR_RETURN(b_scratch, device_buffer::allocate(*ctx_, channels_ * es));
+    TROUPE_ASSIGN_OR_RETURN(b_scratch,
+                            device_buffer::allocate(*ctx_, static_cast<size_t>(channels_) * es));
     TROUPE_CUDA_CHECK(cudaMemsetAsync(b_scratch.get(), 0, b_scratch.bytes(), s));
   }
   {
@@ -396,8 +659,8 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
     for (size_t i = 0; i + es <= host.size(); i += es) {
       state = state * 1664525u + 1013904223u;
       const float v = static_cast<float>(state >> 8) / 8388608.0f - 1.0f;
-      if (type_ == dtype::f16) {
-        const uint16_t hv = half_bits(v);
+      if (type_ != dtype::f32) {
+        const uint16_t hv = float16_bits(type_, v);
         std::memcpy(&host[i], &hv, 2);
       } else {
         std::memcpy(&host[i], &v, 4);
@@ -405,8 +668,6 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
     }
     TROUPE_CUDA_CHECK(cudaMemcpy(x.get(), host.data(), host.size(), cudaMemcpyHostToDevice));
   }
-  const void* wp = weights_ ? weights_.get() : w_scratch.get();
-  const void* bp = bias_is_input_ ? b_scratch.get() : bias_.get();
   cudaEvent_t start = nullptr, stop = nullptr;
   TROUPE_CUDA_CHECK(cudaEventCreate(&start));
   TROUPE_CUDA_CHECK(cudaEventCreate(&stop));
@@ -415,23 +676,29 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   int best = -1;
   constexpr int kRuns = 3;
   for (size_t i = 0; i < candidates.size(); ++i) {
+    const conv_config& cf = *configs[candidates[i].config];
+    operands o;
+    o.x = x.get();
+    o.w = cf.weights ? cf.weights.get() : w_scratch.get();
+    o.bias = bias_is_input_ ? b_scratch.get() : bias_.get();
+    o.z = z.get();
+    o.y = y.get();
+    o.ws = ws.get();
     TROUPE_RETURN_IF_ERROR(select(candidates[i]));
     const auto warm_start = std::chrono::steady_clock::now();
-    if (!run(x.get(), wp, bp, z.get(), y.get(), ws.get(), s).is_ok()) continue;
+    if (!run(cf, candidates[i], o, s).is_ok()) continue;
     const auto host_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::steady_clock::now() - warm_start)
                              .count();
     float ms = -1;
     // cuDNN's legacy calls cost tens of microseconds of host time each: hold the stream for
     // longer than enqueueing the timed calls takes, so that they queue up and the events measure
-    // GPU time only (what the per-kernel CUDA graph replays).
+    // GPU time only (what a CUDA graph replays).
     const int64_t delay_ns = std::clamp<int64_t>(2 * kRuns * host_ns, 50'000, 20'000'000);
     TROUPE_RETURN_IF_ERROR(launch_delay(static_cast<uint64_t>(delay_ns), s));
     (void)cudaEventRecord(start, s);
     bool ok = true;
-    for (int rep = 0; rep < kRuns && ok; ++rep) {
-      ok = run(x.get(), wp, bp, z.get(), y.get(), ws.get(), s).is_ok();
-    }
+    for (int rep = 0; rep < kRuns && ok; ++rep) ok = run(cf, candidates[i], o, s).is_ok();
     (void)cudaEventRecord(stop, s);
     if (ok && TROUPE_CUDA_STATUS(cudaEventSynchronize(stop)).is_ok() &&
         TROUPE_CUDA_STATUS(cudaEventElapsedTime(&ms, start, stop)).is_ok()) {
@@ -440,10 +707,10 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
       ms = -1;
     }
     if (debug) {
-      std::fprintf(stderr, "[troupe cudnn] %s algo %d math %d %s ws %zu: %.1f us\n",
-                   c.node.describe().c_str(), static_cast<int>(candidates[i].algo),
-                   static_cast<int>(candidates[i].math), candidates[i].fused ? "fused" : "plain",
-                   candidates[i].workspace, ms * 1000.0f);
+      std::fprintf(stderr, "[troupe cudnn] %s %s algo %d math %d %s ws %zu: %.1f us\n",
+                   c.node.describe().c_str(), cf.label.c_str(),
+                   static_cast<int>(candidates[i].algo), static_cast<int>(candidates[i].math),
+                   candidates[i].fused ? "fused" : "plain", candidates[i].workspace, ms * 1000.0f);
     }
     if (ms >= 0 && (best < 0 || ms < best_ms)) {
       best = static_cast<int>(i);
@@ -456,52 +723,58 @@ status conv_kernel::choose_algorithm(const kernel_create_context& c,
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(s));
   if (best < 0)
     return c.fail(error_code::unsupported, "no cuDNN algorithm ran for this convolution");
+  const conv_choice& chosen = candidates[static_cast<size_t>(best)];
   if (debug) {
-    std::fprintf(stderr, "[troupe cudnn] chosen: algo %d math %d %s, %.1f us\n",
-                 static_cast<int>(candidates[static_cast<size_t>(best)].algo),
-                 static_cast<int>(candidates[static_cast<size_t>(best)].math),
-                 candidates[static_cast<size_t>(best)].fused ? "fused" : "plain",
+    std::fprintf(stderr, "[troupe cudnn] chosen: %s algo %d math %d %s, %.1f us\n",
+                 configs[chosen.config]->label.c_str(), static_cast<int>(chosen.algo),
+                 static_cast<int>(chosen.math), chosen.fused ? "fused" : "plain",
                  best_ms * 1000.0f);
   }
-  return select(candidates[static_cast<size_t>(best)]);
+  return keep(chosen);
 }
 
-status conv_kernel::run(const void* x, const void* w, const void* bias, const void* z, void* y,
-                        void* ws, cudaStream_t s) {
+status conv_kernel::run(const conv_config& cf, const conv_choice& ch, const operands& o,
+                        cudaStream_t s) {
+  const size_t es = dtype_size(type_);
+  uint8_t* const ws = static_cast<uint8_t*>(o.ws);
+  uint8_t* const copies = ws + align_up(ch.workspace);
+  const void* x = o.x;
+  const void* w = o.w;
+  if (cf.prepad) {
+    TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, x, copies, cf.prepad_plan, s));
+    x = copies;
+  }
+  if (cf.relayout_w) {
+    void* relaid = copies + cf.prepad_bytes(es);
+    TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, w, relaid, cf.w_plan, s));
+    w = relaid;
+  }
+  void* const y = cf.stage_y ? copies + cf.prepad_bytes(es) + cf.w_bytes(es) : o.y;
   const float one = 1.0f, zero = 0.0f;
-  if (fused_) {
+  if (ch.fused) {
     // Without Z, y stands in for it with alpha2 = 0 (as ONNX Runtime's fused Conv does).
-    const float alpha2 = z ? 1.0f : 0.0f;
+    const float alpha2 = o.z ? 1.0f : 0.0f;
     TROUPE_CUDA_CHECK(cudnnConvolutionBiasActivationForward(
-        ctx_->cudnn(), &one, x_desc_.get(), x, w_desc_.get(), w, conv_desc_.get(), algo_, ws,
-        conv_workspace_bytes_, &alpha2, y_desc_.get(), z ? z : y, bias_desc_.get(), bias,
-        act_.op == unary_op::relu ? act_desc_.get() : identity_desc_.get(), y_desc_.get(), y));
+        ctx_->cudnn(), &one, cf.x_desc.get(), x, cf.w_desc.get(), w, cf.conv.get(), ch.algo, ws,
+        ch.workspace, &alpha2, cf.y_desc.get(), o.z ? o.z : y, cf.bias_desc.get(), o.bias,
+        act_.op == unary_op::relu ? act_desc_.get() : identity_desc_.get(), cf.y_desc.get(), y));
     return status::ok();
   }
-  TROUPE_CUDA_CHECK(cudnnConvolutionForward(ctx_->cudnn(), &one, x_desc_.get(), x, w_desc_.get(), w,
-                                            conv_desc_.get(), algo_, ws, conv_workspace_bytes_,
-                                            &zero, y_desc_.get(), y));
+  TROUPE_CUDA_CHECK(cudnnConvolutionForward(ctx_->cudnn(), &one, cf.x_desc.get(), x,
+                                            cf.w_desc.get(), w, cf.conv.get(), ch.algo, ws,
+                                            ch.workspace, &zero, cf.y_desc.get(), y));
+  if (cf.stage_y) TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, y, o.y, cf.y_plan, s));
   if (!needs_epilogue()) return status::ok();
   epilogue_params p;
   p.type = type_;
-  p.y = y;
+  p.y = o.y;
   p.n = out_elements_;
-  p.bias = has_bias_ ? bias : nullptr;
+  p.bias = has_bias_ ? o.bias : nullptr;
   p.bias_len = channels_;
-  p.bias_inner = out_spatial_;
-  p.z = z;
+  p.bias_inner = bias_inner_;
+  p.z = o.z;
   p.act = act_;
   return launch_epilogue(p, s);
-}
-
-status conv_kernel::run_all(const operands& o, cudaStream_t s) {
-  const void* x = o.x;
-  if (prepad_) {
-    void* padded = static_cast<uint8_t*>(o.ws) + prepad_offset_;
-    TROUPE_RETURN_IF_ERROR(launch_strided_copy(dtype_size(type_), x, padded, prepad_plan_, s));
-    x = padded;
-  }
-  return run(x, o.w, o.bias, o.z, o.y, o.ws, s);
 }
 
 status conv_kernel::compute(kernel_run_context& ctx) {
@@ -509,16 +782,16 @@ status conv_kernel::compute(kernel_run_context& ctx) {
   TROUPE_RETURN_IF_ERROR(ctx_->bind_cudnn_stream(s));
   operands o;
   o.x = ctx.inputs[0].raw();
-  o.w = weights_ ? weights_.get() : ctx.inputs[1].raw();
+  o.w = config_->weights ? config_->weights.get() : ctx.inputs[1].raw();
   o.bias = bias_is_input_ ? ctx.inputs[2].raw() : bias_.get();
   o.z = has_z_ ? ctx.inputs[3].raw() : nullptr;
   o.y = ctx.outputs[0].raw();
   o.ws = ctx.workspace;
-  if (graphs_off_) return run_all(o, s);
+  if (graphs_off_) return run(*config_, choice_, o, s);
   // Inside someone else's capture (a whole-plan CUDA graph) the calls are simply recorded.
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   TROUPE_CUDA_CHECK(cudaStreamIsCapturing(s, &capturing));
-  if (capturing != cudaStreamCaptureStatusNone) return run_all(o, s);
+  if (capturing != cudaStreamCaptureStatusNone) return run(*config_, choice_, o, s);
   for (const auto& g : graphs_) {
     if (g.key == o) {
       TROUPE_CUDA_CHECK(cudaGraphLaunch(g.exec, s));
@@ -528,12 +801,12 @@ status conv_kernel::compute(kernel_run_context& ctx) {
   // First sight of these pointers: run directly (and warm up cuDNN); on the second, capture.
   if (!(last_uncaptured_ == o)) {
     last_uncaptured_ = o;
-    return run_all(o, s);
+    return run(*config_, choice_, o, s);
   }
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   bool captured = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-  const status ran = captured ? run_all(o, s) : status::ok();
+  const status ran = captured ? run(*config_, choice_, o, s) : status::ok();
   if (captured) captured = cudaStreamEndCapture(s, &graph) == cudaSuccess && ran.is_ok();
   if (captured) captured = cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
   if (graph) (void)cudaGraphDestroy(graph);
@@ -542,7 +815,7 @@ status conv_kernel::compute(kernel_run_context& ctx) {
     // cuDNN refused capture for this configuration: stay with direct calls.
     if (exec) (void)cudaGraphExecDestroy(exec);
     graphs_off_ = true;
-    return run_all(o, s);
+    return run(*config_, choice_, o, s);
   }
   if (graphs_.size() == kMaxGraphs) {
     (void)cudaGraphExecDestroy(graphs_.front().exec);
@@ -559,10 +832,17 @@ conv_kernel::~conv_kernel() {
 
 // ---- pooling -----------------------------------------------------------------------------------
 
+// MaxPool / AveragePool, and their troupe forms with channels_last = 1 (X, Y stored (N, D..., C)).
 expected<std::unique_ptr<kernel>> create_pool(const kernel_create_context& c) {
   const bool is_max = c.node.op_type == "MaxPool";
-  const shape_t& in = c.inputs[0].shape;
-  const shape_t& out = c.outputs[0].shape;
+  const bool channels_last = is_channels_last(c.node);
+  tensor_info x = c.inputs[0];
+  shape_t out = c.outputs[0].shape;
+  if (channels_last) {
+    x.shape = channels_last_to_logical(x.shape);
+    out = channels_last_to_logical(out);
+  }
+  const shape_t& in = x.shape;
   if (in.size() < 3 || in.size() > 5) {
     return c.fail(error_code::unsupported, "the cuda backend pools over 1 to 3 spatial axes");
   }
@@ -572,14 +852,16 @@ expected<std::unique_ptr<kernel>> create_pool(const kernel_create_context& c) {
   if (is_max && c.node.attrs.get_int("storage_order", 0) != 0) {
     return c.fail(error_code::unsupported, "MaxPool storage_order=1");
   }
-  TROUPE_ASSIGN_OR_RETURN(pool_geometry g, resolve_pool(c.node, c.inputs[0]));
+  TROUPE_ASSIGN_OR_RETURN(pool_geometry g, resolve_pool(c.node, x));
   if (g.output_shape != out) {
     return c.fail(error_code::internal, "output shape differs from the pooling geometry's");
   }
   pool_plan p;
   p.is_max = is_max;
   p.count_include_pad = c.node.attrs.get_int("count_include_pad", 0) != 0;
-  p.planes = in[0] * in[1];
+  p.channels_last = channels_last;
+  p.planes = channels_last ? in[0] : in[0] * in[1];
+  p.channels = in[1];
   const size_t sp = in.size() - 2;
   const size_t shift = 3 - sp;  // spatial axes fill the last entries of the 3-axis arrays
   for (size_t i = 0; i < sp; ++i) {
@@ -594,6 +876,27 @@ expected<std::unique_ptr<kernel>> create_pool(const kernel_create_context& c) {
   const dtype t = c.inputs[0].type;
   return make_kernel([t, p](kernel_run_context& ctx) {
     return launch_pool(t, ctx.inputs[0].raw(), ctx.outputs[0].raw(), p, ctx.stream);
+  });
+}
+
+// troupe.GlobalAveragePool / GlobalMaxPool with channels_last = 1 (the ONNX forms, NCHW, are
+// reductions: reduction_ops.cpp).
+expected<std::unique_ptr<kernel>> create_global_pool(const kernel_create_context& c) {
+  if (!is_channels_last(c.node)) {
+    return c.fail(error_code::unsupported, "the troupe form runs channels-last only");
+  }
+  const shape_t& in = c.inputs[0].shape;
+  if (in.size() < 3) return c.fail(error_code::invalid_model, "X must have rank >= 3");
+  const bool is_max = c.node.op_type == "GlobalMaxPool";
+  const int64_t batch = in[0], channels = in.back();
+  const int64_t plane = element_count(shape_t(in.begin() + 1, in.end() - 1));
+  if (plane == 0 && batch * channels != 0) {
+    return c.fail(error_code::unsupported, "global pooling over an empty plane");
+  }
+  const dtype t = c.inputs[0].type;
+  return make_kernel([t, batch, plane, channels, is_max](kernel_run_context& ctx) {
+    return launch_global_pool_channels_last(t, ctx.inputs[0].raw(), ctx.outputs[0].raw(), batch,
+                                            plane, channels, is_max, ctx.stream);
   });
 }
 
@@ -658,6 +961,11 @@ void register_conv(kernel_registry& r) {
   r.add({"troupe", "FusedConv", backend::cuda, gpu_float_types(), 0, {}, conv_kernel::create});
   r.add({"", "MaxPool", backend::cuda, gpu_float_types(), 0, {}, create_pool});
   r.add({"", "AveragePool", backend::cuda, gpu_float_types(), 0, {}, create_pool});
+  r.add({"troupe", "MaxPool", backend::cuda, gpu_float_types(), 0, {}, create_pool});
+  r.add({"troupe", "AveragePool", backend::cuda, gpu_float_types(), 0, {}, create_pool});
+  r.add(
+      {"troupe", "GlobalAveragePool", backend::cuda, gpu_float_types(), 0, {}, create_global_pool});
+  r.add({"troupe", "GlobalMaxPool", backend::cuda, gpu_float_types(), 0, {}, create_global_pool});
   r.add({"", "BatchNormalization", backend::cuda, gpu_float_types(), 0, {}, create_batch_norm});
 }
 

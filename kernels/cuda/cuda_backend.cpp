@@ -3,10 +3,12 @@
 
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
 
+#include "kernels/cuda/constant_store.hpp"
 #include "kernels/cuda/cuda_common.hpp"
 
 namespace troupe::kernels::cuda {
@@ -158,7 +160,23 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index) {
   uint64_t keep_all = UINT64_MAX;
   TROUPE_CUDA_CHECK(
       cudaMemPoolSetAttribute(ctx->pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
+  TROUPE_ASSIGN_OR_RETURN(ctx->constants_, constant_store::create(device_index));
   return std::unique_ptr<backend_context>(std::move(ctx));
+}
+
+expected<std::unique_ptr<backend_context>> create_sibling_context(backend_context& sibling) {
+  if (sibling.kind() != backend::cuda)
+    return internal_error("create_sibling_context: not a CUDA context");
+  const auto& first = static_cast<const cuda_context&>(sibling);
+  TROUPE_ASSIGN_OR_RETURN(auto base, create_context(first.device()));
+  auto& ctx = static_cast<cuda_context&>(*base);
+  ctx.constants_ = first.constants_;  // the fresh store is dropped unused
+  return base;
+}
+
+bool shares_constants(backend_context& a, backend_context& b) {
+  if (a.kind() != backend::cuda || b.kind() != backend::cuda) return false;
+  return &static_cast<cuda_context&>(a).constants() == &static_cast<cuda_context&>(b).constants();
 }
 
 namespace {
@@ -210,6 +228,18 @@ status synchronize(backend_context& base) {
     if (faults & fault_gather_index) {
       return invalid_argument("Gather: an index is outside the indexed axis (e.g. a token id beyond the vocabulary)");
     }
+    if (faults & fault_gather_elements_index) {
+      return invalid_argument("GatherElements: an index is outside the indexed axis");
+    }
+    if (faults & fault_gather_nd_index) {
+      return invalid_argument("GatherND: an index is outside the indexed axis");
+    }
+    if (faults & fault_scatter_elements_index) {
+      return invalid_argument("ScatterElements: an index is outside the indexed axis");
+    }
+    if (faults & fault_scatter_nd_index) {
+      return invalid_argument("ScatterND: an index is outside the indexed axis");
+    }
     return internal_error("a kernel reported fault bits " + std::to_string(faults));
   }
   return status::ok();
@@ -221,7 +251,7 @@ void* stream(backend_context& base) {
 
 pool_stats stats(backend_context& base) {
   cuda_context& ctx = as_cuda(base);
-  pool_stats s{0, 0, 0};
+  pool_stats s;
   if (!ctx.make_current().is_ok()) return s;
   uint64_t v = 0;
   if (cudaMemPoolGetAttribute(ctx.pool(), cudaMemPoolAttrReservedMemCurrent, &v) == cudaSuccess) {
@@ -233,7 +263,39 @@ pool_stats stats(backend_context& base) {
   if (cudaMemPoolGetAttribute(ctx.pool(), cudaMemPoolAttrUsedMemHigh, &v) == cudaSuccess) {
     s.peak_bytes = v;
   }
+  // A watermark just reset reads 0 until the next allocation: the peak is at least the use now.
+  s.peak_bytes = std::max(s.peak_bytes, s.in_use_bytes);
+  s.fragmentation_bytes = s.reserved_bytes > s.in_use_bytes ? s.reserved_bytes - s.in_use_bytes : 0;
   (void)cudaGetLastError();
+  return s;
+}
+
+status release_unused_memory(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  TROUPE_CUDA_CHECK(cudaMemPoolTrimTo(ctx.pool(), 0));
+  uint64_t zero = 0;  // the only value the high watermark accepts: resets it to the current use
+  TROUPE_CUDA_CHECK(cudaMemPoolSetAttribute(ctx.pool(), cudaMemPoolAttrUsedMemHigh, &zero));
+  return ctx.constants().trim();
+}
+
+expected<std::shared_ptr<const void>> share_constant(backend_context& base, const tensor& host) {
+  // The same entry (variant) as a kernel's device_buffer::shared_as(host, host.type()).
+  TROUPE_ASSIGN_OR_RETURN(device_buffer b,
+                          device_buffer::shared_as(as_cuda(base), host, host.type()));
+  return b.share();
+}
+
+constant_stats constant_store_stats(backend_context& base) {
+  const constant_store::stats st = as_cuda(base).constants().statistics();
+  constant_stats s;
+  s.live_bytes = st.live_bytes;
+  s.entries = st.entries;
+  s.reserved_bytes = st.reserved_bytes;
+  s.uploads = st.uploads;
+  s.hits = st.hits;
+  s.content_hits = st.content_hits;
   return s;
 }
 
@@ -241,16 +303,18 @@ pool_stats stats(backend_context& base) {
 
 device_buffer& device_buffer::operator=(device_buffer&& o) noexcept {
   if (this != &o) {
-    if (ptr_ && ctx_) device_free(*ctx_, ptr_);
+    if (ptr_ && ctx_ && !shared_) device_free(*ctx_, ptr_);
     ctx_ = std::exchange(o.ctx_, nullptr);
     ptr_ = std::exchange(o.ptr_, nullptr);
     bytes_ = std::exchange(o.bytes_, 0);
+    shared_ = std::move(o.shared_);
+    o.shared_.reset();
   }
   return *this;
 }
 
 device_buffer::~device_buffer() {
-  if (ptr_ && ctx_) device_free(*ctx_, ptr_);
+  if (ptr_ && ctx_ && !shared_) device_free(*ctx_, ptr_);
 }
 
 expected<device_buffer> device_buffer::allocate(cuda_context& ctx, size_t bytes) {
@@ -281,10 +345,57 @@ expected<device_buffer> device_buffer::upload_as(cuda_context& ctx, const tensor
     if (to == dtype::f32) {
       reinterpret_cast<float*>(staged.data())[i] = v;
     } else {
-      reinterpret_cast<uint16_t*>(staged.data())[i] = half_bits(v);
+      reinterpret_cast<uint16_t*>(staged.data())[i] = float16_bits(to, v);
     }
   }
   return upload(ctx, staged.data(), staged.size());
+}
+
+namespace {
+
+/// `host` converted to `to` on the host (between f32, f16 and bf16), or `host` itself when it
+/// already is.
+expected<tensor> converted(const tensor& host, dtype to) {
+  if (host.type() == to) return host;
+  if (!is_floating(host.type()) || !is_gpu_float(to)) {
+    return unsupported("cannot convert a " + std::string(dtype_name(host.type())) +
+                       " constant to " + std::string(dtype_name(to)));
+  }
+  tensor out = tensor::allocate(to, host.shape());
+  const int64_t n = host.elements();
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>(host.value_as_double(i));
+    if (to == dtype::f32) {
+      out.data<float>()[i] = v;
+    } else {
+      out.data<uint16_t>()[i] = float16_bits(to, v);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+expected<device_buffer> device_buffer::shared(cuda_context& ctx, const tensor& source,
+                                              const std::string& variant, dtype to,
+                                              const std::function<expected<tensor>()>& prepare) {
+  const std::string key = variant + " as " + std::string(dtype_name(to));
+  TROUPE_ASSIGN_OR_RETURN(constant_store::handle h,
+                          ctx.constants().get(source, key, [&]() -> expected<tensor> {
+                            TROUPE_ASSIGN_OR_RETURN(tensor host, prepare());
+                            return converted(host, to);
+                          }));
+  device_buffer b;
+  b.ctx_ = &ctx;
+  b.ptr_ = const_cast<void*>(h.data.get());
+  b.bytes_ = h.bytes;
+  b.shared_ = std::move(h.data);
+  return b;
+}
+
+expected<device_buffer> device_buffer::shared_as(cuda_context& ctx, const tensor& source,
+                                                 dtype to) {
+  return shared(ctx, source, "", to, [&source]() -> expected<tensor> { return source; });
 }
 
 // ---- dtypes ------------------------------------------------------------------------------------
@@ -293,12 +404,19 @@ uint16_t half_bits(float v) {
   return __half_raw(__float2half_rn(v)).x;
 }
 
+uint16_t float16_bits(dtype t, float v) {
+  // core's bfloat16 rounding: nearest even, NaN kept quiet (as __float2bfloat16_rn).
+  return t == dtype::bf16 ? float_to_bfloat16(v) : half_bits(v);
+}
+
 expected<cudnnDataType_t> cudnn_type(dtype t) {
   switch (t) {
     case dtype::f32:
       return CUDNN_DATA_FLOAT;
     case dtype::f16:
       return CUDNN_DATA_HALF;
+    case dtype::bf16:
+      return CUDNN_DATA_BFLOAT16;
     default:
       return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuDNN path");
   }
@@ -310,13 +428,17 @@ expected<cudaDataType_t> cuda_type(dtype t) {
       return CUDA_R_32F;
     case dtype::f16:
       return CUDA_R_16F;
+    case dtype::bf16:
+      return CUDA_R_16BF;
     default:
       return unsupported("dtype " + std::string(dtype_name(t)) + " has no cuBLAS path");
   }
 }
 
 const std::vector<dtype>& gpu_float_types() {
-  static const std::vector<dtype> t{dtype::f32, dtype::f16};
+  // Every float kernel computes in fp32 whatever its storage type (bf16 included: cuBLASLt and
+  // cuDNN with fp32 compute, own kernels through device_common.cuh's load/store).
+  static const std::vector<dtype> t{dtype::f32, dtype::f16, dtype::bf16};
   return t;
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "core/status.hpp"
+#include "core/tensor.hpp"
 #include "kernels/kernel.hpp"
 
 namespace troupe::kernels::cuda {
@@ -49,10 +50,42 @@ status synchronize(backend_context& ctx);
 void* stream(backend_context& ctx);
 
 struct pool_stats {
-  size_t reserved_bytes;  // device memory the pool holds
-  size_t in_use_bytes;    // of which handed out by device_malloc and not yet freed
-  size_t peak_bytes;      // highest in_use_bytes since the context was created
+  size_t reserved_bytes = 0;       // device memory the pool holds
+  size_t in_use_bytes = 0;         // of which handed out by device_malloc and not yet freed
+  size_t peak_bytes = 0;           // highest in_use_bytes since the last release_unused_memory
+                                   // (the last plan build), or since the context was created
+  size_t fragmentation_bytes = 0;  // reserved - in use: held by the pool, handed to no one
 };
+/// The statistics of the context's own pool (arenas, kernel scratch; not the shared constants).
 pool_stats stats(backend_context& ctx);
+/// Waits for the context's stream, then gives the device back what the context's pool and its
+/// constant store hold without handing it out. For after a plan build: kernel factories time
+/// their candidates on temporary buffers (a convolution's up to 512 MiB of workspace), which the
+/// pool would otherwise keep reserved for the instance's lifetime. Resets the pool's peak to
+/// what is in use now, so that the peak tells what runs need, not what the timing borrowed.
+status release_unused_memory(backend_context& ctx);
+
+/// A context on `sibling`'s device with its own stream, cuDNN/cuBLASLt handles and pool, sharing
+/// `sibling`'s constant store: a second instance of a model on one GPU holds the weights once and
+/// its own arenas. Contexts of one family may live on different threads (each context on one).
+expected<std::unique_ptr<backend_context>> create_sibling_context(backend_context& sibling);
+/// True when the two contexts share one constant store.
+bool shares_constants(backend_context& a, backend_context& b);
+
+/// The device copy of host constant `host` (bytes unchanged), from the context's constant store:
+/// uploaded once for every plan and sibling context; freed when the last handle goes. Complete
+/// (readable from any stream) when this returns. Handles must be dropped only when no work that
+/// reads the bytes is in flight.
+expected<std::shared_ptr<const void>> share_constant(backend_context& ctx, const tensor& host);
+
+struct constant_stats {
+  size_t live_bytes = 0;      // device bytes of the constants held now
+  size_t entries = 0;         // constants held now
+  size_t reserved_bytes = 0;  // device memory the store's pool holds
+  uint64_t uploads = 0;       // constants uploaded since the store was made
+  uint64_t hits = 0;          // requests that found their constant already on the device
+  uint64_t content_hits = 0;  // of which by equal bytes at another host address
+};
+constant_stats constant_store_stats(backend_context& ctx);
 
 }  // namespace troupe::kernels::cuda

@@ -40,6 +40,8 @@ namespace troupe::kernels::cuda {
 
 // ---- context -----------------------------------------------------------------------------------
 
+class constant_store;  // constant_store.hpp
+
 /// What create_context builds. Owns its stream, handles and pool; kernels created with it keep a
 /// plain pointer, so the context must outlive every kernel and buffer made from it.
 class cuda_context final : public backend_context {
@@ -65,8 +67,14 @@ class cuda_context final : public backend_context {
   /// Reads and clears the word; call only after the stream's work is complete.
   uint32_t take_faults();
 
+  /// Device copies of constants shared with every sibling context (create_sibling_context) and
+  /// every plan built on them; see device_buffer::shared_as.
+  constant_store& constants() const { return *constants_; }
+
  private:
   friend expected<std::unique_ptr<backend_context>> create_context(int device_index);
+  friend expected<std::unique_ptr<backend_context>> create_sibling_context(
+      backend_context& sibling);
   cuda_context() = default;
 
   int device_ = 0;
@@ -77,11 +85,19 @@ class cuda_context final : public backend_context {
   cudaMemPool_t pool_ = nullptr;
   uint32_t* fault_host_ = nullptr;    // cudaHostAlloc'd, mapped
   uint32_t* fault_device_ = nullptr;  // the same word as the device sees it
+  // Shared with sibling contexts; destroyed after this context's own resources (member order),
+  // when the last context and the last entry holder are gone.
+  std::shared_ptr<constant_store> constants_;
 };
 
 /// Bits of cuda_context::fault_word.
 enum kernel_fault : uint32_t {
   fault_gather_index = 1u << 0,  // Gather met an index outside [-axis_dim, axis_dim)
+  // The same for the index ops of extra_ops.cpp (the element is skipped or written as 0).
+  fault_gather_elements_index = 1u << 1,
+  fault_gather_nd_index = 1u << 2,
+  fault_scatter_elements_index = 1u << 3,
+  fault_scatter_nd_index = 1u << 4,
 };
 
 /// The CUDA context a kernel factory was given, or an error naming the node.
@@ -105,29 +121,51 @@ class device_buffer {
   static expected<device_buffer> allocate(cuda_context& ctx, size_t bytes);
   /// Allocates and copies `bytes` from the host on the context's stream.
   static expected<device_buffer> upload(cuda_context& ctx, const void* host, size_t bytes);
-  /// A host tensor's bytes converted to `to` (f32 <-> f16, or unchanged) and uploaded.
+  /// A host tensor's bytes converted to `to` (between f32, f16 and bf16, or unchanged) and
+  /// uploaded.
   static expected<device_buffer> upload_as(cuda_context& ctx, const tensor& host, dtype to);
+  /// Constant `source` (a weight the kernel factory was given) converted to `to`, from the
+  /// context's constant store: uploaded once per device for every kernel, plan (batch bucket)
+  /// and sibling context (model instance) that asks for the same constant in the same dtype.
+  /// The buffer shares the bytes and frees nothing itself; it must not be written.
+  static expected<device_buffer> shared_as(cuda_context& ctx, const tensor& source, dtype to);
+  /// The same for a form only the kernel knows (filters relaid out or padded): `variant` names
+  /// everything the uploaded bytes depend on besides `source`'s bytes and `to` (layout,
+  /// padding), and `prepare` makes them on the host when the store lacks them (in any float
+  /// dtype: they are converted to `to`).
+  static expected<device_buffer> shared(cuda_context& ctx, const tensor& source,
+                                        const std::string& variant, dtype to,
+                                        const std::function<expected<tensor>()>& prepare);
 
   void* get() const { return ptr_; }
   size_t bytes() const { return bytes_; }
   explicit operator bool() const { return ptr_ != nullptr; }
+  /// True for a buffer from shared_as / shared (the store owns the bytes).
+  bool is_shared() const { return shared_ != nullptr; }
+  /// Another handle on a shared buffer's bytes (null for an owned buffer).
+  std::shared_ptr<const void> share() const { return shared_; }
 
  private:
   cuda_context* ctx_ = nullptr;
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  // Set for a constant store entry: ptr_ points into it and is never freed here.
+  std::shared_ptr<const void> shared_;
 };
 
 // ---- dtypes ------------------------------------------------------------------------------------
 
-/// cuDNN / CUDA library element types for the float dtypes troupe runs on the GPU (f32, f16).
+/// cuDNN / CUDA library element types for the float dtypes troupe runs on the GPU (f32, f16,
+/// bf16).
 expected<cudnnDataType_t> cudnn_type(dtype t);
 expected<cudaDataType_t> cuda_type(dtype t);
 inline bool is_gpu_float(dtype t) {
-  return t == dtype::f32 || t == dtype::f16;
+  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
 }
 /// f32 -> IEEE half bits on the host, round to nearest even (CUDA's own conversion).
 uint16_t half_bits(float v);
+/// f32 -> the bits of 16-bit float type `t` (f16 or bf16) on the host, round to nearest even.
+uint16_t float16_bits(dtype t, float v);
 
 // ---- kernels -----------------------------------------------------------------------------------
 
@@ -186,6 +224,9 @@ void register_reduction(kernel_registry& r);    // reduction_ops.cpp: Reduce*, S
 void register_tensor(kernel_registry& r);       // tensor_ops.cpp: Transpose, Gather, Concat...
 void register_conv(kernel_registry& r);         // conv_ops.cpp: Conv, FusedConv, pooling, BN
 void register_matmul(kernel_registry& r);       // matmul_ops.cpp: MatMul, Gemm and fused forms
+void register_attention(kernel_registry& r);    // attention_ops.cpp: troupe.Attention
+void register_extra(kernel_registry& r);  // extra_ops.cpp: Resize, TopK, index ops, Tile...
+void register_conv_transpose(kernel_registry& r);  // conv_transpose_ops.cpp: ConvTranspose
 
 /// Element types of a kernel_def for float ops / for ops that move bytes of any type.
 const std::vector<dtype>& gpu_float_types();

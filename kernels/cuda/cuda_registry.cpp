@@ -9,6 +9,9 @@ void register_cuda_kernels(kernel_registry& r) {
   cuda::register_tensor(r);
   cuda::register_conv(r);
   cuda::register_matmul(r);
+  cuda::register_attention(r);
+  cuda::register_extra(r);
+  cuda::register_conv_transpose(r);
 }
 
 }  // namespace troupe::kernels

@@ -1,7 +1,9 @@
 #pragma once
 /// Device-side helpers shared by the .cu files (CUDA syntax: include from .cu files only):
-/// element loads/stores that compute in fp32 for f16, launch geometry, and the one launch check.
+/// element loads/stores that compute in fp32 for f16 and bf16, launch geometry, and the one launch
+/// check.
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -35,6 +37,10 @@ template <>
 struct compute_of<__half> {
   using type = float;
 };
+template <>
+struct compute_of<__nv_bfloat16> {
+  using type = float;
+};
 
 template <class T>
 __device__ __forceinline__ typename compute_of<T>::type load(const T* p, int64_t i) {
@@ -43,6 +49,10 @@ __device__ __forceinline__ typename compute_of<T>::type load(const T* p, int64_t
 template <>
 __device__ __forceinline__ float load<__half>(const __half* p, int64_t i) {
   return __half2float(p[i]);
+}
+template <>
+__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) {
+  return __bfloat162float(p[i]);
 }
 
 template <class T, class V>
@@ -53,8 +63,12 @@ template <>
 __device__ __forceinline__ void store<__half, float>(__half* p, int64_t i, float v) {
   p[i] = __float2half_rn(v);
 }
+template <>
+__device__ __forceinline__ void store<__nv_bfloat16, float>(__nv_bfloat16* p, int64_t i, float v) {
+  p[i] = __float2bfloat16_rn(v);
+}
 
-/// Any arithmetic value converted to T, going through float for __half.
+/// Any arithmetic value converted to T.
 template <class T, class V>
 __device__ __forceinline__ T convert(V v) {
   return static_cast<T>(v);

@@ -217,15 +217,18 @@ __global__ void clip_kernel(const T* x, T* y, int64_t n, const T* lo, const T* h
   }
 }
 
-__global__ void clip_half_kernel(const __half* x, __half* y, int64_t n, const __half* lo,
-                                 const __half* hi, float lo_value, float hi_value) {
-  const float l = lo ? __half2float(lo[0]) : lo_value;
-  const float h = hi ? __half2float(hi[0]) : hi_value;
+/// f16 / bf16: the host limits stay float (±inf for an absent bound, which the 16-bit types
+/// could hold, but a finite limit beyond their range must not round to one).
+template <class T>
+__global__ void clip_16bit_kernel(const T* x, T* y, int64_t n, const T* lo, const T* hi,
+                                  float lo_value, float hi_value) {
+  const float l = lo ? load(lo, 0) : lo_value;
+  const float h = hi ? load(hi, 0) : hi_value;
   TROUPE_GRID_LOOP(i, n) {
-    float v = __half2float(x[i]);
+    float v = load(x, i);
     if (v < l) v = l;
     if (v > h) v = h;
-    y[i] = __float2half_rn(v);
+    store(y, i, v);
   }
 }
 
@@ -408,6 +411,8 @@ status run_pow(dtype b_type, const void* a, const void* b, void* y, const broadc
       return run_binary<TA, float, TA>(binary_op::pow, a, b, y, p, s);
     case dtype::f16:
       return run_binary<TA, __half, TA>(binary_op::pow, a, b, y, p, s);
+    case dtype::bf16:
+      return run_binary<TA, __nv_bfloat16, TA>(binary_op::pow, a, b, y, p, s);
     case dtype::i32:
       return run_binary<TA, int32_t, TA>(binary_op::pow, a, b, y, p, s);
     case dtype::i64:
@@ -610,8 +615,17 @@ __global__ void channel_affine_kernel(const T* x, T* y, int64_t n, int64_t chann
 
 // ---- launchers ---------------------------------------------------------------------------------
 
+namespace {
+
+/// The float element types these kernels take: all compute in fp32.
+bool is_kernel_float(dtype t) {
+  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
+}
+
+}  // namespace
+
 bool unary_supported(unary_op op, dtype t) {
-  if (t == dtype::f32 || t == dtype::f16) return op != unary_op::logical_not;
+  if (is_kernel_float(t)) return op != unary_op::logical_not;
   if (t == dtype::i32 || t == dtype::i64) {
     return op == unary_op::neg || op == unary_op::abs || op == unary_op::relu ||
            op == unary_op::identity;
@@ -632,6 +646,10 @@ status launch_unary(unary_op op, dtype t, float alpha, float beta, const void* x
     case dtype::f16:
       run_unary_float(op, alpha, beta, static_cast<const __half*>(x), static_cast<__half*>(y), n,
                       s);
+      break;
+    case dtype::bf16:
+      run_unary_float(op, alpha, beta, static_cast<const __nv_bfloat16*>(x),
+                      static_cast<__nv_bfloat16*>(y), n, s);
       break;
     case dtype::i32:
       unary_int_kernel<<<grid, kBlockThreads, 0, s>>>(op, static_cast<const int32_t*>(x),
@@ -665,10 +683,16 @@ status launch_clip(dtype t, const void* x, void* y, int64_t n, const void* lo, c
           static_cast<float>(hi_value));
       break;
     case dtype::f16:
-      clip_half_kernel<<<grid, kBlockThreads, 0, s>>>(
+      clip_16bit_kernel<__half><<<grid, kBlockThreads, 0, s>>>(
           static_cast<const __half*>(x), static_cast<__half*>(y), n, static_cast<const __half*>(lo),
           static_cast<const __half*>(hi), static_cast<float>(lo_value),
           static_cast<float>(hi_value));
+      break;
+    case dtype::bf16:
+      clip_16bit_kernel<__nv_bfloat16><<<grid, kBlockThreads, 0, s>>>(
+          static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), n,
+          static_cast<const __nv_bfloat16*>(lo), static_cast<const __nv_bfloat16*>(hi),
+          static_cast<float>(lo_value), static_cast<float>(hi_value));
       break;
     case dtype::i32:
       clip_kernel<int32_t><<<grid, kBlockThreads, 0, s>>>(
@@ -786,13 +810,12 @@ bool binary_supported(binary_op op, dtype a, dtype b) {
       op == binary_op::logical_and || op == binary_op::logical_or || op == binary_op::logical_xor;
   if (logical) return a == dtype::boolean && b == dtype::boolean;
   if (op == binary_op::pow) {
-    return (a == dtype::f32 || a == dtype::f16) &&
-           (b == dtype::f32 || b == dtype::f16 || b == dtype::i32 || b == dtype::i64);
+    return is_kernel_float(a) && (is_kernel_float(b) || b == dtype::i32 || b == dtype::i64);
   }
-  if (op == binary_op::prelu) return a == b && (a == dtype::f32 || a == dtype::f16);
+  if (op == binary_op::prelu) return a == b && is_kernel_float(a);
   if (a != b) return false;
   if (a == dtype::boolean) return op == binary_op::equal;
-  return a == dtype::f32 || a == dtype::f16 || a == dtype::i32 || a == dtype::i64;
+  return is_kernel_float(a) || a == dtype::i32 || a == dtype::i64;
 }
 
 status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, const void* b,
@@ -805,6 +828,7 @@ status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, co
   const cudaStream_t s = to_stream(stream);
   if (op == binary_op::pow) {
     if (a_type == dtype::f32) return run_pow<float>(b_type, a, b, y, plan, s);
+    if (a_type == dtype::bf16) return run_pow<__nv_bfloat16>(b_type, a, b, y, plan, s);
     return run_pow<__half>(b_type, a, b, y, plan, s);
   }
   switch (a_type) {
@@ -812,6 +836,8 @@ status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, co
       return run_binary_same<float>(op, a, b, y, plan, s);
     case dtype::f16:
       return run_binary_same<__half>(op, a, b, y, plan, s);
+    case dtype::bf16:
+      return run_binary_same<__nv_bfloat16>(op, a, b, y, plan, s);
     case dtype::i32:
       return run_binary_same<int32_t>(op, a, b, y, plan, s);
     case dtype::i64:
@@ -881,6 +907,8 @@ status launch_epilogue(const epilogue_params& p, void* stream) {
     run_epilogue<float>(p, bias_len, bias_inner, s);
   } else if (p.type == dtype::f16) {
     run_epilogue<__half>(p, bias_len, bias_inner, s);
+  } else if (p.type == dtype::bf16) {
+    run_epilogue<__nv_bfloat16>(p, bias_len, bias_inner, s);
   } else {
     return unsupported("epilogue on dtype " + std::string(dtype_name(p.type)));
   }
@@ -899,6 +927,10 @@ status launch_channel_affine(dtype t, const void* x, void* y, int64_t n, int64_t
   } else if (t == dtype::f16) {
     channel_affine_kernel<__half><<<grid, kBlockThreads, 0, s>>>(
         static_cast<const __half*>(x), static_cast<__half*>(y), n, channels, inner, scale, shift);
+  } else if (t == dtype::bf16) {
+    channel_affine_kernel<__nv_bfloat16><<<grid, kBlockThreads, 0, s>>>(
+        static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), n, channels, inner,
+        scale, shift);
   } else {
     return unsupported("BatchNormalization on dtype " + std::string(dtype_name(t)));
   }

@@ -55,7 +55,7 @@ struct activation {
   float beta = 0.0f;
 };
 
-/// Which (op, dtype) pairs launch_unary runs: every op on f32/f16; neg/abs/relu/identity on
+/// Which (op, dtype) pairs launch_unary runs: every op on f32/f16/bf16; neg/abs/relu/identity on
 /// i32/i64; logical_not on bool.
 bool unary_supported(unary_op op, dtype t);
 status launch_unary(unary_op op, dtype t, float alpha, float beta, const void* x, void* y,
@@ -63,7 +63,7 @@ status launch_unary(unary_op op, dtype t, float alpha, float beta, const void* x
 
 /// Clip with limits from device scalars (`lo`/`hi`, may be null) or, where those are null, the
 /// host values `lo_value`/`hi_value` (±inf / the type's limits for an absent bound).
-/// dtypes: f32, f16, i32, i64.
+/// dtypes: f32, f16, bf16, i32, i64.
 status launch_clip(dtype t, const void* x, void* y, int64_t n, const void* lo, const void* hi,
                    double lo_value, double hi_value, void* stream);
 
@@ -115,9 +115,9 @@ enum class binary_op : int32_t {
 };
 bool binary_is_comparison(binary_op op);
 
-/// Which dtypes launch_binary runs: arithmetic and comparisons on f32/f16/i32/i64 (equal also on
-/// bool), logical ops on bool. `b_type` equals `a_type` except for pow, whose exponent may be any
-/// of f32/f16/i32/i64 when the base is f32/f16.
+/// Which dtypes launch_binary runs: arithmetic and comparisons on f32/f16/bf16/i32/i64 (equal also
+/// on bool), logical ops on bool. `b_type` equals `a_type` except for pow, whose exponent may be
+/// any of f32/f16/bf16/i32/i64 when the base is f32/f16/bf16.
 bool binary_supported(binary_op op, dtype a_type, dtype b_type);
 status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, const void* b,
                      void* y, const broadcast_plan& plan, void* stream);
@@ -138,7 +138,7 @@ status launch_cast(dtype from, dtype to, const void* x, void* y, int64_t n, void
 expected<activation> fused_activation(const op_node& node);
 
 /// y[i] = act(y[i] + bias[(i / bias_inner) % bias_len] + z[i]), in place on y; bias and z optional
-/// (null). bias and z have y's dtype (f32 or f16). Conv: bias_len = C, bias_inner = spatial size;
+/// (null). bias and z have y's dtype (f32, f16 or bf16). Conv: bias_len = C, bias_inner = spatial size;
 /// MatMul/Gemm: bias_len = N, bias_inner = 1.
 struct epilogue_params {
   dtype type = dtype::f32;

@@ -278,7 +278,8 @@ expected<activation> fused_activation(const op_node& node) {
 
 void register_elementwise(kernel_registry& r) {
   const std::vector<dtype> floats = gpu_float_types();
-  const std::vector<dtype> signed_numbers{dtype::f32, dtype::f16, dtype::i32, dtype::i64};
+  const std::vector<dtype> signed_numbers{dtype::f32, dtype::f16, dtype::bf16, dtype::i32,
+                                          dtype::i64};
   add_unary(r, "Neg", unary_op::neg, signed_numbers);
   add_unary(r, "Abs", unary_op::abs, signed_numbers);
   add_unary(r, "Relu", unary_op::relu, signed_numbers);

@@ -7,16 +7,25 @@
 // Epilogues: bias (a vector over N, the rows of D) and Relu run inside cuBLASLt (BIAS, RELU,
 // RELU_BIAS); the residual Z of FusedMatMul is cuBLASLt's C with beta = 1, so D = act(AB + Z +
 // bias). Gelu is erf-based in ONNX while cuBLASLt's GELU is the tanh approximation, so Gelu and
-// the other activations of FusedGemm run as one elementwise pass afterwards.
+// the other activations of FusedGemm run as one elementwise pass afterwards (unless
+// TROUPE_FP16_GELU_TANH=1 trades exactness for that pass in f16; see fp16_gelu_as_tanh).
 //
 // Batches: 3-D/4-D operands run as one strided-batched call; an operand whose batch dims are all
 // 1 gets batch stride 0. When B is a plain matrix, A's batch dims fold into M (one larger GEMM).
 // Batch dims that broadcast partially (A [2,1,..] with B [1,3,..]) run one call per batch.
 //
-// fp32 computes in fp32 (CUBLAS_COMPUTE_32F, no TF32); fp16 runs on tensor cores with fp32
-// accumulation and fp32 alpha/beta.
+// fp32 computes in fp32 (CUBLAS_COMPUTE_32F, no TF32); fp16 and bf16 (CUDA_R_16F / CUDA_R_16BF
+// operands, bias and output) run on tensor cores with fp32 accumulation and fp32 alpha/beta.
+//
+// Algorithm choice: for 16-byte aligned operands, up to 8 candidates of cuBLASLt's heuristic are
+// timed once per distinct problem at kernel creation and the fastest kept (its first pick is
+// often not the fastest for transformer shapes); TROUPE_GEMM_AUTOTUNE=0 keeps the first pick.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 
 #include "kernels/cuda/cuda_common.hpp"
 #include "kernels/cuda/elementwise.cuh"
@@ -52,6 +61,44 @@ bool aligned(const void* p, uint32_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
+/// Candidates cuBLASLt's heuristic offers for the aligned case, timed at creation: its first pick
+/// is often not the fastest for transformer shapes (N = 3072 with an epilogue, M = 16384...).
+constexpr int kAutotuneCandidates = 8;
+constexpr int kAutotuneRuns = 3;
+
+/// TROUPE_FP16_GELU_TANH=1: an erf Gelu after an f16 product runs as cuBLASLt's GELU epilogue,
+/// which is the tanh approximation (|difference| <= 4.7e-4, largest near x = -2.7 where GELU is
+/// -0.0094: a few percent there). Off by default: it changes results beyond fp16 rounding in the
+/// negative tail; on, it saves one elementwise pass over the product (BERT's FFN1: ~0.07 ms per
+/// layer at batch 128 on an H100).
+bool fp16_gelu_as_tanh() {
+  static const bool on = [] {
+    const char* env = std::getenv("TROUPE_FP16_GELU_TANH");
+    return env && std::string(env) == "1";
+  }();
+  return on;
+}
+
+/// TROUPE_GEMM_AUTOTUNE=0 keeps cuBLASLt's first pick (no timing at plan build).
+bool autotune_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("TROUPE_GEMM_AUTOTUNE");
+    return !(env && std::string(env) == "0");
+  }();
+  return on;
+}
+
+/// Device memory for timing only, stream-ordered from the device's default pool (not the
+/// context's: its reservation would outlive the timing) and released when the holder goes. No
+/// cudaMalloc/cudaFree: their device-wide synchronisation must not meet another thread's capture.
+struct scratch_block {
+  void* p = nullptr;
+  cudaStream_t stream = nullptr;
+  ~scratch_block() {
+    if (p) (void)cudaFreeAsync(p, stream);
+  }
+};
+
 class matmul_kernel final : public kernel {
  public:
   static expected<std::unique_ptr<kernel>> create(const kernel_create_context& c);
@@ -71,6 +118,11 @@ class matmul_kernel final : public kernel {
   /// safe: any element-aligned pointers).
   status plan(const kernel_create_context& c, bool trans_a, bool trans_b, int64_t m, int64_t n,
               int64_t k, int64_t batch, int64_t a_stride, int64_t b_stride);
+  /// Index of the candidate that runs this product fastest on the device (timed once on scratch
+  /// operands; the choice is remembered per problem for the life of the process).
+  expected<size_t> fastest(const std::vector<cublasLtMatmulHeuristicResult_t>& candidates,
+                           int64_t m, int64_t n, int64_t k, int64_t batch, int64_t a_stride,
+                           int64_t b_stride, bool trans_a, bool trans_b);
 
   cuda_context* ctx_;
   dtype type_ = dtype::f32;
@@ -143,18 +195,24 @@ status matmul_kernel::plan(const kernel_create_context& c, bool trans_a, bool tr
     }
   }
 
-  // Epilogue inside cuBLASLt: bias and/or Relu.
+  // Epilogue inside cuBLASLt: bias and/or Relu, or GELU in its tanh form (exactly cuBLASLt's).
   const bool bias = bias_const_ || bias_input_ >= 0;
   const bool relu = post_.op == unary_op::relu;
+  const bool gelu = post_.op == unary_op::gelu_tanh ||
+                    (post_.op == unary_op::gelu && type_ == dtype::f16 && fp16_gelu_as_tanh());
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   if (bias && relu) {
     epilogue = CUBLASLT_EPILOGUE_RELU_BIAS;
+  } else if (bias && gelu) {
+    epilogue = CUBLASLT_EPILOGUE_GELU_BIAS;
   } else if (bias) {
     epilogue = CUBLASLT_EPILOGUE_BIAS;
   } else if (relu) {
     epilogue = CUBLASLT_EPILOGUE_RELU;
+  } else if (gelu) {
+    epilogue = CUBLASLT_EPILOGUE_GELU;
   }
-  if (relu) post_.op = unary_op::identity;
+  if (relu || gelu) post_.op = unary_op::identity;
   TROUPE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(desc_.get(), CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                    &epilogue, sizeof(epilogue)));
   if (bias) {
@@ -170,33 +228,140 @@ status matmul_kernel::plan(const kernel_create_context& c, bool trans_a, bool tr
   const size_t max_ws = kMaxMatmulWorkspaceBytes;
   TROUPE_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof(max_ws)));
-  auto pick = [&](uint32_t alignment, cublasLtMatmulAlgo_t* algo) -> expected<bool> {
+  auto heuristics = [&](uint32_t alignment,
+                        int count) -> expected<std::vector<cublasLtMatmulHeuristicResult_t>> {
     for (auto attr :
          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
       TROUPE_CUDA_CHECK(
           cublasLtMatmulPreferenceSetAttribute(pref.get(), attr, &alignment, sizeof(alignment)));
     }
-    cublasLtMatmulHeuristicResult_t result{};
+    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(count));
     int returned = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
         ctx_->cublas_lt(), desc_.get(), a_layout_.get(), b_layout_.get(), c_layout_.get(),
-        d_layout_.get(), pref.get(), 1, &result, &returned);
+        d_layout_.get(), pref.get(), count, results.data(), &returned);
     // NOT_SUPPORTED: no algorithm under these constraints.
     if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && returned == 0)) {
-      return false;
+      return std::vector<cublasLtMatmulHeuristicResult_t>{};
     }
     TROUPE_CUDA_CHECK(st);
-    *algo = result.algo;
-    workspace_bytes_ = std::max(workspace_bytes_, result.workspaceSize);
-    return true;
+    results.resize(static_cast<size_t>(returned));
+    std::erase_if(results, [](const auto& r) { return r.state != CUBLAS_STATUS_SUCCESS; });
+    return results;
   };
-  TROUPE_ASSIGN_OR_RETURN(has_fast_, pick(kFastAlignmentBytes, &fast_algo_));
-  TROUPE_ASSIGN_OR_RETURN(bool has_safe,
-                          pick(static_cast<uint32_t>(dtype_size(type_)), &safe_algo_));
+  TROUPE_ASSIGN_OR_RETURN(
+      auto fast, heuristics(kFastAlignmentBytes, autotune_enabled() ? kAutotuneCandidates : 1));
+  has_fast_ = !fast.empty();
+  if (has_fast_) {
+    size_t chosen = 0;
+    if (fast.size() > 1) {
+      TROUPE_ASSIGN_OR_RETURN(chosen,
+                              fastest(fast, m, n, k, batch, a_stride, b_stride, trans_a, trans_b));
+    }
+    fast_algo_ = fast[chosen].algo;
+    workspace_bytes_ = std::max(workspace_bytes_, fast[chosen].workspaceSize);
+  }
+  TROUPE_ASSIGN_OR_RETURN(auto safe, heuristics(static_cast<uint32_t>(dtype_size(type_)), 1));
+  const bool has_safe = !safe.empty();
+  if (has_safe) {
+    safe_algo_ = safe[0].algo;
+    workspace_bytes_ = std::max(workspace_bytes_, safe[0].workspaceSize);
+  }
   if (!has_safe)
     return c.fail(error_code::unsupported, "cuBLASLt has no algorithm for this product");
   return status::ok();
+}
+
+expected<size_t> matmul_kernel::fastest(
+    const std::vector<cublasLtMatmulHeuristicResult_t>& candidates, int64_t m, int64_t n, int64_t k,
+    int64_t batch, int64_t a_stride, int64_t b_stride, bool trans_a, bool trans_b) {
+  // Identical problems (the same layer shape repeated through a model) are timed once.
+  static std::mutex mutex;
+  static std::map<std::string, size_t> chosen;
+  int32_t epilogue = 0;
+  size_t size_written = 0;
+  TROUPE_CUDA_CHECK(cublasLtMatmulDescGetAttribute(desc_.get(), CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                   &epilogue, sizeof(epilogue), &size_written));
+  const std::string key = std::to_string(ctx_->device()) + ":" + std::string(dtype_name(type_)) +
+                          ":" + std::to_string(trans_a) + std::to_string(trans_b) + ":" +
+                          std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                          ":" + std::to_string(batch) + ":" + std::to_string(a_stride) + ":" +
+                          std::to_string(b_stride) + ":" + std::to_string(epilogue) + ":" +
+                          std::to_string(has_c_) + ":" + std::to_string(candidates.size());
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = chosen.find(key); it != chosen.end() && it->second < candidates.size()) {
+      return it->second;
+    }
+  }
+  // Scratch operands of the problem's extent (batch strides included); any finite values.
+  const size_t esize = dtype_size(type_);
+  const int64_t calls = std::max<int64_t>(batch, 1);
+  const size_t first = static_cast<size_t>(k * n + (calls - 1) * b_stride);
+  const size_t second = static_cast<size_t>(m * k + (calls - 1) * a_stride);
+  const size_t out = static_cast<size_t>(m * n * calls);
+  size_t workspace = 0;
+  for (const auto& r : candidates) workspace = std::max(workspace, r.workspaceSize);
+  scratch_block a_buf, b_buf, d_buf, bias_buf, ws_buf;
+  for (auto [block, bytes] :
+       {std::pair{&a_buf, first * esize}, std::pair{&b_buf, second * esize},
+        std::pair{&d_buf, out * esize}, std::pair{&bias_buf, static_cast<size_t>(n) * esize},
+        std::pair{&ws_buf, workspace}}) {
+    if (bytes == 0) continue;
+    block->stream = ctx_->stream();
+    if (cudaMallocAsync(&block->p, bytes, ctx_->stream()) != cudaSuccess) {
+      block->p = nullptr;
+      (void)cudaGetLastError();
+      return size_t{0};  // no room to time: keep the heuristic's first pick
+    }
+    TROUPE_CUDA_CHECK(cudaMemsetAsync(block->p, 0x3c, bytes, ctx_->stream()));
+  }
+  const bool bias = bias_const_ || bias_input_ >= 0;
+  if (bias && bias_input_ >= 0) {
+    TROUPE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(desc_.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &bias_buf.p, sizeof(bias_buf.p)));
+  }
+  cudaEvent_t begin = nullptr, end = nullptr;
+  TROUPE_CUDA_CHECK(cudaEventCreate(&begin));
+  TROUPE_CUDA_CHECK(cudaEventCreate(&end));
+  const float beta = has_c_ ? beta_ : 0.0f;
+  size_t best = 0;
+  float best_ms = 0.0f;
+  bool any = false;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    auto call = [&] {
+      return cublasLtMatmul(ctx_->cublas_lt(), desc_.get(), &alpha_, a_buf.p, a_layout_.get(),
+                            b_buf.p, b_layout_.get(), &beta, d_buf.p, c_layout_.get(), d_buf.p,
+                            d_layout_.get(), &candidates[i].algo, ws_buf.p,
+                            candidates[i].workspaceSize, ctx_->stream());
+    };
+    if (call() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a candidate that fails is skipped
+    (void)cudaEventRecord(begin, ctx_->stream());
+    bool ok = true;
+    for (int r = 0; r < kAutotuneRuns && ok; ++r) ok = call() == CUBLAS_STATUS_SUCCESS;
+    (void)cudaEventRecord(end, ctx_->stream());
+    if (cudaEventSynchronize(end) != cudaSuccess || !ok) continue;
+    float ms = 0.0f;
+    if (cudaEventElapsedTime(&ms, begin, end) != cudaSuccess) continue;
+    if (!any || ms < best_ms) {
+      best = i;
+      best_ms = ms;
+      any = true;
+    }
+  }
+  (void)cudaEventDestroy(begin);
+  (void)cudaEventDestroy(end);
+  TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream()));
+  TROUPE_CUDA_CHECK(cudaGetLastError());
+  if (bias && bias_input_ >= 0) {
+    const void* placeholder = reinterpret_cast<const void*>(256);
+    TROUPE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(desc_.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &placeholder, sizeof(placeholder)));
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  chosen[key] = best;
+  return best;
 }
 
 expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_context& c) {
@@ -219,10 +384,10 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
   }
   // Constant operands are uploaded now, converted to A's dtype.
   if (const tensor* v = c.value(0)) {
-    TROUPE_ASSIGN_OR_RETURN(k->a_const_, device_buffer::upload_as(*ctx, *v, a.type));
+    TROUPE_ASSIGN_OR_RETURN(k->a_const_, device_buffer::shared_as(*ctx, *v, a.type));
   }
   if (const tensor* v = c.value(1)) {
-    TROUPE_ASSIGN_OR_RETURN(k->b_const_, device_buffer::upload_as(*ctx, *v, a.type));
+    TROUPE_ASSIGN_OR_RETURN(k->b_const_, device_buffer::shared_as(*ctx, *v, a.type));
   }
 
   if (is_gemm) {
@@ -252,7 +417,7 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
         if (ci.type != a.type && !cv)
           return c.fail(error_code::unsupported, "C of another dtype than A");
         if (cv) {
-          TROUPE_ASSIGN_OR_RETURN(k->c_const_, device_buffer::upload_as(*ctx, *cv, a.type));
+          TROUPE_ASSIGN_OR_RETURN(k->c_const_, device_buffer::shared_as(*ctx, *cv, a.type));
         }
         k->c_input_ = 2;
         k->c_is_output_ = true;
@@ -276,7 +441,7 @@ expected<std::unique_ptr<kernel>> matmul_kernel::create(const kernel_create_cont
       if (c.inputs[2].elements() != g.n)
         return c.fail(error_code::invalid_model, "bias must have N elements");
       if (const tensor* v = c.value(2)) {
-        TROUPE_ASSIGN_OR_RETURN(k->bias_const_, device_buffer::upload_as(*ctx, *v, a.type));
+        TROUPE_ASSIGN_OR_RETURN(k->bias_const_, device_buffer::shared_as(*ctx, *v, a.type));
       } else {
         k->bias_input_ = 2;
       }

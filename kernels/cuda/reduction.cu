@@ -3,6 +3,7 @@
 // reductions (inner > 1) give each thread one output and walk the extent, which keeps the
 // threads of a warp on consecutive addresses.
 #include <cfloat>
+#include <type_traits>
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/reduction.cuh"
@@ -305,9 +306,162 @@ __global__ void layer_norm_block(const T* x, const T* scale, const T* bias, T* y
   }
 }
 
+/// 16 bytes of a row as floats, and back (4 floats, or 8 halves / bfloat16s).
+template <class T>
+struct chunk_of {
+  static constexpr int elems = 16 / sizeof(T);
+};
+
+template <class T>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&v)[chunk_of<T>::elems]) {
+  if constexpr (std::is_same_v<T, float>) {
+    v[0] = __uint_as_float(raw.x);
+    v[1] = __uint_as_float(raw.y);
+    v[2] = __uint_as_float(raw.z);
+    v[3] = __uint_as_float(raw.w);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  } else {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(h[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  }
+}
+template <class T>
+__device__ __forceinline__ uint4 pack(const float (&v)[chunk_of<T>::elems]) {
+  if constexpr (std::is_same_v<T, float>) {
+    return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
+                      __float_as_uint(v[3]));
+  } else if constexpr (std::is_same_v<T, __half>) {
+    uint4 raw;
+    __half2* h = reinterpret_cast<__half2*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+    return raw;
+  } else {
+    uint4 raw;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    return raw;
+  }
+}
+
+/// A warp per row held in registers: each lane loads up to kChunks 16-byte chunks once, and the
+/// two statistics passes and the write run from registers (the scalar kernel above reads the row
+/// three times, two bytes per load for f16). Rows of `cols` elements, cols a multiple of the
+/// chunk, every pointer 16-byte aligned.
+template <class T, int kChunks>
+__global__ void layer_norm_warp_vec(const T* x, const T* scale, const T* bias, T* y,
+                                    float* mean_out, float* inv_std_out, int64_t rows, int64_t cols,
+                                    float epsilon) {
+  constexpr int n = chunk_of<T>::elems;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const int chunks = static_cast<int>(cols / n);
+  const uint4* in = reinterpret_cast<const uint4*>(x + row * cols);
+  float v[kChunks][n];
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    const int c = lane + i * kWarp;
+    if (c < chunks) {
+      unpack<T>(in[c], v[i]);
+#pragma unroll
+      for (int e = 0; e < n; ++e) sum += v[i][e];
+    }
+  }
+  const float mean = warp_sum(sum) / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    if (lane + i * kWarp < chunks) {
+#pragma unroll
+      for (int e = 0; e < n; ++e) {
+        const float d = v[i][e] - mean;
+        sq += d * d;
+      }
+    }
+  }
+  const float inv_std = rsqrtf(warp_sum(sq) / static_cast<float>(cols) + epsilon);
+  uint4* out = reinterpret_cast<uint4*>(y + row * cols);
+  const uint4* sc = reinterpret_cast<const uint4*>(scale);
+  const uint4* bi = reinterpret_cast<const uint4*>(bias);
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    const int c = lane + i * kWarp;
+    if (c >= chunks) continue;
+    float g[n], b[n];
+    unpack<T>(sc[c], g);
+    if (bias) {
+      unpack<T>(bi[c], b);
+    } else {
+#pragma unroll
+      for (int e = 0; e < n; ++e) b[e] = 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < n; ++e) v[i][e] = (v[i][e] - mean) * inv_std * g[e] + b[e];
+    out[c] = pack<T>(v[i]);
+  }
+  if (lane == 0) {
+    if (mean_out) mean_out[row] = mean;
+    if (inv_std_out) inv_std_out[row] = inv_std;
+  }
+}
+
+/// The register kernel for rows of up to 8 chunks per lane, when the layout allows it; false
+/// when the caller must take the scalar kernels.
+template <class T>
+bool try_layer_norm_vec(const T* x, const T* scale, const T* bias, T* y, float* mean,
+                        float* inv_std, int64_t rows, int64_t cols, float epsilon, cudaStream_t s) {
+  constexpr int n = chunk_of<T>::elems;
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (cols % n != 0 || !aligned(x) || !aligned(y) || !aligned(scale) || (bias && !aligned(bias))) {
+    return false;
+  }
+  const int64_t per_lane = (cols / n + kWarp - 1) / kWarp;
+  const int rows_per_block = kBlockThreads / kWarp;
+  const unsigned blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
+#define TROUPE_LN_VEC(k)    \
+  layer_norm_warp_vec<T, k> \
+      <<<blocks, kBlockThreads, 0, s>>>(x, scale, bias, y, mean, inv_std, rows, cols, epsilon)
+  if (per_lane <= 1) {
+    TROUPE_LN_VEC(1);
+  } else if (per_lane <= 2) {
+    TROUPE_LN_VEC(2);
+  } else if (per_lane <= 3) {
+    TROUPE_LN_VEC(3);
+  } else if (per_lane <= 4) {
+    TROUPE_LN_VEC(4);
+  } else if (per_lane <= 6) {
+    TROUPE_LN_VEC(6);
+  } else if (per_lane <= 8) {
+    TROUPE_LN_VEC(8);
+  } else {
+    return false;
+  }
+#undef TROUPE_LN_VEC
+  return true;
+}
+
 template <class T>
 status run_layer_norm(const T* x, const T* scale, const T* bias, T* y, float* mean, float* inv_std,
                       int64_t rows, int64_t cols, float epsilon, cudaStream_t s) {
+  if (try_layer_norm_vec(x, scale, bias, y, mean, inv_std, rows, cols, epsilon, s)) {
+    TROUPE_CUDA_LAUNCH_CHECK();
+    return status::ok();
+  }
   if (cols <= kWarpRowLimit) {
     const int rows_per_block = kBlockThreads / kWarp;
     const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
@@ -334,6 +488,9 @@ status launch_reduce(reduce_op op, dtype t, const void* x, void* y, int64_t oute
     case dtype::f16:
       return run_reduce(op, static_cast<const __half*>(x), static_cast<__half*>(y), outer, extent,
                         inner, s);
+    case dtype::bf16:
+      return run_reduce(op, static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y),
+                        outer, extent, inner, s);
     default:
       return unsupported("reduction on dtype " + std::string(dtype_name(t)));
   }
@@ -350,6 +507,9 @@ status launch_softmax(dtype t, bool log, const void* x, void* y, int64_t outer, 
     case dtype::f16:
       return run_softmax(static_cast<const __half*>(x), static_cast<__half*>(y), outer, extent,
                          inner, log, s);
+    case dtype::bf16:
+      return run_softmax(static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y),
+                         outer, extent, inner, log, s);
     default:
       return unsupported("Softmax on dtype " + std::string(dtype_name(t)));
   }
@@ -369,6 +529,11 @@ status launch_layer_norm(dtype t, const void* x, const void* scale, const void* 
       return run_layer_norm(static_cast<const __half*>(x), static_cast<const __half*>(scale),
                             static_cast<const __half*>(bias), static_cast<__half*>(y), mean,
                             inv_std_dev, rows, cols, epsilon, s);
+    case dtype::bf16:
+      return run_layer_norm(static_cast<const __nv_bfloat16*>(x),
+                            static_cast<const __nv_bfloat16*>(scale),
+                            static_cast<const __nv_bfloat16*>(bias), static_cast<__nv_bfloat16*>(y),
+                            mean, inv_std_dev, rows, cols, epsilon, s);
     default:
       return unsupported("LayerNormalization on dtype " + std::string(dtype_name(t)));
   }

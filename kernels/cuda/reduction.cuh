@@ -1,7 +1,7 @@
 #pragma once
 /// Launchers of the reduction kernels (reduction.cu): reductions over a contiguous block of axes,
 /// Softmax/LogSoftmax and LayerNormalization. Plain C++; pointers are device pointers, `stream`
-/// a cudaStream_t; f32/f16 data, fp32 accumulation.
+/// a cudaStream_t; f32/f16/bf16 data, fp32 accumulation.
 ///
 /// Every kernel sees its tensor as [outer, extent, inner] (row-major): the reduced / normalised
 /// block of axes flattened to `extent`, what precedes it to `outer`, what follows to `inner`.

@@ -1,6 +1,9 @@
 // Shape/type inference for the neural-network ops: convolutions, pooling, matrix products and
 // normalisations. The geometry (pads, strides, output sizes) lives in nn_geometry.cpp, shared with
 // the kernels.
+#include <algorithm>
+#include <limits>
+
 #include "kernels/op_schema.hpp"
 #include "kernels/ops/nn_geometry.hpp"
 #include "kernels/ops/nn_schemas_common.hpp"
@@ -68,6 +71,25 @@ expected<infos> infer_global_pool(const infer_context& c) {
   return infos{{x.type, out}};
 }
 
+// troupe.MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool: the ONNX op with
+// `channels_last` (int, default 0): when 1, X and Y are stored (N, D1..Dn, C). Emitted by the
+// layout pass (runtime/layout.hpp); MaxPool's form has no Indices output.
+template <infer_fn onnx_infer>
+expected<infos> infer_troupe_pool(const infer_context& c) {
+  if (!is_channels_last(c.node)) return onnx_infer(c);
+  if (!c.has_input(0)) return c.bad("input X is required");
+  if (c.num_outputs != 1) return c.bad("the channels-last form has one output");
+  if (c.inputs[0].rank() < 3) return c.bad("X must have rank >= 3, got " + c.inputs[0].to_string());
+  tensor_info x = c.inputs[0];
+  x.shape = channels_last_to_logical(x.shape);
+  const tensor_info logical[] = {x};
+  const infer_context lc{c.node, logical,
+                         c.input_values.first(std::min<size_t>(1, c.input_values.size())), 1};
+  TROUPE_ASSIGN_OR_RETURN(infos out, onnx_infer(lc));
+  out[0].shape = logical_to_channels_last(out[0].shape);
+  return out;
+}
+
 expected<infos> infer_batch_norm(const infer_context& c) {
   TROUPE_RETURN_IF_ERROR(require_same_float(c, {0, 1, 2, 3, 4}));
   const tensor_info& x = c.inputs[0];
@@ -126,6 +148,13 @@ void register_nn_schemas(schema_registry& r) {
   r.add({"", "AveragePool", 1, 18, infer_average_pool, true, {}});
   r.add({"", "GlobalAveragePool", 1, 18, infer_global_pool, true, {}});
   r.add({"", "GlobalMaxPool", 1, 18, infer_global_pool, true, {}});
+  // The troupe domain is versioned by troupe itself: any opset the layout pass keeps is accepted.
+  constexpr int64_t any_opset = std::numeric_limits<int64_t>::max();
+  r.add({"troupe", "MaxPool", 1, any_opset, infer_troupe_pool<infer_max_pool>, true, {}});
+  r.add({"troupe", "AveragePool", 1, any_opset, infer_troupe_pool<infer_average_pool>, true, {}});
+  r.add({"troupe", "GlobalAveragePool", 1, any_opset, infer_troupe_pool<infer_global_pool>, true,
+         {}});
+  r.add({"troupe", "GlobalMaxPool", 1, any_opset, infer_troupe_pool<infer_global_pool>, true, {}});
   r.add({"", "BatchNormalization", 7, 18, infer_batch_norm, true, {}});
   r.add({"", "InstanceNormalization", 1, 18, infer_instance_norm, true, {}});
   r.add({"", "LpNormalization", 1, 18, infer_lp_norm, true, {}});

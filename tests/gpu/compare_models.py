@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Whole models on the CUDA backend against the CPU backend (GPU host).
 
-For each model: fill weights, make inputs, run `troupe run` on cpu (fp32) and on cuda in fp32 and
-fp16, and print the relative L2 error of every output. Limits: fp32 1e-4, fp16 1e-2 (the issue's
-per-op bounds, applied to whole models here). Exit 1 when any comparison misses its limit.
+For each model: fill weights, make inputs, run `troupe run` on cpu (fp32) and on cuda in fp32,
+fp16 and bf16, and print the relative L2 error of every output. Limits: fp32 1e-4, fp16 1e-2 (the
+issue's per-op bounds, applied to whole models here), bf16 3e-2 (8 bits of mantissa against fp16's
+11: every rounded activation costs about 8x more). Exit 1 when any comparison misses its limit.
 """
 import os, subprocess, sys, tempfile
 import numpy as np
@@ -30,7 +31,8 @@ def main():
         np.savez(os.path.join(work, "in.npz"), **feeds)
         outs = {}
         for tag, args in (("cpu", ["--backend", "cpu"]), ("cuda_fp32", ["--backend", "cuda"]),
-                          ("cuda_fp16", ["--backend", "cuda", "--precision", "fp16"])):
+                          ("cuda_fp16", ["--backend", "cuda", "--precision", "fp16"]),
+                          ("cuda_bf16", ["--backend", "cuda", "--precision", "bf16"])):
             out = os.path.join(work, f"{tag}.npz")
             p = subprocess.run([troupe, "run", model, "--inputs", os.path.join(work, "in.npz"), "--outputs", out,
                                 "--repeat", "3"] + args, capture_output=True, text=True)
@@ -40,7 +42,7 @@ def main():
         if "cpu" not in outs:
             failed += 1
             continue
-        for tag, limit in (("cuda_fp32", 1e-4), ("cuda_fp16", 1e-2)):
+        for tag, limit in (("cuda_fp32", 1e-4), ("cuda_fp16", 1e-2), ("cuda_bf16", 3e-2)):
             if tag not in outs:
                 failed += 1
                 continue

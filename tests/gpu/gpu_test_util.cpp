@@ -191,21 +191,35 @@ tensor to_f16(const tensor& t) {
   return h;
 }
 
+tensor to_bf16(const tensor& t) {
+  if (t.type() != dtype::f32) return t;
+  // Round to nearest even, as __float2bfloat16_rn and the precision pass convert.
+  tensor h = tensor::allocate(dtype::bf16, t.shape());
+  for (int64_t i = 0; i < t.elements(); ++i) {
+    h.data<uint16_t>()[i] = float_to_bfloat16(t.data<float>()[i]);
+  }
+  return h;
+}
+
 tensor to_f32(const tensor& t) {
-  if (t.type() != dtype::f16) return t;
+  if (t.type() != dtype::f16 && t.type() != dtype::bf16) return t;
+  const bool bf = t.type() == dtype::bf16;
   tensor f = tensor::allocate(dtype::f32, t.shape());
-  for (int64_t i = 0; i < t.elements(); ++i)
-    f.data<float>()[i] = half_to_float(t.data<uint16_t>()[i]);
+  for (int64_t i = 0; i < t.elements(); ++i) {
+    const uint16_t bits = t.data<uint16_t>()[i];
+    f.data<float>()[i] = bf ? bfloat16_to_float(bits) : half_to_float(bits);
+  }
   return f;
 }
 
 void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
                    const parity_options& options) {
   std::vector<tensor> gpu_inputs = inputs, cpu_inputs = inputs;
-  if (options.half) {
+  const bool reduced = options.half || options.bf16;  // the GPU runs a 16-bit float type
+  if (reduced) {
     for (size_t i = 0; i < inputs.size(); ++i) {
       if (!inputs[i].defined() || inputs[i].type() != dtype::f32) continue;
-      gpu_inputs[i] = to_f16(inputs[i]);
+      gpu_inputs[i] = options.bf16 ? to_bf16(inputs[i]) : to_f16(inputs[i]);
       cpu_inputs[i] = to_f32(gpu_inputs[i]);  // the same rounded values, in f32
     }
   }
@@ -226,10 +240,14 @@ void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
         << node.describe() << ": input " << i << " changed while running on cpu";
   }
   ASSERT_EQ(cpu->size(), gpu->size());
-  const double tol = options.tolerance > 0 ? options.tolerance : options.half ? 1e-2 : 1e-4;
+  const double tol = options.tolerance > 0 ? options.tolerance
+                     : options.bf16        ? 2e-2
+                     : options.half        ? 1e-2
+                                           : 1e-4;
+  const char* variant = options.bf16 ? " (bf16)" : options.half ? " (f16)" : "";
   for (size_t o = 0; o < cpu->size(); ++o) {
     const tensor& want = (*cpu)[o];
-    if (!options.half && want.defined() && (*gpu)[o].defined()) {
+    if (!reduced && want.defined() && (*gpu)[o].defined()) {
       EXPECT_EQ((*gpu)[o].type(), want.type()) << node.describe() << " output " << o;
     }
     const tensor got = to_f32((*gpu)[o]);
@@ -256,10 +274,9 @@ void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
         }
       }
       ADD_FAILURE() << node.describe() << " output " << o << " " << want.info().to_string()
-                    << (options.half ? " (f16)" : "") << ": relative L2 " << err << " > " << tol
-                    << "; worst element " << worst << ": cuda " << got.value_as_double(worst)
-                    << ", cpu " << want.value_as_double(worst) << "; " << non_finite
-                    << " non-finite elements";
+                    << variant << ": relative L2 " << err << " > " << tol << "; worst element "
+                    << worst << ": cuda " << got.value_as_double(worst) << ", cpu "
+                    << want.value_as_double(worst) << "; " << non_finite << " non-finite elements";
     } else {
       ASSERT_EQ(got.type(), want.type()) << node.describe() << " output " << o;
       int64_t mismatches = 0, first = -1;

@@ -35,8 +35,10 @@ expected<std::vector<tensor>> run_op_cuda(const op_node& node, const std::vector
 expected<double> time_op_cuda(const op_node& node, const std::vector<tensor>& inputs,
                               std::vector<bool> constant_inputs = {}, int iterations = 50);
 
-/// A host f16 copy of an f32 tensor and back.
+/// A host f16 / bf16 copy of an f32 tensor (other types unchanged), and an f32 copy of an f16 /
+/// bf16 one.
 tensor to_f16(const tensor& t);
+tensor to_bf16(const tensor& t);
 tensor to_f32(const tensor& t);
 
 struct parity_options {
@@ -45,7 +47,9 @@ struct parity_options {
   /// Run the CUDA kernel on f16 copies of the float inputs (the CPU reference runs in f32 on the
   /// same rounded values) and compare with the f16 bound.
   bool half = false;
-  double tolerance = -1;  // default: 1e-4 for f32, 1e-2 for f16
+  /// The same with bf16 copies, compared with the bf16 bound.
+  bool bf16 = false;
+  double tolerance = -1;  // default: 1e-4 for f32, 1e-2 for f16, 2e-2 for bf16
 };
 
 /// Runs `node` on both backends and expects every output to agree: float outputs within the

@@ -18,6 +18,9 @@ TEST(CudaTensor, Transpose) {
       {{2, 128, 12, 64}, {0, 2, 1, 3}},  // BERT heads
       {{2, 12, 128, 64}, {0, 1, 3, 2}},  // K^T: batched 2-D
       {{67, 45}, {1, 0}},
+      {{4, 3, 37, 41}, {0, 2, 3, 1}},  // image to channels-last: the narrow kernel
+      {{4, 37, 41, 3}, {0, 3, 1, 2}},  // and back
+      {{5, 300}, {1, 0}},
       {{3, 4, 5}, {2, 0, 1}},
       {{3, 4, 5}, {}},  // default: reversed
       {{2, 1, 3, 1, 4}, {4, 3, 2, 1, 0}},
