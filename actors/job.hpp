@@ -24,6 +24,7 @@
 #include "actors/signature.hpp"
 #include "core/status.hpp"
 #include "core/tensor.hpp"
+#include "runtime/host_staging.hpp"
 
 namespace troupe::actors {
 
@@ -37,16 +38,23 @@ inline constexpr time_point no_deadline = time_point::max();
 /// One batch's outputs in one buffer, shared by every reply that sends a slice of it.
 /// Reference counted: the owning pool holds one reference for the block's whole life; each reply
 /// slice holds one more. `release` may run on any thread (ZeroMQ calls it from its I/O thread when
-/// a zero-copy frame has been sent), so it is one atomic decrement.
+/// a zero-copy frame has been sent), so it is one atomic decrement. Only when the pool dropped its
+/// reference first (its replica was unloaded while replies were in flight) does the last release
+/// free the memory there; for a GPU worker's pinned block that is a cudaFreeHost, once.
 class output_block {
  public:
+  /// Plain 64-byte-aligned host memory.
   explicit output_block(size_t bytes);
+  /// Adopts staging memory (pinned on a GPU worker: the device writes the outputs straight into
+  /// it, and the replies are sent from it without another copy).
+  explicit output_block(runtime::host_buffer memory);
   ~output_block();
   output_block(const output_block&) = delete;
   output_block& operator=(const output_block&) = delete;
 
   std::byte* data() const { return data_; }
   size_t capacity_bytes() const { return bytes_; }
+  bool pinned() const { return memory_.pinned(); }
 
   void retain(int n = 1) noexcept { refs_.fetch_add(n, std::memory_order_relaxed); }
   /// The last reference frees the block.
@@ -58,6 +66,7 @@ class output_block {
 
  private:
   std::atomic<int> refs_{1};
+  runtime::host_buffer memory_;  // owns data_ when adopted; empty for the plain constructor
   std::byte* data_ = nullptr;
   size_t bytes_ = 0;
 };

@@ -39,6 +39,7 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Gauge>* queue_length;
   prometheus::Family<prometheus::Gauge>* ready;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
+  prometheus::Family<prometheus::Gauge>* staging_bytes;
 };
 
 namespace {
@@ -120,11 +121,18 @@ serving_metrics::serving_metrics()
                  .Name("troupe_model_ready")
                  .Help("1 when the model version has a healthy replica, else 0")
                  .Register(r);
-  f.pool_bytes =
-      &prometheus::BuildGauge()
-           .Name("troupe_pool_bytes")
-           .Help("Bytes held by a worker's replicas: plan arenas, staging and output blocks")
-           .Register(r);
+  f.pool_bytes = &prometheus::BuildGauge()
+                      .Name("troupe_pool_bytes")
+                      .Help(
+                          "Bytes of a worker's device memory pools (its replicas' weights and "
+                          "plan arenas; host memory on a CPU worker)")
+                      .Register(r);
+  f.staging_bytes = &prometheus::BuildGauge()
+                         .Name("troupe_staging_bytes")
+                         .Help(
+                             "Bytes of a worker's host staging and output blocks (pinned on a "
+                             "GPU worker)")
+                         .Register(r);
   inflight_ = &prometheus::BuildGauge()
                    .Name("troupe_inflight_requests")
                    .Help("Requests received and not yet answered")
@@ -151,9 +159,12 @@ void serving_metrics::set_inflight(double n) {
   inflight_->Set(n);
 }
 
-void serving_metrics::set_pool_bytes(uint32_t worker, double bytes) {
+void serving_metrics::set_worker_memory(uint32_t worker, const std::string& device,
+                                        double device_pool_bytes, double staging_bytes) {
+  const prometheus::Labels labels{{"worker", std::to_string(worker)}, {"device", device}};
   std::lock_guard<std::mutex> lock(mutex_);
-  families_->pool_bytes->Add({{"worker", std::to_string(worker)}}).Set(bytes);
+  families_->pool_bytes->Add(labels).Set(device_pool_bytes);
+  families_->staging_bytes->Add(labels).Set(staging_bytes);
 }
 
 void serving_metrics::count_worker_restart() {

@@ -8,8 +8,10 @@
 /// Names: troupe_requests_total{model,version,outcome}, troupe_request_latency_seconds,
 /// troupe_queue_latency_seconds, troupe_compute_latency_seconds (histograms by model,version),
 /// troupe_batch_size (histogram of rows per batch), troupe_queue_length, troupe_model_ready,
-/// troupe_inflight_requests, troupe_pool_bytes{worker}, troupe_worker_restarts_total, and, where
-/// NVML can be loaded, troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu}.
+/// troupe_inflight_requests, troupe_pool_bytes{worker,device} (the replicas' device memory pools:
+/// weights and plan arenas), troupe_staging_bytes{worker,device} (host staging and output blocks,
+/// pinned on a GPU), troupe_worker_restarts_total, and, where NVML can be loaded,
+/// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
 
 #include <array>
 #include <cstdint>
@@ -62,7 +64,10 @@ class serving_metrics {
   const version_metrics& unrouted() const { return *unrouted_; }
 
   void set_inflight(double n);
-  void set_pool_bytes(uint32_t worker, double bytes);
+  /// A worker's memory now: its replicas' device pools and their host staging + output blocks.
+  /// `device` is the worker's device label ("cpu", "cuda:0").
+  void set_worker_memory(uint32_t worker, const std::string& device, double device_pool_bytes,
+                         double staging_bytes);
   void count_worker_restart();
   /// A collector for NVML figures, or null when NVML cannot be loaded (no GPU metrics then).
   std::shared_ptr<prometheus::Collectable> gpu_collector() const { return gpu_; }

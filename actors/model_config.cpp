@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "runtime/session.hpp"
+
 #include <algorithm>
 #include <fstream>
 #include <set>
@@ -159,12 +161,20 @@ void parse_traffic(const YAML::Node& n, model_config& c) {
   }
 }
 
+device_preference parse_device(const std::string& s, const std::string& where) {
+  if (s == "any" || s == "KIND_AUTO") return device_preference::any;
+  if (s == "cpu" || s == "KIND_CPU") return device_preference::cpu;
+  if (s == "gpu" || s == "KIND_GPU") return device_preference::gpu;
+  fail(where, "expected any, cpu or gpu (Triton: KIND_AUTO, KIND_CPU, KIND_GPU), got '" + s + "'");
+}
+
 model_config parse_model_node(const YAML::Node& root) {
   model_config c;
   if (!root || root.IsNull()) return c;
-  check_keys(root, "config",
-             {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
-              "batch_buckets", "version_policy", "traffic", "backend", "platform"});
+  check_keys(
+      root, "config",
+      {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
+       "batch_buckets", "version_policy", "traffic", "backend", "platform", "device", "precision"});
   if (root["max_batch_size"])
     c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
@@ -178,11 +188,20 @@ model_config parse_model_node(const YAML::Node& root) {
     if (g[0]["count"])
       c.instance_count =
           static_cast<uint32_t>(get_int(g[0]["count"], "instance_group[0].count", 1, 64));
-    if (g[0]["kind"]) {
-      const auto kind = get<std::string>(g[0]["kind"], "instance_group[0].kind");
-      if (kind != "KIND_CPU" && kind != "KIND_AUTO")
-        fail("instance_group[0].kind", "this node serves KIND_CPU only, got '" + kind + "'");
-    }
+    if (g[0]["kind"])
+      c.device = parse_device(get<std::string>(g[0]["kind"], "instance_group[0].kind"),
+                              "instance_group[0].kind");
+  }
+  if (root["device"]) {
+    const device_preference d = parse_device(get<std::string>(root["device"], "device"), "device");
+    if (root["instance_group"] && root["instance_group"][0]["kind"] && d != c.device)
+      fail("device", "contradicts instance_group[0].kind");
+    c.device = d;
+  }
+  if (root["precision"]) {
+    c.gpu_precision = get<std::string>(root["precision"], "precision");
+    if (auto p = runtime::parse_precision(c.gpu_precision); !p)
+      fail("precision", p.error().message());
   }
   if (root["batch_buckets"])
     c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
@@ -221,11 +240,11 @@ model_config parse_model_node(const YAML::Node& root) {
 node_config parse_node_node(const YAML::Node& root) {
   node_config c;
   if (!root || root.IsNull()) return c;
-  check_keys(
-      root, "node",
-      {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
-       "actor_scheduler", "detached_workers", "compute_threads", "max_inflight",
-       "max_message_bytes", "drain_timeout_ms", "warmup_runs", "fault_injection", "log_level"});
+  check_keys(root, "node",
+             {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
+              "actor_scheduler", "detached_workers", "compute_threads", "max_inflight",
+              "max_message_bytes", "drain_timeout_ms", "warmup_runs", "fault_injection",
+              "log_level", "gpus"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -261,6 +280,23 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["fault_injection"])
     c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
+  if (root["gpus"]) {
+    const YAML::Node g = root["gpus"];
+    const std::string word = g.IsScalar() ? g.Scalar() : std::string();
+    if (word == "all") {
+      c.gpus.reset();
+    } else if (word == "none") {
+      c.gpus = std::vector<int>();
+    } else {
+      std::vector<int> ids;
+      for (int64_t d : get_int_list(g, "gpus", 0, 1023)) {
+        if (std::find(ids.begin(), ids.end(), static_cast<int>(d)) != ids.end())
+          fail("gpus", "device " + std::to_string(d) + " is listed twice");
+        ids.push_back(static_cast<int>(d));
+      }
+      c.gpus = std::move(ids);
+    }
+  }
   return c;
 }
 
@@ -287,6 +323,18 @@ expected<std::string> read_text(const std::string& path) {
 }
 
 }  // namespace
+
+std::string_view device_preference_name(device_preference d) {
+  switch (d) {
+    case device_preference::any:
+      return "any";
+    case device_preference::cpu:
+      return "cpu";
+    case device_preference::gpu:
+      return "gpu";
+  }
+  return "?";
+}
 
 expected<model_config> parse_model_config(const std::string& yaml_text, const std::string& source) {
   return parse_with<model_config>(yaml_text, source, parse_model_node);

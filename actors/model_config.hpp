@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,15 @@ struct traffic_policy {
   std::vector<traffic_match> match;
 };
 
+/// Which workers a model's replicas go to. Triton: instance_group[].kind KIND_CPU / KIND_GPU /
+/// KIND_AUTO.
+enum class device_preference : uint8_t {
+  any = 0,  // the node's GPU workers where it has any, else its CPU workers
+  cpu = 1,
+  gpu = 2,
+};
+std::string_view device_preference_name(device_preference d);
+
 struct model_config {
   /// -1: decide from the model (8 when every input and output has a dynamic leading dim, else 0).
   /// 0: no batching; requests carry the model's full shapes. >0: requests carry a leading batch
@@ -59,6 +69,10 @@ struct model_config {
   int64_t latest_versions = 1;         // version_policy.latest.num_versions; 0 with `all`
   std::vector<int64_t> specific_versions;  // version_policy.specific.versions
   traffic_policy traffic;
+  device_preference device = device_preference::any;  // `device:` or instance_group[0].kind
+  /// Compute precision of GPU replicas: fp32, fp16, bf16 or tf32 (runtime/session.hpp); empty:
+  /// fp16. Inputs and outputs keep the model's own types. CPU replicas always run fp32.
+  std::string gpu_precision;
 
   /// The level a request with priority 0 gets.
   uint32_t effective_default_priority() const {
@@ -78,7 +92,11 @@ struct node_config {
   std::string listen = "tcp://*:5555";
   int metrics_port = 9090;  // 0: no /metrics endpoint
   std::string metrics_address = "0.0.0.0";
-  uint32_t cpu_workers = 1;    // cpu_worker actors; each holds instance_count replicas per model
+  uint32_t cpu_workers = 1;  // cpu_worker actors; each holds instance_count replicas per model
+  /// GPUs that get a gpu_worker each (CUDA builds): nullopt ("all", the default) every visible
+  /// GPU, empty ("none") no GPU worker, else these CUDA ordinals. Models placed `any` go to the GPU
+  /// workers when there are some, so cpu_workers then serve only models pinned to `device: cpu`.
+  std::optional<std::vector<int>> gpus;
   uint32_t actor_threads = 1;  // CAF scheduler threads (routing and batching are light)
   std::string actor_scheduler = "stealing";  // CAF policy: stealing or sharing
   /// Workers on their own threads (true: a long run never delays routing, batching or timeouts)

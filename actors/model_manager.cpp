@@ -131,6 +131,40 @@ void publish(self_ptr self) {
   if (st.options.holder) st.options.holder->publish(snapshot);
 }
 
+worker_kind kind_of(const manager_state& st, uint32_t w) {
+  return w < st.options.worker_kinds.size() ? st.options.worker_kinds[w] : worker_kind::cpu;
+}
+
+/// The workers that get replicas of `m`, or unavailable when the node has none of its kind.
+expected<std::vector<uint32_t>> placement(const manager_state& st, const model_record& m) {
+  const auto n = static_cast<uint32_t>(st.options.workers.size());
+  auto of_kind = [&](worker_kind k) {
+    std::vector<uint32_t> out;
+    for (uint32_t w = 0; w < n; ++w)
+      if (kind_of(st, w) == k) out.push_back(w);
+    return out;
+  };
+  std::vector<uint32_t> chosen;
+  switch (m.config.device) {
+    case device_preference::cpu:
+      chosen = of_kind(worker_kind::cpu);
+      break;
+    case device_preference::gpu:
+      chosen = of_kind(worker_kind::gpu);
+      break;
+    case device_preference::any:
+      chosen = of_kind(worker_kind::gpu);
+      if (chosen.empty()) chosen = of_kind(worker_kind::cpu);
+      break;
+  }
+  if (chosen.empty())
+    return status(error_code::unavailable,
+                  "model '" + m.name + "' asks for device " +
+                      std::string(device_preference_name(m.config.device)) +
+                      " and this node has no worker of that kind");
+  return chosen;
+}
+
 replica_spec spec_of(const manager_state& st, const model_record& m, const version_record& v) {
   replica_spec s;
   s.model = m.name;
@@ -198,9 +232,18 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
           if (st.options.holder) st.options.holder->loaded.store(true);
           rp.deliver(std::move(report));
         };
-        for (auto& [name, m] : st.models)
+        std::map<std::string, std::vector<uint32_t>> targets;  // by model
+        for (auto& [name, m] : st.models) {
+          auto where = placement(st, m);
+          if (!where) {
+            for (auto& v : m.versions)
+              if (v.error.is_ok()) v.error = where.error();
+            continue;
+          }
           for (auto& v : m.versions)
-            if (v.error.is_ok()) *pending += st.options.workers.size() * m.config.instance_count;
+            if (v.error.is_ok()) *pending += where->size() * m.config.instance_count;
+          targets.emplace(name, std::move(*where));
+        }
         if (*pending == 0) {
           finish();
           return rp;
@@ -208,7 +251,7 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         for (auto& [name, m] : st.models) {
           for (auto& v : m.versions) {
             if (!v.error.is_ok()) continue;
-            for (uint32_t w = 0; w < st.options.workers.size(); ++w) {
+            for (uint32_t w : targets[name]) {
               for (uint32_t i = 0; i < m.config.instance_count; ++i) {
                 const std::string model_name = name;
                 const int64_t version = v.version;

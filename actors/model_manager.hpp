@@ -4,9 +4,11 @@
 ///   models/<name>/config.yaml          optional (actors/model_config.hpp); defaults without it
 ///   models/<name>/<version>/model.onnx versions are positive integers
 ///
-/// (load, dir) scans the repository, applies each model's version policy, asks every worker for
-/// `instance_count` replicas of each version (the worker compiles and warms up), spawns one batcher
-/// per version at its first replica, publishes the routing table (to the router, and to the
+/// (load, dir) scans the repository, applies each model's version policy, asks every worker of the
+/// model's device kind for `instance_count` replicas of each version (`device: any` places them on
+/// the GPU workers where the node has any, else on the CPU workers; a model pinned to a kind the
+/// node lacks fails to load, named). The worker compiles and warms up; the manager spawns one
+/// batcher per version at its first replica, publishes the routing table (to the router, and to the
 /// frontend through table_holder) and answers with a load_report once every version is ready or
 /// failed. A model or version that fails to load is reported and listed as FAILED; the others are
 /// served. (replaced, index, worker) from the supervisor reloads the replicas the failed worker
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "actors/caf_compat.hpp"
+#include "actors/worker.hpp"
 
 namespace troupe::actors {
 
@@ -26,6 +29,7 @@ struct manager_options {
   table_holder* holder = nullptr;      // outlives the actor
   serving_metrics* metrics = nullptr;  // may be null; outlives the actor
   std::vector<worker_actor> workers;
+  std::vector<worker_kind> worker_kinds;  // by worker index; missing entries are cpu
   uint32_t warmup_runs = 3;
   int max_batches_per_replica = 2;
 };

@@ -1,10 +1,10 @@
 #include "actors/node.hpp"
 
-#include "actors/cpu_worker.hpp"
 #include "actors/model_manager.hpp"
 #include "actors/model_table.hpp"
 #include "actors/router.hpp"
 #include "actors/supervisor.hpp"
+#include "actors/worker.hpp"
 
 namespace troupe::actors {
 
@@ -13,15 +13,21 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   supervisor_options so;
   so.detached_workers = o.detached_workers;
   so.metrics = o.metrics;
-  for (uint32_t i = 0; i < o.config.cpu_workers; ++i) {
+  std::vector<worker_kind> kinds;
+  auto add = [&](worker_kind kind, int device_index) {
     worker_options wo;
-    wo.index = i;
+    wo.kind = kind;
+    wo.index = static_cast<uint32_t>(h.workers.size());
+    wo.device_index = device_index;
     wo.compute_threads = o.config.compute_threads;
     wo.fault_injection = o.config.fault_injection;
     wo.metrics = o.metrics;
-    h.workers.push_back(spawn_cpu_worker(sys, wo, o.detached_workers));
+    h.workers.push_back(spawn_worker(sys, wo, o.detached_workers));
     so.worker_settings.push_back(wo);
-  }
+    kinds.push_back(kind);
+  };
+  for (int gpu : o.gpus) add(worker_kind::gpu, gpu);
+  for (uint32_t i = 0; i < o.config.cpu_workers; ++i) add(worker_kind::cpu, 0);
   so.workers = h.workers;
   h.supervisor = spawn_supervisor(sys, std::move(so));
   h.router = spawn_router(sys);
@@ -30,6 +36,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.holder = o.holder;
   mo.metrics = o.metrics;
   mo.workers = h.workers;
+  mo.worker_kinds = std::move(kinds);
   mo.warmup_runs = o.config.warmup_runs;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);

@@ -1,6 +1,7 @@
 #pragma once
-/// One serving node's actors, assembled: workers (cpu_worker, one per configured device), the
-/// supervisor watching them, the router and the model_manager. The frontend (cluster/) submits to
+/// One serving node's actors, assembled: workers (a gpu_worker per GPU in `gpus`, then
+/// `config.cpu_workers` cpu_workers), the supervisor watching them, the router and the
+/// model_manager. The frontend (cluster/) submits to
 /// the router and reads the table through the table_holder. The actor_system belongs to the
 /// caller: production passes a threaded one, tests CAF's deterministic test coordinator.
 
@@ -19,11 +20,14 @@ struct node_handles {
   router_actor router;
   manager_actor manager;
   supervisor_actor supervisor;
-  std::vector<worker_actor> workers;  // as spawned (the supervisor may replace them)
+  std::vector<worker_actor> workers;  // as spawned (the supervisor may replace them): GPUs first
 };
 
 struct node_spawn_options {
   node_config config;
+  /// CUDA ordinals that get a gpu_worker each, already checked (resolve_gpus in gpu_worker.hpp
+  /// turns config.gpus into this). Empty: CPU workers only (tests, CPU builds, no GPU).
+  std::vector<int> gpus;
   bool detached_workers = true;  // false on the test coordinator
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;

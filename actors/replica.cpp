@@ -12,8 +12,11 @@ output_block::output_block(size_t bytes)
     : data_(static_cast<std::byte*>(aligned_alloc_bytes(std::max<size_t>(bytes, 64)))),
       bytes_(bytes) {}
 
+output_block::output_block(runtime::host_buffer memory)
+    : memory_(std::move(memory)), data_(memory_.data()), bytes_(memory_.bytes()) {}
+
 output_block::~output_block() {
-  aligned_free(data_);
+  if (!memory_) aligned_free(data_);  // adopted memory frees itself
 }
 
 namespace {
@@ -64,7 +67,13 @@ replica::~replica() {
 
 status replica::init(const options& o) {
   max_shape_buckets_ = o.max_shape_buckets;
-  TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path));
+  where_ = o.where;
+  device_index_ = o.device_index;
+  runtime::session_options so;
+  so.where = o.where;
+  so.device_index = o.device_index;
+  so.compute_precision = o.compute_precision;
+  TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
 
   auto sig = std::make_shared<model_signature>();
   sig->model = o.model_name;
@@ -146,7 +155,11 @@ expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shap
   b->rows = rows;
   b->plan = p;
   for (const auto& info : infos) {
-    b->staging.push_back(tensor::zeros(info.type, info.shape));  // zeros: padding rows stay finite
+    TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem,
+                            runtime::host_buffer::allocate(where_, device_index_, info.bytes()));
+    std::memset(mem.data(), 0, info.bytes());  // padding rows stay finite
+    b->staging.push_back(tensor::borrow(info.type, info.shape, mem.data()));
+    b->staging_memory.push_back(std::move(mem));
     const int64_t lead =
         sig.max_batch_size > 0 && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
     b->input_row_bytes.push_back(info.bytes() / static_cast<size_t>(lead));
@@ -176,8 +189,10 @@ expected<replica::block_slot*> replica::free_block(bucket& b) {
     if (slot.block->idle()) return &slot;
   // Every block is still referenced by replies in flight: add one. Steady state reuses blocks;
   // this grows the pool to the number of batches whose replies are in flight at once.
+  TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem,
+                          runtime::host_buffer::allocate(where_, device_index_, b.block_bytes));
   block_slot slot;
-  slot.block = new output_block(b.block_bytes);
+  slot.block = new output_block(std::move(mem));
   for (size_t k = 0; k < b.output_infos.size(); ++k)
     slot.outputs.push_back(tensor::borrow(b.output_infos[k].type, b.output_infos[k].shape,
                                           slot.block->data() + b.output_offsets[k]));
@@ -266,14 +281,31 @@ status replica::run(batch& bt) {
   return bt.result;
 }
 
-size_t replica::pool_bytes() const {
-  size_t total = 0;
+replica_memory replica::memory() const {
+  replica_memory m;
+  m.device_pool_bytes = session_->device_reserved_bytes();
+  bool any = false;
+  m.pinned = true;
   for (const auto& b : buckets_) {
-    total += b->plan->memory().planned_arena_bytes;
-    for (const auto& t : b->staging) total += t.bytes();
-    total += b->blocks.size() * b->block_bytes;
+    for (const auto& s : b->staging_memory) {
+      m.staging_bytes += s.bytes();
+      m.pinned &= s.pinned();
+      any = true;
+    }
+    for (const auto& slot : b->blocks) {
+      m.pinned &= slot.block->pinned();
+      any = true;
+    }
+    m.output_blocks += b->blocks.size();
+    m.output_block_bytes += b->blocks.size() * b->block_bytes;
   }
-  return total;
+  m.pinned &= any;
+  return m;
+}
+
+size_t replica::pool_bytes() const {
+  const replica_memory m = memory();
+  return m.device_pool_bytes + m.staging_bytes + m.output_block_bytes;
 }
 
 }  // namespace troupe::actors

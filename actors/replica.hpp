@@ -1,9 +1,14 @@
 #pragma once
-/// One model instance on one device: a runtime::session, one compiled plan per batch bucket, the
-/// staging tensors each plan reads, and a pool of output blocks replies are sent from.
-/// Shape-dependent work happens at load (compile, warm up, allocate); `run` stages the batch's
-/// inputs (the one host copy from the transport frames), runs the plan into a free output block
-/// and allocates nothing once every bucket has a free block.
+/// One model instance on one device: a runtime::session (CPU or CUDA backend), one compiled plan
+/// per batch bucket, the staging memory each plan reads its inputs from, and a pool of output
+/// blocks the plan writes into and replies are sent from.
+/// Shape-dependent work happens at load (compile, warm up, allocate); `run` gathers the batch's
+/// inputs from the transport frames into the bucket's staging memory (the one host copy), runs the
+/// plan into a free output block and allocates nothing once every bucket has a free block.
+///
+/// Staging and output blocks are runtime::host_buffer: pinned on the CUDA backend, so the plan's
+/// upload and download are asynchronous DMAs straight from and into them; plain aligned memory on
+/// the CPU (where the plan reads the staging memory in place).
 ///
 /// Thread-safety: one run at a time (the owning worker's thread). Output blocks outlive the
 /// replica while replies still reference them (output_block's reference count).
@@ -17,6 +22,7 @@
 #include "actors/model_config.hpp"
 #include "actors/signature.hpp"
 #include "core/status.hpp"
+#include "runtime/host_staging.hpp"
 #include "runtime/session.hpp"
 
 namespace troupe::runtime {
@@ -30,6 +36,16 @@ struct bucket_latency {
   double mean_us = 0;
 };
 
+/// What a replica holds, by kind of memory.
+struct replica_memory {
+  size_t device_pool_bytes = 0;   // the session's device pool: weights, plan arenas (device memory
+                                  // on a GPU, host memory on the CPU)
+  size_t staging_bytes = 0;       // input staging over every bucket
+  size_t output_block_bytes = 0;  // output blocks over every bucket
+  size_t output_blocks = 0;
+  bool pinned = false;  // staging and blocks are page-locked
+};
+
 class replica {
  public:
   struct options {
@@ -41,6 +57,9 @@ class replica {
     /// At most this many distinct input shapes (dynamic non-batch dims) get a plan; beyond it a
     /// request is refused (unsupported) rather than compiling without bound.
     size_t max_shape_buckets = 32;
+    kernels::backend where = kernels::backend::cpu;
+    int device_index = 0;  // the GPU (CUDA backend)
+    runtime::precision compute_precision = runtime::precision::fp32;
   };
 
   static expected<std::unique_ptr<replica>> create(const options& o);
@@ -51,8 +70,10 @@ class replica {
   const std::vector<int64_t>& bucket_rows() const { return bucket_rows_; }
   /// Warm-up latency per bucket, measured at load (empty for models with dynamic non-batch dims).
   const std::vector<bucket_latency>& warmup_latency() const { return warmup_; }
-  /// Arena + staging + output-block bytes held now.
+  /// Device pool + staging + output-block bytes held now.
   size_t pool_bytes() const;
+  replica_memory memory() const;
+  kernels::backend where() const { return where_; }
 
   /// Runs `b`: picks the smallest bucket that holds b.rows rows of the jobs' shape, copies every
   /// job's inputs into the bucket's staging tensors, runs the plan and fills b.block/b.outputs/
@@ -66,9 +87,10 @@ class replica {
   };
   struct bucket {
     int64_t rows = 0;
-    std::vector<shape_t> input_shapes;  // full shapes (rows included)
-    runtime::plan* plan = nullptr;      // owned by the session
-    std::vector<tensor> staging;        // the plan's inputs, owned
+    std::vector<shape_t> input_shapes;                 // full shapes (rows included)
+    runtime::plan* plan = nullptr;                     // owned by the session
+    std::vector<runtime::host_buffer> staging_memory;  // one per input, allocated once
+    std::vector<tensor> staging;                       // the plan's inputs: views of staging_memory
     std::vector<size_t> input_row_bytes;
     std::vector<tensor_info> output_infos;
     std::vector<size_t> output_offsets;  // within a block, 64-byte aligned
@@ -90,6 +112,8 @@ class replica {
   std::vector<bucket_latency> warmup_;
   size_t max_shape_buckets_ = 32;
   size_t shape_variants_ = 0;
+  kernels::backend where_ = kernels::backend::cpu;
+  int device_index_ = 0;
 };
 
 /// The batch sizes a model gets plans for: config.batch_buckets when given, else powers of two

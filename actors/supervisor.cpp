@@ -57,8 +57,8 @@ supervisor_actor::behavior_type supervisor(
     }
     history.push_back(now);
     spdlog::warn("worker {} failed ({}); replacing it", index, self->system().render(dm.reason));
-    worker_actor fresh = spawn_cpu_worker(self->system(), st.options.worker_settings[index],
-                                          st.options.detached_workers);
+    worker_actor fresh = spawn_worker(self->system(), st.options.worker_settings[index],
+                                      st.options.detached_workers);
     self->monitor(fresh);
     workers[index] = fresh;
     *st.current = workers;

@@ -1,21 +1,27 @@
 #include "cluster/node_main.hpp"
 
-#include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
 #include <pthread.h>
+
+#include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "actors/caf_compat.hpp"
+#include "actors/gpu_worker.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
 #include "cluster/frontend.hpp"
 #include "cluster/logging.hpp"
+#include "cluster/metrics_endpoint.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -28,6 +34,27 @@ sigset_t shutdown_signals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   return set;
+}
+
+/// --gpus: "all", "none" or CUDA ordinals separated by commas.
+expected<std::optional<std::vector<int>>> parse_gpus(const std::string& text) {
+  if (text == "all") return std::optional<std::vector<int>>();
+  std::vector<int> ids;
+  if (text == "none") return std::optional<std::vector<int>>(ids);
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, end - start);
+    int id = -1;
+    const auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
+    if (item.empty() || ec != std::errc() || p != item.data() + item.size() || id < 0 ||
+        std::find(ids.begin(), ids.end(), id) != ids.end())
+      return invalid_argument(
+          "--gpus: expected all, none or distinct device numbers like 0,1; got '" + text + "'");
+    ids.push_back(id);
+    start = end + 1;
+  }
+  return std::optional<std::vector<int>>(ids);
 }
 
 std::string json_string(const std::string& s) {
@@ -50,12 +77,27 @@ status run_serve(const serve_options& o) {
   if (o.listen) cfg.listen = *o.listen;
   if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
   if (o.log_level) cfg.log_level = *o.log_level;
+  if (o.gpus) {
+    TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
+  }
   if (cfg.models_dir.empty())
     return invalid_argument("no model repository: pass --models DIR or set `models` in the config");
   TROUPE_RETURN_IF_ERROR(setup_json_logging(cfg.log_level));
 
   const sigset_t signals = shutdown_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // After the signal mask: asking CUDA for its devices starts the driver, whose threads must
+  // inherit the mask too (else SIGTERM could land on one of them and kill the process undrained).
+  TROUPE_ASSIGN_OR_RETURN(std::vector<int> gpus, actors::resolve_gpus(cfg.gpus));
+  if (gpus.empty()) {
+    spdlog::info("no GPU worker: {} CPU worker(s)", cfg.cpu_workers);
+  } else {
+    std::string list;
+    for (int g : gpus) list += (list.empty() ? "" : ",") + std::to_string(g);
+    spdlog::info("GPU workers on CUDA devices {}; {} CPU worker(s) for models pinned to the CPU",
+                 list, cfg.cpu_workers);
+  }
 
   caf::actor_system_config caf_cfg;
   caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.actor_threads));
@@ -69,26 +111,23 @@ status run_serve(const serve_options& o) {
   caf::actor_system sys{caf_cfg};
 
   actors::serving_metrics metrics;
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<metrics_endpoint> metrics_http;
   int metrics_port = 0;
   if (cfg.metrics_port > 0) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(
-          cfg.metrics_address + ":" + std::to_string(cfg.metrics_port), 1);
-    } catch (const std::exception& e) {
-      return io_error("cannot serve /metrics on " + cfg.metrics_address + ":" +
-                      std::to_string(cfg.metrics_port) + ": " + e.what());
-    }
-    exposer->RegisterCollectable(metrics.registry());
-    if (auto gpu = metrics.gpu_collector()) exposer->RegisterCollectable(gpu);
-    const auto ports = exposer->GetListeningPorts();
-    metrics_port = ports.empty() ? cfg.metrics_port : ports.front();
+    metrics_endpoint_options mo;
+    mo.address = cfg.metrics_address;
+    mo.port = cfg.metrics_port;
+    std::vector<std::shared_ptr<prometheus::Collectable>> collectables{metrics.registry()};
+    if (auto gpu = metrics.gpu_collector()) collectables.push_back(gpu);
+    TROUPE_ASSIGN_OR_RETURN(metrics_http, metrics_endpoint::create(mo, std::move(collectables)));
+    metrics_port = metrics_http->port();
   }
   if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
 
   actors::table_holder holder;
   actors::node_spawn_options so;
   so.config = cfg;
+  so.gpus = gpus;
   so.detached_workers = cfg.detached_workers;
   so.holder = &holder;
   so.metrics = &metrics;

@@ -15,6 +15,7 @@ struct serve_options {
   std::string models_dir;             // overrides the node config's `models`
   std::optional<std::string> listen;  // overrides `listen`
   std::optional<int> metrics_port;    // overrides `metrics_port` (0: none)
+  std::optional<std::string> gpus;    // overrides `gpus`: "all", "none" or "0,1"
   std::string config_path;            // node.yaml ("" = defaults)
   std::optional<std::string> log_level;
 };

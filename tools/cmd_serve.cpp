@@ -16,6 +16,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string listen;
     int metrics_port = -1;
     std::string log_level;
+    std::string gpus;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -28,6 +29,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Port of the Prometheus /metrics endpoint (default 9090; 0: off)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--config,-c", o->serve.config_path, "Node configuration (node.yaml)");
+  cmd->add_option("--gpus", o->gpus,
+                  "GPUs that get a gpu_worker: all (default: every visible GPU), none, or 0,1,...");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn, error, critical or off");
   cmd->footer(
       "Logs are JSON lines on stderr. Once serving, one line goes to stdout:\n"
@@ -40,6 +43,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (!o->listen.empty()) o->serve.listen = o->listen;
     if (o->metrics_port >= 0) o->serve.metrics_port = o->metrics_port;
     if (!o->log_level.empty()) o->serve.log_level = o->log_level;
+    if (!o->gpus.empty()) o->serve.gpus = o->gpus;
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });

@@ -159,6 +159,11 @@ def main():
                    "troupe_ms": r.get("median_ms"), "torch_graph_ms": t.get("graph_ms"),
                    "torch_eager_ms": t.get("eager_ms"), "torch_compile_ms": t.get("compile_ms"),
                    "troupe_mem_mib": round(r["device_reserved_bytes"] / 2**20, 1) if r.get("device_reserved_bytes") else None,
+                   # The instance's memory by kind (troupe run --latency-json), and whether a CUDA graph ran.
+                   **{f"troupe_{k}_mib": round(r[f"{k}_bytes"] / 2**20, 1) for k in
+                      ("weights", "arena", "workspace", "kernel_owned", "fragmentation", "peak_live")
+                      if r.get(f"{k}_bytes") is not None},
+                   "troupe_cuda_graph": r.get("cuda_graph"),
                    "torch_reserved_mib": round(t["reserved_mib"], 1) if t.get("reserved_mib") else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -167,14 +172,16 @@ def main():
     with open(os.path.join(a.out, "gpu.json"), "w") as f:
         json.dump(result, f, indent=1)
     lines = [f"# troupe vs PyTorch on {device}, {result['date']} (torch {torch.__version__})", "",
-             "| model | batch | troupe /s | eager /s | CUDA graph /s | compile /s | best torch | troupe / best | troupe ms | graph ms | troupe MiB | torch eager reserved MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | batch | troupe /s | eager /s | CUDA graph /s | compile /s | best torch | troupe / best | troupe ms | graph ms | troupe MiB | torch eager reserved MiB | troupe weights / arena / workspace / kernel-owned MiB | troupe graph |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         best = max([v for v in (r["torch_eager_per_s"], r["torch_graph_per_s"], r["torch_compile_per_s"]) if v] or [0])
         ratio = f"{r['troupe_per_s'] / best:.2f}x" if r["troupe_per_s"] and best else "n/a"
         lines.append(f"| {r['model']} | {r['batch']} | {r['troupe_per_s']} | {r['torch_eager_per_s']} | {r['torch_graph_per_s']} | "
                      f"{r['torch_compile_per_s']} | {best} | {ratio} | {r['troupe_ms']} | {r['torch_graph_ms']} | "
-                     f"{r['troupe_mem_mib']} | {r['torch_reserved_mib']} |")
+                     f"{r['troupe_mem_mib']} | {r['torch_reserved_mib']} | "
+                     f"{r.get('troupe_weights_mib')} / {r.get('troupe_arena_mib')} / {r.get('troupe_workspace_mib')} / "
+                     f"{r.get('troupe_kernel_owned_mib')} | {r.get('troupe_cuda_graph')} |")
     with open(os.path.join(a.out, "gpu.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

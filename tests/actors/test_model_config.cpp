@@ -81,7 +81,10 @@ TEST(model_config, errors_name_the_key) {
            {"dynamic_batching: {priority_levels: 2, default_priority_level: 3}\n",
             "default_priority_level"},
            {"dynamic_batching: {adaptive: {enabled: true}}\n", "slo_p99_ms"},
-           {"instance_group: [{count: 1, kind: KIND_GPU}]\n", "KIND_CPU"},
+           {"instance_group: [{count: 1, kind: KIND_TPU}]\n", "KIND_GPU"},
+           {"device: tpu\n", "device"},
+           {"instance_group: [{kind: KIND_CPU}]\ndevice: gpu\n", "contradicts"},
+           {"precision: fp8\n", "precision"},
            {"version_policy: {latest: {num_versions: 1}, all: {}}\n", "exactly one"},
            {"max_batch_size: [1\n", "test"},
        }) {
@@ -110,6 +113,50 @@ TEST(node_config, keys_and_errors) {
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("cpu_workers"), std::string::npos);
   EXPECT_EQ(load_node_config("/nonexistent/node.yaml").error().code(), error_code::not_found);
+}
+
+TEST(model_config, device_and_precision) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(plain->device, device_preference::any);
+  EXPECT_EQ(plain->gpu_precision, "") << "the worker picks fp16 on a GPU, fp32 on the CPU";
+  auto gpu = parse_model_config("device: gpu\nprecision: fp32\n", "test");
+  ASSERT_TRUE(gpu.has_value()) << gpu.error().to_string();
+  EXPECT_EQ(gpu->device, device_preference::gpu);
+  EXPECT_EQ(gpu->gpu_precision, "fp32");
+  auto triton = parse_model_config("instance_group: [{count: 1, kind: KIND_GPU}]\n", "test");
+  ASSERT_TRUE(triton.has_value()) << triton.error().to_string();
+  EXPECT_EQ(triton->device, device_preference::gpu);
+  auto cpu = parse_model_config("instance_group: [{kind: KIND_CPU}]\ndevice: cpu\n", "test");
+  ASSERT_TRUE(cpu.has_value()) << cpu.error().to_string();
+  EXPECT_EQ(cpu->device, device_preference::cpu);
+}
+
+TEST(node_config, gpus) {
+  auto absent = parse_node_config("cpu_workers: 1\n", "node");
+  ASSERT_TRUE(absent.has_value());
+  EXPECT_FALSE(absent->gpus.has_value()) << "default: every visible GPU";
+  auto all = parse_node_config("gpus: all\n", "node");
+  ASSERT_TRUE(all.has_value());
+  EXPECT_FALSE(all->gpus.has_value());
+  for (const char* none : {"gpus: none\n", "gpus: []\n"}) {
+    auto n = parse_node_config(none, "node");
+    ASSERT_TRUE(n.has_value()) << none;
+    ASSERT_TRUE(n->gpus.has_value()) << none;
+    EXPECT_TRUE(n->gpus->empty()) << none;
+  }
+  auto list = parse_node_config("gpus: [1, 0]\n", "node");
+  ASSERT_TRUE(list.has_value());
+  EXPECT_EQ(*list->gpus, (std::vector<int>{1, 0}));
+  auto one = parse_node_config("gpus: 2\n", "node");
+  ASSERT_TRUE(one.has_value());
+  EXPECT_EQ(*one->gpus, (std::vector<int>{2}));
+  for (const char* bad : {"gpus: [0, 0]\n", "gpus: [-1]\n", "gpus: some\n", "gpus: {a: 1}\n"}) {
+    auto n = parse_node_config(bad, "node");
+    ASSERT_FALSE(n.has_value()) << bad;
+    EXPECT_EQ(n.error().code(), error_code::invalid_argument) << bad;
+    EXPECT_NE(n.error().message().find("gpus"), std::string::npos) << n.error().message();
+  }
 }
 
 TEST(bucket_rows, powers_of_two_preferred_and_max) {

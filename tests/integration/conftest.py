@@ -105,6 +105,7 @@ def build_repository(root):
     node_yaml = os.path.join(root, "node.yaml")
     write(node_yaml,
           "cpu_workers: 2\n"
+          "gpus: none\n"  # outputs are compared with ONNX Runtime at 1e-4: the CPU path (fp32)
           "compute_threads: 1\n"
           "warmup_runs: 1\n"
           "max_message_bytes: 1048576\n"

@@ -1,0 +1,40 @@
+#pragma once
+/// The workers of a node, one per device: cpu_worker (actors/cpu_worker.hpp) runs its replicas on
+/// the CPU backend, gpu_worker (actors/gpu_worker.hpp) on one GPU with the CUDA backend. Both
+/// speak worker_actor (caf_compat.hpp) and share one implementation (actors/worker_core.hpp); only
+/// their device traits differ.
+///
+/// Messages:
+///   (load, replica_spec) -> replica_info   load, compile, warm up one replica
+///   (unload, id)                           drop a replica
+///   (run, batch_ref)                       run a batch; answers (done, batch_ref) to the sender
+///   (crash)                                fault injection: exit abnormally (supervisor tests)
+/// A batch whose result is device_error marks the worker failed: it answers the batch (the batcher
+/// retries it elsewhere) and exits abnormally, and the supervisor replaces it.
+
+#include <cstdint>
+#include <string_view>
+
+#include "actors/caf_compat.hpp"
+
+namespace troupe::actors {
+
+class serving_metrics;
+
+enum class worker_kind : uint8_t { cpu = 0, gpu = 1 };
+std::string_view worker_kind_name(worker_kind k);
+
+struct worker_options {
+  worker_kind kind = worker_kind::cpu;
+  uint32_t index = 0;            // position in the node; the metrics label `worker`
+  int device_index = 0;          // the CUDA ordinal of a gpu_worker (unused by cpu_worker)
+  int compute_threads = 0;       // OpenMP threads for CPU runs; 0: OpenMP's default
+  bool fault_injection = false;  // honour the troupe.fault / troupe.sleep_ms request parameters
+  serving_metrics* metrics = nullptr;
+};
+
+/// Spawns the worker `o.kind` names: detached (its own thread: a run blocks for the compute) in a
+/// node, on the scheduler in tests. The supervisor respawns failed workers through this.
+worker_actor spawn_worker(caf::actor_system& sys, const worker_options& o, bool detached);
+
+}  // namespace troupe::actors

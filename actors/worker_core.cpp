@@ -1,0 +1,175 @@
+#include "actors/worker_core.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/cpu_worker.hpp"
+#include "actors/gpu_worker.hpp"
+#include "actors/metrics.hpp"
+#include "actors/replica.hpp"
+
+namespace troupe::actors {
+namespace {
+
+struct worker_state {
+  worker_options options;
+  device_traits traits;
+  std::vector<std::unique_ptr<replica>> replicas;  // by id; null once unloaded
+  bool setup_done = false;
+  status setup_result;
+  static inline const char* name = "worker";
+
+  /// The device traits' thread setup, once, on the thread that handles the first message.
+  const status& setup() {
+    if (!setup_done) {
+      setup_done = true;
+      if (traits.thread_setup) setup_result = traits.thread_setup();
+    }
+    return setup_result;
+  }
+
+  void publish_memory() const {
+    serving_metrics* m = options.metrics;
+    if (!m) return;
+    double device_pool = 0, staging = 0;
+    for (const auto& r : replicas) {
+      if (!r) continue;
+      const replica_memory mem = r->memory();
+      device_pool += static_cast<double>(mem.device_pool_bytes);
+      staging += static_cast<double>(mem.staging_bytes + mem.output_block_bytes);
+    }
+    m->set_worker_memory(options.index, traits.device_label, device_pool, staging);
+  }
+
+  expected<runtime::precision> precision_for(const model_config& c) const {
+    if (!traits.takes_gpu_precision || c.gpu_precision.empty()) return traits.default_precision;
+    return runtime::parse_precision(c.gpu_precision);
+  }
+};
+
+/// With fault injection on, a request may ask the worker to take longer: troupe.sleep_ms=N (the
+/// largest N in the batch) simulates a slow model, so tests of queueing, timeouts and draining do
+/// not depend on how fast the kernels are.
+std::chrono::milliseconds requested_sleep(const batch& b) {
+  long ms = 0;
+  for (const infer_job* j : b.jobs)
+    for (const auto& [name, value] : j->parameters)
+      if (name == "troupe.sleep_ms")
+        ms = std::max(ms, std::strtol(std::string(value).c_str(), nullptr, 10));
+  return std::chrono::milliseconds(std::clamp(ms, 0L, 60'000L));
+}
+
+/// The fault a request asks for with the parameter troupe.fault (only with fault injection on):
+/// "crash" ends the worker while it holds the batch, "crash_once" does so on the request's first
+/// attempt only (its retry then succeeds elsewhere), "device" fails the run as a device error.
+std::string_view requested_fault(const batch& b) {
+  for (const infer_job* j : b.jobs)
+    for (const auto& [name, value] : j->parameters)
+      if (name == "troupe.fault") {
+        if (value == "crash_once")
+          return j->attempts <= 1 ? std::string_view("crash") : std::string_view();
+        return value;
+      }
+  return {};
+}
+
+worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> self,
+                                   worker_options o, device_traits traits) {
+  self->state.options = o;
+  self->state.traits = std::move(traits);
+  return {
+      [=](load_atom, const replica_spec& spec) -> caf::result<replica_info> {
+        auto& st = self->state;
+        const std::string where = "loading " + spec.path + " on " + st.traits.device_label;
+        if (const status& s = st.setup(); !s.is_ok()) return to_caf_error(s.with_context(where));
+        auto precision = st.precision_for(spec.config);
+        if (!precision) return to_caf_error(precision.error().with_context(where));
+        replica::options ro;
+        ro.model_name = spec.model;
+        ro.version = spec.version;
+        ro.model_path = spec.path;
+        ro.config = spec.config;
+        ro.warmup_runs = spec.warmup_runs;
+        ro.where = st.traits.backend;
+        ro.device_index = st.options.device_index;
+        ro.compute_precision = *precision;
+        auto r = replica::create(ro);
+        if (!r) return to_caf_error(r.error().with_context(where));
+        replica_info info;
+        info.id = static_cast<uint32_t>(st.replicas.size());
+        info.signature = (*r)->signature();
+        info.bucket_rows = (*r)->bucket_rows();
+        for (const auto& l : (*r)->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
+        info.pool_bytes = (*r)->pool_bytes();
+        st.replicas.push_back(std::move(*r));
+        st.publish_memory();
+        return info;
+      },
+      [=](unload_atom, uint32_t id) {
+        auto& st = self->state;
+        if (id < st.replicas.size()) st.replicas[id].reset();
+        st.publish_memory();
+      },
+      [=](run_atom, batch_ref ref) {
+        auto& st = self->state;
+        batch& b = *ref.ptr;
+        const std::string_view fault =
+            st.options.fault_injection ? requested_fault(b) : std::string_view{};
+        if (fault == "crash") {
+          // Dies holding the batch: the batcher sees the worker go down and retries it.
+          self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash"));
+          return;
+        }
+        const auto start = std::chrono::steady_clock::now();
+        if (st.options.fault_injection) std::this_thread::sleep_for(requested_sleep(b));
+        replica* r = b.replica_id < st.replicas.size() ? st.replicas[b.replica_id].get() : nullptr;
+        if (const status& s = st.setup(); !s.is_ok())
+          b.result = s;
+        else if (!r)
+          b.result = make_error(error_code::unavailable,
+                                "replica " + std::to_string(b.replica_id) + " is not loaded");
+        else if (fault == "device")
+          b.result = make_error(error_code::device_error, "fault injection: device error");
+        else
+          (void)r->run(b);
+        b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - start);
+        b.worker_failed = b.result.code() == error_code::device_error;
+        self->send(caf::actor_cast<batcher_actor>(self->current_sender()), done_atom::value, ref);
+        if (b.worker_failed) {
+          // A device error may leave the device unusable: the supervisor builds a fresh worker
+          // (fresh contexts) and model_manager reloads its replicas there.
+          self->quit(
+              caf::make_error(caf::sec::runtime_error,
+                              st.traits.device_label + " device error: " + b.result.message()));
+        }
+      },
+      [=](crash_atom) {
+        self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash"));
+      },
+  };
+}
+
+}  // namespace
+
+std::string_view worker_kind_name(worker_kind k) {
+  return k == worker_kind::gpu ? "gpu" : "cpu";
+}
+
+worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,
+                               device_traits traits, bool detached) {
+  if (detached) return sys.spawn<caf::detached>(worker, o, std::move(traits));
+  return sys.spawn(worker, o, std::move(traits));
+}
+
+worker_actor spawn_worker(caf::actor_system& sys, const worker_options& o, bool detached) {
+  return o.kind == worker_kind::gpu ? spawn_gpu_worker(sys, o, detached)
+                                    : spawn_cpu_worker(sys, o, detached);
+}
+
+}  // namespace troupe::actors

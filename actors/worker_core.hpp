@@ -1,0 +1,31 @@
+#pragma once
+/// The implementation cpu_worker and gpu_worker share (actors/worker.hpp has the protocol): the
+/// replica table, loading, running one batch at a time, fault injection, failure on device errors
+/// and the memory metrics. What differs between device kinds comes in as device_traits.
+
+#include <functional>
+#include <string>
+
+#include "actors/worker.hpp"
+#include "core/status.hpp"
+#include "kernels/kernel.hpp"
+#include "runtime/session.hpp"
+
+namespace troupe::actors {
+
+struct device_traits {
+  kernels::backend backend = kernels::backend::cpu;
+  /// Compute precision of replicas whose config names none.
+  runtime::precision default_precision = runtime::precision::fp32;
+  /// Whether model_config::gpu_precision applies (GPU workers) or is ignored (CPU: fp32 only).
+  bool takes_gpu_precision = false;
+  std::string device_label;  // "cpu", "cuda:0": the metrics label `device` and log text
+  /// Runs once on the worker's thread before its first load or run: OpenMP threads, the current
+  /// CUDA device. An error fails every load of the worker (the models then report it).
+  std::function<status()> thread_setup;
+};
+
+worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,
+                               device_traits traits, bool detached);
+
+}  // namespace troupe::actors
