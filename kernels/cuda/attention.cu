@@ -106,8 +106,9 @@ __host__ __device__ constexpr int smem_pitch() {
 
 template <int D>
 constexpr size_t tensor_core_smem_bytes() {
-  // Q tile, then two K tiles, then two V tiles.
-  return static_cast<size_t>(kRowsPerBlock + 4 * kKeysPerTile) * smem_pitch<D>() * sizeof(__half);
+  // Q tile, then two K tiles, then two V tiles (16-bit elements), then two key-mask rows (f32).
+  return static_cast<size_t>(kRowsPerBlock + 4 * kKeysPerTile) * smem_pitch<D>() * sizeof(__half) +
+         2 * kKeysPerTile * sizeof(float);
 }
 
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4):
@@ -125,6 +126,11 @@ __global__ void __launch_bounds__(kThreads) attention_tensor_core(attention_args
   T* q_tile = reinterpret_cast<T*>(smem_raw);
   T* k_tiles = q_tile + kRowsPerBlock * pitch;
   T* v_tiles = k_tiles + 2 * kKeysPerTile * pitch;
+  // A mask that does not vary over query rows (BERT's [B,1,1,S] padding mask) is staged per key
+  // tile, scaled by log2(e), with -inf past the last key: one load per key and block instead of one
+  // per score, and no index arithmetic in the score loop.
+  float* key_mask = reinterpret_cast<float*>(v_tiles + 2 * kKeysPerTile * pitch);
+  const bool row_free_mask = p.mask != nullptr && p.m_q == 0;
 
   const int tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31;
@@ -149,6 +155,15 @@ __global__ void __launch_bounds__(kThreads) attention_tensor_core(attention_args
       const bool in = j0 + r < p.kv_len;
       cp_async16(kd + r * pitch + col, in ? kg + (j0 + r) * p.k_s + col : kg, in ? 16 : 0);
       cp_async16(vd + r * pitch + col, in ? vg + (j0 + r) * p.v_s + col : vg, in ? 16 : 0);
+    }
+    if (row_free_mask) {
+      // Plain loads: visible to the block after the __syncthreads that follows the wait.
+      for (int r = tid; r < kKeysPerTile; r += kThreads) {
+        const int key = j0 + r;
+        key_mask[buf * kKeysPerTile + r] =
+            key < p.kv_len ? load(p.mask, b * p.m_b + h * p.m_h + key * p.m_k) * kLog2e
+                           : -INFINITY;
+      }
     }
   };
   const int tiles = (p.kv_len + kKeysPerTile - 1) / kKeysPerTile;
@@ -197,20 +212,34 @@ __global__ void __launch_bounds__(kThreads) attention_tensor_core(attention_args
     // Scale, mask, keys past the end; then the online softmax update of rows g and g + 8.
     const int key0 = tile * kKeysPerTile;
     float mx[2] = {m_run[0], m_run[1]};
+    if (row_free_mask) {
+      const float* km = key_mask + buf * kKeysPerTile;
 #pragma unroll
-    for (int j = 0; j < key_tiles; ++j) {
+      for (int j = 0; j < key_tiles; ++j) {
+        const float2 mk = *reinterpret_cast<const float2*>(km + j * 8 + 2 * t);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = row0 + (e >> 1) * 8;
-        const int key = key0 + j * 8 + 2 * t + (e & 1);
-        float x = s[j][e] * p.scale_log2;
-        if (key >= p.kv_len) {
-          x = -INFINITY;
-        } else if (p.mask != nullptr && row < p.q_len) {
-          x += load(p.mask, b * p.m_b + h * p.m_h + row * p.m_q + key * p.m_k) * kLog2e;
+        for (int e = 0; e < 4; ++e) {
+          const float x = fmaf(s[j][e], p.scale_log2, (e & 1) ? mk.y : mk.x);
+          s[j][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
-        s[j][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < key_tiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = row0 + (e >> 1) * 8;
+          const int key = key0 + j * 8 + 2 * t + (e & 1);
+          float x = s[j][e] * p.scale_log2;
+          if (key >= p.kv_len) {
+            x = -INFINITY;
+          } else if (p.mask != nullptr && row < p.q_len) {
+            x += load(p.mask, b * p.m_b + h * p.m_h + row * p.m_q + key * p.m_k) * kLog2e;
+          }
+          s[j][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
       }
     }
     float base[2], corr[2], row_sum[2] = {0.0f, 0.0f};

@@ -41,6 +41,19 @@ namespace {
 
 constexpr size_t kMaxConvWorkspaceBytes = size_t{512} << 20;
 constexpr size_t kMaxCandidateAlgos = 6;  // of cuDNN's ranked list, timed at create
+
+// How much slower than the fastest algorithm (a fraction) one with a smaller workspace may be and
+// still be chosen: TROUPE_CUDNN_WORKSPACE_SLACK, default 0.05 (0 picks the fastest regardless).
+float workspace_time_slack() {
+  static const float slack = [] {
+    const char* v = std::getenv("TROUPE_CUDNN_WORKSPACE_SLACK");
+    if (!v) return 0.05f;
+    char* end = nullptr;
+    const float f = std::strtof(v, &end);
+    return (end != v && f >= 0.0f && f <= 1.0f) ? f : 0.05f;
+  }();
+  return slack;
+}
 constexpr size_t kWorkspaceAlign = 256;
 constexpr int64_t kTensorCoreChannels = 8;  // fp16 NHWC tensor-core kernels want C % 8 == 0
 
@@ -675,6 +688,7 @@ status conv_kernel::choose(const kernel_create_context& c,
   float best_ms = 0;
   int best = -1;
   constexpr int kRuns = 3;
+  std::vector<float> times_ms(candidates.size(), -1.0f);
   for (size_t i = 0; i < candidates.size(); ++i) {
     const conv_config& cf = *configs[candidates[i].config];
     operands o;
@@ -712,10 +726,27 @@ status conv_kernel::choose(const kernel_create_context& c,
                    static_cast<int>(candidates[i].algo), static_cast<int>(candidates[i].math),
                    candidates[i].fused ? "fused" : "plain", candidates[i].workspace, ms * 1000.0f);
     }
+    times_ms[i] = ms;
     if (ms >= 0 && (best < 0 || ms < best_ms)) {
       best = static_cast<int>(i);
       best_ms = ms;
     }
+  }
+  // The workspace is one block per plan, sized by its hungriest step, and at large batches the
+  // fastest algorithms want hundreds of MiB (ResNet-50 fp16 at batch 128: 245 MiB, half the
+  // arena). Among candidates within the slack of the fastest, take the one needing the least.
+  if (best >= 0) {
+    const float slack = workspace_time_slack();
+    auto bytes_of = [&](size_t i) {
+      return align_up(candidates[i].workspace) + configs[candidates[i].config]->copies_bytes(es);
+    };
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (times_ms[i] >= 0 && times_ms[i] <= best_ms * (1.0f + slack) &&
+          bytes_of(i) < bytes_of(static_cast<size_t>(best))) {
+        best = static_cast<int>(i);
+      }
+    }
+    best_ms = times_ms[static_cast<size_t>(best)];
   }
   (void)cudaEventDestroy(start);
   (void)cudaEventDestroy(stop);
@@ -725,10 +756,12 @@ status conv_kernel::choose(const kernel_create_context& c,
     return c.fail(error_code::unsupported, "no cuDNN algorithm ran for this convolution");
   const conv_choice& chosen = candidates[static_cast<size_t>(best)];
   if (debug) {
-    std::fprintf(stderr, "[troupe cudnn] chosen: %s algo %d math %d %s, %.1f us\n",
-                 configs[chosen.config]->label.c_str(), static_cast<int>(chosen.algo),
-                 static_cast<int>(chosen.math), chosen.fused ? "fused" : "plain",
-                 best_ms * 1000.0f);
+    std::fprintf(stderr,
+                 "[troupe cudnn] chosen: %s %s algo %d math %d %s ws %zu copies %zu, %.1f us\n",
+                 c.node.describe().c_str(), configs[chosen.config]->label.c_str(),
+                 static_cast<int>(chosen.algo), static_cast<int>(chosen.math),
+                 chosen.fused ? "fused" : "plain", chosen.workspace,
+                 configs[chosen.config]->copies_bytes(es), best_ms * 1000.0f);
   }
   return keep(chosen);
 }

@@ -535,11 +535,13 @@ __device__ __forceinline__ uint32_t bias_index(uint32_t i, uint32_t inner, uint3
 }
 
 /// V > 1: y and z are 16-byte aligned. `uniform_bias`: bias_inner % V == 0, so one packet shares
-/// one bias value.
-template <class T, int V>
+/// one bias value. kGelu: the activation is Gelu, fixed at compile time (after a GEMM, the hot
+/// case: BERT's FFN), so no per-element switch on act.op.
+template <class T, int V, bool kGelu = false>
 __global__ void epilogue_kernel(T* y, uint32_t n, const T* bias, uint32_t bias_len,
                                 uint32_t bias_inner, bool uniform_bias, const T* z,
                                 activation act) {
+  if constexpr (kGelu) act.op = unary_op::gelu;
   const uint32_t packets = n / V;
   auto* yp = reinterpret_cast<packet<T, V>*>(y);
   const auto* zp = reinterpret_cast<const packet<T, V>*>(z);
@@ -594,8 +596,13 @@ void run_epilogue(const epilogue_params& p, int64_t bias_len, int64_t bias_inner
   const auto n = static_cast<uint32_t>(p.n);
   const auto len = static_cast<uint32_t>(bias_len), inner = static_cast<uint32_t>(bias_inner);
   if (aligned16(y) && (!z || aligned16(z))) {
-    epilogue_kernel<T, V><<<grid_for(p.n / V + 1), kBlockThreads, 0, s>>>(y, n, bias, len, inner,
-                                                                          inner % V == 0, z, p.act);
+    if (p.act.op == unary_op::gelu) {
+      epilogue_kernel<T, V, true><<<grid_for(p.n / V + 1), kBlockThreads, 0, s>>>(
+          y, n, bias, len, inner, inner % V == 0, z, p.act);
+    } else {
+      epilogue_kernel<T, V><<<grid_for(p.n / V + 1), kBlockThreads, 0, s>>>(
+          y, n, bias, len, inner, inner % V == 0, z, p.act);
+    }
   } else {
     epilogue_kernel<T, 1>
         <<<grid_for(p.n), kBlockThreads, 0, s>>>(y, n, bias, len, inner, true, z, p.act);
