@@ -5,6 +5,7 @@
 #include "runtime/session.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -161,6 +162,43 @@ void parse_traffic(const YAML::Node& n, model_config& c) {
   }
 }
 
+std::vector<float> get_float_list(const YAML::Node& n, const std::string& where) {
+  if (!n.IsSequence()) fail(where, "expected a list of numbers, one per channel");
+  std::vector<float> out;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const auto v = get<double>(n[i], where + "[" + std::to_string(i) + "]");
+    if (!std::isfinite(v) || std::fabs(v) > 3.0e38)
+      fail(where + "[" + std::to_string(i) + "]", "must be a finite float");
+    out.push_back(static_cast<float>(v));
+  }
+  return out;
+}
+
+/// The runtime's message without its own "input normalization: " lead (fail() names the key).
+std::string without_lead(const status& s) {
+  const std::string lead = "input normalization: ";
+  const std::string& m = s.message();
+  return m.rfind(lead, 0) == 0 ? m.substr(lead.size()) : m;
+}
+
+runtime::input_normalization parse_input_normalization(const YAML::Node& n) {
+  const std::string w = "input_normalization";
+  check_keys(n, w, {"input", "dtype", "mean", "std", "channel_axis"});
+  for (const char* key : {"dtype", "mean", "std"})
+    if (!n[key]) fail(w, std::string("needs ") + key);
+  runtime::input_normalization r;
+  if (n["input"]) r.input = get<std::string>(n["input"], w + ".input");
+  const auto type_name = get<std::string>(n["dtype"], w + ".dtype");
+  auto type = runtime::parse_client_type(type_name);
+  if (!type) fail(w + ".dtype", without_lead(type.error()));
+  r.client_type = *type;
+  r.mean = get_float_list(n["mean"], w + ".mean");
+  r.stddev = get_float_list(n["std"], w + ".std");
+  if (n["channel_axis"]) r.channel_axis = get_int(n["channel_axis"], w + ".channel_axis", -8, 7);
+  if (status s = runtime::validate_input_normalization(r); !s.is_ok()) fail(w, without_lead(s));
+  return r;
+}
+
 device_preference parse_device(const std::string& s, const std::string& where) {
   if (s == "any" || s == "KIND_AUTO") return device_preference::any;
   if (s == "cpu" || s == "KIND_CPU") return device_preference::cpu;
@@ -171,10 +209,10 @@ device_preference parse_device(const std::string& s, const std::string& where) {
 model_config parse_model_node(const YAML::Node& root) {
   model_config c;
   if (!root || root.IsNull()) return c;
-  check_keys(
-      root, "config",
-      {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
-       "batch_buckets", "version_policy", "traffic", "backend", "platform", "device", "precision"});
+  check_keys(root, "config",
+             {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
+              "batch_buckets", "version_policy", "traffic", "backend", "platform", "device",
+              "precision", "input_normalization"});
   if (root["max_batch_size"])
     c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
@@ -203,6 +241,8 @@ model_config parse_model_node(const YAML::Node& root) {
     if (auto p = runtime::parse_precision(c.gpu_precision); !p)
       fail("precision", p.error().message());
   }
+  if (root["input_normalization"])
+    c.input_normalization = parse_input_normalization(root["input_normalization"]);
   if (root["batch_buckets"])
     c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
   if (root["version_policy"]) parse_version_policy(root["version_policy"], c);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/status.hpp"
+#include "runtime/input_normalization.hpp"
 
 namespace troupe::actors {
 
@@ -73,6 +74,10 @@ struct model_config {
   /// Compute precision of GPU replicas: fp32, fp16, bf16 or tf32 (runtime/session.hpp); empty:
   /// fp16. Inputs and outputs keep the model's own types. CPU replicas always run fp32.
   std::string gpu_precision;
+  /// `input_normalization:` clients send this input as integer pixels (dtype: uint8...) and the
+  /// node applies (x - mean[c]) / std[c] inside the graph (runtime/input_normalization.hpp); the
+  /// model's signature then shows the client type. Checked against the model at load.
+  std::optional<runtime::input_normalization> input_normalization;
 
   /// The level a request with priority 0 gets.
   uint32_t effective_default_priority() const {

@@ -65,15 +65,65 @@ replica::~replica() {
     for (auto& slot : b->blocks) slot.block->release();
 }
 
+namespace {
+
+bool same_normalization(const std::optional<runtime::input_normalization>& a,
+                        const std::optional<runtime::input_normalization>& b) {
+  if (!a || !b) return !a && !b;
+  return a->input == b->input && a->client_type == b->client_type && a->mean == b->mean &&
+         a->stddev == b->stddev && a->channel_axis == b->channel_axis;
+}
+
+}  // namespace
+
+bool replica::can_share_weights(const options& o) const {
+  // The input normalisation is part of the prepared graph the sibling session copies.
+  return session_ && signature_ && o.model_path == model_path_ && o.version == version_ &&
+         o.where == where_ && o.device_index == device_index_ &&
+         o.compute_precision == precision_ &&
+         same_normalization(o.config.input_normalization, signature_->config.input_normalization);
+}
+
+bool replica::shares_weights_with(const replica& other) const {
+  if (!session_ || !other.session_ || !session_->shares_weights_with(*other.session_)) return false;
+  // The CPU backend reads constants where the host keeps them, so its device test holds for any
+  // two CPU sessions; the prepared graphs' constants tell whether the bytes are the same ones.
+  const auto& a = session_->model_graph().values;
+  const auto& b = other.session_->model_graph().values;
+  if (a.size() != b.size()) return false;
+  bool any = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].constant != !b[i].constant) return false;
+    if (!a[i].constant) continue;
+    if (a[i].constant->raw() != b[i].constant->raw()) return false;
+    any = true;
+  }
+  return any;
+}
+
 status replica::init(const options& o) {
   max_shape_buckets_ = o.max_shape_buckets;
   where_ = o.where;
   device_index_ = o.device_index;
-  runtime::session_options so;
-  so.where = o.where;
-  so.device_index = o.device_index;
-  so.compute_precision = o.compute_precision;
-  TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
+  model_path_ = o.model_path;
+  version_ = o.version;
+  precision_ = o.compute_precision;
+  if (o.weights_from) {
+    if (!o.weights_from->can_share_weights(o))
+      return internal_error("replica of '" + o.model_name +
+                            "': weights_from is another model, device or precision");
+    TROUPE_ASSIGN_OR_RETURN(session_, o.weights_from->session_->create_instance());
+  } else {
+    runtime::session_options so;
+    so.where = o.where;
+    so.device_index = o.device_index;
+    so.compute_precision = o.compute_precision;
+    // The signature below comes from the session's inputs: a normalised input shows the client
+    // type.
+    if (o.config.input_normalization)
+      so.input_normalizations.push_back(*o.config.input_normalization);
+    TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
+  }
 
   auto sig = std::make_shared<model_signature>();
   sig->model = o.model_name;
@@ -283,7 +333,9 @@ status replica::run(batch& bt) {
 
 replica_memory replica::memory() const {
   replica_memory m;
-  m.device_pool_bytes = session_->device_reserved_bytes();
+  const runtime::instance_memory im = session_->memory_report();
+  m.device_pool_bytes = im.device_reserved_bytes;
+  m.shared_weights_bytes = im.weights_reserved_bytes;
   bool any = false;
   m.pinned = true;
   for (const auto& b : buckets_) {

@@ -38,10 +38,12 @@ struct bucket_latency {
 
 /// What a replica holds, by kind of memory.
 struct replica_memory {
-  size_t device_pool_bytes = 0;   // the session's device pool: weights, plan arenas (device memory
-                                  // on a GPU, host memory on the CPU)
-  size_t staging_bytes = 0;       // input staging over every bucket
-  size_t output_block_bytes = 0;  // output blocks over every bucket
+  size_t device_pool_bytes = 0;  // the session's device pool: weights, plan arenas (device memory
+                                 // on a GPU, host memory on the CPU)
+  size_t shared_weights_bytes = 0;  // of which the weights' pool, shared with every replica made
+                                    // from this one or its siblings (counted once per group)
+  size_t staging_bytes = 0;         // input staging over every bucket
+  size_t output_block_bytes = 0;    // output blocks over every bucket
   size_t output_blocks = 0;
   bool pinned = false;  // staging and blocks are page-locked
 };
@@ -60,10 +62,23 @@ class replica {
     kernels::backend where = kernels::backend::cpu;
     int device_index = 0;  // the GPU (CUDA backend)
     runtime::precision compute_precision = runtime::precision::fp32;
+    /// A live replica of the same model file on the same device at the same precision (see
+    /// can_share_weights): the new replica's session is its session's create_instance(), so the
+    /// model is neither loaded nor converted again and the device holds its weights once; the
+    /// plans, staging and output blocks stay per replica. Null: load the file. Not owned; only
+    /// read during create.
+    const replica* weights_from = nullptr;
   };
 
   static expected<std::unique_ptr<replica>> create(const options& o);
   ~replica();
+
+  /// Whether a replica made with `o` may take this one's weights (options::weights_from): the
+  /// same model file, version, backend, device, precision and input normalisation.
+  bool can_share_weights(const options& o) const;
+  /// Whether this replica and `other` hold one copy of the weights: the same prepared graph
+  /// constants (host bytes) and, on a GPU, the same device constant store.
+  bool shares_weights_with(const replica& other) const;
 
   const std::shared_ptr<const model_signature>& signature() const { return signature_; }
   /// Batch sizes with a compiled plan, ascending (just {1} without batching).
@@ -114,6 +129,10 @@ class replica {
   size_t shape_variants_ = 0;
   kernels::backend where_ = kernels::backend::cpu;
   int device_index_ = 0;
+  // What can_share_weights compares.
+  std::string model_path_;
+  int64_t version_ = 0;
+  runtime::precision precision_ = runtime::precision::fp32;
 };
 
 /// The batch sizes a model gets plans for: config.batch_buckets when given, else powers of two

@@ -37,11 +37,17 @@ struct worker_state {
     serving_metrics* m = options.metrics;
     if (!m) return;
     double device_pool = 0, staging = 0;
-    for (const auto& r : replicas) {
-      if (!r) continue;
-      const replica_memory mem = r->memory();
+    for (size_t i = 0; i < replicas.size(); ++i) {
+      if (!replicas[i]) continue;
+      const replica_memory mem = replicas[i]->memory();
       device_pool += static_cast<double>(mem.device_pool_bytes);
       staging += static_cast<double>(mem.staging_bytes + mem.output_block_bytes);
+      // Weights shared with an earlier replica are on the device once: count them there.
+      for (size_t j = 0; j < i; ++j)
+        if (replicas[j] && replicas[j]->shares_weights_with(*replicas[i])) {
+          device_pool -= static_cast<double>(mem.shared_weights_bytes);
+          break;
+        }
     }
     m->set_worker_memory(options.index, traits.device_label, device_pool, staging);
   }
@@ -98,6 +104,7 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
         ro.where = st.traits.backend;
         ro.device_index = st.options.device_index;
         ro.compute_precision = *precision;
+        ro.weights_from = weights_sibling(st.replicas, ro);
         auto r = replica::create(ro);
         if (!r) return to_caf_error(r.error().with_context(where));
         replica_info info;
@@ -159,6 +166,13 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
 
 std::string_view worker_kind_name(worker_kind k) {
   return k == worker_kind::gpu ? "gpu" : "cpu";
+}
+
+const replica* weights_sibling(const std::vector<std::unique_ptr<replica>>& replicas,
+                               const replica::options& o) {
+  for (const auto& r : replicas)
+    if (r && r->can_share_weights(o)) return r.get();
+  return nullptr;
 }
 
 worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,

@@ -4,8 +4,11 @@
 /// and the memory metrics. What differs between device kinds comes in as device_traits.
 
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "actors/replica.hpp"
 #include "actors/worker.hpp"
 #include "core/status.hpp"
 #include "kernels/kernel.hpp"
@@ -24,6 +27,12 @@ struct device_traits {
   /// CUDA device. An error fails every load of the worker (the models then report it).
   std::function<status()> thread_setup;
 };
+
+/// The live replica that a new replica with options `o` takes its weights from (the first that
+/// can_share_weights), or null: then it loads the model file. A worker's replicas of one model
+/// version (instance_count > 1, or reloads) thus share one copy of the weights on its device.
+const replica* weights_sibling(const std::vector<std::unique_ptr<replica>>& replicas,
+                               const replica::options& o);
 
 worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,
                                device_traits traits, bool detached);

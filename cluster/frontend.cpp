@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <future>
@@ -126,6 +127,11 @@ void fill_specs(const std::vector<actors::tensor_spec>& specs,
   }
 }
 
+uint32_t zmq_io_threads(uint32_t asked) {
+  if (asked > 0) return asked;
+  return std::clamp(std::thread::hardware_concurrency() / 4, 1u, 4u);
+}
+
 void free_output_block(void* /*data*/, void* hint) {
   static_cast<actors::output_block*>(hint)->release();
 }
@@ -141,7 +147,8 @@ class frontend::impl {
         holder_(holder),
         metrics_(metrics),
         options_(std::move(o)),
-        completions_(std::make_shared<completion_queue>()) {}
+        completions_(std::make_shared<completion_queue>()),
+        ctx_(static_cast<int>(zmq_io_threads(options_.io_threads))) {}
 
   ~impl() { stop(); }
 
@@ -484,9 +491,11 @@ class frontend::impl {
     m->set_id(reply_id(s));
     m->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(st.code())));
     m->mutable_error()->set_message(st.message());
+    // Counted before it leaves: a client that reads /metrics once it has its reply must find
+    // its request there.
+    record(s, st.code());
     send_reply(s, *m, nullptr);
     s->replied = true;
-    record(s, st.code());
   }
 
   void answer_now(job_slot* s, status st) {
@@ -615,10 +624,10 @@ class frontend::impl {
                             o.block);
       o.block = nullptr;
     }
+    record(s, error_code::ok);  // before the reply leaves, as in send_error
     send_reply(s, *m, &tensors_);
     tensors_.clear();  // frames not sent (peer gone) release their blocks here
     s->replied = true;
-    record(s, error_code::ok);
   }
 
   /// stop(): requests still held by the actors are answered CANCELLED; their slots stay allocated
@@ -642,7 +651,7 @@ class frontend::impl {
   frontend_options options_;
   std::shared_ptr<completion_queue> completions_;
   caf::actor bridge_;
-  zmq::context_t ctx_{1};
+  zmq::context_t ctx_;               // options_.io_threads I/O threads
   zmq::socket_t* socket_ = nullptr;  // the I/O thread's socket, valid while it runs
   std::string endpoint_;
   std::thread thread_;

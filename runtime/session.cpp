@@ -54,6 +54,8 @@ status session::init() {
   if (options_.where == kernels::backend::cpu && options_.compute_precision != precision::fp32) {
     return unsupported("the CPU backend runs fp32 only (asked for " + std::string(precision_name(options_.compute_precision)) + ")");
   }
+  // Before the precision pass: it keeps the integer input as it is and converts the chain.
+  TROUPE_RETURN_IF_ERROR(apply_input_normalizations(graph_, options_.input_normalizations));
   TROUPE_ASSIGN_OR_RETURN(device_, make_device(options_.where, options_.device_index));
   // Callers keep seeing the model's own input/output types: the boundary casts live inside.
   for (int v : graph_.inputs) {

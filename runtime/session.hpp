@@ -19,6 +19,7 @@
 #include "core/tensor.hpp"
 #include "kernels/kernel.hpp"
 #include "runtime/graph.hpp"
+#include "runtime/input_normalization.hpp"
 
 namespace troupe::runtime {
 
@@ -39,6 +40,10 @@ struct session_options {
   /// the same symbolic dimension (create fails otherwise). Batches above the largest bucket run
   /// unpadded.
   std::vector<int64_t> batch_buckets;
+  /// Inputs clients send as integer pixels, normalised inside the graph (runtime/
+  /// input_normalization.hpp), applied at create before everything else: inputs() then reports
+  /// the client type (uint8...) for them.
+  std::vector<input_normalization> input_normalizations;
 };
 
 /// A graph input or output as callers see it.

@@ -2,8 +2,11 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|all]...   (default: all but profile)
-#   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256)
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|all]...
+#          (default: all, which is every step but profile and serving)
+#   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
+#        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
+#        SERVING_ARGS (more bench/serving/gpu_run.py options, e.g. "--instances 2 --connections 16")
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/troupe-out}
@@ -14,7 +17,7 @@ steps=("$@")
 want() {
   for s in "${steps[@]}"; do
     [ "$s" = "$1" ] && return 0
-    [ "$s" = all ] && [ "$1" != profile ] && return 0
+    [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && return 0
   done
   return 1
 }
@@ -72,4 +75,11 @@ if want bench; then
     PYTHONUNBUFFERED=1 python3 bench/gpu_vs_torch/run.py --troupe build-gpu/troupe --out "$OUT" \
       --models "${BENCH_MODELS:-resnet50,bert_base}" --batches "${BENCH_BATCHES:-1,8,32,128,256}" 2>&1 | tee "$OUT/bench.log" | tail -40
   fi
+fi
+
+if want serving; then
+  # ResNet-50 fp16 through `troupe serve` vs `troupe run` alone: OUT/serving-gpu.{md,json}.
+  echo "== serving (ResNet-50 end to end vs the executor alone)"
+  PYTHONUNBUFFERED=1 timeout 540 python3 bench/serving/gpu_run.py --troupe build-gpu/troupe --out "$OUT" \
+    --input-dtype "${SERVING_INPUT_DTYPE:-uint8}" ${SERVING_ARGS:-} 2>&1 | tee "$OUT/serving.log" | tail -60
 fi

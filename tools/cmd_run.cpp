@@ -135,7 +135,7 @@ status print_profile(runtime::plan& p, int runs, const std::vector<tensor>& inpu
   return status::ok();
 }
 
-status run_model_impl(const run_options& o) {
+status run_model_impl(const run_options& o, const std::vector<std::string>& normalize_specs) {
   if (o.repeat < 1) return invalid_argument("--repeat must be at least 1");
   if (o.warmup < 0) return invalid_argument("--warmup must not be negative");
   if (o.threads < 0) return invalid_argument("--threads must not be negative");
@@ -144,6 +144,11 @@ status run_model_impl(const run_options& o) {
   runtime::session_options options;
   TROUPE_ASSIGN_OR_RETURN(options.where, runtime::parse_backend(o.backend));
   TROUPE_ASSIGN_OR_RETURN(options.compute_precision, runtime::parse_precision(o.precision));
+  for (const std::string& spec : normalize_specs) {
+    TROUPE_ASSIGN_OR_RETURN(runtime::input_normalization n,
+                            runtime::parse_input_normalization(spec));
+    options.input_normalizations.push_back(std::move(n));
+  }
 
   std::map<std::string, tensor> named_inputs;
   if (!o.inputs_path.empty()) {
@@ -244,10 +249,18 @@ int report_error(const status& s) {
   return s.code() == error_code::internal ? exit_internal : exit_user_error;
 }
 
-int run_model(const run_options& options) {
-  const status s = run_model_impl(options);
+namespace {
+
+/// `normalize_specs`: the --normalize-input values (runtime::parse_input_normalization's form).
+int run_model_normalized(const run_options& options,
+                         const std::vector<std::string>& normalize_specs) {
+  const status s = run_model_impl(options, normalize_specs);
   return s.is_ok() ? exit_ok : report_error(s);
 }
+
+}  // namespace
+
+int run_model(const run_options& options) { return run_model_normalized(options, {}); }
 
 void add_run_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<run_options>();
@@ -283,6 +296,14 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--threads,-t", o->threads, "OpenMP threads (0: OpenMP's default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  // Kept beside run_options (tools/commands.hpp) so that struct stays as other commands use it.
+  auto normalize_specs = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--normalize-input", *normalize_specs,
+                  "Take an input as integer pixels and normalise it in the graph, as a model's "
+                  "config.yaml input_normalization does: 'dtype=uint8 mean=M0,M1,.. std=S0,S1,.. "
+                  "[input=NAME] [channel_axis=1]' (repeat for more inputs)")
+      ->allow_extra_args(false)  // one spec per --normalize-input; the model path stays positional
+      ->take_all();
   cmd->footer(
       "Prints one line per output (name, dtype, shape; for float outputs of rank <= 2 the top-5\n"
       "values of the first row as index:value) and\n"
@@ -301,7 +322,8 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "Errors print `error: <code>: <message>` and exit with 2 (1: internal).\n\n"
       "Example:\n"
       "  troupe run resnet50.onnx --inputs in.npz --outputs out.npz --repeat 20 --threads 2");
-  cmd->callback([o, &exit_code] { exit_code = run_model(*o); });
+  cmd->callback(
+      [o, normalize_specs, &exit_code] { exit_code = run_model_normalized(*o, *normalize_specs); });
 }
 
 }  // namespace troupe::tools

@@ -132,6 +132,78 @@ TEST(model_config, device_and_precision) {
   EXPECT_EQ(cpu->device, device_preference::cpu);
 }
 
+TEST(model_config, input_normalization) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_FALSE(plain->input_normalization.has_value());
+  auto c = parse_model_config(
+      "input_normalization:\n"
+      "  input: input          # optional when the model has exactly one input\n"
+      "  dtype: uint8          # what clients send\n"
+      "  mean: [123.675, 116.28, 103.53]\n"
+      "  std: [58.395, 57.12, 57.375]\n"
+      "  channel_axis: 1       # optional, default 1\n",
+      "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  ASSERT_TRUE(c->input_normalization.has_value());
+  const runtime::input_normalization& n = *c->input_normalization;
+  EXPECT_EQ(n.input, "input");
+  EXPECT_EQ(n.client_type, dtype::u8);
+  EXPECT_EQ(n.mean, (std::vector<float>{123.675f, 116.28f, 103.53f}));
+  EXPECT_EQ(n.stddev, (std::vector<float>{58.395f, 57.12f, 57.375f}));
+  EXPECT_EQ(n.channel_axis, 1);
+  auto minimal = parse_model_config(
+      "input_normalization: {dtype: uint16, mean: [0], std: [257], channel_axis: -1}\n", "test");
+  ASSERT_TRUE(minimal.has_value()) << minimal.error().to_string();
+  EXPECT_EQ(minimal->input_normalization->input, "");
+  EXPECT_EQ(minimal->input_normalization->client_type, dtype::u16);
+  EXPECT_EQ(minimal->input_normalization->channel_axis, -1);
+  // The demo's config (scripts/demo.sh serves it) carries the block.
+  auto demo =
+      load_model_config(std::string(TROUPE_SOURCE_DIR) + "/demo/models/squeezenet/config.yaml");
+  ASSERT_TRUE(demo.has_value()) << demo.error().to_string();
+  ASSERT_TRUE(demo->input_normalization.has_value());
+  EXPECT_EQ(demo->input_normalization->client_type, dtype::u8);
+  EXPECT_EQ(demo->input_normalization->mean.size(), 3u);
+
+  struct bad_case {
+    const char* yaml;
+    const char* fragment;
+  };
+  for (const auto& [yaml, fragment] : std::vector<bad_case>{
+           {"input_normalization: {dtype: uint8, mean: [1, 2, 3], std: [1, 2, 3], scale: 2}\n",
+            "unknown key 'scale'"},
+           {"input_normalization: {mean: [1, 2, 3], std: [1, 2, 3]}\n", "needs dtype"},
+           {"input_normalization: {dtype: uint8, std: [1, 2, 3]}\n", "needs mean"},
+           {"input_normalization: {dtype: uint8, mean: [1, 2, 3]}\n", "needs std"},
+           {"input_normalization: {dtype: float32, mean: [1], std: [1]}\n",
+            "input_normalization.dtype"},
+           {"input_normalization: {dtype: [uint8], mean: [1], std: [1]}\n",
+            "input_normalization.dtype"},
+           {"input_normalization: {dtype: uint8, mean: 1, std: [1]}\n", "input_normalization.mean"},
+           {"input_normalization: {dtype: uint8, mean: [1, red], std: [1, 1]}\n",
+            "input_normalization.mean[1]"},
+           {"input_normalization: {dtype: uint8, mean: [.nan], std: [1]}\n",
+            "input_normalization.mean[0]"},
+           {"input_normalization: {dtype: uint8, mean: [1, 2], std: [1]}\n", "std 1"},
+           {"input_normalization: {dtype: uint8, mean: [], std: []}\n", "mean is empty"},
+           {"input_normalization: {dtype: uint8, mean: [1], std: [0]}\n", "std[0]"},
+           {"input_normalization: {dtype: uint8, mean: [1], std: [1], channel_axis: x}\n",
+            "input_normalization.channel_axis"},
+           {"input_normalization: {dtype: uint8, mean: [1], std: [1], channel_axis: 9}\n",
+            "input_normalization.channel_axis"},
+           {"input_normalization: {dtype: uint8, mean: [1], std: [1], input: [a]}\n",
+            "input_normalization.input"},
+           {"input_normalization: [uint8]\n", "input_normalization"},
+       }) {
+    auto bad = parse_model_config(yaml, "test");
+    ASSERT_FALSE(bad.has_value()) << yaml;
+    EXPECT_EQ(bad.error().code(), error_code::invalid_argument) << yaml;
+    EXPECT_NE(bad.error().message().find(fragment), std::string::npos)
+        << yaml << " -> " << bad.error().message();
+  }
+}
+
 TEST(node_config, gpus) {
   auto absent = parse_node_config("cpu_workers: 1\n", "node");
   ASSERT_TRUE(absent.has_value());

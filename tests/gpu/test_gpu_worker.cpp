@@ -2,7 +2,8 @@
 // a replica on the CUDA backend (fp32 within 1e-4 and fp16 within 1e-2 relative L2 of the CPU
 // replica, batch after batch through the same reused staging), and a whole node whose model runs
 // on a gpu_worker, including a device error: the supervisor replaces the gpu_worker (fresh
-// contexts on the same GPU), the replica is reloaded and the model serves again.
+// contexts on the same GPU), the replica is reloaded and the model serves again. Replicas of one
+// model on one GPU share the weights (the second made from the first's session).
 
 #include <gtest/gtest.h>
 
@@ -56,7 +57,8 @@ class gpu_replica : public ::testing::Test {
     dir_.write("m.onnx", testing::mlp_model_bytes(weights_));
   }
 
-  std::unique_ptr<replica> make(kernels::backend where, runtime::precision p) {
+  std::unique_ptr<replica> make(kernels::backend where, runtime::precision p,
+                                const replica* weights_from = nullptr) {
     replica::options o;
     o.model_name = "mlp";
     o.model_path = (dir_.path() / "m.onnx").string();
@@ -64,6 +66,7 @@ class gpu_replica : public ::testing::Test {
     o.warmup_runs = 1;
     o.where = where;
     o.compute_precision = p;
+    o.weights_from = weights_from;
     auto r = replica::create(o);
     EXPECT_TRUE(r.has_value()) << r.error().to_string();
     return r ? std::move(*r) : nullptr;
@@ -118,6 +121,73 @@ TEST_F(gpu_replica, fp32_and_fp16_match_the_cpu_backend_batch_after_batch) {
   const replica_memory after = fp16->memory();
   EXPECT_EQ(after.staging_bytes, before.staging_bytes) << "staging allocated once per bucket";
   EXPECT_EQ(after.output_blocks, before.output_blocks) << "output blocks reused";
+}
+
+TEST_F(gpu_replica, a_second_replica_shares_the_weights_on_the_device) {
+  auto cpu = make(kernels::backend::cpu, runtime::precision::fp32);
+  auto first = make(kernels::backend::cuda, runtime::precision::fp16);
+  ASSERT_TRUE(cpu && first);
+  auto second = make(kernels::backend::cuda, runtime::precision::fp16, first.get());
+  auto separate = make(kernels::backend::cuda, runtime::precision::fp16);
+  ASSERT_TRUE(second && separate);
+  EXPECT_TRUE(second->shares_weights_with(*first)) << "one constant store on the device";
+  EXPECT_FALSE(separate->shares_weights_with(*first)) << "loaded on its own: its own copy";
+  const replica_memory a = first->memory(), b = second->memory();
+  EXPECT_GT(a.shared_weights_bytes, 0u);
+  EXPECT_EQ(b.shared_weights_bytes, a.shared_weights_bytes) << "the same pool, seen from both";
+  EXPECT_TRUE(b.pinned);
+  // Both replicas, interleaved as a worker runs them, against the CPU.
+  const std::vector<std::vector<int64_t>> batches = {{2}, {8}, {3, 1}};
+  for (size_t i = 0; i < batches.size(); ++i) {
+    EXPECT_LE(compare(*first, *cpu, batches[i], 7 * static_cast<uint32_t>(i)), 1e-2) << i;
+    EXPECT_LE(compare(*second, *cpu, batches[i], 7 * static_cast<uint32_t>(i)), 1e-2) << i;
+  }
+  first.reset();  // the weights live on while a replica uses them
+  EXPECT_LE(compare(*second, *cpu, {4, 4}, 99), 1e-2);
+}
+
+/// A gpu_worker asked for a second replica of a model it holds makes it from the first replica's
+/// session: the model file, broken between the loads, is not read again.
+class gpu_worker_sharing : public testing::actor_fixture {
+ protected:
+  void SetUp() override {
+    TROUPE_REQUIRE_GPU();
+    dir_.write("m.onnx", testing::mlp_model_bytes(testing::make_mlp_weights(16, 8, 9)));
+    worker_options o;
+    o.kind = worker_kind::gpu;
+    o.device_index = 0;
+    worker_ = spawn_worker(sys_, o, /*detached=*/false);
+  }
+  void TearDown() override {
+    if (worker_) caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
+    run();
+  }
+  status load(int64_t version) {
+    replica_spec spec;
+    spec.model = "mlp";
+    spec.version = version;
+    spec.path = (dir_.path() / "m.onnx").string();
+    spec.config.max_batch_size = 4;
+    spec.warmup_runs = 1;
+    caf::scoped_actor self{sys_};
+    auto h = self->request(worker_, caf::infinite, load_atom::value, spec);
+    run();
+    status out = internal_error("no answer");
+    h.receive([&](replica_info&) { out = status::ok(); },
+              [&](caf::error& e) { out = from_caf_error(sys_, e); });
+    return out;
+  }
+  testing::temp_dir dir_;
+  worker_actor worker_;
+};
+
+TEST_F(gpu_worker_sharing, a_second_replica_of_a_loaded_model_does_not_read_the_file_again) {
+  const status first = load(1);
+  ASSERT_TRUE(first.is_ok()) << first.to_string();
+  dir_.write("m.onnx", "not an onnx model");
+  const status second = load(1);
+  EXPECT_TRUE(second.is_ok()) << "made from the first replica's session: " << second.to_string();
+  EXPECT_EQ(load(2).code(), error_code::invalid_model) << "no sibling: it reads the broken file";
 }
 
 class gpu_node : public testing::actor_fixture {

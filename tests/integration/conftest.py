@@ -150,6 +150,17 @@ class Server:
     def client(self):
         return Client(self.endpoint)
 
+    def log_messages(self):
+        """The `msg` of every JSON log line written so far (the node logs to self.log)."""
+        out = []
+        with open(self.log.name) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line).get("msg", ""))
+                except ValueError:
+                    pass  # a line still being written
+        return out
+
     def metrics(self):
         import urllib.request
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:

@@ -221,19 +221,35 @@ def test_priority_one_overtakes_a_queue_of_priority_two(client):
     assert finished.index("high") <= 3, finished
 
 
+def reloads_of(server, model, version):
+    """Replicas of model/version that a replacement worker has loaded so far (model_manager logs
+    each one once the batcher is told about it)."""
+    prefix = f"reloaded {model} version {version} on worker "
+    return sum(1 for m in server.log_messages() if m.startswith(prefix))
+
+
 def test_crashed_worker_is_replaced_and_the_request_retried(server, client):
     before = metric_value(server.metrics(), "troupe_worker_restarts_total")
+    reloaded = reloads_of(server, "mlp", 2)
     x = np.ones((2, 16), np.float32)
     # The worker that runs this request dies holding it; the batcher retries it once on the other
     # worker, where it succeeds (crash_once).
     r = client.submit("mlp", {"x": x}, parameters={"troupe.fault": "crash_once"}).result(60)
     assert r.outputs["y"].shape == (2, 8)
     assert wait_until(lambda: metric_value(server.metrics(), "troupe_worker_restarts_total") >= before + 1)
-    assert wait_until(lambda: client.health()["ready"], timeout=60), client.health()
+    # Health is ready as soon as one replica serves; the next step needs both: a request whose
+    # first worker dies is retried only while another replica is alive. So wait until the
+    # replacement worker holds mlp/2 again.
+    assert wait_until(lambda: reloads_of(server, "mlp", 2) >= reloaded + 1, timeout=60), \
+        "the replacement worker did not reload mlp version 2"
+    assert client.health()["ready"], client.health()
     # A request that kills every worker it meets gets a typed error after its retry.
     with pytest.raises(TroupeError) as e:
         client.infer("mlp", {"x": x}, parameters={"troupe.fault": "crash"}, wait=60)
-    assert e.value.code_name == "UNAVAILABLE" and "retry" in e.value.message
+    assert e.value.code_name == "UNAVAILABLE" and "retry" in e.value.message, e.value.message
+    # Both workers died: wait for both replacements to hold mlp/2 before the tests that follow.
+    assert wait_until(lambda: reloads_of(server, "mlp", 2) >= reloaded + 3, timeout=60), \
+        "the replacement workers did not reload mlp version 2"
     assert wait_until(lambda: client.health()["ready"], timeout=60), client.health()
     assert client.infer("mlp", {"x": x}, wait=60)["y"].shape == (2, 8)
 
@@ -278,7 +294,8 @@ def test_infer_cli_matches_onnxruntime(server, repository, tmp_path):
     assert bad.returncode == 2 and "not_found" in bad.stderr
 
 
-@pytest.mark.parametrize("mode", [["--concurrency", "8"], ["--rate", "300"]])
+@pytest.mark.parametrize("mode", [["--concurrency", "8", "--connections", "3"],
+                                  ["--concurrency", "2", "--connections", "8"], ["--rate", "300"]])
 def test_bench_cli(server, tmp_path, mode):
     out_json = tmp_path / "bench.json"
     r = subprocess.run([troupe_bin(), "bench", "mlp", "--server", server.endpoint, *mode, "--duration", "1.5",
@@ -293,6 +310,14 @@ def test_bench_cli(server, tmp_path, mode):
     assert j["mode"] == ("closed_loop" if mode[0] == "--concurrency" else "open_loop_poisson")
     if mode[0] == "--rate":
         assert abs(j["throughput_rps"] - 300) < 120
+    else:
+        # never more connections than requests in flight: each keeps at least one
+        assert j["connections"] == min(int(mode[1]), int(mode[3]))
+    # what the replies report of the server (mlp: max_batch_size 8)
+    srv = j["server_reported"]
+    assert 1 <= srv["batch_rows_mean"] <= 8
+    assert 0 < srv["total_ms_mean"] <= lat["max"] and srv["queue_ms_mean"] <= srv["total_ms_mean"]
+    assert "server: batch_rows_mean=" in r.stdout
 
 
 # ---- shutdown ----------------------------------------------------------------------------------
