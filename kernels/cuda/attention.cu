@@ -117,8 +117,12 @@ constexpr size_t tensor_core_smem_bytes() {
 //   C (16x8):  c0,c1 = row g, cols 2t, 2t+1; c2,c3 = row g+8, same cols
 // so the C fragments of two neighbouring 8-key score tiles, rounded to f16, are exactly the A
 // fragment of P for the next product with V: P never leaves registers.
+// Head dim <= 64: at most 128 registers, so four blocks share an SM (without the bound ptxas
+// takes 129 and only three fit). At 128 the bound would
+// spill, so it is left to ptxas.
 template <class T, int D>
-__global__ void __launch_bounds__(kThreads) attention_tensor_core(attention_args<T> p) {
+__global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 1)
+    attention_tensor_core(attention_args<T> p) {
   constexpr int pitch = smem_pitch<D>();
   constexpr int chunks = D / 8;  // 16-byte chunks per row
   constexpr int key_tiles = kKeysPerTile / 8;
