@@ -91,4 +91,28 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+/// The unsigned integer type of a given size in bytes (uint4 for 16): elements moved as raw bits.
+template <size_t Bytes>
+struct word;
+template <>
+struct word<1> {
+  using type = uint8_t;
+};
+template <>
+struct word<2> {
+  using type = uint16_t;
+};
+template <>
+struct word<4> {
+  using type = uint32_t;
+};
+template <>
+struct word<8> {
+  using type = uint64_t;
+};
+template <>
+struct word<16> {
+  using type = uint4;
+};
+
 }  // namespace troupe::kernels::cuda

@@ -13,25 +13,6 @@
 namespace troupe::kernels::cuda {
 namespace {
 
-template <size_t Bytes>
-struct word;
-template <>
-struct word<1> {
-  using type = uint8_t;
-};
-template <>
-struct word<2> {
-  using type = uint16_t;
-};
-template <>
-struct word<4> {
-  using type = uint32_t;
-};
-template <>
-struct word<8> {
-  using type = uint64_t;
-};
-
 /// Calls f(W{}) with W the unsigned word of `bytes` bytes.
 template <class F>
 status with_word(size_t bytes, F&& f) {

@@ -5,29 +5,6 @@
 namespace troupe::kernels::cuda {
 namespace {
 
-template <size_t Bytes>
-struct word;
-template <>
-struct word<1> {
-  using type = uint8_t;
-};
-template <>
-struct word<2> {
-  using type = uint16_t;
-};
-template <>
-struct word<4> {
-  using type = uint32_t;
-};
-template <>
-struct word<8> {
-  using type = uint64_t;
-};
-template <>
-struct word<16> {
-  using type = uint4;
-};
-
 template <class T, bool Bounded>
 __global__ void strided_copy_kernel(const T* in, T* out, strided_copy_plan p,
                                     const T* fill_device) {
