@@ -21,6 +21,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
     wo.device_index = device_index;
     wo.compute_threads = o.config.compute_threads;
     wo.fault_injection = o.config.fault_injection;
+    wo.idle_spin_us = o.worker_idle_spin_us;
     wo.metrics = o.metrics;
     h.workers.push_back(spawn_worker(sys, wo, o.detached_workers));
     so.worker_settings.push_back(wo);

@@ -10,6 +10,7 @@
 
 #include "actors/caf_compat.hpp"
 #include "actors/model_config.hpp"
+#include "actors/worker.hpp"
 
 namespace troupe::actors {
 
@@ -29,6 +30,7 @@ struct node_spawn_options {
   /// turns config.gpus into this). Empty: CPU workers only (tests, CPU builds, no GPU).
   std::vector<int> gpus;
   bool detached_workers = true;  // false on the test coordinator
+  uint32_t worker_idle_spin_us = default_idle_spin_us();  // worker_options::idle_spin_us
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;
 };

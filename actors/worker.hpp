@@ -22,6 +22,14 @@ namespace troupe::actors {
 class serving_metrics;
 
 enum class worker_kind : uint8_t { cpu = 0, gpu = 1 };
+
+/// How long the threads of the request path (a detached worker after a run, the frontend after
+/// its last request or reply) poll for the next piece of work, yielding their core, before they
+/// block: 500 us with 8 or more hardware threads, else 0. A blocked thread costs a wake-up per
+/// hand-off (futex or eventfd, then the core leaving its idle state: tens of microseconds, several
+/// of them per request); spinning saves them only where cores are to spare (on a 2-core machine
+/// the spinning threads would take the CPU from the ones doing the work).
+uint32_t default_idle_spin_us();
 std::string_view worker_kind_name(worker_kind k);
 
 struct worker_options {
@@ -30,6 +38,9 @@ struct worker_options {
   int device_index = 0;          // the CUDA ordinal of a gpu_worker (unused by cpu_worker)
   int compute_threads = 0;       // OpenMP threads for CPU runs; 0: OpenMP's default
   bool fault_injection = false;  // honour the troupe.fault / troupe.sleep_ms request parameters
+  /// A detached worker waits this long for its next batch by polling its mailbox (yielding the
+  /// core) after each run before it blocks: see worker_core.cpp. Ignored on scheduler threads.
+  uint32_t idle_spin_us = default_idle_spin_us();
   serving_metrics* metrics = nullptr;
 };
 

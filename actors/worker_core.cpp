@@ -148,6 +148,15 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
             std::chrono::steady_clock::now() - start);
         b.worker_failed = b.result.code() == error_code::device_error;
         self->send(caf::actor_cast<batcher_actor>(self->current_sender()), done_atom::value, ref);
+        if (!b.worker_failed && st.options.idle_spin_us > 0) {
+          // Wait for the next batch here, yielding the core, rather than in CAF's condition
+          // variable: a batch that comes within the window costs no thread wake-up. Only a
+          // detached worker spins (a scheduler thread must go back to its other actors).
+          const auto until = std::chrono::steady_clock::now() +
+                             std::chrono::microseconds(st.options.idle_spin_us);
+          while (self->mailbox().empty() && std::chrono::steady_clock::now() < until)
+            std::this_thread::yield();
+        }
         if (b.worker_failed) {
           // A device error may leave the device unusable: the supervisor builds a fresh worker
           // (fresh contexts) and model_manager reloads its replicas there.
@@ -164,6 +173,10 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
 
 }  // namespace
 
+uint32_t default_idle_spin_us() {
+  return std::thread::hardware_concurrency() >= 8 ? 500 : 0;
+}
+
 std::string_view worker_kind_name(worker_kind k) {
   return k == worker_kind::gpu ? "gpu" : "cpu";
 }
@@ -177,8 +190,10 @@ const replica* weights_sibling(const std::vector<std::unique_ptr<replica>>& repl
 
 worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,
                                device_traits traits, bool detached) {
-  if (detached) return sys.spawn<caf::detached>(worker, o, std::move(traits));
-  return sys.spawn(worker, o, std::move(traits));
+  worker_options wo = o;
+  if (detached) return sys.spawn<caf::detached>(worker, wo, std::move(traits));
+  wo.idle_spin_us = 0;  // a scheduler thread serves other actors between batches
+  return sys.spawn(worker, wo, std::move(traits));
 }
 
 worker_actor spawn_worker(caf::actor_system& sys, const worker_options& o, bool detached) {

@@ -41,6 +41,11 @@ struct frontend_options {
   /// hardware threads, 1 to 4: image-sized requests on many connections need more than one.
   /// The frontend's own thread (decoding, validation, replies) stays one.
   uint32_t io_threads = 0;
+  /// After the last request or reply the thread polls (yielding its core) this long before it
+  /// blocks in poll: at one request at a time a reply, and the client's next request, then arrive
+  /// without a thread wake-up. 0: block at once. `troupe serve` sets
+  /// actors::default_idle_spin_us() (actors/worker.hpp: why and when).
+  uint32_t idle_spin_us = 0;
 };
 
 class frontend {

@@ -19,6 +19,7 @@
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "actors/worker.hpp"
 #include "cluster/frontend.hpp"
 #include "cluster/logging.hpp"
 #include "cluster/metrics_endpoint.hpp"
@@ -147,6 +148,7 @@ status run_serve(const serve_options& o) {
   fo.listen = cfg.listen;
   fo.max_inflight = cfg.max_inflight;
   fo.max_message_bytes = cfg.max_message_bytes;
+  fo.idle_spin_us = actors::default_idle_spin_us();
   auto front = frontend::create(sys, node, holder, &metrics, fo);
   if (!front) {
     actors::stop_node(sys, node);

@@ -29,7 +29,8 @@ class frontend_test : public ::testing::Test {
 
   frontend_test() : sys_(configure(cfg_)) {}
 
-  void start(frontend_options fo = {}, uint32_t workers = 1) {
+  void start(frontend_options fo = {}, uint32_t workers = 1,
+             uint32_t worker_idle_spin_us = actors::default_idle_spin_us()) {
     weights_ = testing::make_mlp_weights(4, 3, 11);
     repo_.write("mlp/1/model.onnx", testing::mlp_model_bytes(weights_));
     repo_.write("mlp/config.yaml", "max_batch_size: 4\n");
@@ -37,6 +38,7 @@ class frontend_test : public ::testing::Test {
     so.config.cpu_workers = workers;
     so.config.warmup_runs = 1;
     so.config.fault_injection = true;  // troupe.sleep_ms makes requests slow on demand
+    so.worker_idle_spin_us = worker_idle_spin_us;
     so.holder = &holder_;
     node_ = actors::spawn_node(sys_, so);
     auto report = actors::load_repository(sys_, node_, repo_.path().string());
@@ -131,6 +133,37 @@ TEST_F(frontend_test, many_requests_in_flight_each_answered_once) {
   auto extra = client_->receive(100ms);
   ASSERT_TRUE(extra.has_value());
   EXPECT_FALSE(extra->has_value()) << "no reply beyond one per request";
+}
+
+// The request path's threads poll before they block (default_idle_spin_us, forced on here
+// whatever the machine): requests one at a time, some inside the spin windows and some after them
+// (the blocking path), each answered once and right; a slow run outlasts the worker's window.
+TEST_F(frontend_test, spinning_frontend_and_worker_answer_each_request_once) {
+  frontend_options fo;
+  fo.idle_spin_us = 2000;
+  start(fo, 1, /*worker_idle_spin_us=*/2000);
+  for (int i = 0; i < 40; ++i) {
+    auto r = request(1 + i % 4, std::to_string(i), static_cast<uint32_t>(i));
+    if (i == 20) r.parameters.emplace_back("troupe.sleep_ms", "20");
+    auto reply = client_->infer(r, 10s);
+    ASSERT_TRUE(reply.has_value()) << reply.error().to_string();
+    EXPECT_EQ(reply->id, std::to_string(i));
+    expect_matches(r, *reply);
+    if (i % 10 == 9) std::this_thread::sleep_for(10ms);  // past both windows: both threads block
+  }
+  auto extra = client_->receive(100ms);
+  ASSERT_TRUE(extra.has_value());
+  EXPECT_FALSE(extra->has_value()) << "no reply beyond one per request";
+  // Many in flight while both spin: none lost or answered twice.
+  std::vector<infer_request> rs;
+  for (int i = 0; i < 32; ++i) rs.push_back(request(1, "m" + std::to_string(i)));
+  for (const auto& r : rs) ASSERT_TRUE(client_->send(r).is_ok());
+  std::set<std::string> seen;
+  for (int i = 0; i < 32; ++i) {
+    auto reply = client_->receive(10s);
+    ASSERT_TRUE(reply.has_value() && reply->has_value()) << "reply " << i << " missing";
+    EXPECT_TRUE(seen.insert((*reply)->id).second) << "two replies for " << (*reply)->id;
+  }
 }
 
 TEST_F(frontend_test, max_inflight_bound_answers_overloaded) {
