@@ -15,7 +15,7 @@ namespace troupe::kernels::cuda {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kThreads = 128;  // 4 warps, both kernels
+constexpr int kSimtThreads = 128;  // 4 warps
 
 template <class T>
 struct attention_args {
@@ -35,7 +35,12 @@ struct attention_args {
 
 // ---- tensor-core kernel (f16, bf16) ------------------------------------------------------------
 
-constexpr int kRowsPerBlock = 64;  // query rows: 16 per warp
+// Query rows per block, 16 per warp: 64 (4 warps), or 128 (8 warps) where the grid has blocks to
+// spare, so that each K/V tile loaded into shared memory serves twice the rows (BERT-base at batch
+// 128 reads K and V once per head instead of twice).
+constexpr int kRowsSmall = 64;
+constexpr int kRowsLarge = 128;
+constexpr int64_t kLargeRowsMinBlocks = 512;  // about four blocks per SM on an H100 (132 SMs)
 constexpr int kKeysPerTile = 64;
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
@@ -104,10 +109,10 @@ __host__ __device__ constexpr int smem_pitch() {
   return D + 8;  // 16-bit elements; 16 bytes of padding move each row to another bank group
 }
 
-template <int D>
+template <int D, int kRows>
 constexpr size_t tensor_core_smem_bytes() {
   // Q tile, then two K tiles, then two V tiles (16-bit elements), then two key-mask rows (f32).
-  return static_cast<size_t>(kRowsPerBlock + 4 * kKeysPerTile) * smem_pitch<D>() * sizeof(__half) +
+  return static_cast<size_t>(kRows + 4 * kKeysPerTile) * smem_pitch<D>() * sizeof(__half) +
          2 * kKeysPerTile * sizeof(float);
 }
 
@@ -117,12 +122,13 @@ constexpr size_t tensor_core_smem_bytes() {
 //   C (16x8):  c0,c1 = row g, cols 2t, 2t+1; c2,c3 = row g+8, same cols
 // so the C fragments of two neighbouring 8-key score tiles, rounded to f16, are exactly the A
 // fragment of P for the next product with V: P never leaves registers.
-// Head dim <= 64: at most 128 registers, so four blocks share an SM (without the bound ptxas
-// takes 129 and only three fit). At 128 the bound would
-// spill, so it is left to ptxas.
-template <class T, int D>
-__global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 1)
+// Head dim <= 64: at most 128 registers, so 16 warps share an SM (without the bound ptxas takes
+// 129 and only 12 fit). At 128 the bound would spill, so it is left to ptxas.
+template <class T, int D, int kRows>
+__global__ void __launch_bounds__(kRows * 2, D <= 64 ? 256 / kRows : 1)
     attention_tensor_core(attention_args<T> p) {
+  constexpr int kRowsPerBlock = kRows;
+  constexpr int kThreads = kRows * 2;  // a warp per 16 rows
   constexpr int pitch = smem_pitch<D>();
   constexpr int chunks = D / 8;  // 16-byte chunks per row
   constexpr int key_tiles = kKeysPerTile / 8;
@@ -165,8 +171,7 @@ __global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 1)
       for (int r = tid; r < kKeysPerTile; r += kThreads) {
         const int key = j0 + r;
         key_mask[buf * kKeysPerTile + r] =
-            key < p.kv_len ? load(p.mask, b * p.m_b + h * p.m_h + key * p.m_k) * kLog2e
-                           : -INFINITY;
+            key < p.kv_len ? load(p.mask, b * p.m_b + h * p.m_h + key * p.m_k) * kLog2e : -INFINITY;
       }
     }
   };
@@ -331,7 +336,7 @@ size_t simt_smem_bytes(int64_t head_dim) {
 
 /// Head-dim elements per lane: D <= 32 * per_lane.
 template <class T, int per_lane>
-__global__ void __launch_bounds__(kThreads) attention_simt(attention_args<T> p) {
+__global__ void __launch_bounds__(kSimtThreads) attention_simt(attention_args<T> p) {
   extern __shared__ float smem_f[];
   const int dim = p.head_dim;
   float* q_rows = smem_f;
@@ -343,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) attention_simt(attention_args<T> p) 
   const T* qg = p.q + b * p.q_b + h * p.q_h;
   const T* kg = p.k + b * p.k_b + h * p.k_h;
   const T* vg = p.v + b * p.v_b + h * p.v_h;
-  for (int i = threadIdx.x; i < kSimtRows * dim; i += kThreads) {
+  for (int i = threadIdx.x; i < kSimtRows * dim; i += kSimtThreads) {
     const int r = i / dim, d = i % dim;
     q_rows[i] = q0 + r < p.q_len ? load(qg, static_cast<int64_t>(q0 + r) * p.q_s + d) : 0.0f;
   }
@@ -359,7 +364,7 @@ __global__ void __launch_bounds__(kThreads) attention_simt(attention_args<T> p) 
   const float* my_q = q_rows + warp * kSimtRowsPerWarp * dim;
   for (int j0 = 0; j0 < p.kv_len; j0 += kSimtKeys) {
     __syncthreads();  // the previous tile is consumed (and the Q rows written, the first time)
-    for (int i = threadIdx.x; i < kSimtKeys * dim; i += kThreads) {
+    for (int i = threadIdx.x; i < kSimtKeys * dim; i += kSimtThreads) {
       const int r = i / dim, d = i % dim;
       const bool in = j0 + r < p.kv_len;
       k_tile[r * (dim + 1) + d] = in ? load(kg, static_cast<int64_t>(j0 + r) * p.k_s + d) : 0.0f;
@@ -461,20 +466,26 @@ template <class T>
 using tc_fn = void (*)(attention_args<T>);
 
 template <class T>
-tc_fn<T> tensor_core_kernel(int64_t head_dim, size_t* smem) {
-  switch (head_dim) {
-    case 32:
-      *smem = tensor_core_smem_bytes<32>();
-      return attention_tensor_core<T, 32>;
-    case 64:
-      *smem = tensor_core_smem_bytes<64>();
-      return attention_tensor_core<T, 64>;
-    case 128:
-      *smem = tensor_core_smem_bytes<128>();
-      return attention_tensor_core<T, 128>;
-    default:
-      return nullptr;
+tc_fn<T> tensor_core_kernel(int64_t head_dim, int rows, size_t* smem) {
+#define TROUPE_ATT_TC(d, r)                 \
+  if (head_dim == d && rows == r) {         \
+    *smem = tensor_core_smem_bytes<d, r>(); \
+    return attention_tensor_core<T, d, r>;  \
   }
+  TROUPE_ATT_TC(32, kRowsSmall)
+  TROUPE_ATT_TC(64, kRowsSmall)
+  TROUPE_ATT_TC(128, kRowsSmall)
+  TROUPE_ATT_TC(32, kRowsLarge)
+  TROUPE_ATT_TC(64, kRowsLarge)
+  TROUPE_ATT_TC(128, kRowsLarge)
+#undef TROUPE_ATT_TC
+  return nullptr;
+}
+
+/// 128 rows per block where the grid still has kLargeRowsMinBlocks blocks, else 64.
+int tensor_core_rows(const attention_geometry& g) {
+  const int64_t blocks = (g.q_len + kRowsLarge - 1) / kRowsLarge * g.heads * g.batch;
+  return blocks >= kLargeRowsMinBlocks ? kRowsLarge : kRowsSmall;
 }
 
 bool aligned16(const void* p) {
@@ -483,8 +494,8 @@ bool aligned16(const void* p) {
 
 template <class T>
 status run_simt(const attention_geometry& g, const attention_args<T>& a, cudaStream_t s) {
-  simt_kernel<T>(g.head_dim)<<<grid_of(g, kSimtRows), kThreads, simt_smem_bytes(g.head_dim), s>>>(
-      a);
+  simt_kernel<T>(
+      g.head_dim)<<<grid_of(g, kSimtRows), kSimtThreads, simt_smem_bytes(g.head_dim), s>>>(a);
   TROUPE_CUDA_LAUNCH_CHECK();
   return status::ok();
 }
@@ -498,7 +509,7 @@ status prepare_16bit(const attention_geometry& g) {
                                          static_cast<int>(simt_smem_bytes(g.head_dim))));
   if (attention_uses_tensor_cores(g)) {
     size_t smem = 0;
-    tc_fn<T> f = tensor_core_kernel<T>(g.head_dim, &smem);
+    tc_fn<T> f = tensor_core_kernel<T>(g.head_dim, tensor_core_rows(g), &smem);
     TROUPE_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem)));
   }
@@ -512,8 +523,9 @@ status launch_16bit(const attention_geometry& g, const void* q, const void* k, c
   if (attention_uses_tensor_cores(g) && aligned16(q) && aligned16(k) && aligned16(v) &&
       reinterpret_cast<uintptr_t>(y) % 4 == 0) {
     size_t smem = 0;
-    tc_fn<T> f = tensor_core_kernel<T>(g.head_dim, &smem);
-    f<<<grid_of(g, kRowsPerBlock), kThreads, smem, s>>>(a);
+    const int rows = tensor_core_rows(g);
+    tc_fn<T> f = tensor_core_kernel<T>(g.head_dim, rows, &smem);
+    f<<<grid_of(g, rows), static_cast<unsigned>(rows * 2), smem, s>>>(a);
     TROUPE_CUDA_LAUNCH_CHECK();
     return status::ok();
   }

@@ -5,7 +5,8 @@
 /// Two kernels, both flash-style (one pass over the keys with an online softmax, fp32
 /// accumulation, no score matrix in memory):
 ///  - tensor cores (f16 and bf16, head dims 32/64/128, operand rows 16-byte aligned): blocks of
-///    64 query rows, 4 warps of 16 rows each; 64-key tiles of K and V double-buffered in shared
+///    64 query rows (4 warps of 16 rows each), or 128 rows (8 warps) when the grid still has 512
+///    blocks so that a K/V tile serves more rows; 64-key tiles of K and V double-buffered in shared
 ///    memory by cp.async; S = Q K^T and O += P V by mma.sync m16n8k16 (.f16 or .bf16 operands)
 ///    with fp32 accumulators; P is rounded to the operand type for the second product;
 ///  - SIMT (f32, and f16/bf16 where the first does not apply; any head dim up to 256): blocks of

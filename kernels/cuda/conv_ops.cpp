@@ -22,12 +22,19 @@
 // into the workspace per run); and an NCHW convolution between two copies, for shapes cuDNN runs
 // poorly (or not at all) in NHWC. TROUPE_CUDNN_PAD_CHANNELS=0 / =1 and TROUPE_CUDNN_LAYOUT=nhwc /
 // =nchw force a configuration for measurements; TROUPE_CUDNN_DEBUG=1 prints every timing.
+//
+// Batch slicing: every configuration whose algorithms want a large workspace is also offered as
+// k calls on slices of the batch (descriptors for N/k images, a tail configuration for a smaller
+// last slice, X/Y/Z offset per call, one slice's workspace reused); among the candidates within
+// the time slack the one needing the least workspace wins (conv_kernel::choose).
+// TROUPE_CUDNN_FORCE_SLICES=k forces k slices for tests.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "kernels/cuda/cuda_common.hpp"
@@ -54,7 +61,38 @@ float workspace_time_slack() {
   }();
   return slack;
 }
+// What a MiB of workspace saved is worth in GPU time (microseconds) when choosing among
+// algorithms: TROUPE_CUDNN_WORKSPACE_US_PER_MIB, default 0.5 (0 leaves only the relative slack).
+float workspace_us_per_mib() {
+  static const float rate = [] {
+    const char* v = std::getenv("TROUPE_CUDNN_WORKSPACE_US_PER_MIB");
+    if (!v) return 0.5f;
+    char* end = nullptr;
+    const float f = std::strtof(v, &end);
+    return (end != v && f >= 0.0f && f <= 1000.0f) ? f : 0.5f;
+  }();
+  return rate;
+}
 constexpr size_t kWorkspaceAlign = 256;
+
+// Batch slicing (conv_kernel::choose): offered for algorithms wanting at least this much
+// workspace (below it the saving is not worth the extra calls), on at most kMaxSlices slices.
+constexpr size_t kSliceWorkspaceBytes = size_t{16} << 20;
+constexpr int64_t kMaxSlices = 32;
+// Slices start at multiples of this many bytes into X, Y and Z (a slicing that would not is not
+// offered): cuDNN's tensor-core kernels move 16-byte vectors and want their pointers aligned.
+constexpr size_t kSliceAlign = 16;
+
+/// TROUPE_CUDNN_FORCE_SLICES=k (k >= 2): run every convolution with N >= 2 as ceil(N / ceil(N / k))
+/// batch slices where it can (tests, measurements); 0 when unset or not such a number. Read at
+/// each create, so a test can set it between kernels.
+int64_t forced_slices() {
+  const char* v = std::getenv("TROUPE_CUDNN_FORCE_SLICES");
+  if (!v) return 0;
+  char* end = nullptr;
+  const long k = std::strtol(v, &end, 10);
+  return (end != v && *end == '\0' && k >= 2 && k <= 1024) ? static_cast<int64_t>(k) : 0;
+}
 constexpr int64_t kTensorCoreChannels = 8;  // fp16 NHWC tensor-core kernels want C % 8 == 0
 
 size_t align_up(size_t n) {
@@ -163,7 +201,8 @@ enum class conv_variant : uint8_t {
 
 /// One way to put the convolution to cuDNN: the descriptors, the constant weights in the filter
 /// layout they name, and the copies around the call where cuDNN cannot read or write the tensors
-/// as stored. A kernel builds up to three at create and keeps the fastest.
+/// as stored. A kernel builds up to three at create (and batch-sliced forms of those whose
+/// workspace is large) and keeps the fastest.
 /// Workspace: [cuDNN's | X copy | W copy | Y staging], each part aligned.
 struct conv_config {
   conv_variant variant = conv_variant::as_stored;
@@ -195,6 +234,16 @@ struct conv_config {
   }
   /// Bytes after cuDNN's part of the workspace.
   size_t copies_bytes(size_t es) const { return prepad_bytes(es) + w_bytes(es) + y_bytes(es); }
+
+  // Batch slicing: the descriptors and copy plans above are for `slice_images` images (the whole
+  // batch when not sliced), and a run makes one cuDNN call per slice with X, Z and Y offset by
+  // the slice's first image, reusing one slice's workspace (an algorithm's workspace grows with
+  // the batch). `tail` describes a smaller last slice (batch % slice_images images): its
+  // descriptors and plans only; the workspace layout and W are this configuration's.
+  int64_t slice_images = 0;
+  int64_t slices = 1;
+  std::unique_ptr<conv_config> tail;
+  bool sliced() const { return slices > 1; }
 };
 
 /// A timed choice: configuration, algorithm, math and epilogue mode.
@@ -202,7 +251,7 @@ struct conv_choice {
   size_t config = 0;
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   cudnnMathType_t math = CUDNN_FMA_MATH;
-  size_t workspace = 0;  // cuDNN's part of the workspace
+  size_t workspace = 0;  // cuDNN's part of the workspace (the larger of a slice's and the tail's)
   bool fused = false;    // cudnnConvolutionBiasActivationForward
 };
 
@@ -259,11 +308,24 @@ class conv_kernel final : public kernel {
   /// Builds a configuration; unsupported where cuDNN rejects its descriptors.
   expected<std::unique_ptr<conv_config>> make_config(const kernel_create_context& c,
                                                      const conv_shape& s, conv_variant variant);
-  /// The copies (if any), the convolution and its epilogue with one choice.
+  /// `base` (a whole-batch configuration) again for slices of `slice_images` images, with a
+  /// tail configuration for a smaller last slice; unsupported where cuDNN rejects one or a
+  /// slice's offset would break the 16-byte alignment of X, Y or Z.
+  expected<std::unique_ptr<conv_config>> make_sliced_config(const kernel_create_context& c,
+                                                            const conv_shape& s,
+                                                            const conv_config& base,
+                                                            int64_t slice_images);
+  /// The copies (if any), the convolution (one call per batch slice) and its epilogue with one
+  /// choice. Capturable into a CUDA graph: enqueues only, allocates nothing, never syncs.
   status run(const conv_config& cf, const conv_choice& ch, const operands& o, cudaStream_t s);
-  /// Picks configuration, algorithm and mode (fused call or conv + epilogue) by timing the
-  /// candidates once; keeps the chosen configuration in config_.
-  status choose(const kernel_create_context& c, std::vector<std::unique_ptr<conv_config>> configs);
+  /// One slice's copies and cuDNN call: `part` gives the descriptors and plans (cf or its tail),
+  /// `cf` the workspace layout.
+  status run_slice(const conv_config& cf, const conv_config& part, const conv_choice& ch,
+                   const operands& o, bool relayout_w, cudaStream_t s);
+  /// Picks configuration, batch slicing, algorithm and mode (fused call or conv + epilogue) by
+  /// timing the candidates once; keeps the chosen configuration in config_.
+  status choose(const kernel_create_context& c, const conv_shape& s,
+                std::vector<std::unique_ptr<conv_config>> configs);
   bool needs_epilogue() const { return has_bias_ || has_z_ || act_.op != unary_op::identity; }
 
   cuda_context* ctx_;
@@ -282,6 +344,7 @@ class conv_kernel final : public kernel {
   int64_t bias_inner_ = 1;  // output elements between two channels (1 when channels-last)
   int64_t out_elements_ = 0;
   int64_t x_elements_ = 0;  // X as stored
+  int64_t batch_ = 0;       // N
   int64_t w_elements_ = 0;  // W as given (K * C/group * k...)
 
   // cuDNN's legacy calls cost 25-200 us of host time each, several times the GPU time of a
@@ -303,6 +366,7 @@ expected<std::unique_ptr<conv_config>> conv_kernel::make_config(const kernel_cre
                                                                 conv_variant variant) {
   auto cf = std::make_unique<conv_config>();
   cf->variant = variant;
+  cf->slice_images = s.x[0];
   const size_t rank = s.x.size();
   const size_t sp = rank - 2;
   const int64_t channels = s.x[1];
@@ -398,11 +462,12 @@ expected<std::unique_ptr<conv_config>> conv_kernel::make_config(const kernel_cre
   const shape_t w_out = nhwc ? logical_to_channels_last(wd_logical) : wd_logical;
   const std::vector<size_t>& w_from = nhwc ? to_stored : identity;
   if (const tensor* wv = c.value(1)) {
-    tensor host = *wv;
-    if (relayout) {
+    // Made only when the constant store lacks this form (batch-sliced configurations ask again).
+    auto prepare = [&]() -> expected<tensor> {
+      if (!relayout) return *wv;
       // The device copy's arithmetic (bounded_copy), on the host, once.
       const strided_copy_plan p = bounded_copy(s.w, w_out, w_from, shape_t(rank, 0));
-      host = tensor::zeros(wv->type(), w_out);
+      tensor host = tensor::zeros(wv->type(), w_out);
       const size_t es = dtype_size(wv->type());
       std::vector<int64_t> index(rank, 0);
       for (int64_t o = 0; o < p.out_elements; ++o) {
@@ -421,14 +486,39 @@ expected<std::unique_ptr<conv_config>> conv_kernel::make_config(const kernel_cre
           index[d] = 0;
         }
       }
-    }
+      return host;
+    };
     // One device copy per (weights, layout) for every plan and instance on this device.
     const std::string form = std::string(nhwc ? "KRSC " : "KCRS ") + shape_to_string(w_out);
-    TROUPE_ASSIGN_OR_RETURN(cf->weights, device_buffer::shared(*ctx_, *wv, form, type_,
-                                                               [&]() -> expected<tensor> { return host; }));
+    TROUPE_ASSIGN_OR_RETURN(cf->weights, device_buffer::shared(*ctx_, *wv, form, type_, prepare));
   } else if (relayout) {
     cf->relayout_w = true;
     cf->w_plan = merge_axes(bounded_copy(s.w, w_out, w_from, shape_t(rank, 0)));
+  }
+  return cf;
+}
+
+expected<std::unique_ptr<conv_config>> conv_kernel::make_sliced_config(
+    const kernel_create_context& c, const conv_shape& s, const conv_config& base,
+    int64_t slice_images) {
+  const size_t es = dtype_size(type_);
+  const int64_t slices = (batch_ + slice_images - 1) / slice_images;
+  const int64_t tail_images = batch_ - (slices - 1) * slice_images;
+  const size_t x_slice = static_cast<size_t>(x_elements_ / batch_ * slice_images) * es;
+  const size_t y_slice = static_cast<size_t>(out_elements_ / batch_ * slice_images) * es;
+  if (slices < 2 || x_slice % kSliceAlign != 0 || y_slice % kSliceAlign != 0) {
+    return c.fail(error_code::unsupported,
+                  "no aligned batch slicing of " + std::to_string(slice_images) + " images");
+  }
+  conv_shape part = s;
+  part.x[0] = part.y[0] = slice_images;
+  TROUPE_ASSIGN_OR_RETURN(std::unique_ptr<conv_config> cf, make_config(c, part, base.variant));
+  cf->slices = slices;
+  cf->label += " slices " + std::to_string(slices) + " x " + std::to_string(slice_images);
+  if (tail_images != slice_images) {
+    part.x[0] = part.y[0] = tail_images;
+    TROUPE_ASSIGN_OR_RETURN(cf->tail, make_config(c, part, base.variant));
+    cf->label += " (last " + std::to_string(tail_images) + ")";
   }
   return cf;
 }
@@ -475,6 +565,7 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   k->channels_ = w.shape[0];
   k->out_elements_ = y.elements();
   k->x_elements_ = x.elements();
+  k->batch_ = x.shape[0];
   k->w_elements_ = w.elements();
   if (!s.channels_last) {
     for (size_t i = 2; i < y.rank(); ++i) k->bias_inner_ *= y.shape[i];
@@ -553,7 +644,7 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
     }
   }
   if (configs.empty()) return first_error;
-  TROUPE_RETURN_IF_ERROR(k->choose(c, std::move(configs)));
+  TROUPE_RETURN_IF_ERROR(k->choose(c, s, std::move(configs)));
   const char* graphs = std::getenv("TROUPE_CUDNN_GRAPHS");
   k->graphs_off_ = graphs && std::string(graphs) == "0";
   const size_t es = dtype_size(x.type);
@@ -563,7 +654,7 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   return std::unique_ptr<kernel>(std::move(k));
 }
 
-status conv_kernel::choose(const kernel_create_context& c,
+status conv_kernel::choose(const kernel_create_context& c, const conv_shape& shape,
                            std::vector<std::unique_ptr<conv_config>> configs) {
   cudnnHandle_t h = ctx_->cudnn();
   const cudaStream_t s = ctx_->stream();
@@ -574,46 +665,131 @@ status conv_kernel::choose(const kernel_create_context& c,
   constexpr int kAlgos = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
   const bool relu = act_.op == unary_op::relu;
   const bool identity = act_.op == unary_op::identity;
-  std::vector<conv_choice> candidates;
-  for (size_t ci = 0; ci < configs.size(); ++ci) {
-    conv_config& cf = *configs[ci];
-    std::vector<conv_choice> algos;
-    auto consider = [&](const cudnnConvolutionFwdAlgoPerf_t& p) {
-      if (p.status != CUDNN_STATUS_SUCCESS) return;
-      // fp32 stays off tensor cores (TF32 would lose the CPU backend's precision).
-      if (type_ == dtype::f32 && p.mathType == CUDNN_TENSOR_OP_MATH) return;
-      for (const auto& a : algos) {
-        if (a.algo == p.algo && a.math == p.mathType) return;
-      }
-      if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(cf.conv.get(), p.mathType)).is_ok())
-        return;
+  // cuDNN's part of the workspace for (algo, math) in a configuration: the larger of a slice's
+  // and the tail's; none where cuDNN gives no size or wants more than kMaxConvWorkspaceBytes.
+  // Leaves `math` set on the descriptors (select() sets the chosen one again).
+  auto workspace_of = [&](conv_config& cf, cudnnConvolutionFwdAlgo_t algo,
+                          cudnnMathType_t math) -> std::optional<size_t> {
+    size_t most = 0;
+    for (conv_config* part : {&cf, cf.tail.get()}) {
+      if (!part) continue;
       size_t bytes = 0;
-      if (!TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(
-                                  h, cf.x_desc.get(), cf.w_desc.get(), cf.conv.get(),
-                                  cf.y_desc.get(), p.algo, &bytes))
+      if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(part->conv.get(), math)).is_ok() ||
+          !TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(
+                                  h, part->x_desc.get(), part->w_desc.get(), part->conv.get(),
+                                  part->y_desc.get(), algo, &bytes))
                .is_ok() ||
           bytes > kMaxConvWorkspaceBytes) {
-        return;
+        return std::nullopt;
       }
-      algos.push_back({ci, p.algo, p.mathType, bytes, false});
-    };
+      most = std::max(most, bytes);
+    }
+    return most;
+  };
+  // The (algorithm, math) pairs cuDNN ranks first for configuration ci.
+  auto algos_of = [&](size_t ci) {
+    conv_config& cf = *configs[ci];
+    std::vector<conv_choice> algos;
     cudnnConvolutionFwdAlgoPerf_t perf[kAlgos];
     int returned = 0;
     const status heuristics = TROUPE_CUDA_STATUS(
         cudnnGetConvolutionForwardAlgorithm_v7(h, cf.x_desc.get(), cf.w_desc.get(), cf.conv.get(),
                                                cf.y_desc.get(), kAlgos, &returned, perf));
-    if (!heuristics.is_ok()) continue;  // another configuration may still do
-    for (int i = 0; i < returned && algos.size() < kMaxCandidateAlgos; ++i) consider(perf[i]);
-    // Modes: the fused call takes Relu with any algorithm, identity with implicit-precomp GEMM
-    // only; conv + epilogue takes everything.
+    if (!heuristics.is_ok()) return algos;  // another configuration may still do
+    for (int i = 0; i < returned && algos.size() < kMaxCandidateAlgos; ++i) {
+      const cudnnConvolutionFwdAlgoPerf_t& p = perf[i];
+      if (p.status != CUDNN_STATUS_SUCCESS) continue;
+      // fp32 stays off tensor cores (TF32 would lose the CPU backend's precision).
+      if (type_ == dtype::f32 && p.mathType == CUDNN_TENSOR_OP_MATH) continue;
+      const bool seen = std::any_of(algos.begin(), algos.end(), [&](const conv_choice& a) {
+        return a.algo == p.algo && a.math == p.mathType;
+      });
+      if (seen) continue;
+      if (const auto bytes = workspace_of(cf, p.algo, p.mathType)) {
+        algos.push_back({ci, p.algo, p.mathType, *bytes, false});
+      }
+    }
+    return algos;
+  };
+  std::vector<conv_choice> candidates;
+  // Modes: the fused call takes Relu with any algorithm, identity with implicit-precomp GEMM
+  // only; conv + epilogue takes everything.
+  auto add_modes = [&](const std::vector<conv_choice>& algos) {
     for (const auto& a : algos) {
-      if (!cf.stage_y && (relu || (identity && needs_epilogue() &&
-                                   a.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
+      if (!configs[a.config]->stage_y &&
+          (relu || (identity && needs_epilogue() &&
+                    a.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
         conv_choice f = a;
         f.fused = true;
         candidates.push_back(f);
       }
       candidates.push_back(a);
+    }
+  };
+  const size_t whole_configs = configs.size();
+  std::vector<std::vector<conv_choice>> whole_algos(whole_configs);
+  for (size_t ci = 0; ci < whole_configs; ++ci) {
+    whole_algos[ci] = algos_of(ci);
+    add_modes(whole_algos[ci]);
+  }
+
+  // Batch slicing: an algorithm whose workspace grows with the batch (ResNet-50's fp16 7x7 stem
+  // at batch 128: 245 MiB for the fastest, about 2 MiB per image) can run as k calls on N/k
+  // images each with a k-th of it, at nearly the same GPU time. For every configuration with an
+  // algorithm wanting at least kSliceWorkspaceBytes, that algorithm is offered again on 2, 4,
+  // 8, ... slices while a slice still wants that much; the rule below then takes the least
+  // workspace within the time slack. TROUPE_CUDNN_FORCE_SLICES=k (tests, measurements) offers
+  // every algorithm on k slices only, and drops the whole-batch candidates where one exists.
+  const int64_t forced = forced_slices();
+  const size_t es = dtype_size(type_);
+  // The whole workspace of a candidate: cuDNN's part and the copies (which grow with the batch
+  // as well: a padded or transposed X, a staged Y).
+  auto total_bytes = [&](const conv_choice& a) {
+    return align_up(a.workspace) + configs[a.config]->copies_bytes(es);
+  };
+  for (size_t ci = 0; ci < whole_configs && batch_ > 1; ++ci) {
+    size_t hungriest = 0;
+    for (const auto& a : whole_algos[ci]) hungriest = std::max(hungriest, total_bytes(a));
+    if (forced == 0 && hungriest < kSliceWorkspaceBytes) continue;
+    std::vector<int64_t> counts;
+    if (forced > 0) {
+      counts.push_back(forced);
+    } else {
+      for (int64_t k = 2; k <= kMaxSlices; k *= 2) counts.push_back(k);
+    }
+    int64_t last_images = batch_;
+    for (int64_t k : counts) {
+      const int64_t images = (batch_ + k - 1) / k;
+      if (images >= last_images) continue;  // the same slicing as the last count
+      last_images = images;
+      auto sliced = make_sliced_config(c, shape, *configs[ci], images);
+      if (!sliced.has_value()) continue;  // rejected or misaligned: maybe a finer one does
+      configs.push_back(std::move(*sliced));
+      std::vector<conv_choice> algos = algos_of(configs.size() - 1);
+      if (forced == 0) {
+        // Only the hungry algorithms, and only where slicing saves workspace.
+        std::erase_if(algos, [&](const conv_choice& a) {
+          for (const auto& w : whole_algos[ci]) {
+            if (w.algo == a.algo && w.math == a.math) {
+              return total_bytes(w) < kSliceWorkspaceBytes || total_bytes(a) >= total_bytes(w);
+            }
+          }
+          return true;
+        });
+      }
+      add_modes(algos);
+      const bool still_hungry = std::any_of(algos.begin(), algos.end(), [&](const conv_choice& a) {
+        return total_bytes(a) >= kSliceWorkspaceBytes;
+      });
+      if (forced == 0 && !still_hungry) break;
+    }
+  }
+  if (forced > 0) {
+    const bool any_sliced =
+        std::any_of(candidates.begin(), candidates.end(),
+                    [&](const conv_choice& k) { return k.config >= whole_configs; });
+    if (any_sliced) {
+      std::erase_if(candidates, [&](const conv_choice& k) { return k.config < whole_configs; });
     }
   }
   if (candidates.empty())
@@ -621,6 +797,9 @@ status conv_kernel::choose(const kernel_create_context& c,
   auto select = [&](const conv_choice& k) -> status {
     choice_ = k;
     TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(configs[k.config]->conv.get(), k.math));
+    if (const auto& tail = configs[k.config]->tail) {
+      TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(tail->conv.get(), k.math));
+    }
     return status::ok();
   };
   auto keep = [&](const conv_choice& k) -> status {
@@ -631,12 +810,20 @@ status conv_kernel::choose(const kernel_create_context& c,
   };
   const char* search = std::getenv("TROUPE_CUDNN_SEARCH");
   const bool benchmark = !(search && std::string(search) == "heuristic");
-  if (!benchmark || candidates.size() == 1) return keep(candidates.front());
+  if (!benchmark || candidates.size() == 1) {
+    const conv_choice& first = candidates.front();
+    if (std::getenv("TROUPE_CUDNN_DEBUG")) {
+      std::fprintf(stderr, "[troupe cudnn] chosen: %s %s algo %d math %d %s ws %zu, untimed\n",
+                   c.node.describe().c_str(), configs[first.config]->label.c_str(),
+                   static_cast<int>(first.algo), static_cast<int>(first.math),
+                   first.fused ? "fused" : "plain", first.workspace);
+    }
+    return keep(first);
+  }
 
   // Time each candidate on scratch buffers, copies included (they differ between
   // configurations): one warm-up call, then the best of three. A failing candidate is skipped,
   // not fatal.
-  const size_t es = dtype_size(type_);
   size_t max_ws = 0;
   for (const auto& k : candidates) {
     const conv_config& cf = *configs[k.config];
@@ -733,18 +920,31 @@ status conv_kernel::choose(const kernel_create_context& c,
     }
   }
   // The workspace is one block per plan, sized by its hungriest step, and at large batches the
-  // fastest algorithms want hundreds of MiB (ResNet-50 fp16 at batch 128: 245 MiB, half the
-  // arena). Among candidates within the slack of the fastest, take the one needing the least.
+  // fastest algorithms want hundreds of MiB (ResNet-50 fp16 at batch 128: 245 MiB for the 7x7
+  // stem alone, half the arena). A candidate needing less is acceptable when it is within the
+  // relative slack of the fastest, or when the time it adds is worth the bytes it saves at the
+  // exchange rate (the stem run as 4 slices of 32 images: +60 us of 4.1 ms for 184 MiB less);
+  // among the acceptable ones, the smallest.
   if (best >= 0) {
     const float slack = workspace_time_slack();
+    const float us_per_mib = workspace_us_per_mib();
+    const size_t fastest = static_cast<size_t>(best);
     auto bytes_of = [&](size_t i) {
       return align_up(candidates[i].workspace) + configs[candidates[i].config]->copies_bytes(es);
     };
+    auto acceptable = [&](size_t i) {
+      if (times_ms[i] < 0 || bytes_of(i) >= bytes_of(fastest)) return false;
+      const float extra_us = (times_ms[i] - best_ms) * 1000.0f;
+      const float saved_mib =
+          static_cast<float>(bytes_of(fastest) - bytes_of(i)) / static_cast<float>(1 << 20);
+      return times_ms[i] <= best_ms * (1.0f + slack) || extra_us <= us_per_mib * saved_mib;
+    };
     for (size_t i = 0; i < candidates.size(); ++i) {
-      if (times_ms[i] >= 0 && times_ms[i] <= best_ms * (1.0f + slack) &&
-          bytes_of(i) < bytes_of(static_cast<size_t>(best))) {
+      if (!acceptable(i)) continue;
+      const size_t cur = static_cast<size_t>(best);
+      if (bytes_of(i) < bytes_of(cur) ||
+          (bytes_of(i) == bytes_of(cur) && times_ms[i] < times_ms[cur]))
         best = static_cast<int>(i);
-      }
     }
     best_ms = times_ms[static_cast<size_t>(best)];
   }
@@ -768,36 +968,25 @@ status conv_kernel::choose(const kernel_create_context& c,
 
 status conv_kernel::run(const conv_config& cf, const conv_choice& ch, const operands& o,
                         cudaStream_t s) {
-  const size_t es = dtype_size(type_);
-  uint8_t* const ws = static_cast<uint8_t*>(o.ws);
-  uint8_t* const copies = ws + align_up(ch.workspace);
-  const void* x = o.x;
-  const void* w = o.w;
-  if (cf.prepad) {
-    TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, x, copies, cf.prepad_plan, s));
-    x = copies;
+  if (!cf.sliced()) {
+    TROUPE_RETURN_IF_ERROR(run_slice(cf, cf, ch, o, true, s));
+  } else {
+    // One call per slice, in order on one stream: each reuses the same workspace.
+    const size_t es = dtype_size(type_);
+    const size_t x_image = static_cast<size_t>(x_elements_ / batch_) * es;
+    const size_t y_image = static_cast<size_t>(out_elements_ / batch_) * es;
+    for (int64_t i = 0; i < cf.slices; ++i) {
+      const size_t first = static_cast<size_t>(i * cf.slice_images);
+      const conv_config& part = i + 1 == cf.slices && cf.tail ? *cf.tail : cf;
+      operands so = o;
+      so.x = static_cast<const uint8_t*>(o.x) + first * x_image;
+      so.y = static_cast<uint8_t*>(o.y) + first * y_image;
+      if (o.z) so.z = static_cast<const uint8_t*>(o.z) + first * y_image;
+      // A run-time W is re-laid out once: the copy stays in the workspace for every slice.
+      TROUPE_RETURN_IF_ERROR(run_slice(cf, part, ch, so, i == 0, s));
+    }
   }
-  if (cf.relayout_w) {
-    void* relaid = copies + cf.prepad_bytes(es);
-    TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, w, relaid, cf.w_plan, s));
-    w = relaid;
-  }
-  void* const y = cf.stage_y ? copies + cf.prepad_bytes(es) + cf.w_bytes(es) : o.y;
-  const float one = 1.0f, zero = 0.0f;
-  if (ch.fused) {
-    // Without Z, y stands in for it with alpha2 = 0 (as ONNX Runtime's fused Conv does).
-    const float alpha2 = o.z ? 1.0f : 0.0f;
-    TROUPE_CUDA_CHECK(cudnnConvolutionBiasActivationForward(
-        ctx_->cudnn(), &one, cf.x_desc.get(), x, cf.w_desc.get(), w, cf.conv.get(), ch.algo, ws,
-        ch.workspace, &alpha2, cf.y_desc.get(), o.z ? o.z : y, cf.bias_desc.get(), o.bias,
-        act_.op == unary_op::relu ? act_desc_.get() : identity_desc_.get(), cf.y_desc.get(), y));
-    return status::ok();
-  }
-  TROUPE_CUDA_CHECK(cudnnConvolutionForward(ctx_->cudnn(), &one, cf.x_desc.get(), x,
-                                            cf.w_desc.get(), w, cf.conv.get(), ch.algo, ws,
-                                            ch.workspace, &zero, cf.y_desc.get(), y));
-  if (cf.stage_y) TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, y, o.y, cf.y_plan, s));
-  if (!needs_epilogue()) return status::ok();
+  if (ch.fused || !needs_epilogue()) return status::ok();
   epilogue_params p;
   p.type = type_;
   p.y = o.y;
@@ -808,6 +997,40 @@ status conv_kernel::run(const conv_config& cf, const conv_choice& ch, const oper
   p.z = o.z;
   p.act = act_;
   return launch_epilogue(p, s);
+}
+
+status conv_kernel::run_slice(const conv_config& cf, const conv_config& part, const conv_choice& ch,
+                              const operands& o, bool relayout_w, cudaStream_t s) {
+  const size_t es = dtype_size(type_);
+  uint8_t* const ws = static_cast<uint8_t*>(o.ws);
+  uint8_t* const copies = ws + align_up(ch.workspace);
+  const void* x = o.x;
+  const void* w = o.w;
+  if (part.prepad) {
+    TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, x, copies, part.prepad_plan, s));
+    x = copies;
+  }
+  if (cf.relayout_w) {
+    void* relaid = copies + cf.prepad_bytes(es);
+    if (relayout_w) TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, w, relaid, cf.w_plan, s));
+    w = relaid;
+  }
+  void* const y = part.stage_y ? copies + cf.prepad_bytes(es) + cf.w_bytes(es) : o.y;
+  const float one = 1.0f, zero = 0.0f;
+  if (ch.fused) {
+    // Without Z, y stands in for it with alpha2 = 0 (as ONNX Runtime's fused Conv does).
+    const float alpha2 = o.z ? 1.0f : 0.0f;
+    TROUPE_CUDA_CHECK(cudnnConvolutionBiasActivationForward(
+        ctx_->cudnn(), &one, part.x_desc.get(), x, part.w_desc.get(), w, part.conv.get(), ch.algo,
+        ws, ch.workspace, &alpha2, part.y_desc.get(), o.z ? o.z : y, part.bias_desc.get(), o.bias,
+        act_.op == unary_op::relu ? act_desc_.get() : identity_desc_.get(), part.y_desc.get(), y));
+    return status::ok();
+  }
+  TROUPE_CUDA_CHECK(cudnnConvolutionForward(ctx_->cudnn(), &one, part.x_desc.get(), x,
+                                            part.w_desc.get(), w, part.conv.get(), ch.algo, ws,
+                                            ch.workspace, &zero, part.y_desc.get(), y));
+  if (part.stage_y) TROUPE_RETURN_IF_ERROR(launch_strided_copy(es, y, o.y, part.y_plan, s));
+  return status::ok();
 }
 
 status conv_kernel::compute(kernel_run_context& ctx) {

@@ -82,6 +82,10 @@ const attention_case kCases[] = {
     {1, 1, 1, 1, 8, false, false, {1}},                    // one of everything
     {2, 2, 33, 70, 24, false, true, {33, 70}},             // seq-first, odd head dim
     {2, 2, 70, 33, 256, false, false, {2, 1, 70, 1}},      // largest head dim; per-row mask
+    // Grids of >= 512 blocks of 128 rows take the 8-warp tensor-core blocks:
+    {32, 16, 128, 128, 64, false, false, {32, 1, 1, 128}},  // BERT-like, key-padding mask
+    {22, 12, 197, 197, 64, true, true, {}},                 // ViT-like: a partial second block
+    {8, 32, 130, 70, 128, false, false, {8, 32, 130, 70}},  // D 128, full mask
 };
 
 TEST(CudaAttention, Float32MatchesCpu) {
