@@ -38,6 +38,7 @@
 #include <string>
 
 #include "kernels/cuda/cuda_common.hpp"
+#include "kernels/cuda/cudnn_descriptor.hpp"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/pool.cuh"
 #include "kernels/cuda/tensor.cuh"
@@ -99,40 +100,11 @@ size_t align_up(size_t n) {
   return (n + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
 }
 
-template <class T, cudnnStatus_t (*Destroy)(T)>
-class cudnn_descriptor {
- public:
-  cudnn_descriptor() = default;
-  cudnn_descriptor(const cudnn_descriptor&) = delete;
-  cudnn_descriptor& operator=(const cudnn_descriptor&) = delete;
-  ~cudnn_descriptor() {
-    if (d_) (void)Destroy(d_);
-  }
-  T get() const { return d_; }
-  T* out() { return &d_; }
-
- private:
-  T d_ = nullptr;
-};
-using tensor_desc = cudnn_descriptor<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor>;
-using filter_desc = cudnn_descriptor<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor>;
-using conv_desc = cudnn_descriptor<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor>;
-using act_desc = cudnn_descriptor<cudnnActivationDescriptor_t, cudnnDestroyActivationDescriptor>;
-
-status set_tensor_desc(tensor_desc& d, cudnnDataType_t t, const std::vector<int>& dims) {
-  TROUPE_CUDA_CHECK(cudnnCreateTensorDescriptor(d.out()));
-  std::vector<int> strides(dims.size(), 1);
-  for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-  TROUPE_CUDA_CHECK(cudnnSetTensorNdDescriptor(d.get(), t, static_cast<int>(dims.size()),
-                                               dims.data(), strides.data()));
-  return status::ok();
-}
-
 /// `dims` are logical (N, C, spatial...); the bytes are NCHW-packed or, with channels_last,
 /// NHWC / NDHWC-packed.
 status set_activation_desc(tensor_desc& d, cudnnDataType_t t, const std::vector<int>& dims,
                            bool channels_last) {
-  if (!channels_last) return set_tensor_desc(d, t, dims);
+  if (!channels_last) return set_packed_tensor_desc(d, t, dims);
   TROUPE_CUDA_CHECK(cudnnCreateTensorDescriptor(d.out()));
   TROUPE_CUDA_CHECK(cudnnSetTensorNdDescriptorEx(d.get(), CUDNN_TENSOR_NHWC, t,
                                                  static_cast<int>(dims.size()), dims.data()));
@@ -455,7 +427,7 @@ expected<std::unique_ptr<conv_config>> conv_kernel::make_config(const kernel_cre
   }
   std::vector<int> bd(xd.size(), 1);
   bd[1] = static_cast<int>(channels_);
-  TROUPE_RETURN_IF_ERROR(set_tensor_desc(cf->bias_desc, dt, bd));
+  TROUPE_RETURN_IF_ERROR(set_packed_tensor_desc(cf->bias_desc, dt, bd));
 
   // W: (K, C/g, k...) as given. NHWC descriptors want (K, k..., Cp/g); padded channels are zeros.
   const bool relayout = nhwc;

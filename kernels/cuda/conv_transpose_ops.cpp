@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "kernels/cuda/cuda_common.hpp"
+#include "kernels/cuda/cudnn_descriptor.hpp"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/tensor.cuh"
 #include "kernels/ops/nn_geometry.hpp"
@@ -22,34 +23,6 @@ constexpr size_t kAlign = 256;
 
 size_t align_up(size_t n) {
   return (n + kAlign - 1) / kAlign * kAlign;
-}
-
-template <class T, cudnnStatus_t (*Destroy)(T)>
-class cudnn_descriptor {
- public:
-  cudnn_descriptor() = default;
-  cudnn_descriptor(const cudnn_descriptor&) = delete;
-  cudnn_descriptor& operator=(const cudnn_descriptor&) = delete;
-  ~cudnn_descriptor() {
-    if (d_) (void)Destroy(d_);
-  }
-  T get() const { return d_; }
-  T* out() { return &d_; }
-
- private:
-  T d_ = nullptr;
-};
-using tensor_desc = cudnn_descriptor<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor>;
-using filter_desc = cudnn_descriptor<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor>;
-using conv_desc = cudnn_descriptor<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor>;
-
-status set_packed(tensor_desc& d, cudnnDataType_t t, const std::vector<int>& dims) {
-  TROUPE_CUDA_CHECK(cudnnCreateTensorDescriptor(d.out()));
-  std::vector<int> strides(dims.size(), 1);
-  for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-  TROUPE_CUDA_CHECK(cudnnSetTensorNdDescriptor(d.get(), t, static_cast<int>(dims.size()),
-                                               dims.data(), strides.data()));
-  return status::ok();
 }
 
 /// Everything compute needs; owned by the kernel's closure.
@@ -178,8 +151,8 @@ expected<std::unique_ptr<kernel>> create_conv_transpose(const kernel_create_cont
   TROUPE_ASSIGN_OR_RETURN(std::vector<int> xd, int_dims(c, x4));
   TROUPE_ASSIGN_OR_RETURN(std::vector<int> yd, int_dims(c, y_window));
   TROUPE_ASSIGN_OR_RETURN(std::vector<int> wd, int_dims(c, w4));
-  TROUPE_RETURN_IF_ERROR(set_packed(st->x_desc, dt, xd));
-  TROUPE_RETURN_IF_ERROR(set_packed(st->y_desc, dt, yd));
+  TROUPE_RETURN_IF_ERROR(set_packed_tensor_desc(st->x_desc, dt, xd));
+  TROUPE_RETURN_IF_ERROR(set_packed_tensor_desc(st->y_desc, dt, yd));
   TROUPE_CUDA_CHECK(cudnnCreateFilterDescriptor(st->w_desc.out()));
   TROUPE_CUDA_CHECK(cudnnSetFilterNdDescriptor(st->w_desc.get(), dt, CUDNN_TENSOR_NCHW,
                                                static_cast<int>(wd.size()), wd.data()));
