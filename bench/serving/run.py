@@ -79,6 +79,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--concurrency", default="1,16,64,256")
     ap.add_argument("--latency-rate", type=float, default=5000, help="open-loop rate for the latency figures")
+    ap.add_argument("--node-defaults", action="store_true",
+                    help="run the node with its default config instead of the tuned one below")
+    ap.add_argument("--node-extra", default="", help="node.yaml lines added to --node-defaults' config")
     args = ap.parse_args()
     troupe = os.path.join(args.build_dir, "troupe")
     bench_bin = os.path.join(args.build_dir, "serving_bench")
@@ -101,8 +104,11 @@ def main():
         # runs on the CAF thread (detached_workers: false): a run of a few microseconds does not
         # justify a thread hand-off per batch.
         with open(node_yaml, "w") as f:
-            f.write("compute_threads: 1\nactor_threads: 1\ndetached_workers: false\nmetrics_port: 0\n"
-                    "log_level: warn\n")
+            if args.node_defaults:
+                f.write("metrics_port: 0\nlog_level: warn\n" + args.node_extra.replace(";", "\n") + "\n")
+            else:
+                f.write("compute_threads: 1\nactor_threads: 1\ndetached_workers: false\nmetrics_port: 0\n"
+                        "log_level: warn\n")
         log = open(os.path.join(tmp, "serve.log"), "w")
         load_before = os.getloadavg()
         srv, srv_ready = start([troupe, "serve", "--models", os.path.join(tmp, "models"), "--listen",
@@ -163,8 +169,10 @@ def main():
         "DEALER connection, closed loop with N requests in flight, the same for both servers. Baseline:",
         "`serving_bench echo`, a ROUTER that answers each request at once with frames of the same sizes",
         f"(reply envelope {sizes['echo'][0]} B + tensor {sizes['echo'][1]} B; troupe's: "
-        f"{sizes['troupe'][0]} B + {sizes['troupe'][1]} B). Node: `compute_threads: 1`, `actor_threads: 1`,",
-        "`detached_workers: false` (the worker runs on the CAF thread: no hand-off per batch);",
+        f"{sizes['troupe'][0]} B + {sizes['troupe'][1]} B). Node: "
+        + ("its default config (`--node-defaults`);" if args.node_defaults else
+           "`compute_threads: 1`, `actor_threads: 1`, `detached_workers: false` (the worker runs on the "
+           "CAF thread: no hand-off per batch);"),
         "the model served with the default batching (max_batch_size 8, no queue delay) and, as `tiny64`,",
         f"with `max_batch_size: 64`. Median of {args.repeats} runs of {args.duration:g} s, runs alternating.",
         "",
