@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/attention.hpp"
+#include "runtime/elementwise_fusion.hpp"
 #include "runtime/layout.hpp"
 
 namespace troupe::runtime {
@@ -491,6 +492,11 @@ status run_graph_passes(graph& g, const pass_options& options) {
   if (channels_last_enabled(options)) {
     TROUPE_RETURN_IF_ERROR(plan_channels_last(g, options.where).take_status());
   }
+  // Last: after the named fusions (which absorb their own bias/activation tails) and after the
+  // layout pass, which lets plain Add/Sub/Mul/Relu... join channels-last regions (re-laying their
+  // constants) but knows nothing of troupe.FusedElementwise. Every value's shape is its stored
+  // shape by then, and the fused node is layout-blind, so chains inside a region fuse as well.
+  if (elementwise_fusion_enabled(options.where)) fuse_elementwise_chains(g, options.where);
   return status::ok();
 }
 

@@ -2,7 +2,9 @@
 /// Graph passes over a specialised graph (every shape concrete, plan-time values folded):
 /// Identity/Dropout removal, BatchNormalization folded into the preceding Conv's weights, the erf
 /// GELU pattern recognised as one Gelu node, and Conv/Gemm/MatMul fused with their bias,
-/// activation and residual Add into troupe.Fused* ops where the target backend has those kernels.
+/// activation and residual Add into troupe.Fused* ops where the target backend has those kernels,
+/// then (after the layout pass) elementwise chains into troupe.FusedElementwise
+/// (runtime/elementwise_fusion.hpp).
 
 #include "core/status.hpp"
 #include "kernels/kernel.hpp"

@@ -15,6 +15,7 @@ void register_reduction(kernel_registry& r);    // reduction.cpp: Reduce*, Softm
 void register_tensor(kernel_registry& r);       // tensor_ops.cpp: Reshape, Transpose, Concat, Slice...
 void register_dnnl(kernel_registry& r);         // dnnl_ops.cpp: Conv, MatMul, Gemm, pooling, BN
 void register_attention(kernel_registry& r);    // attention.cpp: troupe.Attention
+void register_fused_elementwise(kernel_registry& r);  // fused_elementwise.cpp: troupe.FusedElementwise
 
 /// A kernel whose compute is a plain function of the run context, with state captured by value.
 class function_kernel final : public kernel {

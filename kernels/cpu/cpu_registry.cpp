@@ -9,6 +9,7 @@ void register_cpu_kernels(kernel_registry& r) {
   cpu::register_tensor(r);
   cpu::register_dnnl(r);
   cpu::register_attention(r);
+  cpu::register_fused_elementwise(r);
 }
 
 }  // namespace troupe::kernels

@@ -227,6 +227,7 @@ void register_matmul(kernel_registry& r);       // matmul_ops.cpp: MatMul, Gemm 
 void register_attention(kernel_registry& r);    // attention_ops.cpp: troupe.Attention
 void register_extra(kernel_registry& r);  // extra_ops.cpp: Resize, TopK, index ops, Tile...
 void register_conv_transpose(kernel_registry& r);  // conv_transpose_ops.cpp: ConvTranspose
+void register_fused_elementwise(kernel_registry& r);  // fused_elementwise_ops.cpp
 
 /// Element types of a kernel_def for float ops / for ops that move bytes of any type.
 const std::vector<dtype>& gpu_float_types();

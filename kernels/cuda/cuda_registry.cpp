@@ -12,6 +12,7 @@ void register_cuda_kernels(kernel_registry& r) {
   cuda::register_attention(r);
   cuda::register_extra(r);
   cuda::register_conv_transpose(r);
+  cuda::register_fused_elementwise(r);
 }
 
 }  // namespace troupe::kernels

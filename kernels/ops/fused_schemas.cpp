@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "kernels/op_schema.hpp"
+#include "kernels/ops/fused_elementwise_params.hpp"
 #include "kernels/ops/nn_geometry.hpp"
 #include "kernels/ops/nn_schemas_common.hpp"
 
@@ -66,6 +67,7 @@ void register_fused_schemas(schema_registry& r) {
   r.add({"troupe", "FusedConv", 1, any_opset, infer_fused_conv, true, {}});
   r.add({"troupe", "FusedMatMul", 1, any_opset, infer_fused_matmul, true, {}});
   r.add({"troupe", "FusedGemm", 1, any_opset, infer_fused_gemm, true, {}});
+  register_fused_elementwise_schema(r);  // ops/fused_elementwise_schemas.cpp
 }
 
 }  // namespace troupe::kernels
