@@ -49,6 +49,10 @@ bool is_floating(dtype t) {
   return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16 || t == dtype::f64;
 }
 
+bool is_compute_float(dtype t) {
+  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
+}
+
 bool is_integer(dtype t) {
   switch (t) {
     case dtype::i8: case dtype::u8: case dtype::i16: case dtype::u16:

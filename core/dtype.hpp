@@ -29,6 +29,8 @@ enum class dtype : uint8_t {
 size_t dtype_size(dtype t);
 std::string_view dtype_name(dtype t);
 bool is_floating(dtype t);
+/// The float types kernels compute in: f32, f16, bf16 (f64 is only stored).
+bool is_compute_float(dtype t);
 bool is_integer(dtype t);
 
 /// ONNX TensorProto.DataType number <-> dtype. Strings and complex numbers are unsupported.

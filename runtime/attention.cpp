@@ -18,20 +18,6 @@ namespace {
 
 using consumer_lists = std::vector<std::vector<int>>;  // per value: the nodes reading it
 
-consumer_lists consumers_of(const graph& g) {
-  consumer_lists c(g.values.size());
-  for (size_t n = 0; n < g.nodes.size(); ++n) {
-    for (int in : g.nodes[n].inputs) {
-      if (in >= 0) c[static_cast<size_t>(in)].push_back(static_cast<int>(n));
-    }
-  }
-  return c;
-}
-
-bool is_op(const node& n, const char* op) {
-  return n.op.domain.empty() && n.op.op_type == op;
-}
-
 /// The one output of `n` that anything may read, or -1 when it has others in use.
 int single_output(const node& n) {
   if (n.outputs.empty() || n.outputs[0] < 0) return -1;
@@ -39,13 +25,6 @@ int single_output(const node& n) {
     if (n.outputs[o] >= 0) return -1;
   }
   return n.outputs[0];
-}
-
-std::optional<double> scalar_constant(const graph& g, int v) {
-  if (v < 0) return std::nullopt;
-  const value& x = g.values[static_cast<size_t>(v)];
-  if (!x.constant || x.constant->elements() != 1 || !is_floating(x.type)) return std::nullopt;
-  return x.constant->value_as_double(0);
 }
 
 std::vector<int64_t> contiguous_strides(const shape_t& s) {
@@ -137,8 +116,8 @@ strided_view remap(const strided_view& v, const axis_map& m, const shape_t& in_s
 }
 
 bool is_view_op(const node& n) {
-  return is_op(n, "Reshape") || is_op(n, "Flatten") || is_op(n, "Squeeze") ||
-         is_op(n, "Unsqueeze") || is_op(n, "Identity");
+  return is_onnx_op(n, "Reshape") || is_onnx_op(n, "Flatten") || is_onnx_op(n, "Squeeze") ||
+         is_onnx_op(n, "Unsqueeze") || is_onnx_op(n, "Identity");
 }
 
 /// One step towards the producer of `v.source`: the view over the producer's data input, or
@@ -150,20 +129,20 @@ std::optional<strided_view> step_back(const graph& g, const strided_view& v) {
   if (single_output(p) != v.source) return std::nullopt;
   strided_view r = v;
   r.nodes.push_back(y.producer);
-  if (is_op(p, "Mul") || is_op(p, "Div")) {
+  if (is_onnx_op(p, "Mul") || is_onnx_op(p, "Div")) {
     // A scalar constant factor: the layout is unchanged, the scale accumulates.
     if (p.inputs.size() != 2 || p.inputs[0] < 0 || p.inputs[1] < 0) return std::nullopt;
     int x = -1;
     std::optional<double> c = scalar_constant(g, p.inputs[1]);
     if (c) {
       x = p.inputs[0];
-    } else if (is_op(p, "Mul") && (c = scalar_constant(g, p.inputs[0]))) {
+    } else if (is_onnx_op(p, "Mul") && (c = scalar_constant(g, p.inputs[0]))) {
       x = p.inputs[1];
     }
     if (x < 0) return std::nullopt;
     const value& xv = g.values[static_cast<size_t>(x)];
     if (xv.constant || xv.type != y.type || xv.shape != y.shape) return std::nullopt;
-    if (is_op(p, "Div")) {
+    if (is_onnx_op(p, "Div")) {
       if (*c == 0.0) return std::nullopt;
       r.scale /= *c;
     } else {
@@ -181,7 +160,7 @@ std::optional<strided_view> step_back(const graph& g, const strided_view& v) {
     r.source = x;
     return r;
   }
-  if (is_op(p, "Transpose")) {
+  if (is_onnx_op(p, "Transpose")) {
     auto m = decompose(v, y.shape);
     if (!m) return std::nullopt;
     std::vector<int64_t> perm = p.op.attrs.get_ints("perm");
@@ -196,7 +175,7 @@ std::optional<strided_view> step_back(const graph& g, const strided_view& v) {
     }
     return remap(r, *m, xv.shape, axis_of, 0, x);
   }
-  if (is_op(p, "Gather")) {
+  if (is_onnx_op(p, "Gather")) {
     // A constant index along one axis: one slice of a packed tensor (qkv[0], qkv[1], qkv[2]).
     if (p.inputs.size() != 2 || p.inputs[1] < 0) return std::nullopt;
     const value& iv = g.values[static_cast<size_t>(p.inputs[1])];
@@ -321,15 +300,6 @@ int add_value(graph& g, const std::string& name, dtype type, shape_t shape) {
   return g.add_value(std::move(v));
 }
 
-int add_constant(graph& g, const std::string& name, tensor t) {
-  value v;
-  v.name = name;
-  v.type = t.type();
-  v.shape = t.shape();
-  v.constant = std::move(t);
-  return g.add_value(std::move(v));
-}
-
 /// A Reshape node from `from` to `to` (a view: the planner aliases it).
 node reshape_node(graph& g, const std::string& name, int from, int to, int64_t opset) {
   const shape_t& s = g.values[static_cast<size_t>(to)].shape;
@@ -339,7 +309,7 @@ node reshape_node(graph& g, const std::string& name, int from, int to, int64_t o
   n.op.op_type = "Reshape";
   n.op.name = name;
   n.op.opset = opset;
-  n.inputs = {from, add_constant(g, name + ".shape", std::move(shape))};
+  n.inputs = {from, g.add_constant(name + ".shape", std::move(shape))};
   n.outputs = {to};
   return n;
 }
@@ -360,7 +330,7 @@ status check_node(const graph& g, const node& n, kernels::backend where) {
 std::optional<attention_match> match_at(graph& g, const consumer_lists& cons, int sm,
                                         kernels::backend where) {
   const node& soft = g.nodes[static_cast<size_t>(sm)];
-  if (!is_op(soft, "Softmax") || soft.inputs.size() != 1 || single_output(soft) < 0)
+  if (!is_onnx_op(soft, "Softmax") || soft.inputs.size() != 1 || single_output(soft) < 0)
     return std::nullopt;
   const int probs = soft.outputs[0];
   if (g.values[static_cast<size_t>(soft.inputs[0])].shape.size() != kAxes) return std::nullopt;
@@ -391,20 +361,21 @@ std::optional<attention_match> match_at(graph& g, const consumer_lists& cons, in
       return std::nullopt;
     }
     const value& out = g.values[static_cast<size_t>(cur)];
-    if (is_op(pn, "MatMul")) {
+    if (is_onnx_op(pn, "MatMul")) {
       scores_mm = p;
-    } else if (is_op(pn, "Add") && mask < 0 && scale == 1.0) {
+    } else if (is_onnx_op(pn, "Add") && mask < 0 && scale == 1.0) {
       // The scores side leads to the MatMul through scalar scales; the other side is the mask.
       auto leads_to_scores = [&](int v) {
         for (int hops = 0; hops < 8 && v >= 0; ++hops) {
           const int q = g.values[static_cast<size_t>(v)].producer;
           if (q < 0) return false;
           const node& qn = g.nodes[static_cast<size_t>(q)];
-          if (is_op(qn, "MatMul")) return true;
-          if (!(is_op(qn, "Mul") || is_op(qn, "Div")) || qn.inputs.size() != 2) return false;
-          v = scalar_constant(g, qn.inputs[1])                         ? qn.inputs[0]
-              : (is_op(qn, "Mul") && scalar_constant(g, qn.inputs[0])) ? qn.inputs[1]
-                                                                       : -1;
+          if (is_onnx_op(qn, "MatMul")) return true;
+          if (!(is_onnx_op(qn, "Mul") || is_onnx_op(qn, "Div")) || qn.inputs.size() != 2)
+            return false;
+          v = scalar_constant(g, qn.inputs[1])                              ? qn.inputs[0]
+              : (is_onnx_op(qn, "Mul") && scalar_constant(g, qn.inputs[0])) ? qn.inputs[1]
+                                                                            : -1;
         }
         return false;
       };
@@ -420,16 +391,16 @@ std::optional<attention_match> match_at(graph& g, const consumer_lists& cons, in
       cur = pn.inputs[static_cast<size_t>(side)];
       inside.insert(p);
       reader = p;
-    } else if (is_op(pn, "Mul") || is_op(pn, "Div")) {
+    } else if (is_onnx_op(pn, "Mul") || is_onnx_op(pn, "Div")) {
       int x = -1;
       std::optional<double> c = scalar_constant(g, pn.inputs[1]);
       if (c) {
         x = pn.inputs[0];
-      } else if (is_op(pn, "Mul") && (c = scalar_constant(g, pn.inputs[0]))) {
+      } else if (is_onnx_op(pn, "Mul") && (c = scalar_constant(g, pn.inputs[0]))) {
         x = pn.inputs[1];
       }
       if (x < 0 || g.values[static_cast<size_t>(x)].shape != out.shape) return std::nullopt;
-      if (is_op(pn, "Div")) {
+      if (is_onnx_op(pn, "Div")) {
         if (*c == 0.0) return std::nullopt;
         scale /= *c;
       } else {
@@ -466,7 +437,7 @@ std::optional<attention_match> match_at(graph& g, const consumer_lists& cons, in
     return std::nullopt;
   const int pv_mm = pcons[0];
   const node& mm2 = g.nodes[static_cast<size_t>(pv_mm)];
-  if (!is_op(mm2, "MatMul") || mm2.inputs.size() != 2 || mm2.inputs[0] != probs ||
+  if (!is_onnx_op(mm2, "MatMul") || mm2.inputs.size() != 2 || mm2.inputs[0] != probs ||
       mm2.inputs[1] == probs || single_output(mm2) < 0) {
     return std::nullopt;
   }
@@ -501,7 +472,7 @@ std::optional<attention_match> match_at(graph& g, const consumer_lists& cons, in
       if (n.inputs[i] == out) return std::nullopt;
     }
     const shape_t& in_shape = ov.shape;
-    if (is_op(n, "Transpose")) {
+    if (is_onnx_op(n, "Transpose")) {
       auto groups = order.groups(in_shape);
       std::vector<int64_t> perm = n.op.attrs.get_ints("perm");
       if (perm.empty()) {
@@ -648,7 +619,7 @@ std::optional<projection> as_projection(const graph& g, int v) {
   if (p < 0) return std::nullopt;
   const node& n = g.nodes[static_cast<size_t>(p)];
   if (single_output(n) != v || n.inputs.size() < 2) return std::nullopt;
-  const bool plain = is_op(n, "MatMul") && n.inputs.size() == 2;
+  const bool plain = is_onnx_op(n, "MatMul") && n.inputs.size() == 2;
   const bool fused = n.op.domain == "troupe" && n.op.op_type == "FusedMatMul" &&
                      n.op.attrs.get_string("activation", "").empty() &&
                      (n.inputs.size() < 4 || n.inputs[3] < 0);
@@ -688,12 +659,12 @@ expected<int> fuse_attention(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "Attention")) return 0;
   // TROUPE_ATTENTION=0 turns the pass off without a rebuild, for A/B timings and bisecting.
   if (const char* env = std::getenv("TROUPE_ATTENTION"); env && std::string(env) == "0") return 0;
-  const consumer_lists cons = consumers_of(g);
+  const consumer_lists cons = g.readers();
   const size_t values_before = g.values.size();
   std::vector<attention_match> matches;
   std::vector<char> taken(g.nodes.size(), 0);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (!is_op(g.nodes[n], "Softmax")) continue;
+    if (!is_onnx_op(g.nodes[n], "Softmax")) continue;
     auto m = match_at(g, cons, static_cast<int>(n), where);
     if (!m) continue;
     bool overlap = false;
@@ -711,7 +682,7 @@ expected<int> fuse_attention(graph& g, kernels::backend where) {
 }
 
 int merge_qkv_projections(graph& g, kernels::backend where) {
-  const consumer_lists cons = consumers_of(g);
+  const consumer_lists cons = g.readers();
   std::vector<char> removed(g.nodes.size(), 0);
   // Shared weights (ALBERT's layers) are concatenated once, keyed by the constants' bytes (the
   // matmul fusion gives each layer its own bias value, viewing the same bytes).
@@ -756,10 +727,10 @@ int merge_qkv_projections(graph& g, kernels::backend where) {
     auto it = merged.find(key);
     if (it == merged.end()) {
       const int w =
-          add_constant(g, g.nodes[static_cast<size_t>(p[0].node)].op.name + ".qkv_weight",
-                       concat_columns({&*g.values[static_cast<size_t>(p[0].w)].constant,
-                                       &*g.values[static_cast<size_t>(p[1].w)].constant,
-                                       &*g.values[static_cast<size_t>(p[2].w)].constant}));
+          g.add_constant(g.nodes[static_cast<size_t>(p[0].node)].op.name + ".qkv_weight",
+                         concat_columns({&*g.values[static_cast<size_t>(p[0].w)].constant,
+                                         &*g.values[static_cast<size_t>(p[1].w)].constant,
+                                         &*g.values[static_cast<size_t>(p[2].w)].constant}));
       int b = -1;
       if (any_bias) {
         const int64_t cols = w0.shape[1];
@@ -770,8 +741,8 @@ int merge_qkv_projections(graph& g, kernels::backend where) {
                           : tensor::zeros(w0.type, {1, cols});
         }
         tensor cat = concat_columns({&biases[0], &biases[1], &biases[2]});
-        b = add_constant(g, g.nodes[static_cast<size_t>(p[0].node)].op.name + ".qkv_bias",
-                         cat.reshaped({3 * cols}));
+        b = g.add_constant(g.nodes[static_cast<size_t>(p[0].node)].op.name + ".qkv_bias",
+                           cat.reshaped({3 * cols}));
       }
       it = merged.emplace(key, std::make_pair(w, b)).first;
     }

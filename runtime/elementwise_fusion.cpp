@@ -14,32 +14,6 @@ namespace {
 using kernels::ew_op;
 using kernels::ew_step;
 
-bool is_compute_float(dtype t) {
-  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
-}
-
-/// Input dtypes a leading Cast may convert from (the kernels load these natively).
-bool is_castable_input(dtype t) {
-  switch (t) {
-    case dtype::u8:
-    case dtype::i8:
-    case dtype::u16:
-    case dtype::i16:
-    case dtype::f16:
-    case dtype::bf16:
-    case dtype::f32:
-      return true;
-    default:
-      return false;
-  }
-}
-
-std::optional<float> scalar_bound(const graph& g, int v) {
-  if (v < 0 || !g.values[v].constant || g.values[v].constant->elements() != 1) return std::nullopt;
-  if (!is_floating(g.values[v].type)) return std::nullopt;
-  return static_cast<float>(g.values[v].constant->value_as_double(0));
-}
-
 /// One node read as a step of a chain: its main input and, for binary steps, its constant.
 struct candidate {
   ew_step step;
@@ -60,7 +34,7 @@ std::optional<candidate> as_step(const graph& g, const node& n) {
   const std::string& op = n.op.op_type;
   if (op == "Cast") {
     const int x = n.inputs[0];
-    if (x < 0 || !is_castable_input(g.values[x].type)) return std::nullopt;
+    if (x < 0 || !kernels::fused_elementwise_input_supported(g.values[x].type)) return std::nullopt;
     c.step.op = ew_op::cast;
     c.main = x;
   } else if (op == "Relu" || op == "Sigmoid" || op == "Tanh") {
@@ -68,22 +42,9 @@ std::optional<candidate> as_step(const graph& g, const node& n) {
     c.step.op = op == "Relu" ? ew_op::relu : op == "Sigmoid" ? ew_op::sigmoid : ew_op::tanh;
     c.main = n.inputs[0];
   } else if (op == "Clip") {
-    float lo = -INFINITY, hi = INFINITY;
-    if (n.op.opset < 11) {
-      lo = n.op.attrs.get_float("min", lo);
-      hi = n.op.attrs.get_float("max", hi);
-    } else {
-      if (n.inputs.size() > 1 && n.inputs[1] >= 0) {
-        auto v = scalar_bound(g, n.inputs[1]);
-        if (!v) return std::nullopt;
-        lo = *v;
-      }
-      if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
-        auto v = scalar_bound(g, n.inputs[2]);
-        if (!v) return std::nullopt;
-        hi = *v;
-      }
-    }
+    const auto bounds = constant_clip_bounds(g, n);
+    if (!bounds) return std::nullopt;
+    const auto [lo, hi] = *bounds;
     c.step = {ew_op::clip, 0, lo, hi};
     c.main = n.inputs[0];
   } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
@@ -114,17 +75,6 @@ std::optional<candidate> as_step(const graph& g, const node& n) {
   return c;
 }
 
-/// Consumers per value (node indices; a node reading a value twice counts twice).
-std::vector<std::vector<int>> readers_of(const graph& g) {
-  std::vector<std::vector<int>> r(g.values.size());
-  for (size_t n = 0; n < g.nodes.size(); ++n) {
-    for (int v : g.nodes[n].inputs) {
-      if (v >= 0) r[v].push_back(static_cast<int>(n));
-    }
-  }
-  return r;
-}
-
 }  // namespace
 
 bool elementwise_fusion_enabled(kernels::backend where) {
@@ -137,7 +87,7 @@ bool elementwise_fusion_enabled(kernels::backend where) {
 int fuse_elementwise_chains(graph& g, kernels::backend where) {
   const auto& registry = kernels::kernel_registry::standard();
   if (!registry.has_op(where, "troupe", "FusedElementwise")) return 0;
-  const auto readers = readers_of(g);
+  const auto readers = g.readers();
   std::vector<char> removed(g.nodes.size(), 0);
   int count = 0;
   // Nodes are in topological order, so a chain's first node is met before its others: a node
@@ -208,12 +158,7 @@ int fuse_elementwise_chains(graph& g, kernels::backend where) {
     ++count;
   }
   if (count) {
-    std::vector<node> kept;
-    kept.reserve(g.nodes.size());
-    for (size_t n = 0; n < g.nodes.size(); ++n) {
-      if (!removed[n]) kept.push_back(std::move(g.nodes[n]));
-    }
-    g.nodes = std::move(kept);
+    g.remove_nodes(removed);
     g.remove_dead();
   }
   return count;

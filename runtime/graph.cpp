@@ -1,6 +1,8 @@
 #include "runtime/graph.hpp"
 
+#include <cmath>
 #include <queue>
+#include <utility>
 
 namespace troupe::runtime {
 
@@ -59,7 +61,8 @@ status graph::sort_topologically() {
         consumers[v.producer].push_back(static_cast<int>(n));
       } else if (!v.constant && !v.is_graph_input) {
         return invalid_model("node '" + nodes[n].op.name + "' (" + nodes[n].op.op_type +
-                             ") uses '" + v.name + "', which no node, input or initializer defines");
+                             ") uses '" + v.name +
+                             "', which no node, input or initializer defines");
       }
     }
   }
@@ -94,6 +97,59 @@ status graph::sort_topologically() {
     }
   }
   return status::ok();
+}
+
+int graph::add_constant(const std::string& name, tensor t) {
+  value v;
+  v.name = name;
+  v.type = t.type();
+  v.shape = t.shape();
+  v.constant = std::move(t);
+  return add_value(std::move(v));
+}
+
+std::vector<std::vector<int>> graph::readers() const {
+  std::vector<std::vector<int>> r(values.size());
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    for (int in : nodes[n].inputs) {
+      if (in >= 0) r[static_cast<size_t>(in)].push_back(static_cast<int>(n));
+    }
+  }
+  return r;
+}
+
+void graph::remove_nodes(const std::vector<char>& removed) {
+  std::vector<node> kept;
+  kept.reserve(nodes.size());
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    if (!removed[n]) kept.push_back(std::move(nodes[n]));
+  }
+  nodes = std::move(kept);
+}
+
+std::optional<double> scalar_constant(const graph& g, int v) {
+  if (v < 0) return std::nullopt;
+  const value& x = g.values[static_cast<size_t>(v)];
+  if (!x.constant || x.constant->elements() != 1 || !is_floating(x.type)) return std::nullopt;
+  return x.constant->value_as_double(0);
+}
+
+std::optional<std::pair<float, float>> constant_clip_bounds(const graph& g, const node& n) {
+  float lo = -INFINITY, hi = INFINITY;
+  if (n.op.opset < 11) {
+    return std::make_pair(n.op.attrs.get_float("min", lo), n.op.attrs.get_float("max", hi));
+  }
+  if (n.inputs.size() > 1 && n.inputs[1] >= 0) {
+    const auto v = scalar_constant(g, n.inputs[1]);
+    if (!v) return std::nullopt;
+    lo = static_cast<float>(*v);
+  }
+  if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
+    const auto v = scalar_constant(g, n.inputs[2]);
+    if (!v) return std::nullopt;
+    hi = static_cast<float>(*v);
+  }
+  return std::make_pair(lo, hi);
 }
 
 std::vector<int> graph::use_counts() const {

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/op_node.hpp"
@@ -46,14 +47,16 @@ struct node {
 class graph {
  public:
   std::vector<value> values;
-  std::vector<node> nodes;   // in topological order once loaded
-  std::vector<int> inputs;   // runtime inputs (initializers excluded), in model order
-  std::vector<int> outputs;  // in model order
+  std::vector<node> nodes;                // in topological order once loaded
+  std::vector<int> inputs;                // runtime inputs (initializers excluded), in model order
+  std::vector<int> outputs;               // in model order
   std::map<std::string, int64_t> opsets;  // domain ("" = ai.onnx) -> version
   std::string name;
   std::string producer;  // "pytorch 2.11", for inspect
 
   int add_value(value v);
+  /// Adds a constant value holding `t` (name as given: callers make it unique where needed).
+  int add_constant(const std::string& name, tensor t);
   /// Index of the value with this name, or -1.
   int find(const std::string& name) const;
   int64_t opset(const std::string& domain) const;
@@ -66,9 +69,26 @@ class graph {
   void remove_dead();
   /// Number of nodes using each value (graph outputs count as one use).
   std::vector<int> use_counts() const;
+  /// Per value, the indices of the nodes reading it (a node reading it twice is listed twice).
+  std::vector<std::vector<int>> readers() const;
+  /// Drops the nodes marked in `removed` (one flag per node), keeping the others' order.
+  void remove_nodes(const std::vector<char>& removed);
 
  private:
   std::map<std::string, int> index_;
 };
+
+/// Whether `n` is the ONNX (default-domain) op `op_type`.
+inline bool is_onnx_op(const node& n, const char* op_type) {
+  return n.op.domain.empty() && n.op.op_type == op_type;
+}
+
+/// The value of a one-element floating constant, or nullopt (not constant, not one element, not
+/// floating, or v < 0).
+std::optional<double> scalar_constant(const graph& g, int v);
+
+/// Clip's bounds when they are known at plan time (attributes before opset 11, else one-element
+/// constant inputs; an absent bound is -inf / +inf), or nullopt when a bound is computed.
+std::optional<std::pair<float, float>> constant_clip_bounds(const graph& g, const node& n);
 
 }  // namespace troupe::runtime

@@ -47,15 +47,6 @@ tensor float_constant(dtype type, const shape_t& shape, const std::vector<double
   return t;
 }
 
-int add_constant(graph& g, const std::string& name, tensor t) {
-  value v;
-  v.name = unique_name(g, name);
-  v.type = t.type();
-  v.shape = t.shape();
-  v.constant = std::move(t);
-  return g.add_value(std::move(v));
-}
-
 int add_intermediate(graph& g, const std::string& name, dtype type) {
   value v;
   v.name = unique_name(g, name);
@@ -197,11 +188,11 @@ status apply_input_normalization(graph& g, const input_normalization& n) {
 
   const std::string base = g.values[in].name + ".normalize";
   const int cast_out = add_intermediate(g, base + ".cast", float_type);
-  const int mean_id =
-      add_constant(g, base + ".mean", float_constant(float_type, constant_shape, mean));
+  const int mean_id = g.add_constant(unique_name(g, base + ".mean"),
+                                     float_constant(float_type, constant_shape, mean));
   const int centered = add_intermediate(g, base + ".centered", float_type);
-  const int inv_std_id =
-      add_constant(g, base + ".inv_std", float_constant(float_type, constant_shape, inv_std));
+  const int inv_std_id = g.add_constant(unique_name(g, base + ".inv_std"),
+                                        float_constant(float_type, constant_shape, inv_std));
   const int normalized = add_intermediate(g, base + ".out", float_type);
 
   for (node& nd : g.nodes) {

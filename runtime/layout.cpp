@@ -30,10 +30,6 @@ struct node_plan {
   bool reduce_axes_from_input = false;
 };
 
-bool is_onnx(const node& n, const char* op) {
-  return n.op.domain.empty() && n.op.op_type == op;
-}
-
 /// Logical axis -> its position in the stored order (N, D1..Dn, C).
 int64_t stored_axis(int64_t logical, size_t rank) {
   if (logical == 0) return 0;
@@ -141,7 +137,7 @@ node_plan layout_planner::classify(const node& n) const {
   const std::string& op = n.op.op_type;
 
   const bool fused_conv = n.op.domain == "troupe" && op == "FusedConv" && !is_channels_last(n.op);
-  if (fused_conv || is_onnx(n, "Conv")) {
+  if (fused_conv || is_onnx_op(n, "Conv")) {
     if (!registry.has_op(where_, "troupe", "FusedConv")) return p;
     if (n.inputs.size() < 2 || n.outputs.size() != 1 || r < 3 || r > 5 || !is_floating(x.type) ||
         y.shape.size() != r) {

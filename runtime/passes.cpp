@@ -13,35 +13,11 @@
 namespace troupe::runtime {
 namespace {
 
-/// Consumers of every value: (node index, input position).
-std::vector<std::vector<std::pair<int, int>>> consumers_of(const graph& g) {
-  std::vector<std::vector<std::pair<int, int>>> c(g.values.size());
-  for (size_t n = 0; n < g.nodes.size(); ++n) {
-    for (size_t i = 0; i < g.nodes[n].inputs.size(); ++i) {
-      if (g.nodes[n].inputs[i] >= 0) c[g.nodes[n].inputs[i]].emplace_back(static_cast<int>(n), static_cast<int>(i));
-    }
-  }
-  return c;
-}
-
-bool is_op(const node& n, const char* op) { return n.op.domain.empty() && n.op.op_type == op; }
-
 /// The single node reading `v`, when exactly one node reads it and it is not a graph output.
-int sole_consumer(const graph& g, const std::vector<std::vector<std::pair<int, int>>>& cons, int v) {
+int sole_consumer(const graph& g, const std::vector<std::vector<int>>& cons, int v) {
   if (v < 0 || g.values[v].is_graph_output || cons[v].size() != 1) return -1;
-  return cons[v][0].first;
+  return cons[v][0];
 }
-
-
-std::optional<double> scalar_constant(const graph& g, int v) {
-  if (v < 0 || !g.values[v].constant || g.values[v].constant->elements() != 1) return std::nullopt;
-  if (!is_floating(g.values[v].type)) return std::nullopt;
-  return g.values[v].constant->value_as_double(0);
-}
-
-/// The float types fused kernels compute in: the graph may already be in reduced precision
-/// (runtime/precision.cpp converts at load, before the per-plan passes).
-bool is_compute_float(dtype t) { return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16; }
 
 /// Does `where` have a kernel for the fused op on this compute type?
 bool fusable(kernels::backend where, std::string_view op, dtype t) {
@@ -66,31 +42,13 @@ bool near(std::optional<double> x, double want, double tol = 1e-3) {
   return x && std::fabs(*x - want) <= tol * std::fabs(want);
 }
 
-/// Drops nodes marked removed, keeping order.
-void compact(graph& g, const std::vector<char>& removed) {
-  std::vector<node> kept;
-  kept.reserve(g.nodes.size());
-  for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (!removed[n]) kept.push_back(std::move(g.nodes[n]));
-  }
-  g.nodes = std::move(kept);
-}
-
-int add_constant(graph& g, const std::string& name, tensor t) {
-  value v;
-  v.name = name;
-  v.type = t.type();
-  v.shape = t.shape();
-  v.constant = std::move(t);
-  return g.add_value(std::move(v));
-}
 
 /// Bookkeeping shared by the fusion passes: which nodes were absorbed into a fused node (removed),
 /// which hold a fused node now (claimed: never fused again), and committing a fusion at the
 /// position of its last absorbed node, so every input of the fused node is defined before it.
 struct fusion_state {
   explicit fusion_state(graph& graph_ref)
-      : g(graph_ref), cons(consumers_of(graph_ref)), removed(graph_ref.nodes.size(), 0),
+      : g(graph_ref), cons(graph_ref.readers()), removed(graph_ref.nodes.size(), 0),
         claimed(graph_ref.nodes.size(), 0) {}
 
   bool available(size_t n) const { return !removed[n] && !claimed[n]; }
@@ -113,14 +71,14 @@ struct fusion_state {
   }
   int finish() {
     if (count) {
-      compact(g, removed);
+      g.remove_nodes(removed);
       g.remove_dead();
     }
     return count;
   }
 
   graph& g;
-  std::vector<std::vector<std::pair<int, int>>> cons;
+  std::vector<std::vector<int>> cons;
   std::vector<char> removed;
   std::vector<char> claimed;
   int count = 0;
@@ -146,23 +104,9 @@ std::optional<activation> as_activation(const graph& g, const node& n) {
   }
   if (op == "Clip") {
     if (!is_compute_float(g.values[n.inputs[0]].type)) return std::nullopt;
-    float lo = -INFINITY, hi = INFINITY;
-    if (n.op.opset < 11) {
-      lo = n.op.attrs.get_float("min", lo);
-      hi = n.op.attrs.get_float("max", hi);
-    } else {
-      if (n.inputs.size() > 1 && n.inputs[1] >= 0) {
-        auto v = scalar_constant(g, n.inputs[1]);
-        if (!v) return std::nullopt;
-        lo = static_cast<float>(*v);
-      }
-      if (n.inputs.size() > 2 && n.inputs[2] >= 0) {
-        auto v = scalar_constant(g, n.inputs[2]);
-        if (!v) return std::nullopt;
-        hi = static_cast<float>(*v);
-      }
-    }
-    return activation{op, {lo, hi}};
+    const auto bounds = constant_clip_bounds(g, n);
+    if (!bounds) return std::nullopt;
+    return activation{op, {bounds->first, bounds->second}};
   }
   return std::nullopt;
 }
@@ -181,13 +125,13 @@ int remove_identities(graph& g) {
     while (v >= 0 && replace[v] >= 0) v = replace[v];
     return v;
   };
-  auto cons = consumers_of(g);
+  auto cons = g.readers();
   int count = 0;
   for (size_t n = 0; n < g.nodes.size(); ++n) {
     node& nd = g.nodes[n];
     for (int& in : nd.inputs) in = resolve(in);
-    const bool identity = is_op(nd, "Identity");
-    bool dropout = is_op(nd, "Dropout");
+    const bool identity = is_onnx_op(nd, "Identity");
+    bool dropout = is_onnx_op(nd, "Dropout");
     if (dropout) {
       // training_mode (opset 12+) must be absent or a constant false; the mask must be unused.
       if (nd.inputs.size() > 2 && nd.inputs[2] >= 0) {
@@ -204,17 +148,17 @@ int remove_identities(graph& g) {
     removed[n] = 1;
     ++count;
   }
-  if (count) compact(g, removed);
+  if (count) g.remove_nodes(removed);
   return count;
 }
 
 expected<int> fold_batchnorm_into_conv(graph& g) {
-  auto cons = consumers_of(g);
+  auto cons = g.readers();
   std::vector<char> removed(g.nodes.size(), 0);
   int count = 0;
   for (size_t n = 0; n < g.nodes.size(); ++n) {
     node& conv = g.nodes[n];
-    if (!is_op(conv, "Conv") || conv.inputs.size() < 2 || conv.outputs.size() != 1) continue;
+    if (!is_onnx_op(conv, "Conv") || conv.inputs.size() < 2 || conv.outputs.size() != 1) continue;
     const int w_id = conv.inputs[1];
     const int b_id = conv.inputs.size() > 2 ? conv.inputs[2] : -1;
     if (!g.values[w_id].constant || g.values[w_id].type != dtype::f32) continue;
@@ -222,7 +166,7 @@ expected<int> fold_batchnorm_into_conv(graph& g) {
     const int bn_index = sole_consumer(g, cons, conv.outputs[0]);
     if (bn_index < 0) continue;
     node& bn = g.nodes[bn_index];
-    if (!is_op(bn, "BatchNormalization") || bn.inputs.size() != 5 || bn.inputs[0] != conv.outputs[0]) continue;
+    if (!is_onnx_op(bn, "BatchNormalization") || bn.inputs.size() != 5 || bn.inputs[0] != conv.outputs[0]) continue;
     bool extra_outputs = false;
     for (size_t o = 1; o < bn.outputs.size(); ++o) extra_outputs |= bn.outputs[o] >= 0;
     if (extra_outputs || bn.op.attrs.get_int("training_mode", 0) != 0) continue;
@@ -251,8 +195,8 @@ expected<int> fold_batchnorm_into_conv(graph& g) {
       new_b.data<float>()[c] = static_cast<float>((b0 - mean.data<float>()[c]) * s + shift.data<float>()[c]);
     }
     const std::string base = conv.op.name;
-    const int nw = add_constant(g, base + ".folded_weight", std::move(new_w));
-    const int nb = add_constant(g, base + ".folded_bias", std::move(new_b));
+    const int nw = g.add_constant(base + ".folded_weight", std::move(new_w));
+    const int nb = g.add_constant(base + ".folded_bias", std::move(new_b));
     conv.inputs.resize(3);
     conv.inputs[1] = nw;
     conv.inputs[2] = nb;
@@ -261,7 +205,7 @@ expected<int> fold_batchnorm_into_conv(graph& g) {
     ++count;
   }
   if (count) {
-    compact(g, removed);
+    g.remove_nodes(removed);
     g.remove_dead();
   }
   return count;
@@ -269,37 +213,37 @@ expected<int> fold_batchnorm_into_conv(graph& g) {
 
 int fuse_gelu(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "", "Gelu")) return 0;
-  auto cons = consumers_of(g);
+  auto cons = g.readers();
   std::vector<char> removed(g.nodes.size(), 0);
   int count = 0;
   for (size_t e = 0; e < g.nodes.size(); ++e) {
-    if (!is_op(g.nodes[e], "Erf") || removed[e]) continue;
+    if (!is_onnx_op(g.nodes[e], "Erf") || removed[e]) continue;
     // Erf's input: x / sqrt(2) or x * (1/sqrt(2)).
     const int erf_in = g.nodes[e].inputs[0];
     const int scale_node = g.values[erf_in].producer;
     if (scale_node < 0 || sole_consumer(g, cons, erf_in) != static_cast<int>(e)) continue;
     const node& sc = g.nodes[scale_node];
     int x = -1;
-    if (is_op(sc, "Div") && near(scalar_constant(g, sc.inputs[1]), std::sqrt(2.0))) x = sc.inputs[0];
-    if (is_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[1]), 1.0 / std::sqrt(2.0))) x = sc.inputs[0];
-    if (is_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[0]), 1.0 / std::sqrt(2.0))) x = sc.inputs[1];
+    if (is_onnx_op(sc, "Div") && near(scalar_constant(g, sc.inputs[1]), std::sqrt(2.0))) x = sc.inputs[0];
+    if (is_onnx_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[1]), 1.0 / std::sqrt(2.0))) x = sc.inputs[0];
+    if (is_onnx_op(sc, "Mul") && near(scalar_constant(g, sc.inputs[0]), 1.0 / std::sqrt(2.0))) x = sc.inputs[1];
     if (x < 0 || !is_compute_float(g.values[x].type)) continue;
     // Erf -> Add(1)
     const int add = sole_consumer(g, cons, g.nodes[e].outputs[0]);
-    if (add < 0 || !is_op(g.nodes[add], "Add")) continue;
+    if (add < 0 || !is_onnx_op(g.nodes[add], "Add")) continue;
     const node& an = g.nodes[add];
     const int one_side = an.inputs[0] == g.nodes[e].outputs[0] ? 1 : 0;
     if (!near(scalar_constant(g, an.inputs[one_side]), 1.0)) continue;
     // Then either Mul(x, add) -> Mul(., 0.5), or Mul(Mul(x, 0.5), add).
     const int m1 = sole_consumer(g, cons, an.outputs[0]);
-    if (m1 < 0 || !is_op(g.nodes[m1], "Mul")) continue;
+    if (m1 < 0 || !is_onnx_op(g.nodes[m1], "Mul")) continue;
     const node& mn = g.nodes[m1];
     const int other = mn.inputs[0] == an.outputs[0] ? mn.inputs[1] : mn.inputs[0];
     int last = -1;
     std::vector<int> chain{scale_node, static_cast<int>(e), add, m1};
     if (other == x) {
       const int m2 = sole_consumer(g, cons, mn.outputs[0]);
-      if (m2 < 0 || !is_op(g.nodes[m2], "Mul")) continue;
+      if (m2 < 0 || !is_onnx_op(g.nodes[m2], "Mul")) continue;
       const node& m2n = g.nodes[m2];
       const int half = m2n.inputs[0] == mn.outputs[0] ? m2n.inputs[1] : m2n.inputs[0];
       if (!near(scalar_constant(g, half), 0.5)) continue;
@@ -307,7 +251,7 @@ int fuse_gelu(graph& g, kernels::backend where) {
       chain.push_back(m2);
     } else {
       const int h = g.values[other].producer;
-      if (h < 0 || !is_op(g.nodes[h], "Mul") || sole_consumer(g, cons, other) != m1) continue;
+      if (h < 0 || !is_onnx_op(g.nodes[h], "Mul") || sole_consumer(g, cons, other) != m1) continue;
       const node& hn = g.nodes[h];
       const bool x_first = hn.inputs[0] == x;
       if (!(x_first || hn.inputs[1] == x) || !near(scalar_constant(g, hn.inputs[x_first ? 1 : 0]), 0.5)) continue;
@@ -328,7 +272,7 @@ int fuse_gelu(graph& g, kernels::backend where) {
     ++count;
   }
   if (count) {
-    compact(g, removed);
+    g.remove_nodes(removed);
     g.remove_dead();
   }
   return count;
@@ -338,7 +282,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedConv")) return 0;
   fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (!f.available(n) || !is_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
+    if (!f.available(n) || !is_onnx_op(g.nodes[n], "Conv") || g.nodes[n].outputs.size() != 1) continue;
     const dtype type = g.values[g.nodes[n].inputs[0]].type;
     if (!fusable(where, "FusedConv", type) || g.values[g.nodes[n].outputs[0]].shape.size() < 3) continue;
     node fused;
@@ -353,7 +297,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
     std::vector<int> absorbed;
     // Add: a per-channel constant joins the bias; a same-shape tensor becomes the residual Z.
     int next = f.next(out);
-    if (next >= 0 && is_op(g.nodes[next], "Add")) {
+    if (next >= 0 && is_onnx_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
@@ -376,7 +320,7 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
           tensor bias = float_constant(bias_type, {channels}, [&](int64_t c) {
             return ov.constant->value_as_double(c) + (old_bias ? old_bias->value_as_double(c) : 0.0);
           });
-          fused.inputs[2] = add_constant(g, fused.op.name + ".fused_bias", std::move(bias));
+          fused.inputs[2] = g.add_constant(fused.op.name + ".fused_bias", std::move(bias));
           absorbed.push_back(next);
           out = an.outputs[0];
         } else if (!ov.constant && ov.shape == out_shape) {
@@ -403,7 +347,7 @@ int fuse_matmul(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedMatMul")) return 0;
   fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (!f.available(n) || !is_op(g.nodes[n], "MatMul") || g.nodes[n].inputs.size() != 2) continue;
+    if (!f.available(n) || !is_onnx_op(g.nodes[n], "MatMul") || g.nodes[n].inputs.size() != 2) continue;
     const node& mm = g.nodes[n];
     const value& b = g.values[mm.inputs[1]];
     const dtype type = b.type;
@@ -419,21 +363,21 @@ int fuse_matmul(graph& g, kernels::backend where) {
     std::vector<int> absorbed;
     int next = f.next(out);
     // bias: Add with a constant of N elements broadcast along the last axis
-    if (next >= 0 && is_op(g.nodes[next], "Add")) {
+    if (next >= 0 && is_onnx_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
       const bool row = ov.constant && ov.type == type && ov.constant->elements() == cols && !ov.shape.empty() &&
                        ov.shape.back() == cols && ov.shape.size() <= out_shape.size();
       if (row) {
-        fused.inputs[2] = add_constant(g, fused.op.name + ".bias", ov.constant->reshaped({cols}));
+        fused.inputs[2] = g.add_constant(fused.op.name + ".bias", ov.constant->reshaped({cols}));
         absorbed.push_back(next);
         out = an.outputs[0];
         next = f.next(out);
       }
     }
     // residual: Add with a same-shape computed tensor
-    if (next >= 0 && is_op(g.nodes[next], "Add")) {
+    if (next >= 0 && is_onnx_op(g.nodes[next], "Add")) {
       const node& an = g.nodes[next];
       const int other = an.inputs[0] == out ? an.inputs[1] : an.inputs[0];
       const value& ov = g.values[other];
@@ -461,7 +405,7 @@ int fuse_gemm(graph& g, kernels::backend where) {
   if (!kernels::kernel_registry::standard().has_op(where, "troupe", "FusedGemm")) return 0;
   fusion_state f(g);
   for (size_t n = 0; n < g.nodes.size(); ++n) {
-    if (!f.available(n) || !is_op(g.nodes[n], "Gemm") || !fusable(where, "FusedGemm", g.values[g.nodes[n].inputs[0]].type)) continue;
+    if (!f.available(n) || !is_onnx_op(g.nodes[n], "Gemm") || !fusable(where, "FusedGemm", g.values[g.nodes[n].inputs[0]].type)) continue;
     const int next = f.next(g.nodes[n].outputs[0]);
     if (next < 0) continue;
     auto act = as_activation(g, g.nodes[next]);

@@ -160,7 +160,7 @@ class device_buffer {
 expected<cudnnDataType_t> cudnn_type(dtype t);
 expected<cudaDataType_t> cuda_type(dtype t);
 inline bool is_gpu_float(dtype t) {
-  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
+  return is_compute_float(t);
 }
 /// f32 -> IEEE half bits on the host, round to nearest even (CUDA's own conversion).
 uint16_t half_bits(float v);

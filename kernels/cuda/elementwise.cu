@@ -622,17 +622,9 @@ __global__ void channel_affine_kernel(const T* x, T* y, int64_t n, int64_t chann
 
 // ---- launchers ---------------------------------------------------------------------------------
 
-namespace {
-
-/// The float element types these kernels take: all compute in fp32.
-bool is_kernel_float(dtype t) {
-  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
-}
-
-}  // namespace
 
 bool unary_supported(unary_op op, dtype t) {
-  if (is_kernel_float(t)) return op != unary_op::logical_not;
+  if (is_compute_float(t)) return op != unary_op::logical_not;
   if (t == dtype::i32 || t == dtype::i64) {
     return op == unary_op::neg || op == unary_op::abs || op == unary_op::relu ||
            op == unary_op::identity;
@@ -817,12 +809,12 @@ bool binary_supported(binary_op op, dtype a, dtype b) {
       op == binary_op::logical_and || op == binary_op::logical_or || op == binary_op::logical_xor;
   if (logical) return a == dtype::boolean && b == dtype::boolean;
   if (op == binary_op::pow) {
-    return is_kernel_float(a) && (is_kernel_float(b) || b == dtype::i32 || b == dtype::i64);
+    return is_compute_float(a) && (is_compute_float(b) || b == dtype::i32 || b == dtype::i64);
   }
-  if (op == binary_op::prelu) return a == b && is_kernel_float(a);
+  if (op == binary_op::prelu) return a == b && is_compute_float(a);
   if (a != b) return false;
   if (a == dtype::boolean) return op == binary_op::equal;
-  return is_kernel_float(a) || a == dtype::i32 || a == dtype::i64;
+  return is_compute_float(a) || a == dtype::i32 || a == dtype::i64;
 }
 
 status launch_binary(binary_op op, dtype a_type, dtype b_type, const void* a, const void* b,

@@ -41,6 +41,8 @@ enum class ew_op : int32_t {
 };
 inline constexpr int32_t ew_op_count = 11;
 bool ew_op_is_binary(ew_op op);
+/// Input dtypes X may have (a leading Cast step converts it; the kernels load these natively).
+bool fused_elementwise_input_supported(dtype t);
 
 /// Limits the pass respects and the resolver enforces (fixed-size kernel parameter blocks).
 inline constexpr int fused_elementwise_max_steps = 16;

@@ -8,11 +8,18 @@
 namespace troupe::kernels {
 namespace {
 
-bool is_float_output(dtype t) {
-  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
+status bad(const op_node& node, const std::string& what) {
+  return status(error_code::invalid_model, node.describe() + ": " + what);
 }
 
-bool is_supported_input(dtype t) {
+expected<std::vector<tensor_info>> infer_fused_elementwise(const infer_context& c) {
+  TROUPE_ASSIGN_OR_RETURN(auto p, resolve_fused_elementwise(c.node, c.inputs));
+  return std::vector<tensor_info>{{p.output_type, p.shape}};
+}
+
+}  // namespace
+
+bool fused_elementwise_input_supported(dtype t) {
   switch (t) {
     case dtype::u8:
     case dtype::i8:
@@ -26,17 +33,6 @@ bool is_supported_input(dtype t) {
       return false;
   }
 }
-
-status bad(const op_node& node, const std::string& what) {
-  return status(error_code::invalid_model, node.describe() + ": " + what);
-}
-
-expected<std::vector<tensor_info>> infer_fused_elementwise(const infer_context& c) {
-  TROUPE_ASSIGN_OR_RETURN(auto p, resolve_fused_elementwise(c.node, c.inputs));
-  return std::vector<tensor_info>{{p.output_type, p.shape}};
-}
-
-}  // namespace
 
 bool ew_op_is_binary(ew_op op) {
   switch (op) {
@@ -99,12 +95,12 @@ expected<fused_elementwise_program> resolve_fused_elementwise(const op_node& nod
     return status(error_code::unsupported,
                   node.describe() + ": rank above " + std::to_string(fused_elementwise_max_rank));
   }
-  if (!is_supported_input(p.input_type)) {
+  if (!fused_elementwise_input_supported(p.input_type)) {
     return status(error_code::unsupported,
                   node.describe() + ": input dtype " + std::string(dtype_name(p.input_type)));
   }
   auto to = dtype_from_onnx(static_cast<int32_t>(node.attrs.get_int("to", 0)));
-  if (!to || !is_float_output(*to))
+  if (!to || !is_compute_float(*to))
     return bad(node, "attribute 'to' must be float/float16/bfloat16");
   p.output_type = *to;
   const auto ops = node.attrs.get_ints("ops");
