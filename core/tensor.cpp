@@ -96,6 +96,25 @@ double tensor::value_as_double(int64_t i) const {
   return 0;
 }
 
+void tensor::set_value_from_double(int64_t i, double v) {
+  switch (info_.type) {
+    case dtype::f32: data<float>()[i] = static_cast<float>(v); return;
+    case dtype::f64: data<double>()[i] = v; return;
+    case dtype::f16: data<uint16_t>()[i] = float_to_half(static_cast<float>(v)); return;
+    case dtype::bf16: data<uint16_t>()[i] = float_to_bfloat16(static_cast<float>(v)); return;
+    case dtype::i8: data<int8_t>()[i] = static_cast<int8_t>(v); return;
+    case dtype::u8: data<uint8_t>()[i] = static_cast<uint8_t>(v); return;
+    case dtype::i16: data<int16_t>()[i] = static_cast<int16_t>(v); return;
+    case dtype::u16: data<uint16_t>()[i] = static_cast<uint16_t>(v); return;
+    case dtype::i32: data<int32_t>()[i] = static_cast<int32_t>(v); return;
+    case dtype::u32: data<uint32_t>()[i] = static_cast<uint32_t>(v); return;
+    case dtype::i64: data<int64_t>()[i] = static_cast<int64_t>(v); return;
+    case dtype::u64: data<uint64_t>()[i] = static_cast<uint64_t>(v); return;
+    case dtype::boolean: data<uint8_t>()[i] = v != 0.0 ? 1 : 0; return;
+    case dtype::undefined: return;
+  }
+}
+
 int64_t tensor::value_as_int64(int64_t i) const {
   switch (info_.type) {
     case dtype::i64: return data<int64_t>()[i];

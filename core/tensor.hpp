@@ -77,6 +77,9 @@ class tensor {
 
   /// Reads element `i` converted to double/int64 (any numeric dtype); for shape inputs and tests.
   double value_as_double(int64_t i) const;
+  /// Writes element `i` from a double (rounded to f16/bf16, truncated to integers): the inverse of
+  /// value_as_double, for constants built by graph passes and tests.
+  void set_value_from_double(int64_t i, double v);
   int64_t value_as_int64(int64_t i) const;
   /// All elements as int64: for shape-like inputs (Reshape's shape, Slice's starts...).
   std::vector<int64_t> to_int64_vector() const;

@@ -27,23 +27,8 @@ std::string unique_name(const graph& g, const std::string& base) {
 /// A constant of float type `type` (the input's former type) holding `values` in `shape`.
 tensor float_constant(dtype type, const shape_t& shape, const std::vector<double>& values) {
   tensor t = tensor::allocate(type, shape);
-  for (size_t i = 0; i < values.size(); ++i) {
-    const double v = values[i];
-    switch (type) {
-      case dtype::f64:
-        t.data<double>()[i] = v;
-        break;
-      case dtype::f16:
-        t.data<uint16_t>()[i] = float_to_half(static_cast<float>(v));
-        break;
-      case dtype::bf16:
-        t.data<uint16_t>()[i] = float_to_bfloat16(static_cast<float>(v));
-        break;
-      default:
-        t.data<float>()[i] = static_cast<float>(v);
-        break;
-    }
-  }
+  for (size_t i = 0; i < values.size(); ++i)
+    t.set_value_from_double(static_cast<int64_t>(i), values[i]);
   return t;
 }
 

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <functional>
 #include <optional>
 #include <string>
 
@@ -22,20 +21,6 @@ int sole_consumer(const graph& g, const std::vector<std::vector<int>>& cons, int
 /// Does `where` have a kernel for the fused op on this compute type?
 bool fusable(kernels::backend where, std::string_view op, dtype t) {
   return is_compute_float(t) && kernels::kernel_registry::standard().has_op_for(where, "troupe", op, t);
-}
-
-/// A constant of `type` (a compute float) from doubles.
-tensor float_constant(dtype type, const shape_t& shape, const std::function<double(int64_t)>& at) {
-  tensor t = tensor::allocate(type, shape);
-  for (int64_t i = 0; i < t.elements(); ++i) {
-    const float v = static_cast<float>(at(i));
-    switch (type) {
-      case dtype::f16: t.data<uint16_t>()[i] = float_to_half(v); break;
-      case dtype::bf16: t.data<uint16_t>()[i] = float_to_bfloat16(v); break;
-      default: t.data<float>()[i] = v; break;
-    }
-  }
-  return t;
 }
 
 bool near(std::optional<double> x, double want, double tol = 1e-3) {
@@ -317,9 +302,10 @@ expected<int> fuse_conv(graph& g, kernels::backend where) {
           const tensor* old_bias = b_id >= 0 ? &*g.values[b_id].constant : nullptr;
           const dtype bias_type = old_bias ? old_bias->type() : type;
           if (old_bias && !is_compute_float(bias_type)) continue;
-          tensor bias = float_constant(bias_type, {channels}, [&](int64_t c) {
-            return ov.constant->value_as_double(c) + (old_bias ? old_bias->value_as_double(c) : 0.0);
-          });
+          tensor bias = tensor::allocate(bias_type, {channels});
+          for (int64_t c = 0; c < channels; ++c) {
+            bias.set_value_from_double(c, ov.constant->value_as_double(c) + (old_bias ? old_bias->value_as_double(c) : 0.0));
+          }
           fused.inputs[2] = g.add_constant(fused.op.name + ".fused_bias", std::move(bias));
           absorbed.push_back(next);
           out = an.outputs[0];
