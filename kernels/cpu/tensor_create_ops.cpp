@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/cpu/tensor_common.hpp"
+#include "kernels/ops/tensor_params.hpp"
 
 namespace troupe::kernels::cpu {
 namespace {
@@ -23,13 +24,7 @@ factory_result fixed_bytes_kernel(tensor value) {
 
 factory_result shape_factory(const kernel_create_context& ctx) {
   const shape_t& s = ctx.inputs[0].shape;
-  const int64_t rank = static_cast<int64_t>(s.size());
-  int64_t start = ctx.node.attrs.get_int("start", 0);
-  int64_t end = ctx.node.attrs.get_int("end", rank);
-  if (start < 0) start += rank;
-  if (end < 0) end += rank;
-  start = std::clamp<int64_t>(start, 0, rank);
-  end = std::clamp<int64_t>(end, 0, rank);
+  const auto [start, end] = shape_op_range(ctx.node, static_cast<int64_t>(s.size()));
   std::vector<int64_t> dims;
   for (int64_t i = start; i < end; ++i) dims.push_back(s[static_cast<size_t>(i)]);
   const int64_t n = static_cast<int64_t>(dims.size());

@@ -754,13 +754,7 @@ factory_result fixed_int64_kernel(const kernel_create_context& c, const std::vec
 
 factory_result create_shape(const kernel_create_context& c) {
   const shape_t& s = c.inputs[0].shape;
-  const int64_t rank = static_cast<int64_t>(s.size());
-  int64_t start = c.node.attrs.get_int("start", 0);
-  int64_t end = c.node.attrs.get_int("end", rank);
-  if (start < 0) start += rank;
-  if (end < 0) end += rank;
-  start = std::clamp<int64_t>(start, 0, rank);
-  end = std::clamp<int64_t>(end, 0, rank);
+  const auto [start, end] = shape_op_range(c.node, static_cast<int64_t>(s.size()));
   std::vector<int64_t> dims;
   for (int64_t i = start; i < end; ++i) dims.push_back(s[static_cast<size_t>(i)]);
   return fixed_int64_kernel(c, dims);

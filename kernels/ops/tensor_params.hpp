@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/op_node.hpp"
@@ -106,6 +107,10 @@ struct resize_params {
   shape_t out_shape;
 };
 expected<resize_params> resolve_resize(const op_view& v);
+
+/// Shape's [start, end) over an input of `rank` dims (opset 15 attributes; negative counts from
+/// the end, clamped to [0, rank]; end <= start gives an empty range).
+std::pair<int64_t, int64_t> shape_op_range(const op_node& node, int64_t rank);
 
 /// Multiplies dims, failing on a negative dim or an element count past 2^62.
 expected<int64_t> checked_element_count(const shape_t& shape);

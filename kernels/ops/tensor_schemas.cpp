@@ -23,6 +23,14 @@ status op_view::needs_constant(size_t i) const {
                      " must be known when the plan is built (a constant or computed from shapes)");
 }
 
+std::pair<int64_t, int64_t> shape_op_range(const op_node& node, int64_t rank) {
+  int64_t start = node.attrs.get_int("start", 0);
+  int64_t end = node.attrs.get_int("end", rank);
+  if (start < 0) start += rank;
+  if (end < 0) end += rank;
+  return {std::clamp<int64_t>(start, 0, rank), std::clamp<int64_t>(end, 0, rank)};
+}
+
 expected<int64_t> checked_element_count(const shape_t& shape) {
   constexpr int64_t limit = int64_t{1} << 62;
   int64_t n = 1;
@@ -481,13 +489,7 @@ expected<infos> infer_pad(const infer_context& c) {
 expected<infos> infer_shape(const infer_context& c) {
   op_view v(c);
   TROUPE_RETURN_IF_ERROR(require_inputs(v, 1));
-  const int64_t rank = static_cast<int64_t>(c.inputs[0].rank());
-  int64_t start = c.node.attrs.get_int("start", 0);
-  int64_t end = c.node.attrs.get_int("end", rank);
-  if (start < 0) start += rank;
-  if (end < 0) end += rank;
-  start = std::clamp<int64_t>(start, 0, rank);
-  end = std::clamp<int64_t>(end, 0, rank);
+  const auto [start, end] = shape_op_range(c.node, static_cast<int64_t>(c.inputs[0].rank()));
   return infos{{dtype::i64, {std::max<int64_t>(end - start, 0)}}};
 }
 
