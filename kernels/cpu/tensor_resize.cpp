@@ -232,13 +232,8 @@ expected<std::unique_ptr<kernel>> resize_factory(const kernel_create_context& ct
   }
   // Leading axes that map every output coordinate to the same input one form the batch.
   size_t lead = 0;
-  while (lead < rank && in.shape[lead] == rp.out_shape[lead] && taps[lead].k == 1 &&
-         !taps[lead].any_outside) {
-    bool id = true;
-    for (int64_t x = 0; x < in.shape[lead] && id; ++x) {
-      id = taps[lead].offset[static_cast<size_t>(x)] == x * strides[lead];
-    }
-    if (!id) break;
+  while (lead < rank &&
+         resize_axis_is_identity(taps[lead], in.shape[lead], rp.out_shape[lead], strides[lead])) {
     ++lead;
   }
   if (lead == rank && rank > 0) --lead;  // keep one axis so rows have an inner dimension

@@ -100,13 +100,8 @@ factory_result create_resize(const kernel_create_context& c) {
   }
   // Leading axes that map every coordinate to itself fold into the batch.
   size_t lead = 0;
-  while (lead + 1 < rank && in.shape[lead] == rp.out_shape[lead] && taps[lead].k == 1 &&
-         !taps[lead].any_outside) {
-    bool id = true;
-    for (int64_t x = 0; x < in.shape[lead] && id; ++x) {
-      id = taps[lead].offset[static_cast<size_t>(x)] == x * strides[lead];
-    }
-    if (!id) break;
+  while (lead + 1 < rank &&
+         resize_axis_is_identity(taps[lead], in.shape[lead], rp.out_shape[lead], strides[lead])) {
     ++lead;
   }
   if (rank - lead > static_cast<size_t>(kMaxExtraRank)) {

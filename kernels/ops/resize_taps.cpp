@@ -124,4 +124,12 @@ axis_taps make_resize_axis(const resize_params& p, size_t axis, int64_t in_len, 
   return a;
 }
 
+bool resize_axis_is_identity(const axis_taps& a, int64_t in_len, int64_t out_len, int64_t stride) {
+  if (in_len != out_len || a.k != 1 || a.any_outside) return false;
+  for (int64_t x = 0; x < in_len; ++x) {
+    if (a.offset[static_cast<size_t>(x)] != x * stride) return false;
+  }
+  return true;
+}
+
 }  // namespace troupe::kernels

@@ -24,4 +24,8 @@ struct axis_taps {
 axis_taps make_resize_axis(const resize_params& p, size_t axis, int64_t in_len, int64_t out_len,
                            int64_t stride);
 
+/// Whether the taps map every output coordinate to the same input one (an axis left as it is, which
+/// a kernel may fold into its batch).
+bool resize_axis_is_identity(const axis_taps& a, int64_t in_len, int64_t out_len, int64_t stride);
+
 }  // namespace troupe::kernels
