@@ -708,10 +708,12 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   // Batch slicing: an algorithm whose workspace grows with the batch (ResNet-50's fp16 7x7 stem
   // at batch 128: 245 MiB for the fastest, about 2 MiB per image) can run as k calls on N/k
   // images each with a k-th of it, at nearly the same GPU time. For every configuration with an
-  // algorithm wanting at least kSliceWorkspaceBytes, that algorithm is offered again on 2, 4,
-  // 8, ... slices while a slice still wants that much; the rule below then takes the least
-  // workspace within the time slack. TROUPE_CUDNN_FORCE_SLICES=k (tests, measurements) offers
-  // every algorithm on k slices only, and drops the whole-batch candidates where one exists.
+  // algorithm wanting at least kSliceWorkspaceBytes that could still be chosen (`qualifies`:
+  // after the whole-batch timing, slicing never makes an algorithm faster), that algorithm is
+  // offered again on 2, 4, 8, ... slices while a slice still wants that much; the rule below
+  // then takes the least workspace within the time slack. TROUPE_CUDNN_FORCE_SLICES=k (tests,
+  // measurements) offers every algorithm on k slices only, before any timing, and drops the
+  // whole-batch candidates where one exists.
   const int64_t forced = forced_slices();
   const size_t es = dtype_size(type_);
   // The whole workspace of a candidate: cuDNN's part and the copies (which grow with the batch
@@ -719,44 +721,50 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   auto total_bytes = [&](const conv_choice& a) {
     return align_up(a.workspace) + configs[a.config]->copies_bytes(es);
   };
-  for (size_t ci = 0; ci < whole_configs && batch_ > 1; ++ci) {
-    size_t hungriest = 0;
-    for (const auto& a : whole_algos[ci]) hungriest = std::max(hungriest, total_bytes(a));
-    if (forced == 0 && hungriest < kSliceWorkspaceBytes) continue;
-    std::vector<int64_t> counts;
-    if (forced > 0) {
-      counts.push_back(forced);
-    } else {
-      for (int64_t k = 2; k <= kMaxSlices; k *= 2) counts.push_back(k);
-    }
-    int64_t last_images = batch_;
-    for (int64_t k : counts) {
-      const int64_t images = (batch_ + k - 1) / k;
-      if (images >= last_images) continue;  // the same slicing as the last count
-      last_images = images;
-      auto sliced = make_sliced_config(c, shape, *configs[ci], images);
-      if (!sliced.has_value()) continue;  // rejected or misaligned: maybe a finer one does
-      configs.push_back(std::move(*sliced));
-      std::vector<conv_choice> algos = algos_of(configs.size() - 1);
-      if (forced == 0) {
-        // Only the hungry algorithms, and only where slicing saves workspace.
-        std::erase_if(algos, [&](const conv_choice& a) {
-          for (const auto& w : whole_algos[ci]) {
-            if (w.algo == a.algo && w.math == a.math) {
-              return total_bytes(w) < kSliceWorkspaceBytes || total_bytes(a) >= total_bytes(w);
-            }
-          }
-          return true;
-        });
+  auto add_sliced_candidates = [&](const auto& qualifies) {
+    for (size_t ci = 0; ci < whole_configs && batch_ > 1; ++ci) {
+      size_t hungriest = 0;
+      for (const auto& a : whole_algos[ci]) {
+        if (qualifies(a)) hungriest = std::max(hungriest, total_bytes(a));
       }
-      add_modes(algos);
-      const bool still_hungry = std::any_of(algos.begin(), algos.end(), [&](const conv_choice& a) {
-        return total_bytes(a) >= kSliceWorkspaceBytes;
-      });
-      if (forced == 0 && !still_hungry) break;
+      if (forced == 0 && hungriest < kSliceWorkspaceBytes) continue;
+      std::vector<int64_t> counts;
+      if (forced > 0) {
+        counts.push_back(forced);
+      } else {
+        for (int64_t k = 2; k <= kMaxSlices; k *= 2) counts.push_back(k);
+      }
+      int64_t last_images = batch_;
+      for (int64_t k : counts) {
+        const int64_t images = (batch_ + k - 1) / k;
+        if (images >= last_images) continue;  // the same slicing as the last count
+        last_images = images;
+        auto sliced = make_sliced_config(c, shape, *configs[ci], images);
+        if (!sliced.has_value()) continue;  // rejected or misaligned: maybe a finer one does
+        configs.push_back(std::move(*sliced));
+        std::vector<conv_choice> algos = algos_of(configs.size() - 1);
+        if (forced == 0) {
+          // Only the hungry algorithms, and only where slicing saves workspace.
+          std::erase_if(algos, [&](const conv_choice& a) {
+            for (const auto& w : whole_algos[ci]) {
+              if (w.algo == a.algo && w.math == a.math) {
+                return !qualifies(w) || total_bytes(w) < kSliceWorkspaceBytes ||
+                       total_bytes(a) >= total_bytes(w);
+              }
+            }
+            return true;
+          });
+        }
+        add_modes(algos);
+        const bool still_hungry = std::any_of(
+            algos.begin(), algos.end(),
+            [&](const conv_choice& a) { return total_bytes(a) >= kSliceWorkspaceBytes; });
+        if (forced == 0 && !still_hungry) break;
+      }
     }
-  }
+  };
   if (forced > 0) {
+    add_sliced_candidates([](const conv_choice&) { return true; });
     const bool any_sliced =
         std::any_of(candidates.begin(), candidates.end(),
                     [&](const conv_choice& k) { return k.config >= whole_configs; });
@@ -782,7 +790,9 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   };
   const char* search = std::getenv("TROUPE_CUDNN_SEARCH");
   const bool benchmark = !(search && std::string(search) == "heuristic");
-  if (!benchmark || candidates.size() == 1) {
+  // One candidate needs no timing, unless it is hungry enough that sliced forms come next.
+  if (!benchmark || (candidates.size() == 1 &&
+                     (forced > 0 || total_bytes(candidates.front()) < kSliceWorkspaceBytes))) {
     const conv_choice& first = candidates.front();
     if (std::getenv("TROUPE_CUDNN_DEBUG")) {
       std::fprintf(stderr, "[troupe cudnn] chosen: %s %s algo %d math %d %s ws %zu, untimed\n",
@@ -847,9 +857,11 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   float best_ms = 0;
   int best = -1;
   constexpr int kRuns = 3;
-  std::vector<float> times_ms(candidates.size(), -1.0f);
-  for (size_t i = 0; i < candidates.size(); ++i) {
+  std::vector<float> times_ms;
+  auto time_candidate = [&](size_t i) -> status {
+    times_ms.resize(candidates.size(), -1.0f);
     const conv_config& cf = *configs[candidates[i].config];
+    if (align_up(candidates[i].workspace) + cf.copies_bytes(es) > ws.bytes()) return status::ok();
     operands o;
     o.x = x.get();
     o.w = cf.weights ? cf.weights.get() : w_scratch.get();
@@ -859,7 +871,7 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
     o.ws = ws.get();
     TROUPE_RETURN_IF_ERROR(select(candidates[i]));
     const auto warm_start = std::chrono::steady_clock::now();
-    if (!run(cf, candidates[i], o, s).is_ok()) continue;
+    if (!run(cf, candidates[i], o, s).is_ok()) return status::ok();
     const auto host_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::steady_clock::now() - warm_start)
                              .count();
@@ -890,6 +902,35 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
       best = static_cast<int>(i);
       best_ms = ms;
     }
+    return status::ok();
+  };
+  for (size_t i = 0; i < candidates.size(); ++i) TROUPE_RETURN_IF_ERROR(time_candidate(i));
+  const float slack = workspace_time_slack();
+  const float us_per_mib = workspace_us_per_mib();
+  auto bytes_of = [&](size_t i) {
+    return align_up(candidates[i].workspace) + configs[candidates[i].config]->copies_bytes(es);
+  };
+  if (forced == 0 && best >= 0) {
+    // Sliced forms only of the algorithms the rule below could still accept: timed whole, an
+    // algorithm within the slack of the fastest, or slower by no more than the fastest's whole
+    // workspace is worth (slicing only adds time, and saves at most that much).
+    const size_t timed = candidates.size();
+    const float fastest_mib =
+        static_cast<float>(bytes_of(static_cast<size_t>(best))) / static_cast<float>(1 << 20);
+    auto qualifies = [&](const conv_choice& w) {
+      float t = -1.0f;
+      for (size_t i = 0; i < timed; ++i) {
+        const conv_choice& k = candidates[i];
+        if (k.config == w.config && k.algo == w.algo && k.math == w.math && times_ms[i] >= 0 &&
+            (t < 0 || times_ms[i] < t)) {
+          t = times_ms[i];
+        }
+      }
+      return t >= 0 &&
+             (t <= best_ms * (1.0f + slack) || (t - best_ms) * 1000.0f <= us_per_mib * fastest_mib);
+    };
+    add_sliced_candidates(qualifies);
+    for (size_t i = timed; i < candidates.size(); ++i) TROUPE_RETURN_IF_ERROR(time_candidate(i));
   }
   // The workspace is one block per plan, sized by its hungriest step, and at large batches the
   // fastest algorithms want hundreds of MiB (ResNet-50 fp16 at batch 128: 245 MiB for the 7x7
@@ -898,12 +939,7 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   // exchange rate (the stem run as 4 slices of 32 images: +60 us of 4.1 ms for 184 MiB less);
   // among the acceptable ones, the smallest.
   if (best >= 0) {
-    const float slack = workspace_time_slack();
-    const float us_per_mib = workspace_us_per_mib();
     const size_t fastest = static_cast<size_t>(best);
-    auto bytes_of = [&](size_t i) {
-      return align_up(candidates[i].workspace) + configs[candidates[i].config]->copies_bytes(es);
-    };
     auto acceptable = [&](size_t i) {
       if (times_ms[i] < 0 || bytes_of(i) >= bytes_of(fastest)) return false;
       const float extra_us = (times_ms[i] - best_ms) * 1000.0f;
