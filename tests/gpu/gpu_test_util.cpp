@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "kernels/ops/nn_geometry.hpp"
 #include "kernels/cuda/cuda_common.hpp"
 #include "kernels/cuda/tensor.cuh"
 #include "kernels/op_schema.hpp"
@@ -290,6 +291,39 @@ void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
                                << first;
     }
   }
+}
+
+tensor permute_channels_last(const tensor& t, bool to_channels_last) {
+  const size_t rank = t.rank();
+  const shape_t& in = t.shape();
+  const shape_t out = to_channels_last ? kernels::logical_to_channels_last(in)
+                                       : kernels::channels_last_to_logical(in);
+  // Output axis k reads input axis from[k].
+  std::vector<size_t> from;
+  if (to_channels_last) {
+    from.push_back(0);
+    for (size_t d = 2; d < rank; ++d) from.push_back(d);
+    from.push_back(1);
+  } else {
+    from = {0, rank - 1};
+    for (size_t d = 1; d + 1 < rank; ++d) from.push_back(d);
+  }
+  std::vector<int64_t> in_stride(rank, 1);
+  for (size_t d = rank - 1; d-- > 0;) in_stride[d] = in_stride[d + 1] * in[d + 1];
+  tensor r = tensor::allocate(t.type(), out);
+  const size_t es = dtype_size(t.type());
+  std::vector<int64_t> index(rank, 0);
+  for (int64_t o = 0; o < r.elements(); ++o) {
+    int64_t at = 0;
+    for (size_t k = 0; k < rank; ++k) at += index[k] * in_stride[from[k]];
+    std::memcpy(static_cast<uint8_t*>(r.raw()) + o * es,
+                static_cast<const uint8_t*>(t.raw()) + at * es, es);
+    for (size_t k = rank; k-- > 0;) {
+      if (++index[k] < out[k]) break;
+      index[k] = 0;
+    }
+  }
+  return r;
 }
 
 }  // namespace troupe::testing

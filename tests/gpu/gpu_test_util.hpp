@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ expected<double> time_op_cuda(const op_node& node, const std::vector<tensor>& in
 tensor to_f16(const tensor& t);
 tensor to_bf16(const tensor& t);
 tensor to_f32(const tensor& t);
+/// Host copy of a logical (N, C, D...) tensor in the stored channels-last order (N, D..., C), or
+/// back (to_channels_last false): what channels-last kernels read and write.
+tensor permute_channels_last(const tensor& t, bool to_channels_last);
 
 struct parity_options {
   size_t num_outputs = 1;
@@ -56,5 +60,32 @@ struct parity_options {
 /// relative L2 bound, integer/bool outputs exactly. Failures name the op and output.
 void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
                    const parity_options& options = {});
+
+/// Sets an environment variable for one scope and restores the previous state after (kernels
+/// and plans read their TROUPE_* switches when they are built).
+class scoped_env {
+ public:
+  scoped_env(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) {
+      had_ = true;
+      old_ = old;
+    }
+    setenv(name, value, 1);
+  }
+  ~scoped_env() {
+    if (had_) {
+      setenv(name_.c_str(), old_.c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+  scoped_env(const scoped_env&) = delete;
+  scoped_env& operator=(const scoped_env&) = delete;
+
+ private:
+  std::string name_;
+  bool had_ = false;
+  std::string old_;
+};
 
 }  // namespace troupe::testing

@@ -16,65 +16,6 @@
 namespace troupe::testing {
 namespace {
 
-/// Host copy of a logical (N, C, D...) tensor in the layout (N, D..., C), or back.
-tensor permute(const tensor& t, bool to_channels_last) {
-  const size_t rank = t.rank();
-  const shape_t& in = t.shape();
-  const shape_t out = to_channels_last ? kernels::logical_to_channels_last(in)
-                                       : kernels::channels_last_to_logical(in);
-  std::vector<size_t> from;  // output axis k reads input axis from[k]
-  if (to_channels_last) {
-    from.push_back(0);
-    for (size_t d = 2; d < rank; ++d) from.push_back(d);
-    from.push_back(1);
-  } else {
-    from = {0, rank - 1};
-    for (size_t d = 1; d + 1 < rank; ++d) from.push_back(d);
-  }
-  std::vector<int64_t> in_stride(rank, 1);
-  for (size_t d = rank - 1; d-- > 0;) in_stride[d] = in_stride[d + 1] * in[d + 1];
-  tensor r = tensor::allocate(t.type(), out);
-  const size_t es = dtype_size(t.type());
-  std::vector<int64_t> index(rank, 0);
-  for (int64_t o = 0; o < r.elements(); ++o) {
-    int64_t at = 0;
-    for (size_t k = 0; k < rank; ++k) at += index[k] * in_stride[from[k]];
-    std::memcpy(static_cast<uint8_t*>(r.raw()) + o * es,
-                static_cast<const uint8_t*>(t.raw()) + at * es, es);
-    for (size_t k = rank; k-- > 0;) {
-      if (++index[k] < out[k]) break;
-      index[k] = 0;
-    }
-  }
-  return r;
-}
-
-/// Sets an environment variable for one scope and restores the previous state after.
-class scoped_env {
- public:
-  scoped_env(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) {
-      had_ = true;
-      old_ = old;
-    }
-    setenv(name, value, 1);
-  }
-  ~scoped_env() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  scoped_env(const scoped_env&) = delete;
-  scoped_env& operator=(const scoped_env&) = delete;
-
- private:
-  const char* name_;
-  bool had_ = false;
-  std::string old_;
-};
-
 struct slice_case {
   const char* name;
   shape_t x, w;  // logical (N, C, H, W), (K, C, kh, kw)
@@ -128,7 +69,7 @@ void expect_sliced(const slice_case& c, const char* act, std::vector<tensor> inp
   std::vector<tensor> gpu_inputs = inputs;
   for (size_t i : {size_t{0}, size_t{3}}) {
     if (c.channels_last && i < gpu_inputs.size() && gpu_inputs[i].defined()) {
-      gpu_inputs[i] = permute(gpu_inputs[i], true);
+      gpu_inputs[i] = permute_channels_last(gpu_inputs[i], true);
     }
   }
   if (half) {
@@ -149,7 +90,7 @@ void expect_sliced(const slice_case& c, const char* act, std::vector<tensor> inp
   const std::string chosen_line = log.substr(chosen, log.find('\n', chosen) - chosen);
   EXPECT_NE(chosen_line.find(expected_label(c.x[0], c.forced)), std::string::npos) << chosen_line;
   tensor got = to_f32((*out)[0]);
-  if (c.channels_last) got = permute(got, false);
+  if (c.channels_last) got = permute_channels_last(got, false);
   const double err = relative_l2(got, (*ref)[0]);
   EXPECT_LE(err, half ? 1e-2 : 1e-4) << c.name << (half ? " f16 " : " f32 ") << chosen_line;
 }

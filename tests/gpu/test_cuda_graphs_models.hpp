@@ -13,6 +13,7 @@
 #include "runtime/onnx_loader.hpp"
 #include "runtime/plan.hpp"
 #include "runtime/session.hpp"
+#include "tests/gpu/gpu_test_util.hpp"
 #include "tests/runtime/layout_test_util.hpp"
 
 namespace troupe::testing {
@@ -59,29 +60,5 @@ inline runtime::plan* plan_for(runtime::session& s, const tensor& x) {
   EXPECT_TRUE(p.has_value()) << p.error().to_string();
   return p ? *p : nullptr;
 }
-
-/// Sets an environment variable for one scope (plans read TROUPE_CUDA_GRAPHS when built).
-class scoped_env {
- public:
-  scoped_env(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) {
-      had_ = true;
-      old_ = old;
-    }
-    setenv(name, value, 1);
-  }
-  ~scoped_env() {
-    if (had_) {
-      setenv(name_.c_str(), old_.c_str(), 1);
-    } else {
-      unsetenv(name_.c_str());
-    }
-  }
-
- private:
-  std::string name_;
-  bool had_ = false;
-  std::string old_;
-};
 
 }  // namespace troupe::testing

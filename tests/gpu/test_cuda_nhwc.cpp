@@ -15,40 +15,6 @@
 namespace troupe::testing {
 namespace {
 
-/// Host copy of a logical (N, C, D...) tensor in the layout (N, D..., C), or back.
-tensor permute(const tensor& t, bool to_channels_last) {
-  const size_t rank = t.rank();
-  const shape_t& in = t.shape();
-  const shape_t out = to_channels_last ? kernels::logical_to_channels_last(in)
-                                       : kernels::channels_last_to_logical(in);
-  // Output axis k reads input axis from[k].
-  std::vector<size_t> from;
-  if (to_channels_last) {
-    from.push_back(0);
-    for (size_t d = 2; d < rank; ++d) from.push_back(d);
-    from.push_back(1);
-  } else {
-    from = {0, rank - 1};
-    for (size_t d = 1; d + 1 < rank; ++d) from.push_back(d);
-  }
-  std::vector<int64_t> in_stride(rank, 1);
-  for (size_t d = rank - 1; d-- > 0;) in_stride[d] = in_stride[d + 1] * in[d + 1];
-  tensor r = tensor::allocate(t.type(), out);
-  const size_t es = dtype_size(t.type());
-  std::vector<int64_t> index(rank, 0);
-  for (int64_t o = 0; o < r.elements(); ++o) {
-    int64_t at = 0;
-    for (size_t k = 0; k < rank; ++k) at += index[k] * in_stride[from[k]];
-    std::memcpy(static_cast<uint8_t*>(r.raw()) + o * es,
-                static_cast<const uint8_t*>(t.raw()) + at * es, es);
-    for (size_t k = rank; k-- > 0;) {
-      if (++index[k] < out[k]) break;
-      index[k] = 0;
-    }
-  }
-  return r;
-}
-
 tensor round_f16(const tensor& t) {
   return t.defined() ? to_f32(to_f16(t)) : t;
 }
@@ -66,7 +32,7 @@ void expect_channels_last(const op_node& ref_node, const op_node& cl_node,
   std::vector<tensor> gpu_inputs = inputs;
   for (size_t i : stored) {
     if (i < gpu_inputs.size() && gpu_inputs[i].defined())
-      gpu_inputs[i] = permute(gpu_inputs[i], true);
+      gpu_inputs[i] = permute_channels_last(gpu_inputs[i], true);
   }
   if (half) {
     for (auto& t : gpu_inputs) {
@@ -75,7 +41,7 @@ void expect_channels_last(const op_node& ref_node, const op_node& cl_node,
   }
   auto out = run_op_cuda(cl_node, gpu_inputs, 1, constants);
   ASSERT_TRUE(out.has_value()) << out.error().to_string();
-  const tensor got = permute(to_f32((*out)[0]), false);
+  const tensor got = permute_channels_last(to_f32((*out)[0]), false);
   const double err = relative_l2(got, (*ref)[0]);
   EXPECT_LE(err, half ? 1e-2 : 1e-4) << cl_node.describe() << (half ? " f16" : " f32");
 }
