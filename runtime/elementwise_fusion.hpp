@@ -17,9 +17,9 @@
 
 namespace troupe::runtime {
 
-/// Whether run_graph_passes runs the pass for `where`: on by default for the CPU backend, off for
-/// CUDA until verified there; the environment variable TROUPE_FUSE_ELEMENTWISE=1 turns it on for
-/// every backend and =0 off for every backend.
+/// Whether run_graph_passes runs the pass for `where`: on by default (the CPU and CUDA backends
+/// both register troupe.FusedElementwise); the environment variable TROUPE_FUSE_ELEMENTWISE=0
+/// turns it off for every backend (measurements, bisecting) and =1 on.
 bool elementwise_fusion_enabled(kernels::backend where);
 
 /// Rewrites every fusable chain whose fused kernel `where` has for the chain's input dtype;

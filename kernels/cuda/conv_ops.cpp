@@ -28,12 +28,23 @@
 // last slice, X/Y/Z offset per call, one slice's workspace reused); among the candidates within
 // the time slack the one needing the least workspace wins (conv_kernel::choose).
 // TROUPE_CUDNN_FORCE_SLICES=k forces k slices for tests.
+//
+// Recorded choices: what the timing chose is recorded per device for the convolution's problem
+// (shapes, dtype, layout, epilogue, the settings above), and a later convolution with the same
+// problem adopts it without timing: a layer shape repeated through a model is timed once, and
+// every instance of a model (create_sibling_context) and every session of it in the process runs
+// the same configuration, so the instances hold each weight in one form, shared through the
+// constant store, and give the same results. Timing alone could pick differently each time where
+// two candidates are close (under compute-sanitizer it did, and the second instance uploaded its
+// weights again in the other layout).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -236,6 +247,42 @@ struct conv_shape {
   std::vector<int64_t> stride, dilation, pads_begin, pads_end;
 };
 
+/// A choice as recorded for later convolutions of the same problem (see the header comment):
+/// which configuration, how many images per slice, algorithm, math and epilogue mode.
+struct conv_record {
+  conv_variant variant = conv_variant::as_stored;
+  int64_t slice_images = 0;  // the whole batch when not sliced
+  cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  bool fused = false;
+  bool operator==(const conv_record&) const = default;
+};
+
+/// Process-wide: keys name the device. Entries are never removed (one per distinct problem).
+class conv_records {
+ public:
+  static conv_records& instance() {
+    static conv_records records;
+    return records;
+  }
+  std::optional<conv_record> find(const std::string& key) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = records_.find(key);
+    if (it == records_.end()) return std::nullopt;
+    return it->second;
+  }
+  /// Records `r` unless the key has a record already (two instances timed the same problem at
+  /// once); returns the record that stands.
+  conv_record record(const std::string& key, const conv_record& r) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return records_.emplace(key, r).first->second;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, conv_record> records_;
+};
+
 expected<std::vector<int>> to_int_dims(const kernel_create_context& c, const shape_t& s) {
   std::vector<int> d;
   for (int64_t v : s) {
@@ -298,6 +345,20 @@ class conv_kernel final : public kernel {
   /// timing the candidates once; keeps the chosen configuration in config_.
   status choose(const kernel_create_context& c, const conv_shape& s,
                 std::vector<std::unique_ptr<conv_config>> configs);
+  /// Builds the configuration `r` names and keeps it with its choice, untimed; unsupported when
+  /// cuDNN rejects it (the caller then searches).
+  status adopt(const kernel_create_context& c, const conv_shape& s, const conv_record& r);
+  /// cuDNN's part of the workspace for (algo, math) in `cf`: the larger of a slice's and the
+  /// tail's; none where cuDNN gives no size or wants more than kMaxConvWorkspaceBytes. Leaves
+  /// `math` set on the descriptors.
+  std::optional<size_t> cudnn_workspace(conv_config& cf, cudnnConvolutionFwdAlgo_t algo,
+                                        cudnnMathType_t math) const;
+  /// The record of what choose() kept, for later convolutions of the same problem.
+  /// After the choice: the workspace size and the CUDA-graph setting; waits for the uploads.
+  status finish_create();
+  conv_record record_of_choice() const {
+    return {config_->variant, config_->slice_images, choice_.algo, choice_.math, choice_.fused};
+  }
   bool needs_epilogue() const { return has_bias_ || has_z_ || act_.op != unary_op::identity; }
 
   cuda_context* ctx_;
@@ -594,6 +655,28 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   const char* pad_env = std::getenv("TROUPE_CUDNN_PAD_CHANNELS");
   const char* layout_env = std::getenv("TROUPE_CUDNN_LAYOUT");
   const std::string pad_mode = pad_env ? pad_env : "", layout_mode = layout_env ? layout_env : "";
+  // The problem as the recorded choices know it: everything the candidates and their timing
+  // depend on (not the node's name, not the weights' values).
+  std::string key = std::to_string(ctx->device()) + " " + std::string(dtype_name(x.type)) +
+                    (s.channels_last ? " cl" : " cf") + " g" + std::to_string(s.group) + " x" +
+                    shape_to_string(s.x) + " w" + shape_to_string(s.w) + " y" +
+                    shape_to_string(s.y);
+  for (const auto* v : {&s.stride, &s.dilation, &s.pads_begin, &s.pads_end}) {
+    key += " " + shape_to_string(*v);
+  }
+  const char* search_env = std::getenv("TROUPE_CUDNN_SEARCH");
+  key += " act" + std::to_string(static_cast<int>(k->act_.op)) + " b" +
+         std::to_string(k->has_bias_) + std::to_string(k->bias_is_input_) + " z" +
+         std::to_string(k->has_z_) + " w" + std::to_string(c.value(1) != nullptr) + " env " +
+         pad_mode + "/" + layout_mode + "/" + (search_env ? search_env : "") + "/" +
+         std::to_string(forced_slices()) + "/" + std::to_string(workspace_time_slack()) + "/" +
+         std::to_string(workspace_us_per_mib());
+  if (auto recorded = conv_records::instance().find(key)) {
+    if (k->adopt(c, s, *recorded).is_ok()) {
+      TROUPE_RETURN_IF_ERROR(k->finish_create());
+      return std::unique_ptr<kernel>(std::move(k));
+    }
+  }
   std::vector<conv_variant> variants;
   if (!s.channels_last) {
     variants = {conv_variant::as_stored};
@@ -617,13 +700,74 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   }
   if (configs.empty()) return first_error;
   TROUPE_RETURN_IF_ERROR(k->choose(c, s, std::move(configs)));
-  const char* graphs = std::getenv("TROUPE_CUDNN_GRAPHS");
-  k->graphs_off_ = graphs && std::string(graphs) == "0";
-  const size_t es = dtype_size(x.type);
-  k->workspace_bytes_ = align_up(k->choice_.workspace) + k->config_->copies_bytes(es);
-  // Uploads were enqueued on the context's stream; runs may use another stream.
-  TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx->stream()));
+  const conv_record mine = k->record_of_choice();
+  const conv_record standing = conv_records::instance().record(key, mine);
+  // Another instance recorded its choice for this problem while this one timed: run that one,
+  // so that the instances agree (this kernel's own choice stays where that one fails here).
+  if (!(standing == mine)) {
+    std::unique_ptr<conv_config> own_config = std::move(k->config_);
+    const conv_choice own_choice = k->choice_;
+    if (!k->adopt(c, s, standing).is_ok()) {
+      k->config_ = std::move(own_config);
+      k->choice_ = own_choice;
+      TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(k->config_->conv.get(), own_choice.math));
+      if (k->config_->tail) {
+        TROUPE_CUDA_CHECK(
+            cudnnSetConvolutionMathType(k->config_->tail->conv.get(), own_choice.math));
+      }
+    }
+  }
+  TROUPE_RETURN_IF_ERROR(k->finish_create());
   return std::unique_ptr<kernel>(std::move(k));
+}
+
+status conv_kernel::finish_create() {
+  const char* graphs = std::getenv("TROUPE_CUDNN_GRAPHS");
+  graphs_off_ = graphs && std::string(graphs) == "0";
+  workspace_bytes_ = align_up(choice_.workspace) + config_->copies_bytes(dtype_size(type_));
+  // Uploads were enqueued on the context's stream; runs may use another stream.
+  TROUPE_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream()));
+  return status::ok();
+}
+
+std::optional<size_t> conv_kernel::cudnn_workspace(conv_config& cf,
+                                                   cudnnConvolutionFwdAlgo_t algo,
+                                                   cudnnMathType_t math) const {
+  cudnnHandle_t h = ctx_->cudnn();
+  size_t most = 0;
+  for (conv_config* part : {&cf, cf.tail.get()}) {
+    if (!part) continue;
+    size_t bytes = 0;
+    if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(part->conv.get(), math)).is_ok() ||
+        !TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(
+                                h, part->x_desc.get(), part->w_desc.get(), part->conv.get(),
+                                part->y_desc.get(), algo, &bytes))
+             .is_ok() ||
+        bytes > kMaxConvWorkspaceBytes) {
+      return std::nullopt;
+    }
+    most = std::max(most, bytes);
+  }
+  return most;
+}
+
+status conv_kernel::adopt(const kernel_create_context& c, const conv_shape& s,
+                          const conv_record& r) {
+  TROUPE_ASSIGN_OR_RETURN(std::unique_ptr<conv_config> cf, make_config(c, s, r.variant));
+  if (r.slice_images != s.x[0]) {
+    TROUPE_ASSIGN_OR_RETURN(cf, make_sliced_config(c, s, *cf, r.slice_images));
+  }
+  if (r.fused && cf->stage_y) return c.fail(error_code::unsupported, "recorded choice mismatch");
+  const std::optional<size_t> ws = cudnn_workspace(*cf, r.algo, r.math);
+  if (!ws) return c.fail(error_code::unsupported, "recorded algorithm rejected");
+  if (std::getenv("TROUPE_CUDNN_DEBUG")) {
+    std::fprintf(stderr, "[troupe cudnn] chosen: %s %s algo %d math %d %s ws %zu, recorded\n",
+                 c.node.describe().c_str(), cf->label.c_str(), static_cast<int>(r.algo),
+                 static_cast<int>(r.math), r.fused ? "fused" : "plain", *ws);
+  }
+  choice_ = {0, r.algo, r.math, *ws, r.fused};
+  config_ = std::move(cf);
+  return status::ok();
 }
 
 status conv_kernel::choose(const kernel_create_context& c, const conv_shape& shape,
@@ -637,27 +781,8 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   constexpr int kAlgos = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
   const bool relu = act_.op == unary_op::relu;
   const bool identity = act_.op == unary_op::identity;
-  // cuDNN's part of the workspace for (algo, math) in a configuration: the larger of a slice's
-  // and the tail's; none where cuDNN gives no size or wants more than kMaxConvWorkspaceBytes.
-  // Leaves `math` set on the descriptors (select() sets the chosen one again).
   auto workspace_of = [&](conv_config& cf, cudnnConvolutionFwdAlgo_t algo,
-                          cudnnMathType_t math) -> std::optional<size_t> {
-    size_t most = 0;
-    for (conv_config* part : {&cf, cf.tail.get()}) {
-      if (!part) continue;
-      size_t bytes = 0;
-      if (!TROUPE_CUDA_STATUS(cudnnSetConvolutionMathType(part->conv.get(), math)).is_ok() ||
-          !TROUPE_CUDA_STATUS(cudnnGetConvolutionForwardWorkspaceSize(
-                                  h, part->x_desc.get(), part->w_desc.get(), part->conv.get(),
-                                  part->y_desc.get(), algo, &bytes))
-               .is_ok() ||
-          bytes > kMaxConvWorkspaceBytes) {
-        return std::nullopt;
-      }
-      most = std::max(most, bytes);
-    }
-    return most;
-  };
+                          cudnnMathType_t math) { return cudnn_workspace(cf, algo, math); };
   // The (algorithm, math) pairs cuDNN ranks first for configuration ci.
   auto algos_of = [&](size_t ci) {
     conv_config& cf = *configs[ci];

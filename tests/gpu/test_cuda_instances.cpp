@@ -81,6 +81,51 @@ void expect_buckets_and_instances_share_weights() {
   EXPECT_EQ((*b)->memory_report().weights_bytes, mb.weights_bytes);
 }
 
+// The convolution search's choice is recorded per problem: the second instance (and a second
+// bucket's plan of the same shapes) adopts it untimed, so both instances run the same
+// configuration and read one copy of its weights, however close the timings were.
+TEST(CudaInstances, SecondInstanceAdoptsTheRecordedConvolutionChoice) {
+  TROUPE_REQUIRE_GPU();
+  scoped_env layout("TROUPE_CHANNELS_LAST", "1");
+  // A shape no other test in this binary builds, so that the first instance times it here.
+  const tensor x = random_input({3, 8, 12, 12}, 71);
+  auto a = make_session(conv_matmul_model(), kernels::backend::cuda, {}, runtime::precision::fp16);
+  ASSERT_TRUE(a) << a.error().to_string();
+  auto b = (*a)->create_instance();
+  ASSERT_TRUE(b) << b.error().to_string();
+  scoped_env debug("TROUPE_CUDNN_DEBUG", "1");
+  ::testing::internal::CaptureStderr();
+  ASSERT_NE(plan_for(**a, x), nullptr);
+  const std::string first = ::testing::internal::GetCapturedStderr();
+  ::testing::internal::CaptureStderr();
+  ASSERT_NE(plan_for(**b, x), nullptr);
+  const std::string second = ::testing::internal::GetCapturedStderr();
+  auto chosen_lines = [](const std::string& log) {
+    std::vector<std::string> lines;
+    for (size_t at = log.find("chosen:"); at != std::string::npos; at = log.find("chosen:", at + 1))
+      lines.push_back(log.substr(at, log.find('\n', at) - at));
+    return lines;
+  };
+  const std::vector<std::string> timed = chosen_lines(first), adopted = chosen_lines(second);
+  ASSERT_EQ(timed.size(), 1u) << first;
+  ASSERT_EQ(adopted.size(), 1u) << second;
+  EXPECT_EQ(timed[0].find(", recorded"), std::string::npos) << "the first build times";
+  EXPECT_NE(adopted[0].find(", recorded"), std::string::npos) << adopted[0];
+  // Same configuration label, algorithm, math and mode ("... ws N" follows both).
+  auto head = [](const std::string& line) { return line.substr(0, line.find(" ws ")); };
+  EXPECT_EQ(head(adopted[0]), head(timed[0]));
+  EXPECT_EQ((*a)->memory_report().weights_bytes, (*b)->memory_report().weights_bytes);
+
+  auto cpu = make_session(conv_matmul_model(), kernels::backend::cpu);
+  ASSERT_TRUE(cpu);
+  auto want = run_one(**cpu, x);
+  auto ya = run_one(**a, x);
+  auto yb = run_one(**b, x);
+  ASSERT_TRUE(want && ya && yb);
+  EXPECT_TRUE(same_bytes(*ya, *yb)) << "one configuration, one result";
+  EXPECT_LE(rel_l2(*yb, *want), 1e-2);
+}
+
 TEST(CudaInstances, TwoInstancesRunInParallelOnTheirOwnStreams) {
   TROUPE_REQUIRE_GPU();
   const std::string model = conv_matmul_model();

@@ -325,7 +325,7 @@ TEST(ElementwiseFusion, EnvironmentGate) {
   const std::string saved = old ? old : "";
   unsetenv("TROUPE_FUSE_ELEMENTWISE");
   EXPECT_TRUE(elementwise_fusion_enabled(kernels::backend::cpu));
-  EXPECT_FALSE(elementwise_fusion_enabled(kernels::backend::cuda));
+  EXPECT_TRUE(elementwise_fusion_enabled(kernels::backend::cuda));
   setenv("TROUPE_FUSE_ELEMENTWISE", "1", 1);
   EXPECT_TRUE(elementwise_fusion_enabled(kernels::backend::cuda));
   setenv("TROUPE_FUSE_ELEMENTWISE", "0", 1);
