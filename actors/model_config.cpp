@@ -282,7 +282,7 @@ node_config parse_node_node(const YAML::Node& root) {
   if (!root || root.IsNull()) return c;
   check_keys(root, "node",
              {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
-              "actor_scheduler", "detached_workers", "compute_threads", "max_inflight",
+              "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads", "max_inflight",
               "max_message_bytes", "drain_timeout_ms", "warmup_runs", "fault_injection",
               "log_level", "gpus"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
@@ -303,6 +303,9 @@ node_config parse_node_node(const YAML::Node& root) {
   }
   if (root["detached_workers"])
     c.detached_workers = get<bool>(root["detached_workers"], "detached_workers");
+  if (root["idle_spin_us"])
+    c.idle_spin_us =
+        static_cast<uint32_t>(get_int(root["idle_spin_us"], "idle_spin_us", 0, 1'000'000));
   if (root["compute_threads"])
     c.compute_threads =
         static_cast<int>(get_int(root["compute_threads"], "compute_threads", 0, 4096));

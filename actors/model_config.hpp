@@ -107,6 +107,10 @@ struct node_config {
   /// Workers on their own threads (true: a long run never delays routing, batching or timeouts)
   /// or on the CAF scheduler's threads (false: no thread hand-off per batch; for small models).
   bool detached_workers = true;
+  /// How long (microseconds) an idle thread on the request path polls before it blocks: the
+  /// frontend, detached workers and the CAF threads. nullopt: actors::default_idle_spin_us()
+  /// (500 with 8 or more hardware threads, else 0: block at once). docs/serving.md says why.
+  std::optional<uint32_t> idle_spin_us;
   int compute_threads = 0;       // OpenMP threads per worker; 0: OpenMP's default
   uint32_t max_inflight = 4096;  // requests held at once; beyond it the frontend answers OVERLOADED
   uint64_t max_message_bytes = 256ull << 20;       // a request larger than this is refused

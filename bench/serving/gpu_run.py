@@ -295,7 +295,8 @@ def bench_point(args, srv, name, inputs, concurrency, connections, duration, tmp
              # per request, measured replies only
              "request_batch_rows_mean": j.get("server_reported", {}).get("batch_rows_mean", 0.0),
              "server_queue_ms_mean": j.get("server_reported", {}).get("queue_ms_mean", 0.0),
-             "server_compute_ms_mean": j.get("server_reported", {}).get("compute_ms_mean", 0.0)}
+             "server_compute_ms_mean": j.get("server_reported", {}).get("compute_ms_mean", 0.0),
+             "server_total_ms_mean": j.get("server_reported", {}).get("total_ms_mean", 0.0)}
     util = metric(after, "troupe_gpu_utilization_ratio", gpu="0")
     if "troupe_gpu_utilization_ratio" in after:
         point["gpu_utilization"] = util
@@ -394,6 +395,10 @@ def markdown(r):
                      f"{b1['executor_host_ms']:.3f} ms host / {b1['executor_device_ms']:.3f} ms device: overhead "
                      f"**{b1['overhead_us']:.0f} us** (target <= {t['batch1_overhead_us']} us: "
                      f"{'met' if b1['overhead_us'] <= t['batch1_overhead_us'] else 'NOT met'}).")
+        if b1.get("server_total_ms_mean"):
+            lines.append(f"  Means as the node reports them: total in the node {b1['server_total_ms_mean']:.3f} ms "
+                         f"(queue {b1['server_queue_ms_mean']:.3f}, compute {b1['server_compute_ms_mean']:.3f}) "
+                         f"of {b1['e2e_mean_ms']:.3f} ms end to end; the rest is the transport and the client.")
     if r["notes"]:
         lines += ["", "Notes:"] + [f"- {n}" for n in r["notes"]]
     lines += ["",
@@ -418,6 +423,8 @@ def main():
     ap.add_argument("--queue-delay-us", type=int, default=0)
     ap.add_argument("--instances", type=int, default=1, help="replicas per worker (instance_group.count)")
     ap.add_argument("--actor-threads", type=int, default=2)
+    ap.add_argument("--idle-spin-us", type=int, default=None,
+                    help="node.yaml idle_spin_us (default: the node's own, 500 on >= 8 hardware threads)")
     ap.add_argument("--compute-threads", type=int, default=0, help="--cpu: OpenMP threads per run (0: 1)")
     ap.add_argument("--concurrency", default="1,4,8,16,24,32,48,64,96,128,192,256")
     ap.add_argument("--connections", type=int, default=8, help="at most this many client connections per point")
@@ -489,6 +496,8 @@ def run(args, tmp, notes, tag):
         f.write(f"gpus: {'none' if args.cpu else 'all'}\ncpu_workers: 1\nactor_threads: {args.actor_threads}\n"
                 f"detached_workers: true\ncompute_threads: {args.compute_threads if args.cpu else 0}\n"
                 "max_inflight: 8192\nwarmup_runs: 2\nlog_level: warn\n")
+        if args.idle_spin_us is not None:
+            f.write(f"idle_spin_us: {args.idle_spin_us}\n")
 
     # 2. the node
     root = os.path.join(tmp, "repo")
@@ -536,7 +545,8 @@ def run(args, tmp, notes, tag):
         b1 = bench_point(args, srv, model_name, inputs, 1, 1, args.batch1_duration, tmp)
         batch1 = {"e2e_p50_ms": b1["p50_ms"], "e2e_p99_ms": b1["p99_ms"], "e2e_mean_ms": b1["mean_ms"],
                   "throughput_rps": b1["throughput_rps"], "server_compute_ms_mean": b1["server_compute_ms_mean"],
-                  "server_queue_ms_mean": b1["server_queue_ms_mean"]}
+                  "server_queue_ms_mean": b1["server_queue_ms_mean"],
+                  "server_total_ms_mean": b1["server_total_ms_mean"]}
         node_log = srv.log_tail(4000)
     finally:
         srv.stop()

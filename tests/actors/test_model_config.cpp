@@ -109,6 +109,11 @@ TEST(node_config, keys_and_errors) {
   EXPECT_EQ(n->max_inflight, 10u);
   EXPECT_EQ(n->drain_timeout, std::chrono::milliseconds(1500));
   EXPECT_TRUE(n->fault_injection);
+  EXPECT_FALSE(n->idle_spin_us.has_value()) << "absent: the machine-dependent default";
+  auto spin = parse_node_config("idle_spin_us: 0\n", "node");
+  ASSERT_TRUE(spin.has_value()) << spin.error().to_string();
+  EXPECT_EQ(spin->idle_spin_us, 0u);
+  EXPECT_FALSE(parse_node_config("idle_spin_us: -5\n", "node").has_value());
   auto bad = parse_node_config("cpu_workers: 0\n", "node");
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("cpu_workers"), std::string::npos);
