@@ -168,7 +168,10 @@ status replica::init(const options& o) {
     for (size_t d = mbs > 0 ? 1 : 0; d < t.shape.size(); ++d) static_shapes &= t.shape[d] >= 0;
   if (!static_shapes) return status::ok();
 
-  for (int64_t rows : bucket_rows_) {
+  // Largest first, as session::warm_up: the batch size throughput depends on fixes each
+  // convolution's configuration (the weights' form) for the smaller ones.
+  for (auto it = bucket_rows_.rbegin(); it != bucket_rows_.rend(); ++it) {
+    const int64_t rows = *it;
     std::vector<shape_t> shapes;
     for (const auto& t : sig->inputs) {
       shape_t s(t.shape.begin(), t.shape.end());
@@ -190,6 +193,7 @@ status replica::init(const options& o) {
     }
     if (o.warmup_runs > 0) warmup_.push_back({rows, total_us / o.warmup_runs});
   }
+  std::reverse(warmup_.begin(), warmup_.end());  // by rows, ascending
   shape_variants_ = 1;
   return status::ok();
 }

@@ -114,9 +114,13 @@ status run_serve(const serve_options& o) {
   // (CAF's queue check, with a steal attempt every 10) takes about 7 ns uncontended.
   const uint32_t idle_spin_us = cfg.idle_spin_us.value_or(actors::default_idle_spin_us());
   constexpr size_t kCafPollAttemptsPerMicrosecond = 100;
-  if (idle_spin_us > 0 && cfg.actor_scheduler == "stealing")
+  if (idle_spin_us > 0 && cfg.actor_scheduler == "stealing") {
     caf_cfg.set("work-stealing.aggressive-poll-attempts",
                 static_cast<size_t>(idle_spin_us) * kCafPollAttemptsPerMicrosecond);
+    // A steal attempt locks another thread's queue: every 10th poll (CAF's default, for a spin
+    // of 100 polls) would hammer the busy thread's queue for the whole spin. About every 2 us.
+    caf_cfg.set("work-stealing.aggressive-steal-interval", size_t{200});
+  }
   caf_cfg.set("logger.file-verbosity", caf::atom("quiet"));
   caf_cfg.set("logger.console-verbosity", caf::atom("quiet"));
   caf::actor_system sys{caf_cfg};

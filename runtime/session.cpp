@@ -130,7 +130,11 @@ int64_t session::bucket_for(int64_t rows) const {
 status session::warm_up() {
   if (buckets_.empty())
     return invalid_argument("warm_up needs batch buckets (session_options::batch_buckets)");
-  for (int64_t bucket : buckets_) {
+  // Largest first: a convolution keeps the configuration (the weights' form) the first batch
+  // size that timed it chose (kernels/cuda/conv_ops.cpp), and that should be the batch size
+  // throughput depends on.
+  for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
+    const int64_t bucket = *it;
     std::vector<tensor> zeros;
     for (const auto& in : inputs_) {
       shape_t shape{bucket};

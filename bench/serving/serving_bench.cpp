@@ -6,10 +6,13 @@
 //       reply's envelope is decoded (an error reply counts as an error). Prints one JSON line
 //       with the replies per second and the sizes of the reply frames it saw.
 //
-//   serving_bench echo --listen ADDR --model M --rows R --outputs K
+//   serving_bench echo --listen ADDR --model M --rows R --outputs K [--delay-us D]
 //       The baseline: a bare ZeroMQ ROUTER that answers every request at once with a reply of the
 //       same shape as troupe's (a prebuilt ServerMessage envelope naming one [R, K] float32 output,
 //       and that output frame). No decoding, batching or compute: the cost of the transport alone.
+//       --delay-us D holds each reply D microseconds (a busy wait, like a worker waiting for its
+//       GPU): the transport's cost when the client and the I/O threads idle that long between
+//       messages, as they do around a real model's run (idle cores wake up more slowly).
 
 #include <algorithm>
 #include <atomic>
@@ -40,6 +43,7 @@ int run_echo(int argc, char** argv) {
   const std::string listen = arg(argc, argv, "--listen", "tcp://127.0.0.1:5601");
   const int64_t rows = std::stoll(arg(argc, argv, "--rows", "1"));
   const int64_t outputs = std::stoll(arg(argc, argv, "--outputs", "8"));
+  const auto delay = std::chrono::microseconds(std::stoll(arg(argc, argv, "--delay-us", "0")));
   pb::ServerMessage reply;
   reply.set_id("b");
   auto* r = reply.mutable_infer();
@@ -76,6 +80,11 @@ int run_echo(int argc, char** argv) {
     while (more) {
       if (!sock.recv(frame, zmq::recv_flags::none)) break;
       more = frame.more();
+    }
+    if (delay.count() > 0) {
+      const auto until = bench_clock::now() + delay;
+      while (bench_clock::now() < until) {
+      }
     }
     zmq::message_t env, out;
     env.copy(env_template);

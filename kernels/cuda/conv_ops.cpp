@@ -36,7 +36,11 @@
 // the same configuration, so the instances hold each weight in one form, shared through the
 // constant store, and give the same results. Timing alone could pick differently each time where
 // two candidates are close (under compute-sanitizer it did, and the second instance uploaded its
-// weights again in the other layout).
+// weights again in the other layout). For the same reason the configuration (which fixes the
+// weights' form: KRSC, KRSC with padded channels, or KCRS) is recorded per problem without its
+// batch size: another batch bucket times algorithms and slicing in that configuration only.
+// session::warm_up builds the largest bucket first, so the configuration is the one the
+// throughput-bound batch size prefers.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -271,16 +275,26 @@ class conv_records {
     if (it == records_.end()) return std::nullopt;
     return it->second;
   }
-  /// Records `r` unless the key has a record already (two instances timed the same problem at
-  /// once); returns the record that stands.
-  conv_record record(const std::string& key, const conv_record& r) {
+  /// The configuration (the weights' form) another batch size of the problem chose.
+  std::optional<conv_variant> find_form(const std::string& form_key) const {
     std::lock_guard<std::mutex> lock(mutex_);
+    auto it = forms_.find(form_key);
+    if (it == forms_.end()) return std::nullopt;
+    return it->second;
+  }
+  /// Records `r` unless the key has a record already (two instances timed the same problem at
+  /// once), and its configuration for the problem at every batch size unless one stands;
+  /// returns the record that stands.
+  conv_record record(const std::string& key, const std::string& form_key, const conv_record& r) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    forms_.emplace(form_key, r.variant);
     return records_.emplace(key, r).first->second;
   }
 
  private:
   mutable std::mutex mutex_;
   std::map<std::string, conv_record> records_;
+  std::map<std::string, conv_variant> forms_;  // by the problem without its batch size
 };
 
 expected<std::vector<int>> to_int_dims(const kernel_create_context& c, const shape_t& s) {
@@ -657,26 +671,36 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   const std::string pad_mode = pad_env ? pad_env : "", layout_mode = layout_env ? layout_env : "";
   // The problem as the recorded choices know it: everything the candidates and their timing
   // depend on (not the node's name, not the weights' values).
-  std::string key = std::to_string(ctx->device()) + " " + std::string(dtype_name(x.type)) +
-                    (s.channels_last ? " cl" : " cf") + " g" + std::to_string(s.group) + " x" +
-                    shape_to_string(s.x) + " w" + shape_to_string(s.w) + " y" +
-                    shape_to_string(s.y);
-  for (const auto* v : {&s.stride, &s.dilation, &s.pads_begin, &s.pads_end}) {
-    key += " " + shape_to_string(*v);
-  }
-  const char* search_env = std::getenv("TROUPE_CUDNN_SEARCH");
-  key += " act" + std::to_string(static_cast<int>(k->act_.op)) + " b" +
-         std::to_string(k->has_bias_) + std::to_string(k->bias_is_input_) + " z" +
-         std::to_string(k->has_z_) + " w" + std::to_string(c.value(1) != nullptr) + " env " +
-         pad_mode + "/" + layout_mode + "/" + (search_env ? search_env : "") + "/" +
-         std::to_string(forced_slices()) + "/" + std::to_string(workspace_time_slack()) + "/" +
-         std::to_string(workspace_us_per_mib());
+  // The problem as the recorded choices know it: everything the candidates and their timing
+  // depend on (not the node's name, not the weights' values); without the batch, the key of the
+  // weights' form.
+  auto problem_key = [&](bool with_batch) {
+    shape_t x_dims = s.x, y_dims = s.y;
+    if (!with_batch) x_dims[0] = y_dims[0] = 0;
+    std::string key = std::to_string(ctx->device()) + " " + std::string(dtype_name(x.type)) +
+                      (s.channels_last ? " cl" : " cf") + " g" + std::to_string(s.group) +
+                      " x" + shape_to_string(x_dims) + " w" + shape_to_string(s.w) + " y" +
+                      shape_to_string(y_dims);
+    for (const auto* v : {&s.stride, &s.dilation, &s.pads_begin, &s.pads_end}) {
+      key += " " + shape_to_string(*v);
+    }
+    const char* search_env = std::getenv("TROUPE_CUDNN_SEARCH");
+    key += " act" + std::to_string(static_cast<int>(k->act_.op)) + " b" +
+           std::to_string(k->has_bias_) + std::to_string(k->bias_is_input_) + " z" +
+           std::to_string(k->has_z_) + " w" + std::to_string(c.value(1) != nullptr) + " env " +
+           pad_mode + "/" + layout_mode + "/" + (search_env ? search_env : "") + "/" +
+           std::to_string(forced_slices()) + "/" + std::to_string(workspace_time_slack()) +
+           "/" + std::to_string(workspace_us_per_mib());
+    return key;
+  };
+  const std::string key = problem_key(true), form_key = problem_key(false);
   if (auto recorded = conv_records::instance().find(key)) {
     if (k->adopt(c, s, *recorded).is_ok()) {
       TROUPE_RETURN_IF_ERROR(k->finish_create());
       return std::unique_ptr<kernel>(std::move(k));
     }
   }
+  const std::optional<conv_variant> form = conv_records::instance().find_form(form_key);
   std::vector<conv_variant> variants;
   if (!s.channels_last) {
     variants = {conv_variant::as_stored};
@@ -687,6 +711,11 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
     }
     if (layout_mode != "nhwc") variants.push_back(conv_variant::nchw_inside);
   }
+  // Another batch size of this convolution chose its configuration already: the same one here
+  // (the algorithm, slicing and mode are still timed for this batch), so that the device holds
+  // the weights in one form for every batch bucket.
+  if (form && std::find(variants.begin(), variants.end(), *form) != variants.end())
+    variants = {*form};
   // A configuration cuDNN rejects is left out; create fails only when none is left.
   std::vector<std::unique_ptr<conv_config>> configs;
   status first_error;
@@ -701,7 +730,7 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   if (configs.empty()) return first_error;
   TROUPE_RETURN_IF_ERROR(k->choose(c, s, std::move(configs)));
   const conv_record mine = k->record_of_choice();
-  const conv_record standing = conv_records::instance().record(key, mine);
+  const conv_record standing = conv_records::instance().record(key, form_key, mine);
   // Another instance recorded its choice for this problem while this one timed: run that one,
   // so that the instances agree (this kernel's own choice stays where that one fails here).
   if (!(standing == mine)) {
