@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "runtime/plan.hpp"
 
@@ -104,6 +105,10 @@ bool replica::shares_weights_with(const replica& other) const {
 status replica::init(const options& o) {
   max_shape_buckets_ = o.max_shape_buckets;
   where_ = o.where;
+  staging_threads_ = o.staging_threads > 0
+                         ? static_cast<int>(o.staging_threads)
+                         : std::clamp(static_cast<int>(std::thread::hardware_concurrency() / 4), 1, 4);
+  parallel_staging_bytes_ = o.parallel_staging_bytes;
   device_index_ = o.device_index;
   model_path_ = o.model_path;
   version_ = o.version;
@@ -304,7 +309,11 @@ status replica::run(batch& bt) {
   bt.result = [&]() -> status {
     if (bt.jobs.empty()) return internal_error("empty batch");
     TROUPE_ASSIGN_OR_RETURN(bucket * b, find_or_build_bucket(bt.rows, bt.jobs.front()->inputs));
-    // Staging: the one host copy of request bytes, frame -> the plan's input rows.
+    // Staging: the one host copy of request bytes, frame -> the plan's input rows. Measured on
+    // the GPU host, one thread copying 40 images of 150 KB took about as long as the GPU's run
+    // of them (and the GPU waits for it): large batches are copied by several threads.
+    staging_copies_.clear();
+    size_t total_bytes = 0;
     for (size_t i = 0; i < b->staging.size(); ++i) {
       std::byte* dst = static_cast<std::byte*>(b->staging[i].raw());
       size_t offset = 0;
@@ -312,9 +321,21 @@ status replica::run(batch& bt) {
       for (const infer_job* j : bt.jobs) {
         const input_view& in = j->inputs[i];
         if (offset + in.bytes > capacity) return internal_error("batch rows exceed the bucket");
-        std::memcpy(dst + offset, in.data, in.bytes);
+        staging_copies_.push_back({dst + offset, in.data, in.bytes});
         offset += in.bytes;
       }
+      total_bytes += offset;
+    }
+    const auto copies = static_cast<int64_t>(staging_copies_.size());
+    if (staging_threads_ > 1 && copies > 1 && total_bytes >= parallel_staging_bytes_) {
+      const int threads = static_cast<int>(std::min<int64_t>(staging_threads_, copies));
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t k = 0; k < copies; ++k) {
+        const staging_copy& c = staging_copies_[static_cast<size_t>(k)];
+        std::memcpy(c.dst, c.src, c.bytes);
+      }
+    } else {
+      for (const staging_copy& c : staging_copies_) std::memcpy(c.dst, c.src, c.bytes);
     }
     TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
     TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs));

@@ -68,6 +68,11 @@ class replica {
     /// plans, staging and output blocks stay per replica. Null: load the file. Not owned; only
     /// read during create.
     const replica* weights_from = nullptr;
+    /// Staging a large batch is memory-bound (the request frames lie scattered over the heap):
+    /// batches of at least parallel_staging_bytes are copied by this many threads (OpenMP),
+    /// each a share of the jobs. 0: a quarter of the hardware threads, 1 to 4.
+    uint32_t staging_threads = 0;
+    size_t parallel_staging_bytes = size_t{2} << 20;
   };
 
   static expected<std::unique_ptr<replica>> create(const options& o);
@@ -127,6 +132,15 @@ class replica {
   std::vector<bucket_latency> warmup_;
   size_t max_shape_buckets_ = 32;
   size_t shape_variants_ = 0;
+  /// One staging copy (a job's input into the bucket's staging); reused batch after batch.
+  struct staging_copy {
+    std::byte* dst = nullptr;
+    const void* src = nullptr;
+    size_t bytes = 0;
+  };
+  std::vector<staging_copy> staging_copies_;
+  int staging_threads_ = 1;
+  size_t parallel_staging_bytes_ = 0;
   kernels::backend where_ = kernels::backend::cpu;
   int device_index_ = 0;
   // What can_share_weights compares.

@@ -78,10 +78,13 @@ class replica_staging : public ::testing::Test {
     o.model_path = (dir_.path() / "m.onnx").string();
     o.config.max_batch_size = 4;
     o.warmup_runs = 1;
+    configure(o);
     auto r = replica::create(o);
     ASSERT_TRUE(r.has_value()) << r.error().to_string();
     replica_ = std::move(*r);
   }
+
+  virtual void configure(replica::options&) {}
 
   /// Runs one batch of jobs with these row counts; checks every job's rows against the reference.
   batch& run(std::vector<int64_t> rows, uint32_t seed) {
@@ -158,6 +161,28 @@ TEST_F(replica_staging, a_block_a_reply_still_reads_is_never_overwritten) {
   EXPECT_EQ(replica_->memory().output_blocks, blocks + 1) << "idle blocks are reused, no growth";
   third.block->release();
   third.block = nullptr;
+}
+
+/// Every batch staged by several threads (the path large GPU batches take), whatever its size.
+class replica_parallel_staging : public replica_staging {
+ protected:
+  void configure(replica::options& o) override {
+    o.staging_threads = 3;
+    o.parallel_staging_bytes = 1;
+  }
+};
+
+TEST_F(replica_parallel_staging, every_job_lands_in_its_own_rows) {
+  // Jobs of 1 to 4 rows in every mix: each job's outputs are checked against its own inputs.
+  for (uint32_t i = 0; i < 8; ++i) {
+    for (const auto& rows : std::vector<std::vector<int64_t>>{
+             {1, 1, 1, 1}, {2, 1, 1}, {1, 3}, {4}, {1, 2}, {3}}) {
+      batch& b = run(rows, 100 + 10 * i);
+      ASSERT_NE(b.block, nullptr);
+      b.block->release();
+      b.block = nullptr;
+    }
+  }
 }
 
 TEST(worker_memory, workers_report_device_pool_and_staging_bytes) {
