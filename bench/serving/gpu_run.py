@@ -606,8 +606,9 @@ def run(args, tmp, notes, tag):
     if not args.cpu:
         notes.append("the executor's host timing copies its inputs from pageable memory; the node stages "
                      "them into pinned memory: for large batches the executor's copy is the slower one")
-        notes.append("a gpu_worker stages a batch (copies the requests' bytes into pinned memory) and runs "
-                     "it on one thread: the GPU waits while the next batch is staged")
+        notes.append("a gpu_worker stages a batch (copies the requests' bytes into pinned memory, several "
+                     "threads for large batches), then runs it: the GPU waits while the next batch is "
+                     "staged (no overlap of one batch's staging with the previous batch's run yet)")
     return {
         "cpu_mode": args.cpu, "machine": machine(args.cpu),
         "model": {"name": model_name, "source": args.model_path, "precision": args.precision,
