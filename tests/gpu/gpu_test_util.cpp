@@ -326,4 +326,54 @@ tensor permute_channels_last(const tensor& t, bool to_channels_last) {
   return r;
 }
 
+void expect_unary_float_parity(const parity_options& options) {
+  struct unary_case {
+    const char* op;
+    double lo, hi;  // the input range
+  };
+  const unary_case cases[] = {
+      {"Neg", -3, 3},
+      {"Abs", -3, 3},
+      {"Relu", -3, 3},
+      {"Sqrt", 0.01, 4},
+      {"Exp", -3, 3},
+      {"Log", 0.01, 5},
+      {"Erf", -3, 3},
+      {"Tanh", -3, 3},
+      {"Sigmoid", -6, 6},
+      {"Reciprocal", 0.5, 3},
+      {"Floor", -5, 5},
+      {"Ceil", -5, 5},
+      {"HardSwish", -5, 5},
+      {"Gelu", -4, 4},
+      {"Sin", -4, 4},
+      {"Cos", -4, 4},
+      {"Round", -5, 5},
+      {"Sign", -2, 2},
+      {"Softplus", -30, 30},
+      {"Softsign", -5, 5},
+      {"Elu", -3, 3},
+      {"Selu", -3, 3},
+      {"Celu", -3, 3},
+      {"Mish", -30, 30},
+      {"ThresholdedRelu", -3, 3},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.op);
+    const op_node n = make_node(c.op, c.op == std::string("Gelu") ? 20 : 17);
+    expect_parity(n, {random_tensor(dtype::f32, {3, 5, 67}, c.lo, c.hi)}, options);
+  }
+}
+
+op_node conv_case_node(const conv_case& c, bool fused, bool channels_last) {
+  op_node n = fused || channels_last ? make_node("FusedConv", 1, "troupe") : make_node("Conv", 11);
+  n.attrs.set("group", c.group);
+  n.attrs.set("strides", c.strides);
+  if (!c.dilations.empty()) n.attrs.set("dilations", c.dilations);
+  if (!c.pads.empty()) n.attrs.set("pads", c.pads);
+  if (!c.auto_pad.empty()) n.attrs.set("auto_pad", c.auto_pad);
+  if (channels_last) n.attrs.set("channels_last", int64_t{1});
+  return n;
+}
+
 }  // namespace troupe::testing

@@ -61,6 +61,24 @@ struct parity_options {
 void expect_parity(const op_node& node, const std::vector<tensor>& inputs,
                    const parity_options& options = {});
 
+/// Every float unary op of the elementwise kernels (Neg ... ThresholdedRelu, Gelu at opset 20)
+/// against the CPU on inputs inside its domain, 3 x 5 x 67 elements (the vector path and its
+/// tail), with `options` (f16, bf16...).
+void expect_unary_float_parity(const parity_options& options);
+
+/// A convolution's geometry for the cuDNN tests. Empty dilations, pads or auto_pad leave the
+/// attribute unset (its ONNX default).
+struct conv_case {
+  const char* name;
+  shape_t x, w;  // logical (N, C, D...), (K, C/group, k...)
+  int64_t group;
+  std::vector<int64_t> strides, dilations, pads;
+  std::string auto_pad;
+};
+/// Conv (opset 11), or troupe.FusedConv when `fused`, with `c`'s geometry; channels_last = 1 on
+/// the FusedConv when asked.
+op_node conv_case_node(const conv_case& c, bool fused, bool channels_last = false);
+
 /// Sets an environment variable for one scope and restores the previous state after (kernels
 /// and plans read their TROUPE_* switches when they are built).
 class scoped_env {

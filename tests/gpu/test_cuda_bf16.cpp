@@ -29,43 +29,7 @@ tensor ints(std::vector<int64_t> x) {
 
 TEST(CudaBf16, UnaryFunctions) {
   TROUPE_REQUIRE_GPU();
-  struct unary_case {
-    const char* op;
-    double lo, hi;
-  };
-  const unary_case cases[] = {
-      {"Neg", -3, 3},
-      {"Abs", -3, 3},
-      {"Relu", -3, 3},
-      {"Sqrt", 0.01, 4},
-      {"Exp", -3, 3},
-      {"Log", 0.01, 5},
-      {"Erf", -3, 3},
-      {"Tanh", -3, 3},
-      {"Sigmoid", -6, 6},
-      {"Reciprocal", 0.5, 3},
-      {"Floor", -5, 5},
-      {"Ceil", -5, 5},
-      {"HardSwish", -5, 5},
-      {"Gelu", -4, 4},
-      {"Sin", -4, 4},
-      {"Cos", -4, 4},
-      {"Round", -5, 5},
-      {"Sign", -2, 2},
-      {"Softplus", -30, 30},
-      {"Softsign", -5, 5},
-      {"Elu", -3, 3},
-      {"Selu", -3, 3},
-      {"Celu", -3, 3},
-      {"Mish", -30, 30},
-      {"ThresholdedRelu", -3, 3},
-  };
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.op);
-    op_node n = make_node(c.op, c.op == std::string("Gelu") ? 20 : 17);
-    // 3 * 5 * 67 elements: the 8-wide packet path and its tail.
-    expect_parity(n, {random_tensor(dtype::f32, {3, 5, 67}, c.lo, c.hi)}, kBf16);
-  }
+  expect_unary_float_parity(kBf16);
   op_node leaky = make_node("LeakyRelu");
   leaky.attrs.set("alpha", 0.37f);
   expect_parity(leaky, {random_tensor(dtype::f32, {1000}, -2, 2)}, kBf16);
@@ -342,28 +306,13 @@ TEST(CudaBf16, FusedMatMulAndGemm) {
 
 // ---- cuDNN, pooling, BatchNormalization --------------------------------------------------------
 
-struct conv_case {
-  const char* name;
-  shape_t x, w;
-  int64_t group;
-  std::vector<int64_t> strides, pads;
-};
-
 const conv_case kConvCases[] = {
-    {"3x3", {2, 16, 14, 14}, {32, 16, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}},
-    {"stem C=3 7x7/2", {1, 3, 32, 32}, {16, 3, 7, 7}, 1, {2, 2}, {3, 3, 3, 3}},
-    {"1x1/2", {2, 16, 9, 9}, {8, 16, 1, 1}, 1, {2, 2}, {0, 0, 0, 0}},
-    {"depthwise", {2, 16, 12, 12}, {16, 1, 3, 3}, 16, {2, 2}, {1, 1, 1, 1}},
-    {"1-D", {2, 8, 30}, {8, 8, 5}, 1, {2}, {2, 2}},
+    {"3x3", {2, 16, 14, 14}, {32, 16, 3, 3}, 1, {1, 1}, {}, {1, 1, 1, 1}},
+    {"stem C=3 7x7/2", {1, 3, 32, 32}, {16, 3, 7, 7}, 1, {2, 2}, {}, {3, 3, 3, 3}},
+    {"1x1/2", {2, 16, 9, 9}, {8, 16, 1, 1}, 1, {2, 2}, {}, {0, 0, 0, 0}},
+    {"depthwise", {2, 16, 12, 12}, {16, 1, 3, 3}, 16, {2, 2}, {}, {1, 1, 1, 1}},
+    {"1-D", {2, 8, 30}, {8, 8, 5}, 1, {2}, {}, {2, 2}},
 };
-
-op_node conv_node(const conv_case& c, bool fused) {
-  op_node n = fused ? make_node("FusedConv", 1, "troupe") : make_node("Conv", 11);
-  n.attrs.set("group", c.group);
-  n.attrs.set("strides", c.strides);
-  n.attrs.set("pads", c.pads);
-  return n;
-}
 
 TEST(CudaBf16, Conv) {
   TROUPE_REQUIRE_GPU();
@@ -372,9 +321,9 @@ TEST(CudaBf16, Conv) {
     tensor x = random_tensor(dtype::f32, c.x);
     tensor w = random_tensor(dtype::f32, c.w);
     tensor b = random_tensor(dtype::f32, {c.w[0]});
-    expect_parity(conv_node(c, false), {x, w, b},
+    expect_parity(conv_case_node(c, false), {x, w, b},
                   {.constant_inputs = {false, true, true}, .bf16 = true});
-    expect_parity(conv_node(c, false), {x, w, b}, kBf16);  // W and B as run-time inputs
+    expect_parity(conv_case_node(c, false), {x, w, b}, kBf16);  // W and B as run-time inputs
   }
 }
 
@@ -383,12 +332,12 @@ TEST(CudaBf16, FusedConvEpilogues) {
   for (const char* act : {"", "Relu", "HardSwish", "Sigmoid"}) {
     for (const conv_case* c : {&kConvCases[0], &kConvCases[1]}) {
       SCOPED_TRACE(std::string(act) + " " + c->name);
-      op_node n = conv_node(*c, true);
+      op_node n = conv_case_node(*c, true);
       n.attrs.set("activation", std::string(act));
       tensor x = random_tensor(dtype::f32, c->x);
       tensor w = random_tensor(dtype::f32, c->w);
       tensor b = random_tensor(dtype::f32, {c->w[0]});
-      auto out = run_op(conv_node(*c, false), {x, w});
+      auto out = run_op(conv_case_node(*c, false), {x, w});
       ASSERT_TRUE(out.has_value()) << out.error().to_string();
       tensor z = random_tensor(dtype::f32, (*out)[0].shape());
       const std::vector<bool> consts{false, true, true, false};

@@ -15,6 +15,7 @@
 #include "tests/gpu/gpu_test_util.hpp"
 #include "tests/kernels/kernel_test_util.hpp"
 #include "tests/runtime/layout_test_util.hpp"
+#include "tests/random_integers.hpp"
 
 namespace troupe::testing {
 namespace {
@@ -47,30 +48,6 @@ op_node fused_node(const std::vector<step_spec>& steps, dtype to) {
 
 tensor convert(const tensor& f32, dtype to) {
   return to == dtype::f16 ? to_f16(f32) : to == dtype::bf16 ? to_bf16(f32) : f32;
-}
-
-tensor random_integers(dtype type, const shape_t& shape, int lo, int hi, uint64_t seed) {
-  tensor t = tensor::allocate(type, shape);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> u(lo, hi);
-  for (int64_t i = 0; i < t.elements(); ++i) {
-    const int v = u(rng);
-    switch (type) {
-      case dtype::u8:
-        t.data<uint8_t>()[i] = static_cast<uint8_t>(v);
-        break;
-      case dtype::i8:
-        t.data<int8_t>()[i] = static_cast<int8_t>(v);
-        break;
-      case dtype::u16:
-        t.data<uint16_t>()[i] = static_cast<uint16_t>(v);
-        break;
-      default:
-        t.data<int16_t>()[i] = static_cast<int16_t>(v);
-        break;
-    }
-  }
-  return t;
 }
 
 /// The same node on both backends (constants visible to both factories); returns rel L2.

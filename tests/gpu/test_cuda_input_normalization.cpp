@@ -13,6 +13,7 @@
 #include "runtime/session.hpp"
 #include "tests/gpu/gpu_test_util.hpp"
 #include "tests/runtime/layout_test_util.hpp"
+#include "tests/random_integers.hpp"
 
 namespace troupe::testing {
 namespace {
@@ -38,14 +39,6 @@ std::string conv_model() {
   auto* conv2 = add_node(m, "Conv", {"r", "W2"}, {"y"});
   set_ints(conv2, "kernel_shape", {1, 1});
   return serialize(m);
-}
-
-tensor random_pixels(const shape_t& shape, uint64_t seed) {
-  tensor t = tensor::allocate(dtype::u8, shape);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> d(0, 255);
-  for (int64_t i = 0; i < t.elements(); ++i) t.data<uint8_t>()[i] = static_cast<uint8_t>(d(rng));
-  return t;
 }
 
 /// (x - mean[c]) / std[c] along dim 1, in double, rounded once to float.
@@ -85,7 +78,7 @@ TEST(CudaInputNormalization, Uint8InputMatchesCpuOnNormalisedFloats) {
   const std::string bytes = conv_model();
   auto cpu = make_session(bytes, {});
   ASSERT_TRUE(cpu) << cpu.error().to_string();
-  const tensor pixels = random_pixels({4, 3, 16, 16}, 21);
+  const tensor pixels = random_integers(dtype::u8, {4, 3, 16, 16}, 0, 255, 21);
   auto want = (*cpu)->run(std::vector<tensor>{normalised(pixels)});
   ASSERT_TRUE(want) << want.error().to_string();
   for (precision p : {precision::fp32, precision::fp16}) {
@@ -131,7 +124,7 @@ TEST(CudaInputNormalization, BatchBucketsWarmUpAndReplayWithUint8Input) {
   ASSERT_TRUE((*gpu)->warm_up().is_ok());
   for (int64_t rows : {1, 2, 5, 8}) {
     SCOPED_TRACE(rows);
-    const tensor pixels = random_pixels({rows, 3, 16, 16}, 100 + rows);
+    const tensor pixels = random_integers(dtype::u8, {rows, 3, 16, 16}, 0, 255, 100 + rows);
     auto want = (*cpu)->run(std::vector<tensor>{normalised(pixels)});
     ASSERT_TRUE(want) << want.error().to_string();
     auto got = (*gpu)->run(std::vector<tensor>{pixels});

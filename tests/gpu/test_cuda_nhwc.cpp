@@ -46,14 +46,6 @@ void expect_channels_last(const op_node& ref_node, const op_node& cl_node,
   EXPECT_LE(err, half ? 1e-2 : 1e-4) << cl_node.describe() << (half ? " f16" : " f32");
 }
 
-struct conv_case {
-  const char* name;
-  shape_t x, w;
-  int64_t group;
-  std::vector<int64_t> strides, dilations, pads;
-  std::string auto_pad;
-};
-
 const conv_case kCases[] = {
     {"3x3", {2, 16, 14, 14}, {32, 16, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, ""},
     {"stem C=3 7x7/2", {2, 3, 32, 32}, {16, 3, 7, 7}, 1, {2, 2}, {1, 1}, {3, 3, 3, 3}, ""},
@@ -70,23 +62,12 @@ const conv_case kCases[] = {
     {"3-D", {1, 8, 6, 7, 8}, {8, 8, 3, 3, 3}, 1, {1, 2, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, ""},
 };
 
-op_node conv_node(const conv_case& c, bool channels_last) {
-  op_node n = make_node("FusedConv", 1, "troupe");
-  n.attrs.set("group", c.group);
-  n.attrs.set("strides", c.strides);
-  n.attrs.set("dilations", c.dilations);
-  if (!c.pads.empty()) n.attrs.set("pads", c.pads);
-  if (!c.auto_pad.empty()) n.attrs.set("auto_pad", c.auto_pad);
-  if (channels_last) n.attrs.set("channels_last", int64_t{1});
-  return n;
-}
-
 TEST(CudaNhwc, FusedConvGeometries) {
   TROUPE_REQUIRE_GPU();
   for (const auto& c : kCases) {
     for (bool half : {false, true}) {
       SCOPED_TRACE(std::string(c.name) + (half ? " f16" : " f32"));
-      const op_node ref = conv_node(c, false), cl = conv_node(c, true);
+      const op_node ref = conv_case_node(c, true, false), cl = conv_case_node(c, true, true);
       tensor x = random_tensor(dtype::f32, c.x);
       tensor w = random_tensor(dtype::f32, c.w);
       tensor b = random_tensor(dtype::f32, {c.w[0]});
@@ -111,7 +92,7 @@ TEST(CudaNhwc, FusedConvEpilogues) {
     for (const auto& a : acts) {
       for (bool half : {false, true}) {
         SCOPED_TRACE(std::string(g->name) + " " + a.name + (half ? " f16" : " f32"));
-        op_node ref = conv_node(*g, false), cl = conv_node(*g, true);
+        op_node ref = conv_case_node(*g, true, false), cl = conv_case_node(*g, true, true);
         for (op_node* n : {&ref, &cl}) {
           n->attrs.set("activation", std::string(a.name));
           if (!a.params.empty()) n->attrs.set("activation_params", a.params);
@@ -119,7 +100,7 @@ TEST(CudaNhwc, FusedConvEpilogues) {
         tensor x = random_tensor(dtype::f32, g->x);
         tensor w = random_tensor(dtype::f32, g->w);
         tensor b = random_tensor(dtype::f32, {g->w[0]});
-        auto y = run_op(conv_node(*g, false), {x, w});
+        auto y = run_op(conv_case_node(*g, true, false), {x, w});
         ASSERT_TRUE(y.has_value()) << y.error().to_string();
         tensor z = random_tensor(dtype::f32, (*y)[0].shape());
         const std::vector<bool> consts{false, true, true, false};
@@ -139,7 +120,7 @@ TEST(CudaNhwc, ChannelPaddingForcedBothWays) {
     setenv("TROUPE_CUDNN_PAD_CHANNELS", mode, 1);
     for (const conv_case* g : {&kCases[1], &kCases[2], &kCases[3], &kCases[9]}) {
       SCOPED_TRACE(std::string(g->name) + " TROUPE_CUDNN_PAD_CHANNELS=" + mode);
-      op_node ref = conv_node(*g, false), cl = conv_node(*g, true);
+      op_node ref = conv_case_node(*g, true, false), cl = conv_case_node(*g, true, true);
       for (op_node* n : {&ref, &cl}) n->attrs.set("activation", std::string("Relu"));
       tensor x = random_tensor(dtype::f32, g->x);
       tensor w = random_tensor(dtype::f32, g->w);
@@ -162,12 +143,12 @@ TEST(CudaNhwc, EveryLayoutConfigurationIsRight) {
         for (bool half : {false, true}) {
           SCOPED_TRACE(std::string(c.name) + " " + act + " TROUPE_CUDNN_LAYOUT=" + mode +
                        (half ? " f16" : " f32"));
-          op_node ref = conv_node(c, false), cl = conv_node(c, true);
+          op_node ref = conv_case_node(c, true, false), cl = conv_case_node(c, true, true);
           for (op_node* n : {&ref, &cl}) n->attrs.set("activation", std::string(act));
           tensor x = random_tensor(dtype::f32, c.x);
           tensor w = random_tensor(dtype::f32, c.w);
           tensor b = random_tensor(dtype::f32, {c.w[0]});
-          auto y = run_op(conv_node(c, false), {x, w});
+          auto y = run_op(conv_case_node(c, true, false), {x, w});
           ASSERT_TRUE(y.has_value()) << y.error().to_string();
           tensor z = random_tensor(dtype::f32, (*y)[0].shape());
           expect_channels_last(ref, cl, {x, w, b, z}, {0, 3}, {false, true, true, false}, half);

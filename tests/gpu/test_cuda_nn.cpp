@@ -8,14 +8,6 @@
 namespace troupe::testing {
 namespace {
 
-struct conv_case {
-  const char* name;
-  shape_t x, w;
-  int64_t group;
-  std::vector<int64_t> strides, dilations, pads;
-  std::string auto_pad;
-};
-
 const conv_case kConvCases[] = {
     {"3x3", {2, 8, 14, 14}, {16, 8, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, ""},
     {"stem 7x7/2", {1, 3, 32, 32}, {8, 3, 7, 7}, 1, {2, 2}, {1, 1}, {3, 3, 3, 3}, ""},
@@ -30,22 +22,12 @@ const conv_case kConvCases[] = {
     {"3-D", {1, 3, 6, 7, 8}, {4, 3, 3, 3, 3}, 1, {1, 2, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, ""},
 };
 
-op_node conv_node(const conv_case& c, bool fused) {
-  op_node n = fused ? make_node("FusedConv", 1, "troupe") : make_node("Conv", 11);
-  n.attrs.set("group", c.group);
-  n.attrs.set("strides", c.strides);
-  n.attrs.set("dilations", c.dilations);
-  if (!c.pads.empty()) n.attrs.set("pads", c.pads);
-  if (!c.auto_pad.empty()) n.attrs.set("auto_pad", c.auto_pad);
-  return n;
-}
-
 TEST(CudaConv, Conv) {
   TROUPE_REQUIRE_GPU();
   for (const auto& c : kConvCases) {
     for (bool half : {false, true}) {
       SCOPED_TRACE(std::string(c.name) + (half ? " f16" : " f32"));
-      op_node n = conv_node(c, false);
+      op_node n = conv_case_node(c, false);
       tensor x = random_tensor(dtype::f32, c.x);
       tensor w = random_tensor(dtype::f32, c.w);
       tensor b = random_tensor(dtype::f32, {c.w[0]});
@@ -78,13 +60,13 @@ TEST(CudaConv, FusedConvActivations) {
     for (bool half : {false, true}) {
       for (const conv_case* g : {&geometry, &asym}) {
         SCOPED_TRACE(std::string(a.name) + " " + g->name + (half ? " f16" : " f32"));
-        op_node n = conv_node(*g, true);
+        op_node n = conv_case_node(*g, true);
         n.attrs.set("activation", std::string(a.name));
         if (!a.params.empty()) n.attrs.set("activation_params", a.params);
         tensor x = random_tensor(dtype::f32, g->x);
         tensor w = random_tensor(dtype::f32, g->w);
         tensor b = random_tensor(dtype::f32, {g->w[0]});
-        auto out = run_op(conv_node(*g, false), {x, w});
+        auto out = run_op(conv_case_node(*g, false), {x, w});
         ASSERT_TRUE(out.has_value()) << out.error().to_string();
         tensor z = random_tensor(dtype::f32, (*out)[0].shape());
         const std::vector<bool> consts{false, true, true, false};

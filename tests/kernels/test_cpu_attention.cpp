@@ -7,40 +7,11 @@
 #include <limits>
 
 #include "kernels/op_schema.hpp"
+#include "tests/kernels/attention_test_cases.hpp"
 #include "tests/kernels/kernel_test_util.hpp"
 
 namespace troupe::testing {
 namespace {
-
-struct attention_case {
-  int64_t batch, heads, q_len, kv_len, head_dim;
-  bool packed = false;
-  bool seq_first = false;
-  shape_t mask;     // empty: no mask
-  float scale = 0;  // 0: the default 1/sqrt(D)
-};
-
-std::string describe(const attention_case& c) {
-  char buf[160];
-  std::snprintf(buf, sizeof(buf), "B%lld H%lld Sq%lld Skv%lld D%lld%s%s mask %s",
-                static_cast<long long>(c.batch), static_cast<long long>(c.heads),
-                static_cast<long long>(c.q_len), static_cast<long long>(c.kv_len),
-                static_cast<long long>(c.head_dim), c.packed ? " packed" : "",
-                c.seq_first ? " sbe" : "", shape_to_string(c.mask).c_str());
-  return buf;
-}
-
-op_node attention_node(const attention_case& c) {
-  op_node n = make_node("Attention", 1, "troupe");
-  n.attrs.set("num_heads", c.heads);
-  if (c.scale != 0) n.attrs.set("scale", c.scale);
-  if (c.seq_first) n.attrs.set("layout", std::string("sbe"));
-  return n;
-}
-
-shape_t operand_shape(const attention_case& c, int64_t seq, int64_t row) {
-  return c.seq_first ? shape_t{seq, c.batch, row} : shape_t{c.batch, seq, row};
-}
 
 /// The op's definition, evaluated in double: for each (b, h, i), softmax over j of
 /// scale * q_i . k_j + mask, then the weighted sum of the v_j.
@@ -100,22 +71,11 @@ tensor reference(const attention_case& c, const std::vector<tensor>& in) {
 }
 
 std::vector<tensor> inputs_for(const attention_case& c) {
-  const int64_t e = c.heads * c.head_dim;
-  std::vector<tensor> in;
-  if (c.packed) {
-    in.push_back(random_tensor(dtype::f32, operand_shape(c, c.q_len, 3 * e), -2, 2));
-    in.emplace_back();
-    in.emplace_back();
-  } else {
-    in.push_back(random_tensor(dtype::f32, operand_shape(c, c.q_len, e), -2, 2));
-    in.push_back(random_tensor(dtype::f32, operand_shape(c, c.kv_len, e), -2, 2));
-    in.push_back(random_tensor(dtype::f32, operand_shape(c, c.kv_len, e), -2, 2));
-  }
+  std::vector<tensor> in = random_attention_operands(c);
   if (!c.mask.empty()) {
-    tensor m = random_tensor(dtype::f32, c.mask, -3, 1);
     // Some masked-out keys, as attention masks have them.
+    tensor& m = in.back();
     for (int64_t i = 0; i < m.elements(); i += 5) m.data<float>()[i] = -3.4e38f;
-    in.push_back(m);
   }
   return in;
 }

@@ -10,6 +10,7 @@
 
 #include "kernels/ops/fused_elementwise_params.hpp"
 #include "tests/kernels/kernel_test_util.hpp"
+#include "tests/random_integers.hpp"
 
 namespace troupe::testing {
 namespace {
@@ -119,30 +120,6 @@ TEST(CpuFusedElementwise, EveryStepWithBroadcastConstants) {
   expect_matches(steps, dtype::f32, random_tensor(dtype::f32, shape, -3.0, 3.0), constants);
 }
 
-/// Random integers in [lo, hi] of an integer dtype (random_tensor covers only some of them).
-tensor random_integers(dtype type, const shape_t& shape, int lo, int hi) {
-  tensor t = tensor::allocate(type, shape);
-  std::uniform_int_distribution<int> u(lo, hi);
-  for (int64_t i = 0; i < t.elements(); ++i) {
-    const int v = u(test_rng());
-    switch (type) {
-      case dtype::u8:
-        t.data<uint8_t>()[i] = static_cast<uint8_t>(v);
-        break;
-      case dtype::i8:
-        t.data<int8_t>()[i] = static_cast<int8_t>(v);
-        break;
-      case dtype::u16:
-        t.data<uint16_t>()[i] = static_cast<uint16_t>(v);
-        break;
-      default:
-        t.data<int16_t>()[i] = static_cast<int16_t>(v);
-        break;
-    }
-  }
-  return t;
-}
-
 TEST(CpuFusedElementwise, IntegerInputsBehindACast) {
   const std::vector<tensor> constants{random_tensor(dtype::f32, {3, 1, 1}, 0.0, 200.0),
                                       random_tensor(dtype::f32, {3, 1, 1}, 0.01, 0.02)};
@@ -153,7 +130,8 @@ TEST(CpuFusedElementwise, IntegerInputsBehindACast) {
     const int hi = in == dtype::u16   ? 65535
                    : in == dtype::i16 ? 32767
                                       : 127 + (in == dtype::u8) * 128;
-    expect_matches(steps, dtype::f32, random_integers(in, {2, 3, 16, 16}, lo, hi), constants);
+    expect_matches(steps, dtype::f32, random_integers(in, {2, 3, 16, 16}, lo, hi, test_rng()),
+                   constants);
   }
 }
 

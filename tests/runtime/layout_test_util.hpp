@@ -22,25 +22,6 @@
 
 namespace troupe::testing {
 
-inline void set_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-inline void set_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(v);
-}
-inline void set_float(onnx::NodeProto* n, const std::string& name, float v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::FLOAT);
-  a->set_f(v);
-}
-
 /// Values drawn from N(0, stddev), deterministic per seed.
 inline std::vector<float> normal_values(size_t n, float stddev, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -55,18 +36,6 @@ inline tensor random_input(const shape_t& shape, uint64_t seed) {
   const auto v = normal_values(static_cast<size_t>(t.elements()), 1.0f, seed);
   std::copy(v.begin(), v.end(), t.data<float>());
   return t;
-}
-
-/// ||a - b|| / ||b||.
-inline double rel_l2(const tensor& a, const tensor& b) {
-  if (a.shape() != b.shape() || a.type() != dtype::f32 || b.type() != dtype::f32) return INFINITY;
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.elements(); ++i) {
-    const double d = static_cast<double>(a.data<float>()[i]) - b.data<float>()[i];
-    num += d * d;
-    den += static_cast<double>(b.data<float>()[i]) * b.data<float>()[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
 struct layout_run {

@@ -21,18 +21,6 @@ namespace {
 
 using namespace troupe::testing;
 
-std::mt19937_64& rng() {
-  static std::mt19937_64 r(20261124);
-  return r;
-}
-
-std::vector<float> random_values(int64_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng());
-  return v;
-}
-
 void add_int64_initializer(onnx::ModelProto& m, const std::string& name,
                            const std::vector<int64_t>& values) {
   auto* t = m.mutable_graph()->add_initializer();
@@ -45,20 +33,6 @@ void add_int64_initializer(onnx::ModelProto& m, const std::string& name,
 
 void add_scalar(onnx::ModelProto& m, const std::string& name, float v) {
   add_float_initializer(m, name, {}, {v});
-}
-
-void set_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& values) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t v : values) a->add_ints(v);
-}
-
-void set_int(onnx::NodeProto* n, const std::string& name, int64_t value) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(value);
 }
 
 /// y = x @ W + b with fresh weights, HF-style (bias first in the Add).
@@ -215,23 +189,6 @@ expected<run_result> run(const onnx::ModelProto& m, const std::vector<tensor>& i
   return r;
 }
 
-double rel_l2(const tensor& a, const tensor& b) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.elements(); ++i) {
-    const double x = a.value_as_double(i), y = b.value_as_double(i);
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
-
-tensor random_input(shape_t shape, float lo = -1.0f, float hi = 1.0f) {
-  tensor t = tensor::allocate(dtype::f32, shape);
-  const auto v = random_values(t.elements(), lo, hi);
-  std::copy(v.begin(), v.end(), t.data<float>());
-  return t;
-}
-
 /// Additive key-padding mask [batch, 1, 1, seq]: the last `padded` keys of odd batches masked
 /// with torch.finfo(float32).min, as HF exports do.
 tensor padding_mask(int64_t batch, int64_t seq, int64_t padded) {
@@ -264,7 +221,7 @@ TEST(attention_pass, bert_layers_become_one_attention_node_each) {
   const auto m = bert_like(o);
   for (auto [batch, seq] : {std::pair<int64_t, int64_t>{2, 16}, {1, 13}, {3, 37}}) {
     SCOPED_TRACE(::testing::Message() << "batch " << batch << " seq " << seq);
-    auto r = expect_same(m, {random_input({batch, seq, 64}), padding_mask(batch, seq, 3)});
+    auto r = expect_same(m, {uniform_input({batch, seq, 64}), padding_mask(batch, seq, 3)});
     // Per layer: one packed QKV projection, the attention, the output projection.
     EXPECT_EQ(r.ops["troupe.Attention"], 2);
     EXPECT_EQ(r.ops["Softmax"], 0);
@@ -281,7 +238,7 @@ TEST(attention_pass, every_scale_placement_folds_into_the_node) {
     SCOPED_TRACE(static_cast<int>(s));
     bert_options o;
     o.scale = s;
-    auto r = expect_same(bert_like(o), {random_input({2, 11, 64}, -3, 3), padding_mask(2, 11, 4)});
+    auto r = expect_same(bert_like(o), {uniform_input({2, 11, 64}, -3, 3), padding_mask(2, 11, 4)});
     EXPECT_EQ(r.ops["troupe.Attention"], 1);
     EXPECT_EQ(r.ops["Mul"] + r.ops["Div"], 0);
   }
@@ -290,13 +247,13 @@ TEST(attention_pass, every_scale_placement_folds_into_the_node) {
 TEST(attention_pass, masks_none_and_constant) {
   bert_options o;
   o.mask = mask_mode::none;
-  auto r = expect_same(bert_like(o), {random_input({2, 9, 64})});
+  auto r = expect_same(bert_like(o), {uniform_input({2, 9, 64})});
   EXPECT_EQ(r.ops["troupe.Attention"], 1);
   EXPECT_EQ(r.ops["Add"], 0);
   o.mask = mask_mode::causal_constant;
   auto m = bert_like(o);
   add_causal_mask(m, 9);
-  r = expect_same(m, {random_input({2, 9, 64})});
+  r = expect_same(m, {uniform_input({2, 9, 64})});
   EXPECT_EQ(r.ops["troupe.Attention"], 1);
   EXPECT_EQ(r.ops["Add"], 0);
 }
@@ -306,7 +263,7 @@ TEST(attention_pass, shared_weights_are_concatenated_once) {
   o.layers = 3;
   o.share_weights = true;
   const auto m = bert_like(o);
-  const std::vector<tensor> in{random_input({2, 8, 64}), padding_mask(2, 8, 2)};
+  const std::vector<tensor> in{uniform_input({2, 8, 64}), padding_mask(2, 8, 2)};
   auto r = expect_same(m, in);
   EXPECT_EQ(r.ops["troupe.Attention"], 3);
   const std::string bytes = serialize(m);
@@ -371,7 +328,7 @@ TEST(attention_pass, vit_sequence_first_packed_qkv) {
   for (auto [batch, seq] : {std::pair<int64_t, int64_t>{2, 17}, {1, 5}, {3, 1}}) {
     SCOPED_TRACE(::testing::Message() << "batch " << batch << " seq " << seq);
     const auto m = vit_like(4, 16, batch, seq);
-    auto r = expect_same(m, {random_input({batch, seq, 64}, -2, 2)});
+    auto r = expect_same(m, {uniform_input({batch, seq, 64}, -2, 2)});
     EXPECT_EQ(r.ops["troupe.Attention"], 1);
     EXPECT_EQ(r.ops["Softmax"] + r.ops["Gather"] + r.ops["Squeeze"] + r.ops["Mul"], 0);
     EXPECT_EQ(r.ops["Transpose"], 1);  // only x -> [S, B, E] remains
@@ -417,7 +374,7 @@ onnx::ModelProto swin_like(int64_t heads, int64_t dim, int64_t tokens) {
 
 TEST(attention_pass, swin_window_packed_qkv_with_position_bias) {
   const auto m = swin_like(3, 32, 49);
-  auto r = expect_same(m, {random_input({4, 49, 96}, -2, 2)});
+  auto r = expect_same(m, {uniform_input({4, 49, 96}, -2, 2)});
   EXPECT_EQ(r.ops["troupe.Attention"], 1);
   EXPECT_EQ(r.ops["Transpose"] + r.ops["Gather"] + r.ops["Add"] + r.ops["Softmax"], 0);
   EXPECT_EQ(r.nodes, 2);  // the qkv projection and the attention
@@ -428,7 +385,7 @@ TEST(attention_pass, swin_window_packed_qkv_with_position_bias) {
 TEST(attention_pass, score_tensor_that_is_a_graph_output_blocks_the_rewrite) {
   bert_options o;
   o.scores_are_output = true;
-  auto r = expect_same(bert_like(o), {random_input({2, 6, 64}), padding_mask(2, 6, 2)});
+  auto r = expect_same(bert_like(o), {uniform_input({2, 6, 64}), padding_mask(2, 6, 2)});
   EXPECT_EQ(r.ops["troupe.Attention"], 0);
   EXPECT_EQ(r.ops["Softmax"], 1);
 }
@@ -436,7 +393,7 @@ TEST(attention_pass, score_tensor_that_is_a_graph_output_blocks_the_rewrite) {
 TEST(attention_pass, probabilities_read_elsewhere_block_the_rewrite) {
   bert_options o;
   o.probs_read_twice = true;
-  auto r = expect_same(bert_like(o), {random_input({2, 6, 64}), padding_mask(2, 6, 2)});
+  auto r = expect_same(bert_like(o), {uniform_input({2, 6, 64}), padding_mask(2, 6, 2)});
   EXPECT_EQ(r.ops["troupe.Attention"], 0);
   EXPECT_EQ(r.ops["Softmax"], 1);
 }
@@ -444,7 +401,7 @@ TEST(attention_pass, probabilities_read_elsewhere_block_the_rewrite) {
 TEST(attention_pass, heads_that_are_not_contiguous_are_left_alone) {
   bert_options o;
   o.heads_not_contiguous = true;
-  auto r = expect_same(bert_like(o), {random_input({2, 6, 64}), padding_mask(2, 6, 2)});
+  auto r = expect_same(bert_like(o), {uniform_input({2, 6, 64}), padding_mask(2, 6, 2)});
   EXPECT_EQ(r.ops["troupe.Attention"], 0);
   EXPECT_EQ(r.ops["Softmax"], 1);
 }
@@ -452,21 +409,21 @@ TEST(attention_pass, heads_that_are_not_contiguous_are_left_alone) {
 TEST(attention_pass, mask_added_before_the_scale_is_left_alone) {
   bert_options o;
   o.mask = mask_mode::add_before_scale;
-  auto r = expect_same(bert_like(o), {random_input({2, 6, 64}), padding_mask(2, 6, 0)});
+  auto r = expect_same(bert_like(o), {uniform_input({2, 6, 64}), padding_mask(2, 6, 0)});
   EXPECT_EQ(r.ops["troupe.Attention"], 0);
 }
 
 TEST(attention_pass, projection_read_elsewhere_keeps_q_k_v_separate) {
   bert_options o;
   o.q_projection_is_output = true;
-  auto r = expect_same(bert_like(o), {random_input({2, 6, 64}), padding_mask(2, 6, 2)});
+  auto r = expect_same(bert_like(o), {uniform_input({2, 6, 64}), padding_mask(2, 6, 2)});
   EXPECT_EQ(r.ops["troupe.Attention"], 1);
   EXPECT_EQ(r.ops["troupe.FusedMatMul"], 4);  // q, k, v and the output projection
 }
 
 TEST(attention_pass, disabled_by_option) {
   bert_options o;
-  auto r = run(bert_like(o), {random_input({2, 6, 64}), padding_mask(2, 6, 2)}, false);
+  auto r = run(bert_like(o), {uniform_input({2, 6, 64}), padding_mask(2, 6, 2)}, false);
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_EQ(r->ops["troupe.Attention"], 0);
   EXPECT_EQ(r->ops["Softmax"], 1);

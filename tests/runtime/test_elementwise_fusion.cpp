@@ -22,32 +22,6 @@ namespace {
 
 using namespace troupe::testing;
 
-std::mt19937_64& rng() {
-  static std::mt19937_64 r(20261124);
-  return r;
-}
-
-std::vector<float> random_values(int64_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng());
-  return v;
-}
-
-tensor random_input(shape_t shape, float lo = -2.0f, float hi = 2.0f) {
-  tensor t = tensor::allocate(dtype::f32, shape);
-  const auto v = random_values(t.elements(), lo, hi);
-  std::copy(v.begin(), v.end(), t.data<float>());
-  return t;
-}
-
-void set_int(onnx::NodeProto* n, const std::string& name, int64_t value) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(value);
-}
-
 struct run_result {
   std::vector<tensor> outputs;
   std::map<std::string, int> ops;  // op counts of the optimised graph
@@ -70,16 +44,6 @@ expected<run_result> run(const onnx::ModelProto& m, const std::vector<tensor>& i
   for (const auto& oi : p->output_infos()) r.outputs.push_back(tensor::allocate(oi.type, oi.shape));
   TROUPE_RETURN_IF_ERROR(p->run(inputs, r.outputs));
   return r;
-}
-
-double rel_l2(const tensor& a, const tensor& b) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.elements(); ++i) {
-    const double x = a.value_as_double(i), y = b.value_as_double(i);
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
 }
 
 /// Runs both ways, checks agreement, returns the fused run.
@@ -130,7 +94,7 @@ TEST(ElementwiseFusion, ImageNormalizationFromUint8) {
   tensor img = tensor::allocate(dtype::u8, {2, 3, 5, 7});
   std::uniform_int_distribution<int> u(0, 255);
   for (int64_t i = 0; i < img.elements(); ++i)
-    img.data<uint8_t>()[i] = static_cast<uint8_t>(u(rng()));
+    img.data<uint8_t>()[i] = static_cast<uint8_t>(u(test_rng()));
   auto r = expect_same(m, {img});
   EXPECT_EQ(r.fused, 1);
   EXPECT_EQ(count(r, "troupe.FusedElementwise"), 1);
@@ -144,7 +108,7 @@ TEST(ElementwiseFusion, AddRelu) {
   add_node(m, "Add", {"b", "x"}, {"s"});
   add_node(m, "Relu", {"s"}, {"y"});
   add_output(m, "y", {"4", "16"});
-  auto r = expect_same(m, {random_input({4, 16})});
+  auto r = expect_same(m, {uniform_input({4, 16}, -2, 2)});
   EXPECT_EQ(r.fused, 1);
   EXPECT_EQ(r.ops.size(), 1u);
 }
@@ -167,7 +131,7 @@ TEST(ElementwiseFusion, MulAddSigmoidAndReversedOperands) {
   add_node(m, "Tanh", {"t6"}, {"t7"});
   add_node(m, "Clip", {"t7", "lo", "hi"}, {"y"});
   add_output(m, "y", {"2", "3", "4"});
-  auto r = expect_same(m, {random_input({2, 3, 4})});
+  auto r = expect_same(m, {uniform_input({2, 3, 4}, -2, 2)});
   EXPECT_EQ(r.fused, 1);
   EXPECT_EQ(r.ops.size(), 1u);
 }
@@ -181,7 +145,7 @@ TEST(ElementwiseFusion, MultiConsumerIntermediateIsNotFused) {
   add_node(m, "Sigmoid", {"s"}, {"y2"});
   add_output(m, "y1", {"4", "8"});
   add_output(m, "y2", {"4", "8"});
-  auto r = expect_same(m, {random_input({4, 8})});
+  auto r = expect_same(m, {uniform_input({4, 8}, -2, 2)});
   EXPECT_EQ(r.fused, 0);
   EXPECT_EQ(count(r, "Add"), 1);
   EXPECT_EQ(count(r, "Relu"), 1);
@@ -197,7 +161,7 @@ TEST(ElementwiseFusion, GraphOutputInTheMiddleSplitsTheChain) {
   add_node(m, "Sigmoid", {"r"}, {"y"});
   add_output(m, "r", {"4", "8"});  // exported: the chain cannot run through it
   add_output(m, "y", {"4", "8"});
-  auto r = expect_same(m, {random_input({4, 8})});
+  auto r = expect_same(m, {uniform_input({4, 8}, -2, 2)});
   EXPECT_EQ(r.fused, 1);
   EXPECT_EQ(count(r, "Sigmoid"), 1);  // after the exported value: a chain of one stays
   EXPECT_EQ(count(r, "troupe.FusedElementwise"), 1);  // Add -> Relu
@@ -211,7 +175,7 @@ TEST(ElementwiseFusion, ShapeWideningOperandIsNotFused) {
   add_node(m, "Add", {"x", "wide"}, {"s"});
   add_node(m, "Relu", {"s"}, {"y"});
   add_output(m, "y", {"4", "2", "3"});
-  auto r = expect_same(m, {random_input({2, 3})});
+  auto r = expect_same(m, {uniform_input({2, 3}, -2, 2)});
   EXPECT_EQ(r.fused, 0);
   EXPECT_EQ(count(r, "Add"), 1);
   EXPECT_EQ(count(r, "Relu"), 1);
@@ -224,7 +188,7 @@ TEST(ElementwiseFusion, ComputedSecondOperandIsNotFused) {
   add_node(m, "Add", {"x", "z"}, {"s"});
   add_node(m, "Relu", {"s"}, {"y"});
   add_output(m, "y", {"4", "8"});
-  auto r = expect_same(m, {random_input({4, 8}), random_input({4, 8})});
+  auto r = expect_same(m, {uniform_input({4, 8}, -2, 2), uniform_input({4, 8}, -2, 2)});
   EXPECT_EQ(r.fused, 0);
   EXPECT_EQ(count(r, "Add"), 1);
 }
@@ -240,7 +204,7 @@ TEST(ElementwiseFusion, ComputedOperandMidChainEndsTheChain) {
   add_node(m, "Tanh", {"p"}, {"t"});
   add_node(m, "Mul", {"t", "b"}, {"y"});
   add_output(m, "y", {"4", "8"});
-  auto r = expect_same(m, {random_input({4, 8}), random_input({4, 8})});
+  auto r = expect_same(m, {uniform_input({4, 8}, -2, 2), uniform_input({4, 8}, -2, 2)});
   EXPECT_EQ(r.fused, 2);  // Add -> Relu, and Tanh -> Mul
   EXPECT_EQ(count(r, "Mul"), 1);
   EXPECT_EQ(count(r, "troupe.FusedElementwise"), 2);
@@ -261,7 +225,7 @@ TEST(ElementwiseFusion, LongChainSplitsAtTheStepLimit) {
     v = o;
   }
   add_output(m, v, {"3", "5"});
-  auto r = expect_same(m, {random_input({3, 5})});
+  auto r = expect_same(m, {uniform_input({3, 5}, -2, 2)});
   EXPECT_EQ(r.fused, 2);  // 16 steps, then 4
   EXPECT_EQ(r.ops.size(), 1u);
 }
@@ -306,7 +270,7 @@ TEST(ElementwiseFusion, ChainInsideAChannelsLastRegion) {
   add_node(m, "Sigmoid", {"m"}, {"s"});
   add_node(m, "Conv", {"s", "w2"}, {"y"});
   add_output(m, "y", {"2", "4", "4", "4"});
-  const std::vector<tensor> inputs{random_input({2, 4, 6, 6})};
+  const std::vector<tensor> inputs{uniform_input({2, 4, 6, 6}, -2, 2)};
   auto plain = run_all_passes(m, inputs, false);
   auto fused = run_all_passes(m, inputs, true);
   ASSERT_TRUE(plain) << plain.error().to_string();

@@ -17,6 +17,7 @@
 #include "runtime/session.hpp"
 #include "runtime/specialize.hpp"
 #include "tests/runtime/layout_test_util.hpp"
+#include "tests/random_integers.hpp"
 
 namespace troupe::runtime {
 namespace {
@@ -72,30 +73,6 @@ expected<std::unique_ptr<session>> make_session(const std::string& bytes, sessio
   return session::create_from_graph(std::move(g), std::move(o));
 }
 
-tensor random_pixels(dtype type, const shape_t& shape, uint64_t seed, int lo = 0, int hi = 255) {
-  tensor t = tensor::allocate(type, shape);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> d(lo, hi);
-  for (int64_t i = 0; i < t.elements(); ++i) {
-    const int v = d(rng);
-    switch (type) {
-      case dtype::u8:
-        t.data<uint8_t>()[i] = static_cast<uint8_t>(v);
-        break;
-      case dtype::i8:
-        t.data<int8_t>()[i] = static_cast<int8_t>(v);
-        break;
-      case dtype::u16:
-        t.data<uint16_t>()[i] = static_cast<uint16_t>(v);
-        break;
-      default:
-        t.data<int16_t>()[i] = static_cast<int16_t>(v);
-        break;
-    }
-  }
-  return t;
-}
-
 /// (x - mean[c]) / std[c] in double, rounded once to float; c = the index along `axis`.
 tensor normalised_reference(const tensor& pixels, const std::vector<float>& mean,
                             const std::vector<float>& stddev, int64_t axis) {
@@ -123,7 +100,7 @@ TEST(input_normalization, conv_matches_the_float_model_on_normalised_floats) {
   EXPECT_EQ((*normalised)->inputs()[0].type, dtype::u8);
   EXPECT_EQ((*normalised)->outputs()[0].type, dtype::f32);
   for (int64_t batch : {1, 3}) {
-    const tensor pixels = random_pixels(dtype::u8, {batch, 3, 8, 8}, 11 + batch);
+    const tensor pixels = random_integers(dtype::u8, {batch, 3, 8, 8}, 0, 255, 11 + batch);
     auto want = (*plain)->run(std::vector<tensor>{normalised_reference(pixels, kMean, kStd, 1)});
     ASSERT_TRUE(want) << want.error().to_string();
     auto got = (*normalised)->run(std::vector<tensor>{pixels});
@@ -136,7 +113,7 @@ TEST(input_normalization, conv_matches_the_float_model_on_normalised_floats) {
   auto sibling = (*normalised)->create_instance();
   ASSERT_TRUE(sibling) << sibling.error().to_string();
   EXPECT_EQ((*sibling)->inputs()[0].type, dtype::u8);
-  const tensor pixels = random_pixels(dtype::u8, {2, 3, 8, 8}, 5);
+  const tensor pixels = random_integers(dtype::u8, {2, 3, 8, 8}, 0, 255, 5);
   auto a = (*normalised)->run(std::vector<tensor>{pixels});
   auto b = (*sibling)->run(std::vector<tensor>{pixels});
   ASSERT_TRUE(a && b);
@@ -185,7 +162,7 @@ TEST(input_normalization, channels_last_axis_and_other_client_types) {
     auto s = make_session(identity_model({"N", "5", "4", "3"}), o);
     ASSERT_TRUE(s) << s.error().to_string();
     EXPECT_EQ((*s)->inputs()[0].type, c.type);
-    const tensor pixels = random_pixels(c.type, {2, 5, 4, 3}, 3, c.lo, c.hi);
+    const tensor pixels = random_integers(c.type, {2, 5, 4, 3}, c.lo, c.hi, 3);
     auto out = (*s)->run(std::vector<tensor>{pixels});
     ASSERT_TRUE(out) << out.error().to_string();
     const tensor want = normalised_reference(pixels, c.mean, c.stddev, 3);
@@ -205,7 +182,8 @@ TEST(input_normalization, batch_buckets_and_warm_up_use_the_client_type) {
   auto s = make_session(conv_model(), o);
   ASSERT_TRUE(s) << s.error().to_string();
   ASSERT_TRUE((*s)->warm_up().is_ok());
-  const tensor pixels = random_pixels(dtype::u8, {3, 3, 8, 8}, 9);  // runs padded to 4 rows
+  // Runs padded to 4 rows.
+  const tensor pixels = random_integers(dtype::u8, {3, 3, 8, 8}, 0, 255, 9);
   auto got = (*s)->run(std::vector<tensor>{pixels});
   ASSERT_TRUE(got) << got.error().to_string();
   auto plain = make_session(conv_model());
@@ -224,7 +202,7 @@ TEST(input_normalization, the_chain_joins_a_channels_last_region) {
   o.input_normalizations = {imagenet_u8()};
   auto s = make_session(conv_model(), o);
   ASSERT_TRUE(s) << s.error().to_string();
-  const tensor pixels = random_pixels(dtype::u8, {2, 3, 8, 8}, 17);
+  const tensor pixels = random_integers(dtype::u8, {2, 3, 8, 8}, 0, 255, 17);
   auto p = (*s)->prepare({pixels.info()});
   auto got = (*s)->run(std::vector<tensor>{pixels});
   ::unsetenv("TROUPE_CHANNELS_LAST");
@@ -303,8 +281,8 @@ TEST(input_normalization, two_inputs_each_named) {
   ASSERT_TRUE(s) << s.error().to_string();
   EXPECT_EQ((*s)->inputs()[0].type, dtype::u8);
   EXPECT_EQ((*s)->inputs()[1].type, dtype::u8);
-  const tensor pa = random_pixels(dtype::u8, {2, 3, 2}, 1),
-               pb = random_pixels(dtype::u8, {2, 3, 2}, 2);
+  const tensor pa = random_integers(dtype::u8, {2, 3, 2}, 0, 255, 1),
+               pb = random_integers(dtype::u8, {2, 3, 2}, 0, 255, 2);
   auto out = (*s)->run(std::map<std::string, tensor>{{"a", pa}, {"b", pb}});
   ASSERT_TRUE(out) << out.error().to_string();
   const tensor ra = normalised_reference(pa, kMean, kStd, 1),
