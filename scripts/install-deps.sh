@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config clang
   libcaf-dev libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler
-  libonnx-dev libonnx-testdata libdnnl-dev zlib1g-dev
+  libonnx-dev libonnx-testdata libdnnl-dev ocl-icd-opencl-dev zlib1g-dev
   prometheus-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev nlohmann-json3-dev
+  libboost-dev libgrpc++-dev protobuf-compiler-grpc prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-venv python3-pip
 )
@@ -27,7 +28,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, zmq" 2>/dev/null; then
-  echo "troupe: installing Python tools into .venv (onnx, onnxruntime, numpy, pyzmq, pytest)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check onnx onnxruntime numpy pyzmq pytest
+if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, zmq, pytest, tritonclient.http, tritonclient.grpc, kubernetes_validate" 2>/dev/null; then
+  echo "troupe: installing Python tools into .venv (onnx, onnxruntime, numpy, pyzmq, pytest, tritonclient, kubernetes-validate)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check onnx onnxruntime numpy pyzmq pytest \
+    "tritonclient[http,grpc]" kubernetes-validate
 fi
