@@ -18,6 +18,7 @@
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "actors/request_binding.hpp"
 #include "proto/troupe.pb.h"
 
 namespace troupe::cluster {
@@ -385,69 +386,40 @@ class frontend::impl {
 
   status build_job(job_slot* s) {
     const pb::InferRequest& r = s->request->infer();
-    s->model.assign(r.model());
-    if (!table_) return make_error(error_code::unavailable, "the node is still loading its models");
-    const actors::model_entry* m = table_->find(s->model);
-    if (!m) return not_found("no model '" + r.model() + "'");
-    const actors::version_entry* v = r.version() > 0 ? m->find(r.version()) : m->default_version();
-    if (!v) {
-      if (r.version() > 0)
-        return not_found("model '" + r.model() + "' has no version " + std::to_string(r.version()));
-      return make_error(error_code::unavailable, "model '" + r.model() + "' has no loaded version");
-    }
-    s->metrics = v->metrics.get();
-    if (!v->signature)
-      return make_error(error_code::unavailable,
-                        "model '" + r.model() + "' version " + std::to_string(v->version) +
-                            " failed to load: " + v->load_error.to_string());
-    const actors::model_signature& sig = *v->signature;
-
     const size_t tensors = s->frame_count - s->envelope_index - 1;
     if (static_cast<size_t>(r.inputs_size()) != tensors)
       return invalid_argument("the envelope lists " + std::to_string(r.inputs_size()) +
                               " input tensors but " + std::to_string(tensors) +
                               " tensor frames follow it");
-    if (tensors != sig.inputs.size())
-      return invalid_argument("model '" + sig.model + "' takes " +
-                              std::to_string(sig.inputs.size()) + " inputs, the request has " +
-                              std::to_string(tensors));
-    s->inputs.resize(tensors);
-    for (auto& in : s->inputs) in.data = nullptr;
+    // Scratch vectors of the I/O thread: their capacity is kept between requests.
+    request_tensors_.resize(tensors);
     for (size_t i = 0; i < tensors; ++i) {
       const pb::TensorDesc& d = r.inputs(static_cast<int>(i));
-      const int index = sig.find_input(d.name());
-      if (index < 0)
-        return invalid_argument("model '" + sig.model + "' has no input '" + d.name() + "'");
-      actors::input_view& in = s->inputs[static_cast<size_t>(index)];
-      if (in.data) return invalid_argument("input '" + d.name() + "' appears twice");
       auto type = dtype_from_onnx(d.dtype());
       if (!type) return invalid_argument("input '" + d.name() + "': " + type.error().message());
       const zmq::message_t& frame = s->frames[s->envelope_index + 1 + i];
-      in.info.type = *type;
-      in.info.shape.assign(d.shape().begin(), d.shape().end());
-      // A zero-byte frame has no data pointer worth keeping; a non-null one marks the slot as set.
-      static const std::byte empty{};
-      in.data = frame.size() ? static_cast<const std::byte*>(frame.data()) : &empty;
-      in.bytes = frame.size();
+      actors::request_tensor& t = request_tensors_[i];
+      t.name = view_of(d.name());
+      t.type = *type;
+      t.shape = std::span<const int64_t>(d.shape().data(), static_cast<size_t>(d.shape_size()));
+      t.data = static_cast<const std::byte*>(frame.data());
+      t.bytes = frame.size();
     }
-    TROUPE_ASSIGN_OR_RETURN(s->rows, sig.validate(s->inputs));
-    for (const std::string& name : r.outputs()) {
-      const int k = sig.find_output(name);
-      if (k < 0) return invalid_argument("model '" + sig.model + "' has no output '" + name + "'");
-      s->requested_outputs.push_back(k);
-    }
-    s->version = r.version();
-    s->priority = r.priority();
-    if (r.priority() > sig.config.priority_levels)
-      return invalid_argument("priority " + std::to_string(r.priority()) +
-                              " exceeds the model's priority_levels " +
-                              std::to_string(sig.config.priority_levels));
-    s->timeout = std::chrono::microseconds(
+    output_names_.clear();
+    for (const std::string& name : r.outputs()) output_names_.push_back(view_of(name));
+    parameters_.clear();
+    for (const auto& [k, val] : r.parameters()) parameters_.emplace_back(view_of(k), view_of(val));
+    actors::request_fields f;
+    f.model = view_of(r.model());
+    f.version = r.version();
+    f.inputs = request_tensors_;
+    f.outputs = output_names_;
+    f.priority = r.priority();
+    f.timeout = std::chrono::microseconds(
         static_cast<int64_t>(std::min<uint64_t>(r.timeout_us(), uint64_t{1} << 50)));
-    s->routing_key.assign(r.routing_key());
-    for (const auto& [k, val] : r.parameters())
-      s->parameters.emplace_back(view_of(k), view_of(val));
-    s->signature = v->signature;
+    f.routing_key = view_of(r.routing_key());
+    f.parameters = parameters_;
+    TROUPE_RETURN_IF_ERROR(actors::bind_request(table_.get(), f, *s));
     s->reply_to = caf::actor_cast<caf::actor>(bridge_);
     s->sequence = ++sequence_;
     return status::ok();
@@ -682,6 +654,9 @@ class frontend::impl {
   uint64_t table_generation_ = ~uint64_t{0};
   uint64_t sequence_ = 0;
   std::vector<zmq::message_t> tensors_;
+  std::vector<actors::request_tensor> request_tensors_;
+  std::vector<std::string_view> output_names_;
+  std::vector<std::pair<std::string_view, std::string_view>> parameters_;
 };
 
 expected<std::unique_ptr<frontend>> frontend::create(caf::actor_system& sys,
