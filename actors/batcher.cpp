@@ -361,7 +361,8 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
             st.scheduler.adaptive().observe_latency(b.bucket_rows,
                                                     static_cast<double>(b.compute_time.count()));
             if (auto* m = st.metrics())
-              m->observe_compute(std::chrono::duration<double>(b.compute_time).count());
+              m->observe_compute(std::chrono::duration<double>(b.compute_time).count(),
+                                b.jobs.size());
           }
           finish_batch(st, b, t);
         }

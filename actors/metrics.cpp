@@ -9,6 +9,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 
+#include <chrono>
 #include <vector>
 
 namespace troupe::actors {
@@ -69,17 +70,41 @@ void version_metrics::count(error_code outcome) const {
   const auto i = static_cast<size_t>(outcome);
   if (i < requests.size() && requests[i]) requests[i]->Increment();
 }
-void version_metrics::observe_request(double s) const {
+namespace {
+uint64_t to_ns(double seconds) {
+  return seconds > 0 ? static_cast<uint64_t>(seconds * 1e9) : 0;
+}
+}  // namespace
+
+void version_metrics::record_request(error_code outcome, double s) const {
+  count(outcome);
   if (request_latency_s) request_latency_s->Observe(s);
+  constexpr auto relaxed = std::memory_order_relaxed;
+  if (outcome == error_code::ok) {
+    stats.success_count.fetch_add(1, relaxed);
+    stats.success_ns.fetch_add(to_ns(s), relaxed);
+  } else {
+    stats.fail_count.fetch_add(1, relaxed);
+    stats.fail_ns.fetch_add(to_ns(s), relaxed);
+  }
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  stats.last_inference_ms.store(static_cast<uint64_t>(now.count()), relaxed);
 }
 void version_metrics::observe_queue(double s) const {
   if (queue_latency_s) queue_latency_s->Observe(s);
+  stats.queue_count.fetch_add(1, std::memory_order_relaxed);
+  stats.queue_ns.fetch_add(to_ns(s), std::memory_order_relaxed);
 }
-void version_metrics::observe_compute(double s) const {
+void version_metrics::observe_compute(double s, size_t requests) const {
   if (compute_latency_s) compute_latency_s->Observe(s);
+  stats.compute_count.fetch_add(requests, std::memory_order_relaxed);
+  stats.compute_ns.fetch_add(to_ns(s) * requests, std::memory_order_relaxed);
 }
 void version_metrics::observe_batch(int64_t rows) const {
   if (batch_rows) batch_rows->Observe(static_cast<double>(rows));
+  stats.execution_count.fetch_add(1, std::memory_order_relaxed);
+  stats.inference_count.fetch_add(static_cast<uint64_t>(rows), std::memory_order_relaxed);
 }
 void version_metrics::set_queue_length(double n) const {
   if (queue_length) queue_length->Set(n);

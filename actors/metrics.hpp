@@ -14,6 +14,7 @@
 /// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,21 @@ namespace troupe::actors {
 
 inline constexpr size_t error_code_count = 13;  // error_code::ok .. device_error
 
+/// Exact sums per model version in Triton's statistics shape (KServe's model statistics
+/// extension: GET /v2/models/{m}/stats, gRPC ModelStatistics; perf_analyzer reads them), kept beside
+/// the histograms, whose sums are rounded into buckets. Counts are requests unless said otherwise;
+/// times are nanoseconds.
+struct version_statistics {
+  std::atomic<uint64_t> success_count{0}, success_ns{0};  // answered OK: arrival to reply
+  std::atomic<uint64_t> fail_count{0}, fail_ns{0};        // answered with an error
+  std::atomic<uint64_t> queue_count{0}, queue_ns{0};      // arrival to leaving in a batch
+  /// The run of the batch a request was in, counted once per request (Triton's compute_infer).
+  std::atomic<uint64_t> compute_count{0}, compute_ns{0};
+  std::atomic<uint64_t> execution_count{0};  // batches run
+  std::atomic<uint64_t> inference_count{0};  // rows run (a request of 4 rows counts 4)
+  std::atomic<uint64_t> last_inference_ms{0};  // wall clock (ms since the epoch) of the last reply
+};
+
 struct version_metrics {
   std::array<prometheus::Counter*, error_code_count> requests{};  // by outcome (error code)
   prometheus::Histogram* request_latency_s = nullptr;
@@ -42,11 +58,15 @@ struct version_metrics {
   prometheus::Histogram* batch_rows = nullptr;
   prometheus::Gauge* queue_length = nullptr;
   prometheus::Gauge* ready = nullptr;
+  mutable version_statistics stats;
 
+  /// One reply: its outcome and its time from arrival (the counter, the histogram, the statistics).
+  void record_request(error_code outcome, double seconds) const;
+  /// A refusal that never entered the path (e.g. cancelled at shutdown): the counter alone.
   void count(error_code outcome) const;
-  void observe_request(double seconds) const;
   void observe_queue(double seconds) const;
-  void observe_compute(double seconds) const;
+  /// One batch's run, shared by `requests` requests.
+  void observe_compute(double seconds, size_t requests) const;
   void observe_batch(int64_t rows) const;
   void set_queue_length(double n) const;
   void set_ready(bool r) const;

@@ -458,8 +458,8 @@ class frontend::impl {
 
   void record(const job_slot* s, error_code code) {
     if (const auto* vm = metrics_of(s)) {
-      vm->count(code);
-      vm->observe_request(std::chrono::duration<double>(clock_type::now() - s->arrival).count());
+      vm->record_request(code,
+                         std::chrono::duration<double>(clock_type::now() - s->arrival).count());
     }
   }
 

@@ -64,8 +64,8 @@ struct request_gateway::shared_state {
       if (const auto* vm = metrics_of(*r)) {
         // Counted before the reply leaves: a client that reads /metrics once it has its reply
         // must find its request there.
-        vm->count(r->result.code());
-        vm->observe_request(std::chrono::duration<double>(clock_type::now() - r->arrival).count());
+        vm->record_request(r->result.code(),
+                           std::chrono::duration<double>(clock_type::now() - r->arrival).count());
       }
       if (r->on_reply) r->on_reply(*r);
     }

@@ -9,4 +9,7 @@ apt-get download libcaf-dev libcaf-core0.17 libcaf-io0.17 libcaf-openssl0.17 lib
   libcivetweb-dev libcivetweb1 civetweb libcurl4-openssl-dev zlib1g-dev \
   libonnx-dev libonnx1 libonnxifi libdnnl-dev libdnnl2 libsodium23 libpgm-5.3-0 libnorm1 libbsd0 \
   libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 \
-  libcli11-dev libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libprotobuf-dev libprotobuf32 libprotobuf-lite32
+  libcli11-dev libyaml-cpp-dev libyaml-cpp0.7 nlohmann-json3-dev libprotobuf-dev libprotobuf32 libprotobuf-lite32 \
+  libboost1.74-dev libboost-dev \
+  libgrpc++-dev libgrpc++1.51 libgrpc-dev libgrpc29 protobuf-compiler-grpc libprotoc32 \
+  libabsl-dev libabsl20220623 libre2-dev libre2-9 libc-ares-dev libc-ares2 libssl-dev

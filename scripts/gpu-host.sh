@@ -2,8 +2,8 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|all]...
-#          (default: all, which is every step but profile and serving)
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|all]...
+#          (default: all, which is every step but profile, serving and kserve)
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
 #        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
 #        SERVING_ARGS (more bench/serving/gpu_run.py options, e.g. "--instances 2 --connections 16")
@@ -17,7 +17,7 @@ steps=("$@")
 want() {
   for s in "${steps[@]}"; do
     [ "$s" = "$1" ] && return 0
-    [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && return 0
+    [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && [ "$1" != kserve ] && return 0
   done
   return 1
 }
@@ -82,4 +82,17 @@ if want serving; then
   echo "== serving (ResNet-50 end to end vs the executor alone)"
   PYTHONUNBUFFERED=1 timeout 540 python3 bench/serving/gpu_run.py --troupe build-gpu/troupe --out "$OUT" \
     --input-dtype "${SERVING_INPUT_DTYPE:-uint8}" ${SERVING_ARGS:-} 2>&1 | tee "$OUT/serving.log" | tail -60
+fi
+
+if want kserve; then
+  # ResNet-50 through gRPC, HTTP and system shared memory (perf_analyzer, from its wheel carried in
+  # .whl/) beside the ZeroMQ path: OUT/serving-kserve.{md,json}.
+  echo "== kserve (perf_analyzer over gRPC, HTTP, shared memory vs troupe bench over ZeroMQ)"
+  if ! command -v perf_analyzer >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/pa-site .whl/perf_analyzer-*.whl &&
+      export PATH=/tmp/pa-site/bin:$PATH
+    [ -x /tmp/pa-site/perf_analyzer/bin/perf_analyzer ] && export PATH=/tmp/pa-site/perf_analyzer/bin:$PATH
+  fi
+  PYTHONUNBUFFERED=1 timeout 560 python3 bench/serving/kserve_gpu.py --troupe build-gpu/troupe --out "$OUT" \
+    ${KSERVE_ARGS:-} 2>&1 | tee "$OUT/kserve.log" | tail -40
 fi

@@ -159,12 +159,13 @@ def free_port():
 class node:
     """`troupe serve` on loopback with a metrics port."""
 
-    def __init__(self, troupe, models, node_yaml, log_path, start_timeout_s):
+    def __init__(self, troupe, models, node_yaml, log_path, start_timeout_s, extra_args=()):
         self.metrics_port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([troupe, "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
-                                      "--metrics-port", str(self.metrics_port), "--config", node_yaml],
+                                      "--metrics-port", str(self.metrics_port), "--config", node_yaml,
+                                      *extra_args],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
         out = []
         t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
