@@ -282,9 +282,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (!root || root.IsNull()) return c;
   check_keys(root, "node",
              {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
-              "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads", "max_inflight",
-              "max_message_bytes", "drain_timeout_ms", "warmup_runs", "fault_injection",
-              "log_level", "gpus"});
+              "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads",
+              "max_inflight", "max_message_bytes", "drain_timeout_ms", "warmup_runs",
+              "fault_injection", "log_level", "gpus", "readiness", "load_delay_ms"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -323,6 +323,18 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["fault_injection"])
     c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
+  if (root["readiness"]) {
+    const auto word = get<std::string>(root["readiness"], "readiness");
+    if (word == "strict")
+      c.readiness = readiness_policy::strict;
+    else if (word == "any")
+      c.readiness = readiness_policy::any;
+    else
+      fail("readiness", "strict or any, got '" + word + "'");
+  }
+  if (root["load_delay_ms"])
+    c.load_delay =
+        std::chrono::milliseconds(get_int(root["load_delay_ms"], "load_delay_ms", 0, 3'600'000));
   if (root["gpus"]) {
     const YAML::Node g = root["gpus"];
     const std::string word = g.IsScalar() ? g.Scalar() : std::string();

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/readiness.hpp"
 #include "core/status.hpp"
 #include "runtime/input_normalization.hpp"
 
@@ -117,6 +118,12 @@ struct node_config {
   std::chrono::milliseconds drain_timeout{30000};  // SIGTERM: time to finish in-flight work
   uint32_t warmup_runs = 3;      // per batch bucket at load, also the latency measurement
   bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)
+  /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
+  /// ready (strict, the default), or at least one (any).
+  readiness_policy readiness = readiness_policy::strict;
+  /// Tests only: the repository load starts this long after the listeners are up, so that a test
+  /// can watch a node that is live and not ready. Interruptible: SIGTERM during it stops at once.
+  std::chrono::milliseconds load_delay{0};
   std::string log_level = "info";
 };
 

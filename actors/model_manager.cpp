@@ -229,8 +229,33 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
             }
           }
           publish(self);
-          if (st.options.holder) st.options.holder->loaded.store(true);
-          rp.deliver(std::move(report));
+          // A version's state is set by its batcher when the replica message arrives, which may
+          // be after this point. One stats request to every batcher, answered after the replica
+          // messages sent before it (one sender: mailbox order), is the barrier after which the
+          // table's states are the load's outcome: only then is the node `loaded` and the report
+          // sent, so readiness computed from them is never a stale "loading".
+          std::vector<batcher_actor> batchers;
+          for (auto& [name, m] : st.models)
+            for (auto& v : m.versions)
+              if (v.batcher) batchers.push_back(v.batcher);
+          auto deliver = [=]() mutable {
+            if (auto* holder = self->state.options.holder) holder->loaded.store(true);
+            rp.deliver(report);
+          };
+          if (batchers.empty()) {
+            deliver();
+            return;
+          }
+          auto unanswered = std::make_shared<size_t>(batchers.size());
+          for (const auto& b : batchers)
+            self->request(b, caf::infinite, stats_atom::value)
+                .then(
+                    [=](const batcher_stats&) mutable {
+                      if (--*unanswered == 0) deliver();
+                    },
+                    [=](caf::error&) mutable {
+                      if (--*unanswered == 0) deliver();
+                    });
         };
         std::map<std::string, std::vector<uint32_t>> targets;  // by model
         for (auto& [name, m] : st.models) {

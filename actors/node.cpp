@@ -54,6 +54,36 @@ expected<load_report> load_repository(caf::actor_system& sys, const node_handles
   return result;
 }
 
+void load_repository_async(caf::actor_system& sys, const node_handles& node, const std::string& dir,
+                           std::chrono::milliseconds delay,
+                           std::function<void(expected<load_report>)> done) {
+  const manager_actor manager = node.manager;
+  sys.spawn([manager, dir, delay, done = std::move(done)](caf::event_based_actor* self) {
+    // Exactly one call of `done`, then this actor ends: whichever of the answer and the
+    // manager's exit comes first.
+    auto finish = [self, done](expected<load_report> r) {
+      done(std::move(r));
+      self->quit();
+    };
+    self->monitor(manager);
+    self->set_down_handler([finish](caf::down_msg&) {
+      finish(make_error(error_code::unavailable,
+                        "the node stopped before the model repository finished loading"));
+    });
+    if (delay.count() > 0)
+      self->delayed_send(self, delay, load_atom::value);
+    else
+      self->send(self, load_atom::value);
+    return caf::behavior{
+        [self, manager, dir, finish](load_atom) {
+          self->request(manager, caf::infinite, load_atom::value, dir)
+              .then([finish](load_report& r) { finish(std::move(r)); },
+                    [self, finish](caf::error& e) { finish(from_caf_error(self->system(), e)); });
+        },
+    };
+  });
+}
+
 void stop_node(caf::actor_system& sys, const node_handles& node) {
   (void)sys;
   // The supervisor stops the workers it holds (replacements included), the manager its batchers.

@@ -5,6 +5,8 @@
 /// the router and reads the table through the table_holder. The actor_system belongs to the
 /// caller: production passes a threaded one, tests CAF's deterministic test coordinator.
 
+#include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,15 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);
 /// the test coordinator).
 expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node,
                                       const std::string& dir);
+
+/// Starts loading the repository and returns at once. `done` runs once, on a CAF thread (in a
+/// test, inside the coordinator's run), with the report, or with an error: the load failed, or
+/// the node was stopped first (its model_manager exited; the load is then abandoned, so a signal
+/// during loading need not wait for it). `delay` postpones the start (node_config::load_delay,
+/// tests only) on the actor clock: stopping the node during it ends the wait at once.
+void load_repository_async(caf::actor_system& sys, const node_handles& node, const std::string& dir,
+                           std::chrono::milliseconds delay,
+                           std::function<void(expected<load_report>)> done);
 
 /// Asks every actor of the node to exit (workers through the supervisor's list, so that replaced
 /// ones are included). Call after draining: jobs still queued would not be answered.

@@ -13,13 +13,15 @@ status bind_request(const model_table* table, const request_fields& f, infer_job
   const std::string model(f.model);
   const model_entry* m = table->find(f.model);
   if (!m) return not_found("no model '" + model + "'");
+  if (!m->load_error.is_ok())
+    return make_error(error_code::unavailable,
+                      "model '" + model + "' failed to load: " + m->load_error.to_string());
   const version_entry* v = f.version > 0 ? m->find(f.version) : m->default_version();
+  // No version loaded: the newest one's load error says why.
+  if (!v && f.version <= 0 && !m->versions.empty()) v = &m->versions.back();
   if (!v) {
     if (f.version > 0)
       return not_found("model '" + model + "' has no version " + std::to_string(f.version));
-    if (!m->load_error.is_ok())
-      return make_error(error_code::unavailable,
-                        "model '" + model + "' failed to load: " + m->load_error.to_string());
     return make_error(error_code::unavailable, "model '" + model + "' has no loaded version");
   }
   job.metrics = v->metrics.get();

@@ -254,9 +254,14 @@ expected<health_status> client::health(std::chrono::milliseconds timeout) {
   h.live = m.health().live();
   h.ready = m.health().ready();
   h.draining = m.health().draining();
-  for (const auto& v : m.health().models())
-    h.models.push_back(v.model() + "/" + std::to_string(v.version()) + ": " +
-                       pb::ModelState_Name(v.state()));
+  h.reason = m.health().reason();
+  for (const auto& v : m.health().models()) {
+    std::string line =
+        v.model() + "/" + std::to_string(v.version()) + ": " + pb::ModelState_Name(v.state());
+    if (v.has_error() && v.error().code() != pb::OK)
+      line += " (" + from_proto(v.error()).to_string() + ")";
+    h.models.push_back(std::move(line));
+  }
   return h;
 }
 

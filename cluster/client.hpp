@@ -57,7 +57,8 @@ struct model_metadata {
 
 struct health_status {
   bool live = false, ready = false, draining = false;
-  std::vector<std::string> models;  // "name/version: STATE"
+  std::string reason;               // empty when ready; else why not
+  std::vector<std::string> models;  // "name/version: STATE", then " (code: error)" when failed
 };
 
 class client {

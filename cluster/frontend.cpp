@@ -18,6 +18,7 @@
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "actors/readiness.hpp"
 #include "actors/request_binding.hpp"
 #include "proto/troupe.pb.h"
 
@@ -488,13 +489,18 @@ class frontend::impl {
     recycle(s);
   }
 
+  /// `ready` and `reason` come from actors::evaluate_readiness (the answer every front door
+  /// gives); the per-version list is this protocol's own detail.
   void answer_health(job_slot* s) {
     auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
     m->set_id(reply_id(s));
     pb::Health* h = m->mutable_health();
-    h->set_live(true);
-    const bool draining = draining_.load();
-    bool ready = holder_.loaded.load() && !draining && table_;
+    const actors::node_readiness readiness =
+        actors::evaluate_readiness(holder_, options_.readiness);
+    h->set_live(readiness.live);
+    h->set_ready(readiness.ready);
+    h->set_reason(readiness.reason);
+    h->set_draining(draining_.load() || holder_.draining.load());
     if (table_) {
       for (const auto& [name, model] : table_->models) {
         if (!model.load_error.is_ok()) {
@@ -516,21 +522,20 @@ class frontend::impl {
             v->mutable_error()->set_code(
                 static_cast<pb::ErrorCode>(static_cast<int>(ver.load_error.code())));
             v->mutable_error()->set_message(ver.load_error.message());
-          } else if (state != actors::version_state::ready) {
-            ready = false;  // loaded but without a healthy replica: the request path is broken
           }
         }
       }
     }
-    h->set_ready(ready);
-    h->set_draining(draining);
     send_reply(s, *m, nullptr);
     recycle(s);
   }
 
   void answer_metadata(job_slot* s) {
     const pb::ModelMetadataRequest& r = s->request->metadata();
-    const actors::model_entry* model = table_ ? table_->find(r.model()) : nullptr;
+    if (!table_)
+      return answer_now(
+          s, make_error(error_code::unavailable, "the node is still loading its models"));
+    const actors::model_entry* model = table_->find(r.model());
     if (!model) return answer_now(s, not_found("no model '" + r.model() + "'"));
     const actors::version_entry* v =
         r.version() > 0 ? model->find(r.version()) : model->default_version();

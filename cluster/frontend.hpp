@@ -7,6 +7,9 @@
 /// back through a bridge actor into a queue the thread drains (woken by an eventfd), and leave with
 /// the output bytes as zero-copy frames referencing the batch's output block.
 ///
+/// Binding comes before the repository loads: while loading, health answers live and not ready
+/// ("loading"), and requests get UNAVAILABLE.
+///
 /// Bounded: at most `max_inflight` requests are held; beyond it a request is answered OVERLOADED
 /// at once. Draining (SIGTERM): requests keep being read and are answered UNAVAILABLE, in-flight
 /// ones finish; `wait_idle` tells when none is left.
@@ -16,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/readiness.hpp"
 #include "core/status.hpp"
 
 namespace caf {
@@ -46,6 +50,8 @@ struct frontend_options {
   /// without a thread wake-up. 0: block at once. `troupe serve` sets
   /// actors::default_idle_spin_us() (actors/worker.hpp: why and when).
   uint32_t idle_spin_us = 0;
+  /// How the health answer's `ready` is decided (actors/readiness.hpp; node.yaml `readiness`).
+  actors::readiness_policy readiness = actors::readiness_policy::strict;
 };
 
 class frontend {

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "actors/readiness.hpp"
 #include "actors/worker.hpp"
 #include "cluster/frontend.hpp"
 #include "cluster/logging.hpp"
@@ -27,14 +29,31 @@
 namespace troupe::cluster {
 namespace {
 
-/// SIGTERM and SIGINT are blocked in every thread (they inherit the mask from here) and taken
-/// synchronously with sigwait by the main thread: no async-signal-safety puzzles.
-sigset_t shutdown_signals() {
+/// The main thread's own wake-up: the load's completion callback sends it (pthread_kill) so that
+/// the main thread can wait for "a shutdown signal or the end of the load" in one sigwait.
+constexpr int load_done_signal = SIGUSR1;
+
+/// SIGTERM, SIGINT and the load-done signal are blocked in every thread (they inherit the mask
+/// from here) and taken synchronously with sigwait by the main thread: no async-signal-safety
+/// puzzles.
+sigset_t waited_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, load_done_signal);
   return set;
+}
+
+/// Blocks until SIGTERM or SIGINT (returned) or, when `load` is given, until the load has
+/// finished (returns 0). A stray load-done signal (another process's SIGUSR1) is ignored.
+int wait_for_shutdown(const sigset_t& set, const std::future<expected<actors::load_report>>* load) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig != load_done_signal) return sig;
+    if (load && load->wait_for(std::chrono::seconds(0)) == std::future_status::ready) return 0;
+  }
 }
 
 /// --gpus: "all", "none" or CUDA ordinals separated by commas.
@@ -58,13 +77,71 @@ expected<std::optional<std::vector<int>>> parse_gpus(const std::string& text) {
   return std::optional<std::vector<int>>(ids);
 }
 
+/// A JSON string literal (a failure reason may hold any byte below 0x20 too).
 std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned>(c));
+      out += escaped;
+    } else {
+      out += c;
+    }
   }
   return out + "\"";
+}
+
+/// The node's listeners. All of them bind before the repository loads, so the node is live (and
+/// not ready: actors::evaluate_readiness, which every door asks) while its models load; they
+/// drain together on SIGTERM. A further door (KServe HTTP, gRPC) starts in start() next to the
+/// ZeroMQ frontend and joins begin_drain, inflight, wait_idle and stop.
+class front_doors {
+ public:
+  status start(caf::actor_system& sys, const actors::node_handles& node,
+               actors::table_holder& holder, actors::serving_metrics* metrics,
+               const actors::node_config& cfg, uint32_t idle_spin_us) {
+    frontend_options fo;
+    fo.listen = cfg.listen;
+    fo.max_inflight = cfg.max_inflight;
+    fo.max_message_bytes = cfg.max_message_bytes;
+    fo.idle_spin_us = idle_spin_us;
+    fo.readiness = cfg.readiness;
+    TROUPE_ASSIGN_OR_RETURN(zmq_, frontend::create(sys, node, holder, metrics, fo));
+    return status::ok();
+  }
+  /// The ZeroMQ endpoint as bound.
+  const std::string& endpoint() const { return zmq_->endpoint(); }
+  void begin_drain() { zmq_->begin_drain(); }
+  uint32_t inflight() const { return zmq_->inflight(); }
+  bool wait_idle(std::chrono::milliseconds timeout) { return zmq_->wait_idle(timeout); }
+  /// Answers what is still in flight CANCELLED and closes every listener.
+  void stop() {
+    if (zmq_) zmq_->stop();
+  }
+
+ private:
+  std::unique_ptr<frontend> zmq_;
+};
+
+/// SIGTERM/SIGINT: readiness turns false at once, the doors answer new requests UNAVAILABLE and
+/// finish those in flight (up to drain_timeout), then every actor stops. A worker in the middle
+/// of compiling a replica finishes that compile first (it cannot be interrupted); the manager's
+/// other pending loads are abandoned.
+void drain_and_stop(int sig, front_doors& doors, actors::table_holder& holder,
+                    caf::actor_system& sys, const actors::node_handles& node,
+                    std::chrono::milliseconds drain_timeout) {
+  if (sig != 0) spdlog::info("signal {}: draining ({} requests in flight)", sig, doors.inflight());
+  holder.draining.store(true);
+  doors.begin_drain();
+  if (!doors.wait_idle(drain_timeout))
+    spdlog::warn("drain timeout: {} requests still in flight are cancelled", doors.inflight());
+  doors.stop();
+  actors::stop_node(sys, node);
+  sys.await_all_actors_done();
 }
 
 }  // namespace
@@ -85,7 +162,7 @@ status run_serve(const serve_options& o) {
     return invalid_argument("no model repository: pass --models DIR or set `models` in the config");
   TROUPE_RETURN_IF_ERROR(setup_json_logging(cfg.log_level));
 
-  const sigset_t signals = shutdown_signals();
+  const sigset_t signals = waited_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // After the signal mask: asking CUDA for its devices starts the driver, whose threads must
@@ -149,41 +226,60 @@ status run_serve(const serve_options& o) {
   so.metrics = &metrics;
   actors::node_handles node = actors::spawn_node(sys, so);
 
-  spdlog::info("loading model repository {}", cfg.models_dir);
-  auto report = actors::load_repository(sys, node, cfg.models_dir);
-  if (!report) {
+  front_doors doors;
+  if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us); !s.is_ok()) {
     actors::stop_node(sys, node);
+    return s;
+  }
+  spdlog::info("listening on {} (metrics port {}); loading model repository {}", doors.endpoint(),
+               metrics_port, cfg.models_dir);
+  std::printf("{\"event\":\"listening\",\"endpoint\":%s,\"metrics_port\":%d}\n",
+              json_string(doors.endpoint()).c_str(), metrics_port);
+  std::fflush(stdout);
+
+  // The load runs on the actors; this thread waits for it or for a signal, whichever comes first.
+  auto outcome = std::make_shared<std::promise<expected<actors::load_report>>>();
+  std::future<expected<actors::load_report>> loaded = outcome->get_future();
+  const pthread_t main_thread = pthread_self();
+  actors::load_repository_async(sys, node, cfg.models_dir, cfg.load_delay,
+                                [outcome, main_thread](expected<actors::load_report> r) {
+                                  outcome->set_value(std::move(r));
+                                  pthread_kill(main_thread, load_done_signal);
+                                });
+  if (const int sig = wait_for_shutdown(signals, &loaded); sig != 0) {
+    spdlog::info("signal {} while loading the model repository: stopping", sig);
+    drain_and_stop(sig, doors, holder, sys, node, cfg.drain_timeout);
+    spdlog::info("stopped");
+    spdlog::default_logger()->flush();
+    return status::ok();
+  }
+  expected<actors::load_report> report = loaded.get();
+  if (!report) {
+    drain_and_stop(0, doors, holder, sys, node, cfg.drain_timeout);
     return report.error();
   }
   for (const auto& f : report->failures) spdlog::error("model failed to load: {}", f);
   spdlog::info("{} model versions ready, {} failures", report->versions_ready,
                report->failures.size());
 
-  frontend_options fo;
-  fo.listen = cfg.listen;
-  fo.max_inflight = cfg.max_inflight;
-  fo.max_message_bytes = cfg.max_message_bytes;
-  fo.idle_spin_us = idle_spin_us;
-  auto front = frontend::create(sys, node, holder, &metrics, fo);
-  if (!front) {
-    actors::stop_node(sys, node);
-    return front.error();
+  const actors::node_readiness readiness = actors::evaluate_readiness(holder, cfg.readiness);
+  if (readiness.ready) {
+    spdlog::info("ready: serving on {} (metrics port {})", doors.endpoint(), metrics_port);
+    std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n",
+                json_string(doors.endpoint()).c_str(), metrics_port);
+  } else {
+    // Triton keeps serving the models that loaded; so does troupe, reporting not ready.
+    spdlog::warn("not ready (readiness {}): {}; serving the models that loaded on {}",
+                 actors::readiness_policy_name(cfg.readiness), readiness.reason, doors.endpoint());
+    std::printf(
+        "{\"event\":\"loaded\",\"ready\":false,\"endpoint\":%s,\"metrics_port\":%d,"
+        "\"reason\":%s}\n",
+        json_string(doors.endpoint()).c_str(), metrics_port, json_string(readiness.reason).c_str());
   }
-  spdlog::info("serving on {} (metrics port {})", (*front)->endpoint(), metrics_port);
-  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n",
-              json_string((*front)->endpoint()).c_str(), metrics_port);
   std::fflush(stdout);
 
-  int sig = 0;
-  while (sigwait(&signals, &sig) != 0) {
-  }
-  spdlog::info("signal {}: draining ({} requests in flight)", sig, (*front)->inflight());
-  (*front)->begin_drain();
-  if (!(*front)->wait_idle(cfg.drain_timeout))
-    spdlog::warn("drain timeout: {} requests still in flight are cancelled", (*front)->inflight());
-  (*front)->stop();
-  actors::stop_node(sys, node);
-  sys.await_all_actors_done();
+  const int sig = wait_for_shutdown(signals, nullptr);
+  drain_and_stop(sig, doors, holder, sys, node, cfg.drain_timeout);
   spdlog::info("stopped");
   spdlog::default_logger()->flush();
   return status::ok();

@@ -1,8 +1,10 @@
 #pragma once
-/// `troupe serve`: one node (control and worker roles) in this process. Loads the repository,
-/// listens, and on SIGTERM (or SIGINT) stops accepting work (new requests are answered
-/// UNAVAILABLE), finishes the requests in flight (up to the node's drain_timeout; what is left
-/// then is answered CANCELLED), stops the actors and returns 0.
+/// `troupe serve`: one node (control and worker roles) in this process. Listens first (live, not
+/// ready: requests are answered UNAVAILABLE "loading"), then loads the repository; ready follows
+/// the node's readiness policy (actors/readiness.hpp). On SIGTERM (or SIGINT), also while
+/// loading, it stops accepting work (readiness false, new requests answered UNAVAILABLE),
+/// finishes the requests in flight (up to the node's drain_timeout; what is left then is answered
+/// CANCELLED), stops the actors and returns 0.
 
 #include <optional>
 #include <string>
@@ -20,8 +22,13 @@ struct serve_options {
   std::optional<std::string> log_level;
 };
 
-/// Runs the node until SIGTERM/SIGINT. Prints one JSON line to stdout once it serves:
-/// {"event":"ready","endpoint":"tcp://...","metrics_port":N}.
+/// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):
+///   {"event":"listening","endpoint":"tcp://...","metrics_port":N}  listeners bound, loading
+/// then, once the load has finished, exactly one of
+///   {"event":"ready","endpoint":"tcp://...","metrics_port":N}      ready per the policy
+///   {"event":"loaded","ready":false,"endpoint":"tcp://...","metrics_port":N,"reason":"..."}
+/// (not ready: the models that loaded are served all the same). A signal during loading ends the
+/// process (0) with neither.
 status run_serve(const serve_options& o);
 
 }  // namespace troupe::cluster

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/backend_coverage.hpp"
 #include "runtime/device.hpp"
 #include "runtime/onnx_loader.hpp"
 #include "runtime/passes.hpp"
@@ -75,6 +76,10 @@ status session::init() {
     const dtype to = options_.compute_precision == precision::fp16 ? dtype::f16 : dtype::bf16;
     TROUPE_RETURN_IF_ERROR(convert_float_precision(graph_, to).take_status());
   }
+  // A node no plan could run fails the session now, not every request later: plans compile
+  // lazily (per input shapes), so without this a model with such an op would load and serve
+  // errors.
+  TROUPE_RETURN_IF_ERROR(check_backend_coverage(graph_, options_.where));
   return check_batch_buckets();
 }
 

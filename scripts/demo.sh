@@ -62,10 +62,11 @@ echo "== troupe serve --models demo/models --config demo/node.yaml"
 "$troupe" serve --models demo/models --config demo/node.yaml --listen 'tcp://127.0.0.1:*' \
   >"$work/ready.json" 2>"$work/serve.log" &
 server_pid=$!
-# The node prints one JSON line once its models are loaded and it listens.
+# The node prints {"event":"listening",...} once its listeners are up, then {"event":"ready",...}
+# (or {"event":"loaded","ready":false,...} when a model failed) once its models have loaded.
 endpoint=""
 for _ in $(seq 3000); do
-  endpoint=$(sed -n 's/.*"endpoint":"\([^"]*\)".*/\1/p' "$work/ready.json")
+  endpoint=$(sed -n 's/.*"event":"\(ready\|loaded\)".*"endpoint":"\([^"]*\)".*/\2/p' "$work/ready.json")
   [ -n "$endpoint" ] && break
   if ! kill -0 "$server_pid" 2>/dev/null; then
     wait "$server_pid" || true
@@ -77,6 +78,11 @@ for _ in $(seq 3000); do
   sleep 0.1
 done
 [ -n "$endpoint" ] || { echo "troupe demo: the node was not ready after 300 s" >&2; exit 1; }
+if grep -q '"event":"loaded"' "$work/ready.json"; then
+  echo "troupe demo: the node loaded its models but is not ready:" >&2
+  "$troupe" infer --health --server "$endpoint" >&2 || true
+  exit 1
+fi
 echo "  ready on $endpoint"
 "$troupe" infer --health --server "$endpoint" | sed 's/^/  /'
 

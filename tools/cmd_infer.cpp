@@ -37,8 +37,13 @@ status run_infer(const infer_options& o) {
     TROUPE_ASSIGN_OR_RETURN(auto h, c->health(wait));
     std::printf("live: %s\nready: %s\ndraining: %s\n", h.live ? "yes" : "no",
                 h.ready ? "yes" : "no", h.draining ? "yes" : "no");
+    if (!h.ready) std::printf("reason: %s\n", h.reason.c_str());
     for (const auto& m : h.models) std::printf("  %s\n", m.c_str());
-    return h.ready ? status::ok() : make_error(error_code::unavailable, "the node is not ready");
+    std::fflush(stdout);
+    return h.ready ? status::ok()
+                   : make_error(error_code::unavailable,
+                                "the node is not ready: " +
+                                    (h.reason.empty() ? std::string("no reason given") : h.reason));
   }
   if (o.metadata) {
     TROUPE_ASSIGN_OR_RETURN(auto md, c->metadata(o.model, o.version, wait));
@@ -119,7 +124,9 @@ void add_infer_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--output-name", o->outputs, "Return only this output (repeatable)");
   cmd->add_flag("--metadata", o->metadata,
                 "Print the model's inputs and outputs instead of running it");
-  cmd->add_flag("--health", o->health, "Print the node's health; exit 0 only when it is ready");
+  cmd->add_flag("--health", o->health,
+                "Print the node's health (per-model states and errors; why it is not ready); "
+                "exit 0 only when it is ready, else 2");
   cmd->footer(
       "Exit status: 0 success; 2 a typed error (printed as `error: <code>: <message>`).\n\n"
       "Example:\n"

@@ -120,6 +120,25 @@ TEST(node_config, keys_and_errors) {
   EXPECT_EQ(load_node_config("/nonexistent/node.yaml").error().code(), error_code::not_found);
 }
 
+TEST(node_config, readiness_and_load_delay) {
+  auto absent = parse_node_config("cpu_workers: 1\n", "node");
+  ASSERT_TRUE(absent.has_value());
+  EXPECT_EQ(absent->readiness, readiness_policy::strict) << "Triton's strict readiness by default";
+  EXPECT_EQ(absent->load_delay, std::chrono::milliseconds(0));
+  auto any = parse_node_config("readiness: any\nload_delay_ms: 250\n", "node");
+  ASSERT_TRUE(any.has_value()) << any.error().to_string();
+  EXPECT_EQ(any->readiness, readiness_policy::any);
+  EXPECT_EQ(any->load_delay, std::chrono::milliseconds(250));
+  auto strict = parse_node_config("readiness: strict\n", "node");
+  ASSERT_TRUE(strict.has_value());
+  EXPECT_EQ(strict->readiness, readiness_policy::strict);
+  auto bad = parse_node_config("readiness: some\n", "node");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("strict or any"), std::string::npos)
+      << bad.error().message();
+  EXPECT_FALSE(parse_node_config("load_delay_ms: -1\n", "node").has_value());
+}
+
 TEST(model_config, device_and_precision) {
   auto plain = parse_model_config("max_batch_size: 4\n", "test");
   ASSERT_TRUE(plain.has_value());

@@ -31,6 +31,13 @@ class frontend_test : public ::testing::Test {
 
   void start(frontend_options fo = {}, uint32_t workers = 1,
              uint32_t worker_idle_spin_us = actors::default_idle_spin_us()) {
+    listen_before_load(fo, workers, worker_idle_spin_us);
+    load();
+  }
+
+  /// As `troupe serve` does: the node's actors, then the frontend, and no load yet.
+  void listen_before_load(frontend_options fo = {}, uint32_t workers = 1,
+                          uint32_t worker_idle_spin_us = actors::default_idle_spin_us()) {
     weights_ = testing::make_mlp_weights(4, 3, 11);
     repo_.write("mlp/1/model.onnx", testing::mlp_model_bytes(weights_));
     repo_.write("mlp/config.yaml", "max_batch_size: 4\n");
@@ -41,9 +48,6 @@ class frontend_test : public ::testing::Test {
     so.worker_idle_spin_us = worker_idle_spin_us;
     so.holder = &holder_;
     node_ = actors::spawn_node(sys_, so);
-    auto report = actors::load_repository(sys_, node_, repo_.path().string());
-    ASSERT_TRUE(report.has_value()) << report.error().to_string();
-    ASSERT_EQ(report->versions_ready, 1u);
     fo.listen = "tcp://127.0.0.1:*";
     auto fe = frontend::create(sys_, node_, holder_, nullptr, fo);
     ASSERT_TRUE(fe.has_value()) << fe.error().to_string();
@@ -51,6 +55,12 @@ class frontend_test : public ::testing::Test {
     auto c = client::connect(fe_->endpoint());
     ASSERT_TRUE(c.has_value());
     client_ = std::move(*c);
+  }
+
+  void load() {
+    auto report = actors::load_repository(sys_, node_, repo_.path().string());
+    ASSERT_TRUE(report.has_value()) << report.error().to_string();
+    ASSERT_EQ(report->versions_ready, 1u);
   }
 
   void TearDown() override {
@@ -113,6 +123,36 @@ TEST_F(frontend_test, round_trip_metadata_and_health) {
   auto missing = client_->metadata("nope", 0, 10s);
   ASSERT_FALSE(missing.has_value());
   EXPECT_EQ(missing.error().code(), error_code::not_found);
+}
+
+// The frontend listens before the repository loads: live, not ready ("loading"); requests and
+// metadata are answered UNAVAILABLE; after the load the same socket serves.
+TEST_F(frontend_test, live_and_not_ready_before_the_load) {
+  listen_before_load();
+  auto h = client_->health(10s);
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  EXPECT_TRUE(h->live);
+  EXPECT_FALSE(h->ready);
+  EXPECT_FALSE(h->draining);
+  EXPECT_EQ(h->reason, "loading");
+  EXPECT_TRUE(h->models.empty());
+  auto early = client_->infer(request(1, "early"), 10s);
+  ASSERT_TRUE(early.has_value()) << early.error().to_string();
+  EXPECT_EQ(early->result.code(), error_code::unavailable);
+  EXPECT_NE(early->result.message().find("loading"), std::string::npos);
+  auto md = client_->metadata("mlp", 0, 10s);
+  ASSERT_FALSE(md.has_value());
+  EXPECT_EQ(md.error().code(), error_code::unavailable);
+
+  load();
+  h = client_->health(10s);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_TRUE(h->live && h->ready && !h->draining);
+  EXPECT_EQ(h->reason, "");
+  auto r = request(2, "after");
+  auto reply = client_->infer(r, 10s);
+  ASSERT_TRUE(reply.has_value()) << reply.error().to_string();
+  expect_matches(r, *reply);
 }
 
 TEST_F(frontend_test, many_requests_in_flight_each_answered_once) {
@@ -212,6 +252,7 @@ TEST_F(frontend_test, draining_refuses_new_work_and_finishes_old) {
   ASSERT_TRUE(h.has_value());
   EXPECT_TRUE(h->draining);
   EXPECT_FALSE(h->ready);
+  EXPECT_EQ(h->reason, "draining");
 }
 
 TEST_F(frontend_test, stop_cancels_what_is_still_running) {

@@ -122,23 +122,41 @@ def free_port():
 
 
 class Server:
-    """A `troupe serve` process on loopback."""
+    """A `troupe serve` process on loopback. The node prints `listening` once its listeners are
+    bound, then `ready` or `loaded` (not ready: a model failed, under strict readiness) once its
+    repository has loaded (docs/serving.md, Readiness). By default the constructor waits for the
+    second line; wait_for="listening" returns while the node is still loading (wait_loaded then)."""
 
-    def __init__(self, models, node_yaml, log_path):
+    def __init__(self, models, node_yaml, log_path, wait_for="loaded"):
         self.metrics_port = free_port()
         self.log = open(log_path, "w")
+        self.returncode = None
+        self.ready = None   # after the load: True (`ready`) or False (`loaded`, with self.reason)
+        self.reason = ""
         self.proc = subprocess.Popen(
             [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
              "--metrics-port", str(self.metrics_port), "--config", node_yaml],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self._read_line(timeout=120)
+        listening = self._read_event(timeout=120)
+        assert listening["event"] == "listening", listening
+        self.endpoint = listening["endpoint"]
+        if wait_for != "listening":
+            self.wait_loaded()
+
+    def wait_loaded(self, timeout=120):
+        """Waits for the line the node prints once the load has finished; returns it."""
+        event = self._read_event(timeout)
+        assert event["event"] in ("ready", "loaded"), event
+        self.ready = event["event"] == "ready"
+        self.reason = event.get("reason", "")
+        return event
+
+    def _read_event(self, timeout):
+        line = self._read_line(timeout)
         if not line:
             self.proc.kill()
-            raise RuntimeError("troupe serve did not become ready; log: " + open(log_path).read()[-4000:])
-        ready = json.loads(line)
-        assert ready["event"] == "ready"
-        self.endpoint = ready["endpoint"]
-        self.returncode = None
+            raise RuntimeError("troupe serve printed no event line; log: " + open(self.log.name).read()[-4000:])
+        return json.loads(line)
 
     def _read_line(self, timeout):
         out = []
@@ -189,6 +207,7 @@ def repository(tmp_path_factory):
 def server(repository):
     root, models, node_yaml = repository
     s = Server(models, node_yaml, os.path.join(root, "serve.log"))
+    assert s.ready, "every model of the test repository loads: " + s.reason
     yield s
     code = s.terminate()
     assert code == 0, "troupe serve did not exit 0 on SIGTERM: " + open(os.path.join(root, "serve.log")).read()[-3000:]

@@ -154,7 +154,7 @@ class Client:
         msg = pb.ClientMessage()
         msg.health.SetInParent()
         h = self._enqueue(msg, [], "health", None).result(wait)
-        return {"live": h.live, "ready": h.ready, "draining": h.draining,
+        return {"live": h.live, "ready": h.ready, "draining": h.draining, "reason": h.reason,
                 "models": [{"model": m.model, "version": m.version, "state": pb.ModelState.Name(m.state),
                             "error": m.error.message} for m in h.models]}
 
