@@ -258,7 +258,7 @@ def test_metrics_counters_move(server, client):
     text = server.metrics()
     ok_before = metric_value(text, "troupe_requests_total", model="mlp", version="2", outcome="ok")
     batches_before = metric_value(text, "troupe_batch_size_count", model="mlp", version="2")
-    nf_before = metric_value(text, "troupe_requests_total", model="", version="", outcome="not_found")
+    nf_before = metric_value(text, "troupe_unrouted_requests_total", outcome="not_found")
     x = np.ones((1, 16), np.float32)
     for f in [client.submit("mlp", {"x": x}) for _ in range(10)]:
         f.result(60)
@@ -267,7 +267,10 @@ def test_metrics_counters_move(server, client):
     text = server.metrics()
     assert metric_value(text, "troupe_requests_total", model="mlp", version="2", outcome="ok") == ok_before + 10
     assert metric_value(text, "troupe_batch_size_count", model="mlp", version="2") > batches_before
-    assert metric_value(text, "troupe_requests_total", model="", version="", outcome="not_found") == nf_before + 1
+    # An unknown model has no version to count it under: it is counted without a model label.
+    assert metric_value(text, "troupe_unrouted_requests_total", outcome="not_found") == nf_before + 1
+    # No placeholder series with empty labels (they made TroupeModelNotReady fire on a healthy node).
+    assert 'model=""' not in text and 'version=""' not in text
     for name in ["troupe_request_latency_seconds_bucket", "troupe_queue_latency_seconds_count",
                  "troupe_compute_latency_seconds_count", "troupe_queue_length", "troupe_inflight_requests",
                  "troupe_pool_bytes", "troupe_model_ready"]:
