@@ -261,7 +261,8 @@ TEST(NpzNumpyFiles, RejectsFortranMatrixAndBigEndian) {
 }
 
 // numpy itself reads what we write, run by the project's Python environment (TROUPE_PYTHON: CMake
-// passes Python3_EXECUTABLE, scripts/build.sh's ./.venv/bin/python, where install-deps.sh put numpy).
+// passes Python3_EXECUTABLE, scripts/build.sh's ./.venv/bin/python, where install-deps.sh put
+// numpy).
 TEST(NpzNumpyFiles, NumpyReadsOurArchives) {
   const std::string python = TROUPE_PYTHON;
   ASSERT_FALSE(python.empty()) << "CMake found no Python3 interpreter";
@@ -278,7 +279,8 @@ TEST(NpzNumpyFiles, NumpyReadsOurArchives) {
     const std::string path = dir.file(compress ? "c.npz" : "s.npz");
     ASSERT_TRUE(write_npz(path, arrays, compress).is_ok());
     const std::string cmd =
-        python + " -c \"import numpy as np, sys; d = np.load(sys.argv[1]); "
+        python +
+        " -c \"import numpy as np, sys; d = np.load(sys.argv[1]); "
         "assert list(d.keys()) == ['x', 'n', 's'], d.keys(); "
         "assert (d['x'] == np.arange(6, dtype=np.float32).reshape(2, 3) * 0.25 - 1).all(); "
         "assert d['n'].dtype == np.int64 and list(d['n']) == [5, -6]; "
