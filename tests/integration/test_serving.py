@@ -376,7 +376,14 @@ def test_sigterm_drains_without_losing_a_request(tmp_path):
     try:
         x = np.ones((1, 16), np.float32)
         futures = [c.submit("deep", {"x": x}, parameters={"troupe.sleep_ms": 25}) for _ in range(16)]
-        time.sleep(0.1)  # every request has reached the node (16 x 25 ms of work remain, on 2 workers)
+
+        def received():  # requests the node has read: in flight or already answered
+            text = s.metrics()
+            return (metric_value(text, "troupe_inflight_requests")
+                    + metric_value(text, "troupe_requests_total", model="deep", version="1", outcome="ok"))
+        # Every request has reached the node before SIGTERM (a fixed sleep did not hold on a busy
+        # machine: requests still unread in the socket when the drained node exits get no reply).
+        assert wait_until(lambda: received() >= 16, timeout=30, interval=0.005), received()
         assert s.proc.poll() is None
         s.proc.send_signal(15)
         results = [f.result(60) for f in futures]  # raises if any was lost, refused or cancelled
