@@ -37,7 +37,7 @@ logs=${TROUPE_FRESH_LOGS:-$repo/out/check-fresh}
 mkdir -p "$logs"
 root=$(mktemp -d "${TROUPE_FRESH_DIR:-/var/tmp}/troupe-fresh.XXXXXX")
 
-mounts=(proc sys dev/pts dev)   # unmounted in this order
+mounts=(proc sys dev/shm dev/pts dev)   # unmounted in this order
 unmount_all() {
   local m
   for m in "${mounts[@]}"; do
@@ -125,12 +125,15 @@ mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
+# The root's own shared memory (the node's workers use it), not the host's.
+mount -t tmpfs -o mode=1777,size=4g shm "$root/dev/shm"
 in_root() { chroot "$root" /usr/bin/env -i "${envs[@]}" /bin/bash -c "$1"; }
 
 if [ "$probe" = 1 ]; then
   echo "== probe: apt-get update, then pip download from PyPI"
   in_root "apt-get update -q && apt-get install -y -q --no-install-recommends python3-pip >/dev/null &&
-           python3 -m pip download -q --no-deps -d /tmp/probe numpy && ls /tmp/probe"
+           python3 -m pip download -q --no-deps -d /tmp/probe numpy && ls /tmp/probe &&
+           touch /dev/shm/probe && rm /dev/shm/probe"
   echo "check-fresh --probe: ok (root in ${t_root} s, apt and PyPI reached)"
   exit 0
 fi
