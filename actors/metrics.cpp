@@ -33,6 +33,7 @@ const prometheus::Histogram::BucketBoundaries& rows_buckets() {
 
 struct serving_metrics::families {
   prometheus::Family<prometheus::Counter>* requests;
+  prometheus::Family<prometheus::Counter>* unrouted_requests;
   prometheus::Family<prometheus::Histogram>* request_latency;
   prometheus::Family<prometheus::Histogram>* queue_latency;
   prometheus::Family<prometheus::Histogram>* compute_latency;
@@ -122,6 +123,13 @@ serving_metrics::serving_metrics()
            .Name("troupe_requests_total")
            .Help("Inference requests answered, by model, version and outcome (error code or ok)")
            .Register(r);
+  f.unrouted_requests =
+      &prometheus::BuildCounter()
+           .Name("troupe_unrouted_requests_total")
+           .Help(
+               "Requests answered before a model version was chosen (unknown model, undecodable "
+               "envelope), by outcome")
+           .Register(r);
   f.request_latency = &prometheus::BuildHistogram()
                            .Name("troupe_request_latency_seconds")
                            .Help("Arrival at the node to reply, seconds")
@@ -168,7 +176,14 @@ serving_metrics::serving_metrics()
                    .Help("Workers the supervisor replaced after a failure")
                    .Register(r)
                    .Add({});
-  unrouted_ = make_version_metrics(f, "", "");
+  // Requests that never reached a model version have no model to label them with (a
+  // client-chosen name would be unbounded cardinality): only their outcome is counted, in a
+  // family of its own, so that no series carries an empty model label (placeholder series of
+  // troupe_model_ready{model=""} = 0 made alerts fire on a healthy node).
+  unrouted_ = std::make_shared<version_metrics>();
+  for (size_t c = 0; c < error_code_count; ++c)
+    unrouted_->requests[c] = &f.unrouted_requests->Add(
+        {{"outcome", std::string(to_string(static_cast<error_code>(c)))}});
   gpu_ = make_nvml_collector();
 }
 
@@ -235,11 +250,11 @@ class nvml_collector final : public prometheus::Collectable {
   }
 
   std::vector<prometheus::MetricFamily> Collect() const override {
-    prometheus::MetricFamily util{"troupe_gpu_utilization_ratio",
+    prometheus::MetricFamily util{std::string(gpu_utilization_family),
                                   "GPU busy fraction over NVML's sample period",
                                   prometheus::MetricType::Gauge,
                                   {}};
-    prometheus::MetricFamily mem{"troupe_gpu_memory_used_bytes",
+    prometheus::MetricFamily mem{std::string(gpu_memory_family),
                                  "GPU memory in use (all processes)",
                                  prometheus::MetricType::Gauge,
                                  {}};
@@ -247,7 +262,7 @@ class nvml_collector final : public prometheus::Collectable {
       nvml_utilization u{};
       nvml_memory m{};
       prometheus::ClientMetric cm;
-      cm.label.push_back({"gpu", std::to_string(i)});
+      cm.label.push_back({std::string(gpu_label), std::to_string(i)});
       if (util_(devices_[i], &u) == 0) {
         cm.gauge.value = u.gpu / 100.0;
         util.metric.push_back(cm);

@@ -5,7 +5,8 @@
 /// a label lookup. prometheus-cpp's metric objects are thread-safe; every actor and the frontend
 /// thread record directly.
 ///
-/// Names: troupe_requests_total{model,version,outcome}, troupe_request_latency_seconds,
+/// Names: troupe_requests_total{model,version,outcome}, troupe_unrouted_requests_total{outcome}
+/// (refused before a version was chosen), troupe_request_latency_seconds,
 /// troupe_queue_latency_seconds, troupe_compute_latency_seconds (histograms by model,version),
 /// troupe_batch_size (histogram of rows per batch), troupe_queue_length, troupe_model_ready,
 /// troupe_inflight_requests, troupe_pool_bytes{worker,device} (the replicas' device memory pools:
@@ -34,6 +35,11 @@ class Collectable;
 namespace troupe::actors {
 
 inline constexpr size_t error_code_count = 13;  // error_code::ok .. device_error
+
+/// The families the NVML collector exports (only where NVML loads: a GPU machine).
+inline constexpr std::string_view gpu_utilization_family = "troupe_gpu_utilization_ratio";
+inline constexpr std::string_view gpu_memory_family = "troupe_gpu_memory_used_bytes";
+inline constexpr std::string_view gpu_label = "gpu";  // NVML's device index
 
 /// Exact sums per model version in Triton's statistics shape (KServe's model statistics
 /// extension: GET /v2/models/{m}/stats, gRPC ModelStatistics; perf_analyzer reads them), kept beside
@@ -80,7 +86,9 @@ class serving_metrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   /// Metric objects of one model version (created once, then shared).
   std::shared_ptr<version_metrics> for_version(const std::string& model, int64_t version);
-  /// Requests refused before a version was chosen: unknown model, undecodable envelope.
+  /// Requests refused before a version was chosen: unknown model, undecodable envelope. Only
+  /// count() records (troupe_unrouted_requests_total{outcome}); there is no model label to
+  /// give the other series, so the observe/set calls do nothing.
   const version_metrics& unrouted() const { return *unrouted_; }
 
   void set_inflight(double n);

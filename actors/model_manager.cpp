@@ -3,11 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
 
 #include "actors/batcher.hpp"
+#include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 
@@ -175,6 +177,32 @@ replica_spec spec_of(const manager_state& st, const model_record& m, const versi
   return s;
 }
 
+/// One JSON line per replica load (or reload onto a replacement worker) with the time the worker
+/// took to load, compile and warm it up; failures at error level with their code.
+void log_load(const std::string& model, int64_t version, uint32_t worker,
+              std::chrono::steady_clock::time_point started, const status& result, uint32_t replica,
+              bool reload) {
+  const double duration_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  if (result.is_ok()) {
+    log_event(log_level::info, reload ? "model reloaded" : "model loaded",
+              {{"model", model},
+               {"version", version},
+               {"code", "ok"},
+               {"duration_ms", duration_ms},
+               {"worker", worker},
+               {"replica", replica}});
+  } else {
+    log_event(log_level::error, reload ? "model reload failed" : "model load failed",
+              {{"model", model},
+               {"version", version},
+               {"code", to_string(result.code())},
+               {"duration_ms", duration_ms},
+               {"worker", worker},
+               {"error", result.message()}});
+  }
+}
+
 /// A replica arrived: the version's first one also creates its batcher.
 void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
                    const replica_info& info) {
@@ -288,13 +316,13 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
                     if (r.version == version) return &r;
                   return nullptr;
                 };
+                const auto started = std::chrono::steady_clock::now();
                 self->request(st.options.workers[w], caf::infinite, load_atom::value,
                               spec_of(st, m, v))
                     .then(
                         [=](replica_info& info) mutable {
                           if (version_record* r = find()) {
-                            spdlog::info("loaded {} version {} on worker {} (replica {})",
-                                         model_name, version, w, info.id);
+                            log_load(model_name, version, w, started, status::ok(), info.id, false);
                             adopt_replica(self, *r, w, info);
                           }
                           if (--*pending == 0) finish();
@@ -302,8 +330,7 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
                         [=](caf::error& err) mutable {
                           if (version_record* r = find()) {
                             const status s = from_caf_error(self->system(), err);
-                            spdlog::error("cannot load {} version {} on worker {}: {}", model_name,
-                                          version, w, s.to_string());
+                            log_load(model_name, version, w, started, s, 0, false);
                             if (r->error.is_ok() && !r->batcher) r->error = s;
                           }
                           if (--*pending == 0) finish();
@@ -328,6 +355,7 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
             for (long i = 0; i < lost; ++i) {
               const std::string model_name = name;
               const int64_t version = v.version;
+              const auto started = std::chrono::steady_clock::now();
               self->request(fresh, caf::infinite, load_atom::value, spec_of(st, m, v))
                   .then(
                       [=](replica_info& info) {
@@ -336,14 +364,14 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
                         if (it == models.end()) return;
                         for (auto& r : it->second.versions)
                           if (r.version == version && r.batcher) {
-                            spdlog::info("reloaded {} version {} on worker {}", model_name, version,
-                                         index);
+                            log_load(model_name, version, index, started, status::ok(), info.id,
+                                     true);
                             adopt_replica(self, r, index, info);
                           }
                       },
                       [=](caf::error& err) {
-                        spdlog::error("cannot reload {} version {} on worker {}: {}", model_name,
-                                      version, index, self->system().render(err));
+                        log_load(model_name, version, index, started,
+                                 from_caf_error(self->system(), err), 0, true);
                       });
             }
           }

@@ -275,7 +275,7 @@ TEST(node_config, the_deployed_node_yaml_parses) {
   auto n = load_node_config(std::string(TROUPE_SOURCE_DIR) + "/deploy/node.yaml");
   ASSERT_TRUE(n.has_value()) << n.error().to_string();
   EXPECT_EQ(n->listen, "tcp://*:5555");
-  EXPECT_EQ(n->metrics_port, 9090);
+  EXPECT_EQ(n->metrics_port, 8002);
 }
 
 }  // namespace

@@ -168,16 +168,23 @@ class Server:
     def client(self):
         return Client(self.endpoint)
 
-    def log_messages(self):
-        """The `msg` of every JSON log line written so far (the node logs to self.log)."""
+    def log_records(self, strict=False):
+        """Every JSON log line written so far, parsed (the node logs to self.log). strict: every
+        complete line must be JSON (only a last line still being written may not be)."""
         out = []
         with open(self.log.name) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line).get("msg", ""))
-                except ValueError:
-                    pass  # a line still being written
+            lines = f.read().split("\n")
+        for i, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                # a line still being written (the last one) may not parse yet
+                assert not strict or i == len(lines) - 1, f"not a JSON log line: {line!r}"
         return out
+
+    def log_messages(self):
+        """The `msg` of every JSON log line written so far."""
+        return [r.get("msg", "") for r in self.log_records()]
 
     def metrics(self):
         import urllib.request

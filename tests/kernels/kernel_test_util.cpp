@@ -2,10 +2,10 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <iostream>
 #include <limits>
 
 #include "kernels/op_schema.hpp"
+#include "tests/test_seed.hpp"
 
 namespace troupe::testing {
 
@@ -19,16 +19,7 @@ op_node make_node(std::string op_type, int64_t opset, std::string domain) {
 }
 
 std::mt19937_64& test_rng() {
-  static std::mt19937_64 rng = [] {
-    uint64_t seed;
-    if (const char* s = std::getenv("TROUPE_TEST_SEED")) {
-      seed = std::strtoull(s, nullptr, 10);
-    } else {
-      seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-    }
-    std::cerr << "[troupe] random seed " << seed << " (set TROUPE_TEST_SEED to replay)\n";
-    return std::mt19937_64(seed);
-  }();
+  static std::mt19937_64 rng(test_seed());
   return rng;
 }
 

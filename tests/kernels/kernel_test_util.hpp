@@ -23,8 +23,8 @@ expected<std::vector<tensor>> run_op(const op_node& node, const std::vector<tens
 
 op_node make_node(std::string op_type, int64_t opset = 17, std::string domain = "");
 
-/// Fresh random values (seeded from std::random_device unless TROUPE_TEST_SEED is set; the seed
-/// is printed so a failure can be replayed).
+/// Random values from test_rng(), seeded by test_seed() (tests/test_seed.hpp: fixed unless
+/// TROUPE_TEST_SEED says otherwise; the seed is printed so a failure can be replayed).
 tensor random_tensor(dtype type, shape_t shape, double lo = -1.0, double hi = 1.0);
 std::mt19937_64& test_rng();
 

@@ -3,8 +3,8 @@
 Each case is a one-node ONNX model; ORT (CPU, graph optimisations off) runs it alone as the
 reference. troupe runs all cases of one opset as one model of independent nodes (one process per
 opset and backend, to stay fast); when that run fails, the group's cases run one by one so that each
-failure lands on its own case. Inputs are fresh random values each session (seed in the header;
-TROUPE_TEST_SEED replays). Tolerances: fp32 relative L2 1e-4, fp16 1e-2, ints and bools exact.
+failure lands on its own case. Inputs are random values from a fixed seed (printed in the header;
+TROUPE_TEST_SEED=N replays another, TROUPE_TEST_SEED=random draws a fresh one). Tolerances: fp32 relative L2 1e-4, fp16 1e-2, ints and bools exact.
 Backends: cpu always, cuda (fp32 and fp16) where `nvidia-smi -L` lists a GPU.
 """
 import os

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "runtime/memory_plan.hpp"
+#include "tests/test_seed.hpp"
 
 namespace troupe::runtime {
 namespace {
@@ -21,7 +22,7 @@ void expect_no_overlap(const std::vector<buffer>& b, size_t arena) {
 }
 
 TEST(pack_buffers, random_lifetimes_never_overlap_and_beat_the_sum) {
-  std::mt19937 rng(std::random_device{}());
+  std::mt19937 rng(troupe::testing::test_seed());
   for (int trial = 0; trial < 50; ++trial) {
     std::vector<buffer> bufs;
     size_t sum = 0;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "tests/runtime/model_builder.hpp"
+#include "tests/test_seed.hpp"
 #include "tools/commands.hpp"
 #include "tools/npz.hpp"
 
@@ -53,7 +54,7 @@ onnx::ModelProto relu_model() {
 }
 
 tensor random_input(shape_t shape) {
-  static std::mt19937 rng(std::random_device{}());
+  static std::mt19937 rng(troupe::testing::test_seed());
   std::uniform_real_distribution<float> u(-1, 1);
   tensor t = tensor::allocate(dtype::f32, std::move(shape));
   for (int64_t i = 0; i < t.elements(); ++i) t.data<float>()[i] = u(rng);

@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include "tests/test_seed.hpp"
 #include "tools/npz.hpp"
 
 namespace troupe::tools {
@@ -23,13 +26,7 @@ namespace fs = std::filesystem;
 const std::string fixture_dir = std::string(TROUPE_SOURCE_DIR) + "/tests/data/npz/";
 
 std::mt19937_64& rng() {
-  static std::mt19937_64 r = [] {
-    const char* env = std::getenv("TROUPE_TEST_SEED");
-    const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-    std::printf("test_npz seed: %llu (set TROUPE_TEST_SEED to replay)\n",
-                static_cast<unsigned long long>(seed));
-    return std::mt19937_64(seed);
-  }();
+  static std::mt19937_64 r(troupe::testing::test_seed());
   return r;
 }
 
@@ -55,7 +52,11 @@ std::vector<uint8_t> slurp(const std::string& path) {
 class temp_dir {
  public:
   temp_dir() {
-    path_ = fs::temp_directory_path() / ("troupe_npz_" + std::to_string(rng()()));
+    // Unique per process and object: ctest runs each case as its own process, in parallel, and
+    // the seeded rng() would give them all the same name.
+    static int count = 0;
+    path_ = fs::temp_directory_path() /
+            ("troupe_npz_" + std::to_string(::getpid()) + "_" + std::to_string(count++));
     fs::create_directories(path_);
   }
   ~temp_dir() {
@@ -259,10 +260,14 @@ TEST(NpzNumpyFiles, RejectsFortranMatrixAndBigEndian) {
   EXPECT_EQ(be.error().code(), error_code::unsupported);
 }
 
-// numpy itself reads what we write (skipped where python3 + numpy are missing).
+// numpy itself reads what we write, run by the project's Python environment (TROUPE_PYTHON: CMake
+// passes Python3_EXECUTABLE, scripts/build.sh's ./.venv/bin/python, where install-deps.sh put
+// numpy).
 TEST(NpzNumpyFiles, NumpyReadsOurArchives) {
-  if (std::system("python3 -c 'import numpy' > /dev/null 2>&1") != 0)
-    GTEST_SKIP() << "python3 with numpy not available";
+  const std::string python = TROUPE_PYTHON;
+  ASSERT_FALSE(python.empty()) << "CMake found no Python3 interpreter";
+  ASSERT_EQ(std::system((python + " -c 'import numpy' > /dev/null 2>&1").c_str()), 0)
+      << python << " cannot import numpy: run scripts/install-deps.sh";
   temp_dir dir;
   named_tensors arrays;
   tensor f = tensor::allocate(dtype::f32, {2, 3});
@@ -274,7 +279,8 @@ TEST(NpzNumpyFiles, NumpyReadsOurArchives) {
     const std::string path = dir.file(compress ? "c.npz" : "s.npz");
     ASSERT_TRUE(write_npz(path, arrays, compress).is_ok());
     const std::string cmd =
-        "python3 -c \"import numpy as np, sys; d = np.load(sys.argv[1]); "
+        python +
+        " -c \"import numpy as np, sys; d = np.load(sys.argv[1]); "
         "assert list(d.keys()) == ['x', 'n', 's'], d.keys(); "
         "assert (d['x'] == np.arange(6, dtype=np.float32).reshape(2, 3) * 0.25 - 1).all(); "
         "assert d['n'].dtype == np.int64 and list(d['n']) == [5, -6]; "

@@ -1,13 +1,16 @@
 """The Python client against a fake node (a ROUTER socket in a thread speaking docs/protocol.md):
-framing, dtypes, many requests in flight with replies out of order, typed errors, metadata and
-health, and that the generated troupe_pb2.py matches proto/troupe.proto."""
+framing, dtypes, many requests in flight with replies out of order, typed errors, timeouts and an
+unreachable node, metadata and health, and that the generated troupe_pb2.py matches
+proto/troupe.proto."""
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,15 +18,17 @@ import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from troupe_client import Client, TroupeError, troupe_pb2 as pb  # noqa: E402
+import troupe_client  # noqa: E402
+from troupe_client import (Client, DeadlineExceeded, InvalidArgument, NotFound, Overloaded,  # noqa: E402
+                           ServerError, TroupeError, Unavailable, Unsupported, troupe_pb2 as pb)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
 class FakeNode:
     """Echoes every input back as output "<name>_out" (same dtype/shape/bytes). Requests for model
-    "overloaded" get an OVERLOADED error. With `hold=n`, replies wait until n requests arrived and
-    then go out in reverse order."""
+    "overloaded" get an OVERLOADED error, for model "error:CODE_NAME" that error. With `hold=n`,
+    replies wait until n requests arrived and then go out in reverse order."""
 
     def __init__(self, hold=0):
         self.ctx = zmq.Context.instance()
@@ -55,6 +60,10 @@ class FakeNode:
         if msg.infer.model == "overloaded":
             out.error.code = pb.OVERLOADED
             out.error.message = "queue full"
+            return [identity, out.SerializeToString()]
+        if msg.infer.model.startswith("error:"):
+            out.error.code = pb.ErrorCode.Value(msg.infer.model[len("error:"):])
+            out.error.message = "as asked"
             return [identity, out.SerializeToString()]
         out.infer.model = msg.infer.model
         out.infer.version = 1
@@ -168,6 +177,84 @@ def test_typed_errors(node):
     assert e.value.code == pb.OVERLOADED
     assert e.value.code_name == "OVERLOADED"
     assert "queue full" in str(e.value)
+
+
+@pytest.mark.parametrize("code,cls", [
+    ("INVALID_ARGUMENT", InvalidArgument), ("UNSUPPORTED", Unsupported), ("NOT_FOUND", NotFound),
+    ("DEADLINE_EXCEEDED", DeadlineExceeded), ("UNAVAILABLE", Unavailable), ("OVERLOADED", Overloaded),
+    ("CANCELLED", troupe_client.Cancelled), ("INTERNAL", ServerError), ("DEVICE_ERROR", ServerError),
+    ("OUT_OF_MEMORY", ServerError), ("INVALID_MODEL", ServerError), ("IO_ERROR", ServerError)])
+def test_every_error_code_has_its_class(node, code, cls):
+    with Client(node.address) as c:
+        with pytest.raises(cls) as e:
+            c.infer("error:" + code, {"x": np.zeros(1, np.float32)})
+    assert type(e.value) is cls and isinstance(e.value, TroupeError)
+    assert e.value.code_name == code and e.value.message == "as asked"
+    assert e.value.retryable == (code in ("UNAVAILABLE", "OVERLOADED"))
+    assert issubclass(Unsupported, InvalidArgument)
+
+
+def test_default_timeout():
+    assert troupe_client.DEFAULT_TIMEOUT_S == 30
+    n = FakeNode()
+    try:
+        with Client(n.address) as c:
+            assert c.timeout == 30
+        with Client(n.address, timeout=2.5) as c:
+            assert c.timeout == 2.5
+    finally:
+        n.close()
+
+
+def closed_port_address():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+
+
+def test_unreachable_node_is_a_clear_error():
+    address = closed_port_address()
+    with Client(address, timeout=0.3) as c:
+        start = time.monotonic()
+        with pytest.raises(Unavailable) as e:
+            c.health()
+        assert time.monotonic() - start < 5
+        with pytest.raises(Unavailable):
+            c.infer("mlp", {"x": np.zeros(1, np.float32)})
+    assert f"cannot reach the node at {address}" in e.value.message
+    assert e.value.retryable
+
+
+def test_node_that_does_not_answer_is_a_deadline():
+    n = FakeNode(hold=1000)  # connected, never replies
+    try:
+        with Client(n.address) as c:
+            with pytest.raises(DeadlineExceeded) as e:
+                c.infer("echo", {"x": np.zeros(1, np.float32)}, timeout=0.3)
+            assert f"the node at {n.address} did not answer" in e.value.message
+            # `wait`, the older name, still works the same way.
+            with pytest.raises(DeadlineExceeded):
+                c.health(wait=0.3)
+    finally:
+        n.close()
+
+
+def test_a_late_reply_after_the_timeout_is_dropped():
+    n = FakeNode(hold=2)  # the two replies go out together, once the second request arrives
+    try:
+        with Client(n.address) as c:
+            first = c.submit("echo", {"x": np.zeros(1, np.float32)}, timeout=0.2)
+            with pytest.raises(DeadlineExceeded):
+                first.result(10)
+            second = c.submit("echo", {"x": np.ones(1, np.float32)}, timeout=10)
+            np.testing.assert_array_equal(second.result(10).outputs["x_out"], [1])
+    finally:
+        n.close()
+
+
+def test_invalid_address_is_an_invalid_argument():
+    with pytest.raises(InvalidArgument):
+        Client("not-an-endpoint")
 
 
 def test_request_fields_reach_the_envelope(node):

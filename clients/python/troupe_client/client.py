@@ -4,18 +4,30 @@ The socket belongs to one background I/O thread (ZeroMQ sockets are not thread-s
 any thread hand it requests through a queue and get `concurrent.futures.Future`s back. Replies may
 arrive in any order; they are matched to their futures by request id. The protocol is
 docs/protocol.md in the troupe repository.
+
+Every request has a client-side timeout (DEFAULT_TIMEOUT_S unless the Client or the call says
+otherwise): ZeroMQ connects in the background and queues requests for a node that is not there, so
+without one a wrong address would wait forever. When it passes, the request fails with Unavailable
+if the connection to the node was never made (or was lost), else with DeadlineExceeded; errors are
+typed (troupe_client.errors).
 """
 
 import itertools
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import troupe_pb2 as pb
+from .errors import DeadlineExceeded, InvalidArgument, TroupeError, Unavailable, error_for
+
+DEFAULT_TIMEOUT_S = 30.0  # a request's client-side timeout unless the Client or the call sets one
+_DEFAULT = object()  # "the Client's timeout" as an argument default
 
 # proto DataType (ONNX TensorProto numbers) <-> numpy. BFLOAT16 has no numpy type: its raw 16-bit
 # words travel as uint16 (send uint16 arrays for bfloat16 inputs; outputs come back as uint16).
@@ -26,18 +38,6 @@ _TO_NUMPY = {
     pb.BOOL: np.bool_,
 }
 _FROM_NUMPY = {np.dtype(v).str: k for k, v in _TO_NUMPY.items() if k != pb.BFLOAT16}
-
-
-class TroupeError(Exception):
-    """A typed error from the node (or the client): `code` is a troupe.v1.ErrorCode number,
-    `code_name` its name ("OVERLOADED", "INVALID_ARGUMENT", ...)."""
-
-    def __init__(self, code, message, request_id=""):
-        self.code = int(code)
-        self.code_name = pb.ErrorCode.Name(self.code) if self.code in pb.ErrorCode.values() else str(code)
-        self.message = message
-        self.request_id = request_id
-        super().__init__(f"{self.code_name}: {message}")
 
 
 class InferResult:
@@ -55,18 +55,18 @@ class InferResult:
         self.timings = {"queue_us": r.timings.queue_us, "compute_us": r.timings.compute_us,
                         "total_us": r.timings.total_us}
         if len(frames) != len(r.outputs):
-            raise TroupeError(pb.INTERNAL, f"reply lists {len(r.outputs)} outputs but carries {len(frames)} frames",
+            raise error_for(pb.INTERNAL, f"reply lists {len(r.outputs)} outputs but carries {len(frames)} frames",
                               reply.id)
         self.outputs = {}
         for desc, frame in zip(r.outputs, frames):
             if desc.dtype not in _TO_NUMPY:
-                raise TroupeError(pb.UNSUPPORTED, f"output '{desc.name}' has an unknown dtype {desc.dtype}", reply.id)
+                raise error_for(pb.UNSUPPORTED, f"output '{desc.name}' has an unknown dtype {desc.dtype}", reply.id)
             dt = np.dtype(_TO_NUMPY[desc.dtype])
             buf = frame.buffer if hasattr(frame, "buffer") else frame
             arr = np.frombuffer(buf, dtype=dt)
             shape = tuple(desc.shape)
             if arr.size != int(np.prod(shape, dtype=np.int64)):
-                raise TroupeError(pb.INTERNAL, f"output '{desc.name}' frame does not match shape {shape}", reply.id)
+                raise error_for(pb.INTERNAL, f"output '{desc.name}' frame does not match shape {shape}", reply.id)
             self.outputs[desc.name] = arr.reshape(shape)
 
 
@@ -89,15 +89,21 @@ class Client:
             y = c.infer("mlp", {"x": x})["y"]
             futures = [c.submit("mlp", {"x": xi}) for xi in xs]   # all in flight at once
             ys = [f.result().outputs["y"] for f in futures]
+
+    `timeout` (seconds, default DEFAULT_TIMEOUT_S; None: no limit) bounds the wait for each reply;
+    each call may pass its own.
     """
 
-    def __init__(self, address="tcp://127.0.0.1:5555", context=None):
+    def __init__(self, address="tcp://127.0.0.1:5555", context=None, timeout=DEFAULT_TIMEOUT_S):
         self.address = address
+        self.timeout = timeout
         self._context = context or zmq.Context.instance()
         self._outgoing = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._pending = {}  # id -> (future, kind); touched by the I/O thread only
+        self._pending = {}  # id -> (future, kind, deadline, timeout); touched by the I/O thread only
+        self._connected = False  # the I/O thread's view of the connection (socket monitor)
+        self._ever_connected = False
         self._ids = itertools.count(1)
         self._closed = False
         self._lock = threading.Lock()
@@ -112,9 +118,10 @@ class Client:
     # ---- public API ------------------------------------------------------------------------------
 
     def submit(self, model, inputs, *, version=0, outputs=None, priority=0, timeout_ms=0, routing_key="",
-               parameters=None, request_id=None):
+               parameters=None, request_id=None, timeout=_DEFAULT):
         """Sends one inference request; returns a Future whose result is an InferResult (or whose
-        exception is a TroupeError)."""
+        exception is a TroupeError). `timeout_ms` is the node's deadline for the request (0: none);
+        `timeout` (seconds) how long the client waits for the reply."""
         msg = pb.ClientMessage()
         req = msg.infer
         req.model = model
@@ -134,26 +141,28 @@ class Client:
             d.dtype = dt
             d.shape.extend(int(x) for x in a.shape)
             frames.append(a)
-        return self._enqueue(msg, frames, "infer", request_id)
+        return self._enqueue(msg, frames, "infer", request_id, timeout)
 
-    def infer(self, model, inputs, *, wait=None, **kwargs):
-        """Runs one request and returns its outputs {name: array}; raises TroupeError."""
-        return self.submit(model, inputs, **kwargs).result(wait).outputs
+    def infer(self, model, inputs, *, timeout=_DEFAULT, wait=None, **kwargs):
+        """Runs one request and returns its outputs {name: array}; raises TroupeError. `wait` is
+        the older name of `timeout`."""
+        # The future completes by the request's deadline (the I/O thread expires it).
+        return self.submit(model, inputs, timeout=_pick(timeout, wait), **kwargs).result().outputs
 
-    def metadata(self, model, version=0, wait=30):
+    def metadata(self, model, version=0, timeout=_DEFAULT, wait=None):
         msg = pb.ClientMessage()
         msg.metadata.model = model
         msg.metadata.version = int(version)
-        md = self._enqueue(msg, [], "metadata", None).result(wait)
+        md = self._enqueue(msg, [], "metadata", None, _pick(timeout, wait)).result()
         spec = lambda s: {"name": s.name, "dtype": np.dtype(_TO_NUMPY.get(s.dtype, np.uint8)), "shape": list(s.shape)}
         return {"name": md.name, "version": md.version, "versions": list(md.versions),
                 "max_batch_size": md.max_batch_size, "state": pb.ModelState.Name(md.state),
                 "inputs": [spec(s) for s in md.inputs], "outputs": [spec(s) for s in md.outputs]}
 
-    def health(self, wait=30):
+    def health(self, timeout=_DEFAULT, wait=None):
         msg = pb.ClientMessage()
         msg.health.SetInParent()
-        h = self._enqueue(msg, [], "health", None).result(wait)
+        h = self._enqueue(msg, [], "health", None, _pick(timeout, wait)).result()
         return {"live": h.live, "ready": h.ready, "draining": h.draining, "reason": h.reason,
                 "models": [{"model": m.model, "version": m.version, "state": pb.ModelState.Name(m.state),
                             "error": m.error.message} for m in h.models]}
@@ -176,7 +185,9 @@ class Client:
 
     # ---- the I/O thread ----------------------------------------------------------------------------
 
-    def _enqueue(self, msg, frames, kind, request_id):
+    def _enqueue(self, msg, frames, kind, request_id, timeout=_DEFAULT):
+        timeout = self.timeout if timeout is _DEFAULT else timeout
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
         future = Future()
         rid = str(request_id) if request_id is not None else f"py-{next(self._ids)}"
         msg.id = rid
@@ -184,8 +195,8 @@ class Client:
             msg.infer.id = rid
         with self._lock:
             if self._closed:
-                raise TroupeError(pb.CANCELLED, "the client is closed")
-            self._outgoing.put((rid, future, kind, [msg.SerializeToString()] + frames))
+                raise error_for(pb.CANCELLED, "the client is closed")
+            self._outgoing.put((rid, future, kind, deadline, timeout, [msg.SerializeToString()] + frames))
         self._wake()
         return future
 
@@ -196,23 +207,33 @@ class Client:
             pass
 
     def _run(self):
+        sock = monitor = None
         try:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
+            # Connection events tell "the node cannot be reached" from "the node did not answer";
+            # the monitor must exist before connect() to see the first connection.
+            monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
             sock.connect(self.address)
         except zmq.ZMQError as e:
-            self._error = TroupeError(pb.INVALID_ARGUMENT, f"cannot connect to {self.address}: {e}")
+            self._error = InvalidArgument(pb.INVALID_ARGUMENT, f"cannot connect to {self.address}: {e}")
+            for s in (monitor, sock):
+                if s is not None:
+                    s.close(0)
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         try:
             while True:
-                events = dict(poller.poll(200))
+                events = dict(poller.poll(self._poll_ms()))
+                if monitor in events:
+                    self._read_monitor(monitor)
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):
@@ -222,25 +243,64 @@ class Client:
                 self._send_pending(sock)
                 if sock in events:
                     self._receive_all(sock)
+                self._expire(time.monotonic())
                 if self._closed:
                     break
         finally:
-            for rid, (future, _) in list(self._pending.items()):
+            for rid, (future, *_) in list(self._pending.items()):
                 if not future.done():
-                    future.set_exception(TroupeError(pb.CANCELLED, "the client was closed before the reply came", rid))
+                    future.set_exception(error_for(pb.CANCELLED, "the client was closed before the reply came", rid))
             self._pending.clear()
+            sock.disable_monitor()
+            monitor.close(0)
             sock.close(0)
+
+    def _poll_ms(self):
+        """Until the next request deadline, at most 200 ms."""
+        deadlines = [d for (_, _, d, _) in self._pending.values() if d is not None]
+        if not deadlines:
+            return 200
+        return max(0, min(200, int((min(deadlines) - time.monotonic()) * 1000) + 1))
+
+    def _read_monitor(self, monitor):
+        while True:
+            try:
+                event = recv_monitor_message(monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self._connected = self._ever_connected = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connected = False
+
+    def _expire(self, now):
+        for rid, (future, kind, deadline, timeout) in list(self._pending.items()):
+            if deadline is None or now < deadline:
+                continue
+            del self._pending[rid]  # a late reply finds no entry and is dropped
+            if not self._ever_connected:
+                error = Unavailable(pb.UNAVAILABLE, f"cannot reach the node at {self.address}: no connection "
+                                    f"within {timeout:g} s (is `troupe serve` running there, and is the "
+                                    f"address right?)", rid)
+            elif not self._connected:
+                error = Unavailable(pb.UNAVAILABLE, f"lost the connection to the node at {self.address}; "
+                                    f"no reply within {timeout:g} s", rid)
+            else:
+                error = DeadlineExceeded(pb.DEADLINE_EXCEEDED, f"the node at {self.address} did not answer "
+                                         f"this {kind} request within {timeout:g} s", rid)
+            if not future.done():
+                future.set_exception(error)
 
     def _send_pending(self, sock):
         while True:
             try:
-                rid, future, kind, frames = self._outgoing.get_nowait()
+                rid, future, kind, deadline, timeout, frames = self._outgoing.get_nowait()
             except queue.Empty:
                 return
             if rid in self._pending:
                 future.set_exception(ValueError(f"request id '{rid}' is already in flight"))
                 continue
-            self._pending[rid] = (future, kind)
+            self._pending[rid] = (future, kind, deadline, timeout)
             # copy=False: large arrays are sent from their own memory (pyzmq keeps them alive).
             sock.send_multipart(frames, copy=False)
 
@@ -260,9 +320,9 @@ class Client:
             entry = self._pending.pop(reply.id, None)
             if entry is None:
                 continue  # an answer to a request we no longer wait for
-            future, kind = entry
+            future, kind, _, _ = entry
             if reply.HasField("error"):
-                future.set_exception(TroupeError(reply.error.code, reply.error.message, reply.id))
+                future.set_exception(error_for(reply.error.code, reply.error.message, reply.id))
             elif kind == "infer" and reply.HasField("infer"):
                 try:
                     future.set_result(InferResult(reply, frames[1:]))
@@ -273,4 +333,9 @@ class Client:
             elif kind == "health" and reply.HasField("health"):
                 future.set_result(reply.health)
             else:
-                future.set_exception(TroupeError(pb.INTERNAL, f"unexpected reply kind for a {kind} request", reply.id))
+                future.set_exception(error_for(pb.INTERNAL, f"unexpected reply kind for a {kind} request", reply.id))
+
+
+def _pick(timeout, wait):
+    """`wait`, the older name of `timeout`, when given."""
+    return timeout if wait is None else wait
