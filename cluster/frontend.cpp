@@ -181,12 +181,17 @@ class frontend::impl {
   void begin_drain() {
     draining_.store(true);
     holder_.draining.store(true);
+    completions_->wake();  // the I/O thread reads what is queued now, even if it was asleep
   }
   uint32_t inflight() const { return inflight_.load(std::memory_order_acquire); }
 
   bool wait_idle(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(idle_mutex_);
-    return idle_cv_.wait_for(lock, timeout, [&] { return inflight_.load() == 0; });
+    // Idle once nothing is in flight AND the thread has found the socket empty since the drain
+    // began: requests that reached the socket before SIGTERM are answered, not dropped unread.
+    return idle_cv_.wait_for(lock, timeout, [&] {
+      return inflight_.load() == 0 && (!draining_.load() || drained_socket_.load());
+    });
   }
 
   void stop() {
@@ -231,7 +236,14 @@ class frontend::impl {
       bool worked = !done.empty();
       for (job_list& l : done) complete(l);
       done.clear();
-      worked |= read_requests() > 0;
+      const bool draining = draining_.load(std::memory_order_acquire);
+      const uint32_t read = read_requests();
+      worked |= read > 0;
+      if (draining && read == 0 && !drained_socket_.load(std::memory_order_relaxed)) {
+        std::lock_guard<std::mutex> lock(idle_mutex_);
+        drained_socket_.store(true);
+        idle_cv_.notify_all();
+      }
       if (metrics_) metrics_->set_inflight(inflight_.load(std::memory_order_relaxed));
       if (worked) {
         last_work = clock_type::now();
@@ -647,6 +659,9 @@ class frontend::impl {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> draining_{false};
+  /// The I/O thread read the socket empty after draining_ was set (guarded by idle_mutex_ for the
+  /// condition variable).
+  std::atomic<bool> drained_socket_{false};
   std::atomic<uint32_t> inflight_{0};
   std::mutex idle_mutex_;
   std::condition_variable idle_cv_;
