@@ -118,6 +118,10 @@ struct node_config {
   uint32_t warmup_runs = 3;      // per batch bucket at load, also the latency measurement
   bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)
   std::string log_level = "info";
+  int grpc_port = 8001;  // KServe v2 over gRPC; 0: none
+  /// The KServe system shared-memory extension (cluster/shared_memory_registry.hpp): co-located
+  /// clients pass tensors through registered POSIX shared memory.
+  bool shared_memory = true;
 };
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);

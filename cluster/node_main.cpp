@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
 #include <charconv>
 #include <csignal>
 #include <cstdio>
@@ -21,8 +22,13 @@
 #include "actors/node.hpp"
 #include "actors/worker.hpp"
 #include "cluster/frontend.hpp"
+#if TROUPE_HAVE_GRPC
+#include "cluster/kserve_grpc_server.hpp"
+#endif
 #include "cluster/logging.hpp"
 #include "cluster/metrics_endpoint.hpp"
+#include "cluster/request_gateway.hpp"
+#include "cluster/shared_memory_registry.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -77,6 +83,7 @@ status run_serve(const serve_options& o) {
   if (!o.models_dir.empty()) cfg.models_dir = o.models_dir;
   if (o.listen) cfg.listen = *o.listen;
   if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
+  if (o.grpc_port) cfg.grpc_port = *o.grpc_port;
   if (o.log_level) cfg.log_level = *o.log_level;
   if (o.gpus) {
     TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
@@ -169,21 +176,73 @@ status run_serve(const serve_options& o) {
     actors::stop_node(sys, node);
     return front.error();
   }
-  spdlog::info("serving on {} (metrics port {})", (*front)->endpoint(), metrics_port);
-  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n",
-              json_string((*front)->endpoint()).c_str(), metrics_port);
+
+  // The KServe doors (gRPC here) share one request gateway and one shared-memory registry. The
+  // gateway outlives the actors (they may hold its requests until they stop): it is destroyed
+  // after await_all_actors_done, the doors before it.
+  gateway_options gw_options;
+  gw_options.max_inflight = cfg.max_inflight;
+  auto gateway = request_gateway::create(sys, node, holder, &metrics, gw_options);
+  if (!gateway) {
+    (*front)->stop();
+    actors::stop_node(sys, node);
+    return gateway.error();
+  }
+  std::unique_ptr<shared_memory_registry> shm_registry;
+  if (cfg.shared_memory) shm_registry = std::make_unique<shared_memory_registry>();
+  int grpc_port = 0;
+#if TROUPE_HAVE_GRPC
+  std::unique_ptr<kserve_grpc_server> grpc_server;
+  if (cfg.grpc_port > 0) {
+    grpc_server_options go;
+    go.port = cfg.grpc_port;
+    go.max_message_bytes = cfg.max_message_bytes;
+    auto g = kserve_grpc_server::create(go, **gateway, shm_registry.get());
+    if (!g) {
+      (*front)->stop();
+      (*gateway)->stop();
+      actors::stop_node(sys, node);
+      return g.error();
+    }
+    grpc_server = std::move(*g);
+    grpc_port = grpc_server->port();
+  }
+#else
+  if (cfg.grpc_port > 0)
+    spdlog::warn("built without gRPC (libgrpc++): no KServe gRPC door on port {}", cfg.grpc_port);
+#endif
+
+  spdlog::info("serving on {} (metrics port {}, gRPC port {})", (*front)->endpoint(),
+               metrics_port, grpc_port);
+  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d,\"grpc_port\":%d}\n",
+              json_string((*front)->endpoint()).c_str(), metrics_port, grpc_port);
   std::fflush(stdout);
 
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
   }
-  spdlog::info("signal {}: draining ({} requests in flight)", sig, (*front)->inflight());
+  spdlog::info("signal {}: draining ({} requests in flight)", sig,
+               (*front)->inflight() + (*gateway)->inflight());
   (*front)->begin_drain();
-  if (!(*front)->wait_idle(cfg.drain_timeout))
-    spdlog::warn("drain timeout: {} requests still in flight are cancelled", (*front)->inflight());
+  (*gateway)->begin_drain();
+  const auto drain_end = std::chrono::steady_clock::now() + cfg.drain_timeout;
+  const bool front_idle = (*front)->wait_idle(cfg.drain_timeout);
+  const bool gateway_idle = (*gateway)->wait_idle(std::max(
+      std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        drain_end - std::chrono::steady_clock::now())));
+  if (!front_idle || !gateway_idle)
+    spdlog::warn("drain timeout: {} requests still in flight are cancelled",
+                 (*front)->inflight() + (*gateway)->inflight());
   (*front)->stop();
+  (*gateway)->stop();  // answers what is left CANCELLED: every KServe call now has its reply
+#if TROUPE_HAVE_GRPC
+  // Lets the last replies go out; a stream its client keeps open is cancelled at the deadline.
+  if (grpc_server) grpc_server->shutdown(std::chrono::milliseconds(2000));
+  grpc_server.reset();
+#endif
   actors::stop_node(sys, node);
   sys.await_all_actors_done();
+  gateway->reset();
   spdlog::info("stopped");
   spdlog::default_logger()->flush();
   return status::ok();
