@@ -1,5 +1,6 @@
 #include "cluster/kserve_grpc_server.hpp"
 
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -41,6 +42,14 @@ const std::string kNoCudaSharedMemory =
 const std::string kNoRepositoryControl =
     "the model repository extension is not served yet: the node loads its repository at start";
 
+/// gRPC's own log lines go to the node's JSON log (they would be plain text on stderr).
+void log_to_spdlog(gpr_log_func_args* args) {
+  const auto level = args->severity == GPR_LOG_SEVERITY_ERROR  ? spdlog::level::err
+                     : args->severity == GPR_LOG_SEVERITY_INFO ? spdlog::level::debug
+                                                               : spdlog::level::trace;
+  spdlog::log(level, "grpc: {} ({}:{})", args->message, args->file, args->line);
+}
+
 /// A unary ModelInfer in flight. Owned by its gateway request (input_owner) until the gateway has
 /// run on_reply; gRPC keeps `request` and `response` alive until the reactor finishes, which is
 /// the last thing on_reply does.
@@ -59,6 +68,7 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
       : options_(std::move(o)), gateway_(gateway), shm_(shm) {}
 
   status start() {
+    gpr_set_log_function(log_to_spdlog);
     const std::string address = options_.address + ":" + std::to_string(options_.port);
     const int max_bytes = static_cast<int>(
         std::min<uint64_t>(options_.max_message_bytes, static_cast<uint64_t>(INT_MAX)));

@@ -126,10 +126,12 @@ class Server:
 
     def __init__(self, models, node_yaml, log_path):
         self.metrics_port = free_port()
+        self.grpc_port = free_port()
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
-             "--metrics-port", str(self.metrics_port), "--config", node_yaml],
+             "--metrics-port", str(self.metrics_port), "--grpc-port", str(self.grpc_port),
+             "--config", node_yaml],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self._read_line(timeout=120)
         if not line:
@@ -138,6 +140,8 @@ class Server:
         ready = json.loads(line)
         assert ready["event"] == "ready"
         self.endpoint = ready["endpoint"]
+        # 0 when the binary was built without gRPC (the KServe gRPC tests then skip).
+        self.grpc_url = f"127.0.0.1:{ready['grpc_port']}" if ready.get("grpc_port") else None
         self.returncode = None
 
     def _read_line(self, timeout):
