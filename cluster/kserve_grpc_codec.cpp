@@ -76,7 +76,8 @@ std::string_view parameter_text(const pb::InferParameter& p, std::deque<std::str
 }
 
 /// An integer parameter (int64_param or uint64_param) in [0, max].
-expected<uint64_t> parameter_uint(std::string_view name, const pb::InferParameter& p, uint64_t max) {
+expected<uint64_t> parameter_uint(std::string_view name, const pb::InferParameter& p,
+                                  uint64_t max) {
   uint64_t v = 0;
   if (p.parameter_choice_case() == pb::InferParameter::kInt64Param) {
     if (p.int64_param() < 0)
@@ -86,7 +87,8 @@ expected<uint64_t> parameter_uint(std::string_view name, const pb::InferParamete
   } else if (p.parameter_choice_case() == pb::InferParameter::kUint64Param) {
     v = p.uint64_param();
   } else {
-    return invalid_argument("parameter " + in_quotes(name) + " must be an integer (int64_param or "
+    return invalid_argument("parameter " + in_quotes(name) +
+                            " must be an integer (int64_param or "
                             "uint64_param)");
   }
   if (v > max)
@@ -114,8 +116,9 @@ expected<shared_memory_span> shared_memory_of(std::string_view what, std::string
   if (region->second.parameter_choice_case() != pb::InferParameter::kStringParam)
     return invalid_argument(context + ": shared_memory_region must be a string");
   if (!shm)
-    return unsupported(context + ": the system shared-memory extension is off on this node "
-                                 "(node.yaml shared_memory: false)");
+    return unsupported(context +
+                       ": the system shared-memory extension is off on this node "
+                       "(node.yaml shared_memory: false)");
   if (size_param == params.end())
     return invalid_argument(context +
                             ": shared_memory_byte_size is required with shared_memory_region");
@@ -141,12 +144,11 @@ expected<shared_memory_span> shared_memory_of(std::string_view what, std::string
 /// layouts agree, else converted (range-checked) into an owned buffer.
 template <class To, class From>
 status take_contents(std::string_view name, const google::protobuf::RepeatedField<From>& values,
-                     size_t expected_bytes, decoded_infer_request& out,
-                     actors::request_tensor& t) {
+                     size_t expected_bytes, decoded_infer_request& out, actors::request_tensor& t) {
   const size_t count = static_cast<size_t>(values.size());
   if (count * sizeof(To) != expected_bytes)
-    return invalid_argument("input " + in_quotes(name) + ": contents hold " + std::to_string(count) +
-                            " values, its shape needs " +
+    return invalid_argument("input " + in_quotes(name) + ": contents hold " +
+                            std::to_string(count) + " values, its shape needs " +
                             std::to_string(expected_bytes / sizeof(To)));
   t.bytes = expected_bytes;
   if constexpr (sizeof(To) == sizeof(From) && std::is_same_v<To, From>) {
@@ -206,8 +208,7 @@ status decode_contents(std::string_view name, dtype type, const pb::InferTensorC
                        size_t bytes, decoded_infer_request& out, actors::request_tensor& t) {
   const std::string_view field = contents_field_of(type);
   if (field.empty())
-    return invalid_argument("input " + in_quotes(name) + ": " +
-                            std::string(dtype_to_name(type)) +
+    return invalid_argument("input " + in_quotes(name) + ": " + std::string(dtype_to_name(type)) +
                             " values travel only in raw_input_contents (no typed contents field)");
   if (contents_fields_set(c) > 1)
     return invalid_argument("input " + in_quotes(name) + ": contents set in more than one field");
@@ -268,14 +269,14 @@ expected<const actors::version_entry*> find_version(const actors::model_table* t
     if (version > 0)
       return not_found("model " + in_quotes(name) + " has no version " + std::to_string(version));
     if (!m->load_error.is_ok())
-      return make_error(error_code::unavailable,
-                        "model " + in_quotes(name) + " failed to load: " + m->load_error.to_string());
+      return make_error(error_code::unavailable, "model " + in_quotes(name) + " failed to load: " +
+                                                     m->load_error.to_string());
     return not_found("model " + in_quotes(name) + " has no version");
   }
   if (!v->signature)
-    return make_error(error_code::unavailable,
-                      "model " + in_quotes(name) + " version " + std::to_string(v->version) +
-                          " failed to load: " + v->load_error.to_string());
+    return make_error(error_code::unavailable, "model " + in_quotes(name) + " version " +
+                                                   std::to_string(v->version) +
+                                                   " failed to load: " + v->load_error.to_string());
   return v;
 }
 
@@ -399,16 +400,16 @@ status decode_infer_request(const pb::ModelInferRequest& m, const shared_memory_
       const std::string& raw = m.raw_input_contents(raw_index++);
       if (raw.size() != bytes)
         return invalid_argument("input " + in_quotes(in.name()) + ": raw_input_contents holds " +
-                                std::to_string(raw.size()) + " bytes, its datatype and shape need " +
-                                std::to_string(bytes));
+                                std::to_string(raw.size()) +
+                                " bytes, its datatype and shape need " + std::to_string(bytes));
       t.data = reinterpret_cast<const std::byte*>(raw.data());
       t.bytes = raw.size();
     }
   }
   if (raw_index != m.raw_input_contents_size())
-    return invalid_argument("raw_input_contents has " + std::to_string(m.raw_input_contents_size()) +
-                            " entries, but " + std::to_string(raw_index) +
-                            " inputs take their bytes from it");
+    return invalid_argument("raw_input_contents has " +
+                            std::to_string(m.raw_input_contents_size()) + " entries, but " +
+                            std::to_string(raw_index) + " inputs take their bytes from it");
 
   // ---- requested outputs ----
   for (const auto& o : m.outputs()) {

@@ -45,11 +45,11 @@ struct requested_output {
   shared_memory_span shm;
 };
 
-/// A decoded ModelInferRequest. `fields` views the message (names, shapes, raw_input_contents, string
-/// parameters, all without a copy), the registered shared-memory regions (inputs read in place) and
-/// the buffers owned here (typed contents whose element size differs from the datatype's,
-/// parameters converted to text). Keep the message and this object alive, unmoved, until the
-/// request's reply has been built: the views point into both.
+/// A decoded ModelInferRequest. `fields` views the message (names, shapes, raw_input_contents,
+/// string parameters, all without a copy), the registered shared-memory regions (inputs read in
+/// place) and the buffers owned here (typed contents whose element size differs from the
+/// datatype's, parameters converted to text). Keep the message and this object alive, unmoved,
+/// until the request's reply has been built: the views point into both.
 struct decoded_infer_request {
   actors::request_fields fields;
   std::string_view id;
@@ -60,9 +60,9 @@ struct decoded_infer_request {
   std::vector<actors::request_tensor> tensors;
   std::vector<std::string_view> output_names;
   std::vector<std::pair<std::string_view, std::string_view>> parameters;
-  std::deque<std::string> owned_text;                   // a deque: elements never move
+  std::deque<std::string> owned_text;  // a deque: elements never move
   std::vector<std::unique_ptr<std::byte[]>> owned_bytes;
-  std::vector<shared_memory_span> input_regions;        // keeps the inputs' mappings alive
+  std::vector<shared_memory_span> input_regions;  // keeps the inputs' mappings alive
 
   void clear();
 };
@@ -75,8 +75,8 @@ struct decoded_infer_request {
 /// (bools as "true"/"false", numbers in decimal). `shm` null: the shared-memory extension is off.
 /// Errors: invalid_argument (datatype, shape, byte counts, parameters, contents), unsupported
 /// (BYTES tensors, the classification extension), not_found (an unregistered region).
-status decode_infer_request(const inference::ModelInferRequest& m, const shared_memory_registry* shm,
-                            decoded_infer_request& out);
+status decode_infer_request(const inference::ModelInferRequest& m,
+                            const shared_memory_registry* shm, decoded_infer_request& out);
 
 /// Fills `out` for a request the actors answered with OK: model name and version, id, one output
 /// tensor per job output. Outputs bound for shared memory are copied there and listed after the
@@ -97,8 +97,8 @@ status encode_model_metadata(const actors::model_table* table, std::string_view 
 status encode_model_config(const actors::model_table* table, std::string_view name,
                            std::string_view version, inference::ModelConfigResponse& out);
 
-/// Whether `name` at `version` is ready; false for an unknown model or version, invalid_argument for
-/// a malformed version.
+/// Whether `name` at `version` is ready; false for an unknown model or version, invalid_argument
+/// for a malformed version.
 expected<bool> model_is_ready(const actors::model_table* table, std::string_view name,
                               std::string_view version);
 

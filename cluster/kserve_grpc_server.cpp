@@ -35,7 +35,6 @@ grpc::ServerUnaryReactor* unimplemented(grpc::CallbackServerContext* ctx, std::s
   return r;
 }
 
-
 const std::string kNoCudaSharedMemory =
     "CUDA shared memory is not served by troupe: register system shared memory "
     "(SystemSharedMemoryRegister) or send the tensors in the request";
@@ -136,15 +135,15 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
   grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
                                           const pb::ModelMetadataRequest* q,
                                           pb::ModelMetadataResponse* r) override {
-    return finish(ctx, kserve::encode_model_metadata(gateway_.table().get(), q->name(),
-                                                     q->version(), *r));
+    return finish(
+        ctx, kserve::encode_model_metadata(gateway_.table().get(), q->name(), q->version(), *r));
   }
 
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* ctx,
                                         const pb::ModelConfigRequest* q,
                                         pb::ModelConfigResponse* r) override {
-    return finish(ctx, kserve::encode_model_config(gateway_.table().get(), q->name(),
-                                                   q->version(), *r));
+    return finish(ctx,
+                  kserve::encode_model_config(gateway_.table().get(), q->name(), q->version(), *r));
   }
 
   // ---- inference ----------------------------------------------------------------------------
@@ -250,8 +249,9 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
 
  private:
   static status shm_off() {
-    return unsupported("the system shared-memory extension is off on this node "
-                       "(node.yaml shared_memory: false)");
+    return unsupported(
+        "the system shared-memory extension is off on this node "
+        "(node.yaml shared_memory: false)");
   }
 
   grpc_server_options options_;

@@ -46,7 +46,8 @@ void kserve_grpc_stream::OnReadDone(bool ok) {
   const auto reply_with = [this, p](gateway_request& done) {
     auto reply = std::make_unique<pb::ModelStreamInferResponse>();
     status s = done.result;
-    if (s.is_ok()) s = kserve::encode_infer_response(done, p->decoded, *reply->mutable_infer_response());
+    if (s.is_ok())
+      s = kserve::encode_infer_response(done, p->decoded, *reply->mutable_infer_response());
     if (!s.is_ok()) {
       reply->Clear();
       reply->set_error_message(kserve::error_message(s));

@@ -10,8 +10,8 @@
 /// waits for its requests' replies (they are dropped); the gateway answers every request
 /// eventually, at the latest with CANCELLED when it stops.
 
-#include <deque>
 #include <grpcpp/support/server_callback.h>
+#include <deque>
 #include <memory>
 #include <mutex>
 
@@ -48,7 +48,7 @@ class kserve_grpc_stream final
   const shared_memory_registry* shm_;
   std::unique_ptr<pending> next_;  // the read in progress writes here
 
-  std::mutex mutex_;  // guards what follows
+  std::mutex mutex_;                                                         // guards what follows
   std::deque<std::unique_ptr<inference::ModelStreamInferResponse>> writes_;  // front: in flight
   bool writing_ = false;
   bool reads_done_ = false;

@@ -6,8 +6,8 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -212,8 +212,8 @@ status run_serve(const serve_options& o) {
     spdlog::warn("built without gRPC (libgrpc++): no KServe gRPC door on port {}", cfg.grpc_port);
 #endif
 
-  spdlog::info("serving on {} (metrics port {}, gRPC port {})", (*front)->endpoint(),
-               metrics_port, grpc_port);
+  spdlog::info("serving on {} (metrics port {}, gRPC port {})", (*front)->endpoint(), metrics_port,
+               grpc_port);
   std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d,\"grpc_port\":%d}\n",
               json_string((*front)->endpoint()).c_str(), metrics_port, grpc_port);
   std::fflush(stdout);
@@ -227,9 +227,10 @@ status run_serve(const serve_options& o) {
   (*gateway)->begin_drain();
   const auto drain_end = std::chrono::steady_clock::now() + cfg.drain_timeout;
   const bool front_idle = (*front)->wait_idle(cfg.drain_timeout);
-  const bool gateway_idle = (*gateway)->wait_idle(std::max(
-      std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        drain_end - std::chrono::steady_clock::now())));
+  const auto drain_left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      drain_end - std::chrono::steady_clock::now());
+  const bool gateway_idle =
+      (*gateway)->wait_idle(std::max(drain_left, std::chrono::milliseconds(0)));
   if (!front_idle || !gateway_idle)
     spdlog::warn("drain timeout: {} requests still in flight are cancelled",
                  (*front)->inflight() + (*gateway)->inflight());

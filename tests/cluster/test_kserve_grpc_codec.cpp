@@ -22,7 +22,8 @@ namespace {
 
 namespace pb = ::inference;
 
-pb::ModelInferRequest::InferInputTensor* add_input(pb::ModelInferRequest& m, const std::string& name,
+pb::ModelInferRequest::InferInputTensor* add_input(pb::ModelInferRequest& m,
+                                                   const std::string& name,
                                                    const std::string& datatype,
                                                    std::vector<int64_t> shape) {
   auto* t = m.add_inputs();
@@ -47,9 +48,10 @@ status decode(const pb::ModelInferRequest& m, decoded_infer_request& d,
 
 TEST(kserve_grpc_codec, raw_contents_of_every_datatype_are_viewed_in_place) {
   const std::vector<std::pair<std::string, dtype>> types = {
-      {"BOOL", dtype::boolean}, {"UINT8", dtype::u8},   {"UINT16", dtype::u16}, {"UINT32", dtype::u32},
-      {"UINT64", dtype::u64},   {"INT8", dtype::i8},    {"INT16", dtype::i16},  {"INT32", dtype::i32},
-      {"INT64", dtype::i64},    {"FP16", dtype::f16},   {"FP32", dtype::f32},   {"FP64", dtype::f64},
+      {"BOOL", dtype::boolean}, {"UINT8", dtype::u8},   {"UINT16", dtype::u16},
+      {"UINT32", dtype::u32},   {"UINT64", dtype::u64}, {"INT8", dtype::i8},
+      {"INT16", dtype::i16},    {"INT32", dtype::i32},  {"INT64", dtype::i64},
+      {"FP16", dtype::f16},     {"FP32", dtype::f32},   {"FP64", dtype::f64},
       {"BF16", dtype::bf16}};
   for (const auto& [name, type] : types) {
     pb::ModelInferRequest m = request_for();
@@ -184,40 +186,87 @@ TEST(kserve_grpc_codec, typed_contents_of_every_datatype) {
     return m;
   };
   decoded_infer_request d;
-  auto m = one("BOOL", [](auto* c) { c->add_bool_contents(true); c->add_bool_contents(false); c->add_bool_contents(true); });
+  auto m = one("BOOL", [](auto* c) {
+    c->add_bool_contents(true);
+    c->add_bool_contents(false);
+    c->add_bool_contents(true);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<uint8_t>(d.fields.inputs[0]), (std::vector<uint8_t>{1, 0, 1}));
-  m = one("INT8", [](auto* c) { c->add_int_contents(-128); c->add_int_contents(0); c->add_int_contents(127); });
+  m = one("INT8", [](auto* c) {
+    c->add_int_contents(-128);
+    c->add_int_contents(0);
+    c->add_int_contents(127);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<int8_t>(d.fields.inputs[0]), (std::vector<int8_t>{-128, 0, 127}));
-  m = one("INT16", [](auto* c) { c->add_int_contents(-300); c->add_int_contents(1); c->add_int_contents(32767); });
+  m = one("INT16", [](auto* c) {
+    c->add_int_contents(-300);
+    c->add_int_contents(1);
+    c->add_int_contents(32767);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<int16_t>(d.fields.inputs[0]), (std::vector<int16_t>{-300, 1, 32767}));
-  m = one("INT32", [](auto* c) { c->add_int_contents(-5); c->add_int_contents(6); c->add_int_contents(7); });
+  m = one("INT32", [](auto* c) {
+    c->add_int_contents(-5);
+    c->add_int_contents(6);
+    c->add_int_contents(7);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<int32_t>(d.fields.inputs[0]), (std::vector<int32_t>{-5, 6, 7}));
-  EXPECT_EQ(static_cast<const void*>(d.fields.inputs[0].data), m.inputs(0).contents().int_contents().data())
+  EXPECT_EQ(static_cast<const void*>(d.fields.inputs[0].data),
+            m.inputs(0).contents().int_contents().data())
       << "same layout: zero copy";
-  m = one("INT64", [](auto* c) { c->add_int64_contents(-1); c->add_int64_contents(int64_t{1} << 40); c->add_int64_contents(3); });
+  m = one("INT64", [](auto* c) {
+    c->add_int64_contents(-1);
+    c->add_int64_contents(int64_t{1} << 40);
+    c->add_int64_contents(3);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
-  EXPECT_EQ(read_values<int64_t>(d.fields.inputs[0]), (std::vector<int64_t>{-1, int64_t{1} << 40, 3}));
-  m = one("UINT8", [](auto* c) { c->add_uint_contents(0); c->add_uint_contents(200); c->add_uint_contents(255); });
+  EXPECT_EQ(read_values<int64_t>(d.fields.inputs[0]),
+            (std::vector<int64_t>{-1, int64_t{1} << 40, 3}));
+  m = one("UINT8", [](auto* c) {
+    c->add_uint_contents(0);
+    c->add_uint_contents(200);
+    c->add_uint_contents(255);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<uint8_t>(d.fields.inputs[0]), (std::vector<uint8_t>{0, 200, 255}));
-  m = one("UINT16", [](auto* c) { c->add_uint_contents(0); c->add_uint_contents(65535); c->add_uint_contents(9); });
+  m = one("UINT16", [](auto* c) {
+    c->add_uint_contents(0);
+    c->add_uint_contents(65535);
+    c->add_uint_contents(9);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<uint16_t>(d.fields.inputs[0]), (std::vector<uint16_t>{0, 65535, 9}));
-  m = one("UINT32", [](auto* c) { c->add_uint_contents(1); c->add_uint_contents(4000000000u); c->add_uint_contents(2); });
+  m = one("UINT32", [](auto* c) {
+    c->add_uint_contents(1);
+    c->add_uint_contents(4000000000u);
+    c->add_uint_contents(2);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<uint32_t>(d.fields.inputs[0]), (std::vector<uint32_t>{1, 4000000000u, 2}));
-  m = one("UINT64", [](auto* c) { c->add_uint64_contents(1); c->add_uint64_contents(~uint64_t{0}); c->add_uint64_contents(2); });
+  m = one("UINT64", [](auto* c) {
+    c->add_uint64_contents(1);
+    c->add_uint64_contents(~uint64_t{0});
+    c->add_uint64_contents(2);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<uint64_t>(d.fields.inputs[0]), (std::vector<uint64_t>{1, ~uint64_t{0}, 2}));
-  m = one("FP32", [](auto* c) { c->add_fp32_contents(1.5f); c->add_fp32_contents(-2); c->add_fp32_contents(3); });
+  m = one("FP32", [](auto* c) {
+    c->add_fp32_contents(1.5f);
+    c->add_fp32_contents(-2);
+    c->add_fp32_contents(3);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<float>(d.fields.inputs[0]), (std::vector<float>{1.5f, -2, 3}));
-  EXPECT_EQ(static_cast<const void*>(d.fields.inputs[0].data), m.inputs(0).contents().fp32_contents().data());
-  m = one("FP64", [](auto* c) { c->add_fp64_contents(0.25); c->add_fp64_contents(-1); c->add_fp64_contents(1e300); });
+  EXPECT_EQ(static_cast<const void*>(d.fields.inputs[0].data),
+            m.inputs(0).contents().fp32_contents().data());
+  m = one("FP64", [](auto* c) {
+    c->add_fp64_contents(0.25);
+    c->add_fp64_contents(-1);
+    c->add_fp64_contents(1e300);
+  });
   ASSERT_TRUE(decode(m, d).is_ok());
   EXPECT_EQ(read_values<double>(d.fields.inputs[0]), (std::vector<double>{0.25, -1, 1e300}));
 }
@@ -274,8 +323,10 @@ TEST(kserve_grpc_codec, parameters_priority_timeout_routing_key_and_the_rest_as_
   EXPECT_EQ(d.fields.timeout, std::chrono::microseconds(1500));
   EXPECT_EQ(d.fields.routing_key, "user-9");
   using kv = std::pair<std::string_view, std::string_view>;
-  const std::vector<kv> expected = {
-      {"flag", "true"}, {"ratio", "0.5"}, {"troupe.fault", "crash_once"}, {"troupe.sleep_ms", "25"}};
+  const std::vector<kv> expected = {{"flag", "true"},
+                                    {"ratio", "0.5"},
+                                    {"troupe.fault", "crash_once"},
+                                    {"troupe.sleep_ms", "25"}};
   EXPECT_EQ(std::vector<kv>(d.fields.parameters.begin(), d.fields.parameters.end()), expected);
 
   p["priority"].set_int64_param(-1);
@@ -295,7 +346,8 @@ class shm_object {
     const int fd = shm_open(key_.c_str(), O_CREAT | O_RDWR, 0600);
     EXPECT_GE(fd, 0);
     EXPECT_EQ(ftruncate(fd, static_cast<off_t>(bytes)), 0);
-    data_ = static_cast<std::byte*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    data_ =
+        static_cast<std::byte*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
     bytes_ = bytes;
     close(fd);
   }
@@ -479,8 +531,8 @@ actors::model_table make_table() {
     sig->config.device = actors::device_preference::cpu;
     sig->config.latest_versions = 0;
     ve.signature = sig;
-    ve.state = std::make_shared<std::atomic<uint8_t>>(
-        static_cast<uint8_t>(v == 2 ? actors::version_state::ready : actors::version_state::unavailable));
+    ve.state = std::make_shared<std::atomic<uint8_t>>(static_cast<uint8_t>(
+        v == 2 ? actors::version_state::ready : actors::version_state::unavailable));
     e.versions.push_back(ve);
   }
   return t;

@@ -262,3 +262,41 @@ def test_stream_answers_every_request_and_reports_errors_in_band(grpc_url, repos
     assert sorted(answered, key=int) == [str(k) for k in range(64)]
     for k, r in answered.items():
         np.testing.assert_allclose(r.as_numpy("y"), sess.run(None, {"x": inputs[k]})[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- shutdown ----------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_grpc_requests_and_closes_open_streams(tmp_path):
+    from conftest import Server, build_repository, metric_value, wait_until
+    models, node_yaml = build_repository(str(tmp_path))
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"))
+    if not s.grpc_url:
+        s.terminate()
+        pytest.skip("troupe was built without gRPC")
+    c = grpcclient.InferenceServerClient(s.grpc_url)
+    streamed = queue.Queue()
+    try:
+        # A stream the client leaves open: the node must not wait for it beyond its grace period.
+        c.start_stream(callback=lambda result, error: streamed.put((result, error)))
+        x = np.ones((1, 16), np.float32)
+        c.async_stream_infer("mlp", [infer_input("x", x)], request_id="s0")
+        result, error = streamed.get(timeout=60)
+        assert error is None and result.get_response().id == "s0"
+        # 16 requests of 200 ms on 2 workers, each lent at most 2 batches: once 12 wait in the
+        # batcher's queue, every request has reached the node.
+        done = queue.Queue()
+        for k in range(16):
+            c.async_infer("deep", [infer_input("x", x)], partial_callback(done, k),
+                          parameters={"troupe.sleep_ms": 200})
+        assert wait_until(lambda: metric_value(s.metrics(), "troupe_queue_length", model="deep") >= 12, timeout=60)
+        s.proc.send_signal(15)
+        results = [done.get(timeout=120) for _ in range(16)]
+        assert [e for _, _, e in results if e is not None] == [], "a request in flight was lost"
+        assert all(r.as_numpy("y").shape == (1, 8) for _, r, _ in results)
+        assert s.terminate(timeout=60) == 0
+    finally:
+        c.close()
+        s.terminate()
+    log = open(tmp_path / "serve.log").read()
+    assert "draining" in log and '"stopped"' in log
