@@ -5,7 +5,8 @@ hundreds of requests in flight, and the bidirectional stream."""
 
 import os
 import queue
-import threading
+import socket
+import subprocess
 
 import grpc
 import numpy as np
@@ -262,6 +263,64 @@ def test_stream_answers_every_request_and_reports_errors_in_band(grpc_url, repos
     assert sorted(answered, key=int) == [str(k) for k in range(64)]
     for k, r in answered.items():
         np.testing.assert_allclose(r.as_numpy("y"), sess.run(None, {"x": inputs[k]})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_calls_the_client_abandons_leave_the_node_serving(grpc_url, kclient):
+    x = np.ones((1, 16), np.float32)
+    # The client gives up (its gRPC deadline) while the worker still runs the request.
+    with pytest.raises(InferenceServerException) as e:
+        kclient.infer("deep", [infer_input("x", x)], client_timeout=0.05, parameters={"troupe.sleep_ms": 300})
+    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    # A stream cancelled with requests in flight.
+    c = grpcclient.InferenceServerClient(grpc_url)
+    c.start_stream(callback=lambda result, error: None)
+    for k in range(8):
+        c.async_stream_infer("deep", [infer_input("x", x)], request_id=str(k), parameters={"troupe.sleep_ms": 50})
+    c.stop_stream(cancel_requests=True)
+    c.close()
+    assert kclient.infer("deep", [infer_input("x", x)]).as_numpy("y").shape == (1, 8)
+    assert kclient.is_server_ready()
+
+
+# ---- limits -----------------------------------------------------------------------------------
+
+
+def test_messages_beyond_grpcs_own_4_mib_default(tmp_path):
+    from conftest import Server, _save, write
+    from onnx import TensorProto, helper
+    width = 1 << 20  # one row: 4 MiB of FP32
+    g = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "big",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])])
+    models = str(tmp_path / "models")
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), os.path.join(models, "big", "1", "model.onnx"))
+    write(os.path.join(models, "big", "config.yaml"), "max_batch_size: 2\n")
+    node_yaml = str(tmp_path / "node.yaml")
+    write(node_yaml, "cpu_workers: 1\ngpus: none\nwarmup_runs: 1\nmax_message_bytes: 20971520\n")
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"))
+    try:
+        if not s.grpc_url:
+            pytest.skip("troupe was built without gRPC")
+        c = grpcclient.InferenceServerClient(s.grpc_url)
+        x = np.random.default_rng(27).standard_normal((2, width)).astype(np.float32)  # 8 MiB each way
+        np.testing.assert_array_equal(c.infer("big", [infer_input("x", x)]).as_numpy("y"), x + x)
+        c.close()
+    finally:
+        s.terminate()
+
+
+def test_grpc_port_in_use_is_an_error(repository, grpc_url):
+    from conftest import troupe_bin
+    _, models, node_yaml = repository
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        r = subprocess.run([troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
+                            "--metrics-port", "0", "--grpc-port", str(port), "--config", node_yaml],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "cannot listen" in r.stderr, r.stderr[-2000:]
 
 
 # ---- shutdown ----------------------------------------------------------------------------------
