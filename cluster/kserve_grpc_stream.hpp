@@ -11,6 +11,8 @@
 /// eventually, at the latest with CANCELLED when it stops.
 
 #include <grpcpp/support/server_callback.h>
+
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
