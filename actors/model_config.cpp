@@ -284,7 +284,8 @@ node_config parse_node_node(const YAML::Node& root) {
              {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
               "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads",
               "max_inflight", "max_message_bytes", "drain_timeout_ms", "warmup_runs",
-              "fault_injection", "log_level", "gpus", "readiness", "load_delay_ms"});
+              "fault_injection", "log_level", "gpus", "readiness", "load_delay_ms", "grpc_port",
+              "shared_memory"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -335,6 +336,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["load_delay_ms"])
     c.load_delay =
         std::chrono::milliseconds(get_int(root["load_delay_ms"], "load_delay_ms", 0, 3'600'000));
+  if (root["grpc_port"])
+    c.grpc_port = static_cast<int>(get_int(root["grpc_port"], "grpc_port", 0, 65535));
+  if (root["shared_memory"]) c.shared_memory = get<bool>(root["shared_memory"], "shared_memory");
   if (root["gpus"]) {
     const YAML::Node g = root["gpus"];
     const std::string word = g.IsScalar() ? g.Scalar() : std::string();

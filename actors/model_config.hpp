@@ -125,6 +125,10 @@ struct node_config {
   /// can watch a node that is live and not ready. Interruptible: SIGTERM during it stops at once.
   std::chrono::milliseconds load_delay{0};
   std::string log_level = "info";
+  int grpc_port = 8001;  // KServe v2 over gRPC; 0: none
+  /// The KServe system shared-memory extension (cluster/shared_memory_registry.hpp): co-located
+  /// clients pass tensors through registered POSIX shared memory.
+  bool shared_memory = true;
 };
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);

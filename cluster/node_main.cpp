@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -23,8 +24,13 @@
 #include "actors/readiness.hpp"
 #include "actors/worker.hpp"
 #include "cluster/frontend.hpp"
+#if TROUPE_HAVE_GRPC
+#include "cluster/kserve_grpc_server.hpp"
+#endif
 #include "cluster/logging.hpp"
 #include "cluster/metrics_endpoint.hpp"
+#include "cluster/request_gateway.hpp"
+#include "cluster/shared_memory_registry.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -97,8 +103,12 @@ std::string json_string(const std::string& s) {
 
 /// The node's listeners. All of them bind before the repository loads, so the node is live (and
 /// not ready: actors::evaluate_readiness, which every door asks) while its models load; they
-/// drain together on SIGTERM. A further door (KServe HTTP, gRPC) starts in start() next to the
-/// ZeroMQ frontend and joins begin_drain, inflight, wait_idle and stop.
+/// drain together on SIGTERM.
+///
+/// The KServe doors share one request gateway and one shared-memory registry. Ownership and
+/// order: the gateway outlives the actors (they may hold its requests until they stop), so it is a
+/// member destroyed with the doors after run_serve has awaited the actors; the gRPC server refers
+/// to the gateway and is destroyed first (declared after it).
 class front_doors {
  public:
   status start(caf::actor_system& sys, const actors::node_handles& node,
@@ -111,20 +121,71 @@ class front_doors {
     fo.idle_spin_us = idle_spin_us;
     fo.readiness = cfg.readiness;
     TROUPE_ASSIGN_OR_RETURN(zmq_, frontend::create(sys, node, holder, metrics, fo));
+
+    gateway_options gw;
+    gw.max_inflight = cfg.max_inflight;
+    TROUPE_ASSIGN_OR_RETURN(gateway_, request_gateway::create(sys, node, holder, metrics, gw));
+    if (cfg.shared_memory) shm_ = std::make_unique<shared_memory_registry>();
+#if TROUPE_HAVE_GRPC
+    if (cfg.grpc_port > 0) {
+      grpc_server_options go;
+      go.port = cfg.grpc_port;
+      go.max_message_bytes = cfg.max_message_bytes;
+      go.readiness = cfg.readiness;
+      TROUPE_ASSIGN_OR_RETURN(grpc_, kserve_grpc_server::create(go, *gateway_, shm_.get()));
+      grpc_port_ = grpc_->port();
+    }
+#else
+    if (cfg.grpc_port > 0)
+      spdlog::warn("built without gRPC (libgrpc++): no KServe gRPC door on port {}", cfg.grpc_port);
+#endif
     return status::ok();
   }
   /// The ZeroMQ endpoint as bound.
   const std::string& endpoint() const { return zmq_->endpoint(); }
-  void begin_drain() { zmq_->begin_drain(); }
-  uint32_t inflight() const { return zmq_->inflight(); }
-  bool wait_idle(std::chrono::milliseconds timeout) { return zmq_->wait_idle(timeout); }
+  /// The gRPC port as bound; 0: no gRPC door.
+  int grpc_port() const { return grpc_port_; }
+  /// `"endpoint":...,"grpc_port":N` for the node's JSON event lines.
+  std::string json_fields() const {
+    return "\"endpoint\":" + json_string(endpoint()) + ",\"grpc_port\":" + std::to_string(grpc_port_);
+  }
+  void begin_drain() {
+    if (zmq_) zmq_->begin_drain();
+    if (gateway_) gateway_->begin_drain();
+  }
+  uint32_t inflight() const {
+    return (zmq_ ? zmq_->inflight() : 0) + (gateway_ ? gateway_->inflight() : 0);
+  }
+  /// Waits for every door within one deadline.
+  bool wait_idle(std::chrono::milliseconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    const auto left = [&] {
+      return std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                          end - std::chrono::steady_clock::now()),
+                      std::chrono::milliseconds(0));
+    };
+    const bool zmq_idle = !zmq_ || zmq_->wait_idle(left());
+    const bool gateway_idle = !gateway_ || gateway_->wait_idle(left());
+    return zmq_idle && gateway_idle;
+  }
   /// Answers what is still in flight CANCELLED and closes every listener.
   void stop() {
     if (zmq_) zmq_->stop();
+    if (gateway_) gateway_->stop();  // every KServe call now has its reply
+#if TROUPE_HAVE_GRPC
+    // Lets the last replies go out; a stream its client keeps open is cancelled at the deadline.
+    if (grpc_) grpc_->shutdown(std::chrono::milliseconds(2000));
+#endif
   }
 
  private:
   std::unique_ptr<frontend> zmq_;
+  std::unique_ptr<request_gateway> gateway_;
+  std::unique_ptr<shared_memory_registry> shm_;
+#if TROUPE_HAVE_GRPC
+  std::unique_ptr<kserve_grpc_server> grpc_;
+#endif
+  int grpc_port_ = 0;
 };
 
 /// SIGTERM/SIGINT: readiness turns false at once, the doors answer new requests UNAVAILABLE and
@@ -154,6 +215,7 @@ status run_serve(const serve_options& o) {
   if (!o.models_dir.empty()) cfg.models_dir = o.models_dir;
   if (o.listen) cfg.listen = *o.listen;
   if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
+  if (o.grpc_port) cfg.grpc_port = *o.grpc_port;
   if (o.log_level) cfg.log_level = *o.log_level;
   if (o.gpus) {
     TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
@@ -233,8 +295,8 @@ status run_serve(const serve_options& o) {
   }
   spdlog::info("listening on {} (metrics port {}); loading model repository {}", doors.endpoint(),
                metrics_port, cfg.models_dir);
-  std::printf("{\"event\":\"listening\",\"endpoint\":%s,\"metrics_port\":%d}\n",
-              json_string(doors.endpoint()).c_str(), metrics_port);
+  std::printf("{\"event\":\"listening\",%s,\"metrics_port\":%d}\n", doors.json_fields().c_str(),
+              metrics_port);
   std::fflush(stdout);
 
   // The load runs on the actors; this thread waits for it or for a signal, whichever comes first.
@@ -265,16 +327,14 @@ status run_serve(const serve_options& o) {
   const actors::node_readiness readiness = actors::evaluate_readiness(holder, cfg.readiness);
   if (readiness.ready) {
     spdlog::info("ready: serving on {} (metrics port {})", doors.endpoint(), metrics_port);
-    std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n",
-                json_string(doors.endpoint()).c_str(), metrics_port);
+    std::printf("{\"event\":\"ready\",%s,\"metrics_port\":%d}\n", doors.json_fields().c_str(),
+                metrics_port);
   } else {
     // Triton keeps serving the models that loaded; so does troupe, reporting not ready.
     spdlog::warn("not ready (readiness {}): {}; serving the models that loaded on {}",
                  actors::readiness_policy_name(cfg.readiness), readiness.reason, doors.endpoint());
-    std::printf(
-        "{\"event\":\"loaded\",\"ready\":false,\"endpoint\":%s,\"metrics_port\":%d,"
-        "\"reason\":%s}\n",
-        json_string(doors.endpoint()).c_str(), metrics_port, json_string(readiness.reason).c_str());
+    std::printf("{\"event\":\"loaded\",\"ready\":false,%s,\"metrics_port\":%d,\"reason\":%s}\n",
+                doors.json_fields().c_str(), metrics_port, json_string(readiness.reason).c_str());
   }
   std::fflush(stdout);
 

@@ -67,3 +67,18 @@ if(CAF_INCLUDE_DIR AND CAF_CORE_LIBRARY AND CAF_IO_LIBRARY AND ZMQ_INCLUDE_DIR A
 else()
   message(STATUS "troupe: CAF, ZeroMQ, prometheus-cpp or nlohmann-json missing, serving OFF")
 endif()
+
+# KServe gRPC door: libgrpc++ (its CMake package, which honours CMAKE_PREFIX_PATH) and protoc's
+# grpc_cpp_plugin. Optional: without them the node serves no gRPC (the KServe protobuf messages and
+# their codec still build, with protoc alone).
+set(TROUPE_HAVE_GRPC OFF)
+if(TROUPE_HAVE_SERVING)
+  find_package(gRPC CONFIG QUIET)
+  find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin)
+  if(gRPC_FOUND AND GRPC_CPP_PLUGIN)
+    set(TROUPE_HAVE_GRPC ON)
+    message(STATUS "troupe: KServe gRPC ON (gRPC ${gRPC_VERSION}, ${GRPC_CPP_PLUGIN})")
+  else()
+    message(STATUS "troupe: libgrpc++ or grpc_cpp_plugin missing, KServe gRPC OFF")
+  endif()
+endif()

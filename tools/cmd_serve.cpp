@@ -15,6 +15,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     cluster::serve_options serve;
     std::string listen;
     int metrics_port = -1;
+    int grpc_port = -1;
     std::string log_level;
     std::string gpus;
   };
@@ -28,13 +29,17 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--metrics-port", o->metrics_port,
                   "Port of the Prometheus /metrics endpoint (default 9090; 0: off)")
       ->check(CLI::Range(0, 65535));
+  cmd->add_option("--grpc-port", o->grpc_port,
+                  "Port of the KServe v2 gRPC endpoint (default 8001; 0: off)")
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--config,-c", o->serve.config_path, "Node configuration (node.yaml)");
   cmd->add_option("--gpus", o->gpus,
                   "GPUs that get a gpu_worker: all (default: every visible GPU), none, or 0,1,...");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn, error, critical or off");
   cmd->footer(
       "Logs are JSON lines on stderr. Once serving, one line goes to stdout:\n"
-      "  {\"event\":\"ready\",\"endpoint\":\"tcp://0.0.0.0:5555\",\"metrics_port\":9090}\n"
+      "  {\"event\":\"ready\",\"endpoint\":\"tcp://0.0.0.0:5555\",\"metrics_port\":9090,"
+      "\"grpc_port\":8001}\n"
       "SIGTERM or SIGINT: new requests are answered UNAVAILABLE, requests in flight finish, exit "
       "0.\n\n"
       "Example:\n"
@@ -42,6 +47,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->callback([o, &exit_code] {
     if (!o->listen.empty()) o->serve.listen = o->listen;
     if (o->metrics_port >= 0) o->serve.metrics_port = o->metrics_port;
+    if (o->grpc_port >= 0) o->serve.grpc_port = o->grpc_port;
     if (!o->log_level.empty()) o->serve.log_level = o->log_level;
     if (!o->gpus.empty()) o->serve.gpus = o->gpus;
     const status s = cluster::run_serve(o->serve);

@@ -112,7 +112,7 @@ def main():
         log = open(os.path.join(tmp, "serve.log"), "w")
         load_before = os.getloadavg()
         srv, srv_ready = start([troupe, "serve", "--models", os.path.join(tmp, "models"), "--listen",
-                                "tcp://127.0.0.1:*", "--config", node_yaml], log)
+                                "tcp://127.0.0.1:*", "--grpc-port", "0", "--config", node_yaml], log)
         echo, echo_ready = start([bench_bin, "echo", "--listen", "tcp://127.0.0.1:*", "--model", "tiny", "--rows", "1",
                                   "--outputs", "8"], log)
         servers = (("troupe", srv_ready["endpoint"], "tiny"), ("troupe64", srv_ready["endpoint"], "tiny64"),

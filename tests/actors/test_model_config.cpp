@@ -139,6 +139,18 @@ TEST(node_config, readiness_and_load_delay) {
   EXPECT_FALSE(parse_node_config("load_delay_ms: -1\n", "node").has_value());
 }
 
+TEST(model_config, node_kserve_grpc_port_and_shared_memory) {
+  auto d = parse_node_config("cpu_workers: 1\n", "node");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->grpc_port, 8001);
+  EXPECT_TRUE(d->shared_memory);
+  auto n = parse_node_config("grpc_port: 0\nshared_memory: false\n", "node");
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  EXPECT_EQ(n->grpc_port, 0);
+  EXPECT_FALSE(n->shared_memory);
+  EXPECT_FALSE(parse_node_config("grpc_port: 70000\n", "node").has_value());
+}
+
 TEST(model_config, device_and_precision) {
   auto plain = parse_model_config("max_batch_size: 4\n", "test");
   ASSERT_TRUE(plain.has_value());

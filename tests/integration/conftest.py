@@ -129,17 +129,21 @@ class Server:
 
     def __init__(self, models, node_yaml, log_path, wait_for="loaded"):
         self.metrics_port = free_port()
+        self.grpc_port = free_port()
         self.log = open(log_path, "w")
         self.returncode = None
         self.ready = None   # after the load: True (`ready`) or False (`loaded`, with self.reason)
         self.reason = ""
         self.proc = subprocess.Popen(
             [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
-             "--metrics-port", str(self.metrics_port), "--config", node_yaml],
+             "--metrics-port", str(self.metrics_port), "--grpc-port", str(self.grpc_port),
+             "--config", node_yaml],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         listening = self._read_event(timeout=120)
         assert listening["event"] == "listening", listening
         self.endpoint = listening["endpoint"]
+        # 0 when the binary was built without gRPC (the KServe gRPC tests then skip).
+        self.grpc_url = f"127.0.0.1:{listening['grpc_port']}" if listening.get("grpc_port") else None
         if wait_for != "listening":
             self.wait_loaded()
 
