@@ -284,13 +284,18 @@ node_config parse_node_node(const YAML::Node& root) {
              {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
               "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads", "max_inflight",
               "max_message_bytes", "drain_timeout_ms", "warmup_runs", "fault_injection",
-              "log_level", "gpus"});
+              "log_level", "gpus", "http_port", "http_threads", "shared_memory"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
     c.metrics_port = static_cast<int>(get_int(root["metrics_port"], "metrics_port", 0, 65535));
   if (root["metrics_address"])
     c.metrics_address = get<std::string>(root["metrics_address"], "metrics_address");
+  if (root["http_port"])
+    c.http_port = static_cast<int>(get_int(root["http_port"], "http_port", 0, 65535));
+  if (root["http_threads"])
+    c.http_threads = static_cast<uint32_t>(get_int(root["http_threads"], "http_threads", 0, 64));
+  if (root["shared_memory"]) c.shared_memory = get<bool>(root["shared_memory"], "shared_memory");
   if (root["cpu_workers"])
     c.cpu_workers = static_cast<uint32_t>(get_int(root["cpu_workers"], "cpu_workers", 1, 256));
   if (root["actor_threads"])

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "actors/caf_compat.hpp"
@@ -21,8 +22,11 @@
 #include "actors/node.hpp"
 #include "actors/worker.hpp"
 #include "cluster/frontend.hpp"
+#include "cluster/kserve_http.hpp"
 #include "cluster/logging.hpp"
-#include "cluster/metrics_endpoint.hpp"
+#include "cluster/metrics_http.hpp"
+#include "cluster/request_gateway.hpp"
+#include "cluster/shared_memory_registry.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -67,6 +71,12 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+/// node.yaml `http_threads`: 0 is a quarter of the hardware threads, 1 to 4.
+uint32_t http_io_threads(uint32_t asked) {
+  if (asked > 0) return asked;
+  return std::clamp(std::thread::hardware_concurrency() / 4, 1u, 4u);
+}
+
 }  // namespace
 
 status run_serve(const serve_options& o) {
@@ -77,6 +87,7 @@ status run_serve(const serve_options& o) {
   if (!o.models_dir.empty()) cfg.models_dir = o.models_dir;
   if (o.listen) cfg.listen = *o.listen;
   if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
+  if (o.http_port) cfg.http_port = *o.http_port;
   if (o.log_level) cfg.log_level = *o.log_level;
   if (o.gpus) {
     TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
@@ -126,16 +137,16 @@ status run_serve(const serve_options& o) {
   caf::actor_system sys{caf_cfg};
 
   actors::serving_metrics metrics;
-  std::unique_ptr<metrics_endpoint> metrics_http;
+  std::unique_ptr<metrics_http> metrics_door;
   int metrics_port = 0;
   if (cfg.metrics_port > 0) {
-    metrics_endpoint_options mo;
+    metrics_http_options mo;
     mo.address = cfg.metrics_address;
     mo.port = cfg.metrics_port;
     std::vector<std::shared_ptr<prometheus::Collectable>> collectables{metrics.registry()};
     if (auto gpu = metrics.gpu_collector()) collectables.push_back(gpu);
-    TROUPE_ASSIGN_OR_RETURN(metrics_http, metrics_endpoint::create(mo, std::move(collectables)));
-    metrics_port = metrics_http->port();
+    TROUPE_ASSIGN_OR_RETURN(metrics_door, metrics_http::create(mo, std::move(collectables)));
+    metrics_port = metrics_door->port();
   }
   if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
 
@@ -169,19 +180,71 @@ status run_serve(const serve_options& o) {
     actors::stop_node(sys, node);
     return front.error();
   }
-  spdlog::info("serving on {} (metrics port {})", (*front)->endpoint(), metrics_port);
-  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d}\n",
-              json_string((*front)->endpoint()).c_str(), metrics_port);
+
+  // The KServe doors' shared pieces: one gateway onto the router (the same jobs as the ZeroMQ
+  // frontend's) and one shared-memory registry, for HTTP and gRPC alike. Destroyed in reverse:
+  // the gateway (whose pool may still hold replies' closures) before the HTTP door, and both
+  // after the actors are done (they may hold gateway requests until then).
+  std::unique_ptr<shared_memory_registry> shm;
+  if (cfg.shared_memory) shm = std::make_unique<shared_memory_registry>();
+  std::unique_ptr<kserve_http> http_door;
+  gateway_options go;
+  go.max_inflight = cfg.max_inflight;
+  auto gateway = request_gateway::create(sys, node, holder, &metrics, go);
+  if (!gateway) {
+    (*front)->stop();
+    actors::stop_node(sys, node);
+    return gateway.error();
+  }
+  int http_port = 0;
+  if (cfg.http_port > 0) {
+    kserve_http_options ho;
+    ho.server.address = "0.0.0.0";
+    ho.server.port = cfg.http_port;
+    ho.server.threads = http_io_threads(cfg.http_threads);
+    ho.server.max_body_bytes = cfg.max_message_bytes;
+    ho.server_version = TROUPE_VERSION;
+    auto door = kserve_http::create(ho, **gateway, shm.get());
+    if (!door) {
+      (*front)->stop();
+      (*gateway)->stop();
+      actors::stop_node(sys, node);
+      return door.error();
+    }
+    http_door = std::move(*door);
+    http_port = http_door->port();
+  }
+
+  spdlog::info("serving on {} (KServe HTTP port {}, metrics port {})", (*front)->endpoint(),
+               http_port, metrics_port);
+  std::printf("{\"event\":\"ready\",\"endpoint\":%s,\"metrics_port\":%d,\"http_port\":%d}\n",
+              json_string((*front)->endpoint()).c_str(), metrics_port, http_port);
   std::fflush(stdout);
 
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
   }
-  spdlog::info("signal {}: draining ({} requests in flight)", sig, (*front)->inflight());
+  spdlog::info("signal {}: draining ({} requests in flight)", sig,
+               (*front)->inflight() + (*gateway)->inflight());
+  // Every door answers new requests UNAVAILABLE from here; readiness turns 503.
   (*front)->begin_drain();
-  if (!(*front)->wait_idle(cfg.drain_timeout))
-    spdlog::warn("drain timeout: {} requests still in flight are cancelled", (*front)->inflight());
+  (*gateway)->begin_drain();
+  const auto drain_deadline = std::chrono::steady_clock::now() + cfg.drain_timeout;
+  auto left = [&] {
+    return std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        drain_deadline - std::chrono::steady_clock::now()),
+                    std::chrono::milliseconds(0));
+  };
+  const bool front_idle = (*front)->wait_idle(left());
+  const bool gateway_idle = (*gateway)->wait_idle(left());
+  if (!front_idle || !gateway_idle)
+    spdlog::warn("drain timeout: {} requests still in flight are cancelled",
+                 (*front)->inflight() + (*gateway)->inflight());
   (*front)->stop();
+  // The gateway answers what the actors still hold (CANCELLED) before the HTTP door stops, so
+  // the door writes those replies; then it stops accepting and closes its connections.
+  (*gateway)->stop();
+  if (http_door) http_door->stop(std::chrono::seconds(5));
   actors::stop_node(sys, node);
   sys.await_all_actors_done();
   spdlog::info("stopped");
