@@ -164,7 +164,8 @@ class node:
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([troupe, "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
-                                      "--metrics-port", str(self.metrics_port), "--config", node_yaml],
+                                      "--metrics-port", str(self.metrics_port), "--http-port", "0",
+                                      "--config", node_yaml],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
         out = []
         t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)

@@ -124,12 +124,15 @@ def free_port():
 class Server:
     """A `troupe serve` process on loopback."""
 
-    def __init__(self, models, node_yaml, log_path):
+    def __init__(self, models, node_yaml, log_path, extra_args=()):
+        # Explicit free ports: the defaults (8000 HTTP, 8002 metrics) would collide between nodes.
         self.metrics_port = free_port()
+        self.http_port = free_port()
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
-             "--metrics-port", str(self.metrics_port), "--config", node_yaml],
+             "--metrics-port", str(self.metrics_port), "--http-port", str(self.http_port),
+             "--config", node_yaml, *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self._read_line(timeout=120)
         if not line:
@@ -138,6 +141,8 @@ class Server:
         ready = json.loads(line)
         assert ready["event"] == "ready"
         self.endpoint = ready["endpoint"]
+        assert ready["http_port"] == self.http_port
+        self.http_url = f"127.0.0.1:{self.http_port}"  # tritonclient.http's url form
         self.returncode = None
 
     def _read_line(self, timeout):
