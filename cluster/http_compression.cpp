@@ -44,10 +44,11 @@ expected<std::string> inflate_with(std::string_view body, int window_bits, size_
       if (out.size() > max_bytes) break;
       out.resize(std::min(out.size() * 2, max_bytes + 1));
     }
-    const uInt in_chunk = static_cast<uInt>(std::min<size_t>(in_left, std::numeric_limits<uInt>::max()));
+    const uInt in_chunk =
+        static_cast<uInt>(std::min<size_t>(in_left, std::numeric_limits<uInt>::max()));
     z.avail_in = in_chunk;
-    const uInt out_chunk =
-        static_cast<uInt>(std::min<size_t>(out.size() - produced, std::numeric_limits<uInt>::max()));
+    const uInt out_chunk = static_cast<uInt>(
+        std::min<size_t>(out.size() - produced, std::numeric_limits<uInt>::max()));
     z.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
     z.avail_out = out_chunk;
     rc = inflate(&z, Z_NO_FLUSH);
@@ -65,8 +66,7 @@ expected<std::string> inflate_with(std::string_view body, int window_bits, size_
   }
   if (rc != Z_STREAM_END)
     return invalid_argument("the request body is not a valid compressed stream");
-  if (in_left != 0)
-    return invalid_argument("the compressed request body has bytes after its end");
+  if (in_left != 0) return invalid_argument("the compressed request body has bytes after its end");
   out.resize(produced);
   return out;
 }
@@ -119,8 +119,8 @@ expected<std::string> decompress(std::string_view body, content_coding c, size_t
     case content_coding::identity:
       if (body.size() > max_bytes) {
         if (too_large) *too_large = true;
-        return invalid_argument("the request body exceeds the node's " +
-                                std::to_string(max_bytes) + "-byte limit");
+        return invalid_argument("the request body exceeds the node's " + std::to_string(max_bytes) +
+                                "-byte limit");
       }
       return std::string(body);
     case content_coding::gzip:

@@ -136,8 +136,7 @@ class http_server::impl {
     const std::string host = options_.address == "*" ? "0.0.0.0" : options_.address;
     const auto address = net::ip::make_address(host, ec);
     if (ec)
-      return invalid_argument(options_.name + ": '" + options_.address +
-                              "' is not an IP address");
+      return invalid_argument(options_.name + ": '" + options_.address + "' is not an IP address");
     if (options_.port < 0 || options_.port > 65535)
       return invalid_argument(options_.name + ": port " + std::to_string(options_.port) +
                               " is out of range");
@@ -200,8 +199,9 @@ class http_server::impl {
 
   void accept() {
     if (stopping()) return;
-    acceptor_.async_accept(net::make_strand(ioc_),
-                           [this](beast::error_code ec, tcp::socket s) { on_accept(ec, std::move(s)); });
+    acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
+      on_accept(ec, std::move(s));
+    });
   }
 
   void on_accept(beast::error_code ec, tcp::socket socket);
@@ -278,10 +278,9 @@ class session : public std::enable_shared_from_this<session> {
     parser_->body_limit(server_.options().max_body_bytes);
     phase_ = phase::reading_header;
     stream_.expires_after(server_.options().idle_timeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, size_t) {
-                              self->on_header(ec);
-                            });
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
@@ -317,10 +316,9 @@ class session : public std::enable_shared_from_this<session> {
 
   void on_read_error(beast::error_code ec) {
     // The peer went away, the idle timer fired, or stop() closed the socket: nothing to answer.
-    if (ec == http::error::end_of_stream || ec == net::error::eof ||
-        ec == beast::error::timeout || ec == net::error::operation_aborted ||
-        ec == net::error::connection_reset || ec == net::error::bad_descriptor ||
-        ec == http::error::partial_message)
+    if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
+        ec == net::error::operation_aborted || ec == net::error::connection_reset ||
+        ec == net::error::bad_descriptor || ec == http::error::partial_message)
       return close();
     if (ec == http::error::body_limit)
       return fail(413, "the request body exceeds the node's limit of " +
@@ -483,7 +481,8 @@ void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
 void http_server::impl::refuse(tcp::socket& socket) {
   static const std::string response = [] {
     const std::string body = kserve::error_body("too many connections; retry later");
-    return "HTTP/1.1 503 Service Unavailable\r\nServer: troupe\r\nContent-Type: application/json\r\n"
+    return "HTTP/1.1 503 Service Unavailable\r\nServer: troupe\r\nContent-Type: "
+           "application/json\r\n"
            "Connection: close\r\nContent-Length: " +
            std::to_string(body.size()) + "\r\n\r\n" + body;
   }();

@@ -134,7 +134,8 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     const bool get = method == "GET" || method == "HEAD";
     const bool post = method == "POST";
     if (seg.empty() || seg[0] != "v2")
-      return respond(http_error(404, "no such endpoint: " + req.path + " (KServe v2 is under /v2)"));
+      return respond(
+          http_error(404, "no such endpoint: " + req.path + " (KServe v2 is under /v2)"));
     auto wrong_method = [&](const char* allowed) {
       http_response r = http_error(405, "method " + method + " is not allowed on " + req.path +
                                             " (allowed: " + allowed + ")");
@@ -160,11 +161,12 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
       } else if (seg.size() == 4 && seg[3] == "versions") {
         return respond(http_error(400, "a model version is missing after /versions"));
       }
-      if (next == seg.size()) return get ? respond(model_metadata(model, version))
-                                         : wrong_method("GET, HEAD");
+      if (next == seg.size())
+        return get ? respond(model_metadata(model, version)) : wrong_method("GET, HEAD");
       if (next + 1 == seg.size()) {
         const std::string& verb = seg[next];
-        if (verb == "ready") return get ? respond(model_ready(model, version)) : wrong_method("GET, HEAD");
+        if (verb == "ready")
+          return get ? respond(model_ready(model, version)) : wrong_method("GET, HEAD");
         if (verb == "config")
           return get ? respond(model_config(model, version)) : wrong_method("GET, HEAD");
         if (verb == "infer")
@@ -177,12 +179,12 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     }
     if (seg[1] == "systemsharedmemory") return shared_memory(req, seg, std::move(respond));
     if (seg[1] == "cudasharedmemory")
-      return respond(error_response(unsupported(
-          "CUDA shared memory is not supported by troupe; use system shared memory "
-          "(/v2/systemsharedmemory)")));
-    if (seg[1] == "repository" || seg[1] == "trace" || seg[1] == "logging")
       return respond(error_response(
-          unsupported("the '" + seg[1] + "' extension is not served by troupe")));
+          unsupported("CUDA shared memory is not supported by troupe; use system shared memory "
+                      "(/v2/systemsharedmemory)")));
+    if (seg[1] == "repository" || seg[1] == "trace" || seg[1] == "logging")
+      return respond(
+          error_response(unsupported("the '" + seg[1] + "' extension is not served by troupe")));
     return respond(http_error(404, "no such endpoint: " + method + " " + req.path));
   }
 
@@ -252,8 +254,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
       name = seg[3];
       action = 4;
     }
-    if (seg.size() != action + 1)
-      return respond(http_error(404, "no such endpoint: " + req.path));
+    if (seg.size() != action + 1) return respond(http_error(404, "no such endpoint: " + req.path));
     const std::string& verb = seg[action];
     const bool get = req.method == "GET" || req.method == "HEAD";
     if (verb == "status") {
@@ -264,15 +265,15 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     }
     if (req.method != "POST") return respond(http_error(405, "use POST for " + req.path));
     if (verb == "unregister") {
-      if (status s = shm_->unregister_region(name); !s.is_ok())
-        return respond(error_response(s));
+      if (status s = shm_->unregister_region(name); !s.is_ok()) return respond(error_response(s));
       return respond(json_response(200, ""));
     }
     if (verb == "register" && !name.empty()) {
       const auto j = nlohmann::json::parse(req.body, nullptr, false);
       if (j.is_discarded() || !j.is_object())
-        return respond(http_error(400, "register: the body must be a JSON object "
-                                       "{\"key\", \"offset\", \"byte_size\"}"));
+        return respond(http_error(400,
+                                  "register: the body must be a JSON object "
+                                  "{\"key\", \"offset\", \"byte_size\"}"));
       auto key = j.find("key");
       auto size = j.find("byte_size");
       auto offset = j.find("offset");
@@ -284,7 +285,8 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
         return std::nullopt;
       };
       if (size == j.end() || !unsigned_of(*size))
-        return respond(http_error(400, "register: 'byte_size' (a non-negative integer) is required"));
+        return respond(
+            http_error(400, "register: 'byte_size' (a non-negative integer) is required"));
       uint64_t off = 0;
       if (offset != j.end()) {
         if (!unsigned_of(*offset))
@@ -304,16 +306,19 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
   void infer(http_request req, const std::string& model, int64_t version, http_responder respond) {
     gateway_request* g = gateway_.acquire();
     if (!g)
-      return respond(error_response(make_error(
-          error_code::overloaded, "the node holds its maximum of requests (max_inflight); retry "
-                                  "later")));
+      return respond(
+          error_response(make_error(error_code::overloaded,
+                                    "the node holds its maximum of requests (max_inflight); retry "
+                                    "later")));
     auto call = std::make_shared<infer_call>();
     call->request = std::move(req);
     call->model = model;
     call->version = version;
     call->respond = std::move(respond);
     g->input_owner = call;
-    g->on_reply = [self = shared_from_this(), call](gateway_request& r) { self->on_reply(call, r); };
+    g->on_reply = [self = shared_from_this(), call](gateway_request& r) {
+      self->on_reply(call, r);
+    };
     actors::request_fields f;
     bool too_large = false;
     if (status s = prepare(*call, f, too_large); !s.is_ok()) {
@@ -342,9 +347,9 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     call.reply_coding = choose_reply_coding(req.header("Accept-Encoding"));
     std::optional<size_t> header_length;
     if (req.has_header("Inference-Header-Content-Length")) {
-      TROUPE_ASSIGN_OR_RETURN(header_length,
-                              kserve::parse_header_length(
-                                  req.header("Inference-Header-Content-Length"), body.size()));
+      TROUPE_ASSIGN_OR_RETURN(
+          header_length,
+          kserve::parse_header_length(req.header("Inference-Header-Content-Length"), body.size()));
     }
     TROUPE_ASSIGN_OR_RETURN(call.decoded, kserve::decode_infer_request(body, header_length));
     auto& d = call.decoded;
@@ -352,8 +357,8 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     for (size_t i = 0; i < d.inputs.size(); ++i) {
       kserve::decoded_input& in = d.inputs[i];
       if (in.shared_memory) {
-        TROUPE_ASSIGN_OR_RETURN(shared_memory_span span, find_region(*in.shared_memory,
-                                                                     "input '" + in.name + "'"));
+        TROUPE_ASSIGN_OR_RETURN(shared_memory_span span,
+                                find_region(*in.shared_memory, "input '" + in.name + "'"));
         in.data = span.data;  // zero copy: the worker reads the client's mapping
         in.bytes = span.bytes;
         call.input_regions.push_back(std::move(span));
@@ -444,8 +449,8 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
           return call.respond(http_error(
               400, "invalid_argument: output '" + name + "' holds " + std::to_string(t.bytes) +
                        " bytes, more than its shared-memory range of " +
-                       std::to_string(span->bytes) + " bytes in region '" +
-                       span->region->name() + "'"));
+                       std::to_string(span->bytes) + " bytes in region '" + span->region->name() +
+                       "'"));
         std::memcpy(span->data, t.data, t.bytes);
         const kserve::requested_output* ro = call.decoded.find_output(name);
         shm_refs[i] = *ro->shared_memory;
@@ -461,8 +466,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
       res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(enc.json.size()));
     }
     res.body = std::move(enc.json);
-    for (size_t i : enc.binary_outputs)
-      res.tail.emplace_back(tensors[i].data, tensors[i].bytes);
+    for (size_t i : enc.binary_outputs) res.tail.emplace_back(tensors[i].data, tensors[i].bytes);
     if (call.reply_coding != content_coding::identity) {
       std::string whole = std::move(res.body);
       for (const auto& t : res.tail)
@@ -492,8 +496,9 @@ expected<std::unique_ptr<kserve_http>> kserve_http::create(kserve_http_options o
   http_server_options so = o.server;
   if (so.name.empty() || so.name == "http") so.name = "kserve http";
   auto r = std::make_shared<router>(std::move(o), gateway, shm);
-  auto server = http_server::create(
-      so, [r](http_request req, http_responder respond) { r->handle(std::move(req), std::move(respond)); });
+  auto server = http_server::create(so, [r](http_request req, http_responder respond) {
+    r->handle(std::move(req), std::move(respond));
+  });
   if (!server) return server.error();
   r->set_server(server->get());
   return std::unique_ptr<kserve_http>(new kserve_http(r, std::move(*server)));

@@ -138,11 +138,12 @@ status put_element(const json& v, dtype t, std::vector<std::byte>& out, size_t i
     return v.get<uint64_t>() <= static_cast<uint64_t>(hi);
   };
   switch (t) {
-#define TROUPE_PUT_INT(DT, T)                                                                  \
-  case DT:                                                                                     \
-    if (!in_range(std::numeric_limits<T>::min(), std::numeric_limits<T>::max()))               \
-      return wrong("an integer in range");                                                     \
-    put<T>(out, index, negative ? static_cast<T>(v.get<int64_t>()) : static_cast<T>(v.get<uint64_t>())); \
+#define TROUPE_PUT_INT(DT, T)                                                                \
+  case DT:                                                                                   \
+    if (!in_range(std::numeric_limits<T>::min(), std::numeric_limits<T>::max()))             \
+      return wrong("an integer in range");                                                   \
+    put<T>(out, index,                                                                       \
+           negative ? static_cast<T>(v.get<int64_t>()) : static_cast<T>(v.get<uint64_t>())); \
     return status::ok();
     TROUPE_PUT_INT(dtype::i8, int8_t)
     TROUPE_PUT_INT(dtype::u8, uint8_t)
@@ -174,8 +175,8 @@ status flatten(const json& data, dtype t, size_t expected, std::vector<std::byte
   return status::ok();
 }
 
-expected<std::vector<int64_t>> parse_shape(const json& v, const std::string& what,
-                                           size_t max_rank, size_t& elements) {
+expected<std::vector<int64_t>> parse_shape(const json& v, const std::string& what, size_t max_rank,
+                                           size_t& elements) {
   if (!v.is_array()) return invalid_argument(what + " 'shape' must be an array of integers");
   if (v.size() > max_rank)
     return invalid_argument(what + " has rank " + std::to_string(v.size()) + ", more than " +
@@ -259,11 +260,13 @@ status decode_input(const json& in, size_t index, std::string_view binary, size_
   auto data = in.find("data");
   const int sources = (data != in.end()) + binary_size.has_value() + d.shared_memory.has_value();
   if (sources == 0)
-    return invalid_argument(what + " has no data: give 'data', binary_data_size or "
-                                   "shared_memory_region");
+    return invalid_argument(what +
+                            " has no data: give 'data', binary_data_size or "
+                            "shared_memory_region");
   if (sources > 1)
-    return invalid_argument(what + " has more than one of 'data', binary_data_size and "
-                                   "shared_memory_region");
+    return invalid_argument(what +
+                            " has more than one of 'data', binary_data_size and "
+                            "shared_memory_region");
   if (binary_size) {
     if (*binary_size > binary.size() - binary_used)
       return invalid_argument(what + " has binary_data_size " + std::to_string(*binary_size) +

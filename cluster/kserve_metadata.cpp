@@ -22,11 +22,8 @@ json tensor_metadata(const actors::tensor_spec& s) {
 }
 
 json tensor_config(const actors::tensor_spec& s, bool batched) {
-  std::vector<int64_t> dims(s.shape.begin() + (batched && !s.shape.empty() ? 1 : 0),
-                            s.shape.end());
-  return {{"name", s.name},
-          {"data_type", config_type_name(dtype_to_name(s.type))},
-          {"dims", dims}};
+  std::vector<int64_t> dims(s.shape.begin() + (batched && !s.shape.empty() ? 1 : 0), s.shape.end());
+  return {{"name", s.name}, {"data_type", config_type_name(dtype_to_name(s.type))}, {"dims", dims}};
 }
 
 std::string_view instance_kind(actors::device_preference d) {
@@ -70,8 +67,9 @@ expected<const actors::version_entry*> find_version(const actors::model_table* t
   }
   if (const actors::version_entry* v = m->default_version()) return v;
   if (!m->load_error.is_ok())
-    return make_error(error_code::unavailable, "model '" + std::string(model) +
-                                                   "' failed to load: " + m->load_error.to_string());
+    return make_error(
+        error_code::unavailable,
+        "model '" + std::string(model) + "' failed to load: " + m->load_error.to_string());
   return make_error(error_code::unavailable,
                     "model '" + std::string(model) + "' has no loaded version");
 }

@@ -21,8 +21,8 @@ std::string collect_metrics_text(
 
 http_response metrics_response(const http_request& request,
                                const std::function<std::string()>& metrics_text) {
-  if (request.path != "/metrics") return http_error(404, "no such endpoint: " + request.path +
-                                                             " (metrics are at /metrics)");
+  if (request.path != "/metrics")
+    return http_error(404, "no such endpoint: " + request.path + " (metrics are at /metrics)");
   if (request.method != "GET" && request.method != "HEAD") {
     http_response r = http_error(405, "method " + request.method + " is not allowed on /metrics");
     r.headers.emplace_back("Allow", "GET, HEAD");

@@ -45,7 +45,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       "SIGTERM or SIGINT: new requests are answered UNAVAILABLE, requests in flight finish, exit "
       "0.\n\n"
       "Example:\n"
-      "  troupe serve --models ./models --listen tcp://*:5555 --http-port 8000 --metrics-port 8002");
+      "  troupe serve --models ./models --listen tcp://*:5555 --http-port 8000 \\\n"
+      "               --metrics-port 8002");
   cmd->callback([o, &exit_code] {
     if (!o->listen.empty()) o->serve.listen = o->listen;
     if (o->metrics_port >= 0) o->serve.metrics_port = o->metrics_port;

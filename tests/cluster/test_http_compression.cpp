@@ -21,7 +21,8 @@ std::string sample(size_t n) {
 
 TEST(http_compression, round_trips) {
   const std::string text = sample(100000);
-  for (content_coding c : {content_coding::gzip, content_coding::deflate, content_coding::identity}) {
+  for (content_coding c :
+       {content_coding::gzip, content_coding::deflate, content_coding::identity}) {
     auto z = compress(text, c);
     ASSERT_TRUE(z.has_value()) << coding_name(c);
     if (c != content_coding::identity) {

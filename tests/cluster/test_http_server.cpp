@@ -53,8 +53,8 @@ class tcp_client {
   /// Reads more bytes into the buffer; false on EOF, error or the deadline.
   bool fill(std::chrono::steady_clock::time_point end) {
     for (;;) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          end - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         timed_out_ = true;
         return false;
@@ -187,8 +187,9 @@ TEST_F(http_server_test, keep_alive_and_pipelined_requests_answered_in_order) {
   start();
   tcp_client c(server_->port());
   ASSERT_TRUE(c.connected());
-  c.send_text("GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b?q=1 HTTP/1.1\r\nHost: x\r\n"
-              "Content-Length: 3\r\n\r\nxyzGET /tail HTTP/1.1\r\nHost: x\r\n\r\n");
+  c.send_text(
+      "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b?q=1 HTTP/1.1\r\nHost: x\r\n"
+      "Content-Length: 3\r\n\r\nxyzGET /tail HTTP/1.1\r\nHost: x\r\n\r\n");
   auto a = c.read_response();
   EXPECT_EQ(a.status, 200);
   EXPECT_EQ(a.body, "GET /a 0");
@@ -239,13 +240,16 @@ TEST_F(http_server_test, oversized_body_is_413_and_the_client_reads_it) {
   EXPECT_TRUE(c.closed_by_peer());
 
   tcp_client chunked(server_->port());
-  chunked.send_text("POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    "400\r\n" + std::string(1024, 'c') + "\r\n0\r\n\r\n");
+  chunked.send_text(
+      "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "400\r\n" +
+      std::string(1024, 'c') + "\r\n0\r\n\r\n");
   EXPECT_EQ(chunked.read_response().status, 413) << "a chunked body is counted as it arrives";
 
   tcp_client small(server_->port());
-  small.send_text("POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+  small.send_text(
+      "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
   EXPECT_EQ(small.read_response().body, "POST /x 5") << "chunked bodies within the limit";
 }
 

@@ -120,12 +120,17 @@ TEST(kserve_json_codec, binary_sections_follow_the_json_header) {
   const int64_t b[2] = {-1, 7};
   json j = {{"id", "req-1"},
             {"inputs",
-             {{{"name", "a"}, {"datatype", "FP32"}, {"shape", {3}},
+             {{{"name", "a"},
+               {"datatype", "FP32"},
+               {"shape", {3}},
                {"parameters", {{"binary_data_size", sizeof(a)}}}},
-              {{"name", "b"}, {"datatype", "INT64"}, {"shape", {2}},
+              {{"name", "b"},
+               {"datatype", "INT64"},
+               {"shape", {2}},
                {"parameters", {{"binary_data_size", sizeof(b)}}}}}},
-            {"outputs", {{{"name", "s"}, {"parameters", {{"binary_data", true}}}},
-                         {{"name", "p"}, {"parameters", {{"binary_data", false}}}}}}};
+            {"outputs",
+             {{{"name", "s"}, {"parameters", {{"binary_data", true}}}},
+              {{"name", "p"}, {"parameters", {{"binary_data", false}}}}}}};
   const std::string header = j.dump();
   std::string body = header;
   body.append(reinterpret_cast<const char*>(a), sizeof(a));
@@ -143,8 +148,8 @@ TEST(kserve_json_codec, binary_sections_follow_the_json_header) {
   EXPECT_FALSE(r->output_binary("other")) << "binary_data_output defaults to false";
 
   // Truncated, extra bytes, a size without the header, a header past the body.
-  auto truncated = decode_infer_request(std::string_view(body).substr(0, body.size() - 1),
-                                        header.size());
+  auto truncated =
+      decode_infer_request(std::string_view(body).substr(0, body.size() - 1), header.size());
   ASSERT_FALSE(truncated.has_value());
   EXPECT_NE(truncated.error().message().find("binary_data_size"), std::string::npos);
   auto extra = decode_infer_request(body + "x", header.size());
@@ -161,8 +166,12 @@ TEST(kserve_json_codec, binary_sections_follow_the_json_header) {
 
 TEST(kserve_json_codec, parameters) {
   json j = one_input("FP32", {1}, {1});
-  j["parameters"] = {{"binary_data_output", true}, {"priority", 2}, {"timeout", 1500},
-                     {"troupe.sleep_ms", "5"},     {"canary", "yes"}, {"n", 3},
+  j["parameters"] = {{"binary_data_output", true},
+                     {"priority", 2},
+                     {"timeout", 1500},
+                     {"troupe.sleep_ms", "5"},
+                     {"canary", "yes"},
+                     {"n", 3},
                      {"flag", false}};
   auto r = decode_json(j);
   ASSERT_TRUE(r.has_value()) << r.error().to_string();
@@ -196,13 +205,19 @@ TEST(kserve_json_codec, parameters) {
 
 TEST(kserve_json_codec, shared_memory_parameters) {
   json j = {{"inputs",
-             {{{"name", "x"}, {"datatype", "FP32"}, {"shape", {4}},
-               {"parameters", {{"shared_memory_region", "in"}, {"shared_memory_byte_size", 16},
-                               {"shared_memory_offset", 32}}}}}},
+             {{{"name", "x"},
+               {"datatype", "FP32"},
+               {"shape", {4}},
+               {"parameters",
+                {{"shared_memory_region", "in"},
+                 {"shared_memory_byte_size", 16},
+                 {"shared_memory_offset", 32}}}}}},
             {"outputs",
              {{{"name", "y"},
-               {"parameters", {{"shared_memory_region", "out"}, {"shared_memory_byte_size", 8},
-                               {"binary_data", false}}}}}}};
+               {"parameters",
+                {{"shared_memory_region", "out"},
+                 {"shared_memory_byte_size", 8},
+                 {"binary_data", false}}}}}}};
   auto r = decode_json(j);
   ASSERT_TRUE(r.has_value()) << r.error().to_string();
   ASSERT_TRUE(r->inputs[0].shared_memory.has_value());
@@ -238,7 +253,8 @@ TEST(kserve_json_codec, malformed_requests_are_typed_errors) {
       "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": \"1\", \"data\": [1]}]}",
       "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1.5], \"data\": [1]}]}",
       "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1]}]}",
-      "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [\"a\"]}]}",
+      "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": "
+      "[\"a\"]}]}",
       "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [{}]}]}",
       "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [1], "
       "\"parameters\": {\"binary_data_size\": 4}}]}",
@@ -258,8 +274,8 @@ TEST(kserve_json_codec, malformed_requests_are_typed_errors) {
   for (const std::string& body : bodies) {
     auto r = decode_infer_request(body, std::nullopt);
     ASSERT_FALSE(r.has_value()) << body;
-    EXPECT_EQ(r.error().code(), error_code::invalid_argument) << body << " -> "
-                                                              << r.error().to_string();
+    EXPECT_EQ(r.error().code(), error_code::invalid_argument)
+        << body << " -> " << r.error().to_string();
     EXPECT_FALSE(r.error().message().empty());
   }
   auto bytes = decode_json(one_input("BYTES", {1}, {"abc"}));
@@ -303,12 +319,12 @@ TEST(kserve_json_codec, reply_json_for_every_datatype) {
   const std::vector<int64_t> i64{INT64_MIN, INT64_MAX};
   const std::vector<uint64_t> u64{0, UINT64_MAX};
   std::vector<reply_tensor> outs{
-      tensor_of("f32", dtype::f32, s2, f32),       tensor_of("f64", dtype::f64, s2, f64),
-      tensor_of("f16", dtype::f16, s2, f16),       tensor_of("bf16", dtype::bf16, s2, bf16),
-      tensor_of("b", dtype::boolean, s2, b),       tensor_of("i8", dtype::i8, s2, i8),
-      tensor_of("u8", dtype::u8, s2, u8),          tensor_of("i16", dtype::i16, s2, i16),
-      tensor_of("u16", dtype::u16, s2, u16),       tensor_of("i32", dtype::i32, s2, i32),
-      tensor_of("u32", dtype::u32, s2, u32),       tensor_of("i64", dtype::i64, s2, i64),
+      tensor_of("f32", dtype::f32, s2, f32), tensor_of("f64", dtype::f64, s2, f64),
+      tensor_of("f16", dtype::f16, s2, f16), tensor_of("bf16", dtype::bf16, s2, bf16),
+      tensor_of("b", dtype::boolean, s2, b), tensor_of("i8", dtype::i8, s2, i8),
+      tensor_of("u8", dtype::u8, s2, u8),    tensor_of("i16", dtype::i16, s2, i16),
+      tensor_of("u16", dtype::u16, s2, u16), tensor_of("i32", dtype::i32, s2, i32),
+      tensor_of("u32", dtype::u32, s2, u32), tensor_of("i64", dtype::i64, s2, i64),
       tensor_of("u64", dtype::u64, s2, u64)};
   const encoded_reply r = encode_infer_reply("m", 3, "id-\"7\"", outs);
   EXPECT_FALSE(r.has_binary());

@@ -120,7 +120,8 @@ TEST(kserve_metadata, server_metadata_and_readiness) {
   actors::node_readiness r;
   r.ready = false;
   r.reason = "loading";
-  EXPECT_EQ(json::parse(readiness_json(r)), json({{"live", true}, {"ready", false}, {"reason", "loading"}}));
+  EXPECT_EQ(json::parse(readiness_json(r)),
+            json({{"live", true}, {"ready", false}, {"reason", "loading"}}));
   r.ready = true;
   EXPECT_EQ(json::parse(readiness_json(r)), json({{"live", true}, {"ready", true}}));
   EXPECT_EQ(shared_memory_status_json({}), "[]");

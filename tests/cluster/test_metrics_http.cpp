@@ -78,7 +78,12 @@ std::string http_exchange(int port, const std::string& text) {
 
 TEST(metrics_http, scrapes_over_tcp) {
   auto registry = std::make_shared<prometheus::Registry>();
-  prometheus::BuildCounter().Name("troupe_test_total").Help("h").Register(*registry).Add({}).Increment(3);
+  prometheus::BuildCounter()
+      .Name("troupe_test_total")
+      .Help("h")
+      .Register(*registry)
+      .Add({})
+      .Increment(3);
   metrics_http_options o;
   o.address = "127.0.0.1";
   o.port = 0;
