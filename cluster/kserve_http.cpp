@@ -148,6 +148,8 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
       if (seg[2] == "live") return respond(json_response(200, "{\"live\":true}"));
       if (seg[2] == "ready") return respond(server_ready());
     }
+    if (seg[1] == "models" && seg.size() == 3 && seg[2] == "stats")
+      return get ? respond(statistics("", 0)) : wrong_method("GET, HEAD");
     if (seg[1] == "models" && seg.size() >= 3) {
       // /v2/models/{m}[/versions/{v}][/ready|/config|/infer]
       const std::string& model = seg[2];
@@ -173,8 +175,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
           return post ? infer(std::move(req), model, version, std::move(respond))
                       : wrong_method("POST");
         if (verb == "stats")
-          return respond(error_response(
-              unsupported("the statistics extension is not served: scrape /metrics instead")));
+          return get ? respond(statistics(model, version)) : wrong_method("GET, HEAD");
       }
     }
     if (seg[1] == "systemsharedmemory") return shared_memory(req, seg, std::move(respond));
@@ -232,6 +233,15 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     if (state != actors::version_state::ready) j["state"] = std::string(actors::to_string(state));
     return json_response(state == actors::version_state::ready ? 200 : 503,
                          j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+
+  http_response statistics(const std::string& model, int64_t version) const {
+    const auto table = gateway_.table();
+    if (!table)
+      return error_response(make_error(error_code::unavailable, "the node is still loading"));
+    auto body = kserve::model_statistics_json(*table, model, version);
+    if (!body) return error_response(body.error());
+    return json_response(200, std::move(*body));
   }
 
   static status failed_version(const std::string& model, const actors::version_entry& v) {

@@ -11,6 +11,7 @@
 ///   GET  /v2/models/{m}[/versions/{v}]/ready
 ///   GET  /v2/models/{m}[/versions/{v}]/config     Triton's model configuration
 ///   POST /v2/models/{m}[/versions/{v}]/infer
+///   GET  /v2/models[/{m}[/versions/{v}]]/stats     Triton's statistics (from the metrics)
 ///   POST /v2/systemsharedmemory/region/{r}/register      {"key","offset","byte_size"}
 ///   POST /v2/systemsharedmemory[/region/{r}]/unregister
 ///   GET  /v2/systemsharedmemory[/region/{r}]/status

@@ -1,7 +1,12 @@
 #include "cluster/kserve_metadata.hpp"
 
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+
+#include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/readiness.hpp"
 #include "cluster/kserve_types.hpp"
@@ -41,7 +46,8 @@ std::string_view instance_kind(actors::device_preference d) {
 }  // namespace
 
 std::vector<std::string_view> http_extensions(bool shared_memory) {
-  std::vector<std::string_view> e{"binary_tensor_data", "model_configuration", "parameters"};
+  std::vector<std::string_view> e{"binary_tensor_data", "model_configuration", "parameters",
+                                  "statistics"};
   if (shared_memory) e.push_back("system_shared_memory");
   return e;
 }
@@ -124,6 +130,73 @@ std::string model_config_json(const actors::model_entry& m, const actors::versio
   else
     c["version_policy"] = {{"latest", {{"num_versions", cfg.latest_versions}}}};
   return dump(c);
+}
+
+namespace {
+
+struct histogram_totals {
+  uint64_t count = 0;
+  uint64_t ns = 0;
+};
+
+histogram_totals totals(const prometheus::Histogram* h, double scale) {
+  if (!h) return {};
+  const auto m = h->Collect();
+  const double sum = m.histogram.sample_sum * scale;
+  return {m.histogram.sample_count, sum > 0 ? static_cast<uint64_t>(std::llround(sum)) : 0};
+}
+
+json duration(uint64_t count, uint64_t ns) {
+  return {{"count", count}, {"ns", ns}};
+}
+
+json version_statistics(const std::string& model, const actors::version_entry& v) {
+  uint64_t ok = 0, failed = 0;
+  histogram_totals request, queue, compute, rows;
+  if (const actors::version_metrics* m = v.metrics.get()) {
+    for (size_t k = 0; k < m->requests.size(); ++k) {
+      if (!m->requests[k]) continue;
+      const auto n = static_cast<uint64_t>(m->requests[k]->Value());
+      (k == static_cast<size_t>(error_code::ok) ? ok : failed) += n;
+    }
+    request = totals(m->request_latency_s, 1e9);
+    queue = totals(m->queue_latency_s, 1e9);
+    compute = totals(m->compute_latency_s, 1e9);
+    rows = totals(m->batch_rows, 1.0);  // sum: rows run (inferences), count: batches
+  }
+  return {{"name", model},
+          {"version", std::to_string(v.version)},
+          {"last_inference", 0},
+          {"inference_count", rows.ns},
+          {"execution_count", rows.count},
+          {"inference_stats",
+           {{"success", duration(ok, request.ns)},
+            {"fail", duration(failed, 0)},
+            {"queue", duration(queue.count, queue.ns)},
+            {"compute_input", duration(compute.count, 0)},
+            {"compute_infer", duration(compute.count, compute.ns)},
+            {"compute_output", duration(compute.count, 0)},
+            {"cache_hit", duration(0, 0)},
+            {"cache_miss", duration(0, 0)}}},
+          {"batch_stats", json::array()}};
+}
+
+}  // namespace
+
+expected<std::string> model_statistics_json(const actors::model_table& table,
+                                            std::string_view model, int64_t version) {
+  json stats = json::array();
+  for (const auto& [name, m] : table.models) {
+    if (!model.empty() && name != model) continue;
+    for (const auto& v : m.versions)
+      if (version == 0 || v.version == version) stats.push_back(version_statistics(name, v));
+  }
+  if (!model.empty() && !table.find(model))
+    return not_found("no model '" + std::string(model) + "'");
+  if (!model.empty() && version > 0 && stats.empty())
+    return not_found("model '" + std::string(model) + "' has no version " +
+                     std::to_string(version));
+  return dump({{"model_stats", stats}});
 }
 
 std::string_view config_type_name(std::string_view datatype) {

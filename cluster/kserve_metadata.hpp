@@ -27,7 +27,8 @@ class shared_memory_region;
 namespace troupe::cluster::kserve {
 
 /// The protocol extensions the HTTP door serves (GET /v2 lists them). Only what is served:
-/// binary_tensor_data, model_configuration, parameters, and system_shared_memory when on.
+/// binary_tensor_data, model_configuration, parameters, statistics, and system_shared_memory when
+/// on.
 std::vector<std::string_view> http_extensions(bool shared_memory);
 
 /// GET /v2: {"name": "troupe", "version": ..., "extensions": [...]}.
@@ -47,6 +48,17 @@ std::string model_metadata_json(const actors::model_entry& m, const actors::vers
 /// platform, max_batch_size, input/output with data_type "TYPE_FP32" and dims without the batch
 /// dim, dynamic_batching, instance_group, version_policy.
 std::string model_config_json(const actors::model_entry& m, const actors::version_entry& v);
+
+/// GET /v2/models[/{m}[/versions/{v}]]/stats: Triton's statistics extension, read from the
+/// versions' Prometheus metrics (cumulative since the node started; perf_analyzer takes
+/// differences): {"model_stats": [{"name", "version", "last_inference", "inference_count"
+/// (rows), "execution_count" (batches), "inference_stats": {"success", "fail", "queue",
+/// "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss": {"count",
+/// "ns"}}, "batch_stats": []}]}. "success.ns" is the latency of every reply (the histogram does
+/// not split by outcome); compute_input/output are inside compute_infer (0 ns); no cache.
+/// `model` empty: every model; `version` 0: every version of it. not_found for an unknown one.
+expected<std::string> model_statistics_json(const actors::model_table& table,
+                                            std::string_view model, int64_t version);
 
 /// "TYPE_FP32" for FP32 and so on (Triton's DataType enum names).
 std::string_view config_type_name(std::string_view datatype);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
+#include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/readiness.hpp"
 #include "cluster/kserve_metadata.hpp"
@@ -125,6 +126,40 @@ TEST(kserve_metadata, server_metadata_and_readiness) {
   r.ready = true;
   EXPECT_EQ(json::parse(readiness_json(r)), json({{"live", true}, {"ready", true}}));
   EXPECT_EQ(shared_memory_status_json({}), "[]");
+}
+
+TEST(kserve_metadata, statistics_from_the_version_metrics) {
+  auto t = table();
+  actors::serving_metrics metrics;
+  auto vm = metrics.for_version("mlp", 1);
+  t.models.at("mlp").versions[0].metrics = vm;
+  vm->count(error_code::ok);
+  vm->count(error_code::ok);
+  vm->count(error_code::invalid_argument);
+  vm->observe_request(0.5);
+  vm->observe_queue(0.25);
+  vm->observe_compute(0.125);
+  vm->observe_batch(2);
+  auto one = model_statistics_json(t, "mlp", 1);
+  ASSERT_TRUE(one.has_value()) << one.error().to_string();
+  const json j = json::parse(*one);
+  ASSERT_EQ(j["model_stats"].size(), 1u);
+  const json& s = j["model_stats"][0];
+  EXPECT_EQ(s["name"], "mlp");
+  EXPECT_EQ(s["version"], "1");
+  EXPECT_EQ(s["inference_count"], 2) << "rows";
+  EXPECT_EQ(s["execution_count"], 1) << "batches";
+  const json& is = s["inference_stats"];
+  EXPECT_EQ(is["success"], json({{"count", 2}, {"ns", 500000000}}));
+  EXPECT_EQ(is["fail"]["count"], 1);
+  EXPECT_EQ(is["queue"], json({{"count", 1}, {"ns", 250000000}}));
+  EXPECT_EQ(is["compute_infer"], json({{"count", 1}, {"ns", 125000000}}));
+  for (const char* k : {"compute_input", "compute_output", "cache_hit", "cache_miss"})
+    EXPECT_TRUE(is[k].contains("count") && is[k].contains("ns")) << k << ": perf_analyzer reads it";
+  EXPECT_EQ(json::parse(*model_statistics_json(t, "mlp", 0))["model_stats"].size(), 2u);
+  EXPECT_EQ(json::parse(*model_statistics_json(t, "", 0))["model_stats"].size(), 3u);
+  EXPECT_EQ(model_statistics_json(t, "nope", 0).error().code(), error_code::not_found);
+  EXPECT_EQ(model_statistics_json(t, "mlp", 9).error().code(), error_code::not_found);
 }
 
 }  // namespace

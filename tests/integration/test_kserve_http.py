@@ -325,6 +325,13 @@ def test_metrics_scrape_counts_http_requests(server, triton):
     assert metric_value(text, "troupe_requests_total", model="fixed", version="1", outcome="ok") == before + 3
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    # Triton's statistics extension reads the same counters (perf_analyzer takes differences).
+    stats = triton.get_inference_statistics("fixed", "1")["model_stats"]
+    assert [(s["name"], s["version"]) for s in stats] == [("fixed", "1")]
+    assert stats[0]["inference_stats"]["success"]["count"] >= 3
+    assert stats[0]["execution_count"] >= 1 and stats[0]["inference_count"] >= 3
+    assert {"queue", "compute_infer", "compute_input", "compute_output"} <= set(stats[0]["inference_stats"])
+    assert len(triton.get_inference_statistics("mlp")["model_stats"]) == 2
 
 
 # ---- draining --------------------------------------------------------------------------------------
