@@ -285,13 +285,18 @@ node_config parse_node_node(const YAML::Node& root) {
               "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads",
               "max_inflight", "max_message_bytes", "drain_timeout_ms", "warmup_runs",
               "fault_injection", "log_level", "gpus", "readiness", "load_delay_ms", "grpc_port",
-              "shared_memory"});
+              "http_port", "http_threads", "shared_memory"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
     c.metrics_port = static_cast<int>(get_int(root["metrics_port"], "metrics_port", 0, 65535));
   if (root["metrics_address"])
     c.metrics_address = get<std::string>(root["metrics_address"], "metrics_address");
+  if (root["http_port"])
+    c.http_port = static_cast<int>(get_int(root["http_port"], "http_port", 0, 65535));
+  if (root["http_threads"])
+    c.http_threads = static_cast<uint32_t>(get_int(root["http_threads"], "http_threads", 0, 64));
+  if (root["shared_memory"]) c.shared_memory = get<bool>(root["shared_memory"], "shared_memory");
   if (root["cpu_workers"])
     c.cpu_workers = static_cast<uint32_t>(get_int(root["cpu_workers"], "cpu_workers", 1, 256));
   if (root["actor_threads"])
@@ -338,7 +343,6 @@ node_config parse_node_node(const YAML::Node& root) {
         std::chrono::milliseconds(get_int(root["load_delay_ms"], "load_delay_ms", 0, 3'600'000));
   if (root["grpc_port"])
     c.grpc_port = static_cast<int>(get_int(root["grpc_port"], "grpc_port", 0, 65535));
-  if (root["shared_memory"]) c.shared_memory = get<bool>(root["shared_memory"], "shared_memory");
   if (root["gpus"]) {
     const YAML::Node g = root["gpus"];
     const std::string word = g.IsScalar() ? g.Scalar() : std::string();

@@ -96,8 +96,11 @@ expected<model_config> load_model_config(const std::string& path);
 struct node_config {
   std::string models_dir;
   std::string listen = "tcp://*:5555";
-  int metrics_port = 9090;  // 0: no /metrics endpoint
+  int metrics_port = 8002;  // 0: no /metrics endpoint (8002: Triton's metrics port)
   std::string metrics_address = "0.0.0.0";
+  int http_port = 8000;       // KServe v2 HTTP/REST door on every interface; 0: off
+  uint32_t http_threads = 0;  // its I/O threads; 0: a quarter of the hardware threads, 1 to 4
+  bool shared_memory = true;  // the KServe system shared-memory extension (co-located clients)
   uint32_t cpu_workers = 1;  // cpu_worker actors; each holds instance_count replicas per model
   /// GPUs that get a gpu_worker each (CUDA builds): nullopt ("all", the default) every visible
   /// GPU, empty ("none") no GPU worker, else these CUDA ordinals. Models placed `any` go to the GPU
@@ -126,9 +129,6 @@ struct node_config {
   std::chrono::milliseconds load_delay{0};
   std::string log_level = "info";
   int grpc_port = 8001;  // KServe v2 over gRPC; 0: none
-  /// The KServe system shared-memory extension (cluster/shared_memory_registry.hpp): co-located
-  /// clients pass tensors through registered POSIX shared memory.
-  bool shared_memory = true;
 };
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);

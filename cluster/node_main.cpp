@@ -14,6 +14,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "actors/caf_compat.hpp"
@@ -27,8 +28,9 @@
 #if TROUPE_HAVE_GRPC
 #include "cluster/kserve_grpc_server.hpp"
 #endif
+#include "cluster/kserve_http.hpp"
 #include "cluster/logging.hpp"
-#include "cluster/metrics_endpoint.hpp"
+#include "cluster/metrics_http.hpp"
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
 
@@ -101,14 +103,20 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+uint32_t http_io_threads(uint32_t asked) {
+  if (asked > 0) return asked;
+  return std::clamp(std::thread::hardware_concurrency() / 4, 1u, 4u);
+}
+
 /// The node's listeners. All of them bind before the repository loads, so the node is live (and
 /// not ready: actors::evaluate_readiness, which every door asks) while its models load; they
 /// drain together on SIGTERM.
 ///
 /// The KServe doors share one request gateway and one shared-memory registry. Ownership and
 /// order: the gateway outlives the actors (they may hold its requests until they stop), so it is a
-/// member destroyed with the doors after run_serve has awaited the actors; the gRPC server refers
-/// to the gateway and is destroyed first (declared after it).
+/// member destroyed with the doors after run_serve has awaited the actors. The doors refer to the
+/// gateway and the registry and are destroyed before them (declared after them); stop() has
+/// answered every KServe request by then, so no reply closure outlives its door.
 class front_doors {
  public:
   status start(caf::actor_system& sys, const actors::node_handles& node,
@@ -126,6 +134,17 @@ class front_doors {
     gw.max_inflight = cfg.max_inflight;
     TROUPE_ASSIGN_OR_RETURN(gateway_, request_gateway::create(sys, node, holder, metrics, gw));
     if (cfg.shared_memory) shm_ = std::make_unique<shared_memory_registry>();
+    if (cfg.http_port > 0) {
+      kserve_http_options ho;
+      ho.server.address = "0.0.0.0";
+      ho.server.port = cfg.http_port;
+      ho.server.threads = http_io_threads(cfg.http_threads);
+      ho.server.max_body_bytes = cfg.max_message_bytes;
+      ho.server_version = TROUPE_VERSION;
+      ho.readiness = cfg.readiness;
+      TROUPE_ASSIGN_OR_RETURN(http_, kserve_http::create(ho, *gateway_, shm_.get()));
+      http_port_ = http_->port();
+    }
 #if TROUPE_HAVE_GRPC
     if (cfg.grpc_port > 0) {
       grpc_server_options go;
@@ -143,11 +162,11 @@ class front_doors {
   }
   /// The ZeroMQ endpoint as bound.
   const std::string& endpoint() const { return zmq_->endpoint(); }
-  /// The gRPC port as bound; 0: no gRPC door.
-  int grpc_port() const { return grpc_port_; }
-  /// `"endpoint":...,"grpc_port":N` for the node's JSON event lines.
+  /// `"endpoint":...,"grpc_port":N,"http_port":N` for the node's JSON event lines (0: that door
+  /// is off).
   std::string json_fields() const {
-    return "\"endpoint\":" + json_string(endpoint()) + ",\"grpc_port\":" + std::to_string(grpc_port_);
+    return "\"endpoint\":" + json_string(endpoint()) + ",\"grpc_port\":" +
+           std::to_string(grpc_port_) + ",\"http_port\":" + std::to_string(http_port_);
   }
   void begin_drain() {
     if (zmq_) zmq_->begin_drain();
@@ -172,6 +191,8 @@ class front_doors {
   void stop() {
     if (zmq_) zmq_->stop();
     if (gateway_) gateway_->stop();  // every KServe call now has its reply
+    // The HTTP door writes those replies, then stops accepting and closes its connections.
+    if (http_) http_->stop(std::chrono::seconds(5));
 #if TROUPE_HAVE_GRPC
     // Lets the last replies go out; a stream its client keeps open is cancelled at the deadline.
     if (grpc_) grpc_->shutdown(std::chrono::milliseconds(2000));
@@ -182,10 +203,12 @@ class front_doors {
   std::unique_ptr<frontend> zmq_;
   std::unique_ptr<request_gateway> gateway_;
   std::unique_ptr<shared_memory_registry> shm_;
+  std::unique_ptr<kserve_http> http_;
 #if TROUPE_HAVE_GRPC
   std::unique_ptr<kserve_grpc_server> grpc_;
 #endif
   int grpc_port_ = 0;
+  int http_port_ = 0;
 };
 
 /// SIGTERM/SIGINT: readiness turns false at once, the doors answer new requests UNAVAILABLE and
@@ -216,6 +239,7 @@ status run_serve(const serve_options& o) {
   if (o.listen) cfg.listen = *o.listen;
   if (o.metrics_port) cfg.metrics_port = *o.metrics_port;
   if (o.grpc_port) cfg.grpc_port = *o.grpc_port;
+  if (o.http_port) cfg.http_port = *o.http_port;
   if (o.log_level) cfg.log_level = *o.log_level;
   if (o.gpus) {
     TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
@@ -265,16 +289,16 @@ status run_serve(const serve_options& o) {
   caf::actor_system sys{caf_cfg};
 
   actors::serving_metrics metrics;
-  std::unique_ptr<metrics_endpoint> metrics_http;
+  std::unique_ptr<metrics_http> metrics_door;
   int metrics_port = 0;
   if (cfg.metrics_port > 0) {
-    metrics_endpoint_options mo;
+    metrics_http_options mo;
     mo.address = cfg.metrics_address;
     mo.port = cfg.metrics_port;
     std::vector<std::shared_ptr<prometheus::Collectable>> collectables{metrics.registry()};
     if (auto gpu = metrics.gpu_collector()) collectables.push_back(gpu);
-    TROUPE_ASSIGN_OR_RETURN(metrics_http, metrics_endpoint::create(mo, std::move(collectables)));
-    metrics_port = metrics_http->port();
+    TROUPE_ASSIGN_OR_RETURN(metrics_door, metrics_http::create(mo, std::move(collectables)));
+    metrics_port = metrics_door->port();
   }
   if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
 

@@ -18,18 +18,19 @@ struct serve_options {
   std::optional<std::string> listen;  // overrides `listen`
   std::optional<int> metrics_port;    // overrides `metrics_port` (0: none)
   std::optional<int> grpc_port;       // overrides `grpc_port` (0: no KServe gRPC door)
+  std::optional<int> http_port;       // overrides `http_port` (0: no KServe HTTP door)
   std::optional<std::string> gpus;    // overrides `gpus`: "all", "none" or "0,1"
   std::string config_path;            // node.yaml ("" = defaults)
   std::optional<std::string> log_level;
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):
-///   {"event":"listening","endpoint":"tcp://...","grpc_port":N,"metrics_port":N}  bound, loading
+///   {"event":"listening","endpoint":"tcp://...","grpc_port":N,"http_port":N,"metrics_port":N}  bound, loading
 /// then, once the load has finished, exactly one of
-///   {"event":"ready","endpoint":"tcp://...","grpc_port":N,"metrics_port":N}      ready per the policy
-///   {"event":"loaded","ready":false,"endpoint":...,"grpc_port":N,"metrics_port":N,"reason":"..."}
+///   {"event":"ready","endpoint":"tcp://...","grpc_port":N,"http_port":N,"metrics_port":N}      ready per the policy
+///   {"event":"loaded","ready":false,"endpoint":...,"grpc_port":N,"http_port":N,"metrics_port":N,"reason":"..."}
 /// (not ready: the models that loaded are served all the same). A signal during loading ends the
-/// process (0) with neither. grpc_port 0: no gRPC door.
+/// process (0) with neither. A port 0: that door is off.
 status run_serve(const serve_options& o);
 
 }  // namespace troupe::cluster

@@ -217,6 +217,10 @@ void request_gateway::stop() {
       r->result = make_error(error_code::cancelled, "the node stopped before the request completed");
       if (const auto* vm = st.metrics_of(*r)) vm->count(error_code::cancelled);
       if (r->on_reply) r->on_reply(*r);
+      // The request stays in the pool until the gateway dies; its callback must not: a door's
+      // callback holds the door's connection, which must not outlive the door's I/O. (deliver
+      // never reads on_reply once `replied` is set.)
+      r->on_reply = nullptr;
     }
   for (auto& b : st.bridges) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
 }

@@ -44,8 +44,9 @@ if(TROUPE_ENABLE_CUDA)
 endif()
 
 # Serving (proto/, actors/, cluster/): CAF 0.17 (Debian ships no CMake package for it), ZeroMQ +
-# cppzmq, prometheus-cpp, nlohmann-json. TROUPE_HAVE_SERVING is ON when all of them are found; the
-# serving directories are skipped otherwise, so the runtime still builds without them.
+# cppzmq, prometheus-cpp, nlohmann-json, Boost.Beast/Asio (header-only: the KServe HTTP door and
+# /metrics). TROUPE_HAVE_SERVING is ON when all of them are found; the serving directories are
+# skipped otherwise, so the runtime still builds without them.
 find_path(CAF_INCLUDE_DIR caf/all.hpp)
 find_library(CAF_CORE_LIBRARY caf_core)
 find_library(CAF_IO_LIBRARY caf_io)
@@ -53,9 +54,10 @@ find_path(ZMQ_INCLUDE_DIR zmq.hpp)  # cppzmq's header; zmq.h sits beside it
 find_library(ZMQ_LIBRARY zmq)
 find_package(prometheus-cpp CONFIG QUIET)
 find_package(nlohmann_json CONFIG QUIET)
+find_package(Boost 1.74 CONFIG QUIET)  # Boost::headers
 set(TROUPE_HAVE_SERVING OFF)
 if(CAF_INCLUDE_DIR AND CAF_CORE_LIBRARY AND CAF_IO_LIBRARY AND ZMQ_INCLUDE_DIR AND ZMQ_LIBRARY
-   AND prometheus-cpp_FOUND AND nlohmann_json_FOUND)
+   AND prometheus-cpp_FOUND AND nlohmann_json_FOUND AND Boost_FOUND)
   set(TROUPE_HAVE_SERVING ON)
   add_library(troupe_caf INTERFACE)
   target_include_directories(troupe_caf SYSTEM INTERFACE ${CAF_INCLUDE_DIR})
@@ -65,7 +67,7 @@ if(CAF_INCLUDE_DIR AND CAF_CORE_LIBRARY AND CAF_IO_LIBRARY AND ZMQ_INCLUDE_DIR A
   target_link_libraries(troupe_zmq INTERFACE ${ZMQ_LIBRARY})
   message(STATUS "troupe: serving ON (CAF ${CAF_CORE_LIBRARY}, ZeroMQ ${ZMQ_LIBRARY})")
 else()
-  message(STATUS "troupe: CAF, ZeroMQ, prometheus-cpp or nlohmann-json missing, serving OFF")
+  message(STATUS "troupe: CAF, ZeroMQ, prometheus-cpp, nlohmann-json or Boost missing, serving OFF")
 endif()
 
 # KServe gRPC door: libgrpc++ (its CMake package, which honours CMAKE_PREFIX_PATH) and protoc's

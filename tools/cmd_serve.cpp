@@ -16,18 +16,24 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string listen;
     int metrics_port = -1;
     int grpc_port = -1;
+    int http_port = -1;
     std::string log_level;
     std::string gpus;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
-      app.add_subcommand("serve", "Serve a model repository over ZeroMQ (docs/protocol.md).");
+      app.add_subcommand("serve",
+                         "Serve a model repository over ZeroMQ (docs/protocol.md) and KServe v2 "
+                         "HTTP/REST (docs/serving.md).");
   cmd->add_option(
       "--models,-m", o->serve.models_dir,
       "Model repository: DIR/<name>/<version>/model.onnx, optional DIR/<name>/config.yaml");
   cmd->add_option("--listen,-l", o->listen, "ZeroMQ endpoint to bind (default tcp://*:5555)");
+  cmd->add_option("--http-port", o->http_port,
+                  "Port of the KServe v2 HTTP/REST endpoint (default 8000; 0: off)")
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--metrics-port", o->metrics_port,
-                  "Port of the Prometheus /metrics endpoint (default 9090; 0: off)")
+                  "Port of the Prometheus /metrics endpoint (default 8002; 0: off)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--grpc-port", o->grpc_port,
                   "Port of the KServe v2 gRPC endpoint (default 8001; 0: off)")
@@ -38,16 +44,18 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn, error, critical or off");
   cmd->footer(
       "Logs are JSON lines on stderr. Once serving, one line goes to stdout:\n"
-      "  {\"event\":\"ready\",\"endpoint\":\"tcp://0.0.0.0:5555\",\"metrics_port\":9090,"
-      "\"grpc_port\":8001}\n"
+      "  {\"event\":\"ready\",\"endpoint\":\"tcp://0.0.0.0:5555\",\"grpc_port\":8001,"
+      "\"http_port\":8000,\"metrics_port\":8002}\n"
       "SIGTERM or SIGINT: new requests are answered UNAVAILABLE, requests in flight finish, exit "
       "0.\n\n"
       "Example:\n"
-      "  troupe serve --models ./models --listen tcp://*:5555 --metrics-port 9090");
+      "  troupe serve --models ./models --listen tcp://*:5555 --http-port 8000 \\\n"
+      "               --metrics-port 8002");
   cmd->callback([o, &exit_code] {
     if (!o->listen.empty()) o->serve.listen = o->listen;
     if (o->metrics_port >= 0) o->serve.metrics_port = o->metrics_port;
     if (o->grpc_port >= 0) o->serve.grpc_port = o->grpc_port;
+    if (o->http_port >= 0) o->serve.http_port = o->http_port;
     if (!o->log_level.empty()) o->serve.log_level = o->log_level;
     if (!o->gpus.empty()) o->serve.gpus = o->gpus;
     const status s = cluster::run_serve(o->serve);

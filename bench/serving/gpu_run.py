@@ -165,7 +165,7 @@ class node:
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([troupe, "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
                                       "--metrics-port", str(self.metrics_port), "--config", node_yaml,
-                                      *(extra_args or ["--grpc-port", "0"])],
+                                      *(extra_args or ["--grpc-port", "0", "--http-port", "0"])],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
         out = []
         t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)

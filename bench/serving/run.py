@@ -105,9 +105,9 @@ def main():
         # justify a thread hand-off per batch.
         with open(node_yaml, "w") as f:
             if args.node_defaults:
-                f.write("metrics_port: 0\nlog_level: warn\n" + args.node_extra.replace(";", "\n") + "\n")
+                f.write("metrics_port: 0\nhttp_port: 0\nlog_level: warn\n" + args.node_extra.replace(";", "\n") + "\n")
             else:
-                f.write("compute_threads: 1\nactor_threads: 1\ndetached_workers: false\nmetrics_port: 0\n"
+                f.write("compute_threads: 1\nactor_threads: 1\ndetached_workers: false\nmetrics_port: 0\nhttp_port: 0\n"
                         "log_level: warn\n")
         log = open(os.path.join(tmp, "serve.log"), "w")
         load_before = os.getloadavg()

@@ -114,6 +114,15 @@ TEST(node_config, keys_and_errors) {
   ASSERT_TRUE(spin.has_value()) << spin.error().to_string();
   EXPECT_EQ(spin->idle_spin_us, 0u);
   EXPECT_FALSE(parse_node_config("idle_spin_us: -5\n", "node").has_value());
+  EXPECT_EQ(n->http_port, 8000) << "the KServe HTTP default";
+  EXPECT_EQ(n->metrics_port, 0);
+  auto http = parse_node_config("http_port: 0\nhttp_threads: 3\nshared_memory: false\n", "node");
+  ASSERT_TRUE(http.has_value()) << http.error().to_string();
+  EXPECT_EQ(http->http_port, 0);
+  EXPECT_EQ(http->http_threads, 3u);
+  EXPECT_FALSE(http->shared_memory);
+  EXPECT_EQ(http->metrics_port, 8002) << "Triton's metrics port by default";
+  EXPECT_FALSE(parse_node_config("http_port: 70000\n", "node").has_value());
   auto bad = parse_node_config("cpu_workers: 0\n", "node");
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("cpu_workers"), std::string::npos);
@@ -288,6 +297,8 @@ TEST(node_config, the_deployed_node_yaml_parses) {
   ASSERT_TRUE(n.has_value()) << n.error().to_string();
   EXPECT_EQ(n->listen, "tcp://*:5555");
   EXPECT_EQ(n->metrics_port, 8002);
+  EXPECT_EQ(n->http_port, 8000);
+  EXPECT_TRUE(n->shared_memory);
 }
 
 }  // namespace

@@ -127,9 +127,12 @@ class Server:
     repository has loaded (docs/serving.md, Readiness). By default the constructor waits for the
     second line; wait_for="listening" returns while the node is still loading (wait_loaded then)."""
 
-    def __init__(self, models, node_yaml, log_path, wait_for="loaded"):
+    def __init__(self, models, node_yaml, log_path, wait_for="loaded", extra_args=()):
+        # Explicit free ports: the defaults (8000 HTTP, 8001 gRPC, 8002 metrics) would collide
+        # between nodes.
         self.metrics_port = free_port()
         self.grpc_port = free_port()
+        self.http_port = free_port()
         self.log = open(log_path, "w")
         self.returncode = None
         self.ready = None   # after the load: True (`ready`) or False (`loaded`, with self.reason)
@@ -137,13 +140,15 @@ class Server:
         self.proc = subprocess.Popen(
             [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*",
              "--metrics-port", str(self.metrics_port), "--grpc-port", str(self.grpc_port),
-             "--config", node_yaml],
+             "--http-port", str(self.http_port), "--config", node_yaml, *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         listening = self._read_event(timeout=120)
         assert listening["event"] == "listening", listening
         self.endpoint = listening["endpoint"]
         # 0 when the binary was built without gRPC (the KServe gRPC tests then skip).
         self.grpc_url = f"127.0.0.1:{listening['grpc_port']}" if listening.get("grpc_port") else None
+        assert listening["http_port"] == self.http_port, listening
+        self.http_url = f"127.0.0.1:{self.http_port}"  # tritonclient.http's url form
         if wait_for != "listening":
             self.wait_loaded()
 
