@@ -30,7 +30,8 @@ if [ ! -f "$P/.unpacked" ]; then
   touch "$P/.unpacked"
 fi
 export LD_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-export PATH=/usr/local/cuda/bin:$PATH
+# /usr/local/cuda/bin for nvcc; the prefix's bin for protoc's grpc_cpp_plugin (the KServe gRPC door).
+export PATH=/usr/local/cuda/bin:$PATH:$P/usr/bin
 
 if want build; then
   echo "== build ($(nproc) cores)"
@@ -38,8 +39,10 @@ if want build; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$P/usr;$P/usr/lib/x86_64-linux-gnu/cmake" \
     -DCMAKE_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu -DCMAKE_INCLUDE_PATH=$P/usr/include \
-    -DCMAKE_CXX_FLAGS="-isystem $P/usr/include" -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" \
+    -DCMAKE_CXX_FLAGS="-isystem $P/usr/include -isystem $P/usr/include/x86_64-linux-gnu" \
+    -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" \
     -DPython3_EXECUTABLE="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
+  grep -E "troupe: (KServe gRPC|serving|CUDA)" "$OUT/configure.log"
   cmake --build build-gpu -j "$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
   echo "built in $(( $(date +%s) - start )) s"
 fi
