@@ -40,6 +40,7 @@ if want build; then
     -DCMAKE_PREFIX_PATH="$P/usr;$P/usr/lib/x86_64-linux-gnu/cmake" \
     -DCMAKE_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu -DCMAKE_INCLUDE_PATH=$P/usr/include \
     -DCMAKE_CXX_FLAGS="-isystem $P/usr/include -isystem $P/usr/include/x86_64-linux-gnu" \
+    -DCMAKE_EXE_LINKER_FLAGS="-L$P/usr/lib/x86_64-linux-gnu" \
     -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" \
     -DPython3_EXECUTABLE="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
   grep -E "troupe: (KServe gRPC|serving|CUDA)" "$OUT/configure.log"

@@ -167,14 +167,19 @@ class node:
                                       "--metrics-port", str(self.metrics_port), "--config", node_yaml,
                                       *(extra_args or ["--grpc-port", "0", "--http-port", "0"])],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
-        out = []
-        t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
-        t.start()
-        t.join(start_timeout_s)
-        if not out or not out[0]:
-            self.stop()
-            raise bench_error("troupe serve did not become ready:\n" + self.log_tail())
-        self.endpoint = json.loads(out[0])["endpoint"]
+        # The node prints `listening` once bound, then `ready` (or `loaded`: not ready) after the load.
+        deadline = time.time() + start_timeout_s
+        event = {}
+        while event.get("event") not in ("ready", "loaded"):
+            out = []
+            t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
+            t.start()
+            t.join(max(0.0, deadline - time.time()))
+            if not out or not out[0]:
+                self.stop()
+                raise bench_error("troupe serve did not become ready:\n" + self.log_tail())
+            event = json.loads(out[0])
+        self.endpoint = event["endpoint"]
 
     def check_ready(self, model):
         """The node serves even when a model failed to load (it logs the error): fail here, with

@@ -45,11 +45,16 @@ def tiny_mlp(path, din=16, dh=32, dout=8):
 
 
 def start(cmd, log):
+    """Starts `cmd`; returns it with its first JSON line, or for `troupe serve` the line that
+    follows the load (`listening` comes first, then `ready` or `loaded`)."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-    line = p.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{cmd[0]} did not start")
-    return p, json.loads(line)
+    while True:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{cmd[0]} did not start")
+        event = json.loads(line)
+        if event.get("event") != "listening":
+            return p, event
 
 
 def load(bench_bin, endpoint, concurrency, duration, width, model="tiny"):
