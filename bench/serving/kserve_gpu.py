@@ -203,9 +203,10 @@ def run(args, tmp, notes):
     pa_version = "-"
     if any(p != "zeromq" for p in paths):
         try:
-            pa_version = subprocess.run([args.perf_analyzer, "--version"], capture_output=True, text=True,
-                                        timeout=30).stdout.strip().splitlines()[-1]
-        except (OSError, IndexError, subprocess.TimeoutExpired) as e:
+            v = subprocess.run([args.perf_analyzer, "--version"], capture_output=True, text=True, timeout=30)
+            text = (v.stdout + v.stderr).strip()
+            pa_version = text.splitlines()[-1] if text else "(no --version output)"
+        except (OSError, subprocess.TimeoutExpired) as e:
             notes.append(f"perf_analyzer not runnable here ({e}): only the ZeroMQ path was measured")
             paths = ["zeromq"]
 
