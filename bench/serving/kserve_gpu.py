@@ -85,15 +85,18 @@ def perf_point(args, srv, name, mode, concurrency, out_bytes, tmp):
     if not rows:
         raise bench_error(f"{' '.join(cmd)}: empty CSV\n{p.stdout[-2000:]}")
     r = rows[0]
-    us = lambda k: float(r[k]) / 1000.0  # noqa: E731
-    errors = 0
-    for line in p.stdout.splitlines():  # perf_analyzer stops at the first failed request anyway
-        if "error" in line.lower() and "failed" in line.lower():
-            errors += 1
+
+    def us(*names):  # perf_analyzer's CSV columns vary across versions: the first present one
+        for n in names:
+            if r.get(n) not in (None, ""):
+                return float(r[n]) / 1000.0
+        return None
+
     return {"concurrency": concurrency, "throughput_rps": float(r["Inferences/Second"]),
             "p50_ms": us("p50 latency"), "p90_ms": us("p90 latency"), "p99_ms": us("p99 latency"),
-            "mean_ms": us("Avg latency"), "errors": errors, "lost": 0,
-            "server_queue_ms": us("Server Queue"), "server_compute_ms": us("Server Compute Infer")}
+            "mean_ms": us("Avg latency", "Avg Latency"), "errors": 0, "lost": 0,
+            "server_queue_ms": us("Server Queue"), "server_compute_ms": us("Server Compute Infer"),
+            "csv": r}
 
 
 def operating_point(sweep, limit_ms):
