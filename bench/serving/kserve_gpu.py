@@ -67,7 +67,7 @@ def perf_point(args, srv, name, mode, concurrency, out_bytes, tmp):
     protocol = "http" if mode == "http" else "grpc"
     port = srv.http_port if protocol == "http" else srv.grpc_port
     cmd = [args.perf_analyzer, "-m", name, "-u", f"127.0.0.1:{port}", "-i", protocol,
-           "--concurrency-range", f"{concurrency}:{concurrency}",
+           "--concurrency-range", f"{concurrency}:{concurrency}", "--async",
            # Three windows, whatever their spread: a bounded time per point (the sweep's points are
            # compared, not certified stable one by one).
            "--measurement-interval", str(args.measurement_ms), "--stability-percentage", "1000",
@@ -238,7 +238,12 @@ def run(args, tmp, notes):
                 if path == "zeromq":
                     p = gpu_run.bench_point(args, srv, name, inputs, c, min(c, args.connections), args.duration, tmp)
                 else:
-                    p = perf_point(args, srv, name, path, c, out_bytes, tmp)
+                    try:
+                        p = perf_point(args, srv, name, path, c, out_bytes, tmp)
+                    except bench_error as e:  # recorded, and the sweep goes on
+                        notes.append(f"{path} at {c} in flight: no result: {str(e)[:600]}")
+                        log(f"{path:7s} {c:4d} in flight: no result")
+                        continue
                 sweeps[path].append(p)
                 log(f"{path:7s} {c:4d} in flight: {p['throughput_rps']:9.0f} req/s  p50 {p['p50_ms']:7.3f}  "
                     f"p99 {p['p99_ms']:7.2f} ms  errors {p['errors']}")
