@@ -74,10 +74,14 @@ def perf_point(args, srv, name, mode, concurrency, out_bytes, tmp):
            "--max-trials", "3", "--input-data", "random", "-f", csv_path]
     if mode == "shm":
         cmd += ["--shared-memory", "system", "--output-shared-memory-size", str(out_bytes)]
+    cmd += args.pa_extra.split()
     timeout = 30 + 6 * args.measurement_ms / 1000
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = p.communicate(timeout=timeout)
+        if args.pa_logs:
+            with open(os.path.join(args.out, f"pa_{mode}_{concurrency}.log"), "w") as f:
+                f.write(out)
     except subprocess.TimeoutExpired:
         p.kill()
         out, _ = p.communicate()
@@ -167,6 +171,8 @@ def main():
     ap.add_argument("--p99-limit-ms", type=float, default=15.0)
     ap.add_argument("--paths", default="zeromq,grpc,http,shm")
     ap.add_argument("--start-timeout-s", type=float, default=300)
+    ap.add_argument("--pa-extra", default="", help="more perf_analyzer arguments (e.g. -v)")
+    ap.add_argument("--pa-logs", action="store_true", help="keep each perf_analyzer output in OUT")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     # gpu_run's repository and executor helpers read these.
