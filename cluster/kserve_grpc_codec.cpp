@@ -439,36 +439,36 @@ status encode_infer_response(const actors::infer_job& job, const decoded_infer_r
       if (r.name == name) return &r;
     return nullptr;
   };
-  // Two passes: outputs in the response first, then those written to shared memory.
-  for (const bool to_shm : {false, true}) {
-    for (const actors::output_slice& o : job.outputs) {
-      const actors::tensor_spec& spec = sig.outputs[static_cast<size_t>(o.output_index)];
-      const requested_output* target = target_of(spec.name);
-      const bool in_shm = target && target->shm.region;
-      if (in_shm != to_shm) continue;
-      const size_t bytes = o.info.bytes();
-      const std::byte* src = o.block ? o.block->data() + o.offset : nullptr;
-      pb::ModelInferResponse::InferOutputTensor* t = out.add_outputs();
-      t->set_name(spec.name);
-      t->set_datatype(std::string(dtype_to_name(o.info.type)));
-      for (int64_t x : o.info.shape) t->add_shape(x);
-      if (!in_shm) {
-        out.add_raw_output_contents()->assign(reinterpret_cast<const char*>(src), src ? bytes : 0);
-        continue;
-      }
-      const shared_memory_span& span = target->shm;
-      if (bytes > span.bytes)
-        return invalid_argument("output " + in_quotes(spec.name) + " has " + std::to_string(bytes) +
-                                " bytes; its shared-memory range (region " +
-                                in_quotes(span.region->name()) + ") holds " +
-                                std::to_string(span.bytes));
-      if (bytes) std::memcpy(span.data, src, bytes);
-      auto& params = *t->mutable_parameters();
-      params[std::string(shm_region_parameter)].set_string_param(span.region->name());
-      params[std::string(shm_offset_parameter)].set_int64_param(
-          static_cast<int64_t>(span.data - span.region->data()));
-      params[std::string(shm_byte_size_parameter)].set_int64_param(static_cast<int64_t>(bytes));
+  // raw_output_contents[i] belongs to outputs[i], as in Triton: an output written to shared
+  // memory keeps its (empty) entry. tritonclient's C++ InferResultGrpc (perf_analyzer) indexes
+  // raw_output_contents by the output's position without a bounds check.
+  for (const actors::output_slice& o : job.outputs) {
+    const actors::tensor_spec& spec = sig.outputs[static_cast<size_t>(o.output_index)];
+    const requested_output* target = target_of(spec.name);
+    const bool in_shm = target && target->shm.region;
+    const size_t bytes = o.info.bytes();
+    const std::byte* src = o.block ? o.block->data() + o.offset : nullptr;
+    pb::ModelInferResponse::InferOutputTensor* t = out.add_outputs();
+    t->set_name(spec.name);
+    t->set_datatype(std::string(dtype_to_name(o.info.type)));
+    for (int64_t x : o.info.shape) t->add_shape(x);
+    std::string* contents = out.add_raw_output_contents();
+    if (!in_shm) {
+      contents->assign(reinterpret_cast<const char*>(src), src ? bytes : 0);
+      continue;
     }
+    const shared_memory_span& span = target->shm;
+    if (bytes > span.bytes)
+      return invalid_argument("output " + in_quotes(spec.name) + " has " + std::to_string(bytes) +
+                              " bytes; its shared-memory range (region " +
+                              in_quotes(span.region->name()) + ") holds " +
+                              std::to_string(span.bytes));
+    if (bytes) std::memcpy(span.data, src, bytes);
+    auto& params = *t->mutable_parameters();
+    params[std::string(shm_region_parameter)].set_string_param(span.region->name());
+    params[std::string(shm_offset_parameter)].set_int64_param(
+        static_cast<int64_t>(span.data - span.region->data()));
+    params[std::string(shm_byte_size_parameter)].set_int64_param(static_cast<int64_t>(bytes));
   }
   return status::ok();
 }

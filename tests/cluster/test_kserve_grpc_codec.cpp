@@ -460,7 +460,7 @@ std::shared_ptr<actors::model_signature> two_output_signature() {
   return sig;
 }
 
-TEST(kserve_grpc_codec, response_lists_raw_outputs_first_and_writes_shared_memory) {
+TEST(kserve_grpc_codec, response_keeps_a_raw_entry_per_output_and_writes_shared_memory) {
   shm_object object(4096);
   shared_memory_registry registry;
   ASSERT_TRUE(registry.register_region("r", object.key(), 0, 4096).is_ok());
@@ -493,16 +493,19 @@ TEST(kserve_grpc_codec, response_lists_raw_outputs_first_and_writes_shared_memor
   EXPECT_EQ(r.model_version(), "4");
   EXPECT_EQ(r.id(), "abc");
   ASSERT_EQ(r.outputs_size(), 2);
-  EXPECT_EQ(r.outputs(0).name(), "w") << "outputs in the response come first";
-  EXPECT_EQ(r.outputs(0).datatype(), "INT64");
-  ASSERT_EQ(r.raw_output_contents_size(), 1);
-  EXPECT_EQ(r.raw_output_contents(0), std::string(reinterpret_cast<const char*>(&wv), 8));
-  EXPECT_EQ(r.outputs(1).name(), "y");
-  EXPECT_EQ(r.outputs(1).datatype(), "FP32");
-  EXPECT_EQ(std::vector<int64_t>(r.outputs(1).shape().begin(), r.outputs(1).shape().end()),
+  // One raw_output_contents entry per output, at the output's index (empty for shared memory):
+  // tritonclient's C++ reader indexes it by position, as Triton fills it.
+  ASSERT_EQ(r.raw_output_contents_size(), 2);
+  EXPECT_EQ(r.outputs(0).name(), "y");
+  EXPECT_EQ(r.outputs(0).datatype(), "FP32");
+  EXPECT_EQ(std::vector<int64_t>(r.outputs(0).shape().begin(), r.outputs(0).shape().end()),
             (std::vector<int64_t>{1, 2}));
-  EXPECT_EQ(r.outputs(1).parameters().at("shared_memory_region").string_param(), "r");
-  EXPECT_EQ(r.outputs(1).parameters().at("shared_memory_offset").int64_param(), 256);
+  EXPECT_TRUE(r.raw_output_contents(0).empty()) << "in shared memory";
+  EXPECT_EQ(r.outputs(0).parameters().at("shared_memory_region").string_param(), "r");
+  EXPECT_EQ(r.outputs(0).parameters().at("shared_memory_offset").int64_param(), 256);
+  EXPECT_EQ(r.outputs(1).name(), "w");
+  EXPECT_EQ(r.outputs(1).datatype(), "INT64");
+  EXPECT_EQ(r.raw_output_contents(1), std::string(reinterpret_cast<const char*>(&wv), 8));
   EXPECT_EQ(std::memcmp(object.data() + 256, yv, 8), 0) << "written into the region";
 
   // An output larger than its range is refused.

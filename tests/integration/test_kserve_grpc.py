@@ -160,7 +160,12 @@ def test_system_shared_memory_inputs_and_outputs(kclient, repository):
         o.set_shared_memory("out", out_bytes)
         r = kclient.infer("mlp", [i], outputs=[o])
         out = r.get_output("y")
-        assert list(out.shape) == [4, 8] and not r.get_response().raw_output_contents
+        # As Triton answers (and tritonclient's C++ reader, perf_analyzer's, needs): the output
+        # is listed with its region, and its raw_output_contents entry is there and empty.
+        resp = r.get_response()
+        assert list(out.shape) == [4, 8] and list(resp.raw_output_contents) == [b""]
+        assert out.parameters["shared_memory_region"].string_param == "out"
+        assert out.parameters["shared_memory_byte_size"].int64_param == out_bytes
         y = shm.get_contents_as_numpy(h_out, np.float32, [4, 8])
         np.testing.assert_allclose(y, reference(models, "mlp", 2, {"x": x})["y"], rtol=1e-4, atol=1e-4)
         # A byte size that does not match the tensor is refused.
