@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/readiness.hpp"
 #include "cluster/kserve_types.hpp"
@@ -560,11 +561,52 @@ expected<bool> model_is_ready(const actors::model_table* table, std::string_view
   return table && actors::model_ready(*table, name, v);
 }
 
+status encode_model_statistics(const actors::model_table* table, std::string_view name,
+                               std::string_view version_text, pb::ModelStatisticsResponse& out) {
+  TROUPE_ASSIGN_OR_RETURN(const int64_t version, parse_version(version_text));
+  if (!table) return make_error(error_code::unavailable, "the node is still loading its models");
+  if (!name.empty() && !table->find(name)) return not_found("no model " + in_quotes(name));
+  constexpr auto relaxed = std::memory_order_relaxed;
+  const auto duration = [](pb::StatisticDuration* d, uint64_t count, uint64_t ns) {
+    d->set_count(count);
+    d->set_ns(ns);
+  };
+  for (const auto& [model, m] : table->models) {
+    if (!name.empty() && model != name) continue;
+    for (const actors::version_entry& v : m.versions) {
+      if (version > 0 && v.version != version) continue;
+      pb::ModelStatistics* s = out.add_model_stats();
+      s->set_name(model);
+      s->set_version(std::to_string(v.version));
+      // Staging the inputs and reading the outputs back are inside compute_infer, as in the HTTP
+      // door's statistics: compute_input and compute_output count the same requests with 0 ns.
+      const actors::version_metrics* vm = v.metrics.get();
+      if (!vm) continue;
+      const actors::version_statistics& st = vm->stats;
+      s->set_last_inference(st.last_inference_ms.load(relaxed));
+      s->set_inference_count(st.inference_count.load(relaxed));
+      s->set_execution_count(st.execution_count.load(relaxed));
+      pb::InferStatistics* i = s->mutable_inference_stats();
+      duration(i->mutable_success(), st.success_count.load(relaxed), st.success_ns.load(relaxed));
+      duration(i->mutable_fail(), st.fail_count.load(relaxed), st.fail_ns.load(relaxed));
+      duration(i->mutable_queue(), st.queue_count.load(relaxed), st.queue_ns.load(relaxed));
+      const uint64_t computed = st.compute_count.load(relaxed);
+      duration(i->mutable_compute_input(), computed, 0);
+      duration(i->mutable_compute_infer(), computed, st.compute_ns.load(relaxed));
+      duration(i->mutable_compute_output(), computed, 0);
+    }
+  }
+  if (!name.empty() && version > 0 && out.model_stats_size() == 0)
+    return not_found("model " + in_quotes(name) + " has no version " + std::to_string(version));
+  return status::ok();
+}
+
 void encode_server_metadata(bool shared_memory, pb::ServerMetadataResponse& out) {
   out.set_name("troupe");
   out.set_version(TROUPE_VERSION);
   out.add_extensions("model_configuration");
   out.add_extensions("parameters");
+  out.add_extensions("statistics");
   if (shared_memory) out.add_extensions("system_shared_memory");
 }
 

@@ -22,6 +22,7 @@ class ModelInferRequest;
 class ModelInferResponse;
 class ModelMetadataResponse;
 class ModelConfigResponse;
+class ModelStatisticsResponse;
 class ServerMetadataResponse;
 class SystemSharedMemoryStatusResponse;
 }  // namespace inference
@@ -101,6 +102,12 @@ status encode_model_config(const actors::model_table* table, std::string_view na
 /// for a malformed version.
 expected<bool> model_is_ready(const actors::model_table* table, std::string_view name,
                               std::string_view version);
+
+/// Triton's statistics extension from the versions' exact sums (actors::version_statistics,
+/// cumulative since the node started): every version of every model when `name` is empty, every
+/// version of `name` when `version` is empty. not_found for an unknown model or version.
+status encode_model_statistics(const actors::model_table* table, std::string_view name,
+                               std::string_view version, inference::ModelStatisticsResponse& out);
 
 /// The server's name, version and the protocol extensions this door serves.
 void encode_server_metadata(bool shared_memory, inference::ServerMetadataResponse& out);

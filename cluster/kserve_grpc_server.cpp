@@ -183,15 +183,15 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
     return new kserve_grpc_stream(gateway_, shm_);  // deletes itself in OnDone
   }
 
-  // ---- statistics and repository: not served ------------------------------------------------
-
   grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* ctx,
-                                            const pb::ModelStatisticsRequest*,
-                                            pb::ModelStatisticsResponse*) override {
-    return unimplemented(ctx,
-                         "ModelStatistics is not served yet: the node's Prometheus /metrics "
-                         "(metrics port) has per-model request, queue and compute figures");
+                                            const pb::ModelStatisticsRequest* q,
+                                            pb::ModelStatisticsResponse* r) override {
+    return finish(ctx, kserve::encode_model_statistics(gateway_.table().get(), q->name(),
+                                                       q->version(), *r));
   }
+
+  // ---- repository control: not served ---------------------------------------------------------
+
   grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* ctx,
                                             const pb::RepositoryIndexRequest*,
                                             pb::RepositoryIndexResponse*) override {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "cluster/kserve_grpc_codec.hpp"
 #include "proto/kserve/grpc_service.pb.h"
@@ -621,6 +622,56 @@ TEST(kserve_grpc_codec, readiness_and_server_metadata) {
   encode_server_metadata(false, off);
   EXPECT_EQ(std::find(off.extensions().begin(), off.extensions().end(), "system_shared_memory"),
             off.extensions().end());
+}
+
+}  // namespace
+}  // namespace troupe::cluster::kserve
+
+namespace troupe::cluster::kserve {
+namespace {
+
+TEST(kserve_grpc_codec, model_statistics_from_the_exact_sums) {
+  actors::model_table t = make_table();
+  auto vm = std::make_shared<actors::version_metrics>();
+  vm->stats.success_count = 3;
+  vm->stats.success_ns = 3000;
+  vm->stats.fail_count = 1;
+  vm->stats.fail_ns = 50;
+  vm->stats.queue_count = 3;
+  vm->stats.queue_ns = 600;
+  vm->stats.compute_count = 3;
+  vm->stats.compute_ns = 900;
+  vm->stats.execution_count = 2;
+  vm->stats.inference_count = 5;
+  vm->stats.last_inference_ms = 1234;
+  t.models["m"].versions[1].metrics = vm;
+
+  pb::ModelStatisticsResponse all;
+  ASSERT_TRUE(encode_model_statistics(&t, "", "", all).is_ok());
+  ASSERT_EQ(all.model_stats_size(), 2) << "every version of every model";
+
+  pb::ModelStatisticsResponse r;
+  ASSERT_TRUE(encode_model_statistics(&t, "m", "2", r).is_ok());
+  ASSERT_EQ(r.model_stats_size(), 1);
+  const pb::ModelStatistics& s = r.model_stats(0);
+  EXPECT_EQ(s.name(), "m");
+  EXPECT_EQ(s.version(), "2");
+  EXPECT_EQ(s.last_inference(), 1234u);
+  EXPECT_EQ(s.inference_count(), 5u);
+  EXPECT_EQ(s.execution_count(), 2u);
+  EXPECT_EQ(s.inference_stats().success().count(), 3u);
+  EXPECT_EQ(s.inference_stats().success().ns(), 3000u);
+  EXPECT_EQ(s.inference_stats().fail().count(), 1u);
+  EXPECT_EQ(s.inference_stats().fail().ns(), 50u);
+  EXPECT_EQ(s.inference_stats().queue().ns(), 600u);
+  EXPECT_EQ(s.inference_stats().compute_infer().count(), 3u);
+  EXPECT_EQ(s.inference_stats().compute_infer().ns(), 900u);
+  EXPECT_EQ(s.inference_stats().compute_input().count(), 3u);
+  EXPECT_EQ(s.inference_stats().compute_input().ns(), 0u);
+
+  pb::ModelStatisticsResponse none;
+  EXPECT_EQ(encode_model_statistics(&t, "nope", "", none).code(), error_code::not_found);
+  EXPECT_EQ(encode_model_statistics(&t, "m", "7", none).code(), error_code::not_found);
 }
 
 }  // namespace

@@ -62,6 +62,7 @@ def test_server_and_model_metadata(kclient):
     md = kclient.get_server_metadata(as_json=True)
     assert md["name"] == "troupe"
     assert "system_shared_memory" in md["extensions"] and "model_configuration" in md["extensions"]
+    assert "statistics" in md["extensions"]
     mlp = kclient.get_model_metadata("mlp", as_json=True)
     assert mlp["name"] == "mlp" and mlp["versions"] == ["1", "2"]
     assert mlp["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "16"]}]
@@ -202,7 +203,6 @@ def test_bad_requests_get_invalid_argument(kclient, case):
 
 def test_unserved_rpcs_answer_unimplemented(kclient):
     for call, needle in [(lambda: kclient.get_cuda_shared_memory_status(), "CUDA shared memory"),
-                         (lambda: kclient.get_inference_statistics("mlp"), "metrics"),
                          (lambda: kclient.get_model_repository_index(), "repository")]:
         with pytest.raises(InferenceServerException) as e:
             call()
@@ -364,3 +364,22 @@ def test_sigterm_drains_grpc_requests_and_closes_open_streams(tmp_path):
         s.terminate()
     log = open(tmp_path / "serve.log").read()
     assert "draining" in log and '"stopped"' in log
+
+
+def test_model_statistics(kclient):
+    """Triton's statistics extension from the exact per-version sums (as the HTTP door's /stats)."""
+    x = np.ones((2, 16), np.float32)
+    before = kclient.get_inference_statistics("mlp", "2").model_stats[0]
+    for _ in range(3):
+        kclient.infer("mlp", [infer_input("x", x)], model_version="2")
+    s = kclient.get_inference_statistics("mlp", "2").model_stats[0]
+    assert (s.name, s.version) == ("mlp", "2")
+    assert s.inference_stats.success.count == before.inference_stats.success.count + 3
+    assert s.inference_stats.success.ns > before.inference_stats.success.ns
+    assert s.inference_count >= before.inference_count + 6 and s.execution_count > before.execution_count
+    assert s.last_inference > 0
+    everything = kclient.get_inference_statistics()
+    assert {(m.name, m.version) for m in everything.model_stats} >= {("mlp", "1"), ("mlp", "2")}
+    with pytest.raises(InferenceServerException) as e:
+        kclient.get_inference_statistics("nope")
+    assert "nope" in str(e.value)
