@@ -67,6 +67,14 @@ def make_multi(path):
     _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
+def reference(models, name, version, feeds):
+    """ONNX Runtime's outputs of models/<name>/<version>/model.onnx for `feeds`, by output name."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(os.path.join(models, name, str(version), "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
 def write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -18,11 +18,7 @@ shm = pytest.importorskip("tritonclient.utils.shared_memory")
 from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-
-def reference(models, name, version, feeds):
-    sess = ort.InferenceSession(os.path.join(models, name, str(version), "model.onnx"),
-                                providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+from conftest import reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")

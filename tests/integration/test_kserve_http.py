@@ -16,17 +16,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import Server, make_mlp, metric_value, wait_until, write
+from conftest import Server, make_mlp, metric_value, reference, wait_until, write
 
 httpclient = pytest.importorskip("tritonclient.http")
 shm = pytest.importorskip("tritonclient.utils.shared_memory")
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-
-def reference(models, name, version, feeds):
-    sess = ort.InferenceSession(os.path.join(models, name, str(version), "model.onnx"),
-                                providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
 
 @pytest.fixture(scope="module")

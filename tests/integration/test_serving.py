@@ -13,15 +13,8 @@ import onnxruntime as ort
 import pytest
 import zmq
 
-from conftest import Server, build_repository, metric_value, troupe_bin, wait_until
+from conftest import Server, build_repository, metric_value, reference, troupe_bin, wait_until
 from troupe_client import TroupeError, troupe_pb2 as pb
-
-
-def reference(models, name, version, feeds):
-    sess = ort.InferenceSession(os.path.join(models, name, str(version), "model.onnx"),
-                                providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(None, feeds)))
 
 
 # ---- correctness -------------------------------------------------------------------------------
