@@ -362,7 +362,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
                                                     static_cast<double>(b.compute_time.count()));
             if (auto* m = st.metrics())
               m->observe_compute(std::chrono::duration<double>(b.compute_time).count(),
-                                b.jobs.size());
+                                 b.jobs.size());
           }
           finish_batch(st, b, t);
         }

@@ -42,17 +42,17 @@ inline constexpr std::string_view gpu_memory_family = "troupe_gpu_memory_used_by
 inline constexpr std::string_view gpu_label = "gpu";  // NVML's device index
 
 /// Exact sums per model version in Triton's statistics shape (KServe's model statistics
-/// extension: GET /v2/models/{m}/stats, gRPC ModelStatistics; perf_analyzer reads them), kept beside
-/// the histograms, whose sums are rounded into buckets. Counts are requests unless said otherwise;
-/// times are nanoseconds.
+/// extension: GET /v2/models/{m}/stats, gRPC ModelStatistics; perf_analyzer reads them), kept
+/// beside the histograms, whose sums are rounded into buckets. Counts are requests unless said
+/// otherwise; times are nanoseconds.
 struct version_statistics {
   std::atomic<uint64_t> success_count{0}, success_ns{0};  // answered OK: arrival to reply
   std::atomic<uint64_t> fail_count{0}, fail_ns{0};        // answered with an error
   std::atomic<uint64_t> queue_count{0}, queue_ns{0};      // arrival to leaving in a batch
   /// The run of the batch a request was in, counted once per request (Triton's compute_infer).
   std::atomic<uint64_t> compute_count{0}, compute_ns{0};
-  std::atomic<uint64_t> execution_count{0};  // batches run
-  std::atomic<uint64_t> inference_count{0};  // rows run (a request of 4 rows counts 4)
+  std::atomic<uint64_t> execution_count{0};    // batches run
+  std::atomic<uint64_t> inference_count{0};    // rows run (a request of 4 rows counts 4)
   std::atomic<uint64_t> last_inference_ms{0};  // wall clock (ms since the epoch) of the last reply
 };
 

@@ -281,11 +281,29 @@ node_config parse_node_node(const YAML::Node& root) {
   node_config c;
   if (!root || root.IsNull()) return c;
   check_keys(root, "node",
-             {"models", "listen", "metrics_port", "metrics_address", "cpu_workers", "actor_threads",
-              "actor_scheduler", "detached_workers", "idle_spin_us", "compute_threads",
-              "max_inflight", "max_message_bytes", "drain_timeout_ms", "warmup_runs",
-              "fault_injection", "log_level", "gpus", "readiness", "load_delay_ms", "grpc_port",
-              "http_port", "http_threads", "shared_memory"});
+             {"models",
+              "listen",
+              "metrics_port",
+              "metrics_address",
+              "cpu_workers",
+              "actor_threads",
+              "actor_scheduler",
+              "detached_workers",
+              "idle_spin_us",
+              "compute_threads",
+              "max_inflight",
+              "max_message_bytes",
+              "drain_timeout_ms",
+              "warmup_runs",
+              "fault_injection",
+              "log_level",
+              "gpus",
+              "readiness",
+              "load_delay_ms",
+              "grpc_port",
+              "http_port",
+              "http_threads",
+              "shared_memory"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])

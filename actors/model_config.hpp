@@ -101,7 +101,7 @@ struct node_config {
   int http_port = 8000;       // KServe v2 HTTP/REST door on every interface; 0: off
   uint32_t http_threads = 0;  // its I/O threads; 0: a quarter of the hardware threads, 1 to 4
   bool shared_memory = true;  // the KServe system shared-memory extension (co-located clients)
-  uint32_t cpu_workers = 1;  // cpu_worker actors; each holds instance_count replicas per model
+  uint32_t cpu_workers = 1;   // cpu_worker actors; each holds instance_count replicas per model
   /// GPUs that get a gpu_worker each (CUDA builds): nullopt ("all", the default) every visible
   /// GPU, empty ("none") no GPU worker, else these CUDA ordinals. Models placed `any` go to the GPU
   /// workers when there are some, so cpu_workers then serve only models pinned to `device: cpu`.

@@ -31,7 +31,7 @@ struct node_spawn_options {
   /// CUDA ordinals that get a gpu_worker each, already checked (resolve_gpus in gpu_worker.hpp
   /// turns config.gpus into this). Empty: CPU workers only (tests, CPU builds, no GPU).
   std::vector<int> gpus;
-  bool detached_workers = true;  // false on the test coordinator
+  bool detached_workers = true;                           // false on the test coordinator
   uint32_t worker_idle_spin_us = default_idle_spin_us();  // worker_options::idle_spin_us
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;

@@ -39,12 +39,13 @@ struct request_fields {
   std::span<const std::pair<std::string_view, std::string_view>> parameters;
 };
 
-/// Fills `job` from `f` against `table` (null while the node has not loaded its models: UNAVAILABLE).
-/// Sets model, version, inputs (signature order), rows, requested_outputs, priority, timeout,
-/// routing_key, parameters, signature and metrics; leaves arrival, reply_to and sequence to the
-/// door. Errors: NOT_FOUND (model, version), UNAVAILABLE (no loaded version, failed version),
-/// INVALID_ARGUMENT (tensor count, names, dtypes, shapes, byte counts, outputs, priority). On error
-/// `job.metrics` is set when the version was found, so the door can count the refusal against it.
+/// Fills `job` from `f` against `table` (null while the node has not loaded its models:
+/// UNAVAILABLE). Sets model, version, inputs (signature order), rows, requested_outputs, priority,
+/// timeout, routing_key, parameters, signature and metrics; leaves arrival, reply_to and sequence
+/// to the door. Errors: NOT_FOUND (model, version), UNAVAILABLE (no loaded version, failed
+/// version), INVALID_ARGUMENT (tensor count, names, dtypes, shapes, byte counts, outputs,
+/// priority). On error `job.metrics` is set when the version was found, so the door can count the
+/// refusal against it.
 status bind_request(const model_table* table, const request_fields& f, infer_job& job);
 
 }  // namespace troupe::actors

@@ -186,8 +186,8 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
   grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* ctx,
                                             const pb::ModelStatisticsRequest* q,
                                             pb::ModelStatisticsResponse* r) override {
-    return finish(ctx, kserve::encode_model_statistics(gateway_.table().get(), q->name(),
-                                                       q->version(), *r));
+    return finish(
+        ctx, kserve::encode_model_statistics(gateway_.table().get(), q->name(), q->version(), *r));
   }
 
   // ---- repository control: not served ---------------------------------------------------------

@@ -30,8 +30,9 @@ expected<dtype> dtype_from_name(std::string_view name) {
     if (n == name) return t;
   if (name == "BYTES")
     return unsupported("datatype BYTES (strings) is not served: troupe serves numeric tensors");
-  return invalid_argument("unknown datatype '" + std::string(name) +
-                          "' (expected BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 or BF16)");
+  return invalid_argument(
+      "unknown datatype '" + std::string(name) +
+      "' (expected BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 or BF16)");
 }
 
 std::string_view dtype_to_name(dtype t) {

@@ -161,12 +161,15 @@ class front_doors {
     return status::ok();
   }
   /// The ZeroMQ endpoint as bound.
-  const std::string& endpoint() const { return zmq_->endpoint(); }
+  const std::string& endpoint() const {
+    return zmq_->endpoint();
+  }
   /// `"endpoint":...,"grpc_port":N,"http_port":N` for the node's JSON event lines (0: that door
   /// is off).
   std::string json_fields() const {
-    return "\"endpoint\":" + json_string(endpoint()) + ",\"grpc_port\":" +
-           std::to_string(grpc_port_) + ",\"http_port\":" + std::to_string(http_port_);
+    return "\"endpoint\":" + json_string(endpoint()) +
+           ",\"grpc_port\":" + std::to_string(grpc_port_) +
+           ",\"http_port\":" + std::to_string(http_port_);
   }
   void begin_drain() {
     if (zmq_) zmq_->begin_drain();

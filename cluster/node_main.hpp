@@ -25,9 +25,11 @@ struct serve_options {
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):
-///   {"event":"listening","endpoint":"tcp://...","grpc_port":N,"http_port":N,"metrics_port":N}  bound, loading
+///   {"event":"listening","endpoint":"tcp://...","grpc_port":N,"http_port":N,"metrics_port":N}
+///   bound, loading
 /// then, once the load has finished, exactly one of
-///   {"event":"ready","endpoint":"tcp://...","grpc_port":N,"http_port":N,"metrics_port":N}      ready per the policy
+///   {"event":"ready","endpoint":"tcp://...","grpc_port":N,"http_port":N,"metrics_port":N} ready
+///   per the policy
 ///   {"event":"loaded","ready":false,"endpoint":...,"grpc_port":N,"http_port":N,"metrics_port":N,"reason":"..."}
 /// (not ready: the models that loaded are served all the same). A signal during loading ends the
 /// process (0) with neither. A port 0: that door is off.

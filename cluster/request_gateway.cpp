@@ -110,9 +110,11 @@ request_gateway::~request_gateway() {
   stop();
 }
 
-expected<std::unique_ptr<request_gateway>> request_gateway::create(
-    caf::actor_system& sys, const actors::node_handles& node, actors::table_holder& holder,
-    actors::serving_metrics* metrics, gateway_options o) {
+expected<std::unique_ptr<request_gateway>> request_gateway::create(caf::actor_system& sys,
+                                                                   const actors::node_handles& node,
+                                                                   actors::table_holder& holder,
+                                                                   actors::serving_metrics* metrics,
+                                                                   gateway_options o) {
   if (o.max_inflight == 0) return invalid_argument("gateway max_inflight must be at least 1");
   auto st = std::make_shared<shared_state>(sys, node, holder, metrics, o);
   const uint32_t bridges = std::max<uint32_t>(o.bridges, 1);
@@ -157,13 +159,14 @@ void request_gateway::submit(gateway_request* r, const actors::request_fields& f
   auto* p = static_cast<pooled_request*>(r);
   p->arrival = clock_type::now();
   if (st.draining.load(std::memory_order_acquire))
-    return answer_now(r, make_error(error_code::unavailable, "the node is draining (shutting down)"));
+    return answer_now(r,
+                      make_error(error_code::unavailable, "the node is draining (shutting down)"));
   const actors::table_ptr table = st.holder.get();
   if (status s = actors::bind_request(table.get(), f, *p); !s.is_ok())
     return answer_now(r, std::move(s));
   p->sequence = st.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-  p->reply_to = st.bridges[st.next_bridge.fetch_add(1, std::memory_order_relaxed) %
-                           st.bridges.size()];
+  p->reply_to =
+      st.bridges[st.next_bridge.fetch_add(1, std::memory_order_relaxed) % st.bridges.size()];
   {
     std::lock_guard<std::mutex> lock(st.mutex);
     p->out = true;
@@ -214,7 +217,8 @@ void request_gateway::stop() {
   // them; the pool's memory lives as long as the shared state).
   for (pooled_request* r : held)
     if (!r->replied.exchange(true, std::memory_order_acq_rel)) {
-      r->result = make_error(error_code::cancelled, "the node stopped before the request completed");
+      r->result =
+          make_error(error_code::cancelled, "the node stopped before the request completed");
       if (const auto* vm = st.metrics_of(*r)) vm->count(error_code::cancelled);
       if (r->on_reply) r->on_reply(*r);
       // The request stays in the pool until the gateway dies; its callback must not: a door's

@@ -22,8 +22,8 @@ status shared_memory_registry::register_region(std::string_view name, std::strin
       key.find('/', 1) != std::string_view::npos || key.find('\0') != std::string_view::npos)
     return invalid_argument("shared-memory key '" + std::string(key) +
                             "' must be '/' followed by a name without '/'");
-  if (byte_size == 0) return invalid_argument("shared-memory region '" + std::string(name) +
-                                              "' has byte_size 0");
+  if (byte_size == 0)
+    return invalid_argument("shared-memory region '" + std::string(name) + "' has byte_size 0");
   if (offset > (uint64_t{1} << 48) || byte_size > (uint64_t{1} << 48))
     return invalid_argument("shared-memory region '" + std::string(name) + "' is too large");
   {
@@ -80,8 +80,8 @@ status shared_memory_registry::unregister_region(std::string_view name) {
   return status::ok();
 }
 
-expected<std::vector<std::shared_ptr<const shared_memory_region>>> shared_memory_registry::status_of(
-    std::string_view name) const {
+expected<std::vector<std::shared_ptr<const shared_memory_region>>>
+shared_memory_registry::status_of(std::string_view name) const {
   std::vector<std::shared_ptr<const shared_memory_region>> out;
   std::lock_guard<std::mutex> lock(mutex_);
   if (name.empty()) {

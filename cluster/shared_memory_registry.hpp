@@ -57,8 +57,8 @@ struct shared_memory_span {
 
 class shared_memory_registry {
  public:
-  /// Opens `key` (shm_open, read-write) and maps [offset, offset + byte_size). invalid_argument when
-  /// the name is taken, the key is malformed or the object is smaller than offset + byte_size;
+  /// Opens `key` (shm_open, read-write) and maps [offset, offset + byte_size). invalid_argument
+  /// when the name is taken, the key is malformed or the object is smaller than offset + byte_size;
   /// not_found when no such object exists.
   status register_region(std::string_view name, std::string_view key, uint64_t offset,
                          uint64_t byte_size);

@@ -15,10 +15,14 @@ namespace troupe::runtime {
 
 std::string_view precision_name(precision p) {
   switch (p) {
-    case precision::fp32: return "fp32";
-    case precision::fp16: return "fp16";
-    case precision::bf16: return "bf16";
-    case precision::tf32: return "tf32";
+    case precision::fp32:
+      return "fp32";
+    case precision::fp16:
+      return "fp16";
+    case precision::bf16:
+      return "bf16";
+    case precision::tf32:
+      return "tf32";
   }
   return "?";
 }
@@ -40,7 +44,8 @@ expected<kernels::backend> parse_backend(std::string_view s) {
 session::session(graph g, session_options options) : graph_(std::move(g)), options_(options) {}
 session::~session() = default;
 
-expected<std::unique_ptr<session>> session::create(const std::string& model_path, session_options options) {
+expected<std::unique_ptr<session>> session::create(const std::string& model_path,
+                                                   session_options options) {
   TROUPE_ASSIGN_OR_RETURN(graph g, load_onnx_file(model_path));
   return create_from_graph(std::move(g), options);
 }
@@ -53,7 +58,8 @@ expected<std::unique_ptr<session>> session::create_from_graph(graph g, session_o
 
 status session::init() {
   if (options_.where == kernels::backend::cpu && options_.compute_precision != precision::fp32) {
-    return unsupported("the CPU backend runs fp32 only (asked for " + std::string(precision_name(options_.compute_precision)) + ")");
+    return unsupported("the CPU backend runs fp32 only (asked for " +
+                       std::string(precision_name(options_.compute_precision)) + ")");
   }
   // Before the precision pass: it keeps the integer input as it is and converts the chain.
   TROUPE_RETURN_IF_ERROR(apply_input_normalizations(graph_, options_.input_normalizations));
@@ -72,7 +78,8 @@ status session::init() {
     // conversion rounds the weights and the statistics separately (the other fusions run per plan).
     TROUPE_RETURN_IF_ERROR(fold_batchnorm_into_conv(graph_).take_status());
   }
-  if (options_.compute_precision == precision::fp16 || options_.compute_precision == precision::bf16) {
+  if (options_.compute_precision == precision::fp16 ||
+      options_.compute_precision == precision::bf16) {
     const dtype to = options_.compute_precision == precision::fp16 ? dtype::f16 : dtype::bf16;
     TROUPE_RETURN_IF_ERROR(convert_float_precision(graph_, to).take_status());
   }
@@ -213,7 +220,8 @@ instance_memory session::memory_report() const {
   return m;
 }
 
-expected<std::vector<tensor>> session::order_inputs(const std::map<std::string, tensor>& named) const {
+expected<std::vector<tensor>> session::order_inputs(
+    const std::map<std::string, tensor>& named) const {
   std::vector<tensor> ordered;
   ordered.reserve(inputs_.size());
   for (const auto& in : inputs_) {
@@ -293,7 +301,8 @@ expected<std::vector<tensor>> session::run_exact(const std::vector<tensor>& orde
   std::vector<tensor_info> infos;
   for (size_t i = 0; i < ordered_inputs.size(); ++i) {
     const tensor& t = ordered_inputs[i];
-    if (t.device() != device_kind::cpu) return invalid_argument("input '" + inputs_[i].name + "' must be in host memory");
+    if (t.device() != device_kind::cpu)
+      return invalid_argument("input '" + inputs_[i].name + "' must be in host memory");
     TROUPE_RETURN_IF_ERROR(check_input(graph_.values[graph_.inputs[i]], t.info()));
     infos.push_back(t.info());
   }

@@ -30,15 +30,32 @@ tensor random_tensor(dtype type, shape_t shape, double lo, double hi) {
   for (int64_t i = 0; i < t.elements(); ++i) {
     const double v = u(rng);
     switch (type) {
-      case dtype::f32: t.data<float>()[i] = static_cast<float>(v); break;
-      case dtype::f64: t.data<double>()[i] = v; break;
-      case dtype::f16: t.data<uint16_t>()[i] = float_to_half(static_cast<float>(v)); break;
-      case dtype::i64: t.data<int64_t>()[i] = static_cast<int64_t>(std::floor(v)); break;
-      case dtype::i32: t.data<int32_t>()[i] = static_cast<int32_t>(std::floor(v)); break;
-      case dtype::i8: t.data<int8_t>()[i] = static_cast<int8_t>(std::floor(v)); break;
-      case dtype::u8: t.data<uint8_t>()[i] = static_cast<uint8_t>(std::floor(std::fabs(v))); break;
-      case dtype::boolean: t.data<uint8_t>()[i] = v > (lo + hi) / 2 ? 1 : 0; break;
-      default: std::abort();
+      case dtype::f32:
+        t.data<float>()[i] = static_cast<float>(v);
+        break;
+      case dtype::f64:
+        t.data<double>()[i] = v;
+        break;
+      case dtype::f16:
+        t.data<uint16_t>()[i] = float_to_half(static_cast<float>(v));
+        break;
+      case dtype::i64:
+        t.data<int64_t>()[i] = static_cast<int64_t>(std::floor(v));
+        break;
+      case dtype::i32:
+        t.data<int32_t>()[i] = static_cast<int32_t>(std::floor(v));
+        break;
+      case dtype::i8:
+        t.data<int8_t>()[i] = static_cast<int8_t>(std::floor(v));
+        break;
+      case dtype::u8:
+        t.data<uint8_t>()[i] = static_cast<uint8_t>(std::floor(std::fabs(v)));
+        break;
+      case dtype::boolean:
+        t.data<uint8_t>()[i] = v > (lo + hi) / 2 ? 1 : 0;
+        break;
+      default:
+        std::abort();
     }
   }
   return t;
@@ -82,7 +99,8 @@ expected<std::vector<tensor>> run_op(const op_node& node, const std::vector<tens
   TROUPE_ASSIGN_OR_RETURN(auto k, kernels::kernel_registry::standard().create(where, cc));
   std::vector<tensor> outputs;
   for (const auto& oi : out_infos) {
-    outputs.push_back(k->is_view() ? inputs[0].reshaped(oi.shape) : tensor::allocate(oi.type, oi.shape));
+    outputs.push_back(k->is_view() ? inputs[0].reshaped(oi.shape)
+                                   : tensor::allocate(oi.type, oi.shape));
   }
   if (k->is_view()) return outputs;
   std::vector<uint8_t> workspace(k->workspace_bytes() + 64);

@@ -14,8 +14,10 @@ void expect_no_overlap(const std::vector<buffer>& b, size_t arena) {
   for (size_t i = 0; i < b.size(); ++i) {
     EXPECT_LE(b[i].offset + b[i].bytes, arena);
     for (size_t j = i + 1; j < b.size(); ++j) {
-      const bool alive_together = b[i].first_step <= b[j].last_step && b[j].first_step <= b[i].last_step;
-      const bool disjoint = b[i].offset + b[i].bytes <= b[j].offset || b[j].offset + b[j].bytes <= b[i].offset;
+      const bool alive_together =
+          b[i].first_step <= b[j].last_step && b[j].first_step <= b[i].last_step;
+      const bool disjoint =
+          b[i].offset + b[i].bytes <= b[j].offset || b[j].offset + b[j].bytes <= b[i].offset;
       if (alive_together) EXPECT_TRUE(disjoint) << "buffers " << i << " and " << j;
     }
   }
@@ -113,9 +115,9 @@ TEST(plan_memory_layout, no_in_place_over_a_value_read_later) {
   values[0].graph_input = 0;
   values[2].is_graph_output = true;
   std::vector<step_desc> steps(3);
-  steps[0] = {{0}, {1}, false, {}, 0};  // x -> a (not in place: no pair)
-  steps[1] = {{1}, {2}, false, {{0, 0}}, 0};  // a -> b, may reuse a
-  values.push_back({256, false, -1, true});  // value 3
+  steps[0] = {{0}, {1}, false, {}, 0};           // x -> a (not in place: no pair)
+  steps[1] = {{1}, {2}, false, {{0, 0}}, 0};     // a -> b, may reuse a
+  values.push_back({256, false, -1, true});      // value 3
   steps[2] = {{1, 2}, {3}, false, {{0, 0}}, 0};  // a + b -> out: a still read here
   auto m = plan_memory_layout(steps, values, true, 64);
   EXPECT_NE(m.values[1].id, m.values[2].id) << "b must not overwrite a, which step 2 still reads";
@@ -130,8 +132,8 @@ TEST(plan_memory_layout, views_share_and_graph_outputs_live_to_the_end) {
   values[3].is_graph_output = true;
   std::vector<step_desc> steps(3);
   steps[0] = {{0}, {1}, false, {}, 128};
-  steps[1] = {{1}, {2}, true, {}, 0};          // view
-  steps[2] = {{2}, {3}, false, {{0, 0}}, 0};   // may not reuse: 2 is a graph output
+  steps[1] = {{1}, {2}, true, {}, 0};         // view
+  steps[2] = {{2}, {3}, false, {{0, 0}}, 0};  // may not reuse: 2 is a graph output
   auto m = plan_memory_layout(steps, values, false, 64);
   EXPECT_EQ(m.values[1].id, m.values[2].id);
   EXPECT_NE(m.values[3].id, m.values[2].id);

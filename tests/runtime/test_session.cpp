@@ -31,7 +31,8 @@ TEST(session, runs_with_dynamic_batch_and_caches_plans) {
   ASSERT_TRUE(s) << s.error().to_string();
   for (int64_t batch : {1, 4, 1}) {
     tensor x = tensor::allocate(dtype::f32, {batch, 3});
-    for (int64_t i = 0; i < x.elements(); ++i) x.data<float>()[i] = static_cast<float>(i % 5) - 2.0f;
+    for (int64_t i = 0; i < x.elements(); ++i)
+      x.data<float>()[i] = static_cast<float>(i % 5) - 2.0f;
     auto out = (*s)->run(std::map<std::string, tensor>{{"x", x}});
     ASSERT_TRUE(out) << out.error().to_string();
     ASSERT_EQ((*out)[0].shape(), (shape_t{batch, 3}));
@@ -52,14 +53,16 @@ TEST(session, wrong_inputs_get_typed_errors) {
   auto missing = (*s)->run(std::map<std::string, tensor>{});
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code(), error_code::invalid_argument);
-  auto wrong_dim = (*s)->run(std::map<std::string, tensor>{{"x", tensor::zeros(dtype::f32, {2, 4})}});
+  auto wrong_dim =
+      (*s)->run(std::map<std::string, tensor>{{"x", tensor::zeros(dtype::f32, {2, 4})}});
   ASSERT_FALSE(wrong_dim);
   EXPECT_EQ(wrong_dim.error().code(), error_code::invalid_argument);
-  auto wrong_type = (*s)->run(std::map<std::string, tensor>{{"x", tensor::zeros(dtype::i64, {2, 3})}});
+  auto wrong_type =
+      (*s)->run(std::map<std::string, tensor>{{"x", tensor::zeros(dtype::i64, {2, 3})}});
   ASSERT_FALSE(wrong_type);
   EXPECT_EQ(wrong_type.error().code(), error_code::invalid_argument);
-  auto unknown = (*s)->run(std::map<std::string, tensor>{{"x", tensor::zeros(dtype::f32, {2, 3})},
-                                                         {"bogus", tensor::zeros(dtype::f32, {1})}});
+  auto unknown = (*s)->run(std::map<std::string, tensor>{
+      {"x", tensor::zeros(dtype::f32, {2, 3})}, {"bogus", tensor::zeros(dtype::f32, {1})}});
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().code(), error_code::invalid_argument);
 }
