@@ -190,9 +190,18 @@ class front_doors {
     const bool gateway_idle = !gateway_ || gateway_->wait_idle(left());
     return zmq_idle && gateway_idle;
   }
-  /// Answers what is still in flight CANCELLED and closes every listener.
-  void stop() {
+  /// Before the actors stop: the ZeroMQ door answers what it still has in flight CANCELLED (its
+  /// request frames stay allocated until it is destroyed) and closes; the gateway lets its bridge
+  /// actors go, so that the actor system can finish.
+  void stop_before_actors() {
     if (zmq_) zmq_->stop();
+    if (gateway_) gateway_->release_actors();
+  }
+  /// After the actors are done: the KServe requests still unanswered get CANCELLED (no worker reads
+  /// their inputs any more: a gRPC request message dies with its call), then the KServe listeners
+  /// close.
+  void stop() {
+    stop_before_actors();
     if (gateway_) gateway_->stop();  // every KServe call now has its reply
     // The HTTP door writes those replies, then stops accepting and closes its connections.
     if (http_) http_->stop(std::chrono::seconds(5));
@@ -226,9 +235,10 @@ void drain_and_stop(int sig, front_doors& doors, actors::table_holder& holder,
   doors.begin_drain();
   if (!doors.wait_idle(drain_timeout))
     spdlog::warn("drain timeout: {} requests still in flight are cancelled", doors.inflight());
-  doors.stop();
+  doors.stop_before_actors();
   actors::stop_node(sys, node);
   sys.await_all_actors_done();
+  doors.stop();
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ struct request_gateway::shared_state {
   std::atomic<uint64_t> sequence{0};
   std::atomic<bool> draining{false};
   std::atomic<bool> stopped{false};
+  std::atomic<bool> bridges_released{false};
   std::atomic<uint32_t> inflight{0};
 
   std::mutex mutex;  // guards the pool and `out`
@@ -226,6 +227,12 @@ void request_gateway::stop() {
       // never reads on_reply once `replied` is set.)
       r->on_reply = nullptr;
     }
+  release_actors();
+}
+
+void request_gateway::release_actors() {
+  auto& st = *state_;
+  if (st.bridges_released.exchange(true)) return;
   for (auto& b : st.bridges) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
 }
 

@@ -88,8 +88,15 @@ class request_gateway {
   bool draining() const;
   uint32_t inflight() const;
   bool wait_idle(std::chrono::milliseconds timeout);
-  /// Answers every request still held by the actors with CANCELLED (their memory stays until the
-  /// gateway is destroyed) and stops the bridges. Idempotent.
+  /// Stops the bridge actors, so that the actor system can finish. Call once the node's actors have
+  /// been asked to stop: a reply list that reaches a bridge afterwards is dropped, and stop()
+  /// answers its requests. Idempotent.
+  void release_actors();
+  /// Answers every request not answered yet with CANCELLED and stops the bridges. Safe for every
+  /// door once the node's actors are done (no worker reads the inputs any more): call it after
+  /// release_actors() and the actor system's await. Called earlier, a door must keep its request
+  /// bytes alive itself until the actors are done (input_owner stays until the gateway dies; the
+  /// callback is dropped once it has run). Idempotent.
   void stop();
 
   struct shared_state;

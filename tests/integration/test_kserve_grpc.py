@@ -379,3 +379,38 @@ def test_model_statistics(kclient):
     with pytest.raises(InferenceServerException) as e:
         kclient.get_inference_statistics("nope")
     assert "nope" in str(e.value)
+
+
+def test_drain_timeout_cancels_grpc_requests_still_running(tmp_path):
+    """SIGTERM with a drain timeout shorter than the requests in flight: each call gets CANCELLED
+    (answered once the workers have let go of its inputs, which the gRPC request message holds),
+    none hangs, and the node exits 0."""
+    from conftest import Server, build_repository, metric_value, wait_until
+    models, node_yaml = build_repository(str(tmp_path))
+    with open(node_yaml) as f:
+        text = f.read().replace("drain_timeout_ms: 20000", "drain_timeout_ms: 100")
+    with open(node_yaml, "w") as f:
+        f.write(text)
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"))
+    if not s.grpc_url:
+        s.terminate()
+        pytest.skip("troupe was built without gRPC")
+    c = grpcclient.InferenceServerClient(s.grpc_url)
+    try:
+        x = np.ones((1, 16), np.float32)
+        done = queue.Queue()
+        for k in range(6):
+            c.async_infer("deep", [infer_input("x", x)], partial_callback(done, k),
+                          parameters={"troupe.sleep_ms": 1500})
+        # 2 workers, each lent at most 2 batches of one request: once 2 wait in the batcher's
+        # queue, every request has reached the node.
+        assert wait_until(lambda: metric_value(s.metrics(), "troupe_queue_length", model="deep") >= 2, timeout=60)
+        s.proc.send_signal(15)
+        results = [done.get(timeout=60) for _ in range(6)]
+        errors = [e for _, _, e in results if e is not None]
+        assert len(errors) == 6, results
+        assert all("cancelled" in e.message() for e in errors), [e.message() for e in errors]
+        assert s.terminate(timeout=60) == 0
+    finally:
+        c.close()
+        s.terminate()
