@@ -195,8 +195,13 @@ std::shared_ptr<version_metrics> serving_metrics::for_version(const std::string&
   return make_version_metrics(*families_, model, std::to_string(version));
 }
 
-void serving_metrics::set_inflight(double n) {
-  inflight_->Set(n);
+void serving_metrics::set_inflight(door d, uint32_t n) {
+  inflight_by_door_[static_cast<size_t>(d)].store(n, std::memory_order_relaxed);
+  // Two writers may interleave: the gauge may briefly show a sum from just before; the next
+  // update of either door corrects it.
+  uint64_t total = 0;
+  for (const auto& x : inflight_by_door_) total += x.load(std::memory_order_relaxed);
+  inflight_->Set(static_cast<double>(total));
 }
 
 void serving_metrics::set_worker_memory(uint32_t worker, const std::string& device,

@@ -91,7 +91,10 @@ class serving_metrics {
   /// give the other series, so the observe/set calls do nothing.
   const version_metrics& unrouted() const { return *unrouted_; }
 
-  void set_inflight(double n);
+  /// Requests held now by one front door: the ZeroMQ frontend's, or the KServe doors' gateway.
+  /// troupe_inflight_requests is their sum.
+  enum class door : uint8_t { zeromq = 0, kserve = 1 };
+  void set_inflight(door d, uint32_t n);
   /// A worker's memory now: its replicas' device pools and their host staging + output blocks.
   /// `device` is the worker's device label ("cpu", "cuda:0").
   void set_worker_memory(uint32_t worker, const std::string& device, double device_pool_bytes,
@@ -108,6 +111,7 @@ class serving_metrics {
   std::mutex mutex_;  // guards creation of labelled metrics
   std::shared_ptr<version_metrics> unrouted_;
   prometheus::Gauge* inflight_ = nullptr;
+  std::array<std::atomic<uint32_t>, 2> inflight_by_door_{};
   prometheus::Counter* restarts_ = nullptr;
   std::shared_ptr<prometheus::Collectable> gpu_;
 };

@@ -244,7 +244,9 @@ class frontend::impl {
         drained_socket_.store(true);
         idle_cv_.notify_all();
       }
-      if (metrics_) metrics_->set_inflight(inflight_.load(std::memory_order_relaxed));
+      if (metrics_)
+        metrics_->set_inflight(actors::serving_metrics::door::zeromq,
+                               inflight_.load(std::memory_order_relaxed));
       if (worked) {
         last_work = clock_type::now();
         continue;

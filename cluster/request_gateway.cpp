@@ -89,7 +89,9 @@ struct request_gateway::shared_state {
     std::lock_guard<std::mutex> lock(mutex);
     if (r->out) {
       r->out = false;
-      if (inflight.fetch_sub(1, std::memory_order_acq_rel) == 1) idle.notify_all();
+      const uint32_t left = inflight.fetch_sub(1, std::memory_order_acq_rel) - 1;
+      if (metrics) metrics->set_inflight(actors::serving_metrics::door::kserve, left);
+      if (left == 0) idle.notify_all();
     }
     free.push_back(r);
   }
@@ -171,7 +173,8 @@ void request_gateway::submit(gateway_request* r, const actors::request_fields& f
   {
     std::lock_guard<std::mutex> lock(st.mutex);
     p->out = true;
-    st.inflight.fetch_add(1, std::memory_order_acq_rel);
+    const uint32_t now = st.inflight.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (st.metrics) st.metrics->set_inflight(actors::serving_metrics::door::kserve, now);
   }
   job_list l;
   l.push_back(p);

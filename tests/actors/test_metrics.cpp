@@ -59,5 +59,14 @@ TEST(ServingMetrics, VersionSeriesCarryModelAndVersion) {
   EXPECT_EQ(text.find("=\"\""), std::string::npos) << text;
 }
 
+TEST(ServingMetrics, InflightIsTheSumOverTheDoors) {
+  serving_metrics m;
+  m.set_inflight(serving_metrics::door::zeromq, 3);
+  m.set_inflight(serving_metrics::door::kserve, 4);
+  EXPECT_NE(scrape(m).find("troupe_inflight_requests 7"), std::string::npos) << scrape(m);
+  m.set_inflight(serving_metrics::door::zeromq, 0);
+  EXPECT_NE(scrape(m).find("troupe_inflight_requests 4"), std::string::npos) << scrape(m);
+}
+
 }  // namespace
 }  // namespace troupe::actors

@@ -22,7 +22,7 @@ int main() {
   v->observe_batch(4);
   v->set_queue_length(0);
   metrics.unrouted().count(error_code::not_found);
-  metrics.set_inflight(0);
+  metrics.set_inflight(actors::serving_metrics::door::zeromq, 0);
   metrics.set_worker_memory(0, "cpu", 1 << 20, 1 << 16);
   std::cout << prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
   if (!metrics.gpu_collector()) {
