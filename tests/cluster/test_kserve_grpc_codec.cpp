@@ -17,6 +17,7 @@
 #include "actors/model_table.hpp"
 #include "cluster/kserve_grpc_codec.hpp"
 #include "proto/kserve/grpc_service.pb.h"
+#include "tests/cluster/shm_test_object.hpp"
 
 namespace troupe::cluster::kserve {
 namespace {
@@ -340,31 +341,6 @@ TEST(kserve_grpc_codec, parameters_priority_timeout_routing_key_and_the_rest_as_
 
 // ---- system shared memory -----------------------------------------------------------------------
 
-/// A POSIX shared-memory object the test owns, unlinked at the end.
-class shm_object {
- public:
-  explicit shm_object(size_t bytes) : key_("/troupe_codec_test_" + std::to_string(getpid())) {
-    const int fd = shm_open(key_.c_str(), O_CREAT | O_RDWR, 0600);
-    EXPECT_GE(fd, 0);
-    EXPECT_EQ(ftruncate(fd, static_cast<off_t>(bytes)), 0);
-    data_ =
-        static_cast<std::byte*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    bytes_ = bytes;
-    close(fd);
-  }
-  ~shm_object() {
-    munmap(data_, bytes_);
-    shm_unlink(key_.c_str());
-  }
-  const std::string& key() const { return key_; }
-  std::byte* data() const { return data_; }
-
- private:
-  std::string key_;
-  std::byte* data_ = nullptr;
-  size_t bytes_ = 0;
-};
-
 void set_shm(google::protobuf::Map<std::string, pb::InferParameter>& p, const std::string& region,
              int64_t offset, int64_t bytes) {
   p["shared_memory_region"].set_string_param(region);
@@ -373,7 +349,7 @@ void set_shm(google::protobuf::Map<std::string, pb::InferParameter>& p, const st
 }
 
 TEST(kserve_grpc_codec, shared_memory_parameters_read_inputs_in_place) {
-  shm_object object(4096);
+  shm_test_object object(4096);
   shared_memory_registry registry;
   ASSERT_TRUE(registry.register_region("r", object.key(), 1024, 2048).is_ok());
 
@@ -411,7 +387,7 @@ TEST(kserve_grpc_codec, shared_memory_parameters_read_inputs_in_place) {
 }
 
 TEST(kserve_grpc_codec, shared_memory_parameter_errors) {
-  shm_object object(4096);
+  shm_test_object object(4096);
   shared_memory_registry registry;
   ASSERT_TRUE(registry.register_region("r", object.key(), 0, 4096).is_ok());
   const auto with_params = [](auto edit) {
@@ -462,7 +438,7 @@ std::shared_ptr<actors::model_signature> two_output_signature() {
 }
 
 TEST(kserve_grpc_codec, response_keeps_a_raw_entry_per_output_and_writes_shared_memory) {
-  shm_object object(4096);
+  shm_test_object object(4096);
   shared_memory_registry registry;
   ASSERT_TRUE(registry.register_region("r", object.key(), 0, 4096).is_ok());
   pb::ModelInferRequest m = request_for();

@@ -12,40 +12,13 @@
 #include <string>
 
 #include "cluster/shared_memory_registry.hpp"
+#include "tests/cluster/shm_test_object.hpp"
 
 namespace troupe::cluster {
 namespace {
 
-/// A shm object of `bytes` bytes, unlinked when the test ends.
-class shm_object {
- public:
-  explicit shm_object(size_t bytes)
-      : key_("/troupe_test_" + std::to_string(getpid()) + "_" + std::to_string(counter_++)) {
-    const int fd = shm_open(key_.c_str(), O_CREAT | O_RDWR | O_EXCL, 0600);
-    EXPECT_GE(fd, 0) << key_;
-    EXPECT_EQ(ftruncate(fd, static_cast<off_t>(bytes)), 0);
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    EXPECT_NE(p, MAP_FAILED);
-    data_ = static_cast<std::byte*>(p);
-    bytes_ = bytes;
-    close(fd);
-  }
-  ~shm_object() {
-    munmap(data_, bytes_);
-    shm_unlink(key_.c_str());
-  }
-  const std::string& key() const { return key_; }
-  std::byte* data() const { return data_; }
-
- private:
-  static inline int counter_ = 0;
-  std::string key_;
-  std::byte* data_ = nullptr;
-  size_t bytes_ = 0;
-};
-
 TEST(shared_memory_registry, register_find_status_unregister) {
-  shm_object obj(4096);
+  shm_test_object obj(4096);
   std::memcpy(obj.data() + 128, "hello", 5);
   shared_memory_registry reg;
   ASSERT_TRUE(reg.register_region("in", obj.key(), 64, 1024).is_ok());
@@ -77,7 +50,7 @@ TEST(shared_memory_registry, register_find_status_unregister) {
 }
 
 TEST(shared_memory_registry, client_errors) {
-  shm_object small(100);
+  shm_test_object small(100);
   shared_memory_registry reg;
   EXPECT_EQ(reg.register_region("r", "/troupe_no_such_object_x", 0, 10).code(),
             error_code::not_found);
