@@ -327,8 +327,24 @@ def test_grpc_port_in_use_is_an_error(repository, grpc_url):
 # ---- shutdown ----------------------------------------------------------------------------------
 
 
+def sigterm_with_deep_requests_in_flight(server, c, count, sleep_ms):
+    """Sends `count` requests to 'deep' that each keep a worker busy `sleep_ms`, waits until all
+    have reached the node (2 workers, each lent at most 2 batches of one request: the rest wait in
+    the batcher's queue), sends SIGTERM and returns every (index, result, error)."""
+    from conftest import metric_value, wait_until
+    x = np.ones((1, 16), np.float32)
+    done = queue.Queue()
+    for k in range(count):
+        c.async_infer("deep", [infer_input("x", x)], partial_callback(done, k),
+                      parameters={"troupe.sleep_ms": sleep_ms})
+    assert wait_until(lambda: metric_value(server.metrics(), "troupe_queue_length", model="deep") >= count - 4,
+                      timeout=60)
+    server.proc.send_signal(15)
+    return [done.get(timeout=120) for _ in range(count)]
+
+
 def test_sigterm_drains_grpc_requests_and_closes_open_streams(tmp_path):
-    from conftest import Server, build_repository, metric_value, wait_until
+    from conftest import Server, build_repository
     models, node_yaml = build_repository(str(tmp_path))
     s = Server(models, node_yaml, str(tmp_path / "serve.log"))
     if not s.grpc_url:
@@ -343,15 +359,7 @@ def test_sigterm_drains_grpc_requests_and_closes_open_streams(tmp_path):
         c.async_stream_infer("mlp", [infer_input("x", x)], request_id="s0")
         result, error = streamed.get(timeout=60)
         assert error is None and result.get_response().id == "s0"
-        # 16 requests of 200 ms on 2 workers, each lent at most 2 batches: once 12 wait in the
-        # batcher's queue, every request has reached the node.
-        done = queue.Queue()
-        for k in range(16):
-            c.async_infer("deep", [infer_input("x", x)], partial_callback(done, k),
-                          parameters={"troupe.sleep_ms": 200})
-        assert wait_until(lambda: metric_value(s.metrics(), "troupe_queue_length", model="deep") >= 12, timeout=60)
-        s.proc.send_signal(15)
-        results = [done.get(timeout=120) for _ in range(16)]
+        results = sigterm_with_deep_requests_in_flight(s, c, count=16, sleep_ms=200)
         assert [e for _, _, e in results if e is not None] == [], "a request in flight was lost"
         assert all(r.as_numpy("y").shape == (1, 8) for _, r, _ in results)
         assert s.terminate(timeout=60) == 0
@@ -385,7 +393,7 @@ def test_drain_timeout_cancels_grpc_requests_still_running(tmp_path):
     """SIGTERM with a drain timeout shorter than the requests in flight: each call gets CANCELLED
     (answered once the workers have let go of its inputs, which the gRPC request message holds),
     none hangs, and the node exits 0."""
-    from conftest import Server, build_repository, metric_value, wait_until
+    from conftest import Server, build_repository
     models, node_yaml = build_repository(str(tmp_path))
     with open(node_yaml) as f:
         text = f.read().replace("drain_timeout_ms: 20000", "drain_timeout_ms: 100")
@@ -397,16 +405,7 @@ def test_drain_timeout_cancels_grpc_requests_still_running(tmp_path):
         pytest.skip("troupe was built without gRPC")
     c = grpcclient.InferenceServerClient(s.grpc_url)
     try:
-        x = np.ones((1, 16), np.float32)
-        done = queue.Queue()
-        for k in range(6):
-            c.async_infer("deep", [infer_input("x", x)], partial_callback(done, k),
-                          parameters={"troupe.sleep_ms": 1500})
-        # 2 workers, each lent at most 2 batches of one request: once 2 wait in the batcher's
-        # queue, every request has reached the node.
-        assert wait_until(lambda: metric_value(s.metrics(), "troupe_queue_length", model="deep") >= 2, timeout=60)
-        s.proc.send_signal(15)
-        results = [done.get(timeout=60) for _ in range(6)]
+        results = sigterm_with_deep_requests_in_flight(s, c, count=6, sleep_ms=1500)
         errors = [e for _, _, e in results if e is not None]
         assert len(errors) == 6, results
         assert all("cancelled" in e.message() for e in errors), [e.message() for e in errors]
