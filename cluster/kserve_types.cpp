@@ -107,4 +107,35 @@ std::string error_message(const status& s) {
   return s.to_string();
 }
 
+status status_from_grpc(int code, const std::string& message) {
+  if (code == static_cast<int>(grpc_code::ok)) return status::ok();
+  // troupe's "<code name>: <message>", when the name is one of troupe's codes.
+  if (const size_t colon = message.find(": "); colon != std::string::npos) {
+    const std::string_view name(message.data(), colon);
+    for (int c = 1; c <= static_cast<int>(error_code::device_error); ++c) {
+      const auto e = static_cast<error_code>(c);
+      if (to_string(e) == name) return make_error(e, message.substr(colon + 2));
+    }
+  }
+  switch (static_cast<grpc_code>(code)) {
+    case grpc_code::invalid_argument:
+      return make_error(error_code::invalid_argument, message);
+    case grpc_code::not_found:
+      return make_error(error_code::not_found, message);
+    case grpc_code::unimplemented:
+      return make_error(error_code::unsupported, message);
+    case grpc_code::resource_exhausted:
+      return make_error(error_code::overloaded, message);
+    case grpc_code::unavailable:
+      return make_error(error_code::unavailable, message);
+    case grpc_code::cancelled:
+      return make_error(error_code::cancelled, message);
+    case grpc_code::deadline_exceeded:
+      return make_error(error_code::deadline_exceeded, message);
+    default:
+      return make_error(error_code::internal,
+                        "gRPC status " + std::to_string(code) + ": " + message);
+  }
+}
+
 }  // namespace troupe::cluster::kserve

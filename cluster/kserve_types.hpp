@@ -40,6 +40,12 @@ enum class grpc_code : int {
 };
 grpc_code grpc_status(error_code code);
 
+/// The other way, for clients: troupe's own servers send "<code name>: <message>"
+/// (error_message) and get their code and message back; any other server's status maps by gRPC
+/// code (INVALID_ARGUMENT -> invalid_argument, RESOURCE_EXHAUSTED -> overloaded, UNIMPLEMENTED ->
+/// unsupported, UNKNOWN and the rest -> internal). `code` is grpc::StatusCode's number; OK -> ok.
+status status_from_grpc(int code, const std::string& message);
+
 /// The message of an error reply: "<code name>: <message>", e.g. "invalid_argument: input 'x'...".
 std::string error_message(const status& s);
 

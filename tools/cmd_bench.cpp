@@ -1,7 +1,8 @@
 // `troupe bench`: a load generator against a serving node. Closed loop (--concurrency N: N
 // requests always in flight) or open loop (--rate R: Poisson arrivals at R requests/s, whatever the
 // replies do). Reports throughput, latency percentiles and errors by code; a progress line every
-// second on stderr; --json writes the same figures.
+// second on stderr; --json writes the same figures. Speaks troupe's ZeroMQ protocol, or KServe v2
+// gRPC with a grpc://host:port server (troupe's gRPC door, or any KServe v2 server).
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -20,6 +21,9 @@
 #include <vector>
 
 #include "cluster/client.hpp"
+#ifdef TROUPE_HAVE_GRPC
+#include "cluster/kserve_grpc_client.hpp"
+#endif
 #include "tools/commands.hpp"
 #include "tools/npz.hpp"
 
@@ -61,7 +65,124 @@ struct shared_progress {
   std::atomic<bool> stop_sending{false};
 };
 
-expected<cluster::infer_request> make_request(const bench_options& o, cluster::client& c) {
+/// One load-generating connection: a request prepared once, sent under many ids.
+class bench_connection {
+ public:
+  virtual ~bench_connection() = default;
+  virtual status send(const std::string& id) = 0;
+  /// One reply (outputs not decoded), or nullopt after `wait` without one.
+  virtual expected<std::optional<cluster::infer_reply>> receive(std::chrono::milliseconds wait) = 0;
+};
+
+/// The door the bench drives: `--server tcp://...` (troupe's ZeroMQ protocol) or grpc://host:port
+/// (KServe v2 gRPC). Opens connections and answers the probe's metadata and first request.
+class bench_target {
+ public:
+  virtual ~bench_target() = default;
+  virtual expected<cluster::model_metadata> metadata(const bench_options& o) = 0;
+  virtual expected<cluster::infer_reply> infer(const cluster::infer_request& r) = 0;
+  virtual expected<std::unique_ptr<bench_connection>> open(const cluster::infer_request& r) = 0;
+  /// Whether replies carry the server's batch size and queue/compute times (troupe's protocol).
+  virtual bool reports_server_timings() const = 0;
+};
+
+constexpr std::chrono::milliseconds kProbeTimeout(30000);
+
+class zmq_connection final : public bench_connection {
+ public:
+  zmq_connection(std::unique_ptr<cluster::client> c, std::shared_ptr<cluster::client::prepared> p)
+      : client_(std::move(c)), prepared_(std::move(p)) {}
+  status send(const std::string& id) override { return client_->send(*prepared_, id); }
+  expected<std::optional<cluster::infer_reply>> receive(std::chrono::milliseconds wait) override {
+    return client_->receive(wait, /*decode_outputs=*/false);
+  }
+
+ private:
+  std::unique_ptr<cluster::client> client_;
+  std::shared_ptr<cluster::client::prepared> prepared_;
+};
+
+class zmq_target final : public bench_target {
+ public:
+  static expected<std::unique_ptr<bench_target>> create(const std::string& server) {
+    TROUPE_ASSIGN_OR_RETURN(auto probe, cluster::client::connect(server));
+    return std::unique_ptr<bench_target>(new zmq_target(server, std::move(probe)));
+  }
+  expected<cluster::model_metadata> metadata(const bench_options& o) override {
+    return probe_->metadata(o.model, o.version, std::chrono::milliseconds(10000));
+  }
+  expected<cluster::infer_reply> infer(const cluster::infer_request& r) override {
+    return probe_->infer(r, kProbeTimeout);
+  }
+  expected<std::unique_ptr<bench_connection>> open(const cluster::infer_request& r) override {
+    TROUPE_ASSIGN_OR_RETURN(auto c, cluster::client::connect(server_));
+    TROUPE_ASSIGN_OR_RETURN(auto prepared, c->prepare(r));
+    return std::unique_ptr<bench_connection>(new zmq_connection(std::move(c), std::move(prepared)));
+  }
+  bool reports_server_timings() const override { return true; }
+
+ private:
+  zmq_target(std::string server, std::unique_ptr<cluster::client> probe)
+      : server_(std::move(server)), probe_(std::move(probe)) {}
+  std::string server_;
+  std::unique_ptr<cluster::client> probe_;
+};
+
+constexpr std::string_view kGrpcScheme = "grpc://";
+
+#ifdef TROUPE_HAVE_GRPC
+class grpc_connection final : public bench_connection {
+ public:
+  grpc_connection(std::unique_ptr<cluster::kserve_grpc_client> c,
+                  std::shared_ptr<cluster::kserve_grpc_client::prepared> p)
+      : client_(std::move(c)), prepared_(std::move(p)) {}
+  status send(const std::string& id) override { return client_->send(*prepared_, id); }
+  expected<std::optional<cluster::infer_reply>> receive(std::chrono::milliseconds wait) override {
+    return client_->receive(wait, /*decode_outputs=*/false);
+  }
+
+ private:
+  std::unique_ptr<cluster::kserve_grpc_client> client_;
+  std::shared_ptr<cluster::kserve_grpc_client::prepared> prepared_;
+};
+
+class grpc_target final : public bench_target {
+ public:
+  static expected<std::unique_ptr<bench_target>> create(std::string address) {
+    TROUPE_ASSIGN_OR_RETURN(auto probe, cluster::kserve_grpc_client::connect(address, kProbeTimeout));
+    return std::unique_ptr<bench_target>(new grpc_target(std::move(address), std::move(probe)));
+  }
+  expected<cluster::model_metadata> metadata(const bench_options& o) override {
+    return probe_->metadata(o.model, o.version, std::chrono::milliseconds(10000));
+  }
+  expected<cluster::infer_reply> infer(const cluster::infer_request& r) override {
+    return probe_->infer(r, kProbeTimeout);
+  }
+  expected<std::unique_ptr<bench_connection>> open(const cluster::infer_request& r) override {
+    TROUPE_ASSIGN_OR_RETURN(auto c, cluster::kserve_grpc_client::connect(address_, kProbeTimeout));
+    TROUPE_ASSIGN_OR_RETURN(auto prepared, c->prepare(r));
+    return std::unique_ptr<bench_connection>(new grpc_connection(std::move(c), std::move(prepared)));
+  }
+  bool reports_server_timings() const override { return false; }
+
+ private:
+  grpc_target(std::string address, std::unique_ptr<cluster::kserve_grpc_client> probe)
+      : address_(std::move(address)), probe_(std::move(probe)) {}
+  std::string address_;
+  std::unique_ptr<cluster::kserve_grpc_client> probe_;
+};
+#endif
+
+expected<std::unique_ptr<bench_target>> open_target(const std::string& server) {
+  if (server.rfind(kGrpcScheme, 0) != 0) return zmq_target::create(server);
+#ifdef TROUPE_HAVE_GRPC
+  return grpc_target::create(server.substr(kGrpcScheme.size()));
+#else
+  return unsupported("this troupe was built without gRPC: '" + server + "' cannot be reached");
+#endif
+}
+
+expected<cluster::infer_request> make_request(const bench_options& o, bench_target& target) {
   cluster::infer_request r;
   r.model = o.model;
   r.version = o.version;
@@ -72,8 +193,7 @@ expected<cluster::infer_request> make_request(const bench_options& o, cluster::c
     return r;
   }
   // Synthesized inputs from the model's metadata: dynamic dims become --rows (the batch dim) or 1.
-  TROUPE_ASSIGN_OR_RETURN(auto md,
-                          c.metadata(o.model, o.version, std::chrono::milliseconds(10000)));
+  TROUPE_ASSIGN_OR_RETURN(auto md, target.metadata(o));
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> dist(-1, 1);
   for (const auto& spec : md.inputs) {
@@ -89,11 +209,11 @@ expected<cluster::infer_request> make_request(const bench_options& o, cluster::c
 }
 
 /// One connection's loop. `rate` > 0: open loop at that rate; else closed loop with `concurrency`.
-status drive(const bench_options& o, const cluster::infer_request& request, int concurrency,
-             double rate, bench_clock::time_point start, bench_clock::time_point measure_from,
-             bench_clock::time_point end, shared_progress& progress, tally& out, uint64_t seed) {
-  TROUPE_ASSIGN_OR_RETURN(auto c, cluster::client::connect(o.server));
-  TROUPE_ASSIGN_OR_RETURN(auto prepared, c->prepare(request));
+status drive(const bench_options& o, bench_target& target, const cluster::infer_request& request,
+             int concurrency, double rate, bench_clock::time_point start,
+             bench_clock::time_point measure_from, bench_clock::time_point end,
+             shared_progress& progress, tally& out, uint64_t seed) {
+  TROUPE_ASSIGN_OR_RETURN(auto c, target.open(request));
   std::vector<bench_clock::time_point> sent_at;
   sent_at.reserve(rate > 0 ? static_cast<size_t>(rate * (o.duration_s + o.warmup_s) * 1.2) + 16
                            : 1 << 16);
@@ -105,7 +225,7 @@ status drive(const bench_options& o, const cluster::infer_request& request, int 
   auto send_one = [&]() -> status {
     const uint64_t id = sent_at.size();
     sent_at.push_back(bench_clock::now());
-    TROUPE_RETURN_IF_ERROR(c->send(*prepared, std::to_string(id)));
+    TROUPE_RETURN_IF_ERROR(c->send(std::to_string(id)));
     ++in_flight;
     progress.sent.fetch_add(1, std::memory_order_relaxed);
     if (sent_at.back() >= measure_from) ++out.sent;
@@ -129,7 +249,7 @@ status drive(const bench_options& o, const cluster::infer_request& request, int 
       wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_send - bench_clock::now());
       if (wait.count() < 0) wait = std::chrono::milliseconds(0);
     }
-    TROUPE_ASSIGN_OR_RETURN(auto reply, c->receive(wait, /*decode_outputs=*/false));
+    TROUPE_ASSIGN_OR_RETURN(auto reply, c->receive(wait));
     if (!reply) continue;
     const auto done = bench_clock::now();
     --in_flight;
@@ -177,11 +297,11 @@ status run_bench(const bench_options& o) {
     return invalid_argument("give exactly one of --concurrency N or --rate R");
   if (o.duration_s <= 0) return invalid_argument("--duration must be positive");
   if (o.connections < 1) return invalid_argument("--connections must be at least 1");
-  TROUPE_ASSIGN_OR_RETURN(auto probe, cluster::client::connect(o.server));
-  TROUPE_ASSIGN_OR_RETURN(cluster::infer_request request, make_request(o, *probe));
+  TROUPE_ASSIGN_OR_RETURN(auto target, open_target(o.server));
+  TROUPE_ASSIGN_OR_RETURN(cluster::infer_request request, make_request(o, *target));
   // One request first: a wrong model or input fails here, with its typed error, not as a flood.
   request.id = "bench-probe";
-  TROUPE_ASSIGN_OR_RETURN(auto first, probe->infer(request, std::chrono::milliseconds(30000)));
+  TROUPE_ASSIGN_OR_RETURN(auto first, target->infer(request));
   if (!first.result.is_ok()) return first.result.with_context("first request");
 
   // Closed loop: every connection keeps at least one request in flight, so there are never more
@@ -201,7 +321,7 @@ status run_bench(const bench_options& o) {
     const double rate = o.rate / n;
     threads.emplace_back([&, i, conc, rate] {
       results[static_cast<size_t>(i)] =
-          drive(o, request, std::max(conc, o.concurrency > 0 ? 1 : 0), rate, start, measure_from,
+          drive(o, *target, request, std::max(conc, o.concurrency > 0 ? 1 : 0), rate, start, measure_from,
                 end, progress, tallies[static_cast<size_t>(i)], 1000 + static_cast<uint64_t>(i));
     });
   }
@@ -273,11 +393,13 @@ status run_bench(const bench_options& o) {
   // rows of the batch each ran in (a request-weighted mean: a batch of 32 counts 32 times), and
   // the time queued, computing (the batch's run, staging included) and in the node overall.
   const double per_ok = all.ok ? 1.0 / static_cast<double>(all.ok) : 0.0;
-  j["server_reported"] = {
-      {"batch_rows_mean", static_cast<double>(all.batch_rows) * per_ok},
-      {"queue_ms_mean", static_cast<double>(all.queue_us) * per_ok / 1000},
-      {"compute_ms_mean", static_cast<double>(all.compute_us) * per_ok / 1000},
-      {"total_ms_mean", static_cast<double>(all.server_total_us) * per_ok / 1000}};
+  // KServe replies carry no server timings: the key is absent then.
+  if (target->reports_server_timings())
+    j["server_reported"] = {
+        {"batch_rows_mean", static_cast<double>(all.batch_rows) * per_ok},
+        {"queue_ms_mean", static_cast<double>(all.queue_us) * per_ok / 1000},
+        {"compute_ms_mean", static_cast<double>(all.compute_us) * per_ok / 1000},
+        {"total_ms_mean", static_cast<double>(all.server_total_us) * per_ok / 1000}};
 
   std::printf("throughput: %.1f requests/s (%llu ok in %.1f s)\n", throughput,
               static_cast<unsigned long long>(all.ok), o.duration_s);
@@ -285,10 +407,11 @@ status run_bench(const bench_options& o) {
               percentile(all.latencies_ms, 50), percentile(all.latencies_ms, 90),
               percentile(all.latencies_ms, 99), percentile(all.latencies_ms, 99.9), mean,
               all.latencies_ms.empty() ? 0.0 : all.latencies_ms.back());
-  std::printf("server: batch_rows_mean=%.2f queue_ms_mean=%.3f compute_ms_mean=%.3f\n",
-              static_cast<double>(all.batch_rows) * per_ok,
-              static_cast<double>(all.queue_us) * per_ok / 1000,
-              static_cast<double>(all.compute_us) * per_ok / 1000);
+  if (target->reports_server_timings())
+    std::printf("server: batch_rows_mean=%.2f queue_ms_mean=%.3f compute_ms_mean=%.3f\n",
+                static_cast<double>(all.batch_rows) * per_ok,
+                static_cast<double>(all.queue_us) * per_ok / 1000,
+                static_cast<double>(all.compute_us) * per_ok / 1000);
   std::printf("errors: %llu", static_cast<unsigned long long>(errors));
   for (const auto& [code, count] : all.errors)
     std::printf(" %s=%llu", code.c_str(), static_cast<unsigned long long>(count));
@@ -309,15 +432,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "bench", "Load-test a serving node: closed loop or open-loop Poisson arrivals.");
   cmd->add_option("model", o->model, "The model's name")->required();
-  cmd->add_option("--server,-s", o->server, "The node's endpoint")->capture_default_str();
+  cmd->add_option("--server,-s", o->server,
+                  "The node's endpoint: its ZeroMQ address, or grpc://host:port for a KServe v2 "
+                  "gRPC server")
+      ->capture_default_str();
   cmd->add_option("--concurrency,-c", o->concurrency, "Closed loop: requests kept in flight");
   cmd->add_option("--rate,-r", o->rate, "Open loop: Poisson arrivals, requests per second");
   cmd->add_option("--duration,-d", o->duration_s, "Measured seconds")->capture_default_str();
   cmd->add_option("--warmup", o->warmup_s, "Seconds of load before measuring")
       ->capture_default_str();
   cmd->add_option("--connections", o->connections,
-                  "Client connections (DEALER sockets, one thread each); closed loop: at most "
-                  "--concurrency")
+                  "Client connections (DEALER sockets or gRPC channels, one thread each); closed "
+                  "loop: at most --concurrency")
       ->capture_default_str();
   cmd->add_option("--inputs,-i", o->inputs_path,
                   "Request inputs (.npz); default: random, from the model's metadata");

@@ -277,10 +277,11 @@ def request_array(dtype, shape, rng):
 
 # ---- load --------------------------------------------------------------------------------------
 
-def bench_point(args, srv, name, inputs, concurrency, connections, duration, tmp):
+def bench_point(args, srv, name, inputs, concurrency, connections, duration, tmp, server=None):
+    """`troupe bench` at `concurrency`; `server` overrides the node's ZeroMQ endpoint (grpc://...)."""
     before = srv.metrics()
     out_json = os.path.join(tmp, f"bench_{concurrency}_{connections}.json")
-    cmd = [args.troupe, "bench", name, "--server", srv.endpoint, "--concurrency", str(concurrency),
+    cmd = [args.troupe, "bench", name, "--server", server or srv.endpoint, "--concurrency", str(concurrency),
            "--connections", str(connections), "--duration", str(duration), "--warmup", str(args.warmup),
            "--inputs", inputs, "--json", out_json, "--quiet"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + args.warmup + 120)

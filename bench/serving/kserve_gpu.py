@@ -119,9 +119,10 @@ def markdown(r):
     lines = [f"### KServe doors vs ZeroMQ — {r['model']['name']} {r['model']['precision']}, "
              f"{r['requests']['dtype']} requests of {r['requests']['bytes']:,} bytes "
              f"({r['machine']['date']}, {r['machine'].get('gpu', r['machine'].get('cpu', ''))})", "",
-             f"Load: ZeroMQ by `troupe bench` (closed loop, up to {r['args']['connections']} connections); "
-             f"gRPC, HTTP (binary tensors) and gRPC + system shared memory by perf_analyzer "
-             f"{r['perf_analyzer_version']} on the same host; one request = one image.", "",
+             f"Load: `zeromq` and `grpc-bench` by `troupe bench` (closed loop, up to {r['args']['connections']} "
+             f"connections, over ZeroMQ and over KServe gRPC); `grpc`, `http` (binary tensors) and `shm` "
+             f"(gRPC + system shared memory) by perf_analyzer {r['perf_analyzer_version']} on the same host; "
+             "one request = one image.", "",
              "| path | in flight | req/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
     for path in r["paths"]:
         op = r["operating_points"].get(path)
@@ -169,7 +170,8 @@ def main():
     ap.add_argument("--measurement-ms", type=int, default=2500, help="perf_analyzer measurement interval")
     ap.add_argument("--exec-images", type=int, default=2000)
     ap.add_argument("--p99-limit-ms", type=float, default=15.0)
-    ap.add_argument("--paths", default="zeromq,grpc,http,shm")
+    ap.add_argument("--paths", default="zeromq,grpc-bench,grpc,http,shm",
+                    help="zeromq and grpc-bench: troupe bench; grpc, http, shm: perf_analyzer")
     ap.add_argument("--start-timeout-s", type=float, default=300)
     ap.add_argument("--pa-extra", default="", help="more perf_analyzer arguments (e.g. -v)")
     ap.add_argument("--pa-logs", action="store_true", help="keep each perf_analyzer output in OUT")
@@ -216,7 +218,7 @@ def run(args, tmp, notes):
                 f"compute_threads: {args.compute_threads}\nmax_inflight: 8192\nwarmup_runs: 2\nlog_level: warn\n")
     paths = [p for p in args.paths.split(",") if p]
     pa_version = "-"
-    if any(p != "zeromq" for p in paths):
+    if any(p not in ("zeromq", "grpc-bench") for p in paths):
         try:
             v = subprocess.run([args.perf_analyzer, "--version"], capture_output=True, text=True, timeout=30)
             text = (v.stdout + v.stderr).strip()
@@ -243,6 +245,9 @@ def run(args, tmp, notes):
             for c in levels:
                 if path == "zeromq":
                     p = gpu_run.bench_point(args, srv, name, inputs, c, min(c, args.connections), args.duration, tmp)
+                elif path == "grpc-bench":
+                    p = gpu_run.bench_point(args, srv, name, inputs, c, min(c, args.connections), args.duration,
+                                            tmp, server=f"grpc://127.0.0.1:{srv.grpc_port}")
                 else:
                     try:
                         p = perf_point(args, srv, name, path, c, out_bytes, tmp)
@@ -274,9 +279,10 @@ def run(args, tmp, notes):
     ops = {p: operating_point(s, args.p99_limit_ms) for p, s in sweeps.items()}
     verdicts = {}
     z = ops.get("zeromq")
-    if z and ops.get("grpc"):
-        ratio = ops["grpc"]["throughput_rps"] / z["throughput_rps"]
-        verdicts["gRPC >= 80% of ZeroMQ"] = f"{ratio:.2f} ({'met' if ratio >= 0.8 else 'NOT met'})"
+    for path, driver in (("grpc", "perf_analyzer"), ("grpc-bench", "troupe bench")):
+        if z and ops.get(path):
+            ratio = ops[path]["throughput_rps"] / z["throughput_rps"]
+            verdicts[f"gRPC >= 80% of ZeroMQ ({driver})"] = f"{ratio:.2f} ({'met' if ratio >= 0.8 else 'NOT met'})"
     if z and ops.get("shm"):
         ratio = ops["shm"]["throughput_rps"] / z["throughput_rps"]
         verdicts["shared memory >= ZeroMQ"] = f"{ratio:.2f} ({'met' if ratio >= 1.0 else 'NOT met'})"

@@ -240,6 +240,27 @@ def partial_callback(q, k):
     return lambda result, error: q.put((k, result, error))
 
 
+def test_troupe_bench_drives_the_grpc_door(kclient, grpc_url, tmp_path):
+    """`troupe bench --server grpc://...`: the closed loop over KServe gRPC; every request it counts
+    went through the gRPC door (the door's statistics grew by at least as many)."""
+    from conftest import troupe_bin
+    import json
+    before = kclient.get_inference_statistics("mlp", "2").model_stats[0].inference_stats.success.count
+    out_json = tmp_path / "bench.json"
+    r = subprocess.run([troupe_bin(), "bench", "mlp", "--version", "2", "--server", f"grpc://{grpc_url}",
+                        "--concurrency", "8", "--connections", "2", "--duration", "1", "--warmup", "0.2",
+                        "--json", str(out_json)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    j = json.loads(out_json.read_text())
+    assert j["ok"] > 0 and j["errors"] == 0 and j["lost"] == 0 and j["connections"] == 2
+    assert "server_reported" not in j, "KServe replies carry no server timings"
+    after = kclient.get_inference_statistics("mlp", "2").model_stats[0].inference_stats.success.count
+    assert after - before >= j["ok"] + 1  # + the probe; warm-up requests count on the node only
+    bad = subprocess.run([troupe_bin(), "bench", "nope", "--server", f"grpc://{grpc_url}", "-c", "1",
+                          "--duration", "1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "not_found" in bad.stderr and "nope" in bad.stderr, bad.stderr
+
+
 def test_stream_answers_every_request_and_reports_errors_in_band(grpc_url, repository):
     _, models, _ = repository
     sess = ort.InferenceSession(os.path.join(models, "mlp", "2", "model.onnx"), providers=["CPUExecutionProvider"])
