@@ -75,6 +75,9 @@ struct batcher_state {
   time_point timer_at = no_deadline;  // when the pending wake-up fires (no_deadline: none)
   uint64_t timer_generation = 0;
   time_point wake_hint = no_deadline;  // from the last decision: when the queue delay runs out
+  /// (retire) asked: the version left the table. Answered once nothing is queued or running.
+  bool retiring = false;
+  std::vector<caf::typed_response_promise<bool>> retire_promises;
   static inline const char* name = "batcher";
 
   const model_signature& sig() const { return *options.signature; }
@@ -108,7 +111,8 @@ struct batcher_state {
 
   void update_state() {
     const bool ready = alive_replicas() > 0;
-    const auto s = ready              ? version_state::ready
+    const auto s = retiring           ? version_state::draining
+                   : ready            ? version_state::ready
                    : ever_had_replica ? version_state::unavailable
                                       : version_state::loading;
     if (options.state) options.state->store(static_cast<uint8_t>(s), std::memory_order_release);
@@ -245,6 +249,10 @@ void settle(self_ptr self, time_point t) {
   arm_timer(self, t);
   st.out.flush();
   if (auto* m = st.metrics()) m->set_queue_length(static_cast<double>(st.scheduler.queued_jobs()));
+  if (st.retiring && st.scheduler.queued_jobs() == 0 && st.in_flight.empty()) {
+    for (auto& p : st.retire_promises) p.deliver(true);
+    st.retire_promises.clear();
+  }
 }
 
 void finish_batch(batcher_state& st, batch& b, time_point t) {
@@ -389,6 +397,17 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         for (const auto& l : h.info.warmup) st.scheduler.adaptive().seed_latency(l.rows, l.mean_us);
         st.update_state();
         settle(self, now_of(self));
+      },
+      [=](retire_atom) -> caf::result<bool> {
+        // Sent through the router after its last job for this version: what is queued or running
+        // finishes (answered as usual), then the promise says the batcher may go.
+        auto& st = self->state;
+        st.retiring = true;
+        st.update_state();
+        auto rp = self->make_response_promise<bool>();
+        st.retire_promises.push_back(rp);
+        settle(self, now_of(self));
+        return rp;
       },
       [=](stats_atom) {
         auto& st = self->state;

@@ -37,6 +37,11 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using workers_atom = caf::atom_constant<caf::atom("workers")>;
 using subscr_atom = caf::atom_constant<caf::atom("subscribe")>;
 using replaced_atom = caf::atom_constant<caf::atom("replaced")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using mload_atom = caf::atom_constant<caf::atom("mload")>;
+using munload_atom = caf::atom_constant<caf::atom("munload")>;
+using index_atom = caf::atom_constant<caf::atom("index")>;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -83,6 +88,16 @@ struct load_report {
 
 using table_ptr = std::shared_ptr<const model_table>;
 
+/// One line of the repository index (KServe's repository extension): a model version the node
+/// serves or served, or a model of the repository it never loaded (version 0, state "").
+struct model_index_entry {
+  std::string name;
+  int64_t version = 0;
+  std::string state;   // "LOADING", "READY", "UNAVAILABLE", "FAILED", "DRAINING", "UNLOADING", ""
+  std::string reason;  // why it is not ready, when known
+};
+using model_index = std::vector<model_index_entry>;
+
 // ---- typed interfaces
 // ----------------------------------------------------------------------------
 
@@ -104,15 +119,26 @@ using batcher_actor =
     caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
                      caf::reacts_to<tick_atom, uint64_t>,
                      caf::reacts_to<replica_atom, replica_handle>,
-                     caf::replies_to<stats_atom>::with<batcher_stats>>;
+                     caf::replies_to<stats_atom>::with<batcher_stats>,
+                     caf::replies_to<retire_atom>::with<bool>>;
 
 /// router: picks the version, sets the deadline, hands jobs to batchers.
+/// (retire, b): forwarded to batcher `b` after every job the router sent it, so the batcher's
+/// answer (it has drained) means no job will reach it again, once the router has a table without
+/// it.
 using router_actor =
-    caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<table_atom, table_ptr>>;
+    caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<table_atom, table_ptr>,
+                     caf::replies_to<retire_atom, batcher_actor>::with<bool>>;
 
-/// model_manager: loads the repository, keeps the table, reloads replicas of a replaced worker.
-using manager_actor = caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
-                                       caf::reacts_to<replaced_atom, uint32_t, worker_actor>>;
+/// model_manager: loads the repository, keeps the table, reloads replicas of a replaced worker,
+/// and loads/unloads single models at run time (mload: name and a config override, "" for none;
+/// munload: name; index: what the repository holds and in which state).
+using manager_actor =
+    caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
+                     caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
+                     caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
+                     caf::replies_to<munload_atom, std::string>::with<bool>,
+                     caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>>;
 
 /// supervisor: monitors the workers and replaces one that fails.
 using supervisor_actor =
@@ -150,5 +176,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_handle)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batcher_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::load_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::model_index)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::table_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_actor>)

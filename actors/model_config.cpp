@@ -303,7 +303,10 @@ node_config parse_node_node(const YAML::Node& root) {
               "grpc_port",
               "http_port",
               "http_threads",
-              "shared_memory"});
+              "shared_memory",
+              "model_control_mode",
+              "load_models",
+              "repository_poll_secs"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -356,6 +359,20 @@ node_config parse_node_node(const YAML::Node& root) {
     else
       fail("readiness", "strict or any, got '" + word + "'");
   }
+  if (root["model_control_mode"]) {
+    const auto word = get<std::string>(root["model_control_mode"], "model_control_mode");
+    auto mode = parse_model_control_mode(word);
+    if (!mode) fail("model_control_mode", mode.error().message());
+    c.control_mode = *mode;
+  }
+  if (root["load_models"]) {
+    const YAML::Node l = root["load_models"];
+    if (!l.IsSequence()) fail("load_models", "a list of model names");
+    for (const auto& n : l) c.load_models.push_back(get<std::string>(n, "load_models"));
+  }
+  if (root["repository_poll_secs"])
+    c.repository_poll = std::chrono::milliseconds(
+        1000 * get_int(root["repository_poll_secs"], "repository_poll_secs", 1, 86'400));
   if (root["load_delay_ms"])
     c.load_delay =
         std::chrono::milliseconds(get_int(root["load_delay_ms"], "load_delay_ms", 0, 3'600'000));
@@ -415,6 +432,26 @@ std::string_view device_preference_name(device_preference d) {
       return "gpu";
   }
   return "?";
+}
+
+std::string_view model_control_mode_name(model_control_mode m) {
+  switch (m) {
+    case model_control_mode::none:
+      return "none";
+    case model_control_mode::explicit_:
+      return "explicit";
+    case model_control_mode::poll:
+      return "poll";
+  }
+  return "?";
+}
+
+expected<model_control_mode> parse_model_control_mode(std::string_view word) {
+  if (word == "none") return model_control_mode::none;
+  if (word == "explicit") return model_control_mode::explicit_;
+  if (word == "poll") return model_control_mode::poll;
+  return invalid_argument("model control mode: none, explicit or poll, got '" + std::string(word) +
+                          "'");
 }
 
 expected<model_config> parse_model_config(const std::string& yaml_text, const std::string& source) {

@@ -92,6 +92,16 @@ expected<model_config> parse_model_config(const std::string& yaml_text, const st
 /// Reads `path`; a missing file yields the defaults.
 expected<model_config> load_model_config(const std::string& path);
 
+/// How the node's set of models changes at run time (Triton's names): `none` loads the repository
+/// at start and refuses the repository API's load/unload; `explicit` loads only the models named
+/// at start (`load_models`) and then what the API asks; `poll` loads everything at start and
+/// rescans the repository every `repository_poll` to apply what changed (the API's load/unload are
+/// refused: the folder is the truth).
+enum class model_control_mode : uint8_t { none, explicit_, poll };
+std::string_view model_control_mode_name(model_control_mode m);
+/// "none", "explicit" or "poll"; invalid_argument otherwise.
+expected<model_control_mode> parse_model_control_mode(std::string_view word);
+
 /// The node: where it listens and how many of each resource it runs.
 struct node_config {
   std::string models_dir;
@@ -129,6 +139,10 @@ struct node_config {
   std::chrono::milliseconds load_delay{0};
   std::string log_level = "info";
   int grpc_port = 8001;  // KServe v2 over gRPC; 0: none
+  model_control_mode control_mode = model_control_mode::none;
+  /// explicit mode: the models loaded at start ("*": every model of the repository).
+  std::vector<std::string> load_models;
+  std::chrono::milliseconds repository_poll{15000};  // poll mode: time between rescans
 };
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);

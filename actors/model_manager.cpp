@@ -3,10 +3,16 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <deque>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <sstream>
+#include <tuple>
 
 #include "actors/batcher.hpp"
 #include "actors/log_fields.hpp"
@@ -18,9 +24,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
+/// A version the manager loaded (or tried to). Shared: a load's callbacks hold it while the
+/// model's record may move on to another set of versions.
 struct version_record {
   int64_t version = 0;
   std::string path;
+  std::string fingerprint;  // model.onnx's size and mtime, and the model's configuration
   std::shared_ptr<const model_signature> signature;
   batcher_actor batcher;
   std::shared_ptr<std::atomic<uint8_t>> state =
@@ -28,19 +37,44 @@ struct version_record {
   status error;
   std::shared_ptr<version_metrics> metrics;
   std::vector<std::pair<uint32_t, uint32_t>> replicas;  // (worker index, replica id)
-  uint32_t pending = 0;                                 // loads asked and not answered
+
+  version_state current() const { return static_cast<version_state>(state->load()); }
+  void set(version_state s) { state->store(static_cast<uint8_t>(s), std::memory_order_release); }
 };
+using version_ptr = std::shared_ptr<version_record>;
 
 struct model_record {
   std::string name;
   model_config config;
-  status error;
-  std::vector<version_record> versions;  // ascending
+  status error;                       // the model as a whole (config, no versions)
+  std::vector<version_ptr> versions;  // in the table, ascending
+  bool unloaded = false;              // through munload: not in the table
+  std::string unload_reason;
+  /// Operations on this model run one at a time: the running one holds `busy`, later ones wait.
+  bool busy = false;
+  std::deque<std::function<void()>> waiting;
+
+  /// Nothing loaded, failed or unloaded: a record only while an operation runs (a model that is
+  /// not in the repository leaves none behind).
+  bool placeholder() const { return versions.empty() && error.is_ok() && !unloaded; }
+};
+
+/// A version on its way out (index: DRAINING, then UNLOADING).
+struct retiring_version {
+  std::string model;
+  version_ptr v;
 };
 
 struct manager_state {
   manager_options options;
+  std::string repository;
   std::map<std::string, model_record> models;
+  std::vector<retiring_version> retiring;
+  /// Every batcher alive, shared with the exit functor that stops them when the manager exits
+  /// (the state may be gone by then).
+  std::shared_ptr<std::vector<batcher_actor>> batchers =
+      std::make_shared<std::vector<batcher_actor>>();
+  bool polling = false;
   static inline const char* name = "model_manager";
 };
 
@@ -53,77 +87,114 @@ bool is_version_dir(const fs::path& p) {
          std::stoll(n) > 0;
 }
 
-/// Reads the repository layout into records (no loading yet). Errors of one model stay with it.
-status scan(const std::string& dir, std::map<std::string, model_record>& out) {
+/// The model folders of the repository, sorted.
+expected<std::vector<std::string>> list_models(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return not_found("model repository '" + dir + "' is not a directory");
-  std::vector<fs::path> model_dirs;
+  std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.is_directory()) model_dirs.push_back(e.path());
+    if (e.is_directory()) names.push_back(e.path().filename().string());
   if (ec) return io_error("cannot list '" + dir + "': " + ec.message());
-  std::sort(model_dirs.begin(), model_dirs.end());
-  for (const auto& md : model_dirs) {
-    model_record m;
-    m.name = md.filename().string();
-    auto cfg = load_model_config((md / "config.yaml").string());
-    if (!cfg) {
-      m.error = cfg.error();
-      out.emplace(m.name, std::move(m));
-      continue;
-    }
-    m.config = *cfg;
-    std::vector<int64_t> found;
-    for (const auto& e : fs::directory_iterator(md, ec))
-      if (e.is_directory() && is_version_dir(e.path()) && fs::exists(e.path() / "model.onnx"))
-        found.push_back(std::stoll(e.path().filename().string()));
-    std::sort(found.begin(), found.end());
-    std::vector<int64_t> chosen;
-    if (!m.config.specific_versions.empty()) {
-      chosen = m.config.specific_versions;
-    } else if (m.config.latest_versions > 0) {
-      const size_t n =
-          std::min<size_t>(found.size(), static_cast<size_t>(m.config.latest_versions));
-      chosen.assign(found.end() - static_cast<ptrdiff_t>(n), found.end());
-    } else {
-      chosen = found;
-    }
-    std::sort(chosen.begin(), chosen.end());
-    if (chosen.empty())
-      m.error =
-          not_found("model '" + m.name + "' has no <version>/model.onnx under " + md.string());
-    for (int64_t v : chosen) {
-      version_record r;
-      r.version = v;
-      r.path = (md / std::to_string(v) / "model.onnx").string();
-      if (std::find(found.begin(), found.end(), v) == found.end()) {
-        r.error = not_found("version " + std::to_string(v) +
-                            " named by version_policy has no model.onnx");
-        r.state->store(static_cast<uint8_t>(version_state::failed));
-      }
-      m.versions.push_back(std::move(r));
-    }
-    out.emplace(m.name, std::move(m));
-  }
-  return status::ok();
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// A version's fingerprint: its file's size and modification time, and the model's configuration
+/// text. Equal fingerprints: a reload keeps the loaded version as it is.
+std::string fingerprint_of(const std::string& path, const std::string& config_text) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  const auto mtime = fs::last_write_time(path, ec).time_since_epoch().count();
+  return std::to_string(size) + "/" + std::to_string(mtime) + "/" +
+         std::to_string(std::hash<std::string>{}(config_text));
+}
+
+/// Reads one model's layout into a record (no loading yet): its configuration (`override_text`
+/// when not empty, else config.yaml) and its versions by the version policy.
+model_record scan_model(const std::string& dir, const std::string& name,
+                        const std::string& override_text) {
+  model_record m;
+  m.name = name;
+  const fs::path md = fs::path(dir) / name;
+  std::error_code ec;
+  if (!fs::is_directory(md, ec)) {
+    m.error = not_found("no model '" + name + "' in the repository '" + dir + "'");
+    return m;
+  }
+  const fs::path config_path = md / "config.yaml";
+  const std::string config_text =
+      !override_text.empty() ? override_text
+                             : (fs::exists(config_path, ec) ? read_text(config_path) : "");
+  auto cfg = !override_text.empty() ? parse_model_config(override_text, name + " (load request)")
+                                    : load_model_config(config_path.string());
+  if (!cfg) {
+    m.error = cfg.error();
+    return m;
+  }
+  m.config = *cfg;
+  std::vector<int64_t> found;
+  for (const auto& e : fs::directory_iterator(md, ec))
+    if (e.is_directory() && is_version_dir(e.path()) && fs::exists(e.path() / "model.onnx"))
+      found.push_back(std::stoll(e.path().filename().string()));
+  std::sort(found.begin(), found.end());
+  std::vector<int64_t> chosen;
+  if (!m.config.specific_versions.empty()) {
+    chosen = m.config.specific_versions;
+  } else if (m.config.latest_versions > 0) {
+    const size_t n = std::min<size_t>(found.size(), static_cast<size_t>(m.config.latest_versions));
+    chosen.assign(found.end() - static_cast<ptrdiff_t>(n), found.end());
+  } else {
+    chosen = found;
+  }
+  std::sort(chosen.begin(), chosen.end());
+  if (chosen.empty())
+    m.error = not_found("model '" + m.name + "' has no <version>/model.onnx under " + md.string());
+  for (int64_t v : chosen) {
+    auto r = std::make_shared<version_record>();
+    r->version = v;
+    r->path = (md / std::to_string(v) / "model.onnx").string();
+    if (std::find(found.begin(), found.end(), v) == found.end()) {
+      r->error = not_found("version " + std::to_string(v) +
+                           " named by version_policy has no model.onnx");
+      r->set(version_state::failed);
+    } else {
+      r->fingerprint = fingerprint_of(r->path, config_text);
+    }
+    m.versions.push_back(std::move(r));
+  }
+  return m;
+}
+
+/// What the table says of the models: every record not unloaded.
 void publish(self_ptr self) {
   auto& st = self->state;
   auto table = std::make_shared<model_table>();
   for (const auto& [name, m] : st.models) {
+    if (m.unloaded) {
+      table->unloaded.emplace(name, m.unload_reason);
+      continue;
+    }
+    if (m.placeholder()) continue;
     model_entry e;
     e.name = name;
     e.traffic = m.config.traffic;
     e.load_error = m.error;
     for (const auto& v : m.versions) {
       version_entry ve;
-      ve.version = v.version;
-      ve.signature = v.signature;
-      ve.batcher = v.batcher;
-      ve.state = v.state;
-      ve.load_error = v.error;
-      ve.metrics = v.metrics;
+      ve.version = v->version;
+      ve.signature = v->signature;
+      ve.batcher = v->batcher;
+      ve.state = v->state;
+      ve.load_error = v->error;
+      ve.metrics = v->metrics;
       e.versions.push_back(std::move(ve));
     }
     table->models.emplace(name, std::move(e));
@@ -217,11 +288,7 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.metrics = v.metrics;
     bo.max_batches_per_replica = st.options.max_batches_per_replica;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
-    // The batchers live as long as the manager: it stops them when it exits (node shutdown).
-    self->attach_functor([b = v.batcher](const caf::error& reason) {
-      (void)reason;
-      caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
-    });
+    st.batchers->push_back(v.batcher);
   }
   v.replicas.emplace_back(worker_index, info.id);
   replica_handle h;
@@ -231,115 +298,423 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
   self->send(v.batcher, replica_atom::value, std::move(h));
 }
 
+/// Asks the workers for the replicas of `versions` (those without an error) and calls `done` once
+/// every load has answered and the new batchers hold their replicas (so the versions' states are
+/// the outcome: ready, or failed with the reason).
+void load_versions(self_ptr self, const model_record& m, std::vector<version_ptr> versions,
+                   std::function<void()> done) {
+  auto& st = self->state;
+  auto where = placement(st, m);
+  std::vector<version_ptr> todo;
+  for (auto& v : versions) {
+    if (!v->error.is_ok()) continue;
+    if (!where) {
+      v->error = where.error();
+      v->set(version_state::failed);
+      continue;
+    }
+    todo.push_back(v);
+  }
+  // Called once every load has answered: the barrier, then `done`.
+  auto finish = [self, todo, done]() {
+    std::vector<batcher_actor> batchers;
+    for (const auto& v : todo) {
+      if (v->batcher) {
+        batchers.push_back(v->batcher);
+      } else {
+        if (v->error.is_ok()) v->error = internal_error("no replica loaded");
+        v->set(version_state::failed);
+      }
+    }
+    // A version's state is set by its batcher when the replica message arrives. One stats
+    // request to each batcher, answered after the replica messages sent before it (one sender:
+    // mailbox order), is the barrier after which the states are the load's outcome.
+    if (batchers.empty()) return done();
+    auto unanswered = std::make_shared<size_t>(batchers.size());
+    for (const auto& b : batchers)
+      self->request(b, caf::infinite, stats_atom::value)
+          .then([=](const batcher_stats&) { if (--*unanswered == 0) done(); },
+                [=](caf::error&) { if (--*unanswered == 0) done(); });
+  };
+  size_t total = 0;
+  for (size_t i = 0; i < todo.size(); ++i) total += where->size() * m.config.instance_count;
+  if (total == 0) return finish();
+  auto pending = std::make_shared<size_t>(total);
+  const std::string model_name = m.name;
+  for (const auto& v : todo) {
+    for (uint32_t w : *where) {
+      for (uint32_t i = 0; i < m.config.instance_count; ++i) {
+        const auto started = std::chrono::steady_clock::now();
+        self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
+            .then(
+                [=](replica_info& info) {
+                  log_load(model_name, v->version, w, started, status::ok(), info.id, false);
+                  adopt_replica(self, *v, w, info);
+                  if (--*pending == 0) finish();
+                },
+                [=](caf::error& err) {
+                  const status s = from_caf_error(self->system(), err);
+                  log_load(model_name, v->version, w, started, s, 0, false);
+                  if (v->error.is_ok() && !v->batcher) v->error = s;
+                  if (--*pending == 0) finish();
+                });
+      }
+    }
+  }
+}
+
+/// Takes `v` (already out of the published table) out of service: through the router, after its
+/// last job, the batcher drains; then the replicas are unloaded on their workers and the batcher
+/// stops. `done` runs once it is gone.
+void retire_version(self_ptr self, const std::string& model, version_ptr v,
+                    std::function<void()> done) {
+  auto& st = self->state;
+  if (!v->batcher) {
+    if (done) done();
+    return;
+  }
+  v->set(version_state::draining);
+  st.retiring.push_back({model, v});
+  auto gone = [self, model, v, done](const status& drained) {
+    auto& st = self->state;
+    v->set(version_state::unloading);
+    for (const auto& [w, id] : v->replicas)
+      if (w < st.options.workers.size()) self->send(st.options.workers[w], unload_atom::value, id);
+    v->replicas.clear();
+    auto& all = *st.batchers;
+    all.erase(std::remove(all.begin(), all.end(), v->batcher), all.end());
+    self->send_exit(v->batcher, caf::exit_reason::user_shutdown);
+    v->batcher = nullptr;
+    st.retiring.erase(std::remove_if(st.retiring.begin(), st.retiring.end(),
+                                     [&](const retiring_version& r) { return r.v == v; }),
+                      st.retiring.end());
+    log_event(drained.is_ok() ? log_level::info : log_level::warn, "model version unloaded",
+              {{"model", model},
+               {"version", v->version},
+               {"code", drained.is_ok() ? "ok" : to_string(drained.code())}});
+    if (done) done();
+  };
+  self->request(st.options.router, caf::infinite, retire_atom::value, v->batcher)
+      .then([gone](bool) { gone(status::ok()); },
+            [self, gone](caf::error& e) { gone(from_caf_error(self->system(), e)); });
+}
+
+/// Runs `op` when no other operation on `name` runs; `op` calls the `release` it gets when done.
+void run_exclusive(self_ptr self, const std::string& name,
+                   std::function<void(std::function<void()> release)> op) {
+  auto& rec = self->state.models[name];
+  rec.name = name;
+  auto start = [self, name, op]() {
+    self->state.models[name].busy = true;
+    op([self, name]() {
+      auto& models = self->state.models;
+      auto& r = models[name];
+      r.busy = false;
+      if (!r.waiting.empty()) {
+        auto next = std::move(r.waiting.front());
+        r.waiting.pop_front();
+        next();
+      } else if (r.placeholder()) {
+        models.erase(name);
+      }
+    });
+  };
+  if (rec.busy)
+    rec.waiting.push_back(std::move(start));
+  else
+    start();
+}
+
+std::string join_errors(const std::vector<std::string>& errors) {
+  std::string out;
+  for (const auto& e : errors) out += (out.empty() ? "" : "; ") + e;
+  return out;
+}
+
+/// Loads or reloads `name` (see the header). `done` gets the outcome.
+///
+/// What a failure leaves depends on who asked. At start (and in poll mode) the repository is what
+/// the node was asked to serve: a model or version that fails is listed FAILED in the table, and
+/// strict readiness reports it. Through the API (`on_request`), the caller gets the error and the
+/// node serves what it served before: a model that was not serving stays out of the table (the
+/// index lists it UNAVAILABLE with the reason; requests are told it), a new model's failed
+/// versions are left out.
+void load_model(self_ptr self, const std::string& name, const std::string& override_text,
+                bool on_request, std::function<void(status)> done) {
+  auto& st = self->state;
+  model_record cand = scan_model(st.repository, name, override_text);
+  model_record& cur = st.models[name];
+  cur.name = name;
+  const bool serving = !cur.unloaded && !cur.versions.empty() && cur.error.is_ok() &&
+                       std::any_of(cur.versions.begin(), cur.versions.end(),
+                                   [](const version_ptr& v) { return v->batcher != nullptr; });
+  if (!cand.error.is_ok()) {
+    log_event(log_level::error, "model load failed",
+              {{"model", name}, {"code", to_string(cand.error.code())},
+               {"error", cand.error.message()}});
+    if (!serving) {  // nothing to keep: the model is listed as failed (or gone, when absent)
+      std::vector<version_ptr> old = std::move(cur.versions);
+      cur.versions.clear();
+      cur.config = cand.config;
+      const bool absent = !fs::is_directory(fs::path(st.repository) / name);
+      cur.error = absent || on_request ? status::ok() : cand.error;
+      cur.unloaded = !absent && on_request;
+      cur.unload_reason = "its load failed: " + cand.error.to_string();
+      publish(self);
+      for (auto& v : old) retire_version(self, name, v, nullptr);
+    }
+    return done(cand.error);
+  }
+  // Versions whose file and configuration did not change stay loaded as they are.
+  std::vector<version_ptr> next, to_load;
+  for (auto& v : cand.versions) {
+    version_ptr keep;
+    if (serving && v->error.is_ok())
+      for (const auto& old : cur.versions)
+        if (old->version == v->version && old->fingerprint == v->fingerprint && old->batcher &&
+            old->current() == version_state::ready)
+          keep = old;
+    if (keep) {
+      next.push_back(keep);
+    } else {
+      next.push_back(v);
+      if (v->error.is_ok()) to_load.push_back(v);
+    }
+  }
+  if (!serving && !on_request) {
+    // A new model at start (or in poll mode): its versions are listed as loading meanwhile. Through
+    // the API the table changes only once the load is done, so that node readiness does not.
+    std::vector<version_ptr> old = std::move(cur.versions);
+    cur.versions = next;
+    cur.config = cand.config;
+    cur.error = status::ok();
+    cur.unloaded = false;
+    publish(self);
+    for (auto& v : old) retire_version(self, name, v, nullptr);
+  }
+  auto config = cand.config;
+  load_versions(self, cand, to_load, [self, name, next, serving, config, on_request, done]() mutable {
+    auto& st = self->state;
+    model_record& cur = st.models[name];
+    std::vector<std::string> errors;
+    for (const auto& v : next)
+      if (!v->error.is_ok())
+        errors.push_back(name + "/" + std::to_string(v->version) + ": " + v->error.to_string());
+    if (!serving && on_request && !errors.empty()) {
+      // A new model through the API: its failed versions stay out of the table.
+      next.erase(std::remove_if(next.begin(), next.end(),
+                                [](const version_ptr& v) { return !v->error.is_ok(); }),
+                 next.end());
+      if (next.empty()) {
+        cur.versions.clear();
+        cur.unloaded = true;
+        cur.unload_reason = "its load failed: " + join_errors(errors);
+        publish(self);
+        return done(make_error(error_code::unavailable,
+                               "model '" + name + "' failed to load: " + join_errors(errors)));
+      }
+    }
+    if (serving && !errors.empty()) {
+      // A failed reload: the versions that serve now go on; the new ones that loaded go.
+      for (const auto& v : next)
+        if (std::find(cur.versions.begin(), cur.versions.end(), v) == cur.versions.end())
+          retire_version(self, name, v, nullptr);
+      return done(make_error(error_code::unavailable,
+                             "reload of model '" + name + "' failed, the loaded versions keep "
+                             "serving: " + join_errors(errors)));
+    }
+    // One switch: the table from now on routes to `next`; the versions left behind drain.
+    std::vector<version_ptr> leaving;
+    for (const auto& v : cur.versions)
+      if (std::find(next.begin(), next.end(), v) == next.end()) leaving.push_back(v);
+    cur.versions = next;
+    cur.config = config;
+    cur.error = status::ok();
+    cur.unloaded = false;
+    publish(self);
+    for (auto& v : leaving) retire_version(self, name, v, nullptr);
+    done(errors.empty() ? status::ok()
+                        : make_error(error_code::unavailable,
+                                     "model '" + name + "' loaded with failures: " +
+                                         join_errors(errors)));
+  });
+}
+
+/// Unloads `name` (see the header). `done` runs once every version's replicas are released.
+void unload_model(self_ptr self, const std::string& name, std::function<void(status)> done) {
+  auto& st = self->state;
+  auto it = st.models.find(name);
+  if (it == st.models.end() || it->second.unloaded ||
+      (it->second.versions.empty() && it->second.error.is_ok()))
+    return done(not_found("model '" + name + "' is not loaded"));
+  model_record& m = it->second;
+  std::vector<version_ptr> leaving = std::move(m.versions);
+  m.versions.clear();
+  m.error = status::ok();
+  m.unloaded = true;
+  m.unload_reason = "unloaded through the model repository API";
+  publish(self);
+  auto left = std::make_shared<size_t>(leaving.size() + 1);
+  auto one_gone = [left, done]() {
+    if (--*left == 0) done(status::ok());
+  };
+  for (auto& v : leaving) retire_version(self, name, v, one_gone);
+  one_gone();
+}
+
+model_index make_index(const manager_state& st) {
+  model_index out;
+  auto upper = [](std::string_view s) {
+    std::string u(s);
+    for (char& c : u) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return u;
+  };
+  for (const auto& [name, m] : st.models) {
+    if (m.unloaded)
+      out.push_back({name, 0, "UNAVAILABLE", m.unload_reason});
+    else if (!m.error.is_ok())
+      out.push_back({name, 0, "UNAVAILABLE", m.error.to_string()});
+    else if (m.placeholder() && m.busy)
+      out.push_back({name, 0, "LOADING", ""});
+    for (const auto& v : m.versions)
+      out.push_back({name, v->version, upper(to_string(v->current())),
+                     v->error.is_ok() ? std::string() : v->error.to_string()});
+  }
+  for (const auto& r : st.retiring)
+    out.push_back({r.model, r.v->version, upper(to_string(r.v->current())), "being unloaded"});
+  if (auto names = list_models(st.repository))
+    for (const auto& n : *names)
+      if (!st.models.count(n)) out.push_back({n, 0, "", ""});
+  std::sort(out.begin(), out.end(), [](const model_index_entry& a, const model_index_entry& b) {
+    return std::tie(a.name, a.version) < std::tie(b.name, b.version);
+  });
+  return out;
+}
+
+/// The fingerprint of what `scan_model` would load now, to compare with what is loaded.
+std::string repository_fingerprint(const model_record& m) {
+  std::string f = m.error.is_ok() ? "" : "error:" + m.error.to_string();
+  for (const auto& v : m.versions) f += std::to_string(v->version) + "=" + v->fingerprint + ";";
+  return f;
+}
+
+/// poll mode: applies what changed in the repository since the last look.
+void poll_repository(self_ptr self) {
+  auto& st = self->state;
+  auto names = list_models(st.repository);
+  if (!names) {
+    log_event(log_level::error, "repository poll failed", {{"error", names.error().message()}});
+    return;
+  }
+  for (const auto& n : *names) {
+    auto it = st.models.find(n);
+    if (it != st.models.end() && !it->second.unloaded &&
+        repository_fingerprint(scan_model(st.repository, n, "")) ==
+            repository_fingerprint(it->second))
+      continue;
+    run_exclusive(self, n, [self, n](std::function<void()> release) {
+      load_model(self, n, "", /*on_request=*/false, [release](status) { release(); });
+    });
+  }
+  for (auto& [name, m] : st.models) {
+    if (m.unloaded || std::find(names->begin(), names->end(), name) != names->end()) continue;
+    const std::string n = name;
+    run_exclusive(self, n, [self, n](std::function<void()> release) {
+      unload_model(self, n, [release](status) { release(); });
+    });
+  }
+}
+
 manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
   self->state.options = std::move(o);
+  // The batchers live as long as the manager (a retired one stops earlier): stopped when it exits.
+  self->attach_functor([batchers = self->state.batchers](const caf::error&) {
+    for (const auto& b : *batchers) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+  });
   return {
       [=](load_atom, const std::string& dir) -> caf::result<load_report> {
         auto& st = self->state;
-        if (status s = scan(dir, st.models); !s.is_ok()) return to_caf_error(s);
+        st.repository = dir;
+        auto names = list_models(dir);
+        if (!names) return to_caf_error(names.error());
+        std::vector<std::string> chosen;
+        if (st.options.control_mode != model_control_mode::explicit_ ||
+            std::find(st.options.load_models.begin(), st.options.load_models.end(), "*") !=
+                st.options.load_models.end()) {
+          chosen = *names;
+        } else {
+          chosen = st.options.load_models;
+        }
         auto rp = self->make_response_promise<load_report>();
-        auto pending = std::make_shared<size_t>(0);
-        // Called when every load has answered: publish and report.
-        auto finish = [=]() mutable {
+        auto report = std::make_shared<load_report>();
+        auto left = std::make_shared<size_t>(chosen.size() + 1);
+        auto one_done = [self, rp, report, left]() mutable {
+          if (--*left != 0) return;
           auto& st = self->state;
-          load_report report;
-          for (auto& [name, m] : st.models) {
-            if (!m.error.is_ok()) report.failures.push_back(name + ": " + m.error.to_string());
-            for (auto& v : m.versions) {
-              if (v.batcher) {
-                ++report.versions_ready;
-              } else {
-                if (v.error.is_ok()) v.error = internal_error("no replica loaded");
-                v.state->store(static_cast<uint8_t>(version_state::failed));
-                report.failures.push_back(name + "/" + std::to_string(v.version) + ": " +
-                                          v.error.to_string());
-              }
+          for (const auto& [name, m] : st.models) {
+            if (!m.error.is_ok()) report->failures.push_back(name + ": " + m.error.to_string());
+            for (const auto& v : m.versions) {
+              if (v->batcher)
+                ++report->versions_ready;
+              else
+                report->failures.push_back(name + "/" + std::to_string(v->version) + ": " +
+                                           v->error.to_string());
             }
           }
           publish(self);
-          // A version's state is set by its batcher when the replica message arrives, which may
-          // be after this point. One stats request to every batcher, answered after the replica
-          // messages sent before it (one sender: mailbox order), is the barrier after which the
-          // table's states are the load's outcome: only then is the node `loaded` and the report
-          // sent, so readiness computed from them is never a stale "loading".
-          std::vector<batcher_actor> batchers;
-          for (auto& [name, m] : st.models)
-            for (auto& v : m.versions)
-              if (v.batcher) batchers.push_back(v.batcher);
-          auto deliver = [=]() mutable {
-            if (auto* holder = self->state.options.holder) holder->loaded.store(true);
-            rp.deliver(report);
-          };
-          if (batchers.empty()) {
-            deliver();
-            return;
+          if (auto* holder = st.options.holder) holder->loaded.store(true);
+          if (st.options.control_mode == model_control_mode::poll && !st.polling) {
+            st.polling = true;
+            self->delayed_send(self, st.options.repository_poll, poll_atom::value);
           }
-          auto unanswered = std::make_shared<size_t>(batchers.size());
-          for (const auto& b : batchers)
-            self->request(b, caf::infinite, stats_atom::value)
-                .then(
-                    [=](const batcher_stats&) mutable {
-                      if (--*unanswered == 0) deliver();
-                    },
-                    [=](caf::error&) mutable {
-                      if (--*unanswered == 0) deliver();
-                    });
+          rp.deliver(*report);
         };
-        std::map<std::string, std::vector<uint32_t>> targets;  // by model
-        for (auto& [name, m] : st.models) {
-          auto where = placement(st, m);
-          if (!where) {
-            for (auto& v : m.versions)
-              if (v.error.is_ok()) v.error = where.error();
-            continue;
-          }
-          for (auto& v : m.versions)
-            if (v.error.is_ok()) *pending += where->size() * m.config.instance_count;
-          targets.emplace(name, std::move(*where));
-        }
-        if (*pending == 0) {
-          finish();
-          return rp;
-        }
-        for (auto& [name, m] : st.models) {
-          for (auto& v : m.versions) {
-            if (!v.error.is_ok()) continue;
-            for (uint32_t w : targets[name]) {
-              for (uint32_t i = 0; i < m.config.instance_count; ++i) {
-                const std::string model_name = name;
-                const int64_t version = v.version;
-                auto find = [=]() -> version_record* {
-                  auto& models = self->state.models;
-                  auto it = models.find(model_name);
-                  if (it == models.end()) return nullptr;
-                  for (auto& r : it->second.versions)
-                    if (r.version == version) return &r;
-                  return nullptr;
-                };
-                const auto started = std::chrono::steady_clock::now();
-                self->request(st.options.workers[w], caf::infinite, load_atom::value,
-                              spec_of(st, m, v))
-                    .then(
-                        [=](replica_info& info) mutable {
-                          if (version_record* r = find()) {
-                            log_load(model_name, version, w, started, status::ok(), info.id, false);
-                            adopt_replica(self, *r, w, info);
-                          }
-                          if (--*pending == 0) finish();
-                        },
-                        [=](caf::error& err) mutable {
-                          if (version_record* r = find()) {
-                            const status s = from_caf_error(self->system(), err);
-                            log_load(model_name, version, w, started, s, 0, false);
-                            if (r->error.is_ok() && !r->batcher) r->error = s;
-                          }
-                          if (--*pending == 0) finish();
-                        });
-              }
-            }
-          }
-        }
+        for (const auto& name : chosen)
+          run_exclusive(self, name, [self, name, one_done](std::function<void()> release) mutable {
+            load_model(self, name, "", /*on_request=*/false, [release, one_done](status) mutable {
+              release();
+              one_done();
+            });
+          });
+        one_done();
         return rp;
+      },
+      [=](mload_atom, const std::string& name, const std::string& config) -> caf::result<bool> {
+        auto& st = self->state;
+        if (st.repository.empty())
+          return to_caf_error(make_error(error_code::unavailable,
+                                         "the node has not opened its model repository yet"));
+        if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+          return to_caf_error(invalid_argument("'" + name + "' is not a model name"));
+        auto rp = self->make_response_promise<bool>();
+        run_exclusive(self, name, [self, name, config, rp](std::function<void()> release) mutable {
+          load_model(self, name, config, /*on_request=*/true, [release, rp](status s) mutable {
+            if (s.is_ok())
+              rp.deliver(true);
+            else
+              rp.deliver(to_caf_error(s));
+            release();
+          });
+        });
+        return rp;
+      },
+      [=](munload_atom, const std::string& name) -> caf::result<bool> {
+        auto rp = self->make_response_promise<bool>();
+        run_exclusive(self, name, [self, name, rp](std::function<void()> release) mutable {
+          unload_model(self, name, [release, rp](status s) mutable {
+            if (s.is_ok())
+              rp.deliver(true);
+            else
+              rp.deliver(to_caf_error(s));
+            release();
+          });
+        });
+        return rp;
+      },
+      [=](index_atom) -> model_index { return make_index(self->state); },
+      [=](poll_atom) {
+        poll_repository(self);
+        self->delayed_send(self, self->state.options.repository_poll, poll_atom::value);
       },
       [=](replaced_atom, uint32_t index, worker_actor fresh) {
         auto& st = self->state;
@@ -347,30 +722,28 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         st.options.workers[index] = fresh;
         for (auto& [name, m] : st.models) {
           for (auto& v : m.versions) {
-            const auto lost = std::count_if(v.replicas.begin(), v.replicas.end(),
+            const auto lost = std::count_if(v->replicas.begin(), v->replicas.end(),
                                             [&](const auto& r) { return r.first == index; });
-            v.replicas.erase(std::remove_if(v.replicas.begin(), v.replicas.end(),
-                                            [&](const auto& r) { return r.first == index; }),
-                             v.replicas.end());
+            v->replicas.erase(std::remove_if(v->replicas.begin(), v->replicas.end(),
+                                             [&](const auto& r) { return r.first == index; }),
+                              v->replicas.end());
             for (long i = 0; i < lost; ++i) {
               const std::string model_name = name;
-              const int64_t version = v.version;
               const auto started = std::chrono::steady_clock::now();
-              self->request(fresh, caf::infinite, load_atom::value, spec_of(st, m, v))
+              version_ptr ver = v;
+              self->request(fresh, caf::infinite, load_atom::value, spec_of(st, m, *v))
                   .then(
                       [=](replica_info& info) {
-                        auto& models = self->state.models;
-                        auto it = models.find(model_name);
-                        if (it == models.end()) return;
-                        for (auto& r : it->second.versions)
-                          if (r.version == version && r.batcher) {
-                            log_load(model_name, version, index, started, status::ok(), info.id,
-                                     true);
-                            adopt_replica(self, r, index, info);
-                          }
+                        log_load(model_name, ver->version, index, started, status::ok(), info.id,
+                                 true);
+                        if (ver->batcher)
+                          adopt_replica(self, *ver, index, info);
+                        else  // retired meanwhile: the replica is not needed
+                          self->send(self->state.options.workers[index], unload_atom::value,
+                                     info.id);
                       },
                       [=](caf::error& err) {
-                        log_load(model_name, version, index, started,
+                        log_load(model_name, ver->version, index, started,
                                  from_caf_error(self->system(), err), 0, true);
                       });
             }

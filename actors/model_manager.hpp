@@ -13,10 +13,29 @@
 /// failed. A model or version that fails to load is reported and listed as FAILED; the others are
 /// served. (replaced, index, worker) from the supervisor reloads the replicas the failed worker
 /// held onto its replacement and hands them to the batchers.
+///
+/// Run-time control (the KServe repository extension; docs/serving.md, Model control):
+///   (mload, name, config)  loads a model, or reloads it: versions whose file and configuration
+///                          are unchanged stay as they are; new or changed ones load and warm up
+///                          while the current ones serve; then one table switch, and the versions
+///                          left behind drain (their queued and running requests finish) and are
+///                          unloaded. A reload that fails leaves the current versions serving.
+///                          `config`: a configuration that replaces config.yaml ("" for none;
+///                          YAML or JSON with config.yaml's keys, as Triton's load takes one).
+///   (munload, name)        takes the model out of the table (later requests: not_found, saying
+///                          it was unloaded), drains and unloads every version; answers when their
+///                          replicas are released.
+///   (index)                every model of the repository and every version's state.
+///   (poll)                 poll mode: rescans the repository and applies what changed.
+/// Operations on one model run one at a time, in arrival order; different models' run at once.
+/// Version states: actors/model_table.hpp.
 
+#include <chrono>
+#include <string>
 #include <vector>
 
 #include "actors/caf_compat.hpp"
+#include "actors/model_config.hpp"
 #include "actors/worker.hpp"
 
 namespace troupe::actors {
@@ -32,6 +51,10 @@ struct manager_options {
   std::vector<worker_kind> worker_kinds;  // by worker index; missing entries are cpu
   uint32_t warmup_runs = 3;
   int max_batches_per_replica = 2;
+  /// What (load, dir) loads at start and whether the manager rescans (model_config.hpp).
+  model_control_mode control_mode = model_control_mode::none;
+  std::vector<std::string> load_models;  // explicit mode: loaded at start ("*": all)
+  std::chrono::milliseconds repository_poll{15000};
 };
 
 manager_actor spawn_model_manager(caf::actor_system& sys, manager_options o);

@@ -12,6 +12,10 @@ std::string_view to_string(version_state s) {
       return "unavailable";
     case version_state::failed:
       return "failed";
+    case version_state::draining:
+      return "draining";
+    case version_state::unloading:
+      return "unloading";
   }
   return "unknown";
 }
@@ -34,6 +38,12 @@ const version_entry* model_entry::default_version() const {
 const model_entry* model_table::find(std::string_view name) const {
   auto it = models.find(name);
   return it == models.end() ? nullptr : &it->second;
+}
+
+status model_table::unknown_model(std::string_view name) const {
+  if (auto it = unloaded.find(name); it != unloaded.end())
+    return not_found("model '" + std::string(name) + "' is not loaded: " + it->second);
+  return not_found("no model '" + std::string(name) + "'");
 }
 
 namespace {
@@ -63,6 +73,11 @@ expected<const version_entry*> usable(const model_entry& m, const version_entry*
       return make_error(error_code::unavailable, "model '" + m.name + "' version " +
                                                      std::to_string(v->version) +
                                                      " has no healthy replica (a worker failed)");
+    case version_state::draining:
+    case version_state::unloading:
+      return make_error(error_code::unavailable, "model '" + m.name + "' version " +
+                                                     std::to_string(v->version) +
+                                                     " is being unloaded");
   }
   return internal_error("unknown version state");
 }

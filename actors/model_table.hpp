@@ -21,8 +21,21 @@ namespace troupe::actors {
 
 struct version_metrics;  // metrics.hpp
 
-/// Numbers match proto ModelState.
-enum class version_state : uint8_t { loading = 1, ready = 2, unavailable = 3, failed = 4 };
+/// Numbers match proto ModelState. draining and unloading are states of a version on its way out
+/// (model_manager's records and index): a published table holds only loading, ready, unavailable
+/// and failed versions.
+///
+///   loading -> ready | failed;  ready <-> unavailable (a worker failed, its replacement loaded);
+///   ready | unavailable -> draining (out of the table, queued and running requests finish)
+///         -> unloading (replicas released on their workers) -> gone
+enum class version_state : uint8_t {
+  loading = 1,
+  ready = 2,
+  unavailable = 3,
+  failed = 4,
+  draining = 5,
+  unloading = 6
+};
 std::string_view to_string(version_state s);
 
 struct version_entry {
@@ -53,8 +66,14 @@ struct model_entry {
 class model_table {
  public:
   std::map<std::string, model_entry, std::less<>> models;
+  /// Models unloaded through the repository API (not in `models`): a request naming one is told
+  /// so (not_found with this reason) instead of "no model".
+  std::map<std::string, std::string, std::less<>> unloaded;
 
   const model_entry* find(std::string_view name) const;
+  /// The error for a request naming a model not in `models`: not_found, saying why when the model
+  /// was unloaded.
+  status unknown_model(std::string_view name) const;
 
   /// The traffic policy: explicit version, then match rules on request parameters, then weights
   /// (hash of `routing_key` when given, else a round robin on `counter`), then the newest ready

@@ -39,6 +39,9 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.workers = h.workers;
   mo.worker_kinds = std::move(kinds);
   mo.warmup_runs = o.config.warmup_runs;
+  mo.control_mode = o.config.control_mode;
+  mo.load_models = o.config.load_models;
+  mo.repository_poll = o.config.repository_poll;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   return h;

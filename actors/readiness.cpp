@@ -21,6 +21,9 @@ std::string version_problem(const model_entry& m, const version_entry& v) {
       return what + " has no healthy replica";
     case version_state::failed:
       return what + " failed to load: " + v.load_error.to_string();
+    case version_state::draining:
+    case version_state::unloading:
+      return {};  // on its way out (not in a published table): not a problem of the node
   }
   return what + " is in an unknown state";
 }

@@ -12,7 +12,7 @@ status bind_request(const model_table* table, const request_fields& f, infer_job
   if (!table) return make_error(error_code::unavailable, "the node is still loading its models");
   const std::string& model = job.model;  // for messages: no copy on the path of a valid request
   const model_entry* m = table->find(f.model);
-  if (!m) return not_found("no model '" + model + "'");
+  if (!m) return table->unknown_model(model);
   if (!m->load_error.is_ok())
     return make_error(error_code::unavailable,
                       "model '" + model + "' failed to load: " + m->load_error.to_string());

@@ -55,7 +55,7 @@ status route_one(router_state& st, infer_job& j, time_point now, batcher_actor& 
   if (!st.table)
     return make_error(error_code::unavailable, "the node has not loaded its models yet");
   const model_entry* m = st.table->find(j.model);
-  if (!m) return not_found("no model '" + j.model + "'");
+  if (!m) return st.table->unknown_model(j.model);
   TROUPE_ASSIGN_OR_RETURN(const version_entry* v, model_table::route(*m, j.version, j.routing_key,
                                                                      j.parameters, st.round_robin));
   const auto& sig = v->signature;
@@ -98,6 +98,11 @@ router_actor::behavior_type router(router_actor::stateful_pointer<router_state> 
         st.answers.clear();
       },
       [=](table_atom, table_ptr table) { self->state.table = std::move(table); },
+      [=](retire_atom, const batcher_actor& b) {
+        // After every submit this router sent to `b` (one sender: mailbox order), so once the
+        // router holds a table without `b`, the batcher's answer means no job will come again.
+        return self->delegate(b, retire_atom::value);
+      },
   };
 }
 

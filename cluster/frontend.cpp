@@ -550,7 +550,7 @@ class frontend::impl {
       return answer_now(
           s, make_error(error_code::unavailable, "the node is still loading its models"));
     const actors::model_entry* model = table_->find(r.model());
-    if (!model) return answer_now(s, not_found("no model '" + r.model() + "'"));
+    if (!model) return answer_now(s, table_->unknown_model(r.model()));
     const actors::version_entry* v =
         r.version() > 0 ? model->find(r.version()) : model->default_version();
     if (!v && !model->versions.empty()) v = &model->versions.back();

@@ -605,6 +605,7 @@ void encode_server_metadata(bool shared_memory, pb::ServerMetadataResponse& out)
   out.set_name("troupe");
   out.set_version(TROUPE_VERSION);
   out.add_extensions("model_configuration");
+  out.add_extensions("model_repository");
   out.add_extensions("parameters");
   out.add_extensions("statistics");
   if (shared_memory) out.add_extensions("system_shared_memory");

@@ -38,8 +38,7 @@ grpc::ServerUnaryReactor* unimplemented(grpc::CallbackServerContext* ctx, std::s
 const std::string kNoCudaSharedMemory =
     "CUDA shared memory is not served by troupe: register system shared memory "
     "(SystemSharedMemoryRegister) or send the tensors in the request";
-const std::string kNoRepositoryControl =
-    "the model repository extension is not served yet: the node loads its repository at start";
+const std::string kNoRepositoryControl = "the model repository extension is off on this node";
 
 /// gRPC's own log lines go to the node's JSON log (they would be plain text on stderr).
 void log_to_spdlog(gpr_log_func_args* args) {
@@ -190,22 +189,58 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
         ctx, kserve::encode_model_statistics(gateway_.table().get(), q->name(), q->version(), *r));
   }
 
-  // ---- repository control: not served ---------------------------------------------------------
+  // ---- model repository extension ------------------------------------------------------------
+  // Answered when the manager has done it (a load: loaded and warmed up, or failed): the reactor
+  // finishes on a CAF thread.
 
   grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* ctx,
-                                            const pb::RepositoryIndexRequest*,
-                                            pb::RepositoryIndexResponse*) override {
-    return unimplemented(ctx, kNoRepositoryControl);
+                                            const pb::RepositoryIndexRequest* q,
+                                            pb::RepositoryIndexResponse* r) override {
+    if (!options_.control) return unimplemented(ctx, kNoRepositoryControl);
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    const bool ready_only = q->ready();
+    options_.control->index([reactor, r, ready_only](expected<actors::model_index> idx) {
+      if (!idx) return reactor->Finish(to_grpc(idx.error()));
+      for (const auto& e : *idx) {
+        if (ready_only && e.state != "READY") continue;
+        auto* m = r->add_models();
+        m->set_name(e.name);
+        if (e.version > 0) m->set_version(std::to_string(e.version));
+        m->set_state(e.state);
+        m->set_reason(e.reason);
+      }
+      reactor->Finish(grpc::Status::OK);
+    });
+    return reactor;
   }
   grpc::ServerUnaryReactor* RepositoryModelLoad(grpc::CallbackServerContext* ctx,
-                                                const pb::RepositoryModelLoadRequest*,
+                                                const pb::RepositoryModelLoadRequest* q,
                                                 pb::RepositoryModelLoadResponse*) override {
-    return unimplemented(ctx, kNoRepositoryControl);
+    if (!options_.control) return unimplemented(ctx, kNoRepositoryControl);
+    std::string config;
+    for (const auto& [key, p] : q->parameters()) {
+      if (key == "config") {
+        if (p.parameter_choice_case() != pb::ModelRepositoryParameter::kStringParam)
+          return finish(ctx, invalid_argument("load: parameter 'config' must be a string (the "
+                                              "configuration as JSON or YAML)"));
+        config = p.string_param();
+      } else if (key.rfind("file:", 0) == 0) {
+        return finish(ctx, unsupported("load: model files in the request ('" + key +
+                                       "') are not supported: place them in the repository"));
+      }
+    }
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    options_.control->load(q->model_name(), std::move(config),
+                           [reactor](status s) { reactor->Finish(to_grpc(s)); });
+    return reactor;
   }
   grpc::ServerUnaryReactor* RepositoryModelUnload(grpc::CallbackServerContext* ctx,
-                                                  const pb::RepositoryModelUnloadRequest*,
+                                                  const pb::RepositoryModelUnloadRequest* q,
                                                   pb::RepositoryModelUnloadResponse*) override {
-    return unimplemented(ctx, kNoRepositoryControl);
+    if (!options_.control) return unimplemented(ctx, kNoRepositoryControl);
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    options_.control->unload(q->model_name(), [reactor](status s) { reactor->Finish(to_grpc(s)); });
+    return reactor;
   }
 
   // ---- shared memory ------------------------------------------------------------------------

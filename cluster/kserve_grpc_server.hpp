@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/model_control.hpp"
 #include "actors/readiness.hpp"
 #include "core/status.hpp"
 
@@ -32,6 +33,9 @@ struct grpc_server_options {
   /// batches): the node's max_message_bytes.
   uint64_t max_message_bytes = 256ull << 20;
   actors::readiness_policy readiness = actors::readiness_policy::strict;
+  /// The repository extension (RepositoryIndex, RepositoryModelLoad/Unload): null, UNIMPLEMENTED.
+  /// Outlives the server.
+  const actors::model_control* control = nullptr;
 };
 
 class kserve_grpc_server {

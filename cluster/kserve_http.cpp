@@ -183,7 +183,8 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
       return respond(error_response(
           unsupported("CUDA shared memory is not supported by troupe; use system shared memory "
                       "(/v2/systemsharedmemory)")));
-    if (seg[1] == "repository" || seg[1] == "trace" || seg[1] == "logging")
+    if (seg[1] == "repository") return repository(req, seg, std::move(respond));
+    if (seg[1] == "trace" || seg[1] == "logging")
       return respond(
           error_response(unsupported("the '" + seg[1] + "' extension is not served by troupe")));
     return respond(http_error(404, "no such endpoint: " + method + " " + req.path));
@@ -248,6 +249,73 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     return make_error(error_code::unavailable, "model '" + model + "' version " +
                                                    std::to_string(v.version) +
                                                    " failed to load: " + v.load_error.to_string());
+  }
+
+  // ---- model repository extension ----
+
+  /// POST /v2/repository/index {"ready": bool}; POST /v2/repository/models/{m}/load
+  /// {"parameters": {"config": "<configuration>"}}; POST /v2/repository/models/{m}/unload.
+  /// Answered when the manager has done it (a load: loaded and warmed up, or failed).
+  void repository(const http_request& req, const std::vector<std::string>& seg,
+                  http_responder respond) {
+    const bool index = seg.size() == 3 && seg[2] == "index";
+    const bool model_op = seg.size() == 5 && seg[2] == "models" &&
+                          (seg[4] == "load" || seg[4] == "unload");
+    if (!index && !model_op) return respond(http_error(404, "no such endpoint: " + req.path));
+    if (req.method != "POST") return respond(http_error(405, "use POST for " + req.path));
+    if (!options_.control)
+      return respond(error_response(
+          unsupported("the model repository extension is off on this node")));
+    nlohmann::json body = nlohmann::json::object();
+    if (!req.body.empty()) {
+      body = nlohmann::json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object())
+        return respond(http_error(400, req.path + ": the body must be a JSON object"));
+    }
+    if (index) {
+      bool ready_only = false;
+      if (auto r = body.find("ready"); r != body.end()) {
+        if (!r->is_boolean()) return respond(http_error(400, "index: 'ready' must be a boolean"));
+        ready_only = r->get<bool>();
+      }
+      return options_.control->index([respond, ready_only](expected<actors::model_index> idx) {
+        if (!idx) return respond(error_response(idx.error()));
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& e : *idx) {
+          if (ready_only && e.state != "READY") continue;
+          nlohmann::json j = {{"name", e.name}, {"state", e.state}};
+          if (e.version > 0) j["version"] = std::to_string(e.version);
+          if (!e.reason.empty()) j["reason"] = e.reason;
+          out.push_back(std::move(j));
+        }
+        respond(json_response(200, out.dump(-1, ' ', false,
+                                            nlohmann::json::error_handler_t::replace)));
+      });
+    }
+    std::string config;
+    if (auto p = body.find("parameters"); p != body.end()) {
+      if (!p->is_object())
+        return respond(http_error(400, seg[4] + ": 'parameters' must be an object"));
+      if (auto c = p->find("config"); c != p->end()) {
+        if (seg[4] != "load") return respond(http_error(400, "unload takes no 'config'"));
+        if (!c->is_string())
+          return respond(http_error(400, "load: parameters.config must be a string (the "
+                                         "configuration as JSON or YAML)"));
+        config = c->get<std::string>();
+      }
+      for (const auto& [key, value] : p->items())
+        if (key.rfind("file:", 0) == 0)
+          return respond(error_response(unsupported(
+              "load: model files in the request ('" + key + "') are not supported: place "
+              "them in the repository")));
+    }
+    auto done = [respond](status s) {
+      respond(s.is_ok() ? json_response(200, "") : error_response(s));
+    };
+    if (seg[4] == "load")
+      options_.control->load(seg[3], std::move(config), std::move(done));
+    else
+      options_.control->unload(seg[3], std::move(done));
   }
 
   // ---- system shared memory ----

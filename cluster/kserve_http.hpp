@@ -29,6 +29,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/model_control.hpp"
 #include "actors/readiness.hpp"
 #include "cluster/http_server.hpp"
 #include "core/status.hpp"
@@ -45,6 +46,9 @@ struct kserve_http_options {
   std::string server_version;  // GET /v2's "version"
   /// Readiness rule of GET /v2/health/ready.
   actors::readiness_policy readiness = actors::readiness_policy::strict;
+  /// The repository extension (/v2/repository/...): null, it answers unsupported. Outlives the
+  /// door.
+  const actors::model_control* control = nullptr;
 };
 
 class kserve_http {

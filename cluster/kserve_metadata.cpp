@@ -46,8 +46,9 @@ std::string_view instance_kind(actors::device_preference d) {
 }  // namespace
 
 std::vector<std::string_view> http_extensions(bool shared_memory) {
-  std::vector<std::string_view> e{"binary_tensor_data", "model_configuration", "parameters",
-                                  "statistics"};
+  // model_repository: the index always; load and unload where the control mode allows them.
+  std::vector<std::string_view> e{"binary_tensor_data", "model_configuration", "model_repository",
+                                  "parameters", "statistics"};
   if (shared_memory) e.push_back("system_shared_memory");
   return e;
 }
@@ -63,7 +64,7 @@ expected<const actors::version_entry*> find_version(const actors::model_table* t
                                                     std::string_view model, int64_t version) {
   if (!table) return make_error(error_code::unavailable, "the node is still loading its models");
   const actors::model_entry* m = table->find(model);
-  if (!m) return not_found("no model '" + std::string(model) + "'");
+  if (!m) return table->unknown_model(model);
   if (version > 0) {
     const actors::version_entry* v = m->find(version);
     if (!v)
@@ -186,8 +187,7 @@ expected<std::string> model_statistics_json(const actors::model_table& table,
     for (const auto& v : m.versions)
       if (version == 0 || v.version == version) stats.push_back(version_statistics(name, v));
   }
-  if (!model.empty() && !table.find(model))
-    return not_found("no model '" + std::string(model) + "'");
+  if (!model.empty() && !table.find(model)) return table.unknown_model(model);
   if (!model.empty() && version > 0 && stats.empty())
     return not_found("model '" + std::string(model) + "' has no version " +
                      std::to_string(version));

@@ -134,6 +134,7 @@ class front_doors {
     gw.max_inflight = cfg.max_inflight;
     TROUPE_ASSIGN_OR_RETURN(gateway_, request_gateway::create(sys, node, holder, metrics, gw));
     if (cfg.shared_memory) shm_ = std::make_unique<shared_memory_registry>();
+    control_ = std::make_unique<actors::model_control>(sys, node.manager, cfg.control_mode);
     if (cfg.http_port > 0) {
       kserve_http_options ho;
       ho.server.address = "0.0.0.0";
@@ -142,6 +143,7 @@ class front_doors {
       ho.server.max_body_bytes = cfg.max_message_bytes;
       ho.server_version = TROUPE_VERSION;
       ho.readiness = cfg.readiness;
+      ho.control = control_.get();
       TROUPE_ASSIGN_OR_RETURN(http_, kserve_http::create(ho, *gateway_, shm_.get()));
       http_port_ = http_->port();
     }
@@ -151,6 +153,7 @@ class front_doors {
       go.port = cfg.grpc_port;
       go.max_message_bytes = cfg.max_message_bytes;
       go.readiness = cfg.readiness;
+      go.control = control_.get();
       TROUPE_ASSIGN_OR_RETURN(grpc_, kserve_grpc_server::create(go, *gateway_, shm_.get()));
       grpc_port_ = grpc_->port();
     }
@@ -215,6 +218,7 @@ class front_doors {
   std::unique_ptr<frontend> zmq_;
   std::unique_ptr<request_gateway> gateway_;
   std::unique_ptr<shared_memory_registry> shm_;
+  std::unique_ptr<actors::model_control> control_;  // the repository extension of both doors
   std::unique_ptr<kserve_http> http_;
 #if TROUPE_HAVE_GRPC
   std::unique_ptr<kserve_grpc_server> grpc_;
@@ -254,6 +258,13 @@ status run_serve(const serve_options& o) {
   if (o.grpc_port) cfg.grpc_port = *o.grpc_port;
   if (o.http_port) cfg.http_port = *o.http_port;
   if (o.log_level) cfg.log_level = *o.log_level;
+  if (o.control_mode) {
+    TROUPE_ASSIGN_OR_RETURN(cfg.control_mode, actors::parse_model_control_mode(*o.control_mode));
+  }
+  if (!o.load_models.empty()) cfg.load_models = o.load_models;
+  if (o.repository_poll_secs) cfg.repository_poll = std::chrono::seconds(*o.repository_poll_secs);
+  if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
+    return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {
     TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
   }

@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/status.hpp"
 
@@ -22,6 +23,9 @@ struct serve_options {
   std::optional<std::string> gpus;    // overrides `gpus`: "all", "none" or "0,1"
   std::string config_path;            // node.yaml ("" = defaults)
   std::optional<std::string> log_level;
+  std::optional<std::string> control_mode;      // overrides `model_control_mode`
+  std::vector<std::string> load_models;         // overrides `load_models` when not empty
+  std::optional<int> repository_poll_secs;      // overrides `repository_poll_secs`
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):

@@ -19,6 +19,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     int http_port = -1;
     std::string log_level;
     std::string gpus;
+    std::string control_mode;
+    int repository_poll_secs = 0;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -42,6 +44,15 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--gpus", o->gpus,
                   "GPUs that get a gpu_worker: all (default: every visible GPU), none, or 0,1,...");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn, error, critical or off");
+  cmd->add_option("--model-control-mode", o->control_mode,
+                  "none (load the repository at start; default), explicit (load --load-model "
+                  "models, then what the repository API asks) or poll (rescan the repository)")
+      ->check(CLI::IsMember({"none", "explicit", "poll"}));
+  cmd->add_option("--load-model", o->serve.load_models,
+                  "explicit mode: a model to load at start (repeat; '*' for all)");
+  cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
+                  "poll mode: seconds between repository scans (default 15)")
+      ->check(CLI::Range(1, 86400));
   cmd->footer(
       "Logs are JSON lines on stderr. Once serving, one line goes to stdout:\n"
       "  {\"event\":\"ready\",\"endpoint\":\"tcp://0.0.0.0:5555\",\"grpc_port\":8001,"
@@ -58,6 +69,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (o->http_port >= 0) o->serve.http_port = o->http_port;
     if (!o->log_level.empty()) o->serve.log_level = o->log_level;
     if (!o->gpus.empty()) o->serve.gpus = o->gpus;
+    if (!o->control_mode.empty()) o->serve.control_mode = o->control_mode;
+    if (o->repository_poll_secs > 0) o->serve.repository_poll_secs = o->repository_poll_secs;
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });

@@ -58,7 +58,7 @@ def test_health_and_server_metadata(server, triton):
     md = triton.get_server_metadata()
     assert md["name"] == "troupe" and md["version"]
     assert {"binary_tensor_data", "system_shared_memory"} <= set(md["extensions"])
-    assert "model_repository" not in md["extensions"] and "cuda_shared_memory" not in md["extensions"]
+    assert "model_repository" in md["extensions"] and "cuda_shared_memory" not in md["extensions"]
     assert http(server, "GET", "/v2/health/live")[0] == 200
     assert http(server, "POST", "/v2/health/live")[0] == 405
     assert http(server, "GET", "/v2/nothing/here")[0] == 404

@@ -1,0 +1,72 @@
+#include "actors/model_control.hpp"
+
+#include <memory>
+#include <utility>
+
+namespace troupe::actors {
+namespace {
+
+/// One request to the manager from a short-lived actor: `deliver` runs once, with the answer, or
+/// with unavailable when the manager exits first (the node is stopping).
+template <class Answer, class... Args>
+void ask_manager(caf::actor_system& sys, const manager_actor& manager,
+                 std::function<void(expected<Answer>)> deliver, Args... args) {
+  sys.spawn([manager, deliver = std::move(deliver), args...](caf::event_based_actor* self) {
+    auto finish = [self, deliver](expected<Answer> r) {
+      deliver(std::move(r));
+      self->quit();
+    };
+    self->monitor(manager);
+    self->set_down_handler([finish](caf::down_msg&) {
+      finish(make_error(error_code::unavailable, "the node is stopping"));
+    });
+    self->request(manager, caf::infinite, args...)
+        .then([finish](Answer& a) { finish(std::move(a)); },
+              [self, finish](caf::error& e) { finish(from_caf_error(self->system(), e)); });
+  });
+}
+
+}  // namespace
+
+model_control::model_control(caf::actor_system& sys, manager_actor manager,
+                             model_control_mode mode)
+    : sys_(sys), manager_(std::move(manager)), mode_(mode) {}
+
+status model_control::allowed(std::string_view what) const {
+  switch (mode_) {
+    case model_control_mode::explicit_:
+      return status::ok();
+    case model_control_mode::none:
+      return unsupported(std::string(what) +
+                         " refused: the node's model control mode is none (models load at "
+                         "start); start it with --model-control-mode explicit");
+    case model_control_mode::poll:
+      return unsupported(std::string(what) +
+                         " refused: the node's model control mode is poll (the repository folder "
+                         "decides); change the folder, or use --model-control-mode explicit");
+  }
+  return internal_error("unknown model control mode");
+}
+
+void model_control::index(std::function<void(expected<model_index>)> done) const {
+  ask_manager<model_index>(sys_, manager_, std::move(done), index_atom::value);
+}
+
+void model_control::load(std::string name, std::string config_override,
+                         std::function<void(status)> done) const {
+  if (status s = allowed("load of model '" + name + "'"); !s.is_ok()) return done(s);
+  ask_manager<bool>(
+      sys_, manager_,
+      [done = std::move(done)](expected<bool> r) { done(r ? status::ok() : r.error()); },
+      mload_atom::value, std::move(name), std::move(config_override));
+}
+
+void model_control::unload(std::string name, std::function<void(status)> done) const {
+  if (status s = allowed("unload of model '" + name + "'"); !s.is_ok()) return done(s);
+  ask_manager<bool>(
+      sys_, manager_,
+      [done = std::move(done)](expected<bool> r) { done(r ? status::ok() : r.error()); },
+      munload_atom::value, std::move(name));
+}
+
+}  // namespace troupe::actors

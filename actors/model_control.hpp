@@ -1,0 +1,36 @@
+#pragma once
+/// What the doors call to change the node's models at run time (the KServe repository extension
+/// over HTTP and gRPC): a thread-safe facade over model_manager's messages, so that CAF stays in
+/// actors/. Every call returns at once; `done` runs exactly once, on a CAF thread, with the outcome
+/// (it must not block). The control mode decides what is allowed: `none` and `poll` refuse load
+/// and unload (unsupported, saying why); the index is always served.
+
+#include <functional>
+#include <string>
+
+#include "actors/caf_compat.hpp"
+#include "actors/model_config.hpp"
+#include "core/status.hpp"
+
+namespace troupe::actors {
+
+class model_control {
+ public:
+  model_control(caf::actor_system& sys, manager_actor manager, model_control_mode mode);
+
+  model_control_mode mode() const { return mode_; }
+
+  void index(std::function<void(expected<model_index>)> done) const;
+  /// Loads or reloads `name`; `config_override` ("" for none) replaces its config.yaml.
+  void load(std::string name, std::string config_override, std::function<void(status)> done) const;
+  void unload(std::string name, std::function<void(status)> done) const;
+
+ private:
+  status allowed(std::string_view what) const;
+
+  caf::actor_system& sys_;
+  manager_actor manager_;
+  model_control_mode mode_;
+};
+
+}  // namespace troupe::actors

@@ -1,0 +1,206 @@
+"""Run-time model control of a real `troupe serve` through the KServe repository extension, judged
+by tritonclient (HTTP and gRPC): control modes (explicit with --load-model, none, poll), load,
+unload, index, a load with a configuration override, a version rollout under a closed loop of
+requests with zero errors and every request answered once, a failed reload that leaves the loaded
+version serving."""
+
+import json
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import Server, build_repository, make_mlp, reference, wait_until, write
+
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def infer_mlp(c, module, model, rows=2, version=""):
+    x = np.arange(rows * 16, dtype=np.float32).reshape(rows, 16) / 100
+    i = module.InferInput("x", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    r = c.infer(model, [i], model_version=version)
+    return x, r
+
+
+def index_of(c):
+    """{(name, version): state} from the HTTP index (version "" for a model without versions)."""
+    return {(e["name"], e.get("version", "")): e.get("state", "") for e in c.get_model_repository_index()}
+
+
+@pytest.fixture(scope="module")
+def explicit(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("explicit"))
+    models, node_yaml = build_repository(root)
+    s = Server(models, node_yaml, os.path.join(root, "serve.log"),
+               extra_args=["--model-control-mode", "explicit", "--load-model", "mlp"])
+    assert s.ready, s.reason
+    yield s, models
+    assert s.terminate() == 0
+
+
+def test_explicit_mode_loads_only_the_named_models_and_lists_the_rest(explicit):
+    s, models = explicit
+    h = httpclient.InferenceServerClient(s.http_url)
+    idx = index_of(h)
+    assert idx[("mlp", "2")] == "READY" and idx[("mlp", "1")] == "READY"
+    assert idx[("multi", "")] == "" and idx[("slow", "")] == "", idx
+    assert not h.is_model_ready("multi")
+    with pytest.raises(InferenceServerException) as e:
+        infer_mlp(h, httpclient, "slow")
+    assert "no model 'slow'" in e.value.message()
+
+
+def test_load_infer_unload_over_http_and_grpc(explicit):
+    s, models = explicit
+    h = httpclient.InferenceServerClient(s.http_url)
+    g = grpcclient.InferenceServerClient(s.grpc_url)
+    h.load_model("deep")
+    assert h.is_model_ready("deep")
+    x, r = infer_mlp(h, httpclient, "deep", rows=1)
+    np.testing.assert_allclose(r.as_numpy("y"), reference(models, "deep", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+    assert {(m.name, m.version, m.state) for m in g.get_model_repository_index().models} >= {("deep", "1", "READY")}
+    g.unload_model("deep")
+    assert index_of(h)[("deep", "")] == "UNAVAILABLE"
+    for c, module in [(h, httpclient), (g, grpcclient)]:
+        with pytest.raises(InferenceServerException) as e:
+            infer_mlp(c, module, "deep", rows=1)
+        assert "unloaded" in e.value.message(), e.value.message()
+    assert h.is_server_ready(), "an unloaded model is not a problem of the node"
+    with pytest.raises(InferenceServerException) as e:
+        g.unload_model("deep")
+    assert "not loaded" in e.value.message()
+    g.load_model("deep")  # and back
+    x, r = infer_mlp(g, grpcclient, "deep", rows=1)
+    np.testing.assert_allclose(r.as_numpy("y"), reference(models, "deep", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_load_errors_are_typed(explicit):
+    s, _ = explicit
+    h = httpclient.InferenceServerClient(s.http_url)
+    with pytest.raises(InferenceServerException) as e:
+        h.load_model("nope")
+    assert "no model 'nope'" in e.value.message()
+    assert ("nope", "") not in index_of(h), "a model that is not in the repository leaves no trace"
+    with pytest.raises(InferenceServerException) as e:
+        h.load_model("fixed", config=json.dumps({"max_batch_sise": 4}))
+    assert "max_batch_sise" in e.value.message()
+    assert h.is_server_ready(), "a refused load does not change what the node serves"
+
+
+def test_load_with_a_configuration_override(explicit):
+    s, _ = explicit
+    g = grpcclient.InferenceServerClient(s.grpc_url)
+    g.load_model("prio", config=json.dumps({"max_batch_size": 2}))
+    assert g.get_model_config("prio", as_json=True)["config"]["max_batch_size"] == 2
+    g.load_model("prio", config=json.dumps({"max_batch_size": 4}))  # a reload with another one
+    assert g.get_model_config("prio", as_json=True)["config"]["max_batch_size"] == 4
+    x, r = infer_mlp(g, grpcclient, "prio", rows=4)
+    assert r.as_numpy("y").shape == (4, 8)
+
+
+def test_version_rollout_under_load_loses_nothing(tmp_path):
+    """v1 serves a closed loop; v2 appears and is loaded; the switch happens with every request
+    answered once, none with an error; then v1 is unloaded (drained first)."""
+    models, node_yaml = build_repository(str(tmp_path))
+    make_mlp(os.path.join(models, "roll", "1", "model.onnx"), seed=11)
+    write(os.path.join(models, "roll", "config.yaml"), "max_batch_size: 8\n")
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"),
+               extra_args=["--model-control-mode", "explicit", "--load-model", "roll"])
+    try:
+        g = grpcclient.InferenceServerClient(s.grpc_url)
+        stop = threading.Event()
+        answers, errors, lock = {}, [], threading.Lock()
+
+        def loop(t):
+            c = grpcclient.InferenceServerClient(s.grpc_url)
+            k = 0
+            while not stop.is_set():
+                rid = f"{t}-{k}"
+                k += 1
+                try:
+                    _, r = None, c.infer("roll", [make_input()], request_id=rid)
+                    with lock:
+                        assert rid not in answers, "answered twice"
+                        answers[rid] = r.get_response().model_version
+                except InferenceServerException as e:
+                    with lock:
+                        errors.append(e.message())
+
+        def make_input():
+            i = grpcclient.InferInput("x", [1, 16], "FP32")
+            i.set_data_from_numpy(np.ones((1, 16), np.float32))
+            return i
+
+        threads = [threading.Thread(target=loop, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: len(answers) > 50)
+        make_mlp(os.path.join(models, "roll", "2", "model.onnx"), seed=12)
+        g.load_model("roll")
+        assert wait_until(lambda: list(answers.values())[-1:] == ["2"])
+        n = len(answers)
+        assert wait_until(lambda: len(answers) > n + 50)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:5]
+        versions = list(answers.values())
+        assert versions.count("1") > 0 and versions.count("2") > 0
+        idx = {(m.name, m.version): m.state for m in g.get_model_repository_index().models}
+        assert wait_until(lambda: ("roll", "1") not in
+                          {(m.name, m.version) for m in g.get_model_repository_index().models}), idx
+        assert idx[("roll", "2")] == "READY"
+        assert "model version unloaded" in s.log_messages()
+    finally:
+        assert s.terminate() == 0
+
+
+def test_a_failed_reload_leaves_the_loaded_version_serving(tmp_path):
+    models, node_yaml = build_repository(str(tmp_path))
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"),
+               extra_args=["--model-control-mode", "explicit", "--load-model", "deep"])
+    try:
+        h = httpclient.InferenceServerClient(s.http_url)
+        write(os.path.join(models, "deep", "2", "model.onnx"), "this is not an onnx model")
+        with pytest.raises(InferenceServerException) as e:
+            h.load_model("deep")
+        assert "keep serving" in e.value.message() and "deep/2" in e.value.message()
+        x, r = infer_mlp(h, httpclient, "deep", rows=1)
+        assert r.get_response()["model_version"] == "1"
+        np.testing.assert_allclose(r.as_numpy("y"), reference(models, "deep", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+        assert index_of(h)[("deep", "1")] == "READY"
+    finally:
+        assert s.terminate() == 0
+
+
+def test_mode_none_refuses_load_and_unload(server):
+    h = httpclient.InferenceServerClient(server.http_url)
+    for call in (lambda: h.load_model("mlp"), lambda: h.unload_model("mlp")):
+        with pytest.raises(InferenceServerException) as e:
+            call()
+        assert "model control mode is none" in e.value.message()
+    assert index_of(h)[("mlp", "2")] == "READY", "the index is served in every mode"
+
+
+def test_poll_mode_follows_the_repository_folder(tmp_path):
+    models, node_yaml = build_repository(str(tmp_path))
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"),
+               extra_args=["--model-control-mode", "poll", "--repository-poll-secs", "1"])
+    try:
+        h = httpclient.InferenceServerClient(s.http_url)
+        make_mlp(os.path.join(models, "late", "1", "model.onnx"), seed=21)
+        assert wait_until(lambda: h.is_model_ready("late"), timeout=30)
+        x, r = infer_mlp(h, httpclient, "late")
+        np.testing.assert_allclose(r.as_numpy("y"), reference(models, "late", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+        shutil.rmtree(os.path.join(models, "late"))
+        assert wait_until(lambda: index_of(h).get(("late", "")) == "UNAVAILABLE", timeout=30)
+        with pytest.raises(InferenceServerException) as e:
+            h.load_model("late")
+        assert "poll" in e.value.message()
+    finally:
+        assert s.terminate() == 0
