@@ -212,7 +212,7 @@ model_config parse_model_node(const YAML::Node& root) {
   check_keys(root, "config",
              {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
               "batch_buckets", "version_policy", "traffic", "backend", "platform", "device",
-              "precision", "input_normalization"});
+              "precision", "input_normalization", "shape_cache"});
   if (root["max_batch_size"])
     c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
@@ -247,6 +247,16 @@ model_config parse_model_node(const YAML::Node& root) {
     c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
   if (root["version_policy"]) parse_version_policy(root["version_policy"], c);
   if (root["traffic"]) parse_traffic(root["traffic"], c);
+  if (root["shape_cache"]) {
+    const YAML::Node n = root["shape_cache"];
+    check_keys(n, "shape_cache", {"max_plans", "max_bytes"});
+    if (n["max_plans"])
+      c.shape_cache.max_plans =
+          static_cast<size_t>(get_int(n["max_plans"], "shape_cache.max_plans", 1, 1 << 20));
+    if (n["max_bytes"])
+      c.shape_cache.max_bytes = static_cast<size_t>(
+          get_int(n["max_bytes"], "shape_cache.max_bytes", 1, int64_t{1} << 50));
+  }
   if (root["backend"]) {
     const auto b = get<std::string>(root["backend"], "backend");
     if (b != "cpu" && b != "troupe" && b != "onnxruntime")

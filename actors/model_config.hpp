@@ -15,6 +15,7 @@
 #include "actors/readiness.hpp"
 #include "core/status.hpp"
 #include "runtime/input_normalization.hpp"
+#include "runtime/plan_cache.hpp"
 
 namespace troupe::actors {
 
@@ -79,6 +80,10 @@ struct model_config {
   /// node applies (x - mean[c]) / std[c] inside the graph (runtime/input_normalization.hpp); the
   /// model's signature then shows the client type. Checked against the model at load.
   std::optional<runtime::input_normalization> input_normalization;
+  /// `shape_cache: {max_plans, max_bytes}`: bounds of each replica's compiled-shape cache (plans
+  /// compiled per new input shape of a model with dynamic non-batch dims; least recently used
+  /// first out). runtime/plan_cache.hpp has the defaults.
+  runtime::shape_cache_limits shape_cache;
 
   /// The level a request with priority 0 gets.
   uint32_t effective_default_priority() const {

@@ -177,6 +177,33 @@ TEST(model_config, device_and_precision) {
   EXPECT_EQ(cpu->device, device_preference::cpu);
 }
 
+TEST(model_config, shape_cache) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(plain->shape_cache.max_plans, runtime::shape_cache_limits{}.max_plans);
+  EXPECT_EQ(plain->shape_cache.max_bytes, runtime::shape_cache_limits{}.max_bytes);
+  auto c = parse_model_config("shape_cache: {max_plans: 8, max_bytes: 268435456}\n", "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(c->shape_cache.max_plans, 8u);
+  EXPECT_EQ(c->shape_cache.max_bytes, size_t{256} << 20);
+  auto one = parse_model_config("shape_cache: {max_plans: 2}\n", "test");
+  ASSERT_TRUE(one.has_value()) << one.error().to_string();
+  EXPECT_EQ(one->shape_cache.max_plans, 2u);
+  EXPECT_EQ(one->shape_cache.max_bytes, runtime::shape_cache_limits{}.max_bytes);
+  for (const auto& [yaml, fragment] : std::vector<std::pair<const char*, const char*>>{
+           {"shape_cache: {max_plans: 0}\n", "shape_cache.max_plans"},
+           {"shape_cache: {max_bytes: 0}\n", "shape_cache.max_bytes"},
+           {"shape_cache: {max_plan: 4}\n", "max_plan"},
+           {"shape_cache: 4\n", "shape_cache"},
+       }) {
+    auto bad = parse_model_config(yaml, "test");
+    ASSERT_FALSE(bad.has_value()) << yaml;
+    EXPECT_EQ(bad.error().code(), error_code::invalid_argument);
+    EXPECT_NE(bad.error().message().find(fragment), std::string::npos)
+        << yaml << " -> " << bad.error().message();
+  }
+}
+
 TEST(model_config, input_normalization) {
   auto plain = parse_model_config("max_batch_size: 4\n", "test");
   ASSERT_TRUE(plain.has_value());
