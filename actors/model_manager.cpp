@@ -174,6 +174,7 @@ replica_spec spec_of(const manager_state& st, const model_record& m, const versi
   s.path = v.path;
   s.config = m.config;
   s.warmup_runs = st.options.warmup_runs;
+  s.load_timeout = m.config.load_timeout.value_or(st.options.load_timeout);
   return s;
 }
 

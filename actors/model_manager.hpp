@@ -14,6 +14,7 @@
 /// served. (replaced, index, worker) from the supervisor reloads the replicas the failed worker
 /// held onto its replacement and hands them to the batchers.
 
+#include <chrono>
 #include <vector>
 
 #include "actors/caf_compat.hpp"
@@ -31,6 +32,9 @@ struct manager_options {
   std::vector<worker_actor> workers;
   std::vector<worker_kind> worker_kinds;  // by worker index; missing entries are cpu
   uint32_t warmup_runs = 3;
+  /// Reading a model file may take this long unless its config.yaml says otherwise
+  /// (model_config::load_timeout).
+  std::chrono::milliseconds load_timeout = default_load_timeout;
   int max_batches_per_replica = 2;
 };
 

@@ -134,7 +134,11 @@ status replica::init(const options& o) {
     // type.
     if (o.config.input_normalization)
       so.input_normalizations.push_back(*o.config.input_normalization);
-    TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
+    if (o.graph) {
+      TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create_from_graph(*o.graph, so));
+    } else {
+      TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
+    }
   }
 
   auto sig = std::make_shared<model_signature>();

@@ -76,6 +76,10 @@ class replica {
     /// plans, staging and output blocks stay per replica. Null: load the file. Not owned; only
     /// read during create.
     const replica* weights_from = nullptr;
+    /// The model file already read (runtime::load_onnx_file, off the worker's thread): the session
+    /// is made from a copy of it (sharing its constants' bytes) instead of reading model_path.
+    /// Null: read the file here (unless weights_from).
+    std::shared_ptr<const runtime::graph> graph;
     /// Where shape-cache evictions are counted (troupe_shape_cache_evictions_total); may be null.
     /// Outlives the replica.
     serving_metrics* metrics = nullptr;

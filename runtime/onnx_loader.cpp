@@ -3,15 +3,11 @@
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <limits>
-#include <utility>
+
+#include "runtime/regular_file.hpp"
 
 namespace troupe::runtime {
 namespace {
@@ -21,84 +17,9 @@ namespace fs = std::filesystem;
 /// Largest tensor accepted from a model file: guards against dims that multiply to absurd sizes.
 constexpr int64_t max_tensor_elements = int64_t{1} << 36;
 
-/// An open file that fstat says is a regular file. open() is given O_NONBLOCK so that opening a
-/// FIFO or a device returns at once (a FIFO without a writer blocks a plain open() for ever), and
-/// the check is made on the descriptor itself: nothing can swap the file between the check and the
-/// read. O_NONBLOCK does not change reads of a regular file.
-class regular_file {
- public:
-  regular_file(const regular_file&) = delete;
-  regular_file& operator=(const regular_file&) = delete;
-  regular_file(regular_file&& o) noexcept : fd_(std::exchange(o.fd_, -1)), size_(o.size_) {}
-  ~regular_file() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  /// `what` names the file in errors ("'model.onnx'", "external data file 'w.bin'");
-  /// `not_regular` is the code of the error for a file that is not a regular one. `no_follow`:
-  /// refuse a symbolic link as the last component (the caller resolved it already).
-  static expected<regular_file> open(const std::string& path, const std::string& what,
-                                     error_code not_regular, bool no_follow) {
-    const int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (no_follow ? O_NOFOLLOW : 0);
-    const int fd = ::open(path.c_str(), flags);
-    if (fd < 0) {
-      const int err = errno;
-      if (err == ENOENT) return not_found(what + " does not exist");
-      return io_error("cannot open " + what + ": " + std::strerror(err));
-    }
-    regular_file f(fd);
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return io_error("cannot stat " + what + ": " + std::strerror(errno));
-    if (!S_ISREG(st.st_mode))
-      return status(not_regular, what + " is " + file_kind(st.st_mode) + ", not a regular file");
-    f.size_ = static_cast<uint64_t>(st.st_size);
-    return f;
-  }
-
-  uint64_t size() const { return size_; }
-
-  /// Reads exactly `bytes` bytes at `offset` into `dst`.
-  status read_at(uint64_t offset, void* dst, size_t bytes, const std::string& what) const {
-    auto* out = static_cast<char*>(dst);
-    while (bytes > 0) {
-      const ssize_t n = ::pread(fd_, out, bytes, static_cast<off_t>(offset));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return io_error("cannot read " + what + ": " + std::strerror(errno));
-      if (n == 0)
-        return io_error("cannot read " + what + ": it ended early (truncated while read?)");
-      out += n;
-      bytes -= static_cast<size_t>(n);
-      offset += static_cast<uint64_t>(n);
-    }
-    return status::ok();
-  }
-
- private:
-  explicit regular_file(int fd) : fd_(fd) {}
-
-  static std::string file_kind(mode_t mode) {
-    if (S_ISDIR(mode)) return "a directory";
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISSOCK(mode)) return "a socket";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    return "not a plain file";
-  }
-
-  int fd_ = -1;
-  uint64_t size_ = 0;
-};
-
 expected<std::string> read_file(const std::string& path, size_t max_bytes) {
-  TROUPE_ASSIGN_OR_RETURN(regular_file f,
-                          regular_file::open(path, "'" + path + "'", error_code::io_error, false));
-  if (f.size() > max_bytes) {
-    return invalid_model("'" + path + "' is " + std::to_string(f.size()) +
-                         " bytes, over the limit of " + std::to_string(max_bytes));
-  }
-  std::string bytes(static_cast<size_t>(f.size()), '\0');
-  TROUPE_RETURN_IF_ERROR(f.read_at(0, bytes.data(), bytes.size(), "'" + path + "'"));
-  return bytes;
+  TROUPE_ASSIGN_OR_RETURN(regular_file f, regular_file::open(path, "'" + path + "'"));
+  return f.read_all(max_bytes, error_code::invalid_model);
 }
 
 /// Whether `inner` is `outer` or lies below it; both are canonical (absolute, no symlinks, no
@@ -167,15 +88,15 @@ expected<tensor> external_tensor(const onnx::TensorProto& t, dtype type, const s
   const std::string what = "tensor '" + t.name() + "': external data file '" + path + "'";
   // A FIFO or a device named as external data is the model's fault (invalid_model). The path is
   // resolved: a symbolic link in its place now would be a swap made after the check.
-  TROUPE_ASSIGN_OR_RETURN(regular_file file,
-                          regular_file::open(path, what, error_code::invalid_model,
-                                             /*no_follow=*/true));
+  TROUPE_ASSIGN_OR_RETURN(
+      regular_file file,
+      regular_file::open(path, what, error_code::invalid_model, /*no_follow=*/true));
   if (static_cast<uint64_t>(offset) + want > file.size()) {
     return invalid_model(what + " is too short for offset " + std::to_string(offset) + " + " +
                          std::to_string(want) + " bytes");
   }
   tensor out = tensor::allocate(type, shape);
-  TROUPE_RETURN_IF_ERROR(file.read_at(static_cast<uint64_t>(offset), out.raw(), want, what));
+  TROUPE_RETURN_IF_ERROR(file.read_at(static_cast<uint64_t>(offset), out.raw(), want));
   return out;
 }
 

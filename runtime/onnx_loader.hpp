@@ -9,7 +9,8 @@
 /// external data file's real path (symbolic links resolved) must lie inside the real path of the
 /// model file's folder: a link beside model.onnx cannot make the node read, and send to clients,
 /// a file from elsewhere. A read can still block where the file system does (a hung network
-/// mount): callers that must not stall run it where it can be abandoned (runtime/model_reader.hpp).
+/// mount): callers that must not stall run it where it can be abandoned
+/// (runtime/background_read.hpp).
 
 #include <string>
 

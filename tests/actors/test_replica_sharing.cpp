@@ -158,6 +158,7 @@ class worker_sharing : public testing::actor_fixture {
     worker_options o;
     o.kind = worker_kind::cpu;
     o.compute_threads = 1;
+    o.background_model_reads = false;  // the test coordinator: reads on the worker
     worker_ = spawn_worker(sys_, o, /*detached=*/false);
   }
 
