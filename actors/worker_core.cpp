@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -94,6 +95,16 @@ struct worker_state {
   expected<runtime::precision> precision_for(const model_config& c) const {
     if (!traits.takes_gpu_precision || c.gpu_precision.empty()) return traits.default_precision;
     return runtime::parse_precision(c.gpu_precision);
+  }
+
+  /// The pending read `n`, taken out of `reads`; nullopt when settled already (the other of its
+  /// two messages came first).
+  std::optional<pending_read> take_read(uint64_t n) {
+    auto it = reads.find(n);
+    if (it == reads.end()) return std::nullopt;
+    pending_read r = std::move(it->second);
+    reads.erase(it);
+    return r;
   }
 
   /// Creates (compiles, warms up) a replica on this thread and adds it to the table.
@@ -201,14 +212,12 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
       },
       [=](read_atom, uint64_t n) {
         auto& st = self->state;
-        auto it = st.reads.find(n);
-        if (it == st.reads.end()) return;  // settled by its timeout already
-        pending_read pr = std::move(it->second);
-        st.reads.erase(it);
-        auto graph = pr.read->take();
+        std::optional<pending_read> pr = st.take_read(n);
+        if (!pr) return;  // settled by its timeout already
+        auto graph = pr->read->take();
         std::shared_ptr<const runtime::graph> shared;
         if (graph) shared = std::make_shared<const runtime::graph>(std::move(*graph));
-        for (auto& l : pr.loads) {
+        for (auto& l : pr->loads) {
           if (!graph) {
             l.promise.deliver(to_caf_error(graph.error().with_context(l.where)));
             continue;
@@ -224,20 +233,17 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
         }
       },
       [=](overdue_atom, uint64_t n) {
-        auto& st = self->state;
-        auto it = st.reads.find(n);
-        if (it == st.reads.end()) return;  // the read finished in time
-        pending_read pr = std::move(it->second);
-        st.reads.erase(it);
+        std::optional<pending_read> pr = self->state.take_read(n);
+        if (!pr) return;  // the read finished in time
         // A blocked read cannot be cancelled: its thread is left to end whenever the read
         // returns (runtime/background_read.hpp), and its result, if any, is dropped.
-        pr.read->abandon();
-        const double seconds = std::chrono::duration<double>(pr.timeout).count();
+        pr->read->abandon();
+        const double seconds = std::chrono::duration<double>(pr->timeout).count();
         log_event(log_level::warn, "model read abandoned",
-                  {{"path", pr.path}, {"load_timeout_s", seconds}, {"loads", pr.loads.size()}});
+                  {{"path", pr->path}, {"load_timeout_s", seconds}, {"loads", pr->loads.size()}});
         char limit[32];
         std::snprintf(limit, sizeof(limit), "%g", seconds);
-        for (auto& l : pr.loads)
+        for (auto& l : pr->loads)
           l.promise.deliver(
               to_caf_error(status(error_code::deadline_exceeded,
                                   "reading the model file took longer than load_timeout_s (" +

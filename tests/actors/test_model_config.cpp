@@ -95,6 +95,10 @@ TEST(model_config, errors_name_the_key) {
            {"precision: fp8\n", "precision"},
            {"version_policy: {latest: {num_versions: 1}, all: {}}\n", "exactly one"},
            {"max_batch_size: [1\n", "test"},
+           {"shape_cache: {max_plans: 0}\n", "shape_cache.max_plans"},
+           {"shape_cache: {max_bytes: 0}\n", "shape_cache.max_bytes"},
+           {"shape_cache: {max_plan: 4}\n", "max_plan"},
+           {"shape_cache: 4\n", "shape_cache"},
        }) {
     auto c = parse_model_config(yaml, "test");
     ASSERT_FALSE(c.has_value()) << yaml;
@@ -198,18 +202,7 @@ TEST(model_config, shape_cache) {
   ASSERT_TRUE(one.has_value()) << one.error().to_string();
   EXPECT_EQ(one->shape_cache.max_plans, 2u);
   EXPECT_EQ(one->shape_cache.max_bytes, runtime::shape_cache_limits{}.max_bytes);
-  for (const auto& [yaml, fragment] : std::vector<std::pair<const char*, const char*>>{
-           {"shape_cache: {max_plans: 0}\n", "shape_cache.max_plans"},
-           {"shape_cache: {max_bytes: 0}\n", "shape_cache.max_bytes"},
-           {"shape_cache: {max_plan: 4}\n", "max_plan"},
-           {"shape_cache: 4\n", "shape_cache"},
-       }) {
-    auto bad = parse_model_config(yaml, "test");
-    ASSERT_FALSE(bad.has_value()) << yaml;
-    EXPECT_EQ(bad.error().code(), error_code::invalid_argument);
-    EXPECT_NE(bad.error().message().find(fragment), std::string::npos)
-        << yaml << " -> " << bad.error().message();
-  }
+  // Bad values: errors_name_the_key.
 }
 
 TEST(model_config, load_timeout) {

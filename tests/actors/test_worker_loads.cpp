@@ -119,12 +119,7 @@ class worker_loads : public ::testing::Test {
     self->receive([&](done_atom, batch_ref r) { done = r.ptr == b; },
                   caf::after(reply_deadline) >> [] {});
     ASSERT_TRUE(done) << "the worker answered the batch";
-    ASSERT_TRUE(b->result.is_ok()) << b->result.to_string();
-    const auto ref = testing::mlp_reference(weights_, j.data[0].data(), 2);
-    const auto* y = reinterpret_cast<const float*>(b->block->data() + b->outputs[0].offset);
-    for (size_t k = 0; k < ref.size(); ++k) EXPECT_NEAR(y[k], ref[k], 1e-5) << "element " << k;
-    b->block->release();
-    b->block = nullptr;
+    testing::expect_mlp_batch(*b, weights_, j);
   }
 
   caf::actor_system_config cfg_;
