@@ -6,6 +6,7 @@
 /// compile.
 
 #include <caf/all.hpp>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +43,8 @@ using mload_atom = caf::atom_constant<caf::atom("mload")>;
 using munload_atom = caf::atom_constant<caf::atom("munload")>;
 using index_atom = caf::atom_constant<caf::atom("index")>;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using read_atom = caf::atom_constant<caf::atom("read")>;
+using overdue_atom = caf::atom_constant<caf::atom("overdue")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -53,6 +56,8 @@ struct replica_spec {
   std::string path;  // model.onnx
   model_config config;
   uint32_t warmup_runs = 3;
+  /// Reading the model file may take this long (config.load_timeout, else the node's).
+  std::chrono::milliseconds load_timeout = default_load_timeout;
 };
 
 struct replica_latency {
@@ -102,10 +107,13 @@ using model_index = std::vector<model_index_entry>;
 // ----------------------------------------------------------------------------
 
 /// cpu_worker (one per device): owns replicas, runs batches one at a time on its own thread.
+/// (read, n) and (overdue, n) are the worker's messages to itself about its model read n: the read
+/// finished, or its load timeout passed (actors/worker_core.cpp); no other actor sends them.
 using worker_actor =
     caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
                      caf::reacts_to<unload_atom, uint32_t>, caf::reacts_to<run_atom, batch_ref>,
-                     caf::reacts_to<crash_atom>>;
+                     caf::reacts_to<crash_atom>, caf::reacts_to<read_atom, uint64_t>,
+                     caf::reacts_to<overdue_atom, uint64_t>>;
 
 /// A replica as a batcher addresses it.
 struct replica_handle {

@@ -40,6 +40,7 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Histogram>* batch_rows;
   prometheus::Family<prometheus::Gauge>* queue_length;
   prometheus::Family<prometheus::Gauge>* ready;
+  prometheus::Family<prometheus::Counter>* shape_cache_evictions;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
 };
@@ -62,6 +63,7 @@ std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::fam
   m->batch_rows = &f.batch_rows->Add(labels, rows_buckets());
   m->queue_length = &f.queue_length->Add(labels);
   m->ready = &f.ready->Add(labels);
+  m->shape_cache_evictions = &f.shape_cache_evictions->Add(labels);
   return m;
 }
 
@@ -113,6 +115,9 @@ void version_metrics::set_queue_length(double n) const {
 void version_metrics::set_ready(bool r) const {
   if (ready) ready->Set(r ? 1 : 0);
 }
+void version_metrics::count_shape_cache_evictions(uint64_t n) const {
+  if (shape_cache_evictions) shape_cache_evictions->Increment(static_cast<double>(n));
+}
 
 serving_metrics::serving_metrics()
     : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
@@ -154,6 +159,13 @@ serving_metrics::serving_metrics()
                  .Name("troupe_model_ready")
                  .Help("1 when the model version has a healthy replica, else 0")
                  .Register(r);
+  f.shape_cache_evictions =
+      &prometheus::BuildCounter()
+           .Name("troupe_shape_cache_evictions_total")
+           .Help(
+               "Compiled plans evicted from the model version's shape caches (least recently "
+               "used first, when a new input shape needs room)")
+           .Register(r);
   f.pool_bytes = &prometheus::BuildGauge()
                       .Name("troupe_pool_bytes")
                       .Help(

@@ -9,6 +9,8 @@
 /// (refused before a version was chosen), troupe_request_latency_seconds,
 /// troupe_queue_latency_seconds, troupe_compute_latency_seconds (histograms by model,version),
 /// troupe_batch_size (histogram of rows per batch), troupe_queue_length, troupe_model_ready,
+/// troupe_shape_cache_evictions_total{model,version} (plans evicted from the replicas'
+/// compiled-shape caches),
 /// troupe_inflight_requests, troupe_pool_bytes{worker,device} (the replicas' device memory pools:
 /// weights and plan arenas), troupe_staging_bytes{worker,device} (host staging and output blocks,
 /// pinned on a GPU), troupe_worker_restarts_total, and, where NVML can be loaded,
@@ -64,6 +66,7 @@ struct version_metrics {
   prometheus::Histogram* batch_rows = nullptr;
   prometheus::Gauge* queue_length = nullptr;
   prometheus::Gauge* ready = nullptr;
+  prometheus::Counter* shape_cache_evictions = nullptr;
   mutable version_statistics stats;
 
   /// One reply: its outcome and its time from arrival (the counter, the histogram, the statistics).
@@ -76,6 +79,8 @@ struct version_metrics {
   void observe_batch(int64_t rows) const;
   void set_queue_length(double n) const;
   void set_ready(bool r) const;
+  /// Plans a replica's compiled-shape cache evicted (runtime/plan_cache.hpp).
+  void count_shape_cache_evictions(uint64_t n) const;
 };
 
 class serving_metrics {

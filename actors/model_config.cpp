@@ -2,16 +2,18 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "runtime/regular_file.hpp"
 #include "runtime/session.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 namespace troupe::actors {
 namespace {
+
+/// A config larger than this is a mistake (a model file named config.yaml?), not a config.
+constexpr size_t max_config_bytes = size_t{16} << 20;
 
 // yaml-cpp reports errors by throwing; every entry point below catches and returns a status, so no
 // exception leaves this file.
@@ -48,6 +50,15 @@ int64_t get_int(const YAML::Node& n, const std::string& where, int64_t lo, int64
     fail(where, std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
                     std::to_string(hi) + "]");
   return v;
+}
+
+/// `load_timeout_s`: positive seconds (fractions allowed), at most a day.
+std::chrono::milliseconds get_load_timeout(const YAML::Node& n, const std::string& where) {
+  const auto seconds = get<double>(n, where);
+  if (!(seconds > 0) || seconds > 86'400)
+    fail(where, "expected seconds above 0 and at most 86400, got " + YAML::Dump(n));
+  return std::max(std::chrono::milliseconds(1),
+                  std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
 }
 
 std::vector<int64_t> get_int_list(const YAML::Node& n, const std::string& where, int64_t lo,
@@ -212,7 +223,7 @@ model_config parse_model_node(const YAML::Node& root) {
   check_keys(root, "config",
              {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
               "batch_buckets", "version_policy", "traffic", "backend", "platform", "device",
-              "precision", "input_normalization"});
+              "precision", "input_normalization", "shape_cache", "load_timeout_s"});
   if (root["max_batch_size"])
     c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
@@ -247,6 +258,18 @@ model_config parse_model_node(const YAML::Node& root) {
     c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
   if (root["version_policy"]) parse_version_policy(root["version_policy"], c);
   if (root["traffic"]) parse_traffic(root["traffic"], c);
+  if (root["load_timeout_s"])
+    c.load_timeout = get_load_timeout(root["load_timeout_s"], "load_timeout_s");
+  if (root["shape_cache"]) {
+    const YAML::Node n = root["shape_cache"];
+    check_keys(n, "shape_cache", {"max_plans", "max_bytes"});
+    if (n["max_plans"])
+      c.shape_cache.max_plans =
+          static_cast<size_t>(get_int(n["max_plans"], "shape_cache.max_plans", 1, 1 << 20));
+    if (n["max_bytes"])
+      c.shape_cache.max_bytes = static_cast<size_t>(
+          get_int(n["max_bytes"], "shape_cache.max_bytes", 1, int64_t{1} << 50));
+  }
   if (root["backend"]) {
     const auto b = get<std::string>(root["backend"], "backend");
     if (b != "cpu" && b != "troupe" && b != "onnxruntime")
@@ -295,6 +318,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "max_message_bytes",
               "drain_timeout_ms",
               "warmup_runs",
+              "load_timeout_s",
               "fault_injection",
               "log_level",
               "gpus",
@@ -347,6 +371,8 @@ node_config parse_node_node(const YAML::Node& root) {
         get_int(root["drain_timeout_ms"], "drain_timeout_ms", 0, 3'600'000));
   if (root["warmup_runs"])
     c.warmup_runs = static_cast<uint32_t>(get_int(root["warmup_runs"], "warmup_runs", 0, 1000));
+  if (root["load_timeout_s"])
+    c.load_timeout = get_load_timeout(root["load_timeout_s"], "load_timeout_s");
   if (root["fault_injection"])
     c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
@@ -411,13 +437,12 @@ expected<T> parse_with(const std::string& text, const std::string& source, F par
   }
 }
 
+/// A config file's text. Opened as runtime::regular_file: a FIFO named config.yaml is refused
+/// instead of blocking the model manager's scan (and with it the node's load and shutdown).
 expected<std::string> read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return io_error("cannot read '" + path + "'");
-  return ss.str();
+  TROUPE_ASSIGN_OR_RETURN(runtime::regular_file f,
+                          runtime::regular_file::open(path, "'" + path + "'"));
+  return f.read_all(max_config_bytes, error_code::invalid_argument);
 }
 
 }  // namespace
@@ -459,10 +484,10 @@ expected<model_config> parse_model_config(const std::string& yaml_text, const st
 }
 
 expected<model_config> load_model_config(const std::string& path) {
-  std::ifstream probe(path);
-  if (!probe) return model_config{};
-  TROUPE_ASSIGN_OR_RETURN(std::string text, read_text(path));
-  return parse_model_config(text, path);
+  auto text = read_text(path);
+  if (!text && text.error().code() == error_code::not_found) return model_config{};
+  if (!text) return text.error();
+  return parse_model_config(*text, path);
 }
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source) {

@@ -15,8 +15,15 @@
 #include "actors/readiness.hpp"
 #include "core/status.hpp"
 #include "runtime/input_normalization.hpp"
+#include "runtime/plan_cache.hpp"
 
 namespace troupe::actors {
+
+/// How long reading a model file may take (`load_timeout_s`, node-wide in node.yaml, per model in
+/// config.yaml) before its load fails DEADLINE_EXCEEDED: the read runs on a thread of its own
+/// (runtime/background_read.hpp), abandoned at the timeout, so that a file on a hung mount never
+/// stalls the worker, the node's other models or its shutdown.
+inline constexpr std::chrono::milliseconds default_load_timeout{300'000};
 
 /// How long a request may wait and how many may wait; one policy applies to each priority level.
 struct queue_policy {
@@ -79,6 +86,13 @@ struct model_config {
   /// node applies (x - mean[c]) / std[c] inside the graph (runtime/input_normalization.hpp); the
   /// model's signature then shows the client type. Checked against the model at load.
   std::optional<runtime::input_normalization> input_normalization;
+  /// `shape_cache: {max_plans, max_bytes}`: bounds of each replica's compiled-shape cache (plans
+  /// compiled per new input shape of a model with dynamic non-batch dims; least recently used
+  /// first out). runtime/plan_cache.hpp has the defaults.
+  runtime::shape_cache_limits shape_cache;
+  /// `load_timeout_s`: the time reading this model's files may take (default_load_timeout above);
+  /// nullopt: the node's `load_timeout_s`.
+  std::optional<std::chrono::milliseconds> load_timeout;
 
   /// The level a request with priority 0 gets.
   uint32_t effective_default_priority() const {
@@ -130,6 +144,8 @@ struct node_config {
   uint64_t max_message_bytes = 256ull << 20;       // a request larger than this is refused
   std::chrono::milliseconds drain_timeout{30000};  // SIGTERM: time to finish in-flight work
   uint32_t warmup_runs = 3;      // per batch bucket at load, also the latency measurement
+  /// `load_timeout_s`: reading a model file may take this long (models may set their own).
+  std::chrono::milliseconds load_timeout = default_load_timeout;
   bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).

@@ -7,17 +7,16 @@
 #include <chrono>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <tuple>
 
 #include "actors/batcher.hpp"
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
+#include "runtime/regular_file.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -100,11 +99,13 @@ expected<std::vector<std::string>> list_models(const std::string& dir) {
   return names;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+/// config.yaml's text for the fingerprint, read only after load_model_config accepted the file (a
+/// regular file: a FIFO never reaches here); "" when absent or unreadable.
+std::string config_text_of(const fs::path& p) {
+  auto f = runtime::regular_file::open(p.string(), "'" + p.string() + "'");
+  if (!f) return "";
+  auto text = f->read_all(size_t{16} << 20, error_code::invalid_model);
+  return text ? *text : "";
 }
 
 /// A version's fingerprint: its file's size and modification time, and the model's configuration
@@ -130,15 +131,15 @@ model_record scan_model(const std::string& dir, const std::string& name,
     return m;
   }
   const fs::path config_path = md / "config.yaml";
-  const std::string config_text =
-      !override_text.empty() ? override_text
-                             : (fs::exists(config_path, ec) ? read_text(config_path) : "");
   auto cfg = !override_text.empty() ? parse_model_config(override_text, name + " (load request)")
                                     : load_model_config(config_path.string());
   if (!cfg) {
     m.error = cfg.error();
     return m;
   }
+  const std::string config_text =
+      !override_text.empty() ? override_text
+                             : (fs::exists(config_path, ec) ? config_text_of(config_path) : "");
   m.config = *cfg;
   std::vector<int64_t> found;
   for (const auto& e : fs::directory_iterator(md, ec))
@@ -245,6 +246,7 @@ replica_spec spec_of(const manager_state& st, const model_record& m, const versi
   s.path = v.path;
   s.config = m.config;
   s.warmup_runs = st.options.warmup_runs;
+  s.load_timeout = m.config.load_timeout.value_or(st.options.load_timeout);
   return s;
 }
 

@@ -50,6 +50,9 @@ struct manager_options {
   std::vector<worker_actor> workers;
   std::vector<worker_kind> worker_kinds;  // by worker index; missing entries are cpu
   uint32_t warmup_runs = 3;
+  /// Reading a model file may take this long unless its config.yaml says otherwise
+  /// (model_config::load_timeout).
+  std::chrono::milliseconds load_timeout = default_load_timeout;
   int max_batches_per_replica = 2;
   /// What (load, dir) loads at start and whether the manager rescans (model_config.hpp).
   model_control_mode control_mode = model_control_mode::none;

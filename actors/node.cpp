@@ -21,6 +21,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
     wo.device_index = device_index;
     wo.compute_threads = o.config.compute_threads;
     wo.fault_injection = o.config.fault_injection;
+    wo.background_model_reads = o.background_model_reads;
     wo.idle_spin_us = o.worker_idle_spin_us;
     wo.metrics = o.metrics;
     h.workers.push_back(spawn_worker(sys, wo, o.detached_workers));
@@ -42,6 +43,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.control_mode = o.config.control_mode;
   mo.load_models = o.config.load_models;
   mo.repository_poll = o.config.repository_poll;
+  mo.load_timeout = o.config.load_timeout;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   return h;

@@ -32,6 +32,7 @@ struct node_spawn_options {
   /// turns config.gpus into this). Empty: CPU workers only (tests, CPU builds, no GPU).
   std::vector<int> gpus;
   bool detached_workers = true;                           // false on the test coordinator
+  bool background_model_reads = true;  // worker_options::background_model_reads; false there too
   uint32_t worker_idle_spin_us = default_idle_spin_us();  // worker_options::idle_spin_us
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;

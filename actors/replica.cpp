@@ -5,6 +5,7 @@
 #include <cstring>
 #include <thread>
 
+#include "actors/metrics.hpp"
 #include "runtime/plan.hpp"
 
 namespace troupe::actors {
@@ -62,8 +63,13 @@ expected<std::unique_ptr<replica>> replica::create(const options& o) {
 }
 
 replica::~replica() {
-  for (auto& b : buckets_)
-    for (auto& slot : b->blocks) slot.block->release();
+  for (auto& b : buckets_) release_blocks(*b);
+}
+
+void replica::release_blocks(bucket& b) {
+  // Blocks still referenced by replies in flight live on until those release them.
+  for (auto& slot : b.blocks) slot.block->release();
+  b.blocks.clear();
 }
 
 namespace {
@@ -103,7 +109,7 @@ bool replica::shares_weights_with(const replica& other) const {
 }
 
 status replica::init(const options& o) {
-  max_shape_buckets_ = o.max_shape_buckets;
+  metrics_ = o.metrics;
   where_ = o.where;
   staging_threads_ = o.staging_threads > 0
                          ? static_cast<int>(o.staging_threads)
@@ -123,11 +129,16 @@ status replica::init(const options& o) {
     so.where = o.where;
     so.device_index = o.device_index;
     so.compute_precision = o.compute_precision;
+    so.shape_cache = o.config.shape_cache;
     // The signature below comes from the session's inputs: a normalised input shows the client
     // type.
     if (o.config.input_normalization)
       so.input_normalizations.push_back(*o.config.input_normalization);
-    TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
+    if (o.graph) {
+      TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create_from_graph(*o.graph, so));
+    } else {
+      TROUPE_ASSIGN_OR_RETURN(session_, runtime::session::create(o.model_path, so));
+    }
   }
 
   auto sig = std::make_shared<model_signature>();
@@ -183,15 +194,19 @@ status replica::init(const options& o) {
       if (mbs > 0) s[0] = rows;
       shapes.push_back(std::move(s));
     }
-    TROUPE_ASSIGN_OR_RETURN(bucket * b, build_bucket(std::move(shapes), rows));
+    TROUPE_ASSIGN_OR_RETURN(bucket_lease lease, build_bucket(std::move(shapes), rows));
+    bucket* b = lease.b;
+    // The load-time plans are the model's whole set: held for the replica's life, so that the
+    // cache never evicts them (a run then never compiles, and never allocates).
+    b->pinned = lease.plan;
     TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
     // One untimed run, then the timed ones: the mean is the latency the adaptive policy starts
     // from.
-    TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs).with_context("warm-up"));
+    TROUPE_RETURN_IF_ERROR(b->pinned->run(b->staging, slot->outputs).with_context("warm-up"));
     double total_us = 0;
     for (uint32_t i = 0; i < o.warmup_runs; ++i) {
       const auto start = std::chrono::steady_clock::now();
-      TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs).with_context("warm-up"));
+      TROUPE_RETURN_IF_ERROR(b->pinned->run(b->staging, slot->outputs).with_context("warm-up"));
       total_us +=
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
               .count();
@@ -199,20 +214,20 @@ status replica::init(const options& o) {
     if (o.warmup_runs > 0) warmup_.push_back({rows, total_us / o.warmup_runs});
   }
   std::reverse(warmup_.begin(), warmup_.end());  // by rows, ascending
-  shape_variants_ = 1;
   return status::ok();
 }
 
-expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shapes, int64_t rows) {
+expected<replica::bucket_lease> replica::build_bucket(std::vector<shape_t> input_shapes,
+                                                      int64_t rows) {
   const model_signature& sig = *signature_;
   std::vector<tensor_info> infos;
   for (size_t i = 0; i < sig.inputs.size(); ++i)
     infos.push_back({sig.inputs[i].type, input_shapes[i]});
-  TROUPE_ASSIGN_OR_RETURN(runtime::plan * p, session_->prepare(infos));
+  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<runtime::plan> p, session_->prepare(infos));
 
   auto b = std::make_unique<bucket>();
   b->rows = rows;
-  b->plan = p;
+  b->plan_key = runtime::session::plan_key(infos);
   for (const auto& info : infos) {
     TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem,
                             runtime::host_buffer::allocate(where_, device_index_, info.bytes()));
@@ -240,7 +255,29 @@ expected<replica::bucket*> replica::build_bucket(std::vector<shape_t> input_shap
   }
   b->block_bytes = offset;
   buckets_.push_back(std::move(b));
-  return buckets_.back().get();
+  return bucket_lease{buckets_.back().get(), std::move(p)};
+}
+
+void replica::drop_evicted_buckets() {
+  // Only this replica's runs use its session (one at a time, on the worker's thread), so a plan
+  // leaves the cache only during a prepare of ours: checking after each one keeps every bucket's
+  // plan cached.
+  const auto evicted = std::stable_partition(
+      buckets_.begin(), buckets_.end(), [&](const std::unique_ptr<bucket>& b) {
+        return b->pinned || session_->caches_plan(b->plan_key);
+      });
+  for (auto it = evicted; it != buckets_.end(); ++it) release_blocks(**it);
+  buckets_.erase(evicted, buckets_.end());
+}
+
+void replica::count_evictions() {
+  const uint64_t evictions = session_->shape_cache().evictions;
+  if (evictions == evictions_counted_) return;
+  if (metrics_ && !version_metrics_)
+    version_metrics_ = metrics_->for_version(signature_->model, version_);
+  if (version_metrics_)
+    version_metrics_->count_shape_cache_evictions(evictions - evictions_counted_);
+  evictions_counted_ = evictions;
 }
 
 expected<replica::block_slot*> replica::free_block(bucket& b) {
@@ -259,8 +296,8 @@ expected<replica::block_slot*> replica::free_block(bucket& b) {
   return &b.blocks.back();
 }
 
-expected<replica::bucket*> replica::find_or_build_bucket(int64_t rows,
-                                                         const std::vector<input_view>& first) {
+expected<replica::bucket_lease> replica::find_or_build_bucket(
+    int64_t rows, const std::vector<input_view>& first) {
   const bool batched = signature_->max_batch_size > 0;
   bucket* best = nullptr;
   for (auto& b : buckets_) {
@@ -274,20 +311,17 @@ expected<replica::bucket*> replica::find_or_build_bucket(int64_t rows,
     }
     if (same) best = b.get();
   }
-  if (best) return best;
-
-  // A shape without a plan: only models with dynamic non-batch dims get here.
-  bool new_variant = true;
-  for (auto& b : buckets_) {
-    bool same = true;
-    for (size_t i = 0; same && i < first.size(); ++i)
-      for (size_t d = batched ? 1 : 0; same && d < first[i].info.shape.size(); ++d)
-        same = first[i].info.shape[d] == b->input_shapes[i][d];
-    if (same) new_variant = false;
+  if (best && best->pinned) return bucket_lease{best, best->pinned};
+  if (best) {
+    // A lease for this run, which also makes the plan the cache's most recently used.
+    if (auto p = session_->cached_plan(best->plan_key)) return bucket_lease{best, std::move(p)};
+    // Evicted by someone else's prepare (not this replica's: drop_evicted_buckets runs after
+    // those): build it again below.
+    drop_evicted_buckets();
   }
-  if (new_variant && shape_variants_ >= max_shape_buckets_)
-    return unsupported("model '" + signature_->model + "' already has plans for " +
-                       std::to_string(max_shape_buckets_) + " input shapes; refusing another");
+
+  // A shape without a plan: only models with dynamic non-batch dims get here. Its plan joins the
+  // session's bounded cache, which may evict others: their buckets go too.
   int64_t bucket_rows = 1;
   if (batched) {
     auto it = std::lower_bound(bucket_rows_.begin(), bucket_rows_.end(), rows);
@@ -301,14 +335,19 @@ expected<replica::bucket*> replica::find_or_build_bucket(int64_t rows,
     if (batched) s[0] = bucket_rows;
     shapes.push_back(std::move(s));
   }
-  if (new_variant) ++shape_variants_;
-  return build_bucket(std::move(shapes), bucket_rows);
+  TROUPE_ASSIGN_OR_RETURN(bucket_lease lease, build_bucket(std::move(shapes), bucket_rows));
+  drop_evicted_buckets();  // never the new bucket: its plan is cached and leased
+  count_evictions();
+  return lease;
 }
 
 status replica::run(batch& bt) {
   bt.result = [&]() -> status {
     if (bt.jobs.empty()) return internal_error("empty batch");
-    TROUPE_ASSIGN_OR_RETURN(bucket * b, find_or_build_bucket(bt.rows, bt.jobs.front()->inputs));
+    // The lease keeps the plan in use (not evictable) until this run has finished with it.
+    TROUPE_ASSIGN_OR_RETURN(bucket_lease lease,
+                            find_or_build_bucket(bt.rows, bt.jobs.front()->inputs));
+    bucket* b = lease.b;
     // Staging: the one host copy of request bytes, frame -> the plan's input rows. Measured on
     // the GPU host, one thread copying 40 images of 150 KB took about as long as the GPU's run
     // of them (and the GPU waits for it): large batches are copied by several threads.
@@ -338,7 +377,7 @@ status replica::run(batch& bt) {
       for (const staging_copy& c : staging_copies_) std::memcpy(c.dst, c.src, c.bytes);
     }
     TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
-    TROUPE_RETURN_IF_ERROR(b->plan->run(b->staging, slot->outputs));
+    TROUPE_RETURN_IF_ERROR(lease.plan->run(b->staging, slot->outputs));
     slot->block->retain();  // the batcher's reference, handed over with the results
     bt.block = slot->block;
     bt.bucket_rows = b->rows;

@@ -6,6 +6,14 @@
 /// inputs from the transport frames into the bucket's staging memory (the one host copy), runs the
 /// plan into a free output block and allocates nothing once every bucket has a free block.
 ///
+/// Plans and the compiled-shape cache: a model whose non-batch dims are all fixed gets its plans
+/// at load, one per batch bucket, and holds them for its life (leases: they are in use, never
+/// evicted). A model with dynamic non-batch dims compiles a plan per new shape at its first
+/// request; those plans live in the session's bounded cache (model_config::shape_cache), the
+/// replica leasing one only while a batch runs on it. A bucket whose plan the cache has evicted
+/// is dropped with its staging memory and output blocks (blocks still referenced by replies in
+/// flight live on until released), and built again should its shape come back.
+///
 /// Staging and output blocks are runtime::host_buffer: pinned on the CUDA backend, so the plan's
 /// upload and download are asynchronous DMAs straight from and into them; plain aligned memory on
 /// the CPU (where the plan reads the staging memory in place).
@@ -30,6 +38,9 @@ class plan;
 }
 
 namespace troupe::actors {
+
+class serving_metrics;
+struct version_metrics;
 
 struct bucket_latency {
   int64_t rows = 0;
@@ -56,9 +67,6 @@ class replica {
     std::string model_path;
     model_config config;
     uint32_t warmup_runs = 3;
-    /// At most this many distinct input shapes (dynamic non-batch dims) get a plan; beyond it a
-    /// request is refused (unsupported) rather than compiling without bound.
-    size_t max_shape_buckets = 32;
     kernels::backend where = kernels::backend::cpu;
     int device_index = 0;  // the GPU (CUDA backend)
     runtime::precision compute_precision = runtime::precision::fp32;
@@ -68,6 +76,13 @@ class replica {
     /// plans, staging and output blocks stay per replica. Null: load the file. Not owned; only
     /// read during create.
     const replica* weights_from = nullptr;
+    /// The model file already read (runtime::load_onnx_file, off the worker's thread): the session
+    /// is made from a copy of it (sharing its constants' bytes) instead of reading model_path.
+    /// Null: read the file here (unless weights_from).
+    std::shared_ptr<const runtime::graph> graph;
+    /// Where shape-cache evictions are counted (troupe_shape_cache_evictions_total); may be null.
+    /// Outlives the replica.
+    serving_metrics* metrics = nullptr;
     /// Staging a large batch is memory-bound (the request frames lie scattered over the heap):
     /// batches of at least parallel_staging_bytes are copied by this many threads (OpenMP),
     /// each a share of the jobs. 0: a quarter of the hardware threads, 1 to 4.
@@ -90,6 +105,8 @@ class replica {
   const std::vector<int64_t>& bucket_rows() const { return bucket_rows_; }
   /// Warm-up latency per bucket, measured at load (empty for models with dynamic non-batch dims).
   const std::vector<bucket_latency>& warmup_latency() const { return warmup_; }
+  /// The session's compiled-shape cache: plans, arena bytes, evictions so far.
+  runtime::shape_cache_stats shape_cache() const { return session_->shape_cache(); }
   /// Device pool + staging + output-block bytes held now.
   size_t pool_bytes() const;
   replica_memory memory() const;
@@ -107,8 +124,11 @@ class replica {
   };
   struct bucket {
     int64_t rows = 0;
-    std::vector<shape_t> input_shapes;                 // full shapes (rows included)
-    runtime::plan* plan = nullptr;                     // owned by the session
+    std::vector<shape_t> input_shapes;  // full shapes (rows included)
+    std::string plan_key;               // the plan in the session's cache (session::plan_key)
+    /// Plans compiled at load (static shapes): leased for the replica's life. Null for plans of
+    /// dynamic shapes, which are leased from the cache per run.
+    std::shared_ptr<runtime::plan> pinned;
     std::vector<runtime::host_buffer> staging_memory;  // one per input, allocated once
     std::vector<tensor> staging;                       // the plan's inputs: views of staging_memory
     std::vector<size_t> input_row_bytes;
@@ -119,10 +139,22 @@ class replica {
     std::vector<block_slot> blocks;
   };
 
+  /// A bucket and a lease of its plan for one run.
+  struct bucket_lease {
+    bucket* b = nullptr;
+    std::shared_ptr<runtime::plan> plan;
+  };
+
   replica() = default;
   status init(const options& o);
-  expected<bucket*> find_or_build_bucket(int64_t rows, const std::vector<input_view>& first_inputs);
-  expected<bucket*> build_bucket(std::vector<shape_t> input_shapes, int64_t rows);
+  expected<bucket_lease> find_or_build_bucket(int64_t rows,
+                                              const std::vector<input_view>& first_inputs);
+  expected<bucket_lease> build_bucket(std::vector<shape_t> input_shapes, int64_t rows);
+  /// Drops the dynamic-shape buckets whose plan the session's cache no longer holds.
+  void drop_evicted_buckets();
+  /// Adds the session's evictions since the last call to the model version's counter.
+  void count_evictions();
+  static void release_blocks(bucket& b);
   expected<block_slot*> free_block(bucket& b);
 
   std::unique_ptr<runtime::session> session_;
@@ -130,8 +162,9 @@ class replica {
   std::vector<int64_t> bucket_rows_;
   std::vector<std::unique_ptr<bucket>> buckets_;
   std::vector<bucket_latency> warmup_;
-  size_t max_shape_buckets_ = 32;
-  size_t shape_variants_ = 0;
+  serving_metrics* metrics_ = nullptr;
+  std::shared_ptr<version_metrics> version_metrics_;  // from metrics_, at the first eviction
+  uint64_t evictions_counted_ = 0;
   /// One staging copy (a job's input into the bucket's staging); reused batch after batch.
   struct staging_copy {
     std::byte* dst = nullptr;

@@ -9,13 +9,21 @@
 ///   (unload, id)                           drop a replica
 ///   (run, batch_ref)                       run a batch; answers (done, batch_ref) to the sender
 ///   (crash)                                fault injection: exit abnormally (supervisor tests)
+/// A load reads the model file on a thread of its own (runtime/background_read.hpp) while the
+/// worker goes on running batches; the compile and warm-up then run on the worker's thread. A read
+/// that takes longer than the spec's load_timeout fails the load DEADLINE_EXCEEDED and is
+/// abandoned (a hung mount cannot stall the worker, or its exit). Loads of one file that arrive
+/// while it is read wait for that read and share its weights.
 /// A batch whose result is device_error marks the worker failed: it answers the batch (the batcher
 /// retries it elsewhere) and exits abnormally, and the supervisor replaces it.
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <string_view>
 
 #include "actors/caf_compat.hpp"
+#include "runtime/graph.hpp"
 
 namespace troupe::actors {
 
@@ -38,6 +46,14 @@ struct worker_options {
   int device_index = 0;          // the CUDA ordinal of a gpu_worker (unused by cpu_worker)
   int compute_threads = 0;       // OpenMP threads for CPU runs; 0: OpenMP's default
   bool fault_injection = false;  // honour the troupe.fault / troupe.sleep_ms request parameters
+  /// Model files are read on a thread of their own, under the load timeout (see above). false:
+  /// on the worker's thread, which the read then blocks, and with no timeout: for tests on CAF's
+  /// test coordinator, whose actors no other thread may send to.
+  bool background_model_reads = true;
+  /// Reads a model file. Null: runtime::load_onnx_file. Tests give one that blocks, standing in
+  /// for a hung mount (a FIFO cannot: the loader refuses it without waiting). Must be
+  /// thread-safe and own what it captures: an abandoned read may outlive the worker.
+  std::function<expected<runtime::graph>(const std::string&)> read_model_file;
   /// A detached worker waits this long for its next batch by polling its mailbox (yielding the
   /// core) after each run before it blocks: see worker_core.cpp. Ignored on scheduler threads.
   uint32_t idle_spin_us = default_idle_spin_us();

@@ -2,19 +2,42 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "actors/cpu_worker.hpp"
 #include "actors/gpu_worker.hpp"
+#include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/replica.hpp"
+#include "runtime/background_read.hpp"
+#include "runtime/onnx_loader.hpp"
 
 namespace troupe::actors {
 namespace {
+
+/// A load waiting for its model file to be read.
+struct waiting_load {
+  replica::options options;
+  caf::typed_response_promise<replica_info> promise;
+  std::string where;  // "loading <path> on <device>", the context of its errors
+};
+
+/// A model file being read off the worker's thread (runtime/background_read.hpp) and the loads
+/// waiting for it: every load of one file that arrives during the read waits for that read, so
+/// the second and later replicas take the first one's weights, as they do from a live replica.
+struct pending_read {
+  std::string path;
+  std::chrono::milliseconds timeout{0};
+  std::shared_ptr<runtime::background_read> read;
+  std::vector<waiting_load> loads;
+};
 
 struct worker_state {
   worker_options options;
@@ -22,7 +45,24 @@ struct worker_state {
   std::vector<std::unique_ptr<replica>> replicas;  // by id; null once unloaded
   bool setup_done = false;
   status setup_result;
+  /// By read number: the (read, n) and (overdue, n) messages name them; whichever comes first
+  /// settles the read's loads and erases it, so the other finds nothing.
+  std::map<uint64_t, pending_read> reads;
+  uint64_t last_read = 0;
   static inline const char* name = "worker";
+
+  /// The worker exits (node shutdown, a crash): the reads still running are abandoned (their
+  /// threads call nothing back any more) and their loads answered, so that no requester waits
+  /// for a worker that is gone.
+  ~worker_state() {
+    for (auto& [n, r] : reads) {
+      r.read->abandon();
+      for (auto& l : r.loads)
+        l.promise.deliver(to_caf_error(
+            status(error_code::unavailable, "the worker stopped while the model was read")
+                .with_context(l.where)));
+    }
+  }
 
   /// The device traits' thread setup, once, on the thread that handles the first message.
   const status& setup() {
@@ -55,6 +95,31 @@ struct worker_state {
   expected<runtime::precision> precision_for(const model_config& c) const {
     if (!traits.takes_gpu_precision || c.gpu_precision.empty()) return traits.default_precision;
     return runtime::parse_precision(c.gpu_precision);
+  }
+
+  /// The pending read `n`, taken out of `reads`; nullopt when settled already (the other of its
+  /// two messages came first).
+  std::optional<pending_read> take_read(uint64_t n) {
+    auto it = reads.find(n);
+    if (it == reads.end()) return std::nullopt;
+    pending_read r = std::move(it->second);
+    reads.erase(it);
+    return r;
+  }
+
+  /// Creates (compiles, warms up) a replica on this thread and adds it to the table.
+  expected<replica_info> add_replica(const replica::options& ro, const std::string& where) {
+    auto r = replica::create(ro);
+    if (!r) return r.error().with_context(where);
+    replica_info info;
+    info.id = static_cast<uint32_t>(replicas.size());
+    info.signature = (*r)->signature();
+    info.bucket_rows = (*r)->bucket_rows();
+    for (const auto& l : (*r)->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
+    info.pool_bytes = (*r)->pool_bytes();
+    replicas.push_back(std::move(*r));
+    publish_memory();
+    return info;
   }
 };
 
@@ -104,18 +169,87 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
         ro.where = st.traits.backend;
         ro.device_index = st.options.device_index;
         ro.compute_precision = *precision;
+        ro.metrics = st.options.metrics;
         ro.weights_from = weights_sibling(st.replicas, ro);
-        auto r = replica::create(ro);
-        if (!r) return to_caf_error(r.error().with_context(where));
-        replica_info info;
-        info.id = static_cast<uint32_t>(st.replicas.size());
-        info.signature = (*r)->signature();
-        info.bucket_rows = (*r)->bucket_rows();
-        for (const auto& l : (*r)->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
-        info.pool_bytes = (*r)->pool_bytes();
-        st.replicas.push_back(std::move(*r));
-        st.publish_memory();
-        return info;
+        if (ro.weights_from || !st.options.background_model_reads) {
+          // Nothing to read (the sibling's session is copied), or reads on this thread.
+          if (!ro.weights_from && st.options.read_model_file) {
+            auto graph = st.options.read_model_file(spec.path);
+            if (!graph) return to_caf_error(graph.error().with_context(where));
+            ro.graph = std::make_shared<const runtime::graph>(std::move(*graph));
+          }
+          auto info = st.add_replica(ro, where);
+          if (!info) return to_caf_error(info.error());
+          return std::move(*info);
+        }
+        auto promise = self->make_response_promise<replica_info>();
+        for (auto& [n, r] : st.reads)
+          if (r.path == spec.path) {
+            r.loads.push_back({std::move(ro), promise, where});
+            return promise;
+          }
+        const uint64_t n = ++st.last_read;
+        // Runs on the read's thread: one message to this worker, nothing else. The handle is
+        // released when the read ends or is abandoned (the worker's exit abandons it).
+        runtime::background_read::read_function read_file = [path = spec.path] {
+          return runtime::load_onnx_file(path);
+        };
+        if (st.options.read_model_file)
+          read_file = [path = spec.path, f = st.options.read_model_file] { return f(path); };
+        auto read = runtime::background_read::start(
+            std::move(read_file), [worker = caf::actor_cast<worker_actor>(self), n] {
+              caf::anon_send(worker, read_atom::value, n);
+            });
+        if (!read) return to_caf_error(read.error().with_context(where));
+        pending_read pr;
+        pr.path = spec.path;
+        pr.timeout = spec.load_timeout;
+        pr.read = std::move(*read);
+        pr.loads.push_back({std::move(ro), promise, where});
+        st.reads.emplace(n, std::move(pr));
+        self->delayed_send(self, spec.load_timeout, overdue_atom::value, n);
+        return promise;
+      },
+      [=](read_atom, uint64_t n) {
+        auto& st = self->state;
+        std::optional<pending_read> pr = st.take_read(n);
+        if (!pr) return;  // settled by its timeout already
+        auto graph = pr->read->take();
+        std::shared_ptr<const runtime::graph> shared;
+        if (graph) shared = std::make_shared<const runtime::graph>(std::move(*graph));
+        for (auto& l : pr->loads) {
+          if (!graph) {
+            l.promise.deliver(to_caf_error(graph.error().with_context(l.where)));
+            continue;
+          }
+          // The first load's replica lends the others its weights, as a live replica would.
+          l.options.weights_from = weights_sibling(st.replicas, l.options);
+          if (!l.options.weights_from) l.options.graph = shared;
+          auto info = st.add_replica(l.options, l.where);
+          if (info)
+            l.promise.deliver(std::move(*info));
+          else
+            l.promise.deliver(to_caf_error(info.error()));
+        }
+      },
+      [=](overdue_atom, uint64_t n) {
+        std::optional<pending_read> pr = self->state.take_read(n);
+        if (!pr) return;  // the read finished in time
+        // A blocked read cannot be cancelled: its thread is left to end whenever the read
+        // returns (runtime/background_read.hpp), and its result, if any, is dropped.
+        pr->read->abandon();
+        const double seconds = std::chrono::duration<double>(pr->timeout).count();
+        log_event(log_level::warn, "model read abandoned",
+                  {{"path", pr->path}, {"load_timeout_s", seconds}, {"loads", pr->loads.size()}});
+        char limit[32];
+        std::snprintf(limit, sizeof(limit), "%g", seconds);
+        for (auto& l : pr->loads)
+          l.promise.deliver(
+              to_caf_error(status(error_code::deadline_exceeded,
+                                  "reading the model file took longer than load_timeout_s (" +
+                                      std::string(limit) +
+                                      " s): is it on a hung file system? The read was abandoned")
+                               .with_context(l.where)));
       },
       [=](unload_atom, uint32_t id) {
         auto& st = self->state;

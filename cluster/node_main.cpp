@@ -230,7 +230,8 @@ class front_doors {
 /// SIGTERM/SIGINT: readiness turns false at once, the doors answer new requests UNAVAILABLE and
 /// finish those in flight (up to drain_timeout), then every actor stops. A worker in the middle
 /// of compiling a replica finishes that compile first (it cannot be interrupted); the manager's
-/// other pending loads are abandoned.
+/// other pending loads are abandoned, and so are model files still being read (a read blocked on
+/// a hung mount keeps a thread of its own, which holds up neither the actors nor the exit).
 void drain_and_stop(int sig, front_doors& doors, actors::table_holder& holder,
                     caf::actor_system& sys, const actors::node_handles& node,
                     std::chrono::milliseconds drain_timeout) {

@@ -5,8 +5,9 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
+
+#include "runtime/regular_file.hpp"
 
 namespace troupe::runtime {
 namespace {
@@ -17,35 +18,50 @@ namespace fs = std::filesystem;
 constexpr int64_t max_tensor_elements = int64_t{1} << 36;
 
 expected<std::string> read_file(const std::string& path, size_t max_bytes) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return not_found("file '" + path + "' does not exist");
-  if (fs::is_directory(path, ec)) return io_error("'" + path + "' is a directory, not a file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return io_error("cannot open '" + path + "' for reading");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) return io_error("cannot read the size of '" + path + "'");
-  if (static_cast<uint64_t>(size) > max_bytes) {
-    return invalid_model("'" + path + "' is " + std::to_string(size) + " bytes, over the limit of " +
-                         std::to_string(max_bytes));
-  }
-  std::string bytes(static_cast<size_t>(size), '\0');
-  in.seekg(0);
-  if (size > 0 && !in.read(bytes.data(), size)) return io_error("cannot read '" + path + "'");
-  return bytes;
+  TROUPE_ASSIGN_OR_RETURN(regular_file f, regular_file::open(path, "'" + path + "'"));
+  return f.read_all(max_bytes, error_code::invalid_model);
 }
 
-/// External data must stay inside the model's folder: no absolute paths, no "..".
-expected<std::string> resolve_external_path(const std::string& base_dir, const std::string& location) {
-  if (base_dir.empty()) return invalid_model("external data '" + location + "' needs a model file path");
+/// Whether `inner` is `outer` or lies below it; both are canonical (absolute, no symlinks, no
+/// "." or "..").
+bool is_within(const fs::path& outer, const fs::path& inner) {
+  auto o = outer.begin(), i = inner.begin();
+  for (; o != outer.end(); ++o, ++i) {
+    if (i == inner.end() || *o != *i) return false;
+  }
+  return true;
+}
+
+/// External data must stay inside the model's folder: the location is a relative path without
+/// "..", and its real path (every symbolic link resolved, the folder's own included) lies inside
+/// the real path of the folder holding the model file. A symlink beside model.onnx pointing
+/// elsewhere (or a symlinked subfolder) would otherwise let a model read any file the node can
+/// read and send its bytes to clients as outputs. Returns the resolved path.
+expected<std::string> resolve_external_path(const std::string& base_dir,
+                                            const std::string& location,
+                                            const std::string& tensor_name) {
+  const std::string what =
+      "tensor '" + tensor_name + "': external data location '" + location + "'";
+  if (base_dir.empty()) return invalid_model(what + " needs a model file path");
   const fs::path rel(location);
   if (location.empty() || rel.is_absolute() || rel.has_root_name()) {
-    return invalid_model("external data location '" + location + "' must be a relative path");
+    return invalid_model(what + " must be a relative path");
   }
   for (const auto& part : rel) {
-    if (part == "..") return invalid_model("external data location '" + location + "' leaves the model folder");
+    if (part == "..") return invalid_model(what + " leaves the model folder");
   }
-  return (fs::path(base_dir) / rel).string();
+  std::error_code ec;
+  const fs::path folder = fs::canonical(base_dir, ec);
+  if (ec)
+    return io_error(what + ": cannot resolve the model folder '" + base_dir + "': " + ec.message());
+  const fs::path real = fs::weakly_canonical(folder / rel, ec);
+  if (ec)
+    return io_error(what + ": cannot resolve '" + (folder / rel).string() + "': " + ec.message());
+  if (!is_within(folder, real)) {
+    return invalid_model(what + " resolves to '" + real.string() + "', outside the model folder '" +
+                         folder.string() + "' (symbolic links may not leave it)");
+  }
+  return real.string();
 }
 
 expected<tensor> external_tensor(const onnx::TensorProto& t, dtype type, const shape_t& shape,
@@ -61,7 +77,7 @@ expected<tensor> external_tensor(const onnx::TensorProto& t, dtype type, const s
       return invalid_model("tensor '" + t.name() + "': bad external data field '" + kv.key() + "'");
     }
   }
-  TROUPE_ASSIGN_OR_RETURN(std::string path, resolve_external_path(base_dir, location));
+  TROUPE_ASSIGN_OR_RETURN(std::string path, resolve_external_path(base_dir, location, t.name()));
   const size_t want = static_cast<size_t>(element_count(shape)) * dtype_size(type);
   if (offset < 0) return invalid_model("tensor '" + t.name() + "': negative external data offset");
   if (length >= 0 && static_cast<size_t>(length) != want) {
@@ -69,20 +85,18 @@ expected<tensor> external_tensor(const onnx::TensorProto& t, dtype type, const s
                          " does not match " + std::to_string(want) + " bytes of " +
                          dtype_name(type).data() + shape_to_string(shape));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return io_error("tensor '" + t.name() + "': cannot open external data file '" + path + "'");
-  in.seekg(0, std::ios::end);
-  const std::streamoff file_size = in.tellg();
-  if (file_size < 0 || static_cast<uint64_t>(offset) + want > static_cast<uint64_t>(file_size)) {
-    return invalid_model("tensor '" + t.name() + "': external data file '" + path +
-                         "' is too short for offset " + std::to_string(offset) + " + " +
+  const std::string what = "tensor '" + t.name() + "': external data file '" + path + "'";
+  // A FIFO or a device named as external data is the model's fault (invalid_model). The path is
+  // resolved: a symbolic link in its place now would be a swap made after the check.
+  TROUPE_ASSIGN_OR_RETURN(
+      regular_file file,
+      regular_file::open(path, what, error_code::invalid_model, /*no_follow=*/true));
+  if (static_cast<uint64_t>(offset) + want > file.size()) {
+    return invalid_model(what + " is too short for offset " + std::to_string(offset) + " + " +
                          std::to_string(want) + " bytes");
   }
   tensor out = tensor::allocate(type, shape);
-  in.seekg(offset);
-  if (want && !in.read(static_cast<char*>(out.raw()), static_cast<std::streamsize>(want))) {
-    return io_error("tensor '" + t.name() + "': reading external data from '" + path + "' failed");
-  }
+  TROUPE_RETURN_IF_ERROR(file.read_at(static_cast<uint64_t>(offset), out.raw(), want));
   return out;
 }
 

@@ -3,6 +3,14 @@
 /// knows the opset, resolves external data next to the model file, converts initializers and
 /// attributes, and records declared (possibly symbolic) shapes. Every failure is a typed error:
 /// io_error (unreadable), invalid_model (corrupt, inconsistent), unsupported (opset, dtype).
+///
+/// Files: the model file and every external data file must be regular files, checked on the
+/// opened descriptor (opened non-blocking: a FIFO or a device is refused, never waited on). An
+/// external data file's real path (symbolic links resolved) must lie inside the real path of the
+/// model file's folder: a link beside model.onnx cannot make the node read, and send to clients,
+/// a file from elsewhere. A read can still block where the file system does (a hung network
+/// mount): callers that must not stall run it where it can be abandoned
+/// (runtime/background_read.hpp).
 
 #include <string>
 

@@ -41,7 +41,8 @@ expected<kernels::backend> parse_backend(std::string_view s) {
   return invalid_argument("unknown backend '" + std::string(s) + "' (cpu, cuda)");
 }
 
-session::session(graph g, session_options options) : graph_(std::move(g)), options_(options) {}
+session::session(graph g, session_options options)
+    : graph_(std::move(g)), options_(options), plans_(options_.shape_cache) {}
 session::~session() = default;
 
 expected<std::unique_ptr<session>> session::create(const std::string& model_path,
@@ -57,6 +58,9 @@ expected<std::unique_ptr<session>> session::create_from_graph(graph g, session_o
 }
 
 status session::init() {
+  if (options_.shape_cache.max_plans == 0 || options_.shape_cache.max_bytes == 0) {
+    return invalid_argument("the compiled-shape cache needs max_plans and max_bytes above 0");
+  }
   if (options_.where == kernels::backend::cpu && options_.compute_precision != precision::fp32) {
     return unsupported("the CPU backend runs fp32 only (asked for " +
                        std::string(precision_name(options_.compute_precision)) + ")");
@@ -169,12 +173,17 @@ status session::warm_up() {
   return status::ok();
 }
 
-expected<plan*> session::prepare(const std::vector<tensor_info>& input_infos) {
+std::string session::plan_key(const std::vector<tensor_info>& input_infos) {
   std::string key;
   for (const auto& i : input_infos) key += i.to_string() + ";";
+  return key;
+}
+
+expected<std::shared_ptr<plan>> session::prepare(const std::vector<tensor_info>& input_infos) {
+  std::string key = plan_key(input_infos);
+  // Compiled under the lock: two callers asking for one new shape compile it once.
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = plans_.find(key);
-  if (it != plans_.end()) return it->second.get();
+  if (auto cached = plans_.find(key)) return cached;
   graph g = graph_;  // shares the constants' bytes
   TROUPE_RETURN_IF_ERROR(specialize(g, input_infos));
   pass_options po;
@@ -182,9 +191,22 @@ expected<plan*> session::prepare(const std::vector<tensor_info>& input_infos) {
   po.enable_fusion = options_.enable_fusion;
   TROUPE_RETURN_IF_ERROR(run_graph_passes(g, po));
   TROUPE_ASSIGN_OR_RETURN(auto p, plan::build(std::move(g), device_));
-  plan* raw = p.get();
-  plans_.emplace(std::move(key), std::move(p));
-  return raw;
+  return plans_.insert(std::move(key), std::move(p));
+}
+
+std::shared_ptr<plan> session::cached_plan(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return plans_.find(key);
+}
+
+bool session::caches_plan(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return plans_.contains(key);
+}
+
+shape_cache_stats session::shape_cache() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return plans_.stats();
 }
 
 size_t session::device_reserved_bytes() const {
@@ -209,12 +231,12 @@ instance_memory session::memory_report() const {
     m.weights_bytes = d.shared_constant_bytes;
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  for (const auto& [key, p] : plans_) {
-    m.arena_bytes += p->memory().planned_arena_bytes;
-    m.workspace_bytes = std::max(m.workspace_bytes, p->memory().workspace_bytes);
+  plans_.for_each([&m](const plan& p) {
+    m.arena_bytes += p.memory().planned_arena_bytes;
+    m.workspace_bytes = std::max(m.workspace_bytes, p.memory().workspace_bytes);
     ++m.plans;
-    m.graph_plans += p->mode() == plan::launch_mode::graph ? 1 : 0;
-  }
+    m.graph_plans += p.mode() == plan::launch_mode::graph ? 1 : 0;
+  });
   m.kernel_owned_bytes =
       m.own_in_use_bytes > m.arena_bytes ? m.own_in_use_bytes - m.arena_bytes : 0;
   return m;
@@ -306,11 +328,18 @@ expected<std::vector<tensor>> session::run_exact(const std::vector<tensor>& orde
     TROUPE_RETURN_IF_ERROR(check_input(graph_.values[graph_.inputs[i]], t.info()));
     infos.push_back(t.info());
   }
-  TROUPE_ASSIGN_OR_RETURN(plan * p, prepare(infos));
+  // The lease keeps the plan from being evicted (by another caller's new shape) until the run
+  // has finished with it.
+  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<plan> p, prepare(infos));
   std::vector<tensor> outputs;
   for (const auto& oi : p->output_infos()) outputs.push_back(tensor::allocate(oi.type, oi.shape));
   std::lock_guard<std::mutex> lock(mutex_);
-  TROUPE_RETURN_IF_ERROR(p->run(ordered_inputs, outputs));
+  const status ran = p->run(ordered_inputs, outputs);
+  // Runs of other threads may have kept plans over the bounds (in use at their insert): this
+  // run's plan is no longer in use, and the cache is brought within its bounds again.
+  p.reset();
+  plans_.trim();
+  TROUPE_RETURN_IF_ERROR(ran);
   return outputs;
 }
 

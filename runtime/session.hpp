@@ -1,9 +1,11 @@
 #pragma once
 /// The runtime's front door: load a model once, then run it on named host tensors. A session
-/// compiles one plan per distinct set of input shapes (batch bucket) and caches it; a plan run
-/// allocates nothing. Thread-safety: a session serialises its runs (one arena per plan); for
-/// parallel runs make more instances with create_instance (each its own device context and
-/// stream, the weights shared).
+/// compiles one plan per distinct set of input shapes (batch bucket) and caches it, within the
+/// bounds of session_options::shape_cache (runtime/plan_cache.hpp: least recently used plans not
+/// in use are evicted, and compiled again if their shapes come back); a plan run allocates
+/// nothing. Thread-safety: a session serialises its runs (one arena per plan); for parallel runs
+/// make more instances with create_instance (each its own device context and stream, the
+/// weights shared).
 ///
 /// Device memory of one session (one model instance): the weights live once per device in the
 /// device's constant store, shared by every plan and every instance made by create_instance; the
@@ -20,6 +22,7 @@
 #include "kernels/kernel.hpp"
 #include "runtime/graph.hpp"
 #include "runtime/input_normalization.hpp"
+#include "runtime/plan_cache.hpp"
 
 namespace troupe::runtime {
 
@@ -44,6 +47,9 @@ struct session_options {
   /// input_normalization.hpp), applied at create before everything else: inputs() then reports
   /// the client type (uint8...) for them.
   std::vector<input_normalization> input_normalizations;
+  /// Bounds of the compiled-shape cache (plans by count and by arena bytes), each instance made
+  /// by create_instance its own cache with the same bounds.
+  shape_cache_limits shape_cache;
 };
 
 /// A graph input or output as callers see it.
@@ -100,8 +106,19 @@ class session {
   const graph& model_graph() const { return graph_; }
   const session_options& options() const { return options_; }
 
-  /// Compiles (or finds) the plan for these input infos, in the order of inputs().
-  expected<plan*> prepare(const std::vector<tensor_info>& input_infos);
+  /// Compiles (or finds) the plan for these input infos, in the order of inputs(). The pointer
+  /// is a lease (runtime/plan_cache.hpp): while it is held the plan is in use and never evicted,
+  /// so hold it no longer than the plan is needed.
+  expected<std::shared_ptr<plan>> prepare(const std::vector<tensor_info>& input_infos);
+  /// The cache's key of a plan for these input infos.
+  static std::string plan_key(const std::vector<tensor_info>& input_infos);
+  /// A lease of the plan cached under `key` (plan_key), now the most recently used; null when
+  /// the cache does not hold it (never compiled, or evicted): then prepare compiles it again.
+  std::shared_ptr<plan> cached_plan(const std::string& key);
+  /// Whether the cache holds a plan under `key`; the order of use is left as it is.
+  bool caches_plan(const std::string& key) const;
+  /// Plans and arena bytes the compiled-shape cache holds, and its evictions so far.
+  shape_cache_stats shape_cache() const;
 
   /// Runs on host tensors given by name; returns host outputs in the order of outputs().
   expected<std::vector<tensor>> run(const std::map<std::string, tensor>& named_inputs);
@@ -146,7 +163,7 @@ class session {
   std::vector<io_desc> outputs_;
   std::vector<int64_t> buckets_;  // options_.batch_buckets sorted, without duplicates
   mutable std::mutex mutex_;      // guards plans_ and serialises runs
-  std::map<std::string, std::unique_ptr<plan>> plans_;  // key: input infos as text
+  plan_cache plans_;              // key: plan_key (the input infos as text)
 };
 
 }  // namespace troupe::runtime

@@ -157,6 +157,17 @@ inline std::vector<double> mlp_reference(const mlp_weights& m, const float* x, i
   return y;
 }
 
+/// Checks the outputs of a batch that ran the MLP `w` on job `j` alone, then releases the batch's
+/// output block (as the reply would).
+inline void expect_mlp_batch(actors::batch& b, const mlp_weights& w, const owned_job& j) {
+  ASSERT_TRUE(b.result.is_ok()) << b.result.to_string();
+  const auto ref = mlp_reference(w, j.data[0].data(), j.job.rows);
+  const auto* y = reinterpret_cast<const float*>(b.block->data() + b.outputs[0].offset);
+  for (size_t k = 0; k < ref.size(); ++k) EXPECT_NEAR(y[k], ref[k], 1e-5) << "element " << k;
+  b.block->release();
+  b.block = nullptr;
+}
+
 /// A fresh directory under the system temp dir, removed with the object.
 class temp_dir {
  public:

@@ -30,6 +30,8 @@ worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_lo
         [](unload_atom, uint32_t) {},
         [log](run_atom, batch_ref ref) { log->batches.push_back(ref.ptr.get()); },
         [self](crash_atom) { self->quit(caf::make_error(caf::sec::runtime_error, "test crash")); },
+        [](read_atom, uint64_t) {},
+        [](overdue_atom, uint64_t) {},
     };
   });
 }

@@ -45,8 +45,12 @@ TEST(ServingMetrics, VersionSeriesCarryModelAndVersion) {
   v->set_ready(true);
   v->count(error_code::ok);
   v->observe_batch(3);
+  v->count_shape_cache_evictions(2);
   m.set_worker_memory(1, "cuda:0", 100, 10);
   const std::string text = scrape(m);
+  EXPECT_NE(text.find("troupe_shape_cache_evictions_total{model=\"mlp\",version=\"2\"} 2"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("troupe_model_ready{model=\"mlp\",version=\"2\"} 1"), std::string::npos)
       << text;
   EXPECT_NE(text.find("troupe_requests_total{model=\"mlp\",outcome=\"ok\",version=\"2\"} 1"),

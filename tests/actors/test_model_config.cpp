@@ -1,9 +1,17 @@
 // config.yaml and node.yaml: Triton's key names, defaults, and errors that name the bad key.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <future>
 
 #include "actors/model_config.hpp"
 #include "actors/replica.hpp"
+#include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -87,6 +95,10 @@ TEST(model_config, errors_name_the_key) {
            {"precision: fp8\n", "precision"},
            {"version_policy: {latest: {num_versions: 1}, all: {}}\n", "exactly one"},
            {"max_batch_size: [1\n", "test"},
+           {"shape_cache: {max_plans: 0}\n", "shape_cache.max_plans"},
+           {"shape_cache: {max_bytes: 0}\n", "shape_cache.max_bytes"},
+           {"shape_cache: {max_plan: 4}\n", "max_plan"},
+           {"shape_cache: 4\n", "shape_cache"},
        }) {
     auto c = parse_model_config(yaml, "test");
     ASSERT_FALSE(c.has_value()) << yaml;
@@ -175,6 +187,67 @@ TEST(model_config, device_and_precision) {
   auto cpu = parse_model_config("instance_group: [{kind: KIND_CPU}]\ndevice: cpu\n", "test");
   ASSERT_TRUE(cpu.has_value()) << cpu.error().to_string();
   EXPECT_EQ(cpu->device, device_preference::cpu);
+}
+
+TEST(model_config, shape_cache) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(plain->shape_cache.max_plans, runtime::shape_cache_limits{}.max_plans);
+  EXPECT_EQ(plain->shape_cache.max_bytes, runtime::shape_cache_limits{}.max_bytes);
+  auto c = parse_model_config("shape_cache: {max_plans: 8, max_bytes: 268435456}\n", "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(c->shape_cache.max_plans, 8u);
+  EXPECT_EQ(c->shape_cache.max_bytes, size_t{256} << 20);
+  auto one = parse_model_config("shape_cache: {max_plans: 2}\n", "test");
+  ASSERT_TRUE(one.has_value()) << one.error().to_string();
+  EXPECT_EQ(one->shape_cache.max_plans, 2u);
+  EXPECT_EQ(one->shape_cache.max_bytes, runtime::shape_cache_limits{}.max_bytes);
+  // Bad values: errors_name_the_key.
+}
+
+TEST(model_config, load_timeout) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_FALSE(plain->load_timeout.has_value()) << "the node's applies";
+  auto node = parse_node_config("cpu_workers: 1\n", "node");
+  ASSERT_TRUE(node.has_value());
+  EXPECT_EQ(node->load_timeout, default_load_timeout);
+  auto c = parse_model_config("load_timeout_s: 2.5\n", "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(c->load_timeout, 2500ms);
+  auto n = parse_node_config("load_timeout_s: 60\n", "node");
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  EXPECT_EQ(n->load_timeout, 60s);
+  for (const char* bad : {"load_timeout_s: 0\n", "load_timeout_s: -1\n", "load_timeout_s: soon\n",
+                          "load_timeout_s: 100000\n"}) {
+    for (const auto& error : {parse_model_config(bad, "test").take_status(),
+                              parse_node_config(bad, "node").take_status()}) {
+      EXPECT_EQ(error.code(), error_code::invalid_argument) << bad;
+      EXPECT_NE(error.message().find("load_timeout_s"), std::string::npos)
+          << bad << " -> " << error.message();
+    }
+  }
+}
+
+TEST(model_config, a_config_that_is_not_a_regular_file_is_refused_without_blocking) {
+  testing::temp_dir dir;
+  const std::filesystem::path fifo = dir.path() / "config.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  // On a thread, awaited with a deadline: a reader that blocked on the FIFO fails the test
+  // instead of hanging it (and is then let go by opening the FIFO for writing).
+  auto result = std::async(std::launch::async, [&] { return load_model_config(fifo.string()); });
+  if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+    FAIL() << "reading a FIFO config.yaml blocked";
+  }
+  auto c = result.get();
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code(), error_code::io_error);
+  EXPECT_NE(c.error().message().find("FIFO, not a regular file"), std::string::npos)
+      << c.error().message();
+  EXPECT_TRUE(load_model_config((dir.path() / "absent.yaml").string()).has_value())
+      << "a missing config.yaml still means the defaults";
 }
 
 TEST(model_config, input_normalization) {
@@ -299,6 +372,7 @@ TEST(node_config, the_deployed_node_yaml_parses) {
   EXPECT_EQ(n->metrics_port, 8002);
   EXPECT_EQ(n->http_port, 8000);
   EXPECT_TRUE(n->shared_memory);
+  EXPECT_EQ(n->load_timeout, default_load_timeout);
 }
 
 }  // namespace

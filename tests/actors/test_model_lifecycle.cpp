@@ -30,6 +30,7 @@ class lifecycle_test : public testing::actor_fixture {
     o.config.cpu_workers = 1;
     o.config.warmup_runs = 1;
     o.detached_workers = false;
+    o.background_model_reads = false;  // the test coordinator: reads on the worker
     o.holder = &holder_;
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);

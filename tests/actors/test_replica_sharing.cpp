@@ -158,6 +158,7 @@ class worker_sharing : public testing::actor_fixture {
     worker_options o;
     o.kind = worker_kind::cpu;
     o.compute_threads = 1;
+    o.background_model_reads = false;  // the test coordinator: reads on the worker
     worker_ = spawn_worker(sys_, o, /*detached=*/false);
   }
 
@@ -218,12 +219,7 @@ TEST_F(worker_sharing, a_second_replica_of_a_loaded_model_does_not_read_the_file
   self->receive([&](done_atom, batch_ref r) { done = r.ptr == b; },
                 caf::after(std::chrono::seconds(0)) >> [] {});
   ASSERT_TRUE(done);
-  ASSERT_TRUE(b->result.is_ok()) << b->result.to_string();
-  const auto ref = testing::mlp_reference(weights_, j.data[0].data(), 2);
-  const auto* y = reinterpret_cast<const float*>(b->block->data() + b->outputs[0].offset);
-  for (size_t k = 0; k < ref.size(); ++k) EXPECT_NEAR(y[k], ref[k], 1e-5) << "element " << k;
-  b->block->release();
-  b->block = nullptr;
+  testing::expect_mlp_batch(*b, weights_, j);
 }
 
 }  // namespace

@@ -218,6 +218,7 @@ class placement_test : public testing::actor_fixture {
     o.config.warmup_runs = 1;
     o.gpus = std::move(gpus);
     o.detached_workers = false;
+    o.background_model_reads = false;  // the test coordinator: reads on the worker
     o.holder = &holder_;
     node_ = spawn_node(sys_, o);
     run();

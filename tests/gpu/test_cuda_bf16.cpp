@@ -450,7 +450,7 @@ TEST(CudaBf16, SessionRunsAGraphInBf16) {
   ASSERT_TRUE(want.has_value()) << want.error().to_string();
   auto gpu = make_session(bytes, kernels::backend::cuda, {}, runtime::precision::bf16);
   ASSERT_TRUE(gpu.has_value()) << gpu.error().to_string();
-  runtime::plan* plan = plan_for(**gpu, x);
+  std::shared_ptr<runtime::plan> plan = plan_for(**gpu, x);
   ASSERT_NE(plan, nullptr);
   // The plan computes in bf16: the weights and the activations between the boundary casts.
   int bf16_values = 0;

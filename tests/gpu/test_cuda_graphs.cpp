@@ -32,7 +32,7 @@ TEST(CudaGraphs, ReplayEqualsDirectExecutionBitwise) {
     ASSERT_TRUE(s) << s.error().to_string();
     const tensor x1 = random_input({batch, 8, 12, 12}, 100 + batch);
     const tensor x2 = random_input({batch, 8, 12, 12}, 200 + batch);
-    plan* p = plan_for(**s, x1);
+    std::shared_ptr<plan> p = plan_for(**s, x1);
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(p->mode(), plan::launch_mode::graph_pending) << p->eager_reason();
 
@@ -123,7 +123,7 @@ TEST(CudaGraphs, EnvironmentKeepsPlansEager) {
   scoped_env off("TROUPE_CUDA_GRAPHS", "0");
   auto s = make_session(model, kernels::backend::cuda);
   ASSERT_TRUE(s) << s.error().to_string();
-  plan* p = plan_for(**s, x);
+  std::shared_ptr<plan> p = plan_for(**s, x);
   ASSERT_NE(p, nullptr);
   for (int i = 0; i < 3; ++i) {
     auto y = run_one(**s, x);
@@ -182,7 +182,7 @@ TEST(CudaGraphs, WarmUpCapturesEveryBucket) {
   EXPECT_EQ(m.graph_plans, 3u);
   // The first real run of a warmed bucket replays at once, and is right.
   const tensor x = random_input({2, 8, 12, 12}, 9);
-  plan* p = plan_for(**s, x);
+  std::shared_ptr<plan> p = plan_for(**s, x);
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(p->mode(), plan::launch_mode::graph);
   auto cpu = make_session(conv_matmul_model(), kernels::backend::cpu);

@@ -54,8 +54,8 @@ inline bool same_bytes(const tensor& a, const tensor& b) {
   return a.info() == b.info() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;
 }
 
-/// The plan a session compiled for input `x`.
-inline runtime::plan* plan_for(runtime::session& s, const tensor& x) {
+/// The plan a session compiled for input `x` (a lease: in use, never evicted, while held).
+inline std::shared_ptr<runtime::plan> plan_for(runtime::session& s, const tensor& x) {
   auto p = s.prepare({x.info()});
   EXPECT_TRUE(p.has_value()) << p.error().to_string();
   return p ? *p : nullptr;

@@ -33,7 +33,7 @@ expected<session_run> run_session(const std::string& bytes, const std::vector<te
   TROUPE_ASSIGN_OR_RETURN(auto s, runtime::session::create_from_graph(std::move(g), o));
   std::vector<tensor_info> infos;
   for (const auto& t : inputs) infos.push_back(t.info());
-  TROUPE_ASSIGN_OR_RETURN(runtime::plan * plan, s->prepare(infos));
+  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<runtime::plan> plan, s->prepare(infos));
   session_run r;
   for (const auto& n : plan->specialized_graph().nodes) {
     r.transposes += n.op.domain.empty() && n.op.op_type == "Transpose";

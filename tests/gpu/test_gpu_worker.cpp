@@ -156,6 +156,7 @@ class gpu_worker_sharing : public testing::actor_fixture {
     worker_options o;
     o.kind = worker_kind::gpu;
     o.device_index = 0;
+    o.background_model_reads = false;  // the test coordinator: reads on the worker
     worker_ = spawn_worker(sys_, o, /*detached=*/false);
   }
   void TearDown() override {
@@ -205,6 +206,7 @@ class gpu_node : public testing::actor_fixture {
     o.config.fault_injection = true;
     o.gpus = {0};
     o.detached_workers = false;
+    o.background_model_reads = false;  // the test coordinator: reads on the worker
     o.holder = &holder_;
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);

@@ -1,7 +1,16 @@
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 
 #include "runtime/onnx_loader.hpp"
 #include "tests/runtime/model_builder.hpp"
@@ -10,6 +19,7 @@ namespace troupe::runtime {
 namespace {
 
 using namespace troupe::testing;
+namespace fs = std::filesystem;
 
 onnx::ModelProto relu_model(int opset = 17) {
   auto m = make_model(opset);
@@ -84,17 +94,32 @@ TEST(loader, raw_data_size_mismatch_is_an_invalid_model) {
   EXPECT_EQ(g.error().code(), error_code::invalid_model);
 }
 
-TEST(loader, external_data_is_read_and_may_not_escape_the_folder) {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("troupe_ext_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::vector<float> w = {1.5f, -2.0f, 3.25f, 4.0f};
-  {
-    std::ofstream f(dir / "w.bin", std::ios::binary);
-    f.write("PAD!", 4);
-    f.write(reinterpret_cast<const char*>(w.data()), 16);
+/// A model folder and a folder beside it ("outside") in a fresh temporary directory; the model's
+/// initializer 'w' (4 floats) is read from external data at `location`, offset 4.
+class external_data : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("troupe_ext_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(model_dir());
+    fs::create_directories(outside());
+    write_weights(model_dir() / "w.bin");
+    write_weights(outside() / "secret.bin");
   }
-  auto make = [&](const std::string& location) {
+  void TearDown() override { fs::remove_all(root_); }
+
+  fs::path model_dir() const { return root_ / "model"; }
+  fs::path outside() const { return root_ / "outside"; }
+
+  void write_weights(const fs::path& p) const {
+    std::ofstream f(p, std::ios::binary);
+    f.write("PAD!", 4);
+    f.write(reinterpret_cast<const char*>(weights_.data()), 16);
+  }
+
+  static std::string model_bytes(const std::string& location) {
     auto m = relu_model();
     auto* t = m.mutable_graph()->add_initializer();
     t->set_name("w");
@@ -108,18 +133,104 @@ TEST(loader, external_data_is_read_and_may_not_escape_the_folder) {
     e->set_key("offset");
     e->set_value("4");
     return serialize(m);
-  };
-  auto ok = make("w.bin");
-  auto g = load_onnx_bytes(ok.data(), ok.size(), dir.string());
+  }
+
+  expected<graph> load(const std::string& location) const {
+    const std::string bytes = model_bytes(location);
+    return load_onnx_bytes(bytes.data(), bytes.size(), model_dir().string());
+  }
+
+  /// Loads on another thread and waits for it with a deadline: a loader that blocked on the file
+  /// fails the test instead of hanging it. `fifo` (when given) is opened for writing afterwards
+  /// if the load is still blocked, so that the thread can end.
+  static expected<graph> load_within_deadline(std::function<expected<graph>()> load,
+                                              const fs::path& fifo) {
+    auto result = std::async(std::launch::async, std::move(load));
+    if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+      const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+      if (fd >= 0) ::close(fd);
+      result.wait();
+      return internal_error("the load blocked on '" + fifo.string() + "'");
+    }
+    return result.get();
+  }
+
+  void expect_refused(const expected<graph>& g, const std::string& location) const {
+    ASSERT_FALSE(g) << location << " was read";
+    EXPECT_EQ(g.error().code(), error_code::invalid_model) << g.error().to_string();
+    EXPECT_NE(g.error().message().find("tensor 'w'"), std::string::npos) << g.error().message();
+    EXPECT_NE(g.error().message().find(location), std::string::npos) << g.error().message();
+  }
+
+  fs::path root_;
+  std::vector<float> weights_ = {1.5f, -2.0f, 3.25f, 4.0f};
+};
+
+TEST_F(external_data, is_read_from_the_model_folder) {
+  auto g = load("w.bin");
   ASSERT_TRUE(g) << g.error().to_string();
   const value& wv = g->values[g->find("w")];
   ASSERT_TRUE(wv.constant);
   EXPECT_EQ(wv.constant->data<float>()[2], 3.25f);
-  auto escape = make("../etc/passwd");
-  auto bad = load_onnx_bytes(escape.data(), escape.size(), dir.string());
-  ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error().code(), error_code::invalid_model);
-  fs::remove_all(dir);
+}
+
+TEST_F(external_data, may_not_name_a_path_outside_the_folder) {
+  expect_refused(load("../outside/secret.bin"), "../outside/secret.bin");
+  // libonnx's checker (opset <= 17) refuses an absolute location first, in its own words.
+  auto absolute = load((outside() / "secret.bin").string());
+  ASSERT_FALSE(absolute);
+  EXPECT_EQ(absolute.error().code(), error_code::invalid_model) << absolute.error().to_string();
+}
+
+TEST_F(external_data, a_symlink_to_a_file_outside_is_refused) {
+  fs::create_symlink(outside() / "secret.bin", model_dir() / "link.bin");
+  auto g = load("link.bin");
+  expect_refused(g, "link.bin");
+  EXPECT_NE(g.error().message().find("outside the model folder"), std::string::npos)
+      << g.error().message();
+}
+
+TEST_F(external_data, a_symlinked_folder_pointing_outside_is_refused) {
+  fs::create_directory_symlink(outside(), model_dir() / "weights");
+  expect_refused(load("weights/secret.bin"), "weights/secret.bin");
+}
+
+TEST_F(external_data, a_symlink_pointing_inside_the_folder_is_allowed) {
+  fs::create_directories(model_dir() / "data");
+  fs::rename(model_dir() / "w.bin", model_dir() / "data" / "w.bin");
+  fs::create_symlink("data/w.bin", model_dir() / "w.bin");
+  fs::create_directory_symlink("data", model_dir() / "alias");
+  for (const std::string location : {"w.bin", "alias/w.bin"}) {
+    auto g = load(location);
+    ASSERT_TRUE(g) << location << ": " << g.error().to_string();
+    EXPECT_EQ(g->values[g->find("w")].constant->data<float>()[3], 4.0f) << location;
+  }
+}
+
+TEST_F(external_data, a_model_folder_reached_through_a_symlink_reads_its_own_files) {
+  // models/<name>/<version> linked to where the files really are: the real folder is the bound.
+  fs::create_directory_symlink(model_dir(), root_ / "linked_model");
+  const std::string bytes = model_bytes("w.bin");
+  auto g = load_onnx_bytes(bytes.data(), bytes.size(), (root_ / "linked_model").string());
+  ASSERT_TRUE(g) << g.error().to_string();
+}
+
+TEST_F(external_data, a_fifo_is_refused_without_blocking) {
+  const fs::path fifo = model_dir() / "pipe.bin";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto g = load_within_deadline([this] { return load("pipe.bin"); }, fifo);
+  expect_refused(g, "pipe.bin");
+  EXPECT_NE(g.error().message().find("FIFO"), std::string::npos) << g.error().message();
+}
+
+TEST_F(external_data, a_model_file_that_is_a_fifo_is_refused_without_blocking) {
+  const fs::path fifo = model_dir() / "model.onnx";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto g = load_within_deadline([&] { return load_onnx_file(fifo.string()); }, fifo);
+  ASSERT_FALSE(g);
+  EXPECT_EQ(g.error().code(), error_code::io_error) << g.error().to_string();
+  EXPECT_NE(g.error().message().find("not a regular file"), std::string::npos)
+      << g.error().message();
 }
 
 }  // namespace

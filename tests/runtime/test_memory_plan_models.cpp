@@ -88,7 +88,7 @@ expected<figures> cpu_plan_figures(const std::string& model, const shape_t& inpu
   session_options o;
   TROUPE_ASSIGN_OR_RETURN(auto s, session::create_from_graph(std::move(g), o));
   const value& in = s->model_graph().values[s->model_graph().inputs[0]];
-  TROUPE_ASSIGN_OR_RETURN(plan * p, s->prepare({{in.type, input_shape}}));
+  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<plan> p, s->prepare({{in.type, input_shape}}));
   figures f = check_layout(p->layout(), p->target().alignment());
   EXPECT_EQ(f.arena_bytes, p->memory().planned_arena_bytes);
   return f;
