@@ -330,7 +330,9 @@ node_config parse_node_node(const YAML::Node& root) {
               "shared_memory",
               "model_control_mode",
               "load_models",
-              "repository_poll_secs"});
+              "repository_poll_secs",
+              "management_listen",
+              "management_token_file"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -396,6 +398,11 @@ node_config parse_node_node(const YAML::Node& root) {
     if (!l.IsSequence()) fail("load_models", "a list of model names");
     for (const auto& n : l) c.load_models.push_back(get<std::string>(n, "load_models"));
   }
+  if (root["management_listen"])
+    c.management_listen = get<std::string>(root["management_listen"], "management_listen");
+  if (root["management_token_file"])
+    c.management_token_file =
+        get<std::string>(root["management_token_file"], "management_token_file");
   if (root["repository_poll_secs"])
     c.repository_poll = std::chrono::milliseconds(
         1000 * get_int(root["repository_poll_secs"], "repository_poll_secs", 1, 86'400));

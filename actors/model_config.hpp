@@ -159,6 +159,10 @@ struct node_config {
   /// explicit mode: the models loaded at start ("*": every model of the repository).
   std::vector<std::string> load_models;
   std::chrono::milliseconds repository_poll{15000};  // poll mode: time between rescans
+  /// The management socket (cluster/management_socket.hpp): "" (default) off; else a ZeroMQ
+  /// endpoint. Beyond loopback it needs `management_token_file` (a mode 0600 file).
+  std::string management_listen;
+  std::string management_token_file;
 };
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);

@@ -30,6 +30,7 @@
 #endif
 #include "cluster/kserve_http.hpp"
 #include "cluster/logging.hpp"
+#include "cluster/management_socket.hpp"
 #include "cluster/metrics_http.hpp"
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
@@ -135,6 +136,14 @@ class front_doors {
     TROUPE_ASSIGN_OR_RETURN(gateway_, request_gateway::create(sys, node, holder, metrics, gw));
     if (cfg.shared_memory) shm_ = std::make_unique<shared_memory_registry>();
     control_ = std::make_unique<actors::model_control>(sys, node.manager, cfg.control_mode);
+    if (!cfg.management_listen.empty()) {
+      management_options mo;
+      mo.listen = cfg.management_listen;
+      if (!cfg.management_token_file.empty()) {
+        TROUPE_ASSIGN_OR_RETURN(mo.token, read_token_file(cfg.management_token_file));
+      }
+      TROUPE_ASSIGN_OR_RETURN(management_, management_socket::create(mo, *control_));
+    }
     if (cfg.http_port > 0) {
       kserve_http_options ho;
       ho.server.address = "0.0.0.0";
@@ -172,7 +181,8 @@ class front_doors {
   std::string json_fields() const {
     return "\"endpoint\":" + json_string(endpoint()) +
            ",\"grpc_port\":" + std::to_string(grpc_port_) +
-           ",\"http_port\":" + std::to_string(http_port_);
+           ",\"http_port\":" + std::to_string(http_port_) +
+           (management_ ? ",\"management\":" + json_string(management_->endpoint()) : "");
   }
   void begin_drain() {
     if (zmq_) zmq_->begin_drain();
@@ -197,6 +207,7 @@ class front_doors {
   /// request frames stay allocated until it is destroyed) and closes; the gateway lets its bridge
   /// actors go, so that the actor system can finish.
   void stop_before_actors() {
+    management_.reset();  // no model operation starts while the actors stop
     if (zmq_) zmq_->stop();
     if (gateway_) gateway_->release_actors();
   }
@@ -219,6 +230,7 @@ class front_doors {
   std::unique_ptr<request_gateway> gateway_;
   std::unique_ptr<shared_memory_registry> shm_;
   std::unique_ptr<actors::model_control> control_;  // the repository extension of both doors
+  std::unique_ptr<management_socket> management_;    // declared after control_: goes first
   std::unique_ptr<kserve_http> http_;
 #if TROUPE_HAVE_GRPC
   std::unique_ptr<kserve_grpc_server> grpc_;
@@ -264,6 +276,7 @@ status run_serve(const serve_options& o) {
   }
   if (!o.load_models.empty()) cfg.load_models = o.load_models;
   if (o.repository_poll_secs) cfg.repository_poll = std::chrono::seconds(*o.repository_poll_secs);
+  if (o.management_listen) cfg.management_listen = *o.management_listen;
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {

@@ -26,6 +26,7 @@ struct serve_options {
   std::optional<std::string> control_mode;      // overrides `model_control_mode`
   std::vector<std::string> load_models;         // overrides `load_models` when not empty
   std::optional<int> repository_poll_secs;      // overrides `repository_poll_secs`
+  std::optional<std::string> management_listen;  // overrides `management_listen` ("" off)
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):

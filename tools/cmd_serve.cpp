@@ -50,6 +50,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"none", "explicit", "poll"}));
   cmd->add_option("--load-model", o->serve.load_models,
                   "explicit mode: a model to load at start (repeat; '*' for all)");
+  cmd->add_option("--management-listen", o->serve.management_listen,
+                  "ZeroMQ endpoint of the management socket (`troupe models`); off by default; "
+                  "beyond loopback it needs management_token_file in node.yaml");
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));

@@ -204,3 +204,81 @@ def test_poll_mode_follows_the_repository_folder(tmp_path):
         assert "poll" in e.value.message()
     finally:
         assert s.terminate() == 0
+
+
+# ---- the management socket and `troupe models` ---------------------------------------------------
+
+
+def models_cli(*args, timeout=120):
+    from conftest import troupe_bin
+    import subprocess
+    return subprocess.run([troupe_bin(), "models", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_troupe_models_over_the_management_socket(tmp_path):
+    from conftest import free_port
+    models, node_yaml = build_repository(str(tmp_path))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"),
+               extra_args=["--model-control-mode", "explicit", "--management-listen", endpoint])
+    try:
+        r = models_cli("list", "--server", endpoint)
+        assert r.returncode == 0, r.stderr
+        assert "deep" in r.stdout and "(not loaded)" in r.stdout
+        r = models_cli("load", "deep", "--server", endpoint)
+        assert r.returncode == 0 and "loaded deep" in r.stdout, r.stderr
+        r = models_cli("list", "--ready", "--server", endpoint)
+        lines = [l.split() for l in r.stdout.splitlines()[1:]]
+        assert lines == [["deep", "1", "READY"]], r.stdout
+        h = httpclient.InferenceServerClient(s.http_url)
+        infer_mlp(h, httpclient, "deep", rows=1)
+        cfg = tmp_path / "override.yaml"
+        cfg.write_text("max_batch_size: 1\ndynamic_batching: {max_queue_delay_microseconds: 50}\n")
+        assert models_cli("load", "deep", "--config", str(cfg), "--server", endpoint).returncode == 0
+        r = models_cli("unload", "deep", "--server", endpoint)
+        assert r.returncode == 0 and "unloaded deep" in r.stdout, r.stderr
+        r = models_cli("unload", "deep", "--server", endpoint)
+        assert r.returncode == 2 and "not_found" in r.stderr and "not loaded" in r.stderr
+        r = models_cli("load", "nope", "--server", endpoint)
+        assert r.returncode == 2 and "no model 'nope'" in r.stderr
+    finally:
+        assert s.terminate() == 0
+
+
+def test_management_socket_beyond_loopback_needs_a_private_token(tmp_path):
+    from conftest import free_port, troupe_bin
+    import subprocess
+    models, node_yaml = build_repository(str(tmp_path))
+    port = free_port()
+    wide = f"tcp://0.0.0.0:{port}"
+    common = [troupe_bin(), "serve", "--models", models, "--listen", "tcp://127.0.0.1:*", "--metrics-port", "0",
+              "--grpc-port", "0", "--http-port", "0", "--model-control-mode", "explicit"]
+    r = subprocess.run(common + ["--management-listen", wide], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "management_token_file" in r.stderr, r.stderr
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    os.chmod(token, 0o644)
+    cfg = tmp_path / "node_token.yaml"
+    cfg.write_text(open(node_yaml).read() + f"management_token_file: {token}\n")
+    r = subprocess.run(common + ["--config", str(cfg), "--management-listen", wide], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0 and "chmod 600" in r.stderr, r.stderr
+    os.chmod(token, 0o600)
+    s = Server(models, str(cfg), str(tmp_path / "serve.log"),
+               extra_args=["--model-control-mode", "explicit", "--management-listen", wide])
+    try:
+        local = f"tcp://127.0.0.1:{port}"
+        r = models_cli("list", "--server", local)
+        assert r.returncode == 2 and "token" in r.stderr, r.stderr
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-it")
+        os.chmod(wrong, 0o600)
+        r = models_cli("load", "deep", "--server", local, "--token-file", str(wrong))
+        assert r.returncode == 2 and "token" in r.stderr, r.stderr
+        assert "deep" not in [l.split()[0] for l in
+                              models_cli("list", "--ready", "--server", local, "--token-file", str(token)
+                                         ).stdout.splitlines()[1:]]
+        r = models_cli("load", "deep", "--server", local, "--token-file", str(token))
+        assert r.returncode == 0, r.stderr
+    finally:
+        assert s.terminate() == 0

@@ -1,0 +1,41 @@
+#pragma once
+/// A client of the node's management socket (cluster/management_socket.hpp): `troupe models`.
+/// One request at a time; not thread-safe.
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.hpp"
+
+namespace troupe::cluster {
+
+struct model_index_line {
+  std::string name;
+  int64_t version = 0;  // 0: the model as a whole
+  std::string state;
+  std::string reason;
+};
+
+class management_client {
+ public:
+  /// `token` is sent with every request ("" where the node needs none).
+  static expected<std::unique_ptr<management_client>> connect(const std::string& endpoint,
+                                                               std::string token);
+  ~management_client();
+
+  expected<std::vector<model_index_line>> index(bool ready_only, std::chrono::milliseconds timeout);
+  /// Answers once the model is loaded and warmed up (or failed): give loads a generous timeout.
+  status load(const std::string& name, const std::string& config,
+              std::chrono::milliseconds timeout);
+  status unload(const std::string& name, std::chrono::milliseconds timeout);
+
+  class impl;
+
+ private:
+  explicit management_client(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace troupe::cluster

@@ -1,0 +1,245 @@
+#include "cluster/management_socket.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+#include <zmq.hpp>
+
+#include "proto/troupe.pb.h"
+
+namespace troupe::cluster {
+
+namespace pb = troupe::v1;
+
+namespace {
+
+/// How often the socket's thread looks at the replies the CAF threads queued, when no request
+/// arrives meanwhile: a management reply waits at most this long.
+constexpr std::chrono::milliseconds kReplyPoll(10);
+
+bool equal_constant_time(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+void set_error(pb::ControlReply& r, const status& s) {
+  r.mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(s.code())));
+  r.mutable_error()->set_message(s.message());
+}
+
+}  // namespace
+
+bool is_loopback_endpoint(const std::string& e) {
+  for (const char* p : {"ipc://", "inproc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:"})
+    if (e.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+expected<std::string> read_token_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return not_found("management token file '" + path + "' cannot be opened");
+  struct stat st {};
+  std::string text;
+  status s = status::ok();
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    s = invalid_argument("management token file '" + path + "' is not a regular file");
+  } else if ((st.st_mode & 077) != 0) {
+    s = invalid_argument("management token file '" + path +
+                         "' may be read by others: chmod 600 it");
+  } else if (st.st_size > 4096) {
+    s = invalid_argument("management token file '" + path + "' is larger than 4 KiB");
+  } else {
+    text.resize(static_cast<size_t>(st.st_size));
+    if (::read(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+      s = io_error("cannot read management token file '" + path + "'");
+  }
+  ::close(fd);
+  if (!s.is_ok()) return s;
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos)
+    return invalid_argument("management token file '" + path + "' is empty");
+  text = text.substr(first, text.find_last_not_of(" \t\r\n") - first + 1);
+  return text;
+}
+
+class management_socket::impl {
+ public:
+  impl(management_options o, const actors::model_control& control)
+      : options_(std::move(o)), control_(control) {}
+
+  status start() {
+    if (options_.token.empty() && !is_loopback_endpoint(options_.listen))
+      return invalid_argument("management_listen '" + options_.listen +
+                              "' reaches beyond this host: set management_token_file (a mode "
+                              "0600 file) or listen on tcp://127.0.0.1");
+    try {
+      socket_.set(zmq::sockopt::linger, 0);
+      socket_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.max_message_bytes));
+      socket_.set(zmq::sockopt::router_mandatory, 0);
+      socket_.bind(options_.listen);
+      endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return io_error("management socket: cannot bind '" + options_.listen + "': " + e.what());
+    }
+    thread_ = std::thread([this] { loop(); });
+    return status::ok();
+  }
+
+  ~impl() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard<std::mutex> lock(outbox_->mutex);
+    outbox_->open = false;  // operations still running answer into nothing
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  /// Replies from CAF threads, sent by the socket's thread. Shared with the callbacks, which may
+  /// run after the socket is gone.
+  struct outbox {
+    std::mutex mutex;
+    bool open = true;
+    std::deque<std::pair<std::string, std::string>> replies;  // (peer identity, ControlReply)
+  };
+
+  void loop() {
+    zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
+    while (!stop_.load()) {
+      try {
+        zmq::poll(&item, 1, kReplyPoll);
+        if (item.revents & ZMQ_POLLIN) receive_one();
+        send_queued();
+      } catch (const zmq::error_t& e) {
+        spdlog::error("management socket: {}", e.what());
+      }
+    }
+  }
+
+  void receive_one() {
+    std::vector<zmq::message_t> frames;
+    for (;;) {
+      zmq::message_t m;
+      if (!socket_.recv(m, zmq::recv_flags::dontwait)) break;
+      const bool more = m.more();
+      frames.push_back(std::move(m));
+      if (!more) break;
+    }
+    if (frames.empty()) return;
+    const std::string peer = frames.front().to_string();
+    pb::ControlReply reply;
+    pb::ControlRequest q;
+    // [identity, payload], or [identity, "", payload] from a REQ socket.
+    const zmq::message_t& payload = frames.back();
+    if (frames.size() < 2 || frames.size() > 3 ||
+        !q.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+      set_error(reply, invalid_argument("not a ControlRequest (proto/troupe.proto)"));
+      return answer(peer, reply);
+    }
+    if (!options_.token.empty() && !equal_constant_time(q.token(), options_.token)) {
+      spdlog::warn("management socket: a request with a wrong or missing token was refused");
+      set_error(reply, make_error(error_code::invalid_argument,
+                                  "the management token is missing or wrong"));
+      return answer(peer, reply);
+    }
+    auto box = outbox_;
+    auto post = [box, peer](const pb::ControlReply& r) {
+      std::lock_guard<std::mutex> lock(box->mutex);
+      if (box->open) box->replies.emplace_back(peer, r.SerializeAsString());
+    };
+    switch (q.op_case()) {
+      case pb::ControlRequest::kIndex: {
+        const bool ready_only = q.index().ready_only();
+        control_.index([post, ready_only](expected<actors::model_index> idx) {
+          pb::ControlReply r;
+          if (!idx) {
+            set_error(r, idx.error());
+          } else {
+            for (const auto& e : *idx) {
+              if (ready_only && e.state != "READY") continue;
+              auto* m = r.add_models();
+              m->set_name(e.name);
+              m->set_version(e.version);
+              m->set_state(e.state);
+              m->set_reason(e.reason);
+            }
+          }
+          post(r);
+        });
+        return;
+      }
+      case pb::ControlRequest::kLoad:
+        control_.load(q.load().name(), q.load().config(), [post](status s) {
+          pb::ControlReply r;
+          if (!s.is_ok()) set_error(r, s);
+          post(r);
+        });
+        return;
+      case pb::ControlRequest::kUnload:
+        control_.unload(q.unload().name(), [post](status s) {
+          pb::ControlReply r;
+          if (!s.is_ok()) set_error(r, s);
+          post(r);
+        });
+        return;
+      case pb::ControlRequest::OP_NOT_SET:
+        break;
+    }
+    set_error(reply, invalid_argument("a ControlRequest names no operation"));
+    answer(peer, reply);
+  }
+
+  void answer(const std::string& peer, const pb::ControlReply& r) {
+    send(peer, r.SerializeAsString());
+  }
+
+  void send(const std::string& peer, const std::string& bytes) {
+    // A peer that left meanwhile: ROUTER drops the message (router_mandatory off).
+    socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
+  }
+
+  void send_queued() {
+    std::deque<std::pair<std::string, std::string>> ready;
+    {
+      std::lock_guard<std::mutex> lock(outbox_->mutex);
+      ready.swap(outbox_->replies);
+    }
+    for (const auto& [peer, bytes] : ready) send(peer, bytes);
+  }
+
+  management_options options_;
+  const actors::model_control& control_;
+  zmq::context_t ctx_{1};
+  zmq::socket_t socket_{ctx_, zmq::socket_type::router};
+  std::string endpoint_;
+  std::shared_ptr<outbox> outbox_ = std::make_shared<outbox>();
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+expected<std::unique_ptr<management_socket>> management_socket::create(
+    management_options o, const actors::model_control& control) {
+  auto p = std::make_unique<impl>(std::move(o), control);
+  TROUPE_RETURN_IF_ERROR(p->start());
+  return std::unique_ptr<management_socket>(new management_socket(std::move(p)));
+}
+
+management_socket::management_socket(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+management_socket::~management_socket() = default;
+
+const std::string& management_socket::endpoint() const {
+  return impl_->endpoint();
+}
+
+}  // namespace troupe::cluster

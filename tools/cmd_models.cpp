@@ -1,0 +1,116 @@
+// `troupe models list|load|unload`: model control through the node's management socket
+// (cluster/management_socket.hpp; docs/serving.md, Model control). The node must be started
+// with `management_listen` (node.yaml) or --management-listen.
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "cluster/management_client.hpp"
+#include "cluster/management_socket.hpp"
+#include "tools/commands.hpp"
+
+namespace troupe::tools {
+namespace {
+
+struct models_options {
+  std::string server = "tcp://127.0.0.1:5556";
+  std::string token_file;
+  std::string name;
+  std::string config_path;
+  bool ready_only = false;
+  double timeout_s = 600;
+};
+
+expected<std::unique_ptr<cluster::management_client>> open(const models_options& o) {
+  std::string token;
+  if (!o.token_file.empty()) {
+    TROUPE_ASSIGN_OR_RETURN(token, cluster::read_token_file(o.token_file));
+  }
+  return cluster::management_client::connect(o.server, std::move(token));
+}
+
+std::chrono::milliseconds timeout_of(const models_options& o) {
+  return std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
+}
+
+status run_list(const models_options& o) {
+  TROUPE_ASSIGN_OR_RETURN(auto c, open(o));
+  TROUPE_ASSIGN_OR_RETURN(auto lines, c->index(o.ready_only, timeout_of(o)));
+  std::printf("%-32s %8s  %-12s %s\n", "MODEL", "VERSION", "STATE", "REASON");
+  for (const auto& l : lines)
+    std::printf("%-32s %8s  %-12s %s\n", l.name.c_str(),
+                l.version > 0 ? std::to_string(l.version).c_str() : "-",
+                l.state.empty() ? "(not loaded)" : l.state.c_str(), l.reason.c_str());
+  return status::ok();
+}
+
+status run_load(const models_options& o) {
+  std::string config;
+  if (!o.config_path.empty()) {
+    std::ifstream in(o.config_path, std::ios::binary);
+    if (!in) return not_found("cannot open '" + o.config_path + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    config = ss.str();
+    if (config.empty()) return invalid_argument("'" + o.config_path + "' is empty");
+  }
+  TROUPE_ASSIGN_OR_RETURN(auto c, open(o));
+  TROUPE_RETURN_IF_ERROR(c->load(o.name, config, timeout_of(o)));
+  std::printf("loaded %s\n", o.name.c_str());
+  return status::ok();
+}
+
+status run_unload(const models_options& o) {
+  TROUPE_ASSIGN_OR_RETURN(auto c, open(o));
+  TROUPE_RETURN_IF_ERROR(c->unload(o.name, timeout_of(o)));
+  std::printf("unloaded %s\n", o.name.c_str());
+  return status::ok();
+}
+
+}  // namespace
+
+void add_models_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<models_options>();
+  CLI::App* cmd = app.add_subcommand(
+      "models", "Model control through the node's management socket: list, load, unload.");
+  cmd->require_subcommand(1);
+  auto common = [&](CLI::App* sub) {
+    sub->add_option("--server,-s", o->server, "The node's management endpoint")
+        ->capture_default_str();
+    sub->add_option("--token-file", o->token_file,
+                    "File holding the node's management token (mode 0600)");
+    sub->add_option("--timeout", o->timeout_s, "Seconds to wait for the answer")
+        ->capture_default_str();
+  };
+  CLI::App* list = cmd->add_subcommand("list", "Every model of the repository and its state");
+  common(list);
+  list->add_flag("--ready", o->ready_only, "Only READY versions");
+  list->callback([o, &exit_code] {
+    const status s = run_list(*o);
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+  CLI::App* load = cmd->add_subcommand(
+      "load", "Load or reload a model (answers once it is loaded and warmed up)");
+  common(load);
+  load->add_option("name", o->name, "The model's folder name in the repository")->required();
+  load->add_option("--config", o->config_path,
+                   "A configuration (YAML or JSON, config.yaml's keys) replacing config.yaml");
+  load->callback([o, &exit_code] {
+    const status s = run_load(*o);
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+  CLI::App* unload = cmd->add_subcommand(
+      "unload", "Unload a model (answers once its requests finished and memory is released)");
+  common(unload);
+  unload->add_option("name", o->name, "The model's name")->required();
+  unload->callback([o, &exit_code] {
+    const status s = run_unload(*o);
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+}
+
+}  // namespace troupe::tools
