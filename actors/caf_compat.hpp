@@ -8,6 +8,7 @@
 #include <caf/all.hpp>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@ using mload_atom = caf::atom_constant<caf::atom("mload")>;
 using munload_atom = caf::atom_constant<caf::atom("munload")>;
 using index_atom = caf::atom_constant<caf::atom("index")>;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using traffic_atom = caf::atom_constant<caf::atom("traffic")>;
 using read_atom = caf::atom_constant<caf::atom("read")>;
 using overdue_atom = caf::atom_constant<caf::atom("overdue")>;
 
@@ -103,6 +105,21 @@ struct model_index_entry {
 };
 using model_index = std::vector<model_index_entry>;
 
+/// A run-time change of the traffic of a model that names no version (`troupe models traffic |
+/// promote | rollback`): weights set here replace config.yaml's until cleared, across reloads.
+struct traffic_change {
+  enum class kind : uint8_t { show, set, clear, promote, rollback };
+  kind what = kind::show;
+  std::string model;
+  int64_t version = 0;                  // promote, rollback
+  std::map<int64_t, uint32_t> weights;  // set: version -> relative weight
+};
+struct traffic_report {
+  std::map<int64_t, uint32_t> weights;  // in effect; empty: the newest ready version serves
+  bool overridden = false;              // set at run time (else config.yaml's)
+  std::string note;                     // the last promote or rollback, and why
+};
+
 // ---- typed interfaces
 // ----------------------------------------------------------------------------
 
@@ -146,7 +163,8 @@ using manager_actor =
                      caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
                      caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
                      caf::replies_to<munload_atom, std::string>::with<bool>,
-                     caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>>;
+                     caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
+                     caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>>;
 
 /// supervisor: monitors the workers and replaces one that fails.
 using supervisor_actor =
@@ -185,5 +203,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_handle)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batcher_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::load_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::model_index)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::traffic_change)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::traffic_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::table_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_actor>)

@@ -69,4 +69,13 @@ void model_control::unload(std::string name, std::function<void(status)> done) c
       munload_atom::value, std::move(name));
 }
 
+void model_control::traffic(traffic_change change,
+                            std::function<void(expected<traffic_report>)> done) const {
+  if (change.what == traffic_change::kind::promote) {
+    if (status s = allowed("promote of model '" + change.model + "'"); !s.is_ok()) return done(s);
+  }
+  ask_manager<traffic_report>(sys_, manager_, std::move(done), traffic_atom::value,
+                              std::move(change));
+}
+
 }  // namespace troupe::actors

@@ -24,6 +24,9 @@ class model_control {
   /// Loads or reloads `name`; `config_override` ("" for none) replaces its config.yaml.
   void load(std::string name, std::string config_override, std::function<void(status)> done) const;
   void unload(std::string name, std::function<void(status)> done) const;
+  /// Shows or changes a model's traffic; promote (it unloads the other versions) only in explicit
+  /// mode, where the folder does not decide the versions.
+  void traffic(traffic_change change, std::function<void(expected<traffic_report>)> done) const;
 
  private:
   status allowed(std::string_view what) const;

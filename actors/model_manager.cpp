@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <tuple>
 
 #include "actors/batcher.hpp"
@@ -52,6 +53,9 @@ struct model_record {
   /// Operations on this model run one at a time: the running one holds `busy`, later ones wait.
   bool busy = false;
   std::deque<std::function<void()>> waiting;
+  /// Weights set at run time: replace config.traffic.weights until cleared (reloads keep them).
+  std::optional<std::map<int64_t, uint32_t>> weights_override;
+  std::string traffic_note;  // the last promote or rollback, and why
 
   /// Nothing loaded, failed or unloaded: a record only while an operation runs (a model that is
   /// not in the repository leaves none behind).
@@ -187,6 +191,7 @@ void publish(self_ptr self) {
     model_entry e;
     e.name = name;
     e.traffic = m.config.traffic;
+    if (m.weights_override) e.traffic.weights = *m.weights_override;
     e.load_error = m.error;
     for (const auto& v : m.versions) {
       version_entry ve;
@@ -564,6 +569,86 @@ void unload_model(self_ptr self, const std::string& name, std::function<void(sta
   one_gone();
 }
 
+traffic_report report_of(const model_record& m) {
+  traffic_report r;
+  r.weights = m.weights_override ? *m.weights_override : m.config.traffic.weights;
+  r.overridden = m.weights_override.has_value();
+  r.note = m.traffic_note;
+  return r;
+}
+
+std::string weights_text(const std::map<int64_t, uint32_t>& w) {
+  std::string out;
+  for (const auto& [v, x] : w) out += (out.empty() ? "" : ",") + std::to_string(v) + "=" + std::to_string(x);
+  return out.empty() ? "newest ready version" : out;
+}
+
+/// Applies a traffic change to `name` (one operation at a time on the model, as loads).
+expected<traffic_report> change_traffic(self_ptr self, const traffic_change& c) {
+  auto& st = self->state;
+  auto it = st.models.find(c.model);
+  if (it == st.models.end() || it->second.unloaded || it->second.versions.empty())
+    return not_found("model '" + c.model + "' is not loaded");
+  model_record& m = it->second;
+  auto ready = [&](int64_t v) {
+    for (const auto& x : m.versions)
+      if (x->version == v && x->current() == version_state::ready) return true;
+    return false;
+  };
+  switch (c.what) {
+    case traffic_change::kind::show:
+      return report_of(m);
+    case traffic_change::kind::set: {
+      uint64_t total = 0;
+      for (const auto& [v, w] : c.weights) {
+        if (!ready(v))
+          return invalid_argument("model '" + c.model + "' has no ready version " +
+                                  std::to_string(v));
+        total += w;
+      }
+      if (total == 0) return invalid_argument("the weights give no version any traffic");
+      m.weights_override = c.weights;
+      break;
+    }
+    case traffic_change::kind::clear:
+      m.weights_override.reset();
+      break;
+    case traffic_change::kind::rollback: {
+      auto w = report_of(m).weights;
+      if (!w.count(c.version) || w[c.version] == 0)
+        return invalid_argument("version " + std::to_string(c.version) + " of model '" + c.model +
+                                "' gets no weighted traffic (weights: " + weights_text(w) + ")");
+      w[c.version] = 0;
+      uint64_t total = 0;
+      for (const auto& [v, x] : w) total += ready(v) ? x : 0;
+      if (total == 0)
+        return invalid_argument("rolling back version " + std::to_string(c.version) +
+                                " would leave no ready version with traffic");
+      m.weights_override = w;
+      m.traffic_note = "version " + std::to_string(c.version) + " rolled back by request";
+      log_event(log_level::warn, "traffic rolled back",
+                {{"model", c.model}, {"version", c.version}, {"reason", "request"}});
+      break;
+    }
+    case traffic_change::kind::promote: {
+      if (!ready(c.version))
+        return invalid_argument("model '" + c.model + "' has no ready version " +
+                                std::to_string(c.version) + " to promote");
+      std::vector<version_ptr> leaving, kept;
+      for (auto& v : m.versions) (v->version == c.version ? kept : leaving).push_back(v);
+      m.versions = kept;
+      m.weights_override = std::map<int64_t, uint32_t>{{c.version, 1}};
+      m.traffic_note = "version " + std::to_string(c.version) + " promoted: it takes all traffic";
+      publish(self);
+      for (auto& v : leaving) retire_version(self, c.model, v, nullptr);
+      log_event(log_level::info, "traffic promoted", {{"model", c.model}, {"version", c.version}});
+      return report_of(m);
+    }
+  }
+  publish(self);
+  return report_of(m);
+}
+
 model_index make_index(const manager_state& st) {
   model_index out;
   auto upper = [](std::string_view s) {
@@ -714,6 +799,18 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         return rp;
       },
       [=](index_atom) -> model_index { return make_index(self->state); },
+      [=](traffic_atom, const traffic_change& c) -> caf::result<traffic_report> {
+        auto rp = self->make_response_promise<traffic_report>();
+        run_exclusive(self, c.model, [self, c, rp](std::function<void()> release) mutable {
+          auto r = change_traffic(self, c);
+          if (r)
+            rp.deliver(*r);
+          else
+            rp.deliver(to_caf_error(r.error()));
+          release();
+        });
+        return rp;
+      },
       [=](poll_atom) {
         poll_repository(self);
         self->delayed_send(self, self->state.options.repository_poll, poll_atom::value);

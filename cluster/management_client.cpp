@@ -85,4 +85,27 @@ status management_client::unload(const std::string& name, std::chrono::milliseco
   return r ? status::ok() : r.error();
 }
 
+expected<traffic_state> management_client::traffic(const std::string& name,
+                                                   const std::string& kind, int64_t version,
+                                                   const std::map<int64_t, uint32_t>& weights,
+                                                   std::chrono::milliseconds timeout) {
+  pb::ControlRequest q;
+  auto* t = q.mutable_traffic();
+  t->set_name(name);
+  t->set_version(version);
+  for (const auto& [v, w] : weights) (*t->mutable_weights())[v] = w;
+  pb::Traffic::Kind k = pb::Traffic::SHOW;
+  if (!pb::Traffic::Kind_Parse(std::string(kind == "show" ? "SHOW" : kind == "set" ? "SET"
+                                          : kind == "clear" ? "CLEAR" : kind == "promote" ? "PROMOTE"
+                                          : kind == "rollback" ? "ROLLBACK" : ""), &k))
+    return invalid_argument("unknown traffic operation '" + kind + "'");
+  t->set_kind(k);
+  TROUPE_ASSIGN_OR_RETURN(pb::ControlReply r, impl_->call(q, timeout));
+  traffic_state out;
+  for (const auto& [v, w] : r.traffic().weights()) out.weights[v] = w;
+  out.overridden = r.traffic().overridden();
+  out.note = r.traffic().note();
+  return out;
+}
+
 }  // namespace troupe::cluster

@@ -3,6 +3,7 @@
 /// One request at a time; not thread-safe.
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,12 @@ struct model_index_line {
   std::string reason;
 };
 
+struct traffic_state {
+  std::map<int64_t, uint32_t> weights;  // empty: the newest ready version serves
+  bool overridden = false;
+  std::string note;
+};
+
 class management_client {
  public:
   /// `token` is sent with every request ("" where the node needs none).
@@ -30,6 +37,10 @@ class management_client {
   status load(const std::string& name, const std::string& config,
               std::chrono::milliseconds timeout);
   status unload(const std::string& name, std::chrono::milliseconds timeout);
+  /// kind: "show", "set" (with `weights`), "clear", "promote" or "rollback" (with `version`).
+  expected<traffic_state> traffic(const std::string& name, const std::string& kind,
+                                  int64_t version, const std::map<int64_t, uint32_t>& weights,
+                                  std::chrono::milliseconds timeout);
 
   class impl;
 

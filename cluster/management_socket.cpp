@@ -192,6 +192,32 @@ class management_socket::impl {
           post(r);
         });
         return;
+      case pb::ControlRequest::kTraffic: {
+        actors::traffic_change c;
+        c.model = q.traffic().name();
+        c.version = q.traffic().version();
+        for (const auto& [v, w] : q.traffic().weights()) c.weights[v] = w;
+        switch (q.traffic().kind()) {
+          case pb::Traffic::SET: c.what = actors::traffic_change::kind::set; break;
+          case pb::Traffic::CLEAR: c.what = actors::traffic_change::kind::clear; break;
+          case pb::Traffic::PROMOTE: c.what = actors::traffic_change::kind::promote; break;
+          case pb::Traffic::ROLLBACK: c.what = actors::traffic_change::kind::rollback; break;
+          default: c.what = actors::traffic_change::kind::show; break;
+        }
+        control_.traffic(std::move(c), [post](expected<actors::traffic_report> t) {
+          pb::ControlReply r;
+          if (!t) {
+            set_error(r, t.error());
+          } else {
+            auto* out = r.mutable_traffic();
+            for (const auto& [v, w] : t->weights) (*out->mutable_weights())[v] = w;
+            out->set_overridden(t->overridden);
+            out->set_note(t->note);
+          }
+          post(r);
+        });
+        return;
+      }
       case pb::ControlRequest::OP_NOT_SET:
         break;
     }

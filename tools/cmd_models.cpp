@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -23,7 +24,34 @@ struct models_options {
   std::string config_path;
   bool ready_only = false;
   double timeout_s = 600;
+  std::string weights;  // traffic: "1=90,2=10"
+  bool clear = false;
+  int64_t version = 0;
 };
+
+/// "1=90,2=10" -> {1: 90, 2: 10}.
+expected<std::map<int64_t, uint32_t>> parse_weights(const std::string& text) {
+  std::map<int64_t, uint32_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    try {
+      if (eq == std::string::npos) throw std::invalid_argument(item);
+      size_t used = 0;
+      const long long v = std::stoll(item.substr(0, eq), &used);
+      if (used != eq || v <= 0) throw std::invalid_argument(item);
+      const unsigned long w = std::stoul(item.substr(eq + 1), &used);
+      if (used != item.size() - eq - 1 || w > 1000000) throw std::invalid_argument(item);
+      out[v] = static_cast<uint32_t>(w);
+    } catch (const std::exception&) {
+      return invalid_argument("--weights: '" + item + "' is not VERSION=WEIGHT (e.g. 1=90,2=10)");
+    }
+  }
+  if (out.empty()) return invalid_argument("--weights: no VERSION=WEIGHT given");
+  return out;
+}
+
 
 expected<std::unique_ptr<cluster::management_client>> open(const models_options& o) {
   std::string token;
@@ -71,12 +99,35 @@ status run_unload(const models_options& o) {
   return status::ok();
 }
 
+status run_traffic(const models_options& o, const std::string& kind) {
+  std::map<int64_t, uint32_t> weights;
+  std::string what = kind;
+  if (kind == "show" && !o.weights.empty()) {
+    TROUPE_ASSIGN_OR_RETURN(weights, parse_weights(o.weights));
+    what = "set";
+  } else if (kind == "show" && o.clear) {
+    what = "clear";
+  }
+  TROUPE_ASSIGN_OR_RETURN(auto c, open(o));
+  TROUPE_ASSIGN_OR_RETURN(auto t, c->traffic(o.name, what, o.version, weights, timeout_of(o)));
+  std::string w;
+  for (const auto& [v, x] : t.weights)
+    w += (w.empty() ? "" : ",") + std::to_string(v) + "=" + std::to_string(x);
+  std::printf("model %s  weights %s (%s)\n", o.name.c_str(),
+              w.empty() ? "none: the newest ready version serves" : w.c_str(),
+              t.overridden ? "set at run time" : "config.yaml");
+  if (!t.note.empty()) std::printf("last change: %s\n", t.note.c_str());
+  return status::ok();
+}
+
 }  // namespace
 
 void add_models_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<models_options>();
   CLI::App* cmd = app.add_subcommand(
-      "models", "Model control through the node's management socket: list, load, unload.");
+      "models",
+      "Model control through the node's management socket: list, load, unload, traffic, "
+      "promote, rollback.");
   cmd->require_subcommand(1);
   auto common = [&](CLI::App* sub) {
     sub->add_option("--server,-s", o->server, "The node's management endpoint")
@@ -101,6 +152,34 @@ void add_models_command(CLI::App& app, int& exit_code) {
                    "A configuration (YAML or JSON, config.yaml's keys) replacing config.yaml");
   load->callback([o, &exit_code] {
     const status s = run_load(*o);
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+  CLI::App* traffic = cmd->add_subcommand(
+      "traffic", "Show a model's traffic weights, set them (--weights 1=90,2=10) or --clear them");
+  common(traffic);
+  traffic->add_option("name", o->name, "The model's name")->required();
+  auto* w = traffic->add_option("--weights", o->weights, "VERSION=WEIGHT,... for requests that name no version");
+  traffic->add_flag("--clear", o->clear, "Back to config.yaml's weights")->excludes(w);
+  traffic->callback([o, &exit_code] {
+    const status s = run_traffic(*o, "show");
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+  CLI::App* promote = cmd->add_subcommand(
+      "promote", "Give all traffic to VERSION and unload the others (explicit mode)");
+  common(promote);
+  promote->add_option("name", o->name, "The model's name")->required();
+  promote->add_option("version", o->version, "The version that takes all traffic")->required();
+  promote->callback([o, &exit_code] {
+    const status s = run_traffic(*o, "promote");
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+  CLI::App* rollback = cmd->add_subcommand(
+      "rollback", "Set VERSION's traffic weight to 0 (the others keep theirs)");
+  common(rollback);
+  rollback->add_option("name", o->name, "The model's name")->required();
+  rollback->add_option("version", o->version, "The version that loses its traffic")->required();
+  rollback->callback([o, &exit_code] {
+    const status s = run_traffic(*o, "rollback");
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });
   CLI::App* unload = cmd->add_subcommand(
