@@ -45,6 +45,7 @@ using munload_atom = caf::atom_constant<caf::atom("munload")>;
 using index_atom = caf::atom_constant<caf::atom("index")>;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
 using traffic_atom = caf::atom_constant<caf::atom("traffic")>;
+using rollchk_atom = caf::atom_constant<caf::atom("rollchk")>;
 using read_atom = caf::atom_constant<caf::atom("read")>;
 using overdue_atom = caf::atom_constant<caf::atom("overdue")>;
 
@@ -164,7 +165,8 @@ using manager_actor =
                      caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
                      caf::replies_to<munload_atom, std::string>::with<bool>,
                      caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
-                     caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>>;
+                     caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
+                     caf::reacts_to<rollchk_atom, std::string>>;
 
 /// supervisor: monitors the workers and replaces one that fails.
 using supervisor_actor =

@@ -41,6 +41,7 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Gauge>* queue_length;
   prometheus::Family<prometheus::Gauge>* ready;
   prometheus::Family<prometheus::Counter>* shape_cache_evictions;
+  prometheus::Family<prometheus::Counter>* rollbacks;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
 };
@@ -64,6 +65,7 @@ std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::fam
   m->queue_length = &f.queue_length->Add(labels);
   m->ready = &f.ready->Add(labels);
   m->shape_cache_evictions = &f.shape_cache_evictions->Add(labels);
+  m->rollbacks = &f.rollbacks->Add(labels);
   return m;
 }
 
@@ -118,6 +120,9 @@ void version_metrics::set_ready(bool r) const {
 void version_metrics::count_shape_cache_evictions(uint64_t n) const {
   if (shape_cache_evictions) shape_cache_evictions->Increment(static_cast<double>(n));
 }
+void version_metrics::count_rollback() const {
+  if (rollbacks) rollbacks->Increment();
+}
 
 serving_metrics::serving_metrics()
     : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
@@ -166,6 +171,11 @@ serving_metrics::serving_metrics()
                "Compiled plans evicted from the model version's shape caches (least recently "
                "used first, when a new input shape needs room)")
            .Register(r);
+  f.rollbacks = &prometheus::BuildCounter()
+                     .Name("troupe_rollbacks_total")
+                     .Help("Times the model version, a canary, lost its traffic to an automatic "
+                           "rollback (config.yaml rollback:)")
+                     .Register(r);
   f.pool_bytes = &prometheus::BuildGauge()
                       .Name("troupe_pool_bytes")
                       .Help(

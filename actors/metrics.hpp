@@ -67,6 +67,7 @@ struct version_metrics {
   prometheus::Gauge* queue_length = nullptr;
   prometheus::Gauge* ready = nullptr;
   prometheus::Counter* shape_cache_evictions = nullptr;
+  prometheus::Counter* rollbacks = nullptr;
   mutable version_statistics stats;
 
   /// One reply: its outcome and its time from arrival (the counter, the histogram, the statistics).
@@ -81,6 +82,8 @@ struct version_metrics {
   void set_ready(bool r) const;
   /// Plans a replica's compiled-shape cache evicted (runtime/plan_cache.hpp).
   void count_shape_cache_evictions(uint64_t n) const;
+  /// An automatic rollback took this version's traffic (model_manager).
+  void count_rollback() const;
 };
 
 class serving_metrics {

@@ -223,7 +223,8 @@ model_config parse_model_node(const YAML::Node& root) {
   check_keys(root, "config",
              {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
               "batch_buckets", "version_policy", "traffic", "backend", "platform", "device",
-              "precision", "input_normalization", "shape_cache", "load_timeout_s"});
+              "precision", "input_normalization", "shape_cache", "load_timeout_s", "rollback",
+              "fault_injection"});
   if (root["max_batch_size"])
     c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
@@ -258,6 +259,35 @@ model_config parse_model_node(const YAML::Node& root) {
     c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
   if (root["version_policy"]) parse_version_policy(root["version_policy"], c);
   if (root["traffic"]) parse_traffic(root["traffic"], c);
+  if (root["rollback"]) {
+    const YAML::Node n = root["rollback"];
+    check_keys(n, "rollback", {"max_error_ratio", "max_p99_ratio", "window_s", "min_requests"});
+    model_config::rollback_rule r;
+    if (n["max_error_ratio"]) r.max_error_ratio = get<double>(n["max_error_ratio"], "rollback.max_error_ratio");
+    if (n["max_p99_ratio"]) r.max_p99_ratio = get<double>(n["max_p99_ratio"], "rollback.max_p99_ratio");
+    if (r.max_error_ratio < 0 || r.max_p99_ratio < 0)
+      fail("rollback", "ratios must not be negative");
+    if (r.max_error_ratio == 0 && r.max_p99_ratio == 0)
+      fail("rollback", "set max_error_ratio or max_p99_ratio (or both)");
+    if (n["window_s"]) {
+      const double w = get<double>(n["window_s"], "rollback.window_s");
+      if (!(w >= 0.1) || w > 86'400) fail("rollback.window_s", "0.1 to 86400 seconds");
+      r.window = std::chrono::milliseconds(static_cast<int64_t>(w * 1000));
+    }
+    if (n["min_requests"])
+      r.min_requests = static_cast<uint64_t>(get_int(n["min_requests"], "rollback.min_requests", 1, 1'000'000'000));
+    c.rollback = r;
+  }
+  if (root["fault_injection"]) {
+    const YAML::Node n = root["fault_injection"];
+    check_keys(n, "fault_injection", {"error_ratio", "versions"});
+    if (n["versions"]) c.fault_versions = get_int_list(n["versions"], "fault_injection.versions", 1, int64_t{1} << 50);
+    if (n["error_ratio"]) {
+      c.fault_error_ratio = get<double>(n["error_ratio"], "fault_injection.error_ratio");
+      if (!(c.fault_error_ratio >= 0 && c.fault_error_ratio <= 1))
+        fail("fault_injection.error_ratio", "a fraction from 0 to 1");
+    }
+  }
   if (root["load_timeout_s"])
     c.load_timeout = get_load_timeout(root["load_timeout_s"], "load_timeout_s");
   if (root["shape_cache"]) {

@@ -93,6 +93,20 @@ struct model_config {
   /// `load_timeout_s`: the time reading this model's files may take (default_load_timeout above);
   /// nullopt: the node's `load_timeout_s`.
   std::optional<std::chrono::milliseconds> load_timeout;
+  /// `rollback: {max_error_ratio, max_p99_ratio, window_s, min_requests}`: a canary (a version
+  /// with traffic weight other than the heaviest) whose error rate or p99 over a window exceeds
+  /// the stable version's by the ratio gets weight 0 (model_manager; docs/serving.md).
+  struct rollback_rule {
+    double max_error_ratio = 0;  // 0: not checked
+    double max_p99_ratio = 0;    // 0: not checked
+    std::chrono::milliseconds window{30000};
+    uint64_t min_requests = 20;  // a version with fewer requests in the window is not judged
+  };
+  std::optional<rollback_rule> rollback;
+  /// `fault_injection: {error_ratio}` (tests; honoured only where the node has fault_injection:
+  /// true): this fraction of the version's batches fail with an internal error.
+  double fault_error_ratio = 0;
+  std::vector<int64_t> fault_versions;  // `fault_injection.versions`: only these (empty: all)
 
   /// The level a request with priority 0 gets.
   uint32_t effective_default_priority() const {

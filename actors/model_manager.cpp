@@ -16,6 +16,8 @@
 #include "actors/batcher.hpp"
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
+#include <prometheus/client_metric.h>
+#include <prometheus/histogram.h>
 #include "actors/model_table.hpp"
 #include "runtime/regular_file.hpp"
 
@@ -68,8 +70,20 @@ struct retiring_version {
   version_ptr v;
 };
 
+/// What the automatic rollback saw of a version at the last check: the window is the difference.
+struct version_snapshot {
+  uint64_t ok = 0, failed = 0;
+  std::vector<double> latency_buckets;  // cumulative counts, by upper bound
+  std::vector<double> upper_bounds;
+};
+
+struct rollback_watch {
+  std::map<int64_t, version_snapshot> last;  // by version
+};
+
 struct manager_state {
   manager_options options;
+  std::map<std::string, rollback_watch> watches;  // models whose canaries are being judged
   std::string repository;
   std::map<std::string, model_record> models;
   std::vector<retiring_version> retiring;
@@ -438,6 +452,8 @@ std::string join_errors(const std::vector<std::string>& errors) {
   return out;
 }
 
+void watch_canaries(self_ptr self, const std::string& name);
+
 /// Loads or reloads `name` (see the header). `done` gets the outcome.
 ///
 /// What a failure leaves depends on who asked. At start (and in poll mode) the repository is what
@@ -540,6 +556,7 @@ void load_model(self_ptr self, const std::string& name, const std::string& overr
     cur.unloaded = false;
     publish(self);
     for (auto& v : leaving) retire_version(self, name, v, nullptr);
+    watch_canaries(self, name);
     done(errors.empty() ? status::ok()
                         : make_error(error_code::unavailable,
                                      "model '" + name + "' loaded with failures: " +
@@ -567,6 +584,123 @@ void unload_model(self_ptr self, const std::string& name, std::function<void(sta
   };
   for (auto& v : leaving) retire_version(self, name, v, one_gone);
   one_gone();
+}
+
+/// The version's counts now, from its metrics (null: none; the node runs without metrics).
+std::optional<version_snapshot> snapshot_of(const version_record& v) {
+  if (!v.metrics || !v.metrics->request_latency_s) return std::nullopt;
+  version_snapshot s;
+  s.ok = v.metrics->stats.success_count.load();
+  s.failed = v.metrics->stats.fail_count.load();
+  const prometheus::ClientMetric m = v.metrics->request_latency_s->Collect();
+  for (const auto& b : m.histogram.bucket) {
+    s.latency_buckets.push_back(static_cast<double>(b.cumulative_count));
+    s.upper_bounds.push_back(b.upper_bound);
+  }
+  return s;
+}
+
+/// Requests, error rate and p99 (a histogram bucket's upper bound) of the window between two
+/// snapshots.
+struct window_figures {
+  uint64_t requests = 0;
+  double error_rate = 0;
+  double p99_s = 0;
+};
+
+window_figures figures_between(const version_snapshot& a, const version_snapshot& b) {
+  window_figures f;
+  const uint64_t ok = b.ok - a.ok, failed = b.failed - a.failed;
+  f.requests = ok + failed;
+  f.error_rate = f.requests ? static_cast<double>(failed) / static_cast<double>(f.requests) : 0;
+  if (a.latency_buckets.size() == b.latency_buckets.size() && !b.latency_buckets.empty()) {
+    const double total = b.latency_buckets.back() - a.latency_buckets.back();
+    for (size_t i = 0; i < b.latency_buckets.size() && total > 0; ++i)
+      if (b.latency_buckets[i] - a.latency_buckets[i] >= 0.99 * total) {
+        f.p99_s = b.upper_bounds[i];
+        break;
+      }
+  }
+  return f;
+}
+
+traffic_report report_of(const model_record& m);
+
+/// Starts judging `name`'s canaries when its rules and weights call for it (idempotent).
+void watch_canaries(self_ptr self, const std::string& name) {
+  auto& st = self->state;
+  auto it = st.models.find(name);
+  if (it == st.models.end() || !it->second.config.rollback || st.watches.count(name)) return;
+  const auto weights = report_of(it->second).weights;
+  size_t weighted = 0;
+  for (const auto& [v, w] : weights) weighted += w > 0;
+  if (weighted < 2) return;
+  st.watches[name];  // empty snapshots: the first check only takes them
+  self->delayed_send(self, it->second.config.rollback->window, rollchk_atom::value, name);
+}
+
+/// One window of `name`: a canary (a weighted version other than the heaviest) whose error rate
+/// or p99 exceeds the stable version's by the configured ratio gets weight 0.
+void check_canaries(self_ptr self, const std::string& name) {
+  auto& st = self->state;
+  auto it = st.models.find(name);
+  auto w = st.watches.find(name);
+  if (w == st.watches.end()) return;
+  if (it == st.models.end() || it->second.unloaded || !it->second.config.rollback) {
+    st.watches.erase(w);
+    return;
+  }
+  model_record& m = it->second;
+  const auto rule = *m.config.rollback;
+  auto weights = report_of(m).weights;
+  int64_t stable = 0;
+  uint32_t heaviest = 0;
+  for (const auto& [v, x] : weights)
+    if (x > heaviest) {
+      heaviest = x;
+      stable = v;
+    }
+  std::map<int64_t, version_snapshot> now;
+  for (const auto& v : m.versions)
+    if (weights.count(v->version) && weights[v->version] > 0)
+      if (auto s = snapshot_of(*v)) now[v->version] = std::move(*s);
+  auto& last = w->second.last;
+  std::optional<window_figures> base;
+  if (now.count(stable) && last.count(stable)) base = figures_between(last[stable], now[stable]);
+  bool changed = false;
+  for (const auto& [v, snap] : now) {
+    if (v == stable || !base || !last.count(v)) continue;
+    const window_figures c = figures_between(last[v], snap);
+    if (c.requests < rule.min_requests) continue;
+    std::string why;
+    if (rule.max_error_ratio > 0 && c.error_rate > 0 &&
+        c.error_rate > rule.max_error_ratio * base->error_rate)
+      why = "error rate " + std::to_string(c.error_rate) + " against " +
+            std::to_string(base->error_rate) + " of version " + std::to_string(stable);
+    else if (rule.max_p99_ratio > 0 && base->requests >= rule.min_requests && base->p99_s > 0 &&
+             c.p99_s > rule.max_p99_ratio * base->p99_s)
+      why = "p99 " + std::to_string(c.p99_s * 1000) + " ms against " +
+            std::to_string(base->p99_s * 1000) + " ms of version " + std::to_string(stable);
+    if (why.empty()) continue;
+    weights[v] = 0;
+    m.weights_override = weights;
+    m.traffic_note = "version " + std::to_string(v) + " rolled back automatically: " + why +
+                     " over " + std::to_string(rule.window.count() / 1000.0) + " s";
+    log_event(log_level::warn, "traffic rolled back",
+              {{"model", name}, {"version", v}, {"reason", m.traffic_note}});
+    for (const auto& x : m.versions)
+      if (x->version == v && x->metrics) x->metrics->count_rollback();
+    changed = true;
+  }
+  if (changed) publish(self);
+  last = std::move(now);
+  size_t weighted = 0;
+  for (const auto& [v, x] : report_of(m).weights) weighted += x > 0;
+  if (weighted < 2) {
+    st.watches.erase(name);
+    return;
+  }
+  self->delayed_send(self, rule.window, rollchk_atom::value, name);
 }
 
 traffic_report report_of(const model_record& m) {
@@ -646,6 +780,7 @@ expected<traffic_report> change_traffic(self_ptr self, const traffic_change& c) 
     }
   }
   publish(self);
+  watch_canaries(self, c.model);
   return report_of(m);
 }
 
@@ -799,6 +934,7 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         return rp;
       },
       [=](index_atom) -> model_index { return make_index(self->state); },
+      [=](rollchk_atom, const std::string& name) { check_canaries(self, name); },
       [=](traffic_atom, const traffic_change& c) -> caf::result<traffic_report> {
         auto rp = self->make_response_promise<traffic_report>();
         run_exclusive(self, c.model, [self, c, rp](std::function<void()> release) mutable {

@@ -118,6 +118,9 @@ status replica::init(const options& o) {
   device_index_ = o.device_index;
   model_path_ = o.model_path;
   version_ = o.version;
+  const auto& fv = o.config.fault_versions;
+  if (fv.empty() || std::find(fv.begin(), fv.end(), o.version) != fv.end())
+    fault_error_ratio_ = o.config.fault_error_ratio;
   precision_ = o.compute_precision;
   if (o.weights_from) {
     if (!o.weights_from->can_share_weights(o))
@@ -422,6 +425,14 @@ replica_memory replica::memory() const {
 size_t replica::pool_bytes() const {
   const replica_memory m = memory();
   return m.device_pool_bytes + m.staging_bytes + m.output_block_bytes;
+}
+
+bool replica::inject_error() {
+  if (fault_error_ratio_ <= 0) return false;
+  const uint64_t n = fault_calls_++;
+  // The n-th call fails when it crosses the next multiple of 1 / ratio.
+  return static_cast<uint64_t>(static_cast<double>(n + 1) * fault_error_ratio_) >
+         static_cast<uint64_t>(static_cast<double>(n) * fault_error_ratio_);
 }
 
 }  // namespace troupe::actors

@@ -116,6 +116,9 @@ class replica {
   /// job's inputs into the bucket's staging tensors, runs the plan and fills b.block/b.outputs/
   /// b.bucket_rows. Returns the run's status (also stored in b.result).
   status run(batch& b);
+  /// Fault injection (model_config::fault_error_ratio; the worker asks only where the node has
+  /// fault_injection on): whether this batch is to fail. Deterministic: error_ratio of the calls.
+  bool inject_error();
 
  private:
   struct block_slot {
@@ -180,6 +183,8 @@ class replica {
   std::string model_path_;
   int64_t version_ = 0;
   runtime::precision precision_ = runtime::precision::fp32;
+  double fault_error_ratio_ = 0;
+  uint64_t fault_calls_ = 0;
 };
 
 /// The batch sizes a model gets plans for: config.batch_buckets when given, else powers of two

@@ -276,6 +276,9 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
                                 "replica " + std::to_string(b.replica_id) + " is not loaded");
         else if (fault == "device")
           b.result = make_error(error_code::device_error, "fault injection: device error");
+        else if (st.options.fault_injection && r->inject_error())
+          b.result = internal_error("fault injection: this version is configured to fail "
+                                    "(config.yaml fault_injection.error_ratio)");
         else
           (void)r->run(b);
         b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(

@@ -332,3 +332,51 @@ def test_traffic_weights_stickiness_rollback_and_promote(tmp_path):
         assert r.returncode == 0 and "config.yaml" in r.stdout
     finally:
         assert s.terminate() == 0
+
+
+def test_a_bad_canary_is_rolled_back_automatically(tmp_path):
+    """`canary` v1 and v2 share traffic 50/50; v2 fails every batch (fault injection); with
+    rollback: {max_error_ratio: 2, window_s: 1} the node sets v2's weight to 0, logs and counts it,
+    and `troupe models traffic` says why."""
+    from conftest import free_port, metric_value
+    models, node_yaml = build_repository(str(tmp_path))
+    make_mlp(os.path.join(models, "canary", "1", "model.onnx"), seed=31)
+    make_mlp(os.path.join(models, "canary", "2", "model.onnx"), seed=32)
+    write(os.path.join(models, "canary", "config.yaml"),
+          "max_batch_size: 8\n"
+          "version_policy: {all: {}}\n"
+          "traffic: {weights: {1: 50, 2: 50}}\n"
+          "rollback: {max_error_ratio: 2, window_s: 1, min_requests: 10}\n"
+          "fault_injection: {error_ratio: 1.0, versions: [2]}\n")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    s = Server(models, node_yaml, str(tmp_path / "serve.log"), extra_args=["--management-listen", endpoint])
+    try:
+        h = httpclient.InferenceServerClient(s.http_url)
+        stop = threading.Event()
+        outcomes = []
+
+        def load():
+            c = grpcclient.InferenceServerClient(s.grpc_url)  # its own client: one per thread
+            while not stop.is_set():
+                try:
+                    _, r = infer_mlp(c, grpcclient, "canary", rows=1)
+                    outcomes.append(r.get_response().model_version)
+                except InferenceServerException as e:
+                    outcomes.append("error: " + e.message())
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            assert wait_until(lambda: metric_value(s.metrics(), "troupe_rollbacks_total",
+                                                   model="canary", version="2") == 1, timeout=60)
+        finally:
+            stop.set()
+            t.join()
+        assert any(o.startswith("error") and "configured to fail" in o for o in outcomes), outcomes[:5]
+        after = [infer_mlp(h, httpclient, "canary", rows=1)[1].get_response()["model_version"] for _ in range(30)]
+        assert after == ["1"] * 30
+        r = models_cli("traffic", "canary", "--server", endpoint)
+        assert "1=50,2=0" in r.stdout and "rolled back automatically" in r.stdout and "error rate" in r.stdout, r.stdout
+        assert "traffic rolled back" in s.log_messages()
+    finally:
+        assert s.terminate() == 0
