@@ -125,8 +125,9 @@ struct traffic_report {
 // ----------------------------------------------------------------------------
 
 /// cpu_worker (one per device): owns replicas, runs batches one at a time on its own thread.
-/// (read, n) and (overdue, n) are the worker's messages to itself about its model read n: the read
-/// finished, or its load timeout passed (actors/worker_core.cpp); no other actor sends them.
+/// (read, n) and (overdue, g) are the worker's messages to itself: model read n finished, or the
+/// wake-up armed as generation g for the earliest load timeout fired (actors/worker_core.cpp); no
+/// other actor sends them.
 using worker_actor =
     caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
                      caf::reacts_to<unload_atom, uint32_t>, caf::reacts_to<run_atom, batch_ref>,
@@ -141,12 +142,10 @@ struct replica_handle {
 };
 
 /// batcher (one per model version): queues, forms batches, sends them to replicas, answers jobs.
-using batcher_actor =
-    caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
-                     caf::reacts_to<tick_atom, uint64_t>,
-                     caf::reacts_to<replica_atom, replica_handle>,
-                     caf::replies_to<stats_atom>::with<batcher_stats>,
-                     caf::replies_to<retire_atom>::with<bool>>;
+using batcher_actor = caf::typed_actor<
+    caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
+    caf::reacts_to<tick_atom, uint64_t>, caf::reacts_to<replica_atom, replica_handle>,
+    caf::replies_to<stats_atom>::with<batcher_stats>, caf::replies_to<retire_atom>::with<bool>>;
 
 /// router: picks the version, sets the deadline, hands jobs to batchers.
 /// (retire, b): forwarded to batcher `b` after every job the router sent it, so the batcher's

@@ -8,12 +8,17 @@ namespace {
 
 /// One request to the manager from a short-lived actor: `deliver` runs once, with the answer, or
 /// with unavailable when the manager exits first (the node is stopping).
+///
+/// The actor monitors the manager and drops the monitor before it quits: CAF 0.17 keeps a monitor
+/// record on the *manager* until the manager exits, and the record's weak reference keeps this
+/// actor's memory block allocated (~1 KB per load, unload or index call, for the node's life).
 template <class Answer, class... Args>
 void ask_manager(caf::actor_system& sys, const manager_actor& manager,
                  std::function<void(expected<Answer>)> deliver, Args... args) {
   sys.spawn([manager, deliver = std::move(deliver), args...](caf::event_based_actor* self) {
-    auto finish = [self, deliver](expected<Answer> r) {
+    auto finish = [self, manager, deliver](expected<Answer> r) {
       deliver(std::move(r));
+      self->demonitor(manager.address());
       self->quit();
     };
     self->monitor(manager);
@@ -28,8 +33,7 @@ void ask_manager(caf::actor_system& sys, const manager_actor& manager,
 
 }  // namespace
 
-model_control::model_control(caf::actor_system& sys, manager_actor manager,
-                             model_control_mode mode)
+model_control::model_control(caf::actor_system& sys, manager_actor manager, model_control_mode mode)
     : sys_(sys), manager_(std::move(manager)), mode_(mode) {}
 
 status model_control::allowed(std::string_view what) const {

@@ -65,9 +65,11 @@ void load_repository_async(caf::actor_system& sys, const node_handles& node, con
   const manager_actor manager = node.manager;
   sys.spawn([manager, dir, delay, done = std::move(done)](caf::event_based_actor* self) {
     // Exactly one call of `done`, then this actor ends: whichever of the answer and the
-    // manager's exit comes first.
-    auto finish = [self, done](expected<load_report> r) {
+    // manager's exit comes first. The monitor goes first: CAF 0.17 would keep its record, and
+    // with it this actor's memory, on the manager until the manager exits.
+    auto finish = [self, manager, done](expected<load_report> r) {
       done(std::move(r));
+      self->demonitor(manager.address());
       self->quit();
     };
     self->monitor(manager);

@@ -9,8 +9,9 @@
 ///   (unload, id)                           drop a replica
 ///   (run, batch_ref)                       run a batch; answers (done, batch_ref) to the sender
 ///   (crash)                                fault injection: exit abnormally (supervisor tests)
-/// A load reads the model file on a thread of its own (runtime/background_read.hpp) while the
-/// worker goes on running batches; the compile and warm-up then run on the worker's thread. A read
+/// A load reads the model file on a thread of its own (runtime/background_read.hpp; the thread
+/// then waits for the worker's next read: runtime/read_threads.hpp) while the worker goes on
+/// running batches; the compile and warm-up then run on the worker's thread. A read
 /// that takes longer than the spec's load_timeout fails the load DEADLINE_EXCEEDED and is
 /// abandoned (a hung mount cannot stall the worker, or its exit). Loads of one file that arrive
 /// while it is read wait for that read and share its weights.

@@ -35,6 +35,7 @@ struct waiting_load {
 struct pending_read {
   std::string path;
   std::chrono::milliseconds timeout{0};
+  time_point deadline = no_deadline;  // actor clock: the read is abandoned then
   std::shared_ptr<runtime::background_read> read;
   std::vector<waiting_load> loads;
 };
@@ -42,13 +43,30 @@ struct pending_read {
 struct worker_state {
   worker_options options;
   device_traits traits;
-  std::vector<std::unique_ptr<replica>> replicas;  // by id; null once unloaded
+  /// The live replicas by id. An unload erases its entry, so the table holds exactly the
+  /// replicas loaded and not unloaded, however many loads came before (it was a vector indexed
+  /// by id that grew a slot per load). Ids count up and are not reused before the counter wraps
+  /// (2^32 loads): a batch that names an unloaded replica finds nothing rather than another
+  /// model's replica.
+  replica_table replicas;
+  uint32_t next_replica_id = 0;
   bool setup_done = false;
   status setup_result;
-  /// By read number: the (read, n) and (overdue, n) messages name them; whichever comes first
-  /// settles the read's loads and erases it, so the other finds nothing.
+  /// By read number: the (read, n) message names them; it or the load timeout settles the read's
+  /// loads and erases it, so whichever comes second finds nothing.
   std::map<uint64_t, pending_read> reads;
   uint64_t last_read = 0;
+  /// The threads the reads run on: one stays for the next read, so this worker's reads allocate
+  /// in one malloc arena (runtime/read_threads.hpp). Closed with the worker: a read still blocked
+  /// ends its thread whenever it returns.
+  runtime::read_threads read_threads{1};
+  /// One wake-up at a time for the load timeouts: when the pending (overdue, g) with
+  /// g == overdue_generation fires (no_deadline: none pending). A timer per read would stay in
+  /// the actor clock for its whole load timeout (5 minutes by default) after a read that took
+  /// milliseconds: a node that loads often held thousands. Earlier wake-ups left pending by an
+  /// earlier arming fire with an old generation and do nothing.
+  time_point overdue_at = no_deadline;
+  uint64_t overdue_generation = 0;
   static inline const char* name = "worker";
 
   /// The worker exits (node shutdown, a crash): the reads still running are abandoned (their
@@ -77,14 +95,13 @@ struct worker_state {
     serving_metrics* m = options.metrics;
     if (!m) return;
     double device_pool = 0, staging = 0;
-    for (size_t i = 0; i < replicas.size(); ++i) {
-      if (!replicas[i]) continue;
-      const replica_memory mem = replicas[i]->memory();
+    for (auto i = replicas.begin(); i != replicas.end(); ++i) {
+      const replica_memory mem = i->second->memory();
       device_pool += static_cast<double>(mem.device_pool_bytes);
       staging += static_cast<double>(mem.staging_bytes + mem.output_block_bytes);
       // Weights shared with an earlier replica are on the device once: count them there.
-      for (size_t j = 0; j < i; ++j)
-        if (replicas[j] && replicas[j]->shares_weights_with(*replicas[i])) {
+      for (auto j = replicas.begin(); j != i; ++j)
+        if (j->second->shares_weights_with(*i->second)) {
           device_pool -= static_cast<double>(mem.shared_weights_bytes);
           break;
         }
@@ -112,12 +129,13 @@ struct worker_state {
     auto r = replica::create(ro);
     if (!r) return r.error().with_context(where);
     replica_info info;
-    info.id = static_cast<uint32_t>(replicas.size());
+    while (replicas.count(next_replica_id)) ++next_replica_id;  // only after a wrap
+    info.id = next_replica_id++;
     info.signature = (*r)->signature();
     info.bucket_rows = (*r)->bucket_rows();
     for (const auto& l : (*r)->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
     info.pool_bytes = (*r)->pool_bytes();
-    replicas.push_back(std::move(*r));
+    replicas.emplace(info.id, std::move(*r));
     publish_memory();
     return info;
   }
@@ -149,8 +167,42 @@ std::string_view requested_fault(const batch& b) {
   return {};
 }
 
-worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> self,
-                                   worker_options o, device_traits traits) {
+using worker_ptr = worker_actor::stateful_pointer<worker_state>;
+
+/// Keeps one wake-up pending for the earliest load timeout of the reads in progress (see
+/// worker_state::overdue_at). Earlier wake-ups still pending stay: each does nothing when it fires.
+void arm_overdue(worker_ptr self) {
+  auto& st = self->state;
+  time_point earliest = no_deadline;
+  for (const auto& [n, r] : st.reads) earliest = std::min(earliest, r.deadline);
+  if (earliest == no_deadline || earliest >= st.overdue_at) return;
+  st.overdue_at = earliest;
+  const auto now = self->clock().now();
+  const auto delay = earliest > now
+                         ? std::chrono::duration_cast<std::chrono::microseconds>(earliest - now)
+                         : std::chrono::microseconds(0);
+  self->delayed_send(self, delay, overdue_atom::value, ++st.overdue_generation);
+}
+
+/// The read's load timeout passed: its loads fail DEADLINE_EXCEEDED.
+void abandon_read(pending_read& pr) {
+  // A blocked read cannot be cancelled: its thread is left to end whenever the read returns
+  // (runtime/background_read.hpp), and its result, if any, is dropped.
+  pr.read->abandon();
+  const double seconds = std::chrono::duration<double>(pr.timeout).count();
+  log_event(log_level::warn, "model read abandoned",
+            {{"path", pr.path}, {"load_timeout_s", seconds}, {"loads", pr.loads.size()}});
+  char limit[32];
+  std::snprintf(limit, sizeof(limit), "%g", seconds);
+  for (auto& l : pr.loads)
+    l.promise.deliver(to_caf_error(
+        status(error_code::deadline_exceeded,
+               "reading the model file took longer than load_timeout_s (" + std::string(limit) +
+                   " s): is it on a hung file system? The read was abandoned")
+            .with_context(l.where)));
+}
+
+worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_traits traits) {
   self->state.options = o;
   self->state.traits = std::move(traits);
   return {
@@ -196,18 +248,20 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
         };
         if (st.options.read_model_file)
           read_file = [path = spec.path, f = st.options.read_model_file] { return f(path); };
-        auto read = runtime::background_read::start(
-            std::move(read_file), [worker = caf::actor_cast<worker_actor>(self), n] {
-              caf::anon_send(worker, read_atom::value, n);
-            });
+        auto read =
+            runtime::background_read::start(st.read_threads, std::move(read_file),
+                                            [worker = caf::actor_cast<worker_actor>(self), n] {
+                                              caf::anon_send(worker, read_atom::value, n);
+                                            });
         if (!read) return to_caf_error(read.error().with_context(where));
         pending_read pr;
         pr.path = spec.path;
         pr.timeout = spec.load_timeout;
+        pr.deadline = self->clock().now() + spec.load_timeout;
         pr.read = std::move(*read);
         pr.loads.push_back({std::move(ro), promise, where});
         st.reads.emplace(n, std::move(pr));
-        self->delayed_send(self, spec.load_timeout, overdue_atom::value, n);
+        arm_overdue(self);
         return promise;
       },
       [=](read_atom, uint64_t n) {
@@ -232,28 +286,21 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
             l.promise.deliver(to_caf_error(info.error()));
         }
       },
-      [=](overdue_atom, uint64_t n) {
-        std::optional<pending_read> pr = self->state.take_read(n);
-        if (!pr) return;  // the read finished in time
-        // A blocked read cannot be cancelled: its thread is left to end whenever the read
-        // returns (runtime/background_read.hpp), and its result, if any, is dropped.
-        pr->read->abandon();
-        const double seconds = std::chrono::duration<double>(pr->timeout).count();
-        log_event(log_level::warn, "model read abandoned",
-                  {{"path", pr->path}, {"load_timeout_s", seconds}, {"loads", pr->loads.size()}});
-        char limit[32];
-        std::snprintf(limit, sizeof(limit), "%g", seconds);
-        for (auto& l : pr->loads)
-          l.promise.deliver(
-              to_caf_error(status(error_code::deadline_exceeded,
-                                  "reading the model file took longer than load_timeout_s (" +
-                                      std::string(limit) +
-                                      " s): is it on a hung file system? The read was abandoned")
-                               .with_context(l.where)));
+      [=](overdue_atom, uint64_t generation) {
+        auto& st = self->state;
+        if (generation != st.overdue_generation) return;  // an earlier arming's wake-up
+        st.overdue_at = no_deadline;
+        const auto now = self->clock().now();
+        std::vector<uint64_t> due;
+        for (const auto& [n, r] : st.reads)
+          if (r.deadline <= now) due.push_back(n);
+        for (uint64_t n : due)
+          if (std::optional<pending_read> pr = st.take_read(n)) abandon_read(*pr);
+        arm_overdue(self);
       },
       [=](unload_atom, uint32_t id) {
         auto& st = self->state;
-        if (id < st.replicas.size()) st.replicas[id].reset();
+        if (st.replicas.erase(id) == 0) return;
         st.publish_memory();
       },
       [=](run_atom, batch_ref ref) {
@@ -268,7 +315,8 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
         }
         const auto start = std::chrono::steady_clock::now();
         if (st.options.fault_injection) std::this_thread::sleep_for(requested_sleep(b));
-        replica* r = b.replica_id < st.replicas.size() ? st.replicas[b.replica_id].get() : nullptr;
+        const auto found = st.replicas.find(b.replica_id);
+        replica* r = found != st.replicas.end() ? found->second.get() : nullptr;
         if (const status& s = st.setup(); !s.is_ok())
           b.result = s;
         else if (!r)
@@ -289,8 +337,8 @@ worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> 
           // Wait for the next batch here, yielding the core, rather than in CAF's condition
           // variable: a batch that comes within the window costs no thread wake-up. Only a
           // detached worker spins (a scheduler thread must go back to its other actors).
-          const auto until = std::chrono::steady_clock::now() +
-                             std::chrono::microseconds(st.options.idle_spin_us);
+          const auto until =
+              std::chrono::steady_clock::now() + std::chrono::microseconds(st.options.idle_spin_us);
           while (self->mailbox().empty() && std::chrono::steady_clock::now() < until)
             std::this_thread::yield();
         }
@@ -318,10 +366,9 @@ std::string_view worker_kind_name(worker_kind k) {
   return k == worker_kind::gpu ? "gpu" : "cpu";
 }
 
-const replica* weights_sibling(const std::vector<std::unique_ptr<replica>>& replicas,
-                               const replica::options& o) {
-  for (const auto& r : replicas)
-    if (r && r->can_share_weights(o)) return r.get();
+const replica* weights_sibling(const replica_table& replicas, const replica::options& o) {
+  for (const auto& [id, r] : replicas)
+    if (r->can_share_weights(o)) return r.get();
   return nullptr;
 }
 

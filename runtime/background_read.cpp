@@ -2,32 +2,28 @@
 
 #include <exception>
 #include <new>
-#include <system_error>
-#include <thread>
+#include <string>
 
 namespace troupe::runtime {
 
-expected<std::shared_ptr<background_read>> background_read::start(read_function read,
+expected<std::shared_ptr<background_read>> background_read::start(read_threads& threads,
+                                                                  read_function read,
                                                                   std::function<void()> done) {
   std::shared_ptr<background_read> self(new background_read());
   self->done_ = std::move(done);
-  try {
-    // The thread owns a reference: the object outlives a caller that abandons the read.
-    std::thread([self, read = std::move(read)]() mutable {
-      // No exception leaves the thread (std::terminate): a throw is the read's error.
-      expected<graph> result = internal_error("the model read did not finish");
-      try {
-        result = read();
-      } catch (const std::bad_alloc&) {
-        result = status(error_code::out_of_memory, "out of memory reading the model");
-      } catch (const std::exception& e) {
-        result = internal_error(std::string("reading the model threw: ") + e.what());
-      }
-      self->finish(std::move(result));
-    }).detach();
-  } catch (const std::system_error& e) {
-    return internal_error(std::string("cannot start a thread to read the model: ") + e.what());
-  }
+  // The job owns a reference: the object outlives a caller that abandons the read.
+  TROUPE_RETURN_IF_ERROR(threads.run([self, read = std::move(read)]() mutable {
+    // No exception leaves the job (std::terminate): a throw is the read's error.
+    expected<graph> result = internal_error("the model read did not finish");
+    try {
+      result = read();
+    } catch (const std::bad_alloc&) {
+      result = status(error_code::out_of_memory, "out of memory reading the model");
+    } catch (const std::exception& e) {
+      result = internal_error(std::string("reading the model threw: ") + e.what());
+    }
+    self->finish(std::move(result));
+  }));
   return self;
 }
 

@@ -418,5 +418,29 @@ TEST_F(batcher_test, adaptive_policy_follows_the_arrival_rate) {
   EXPECT_EQ(st.adaptive_rows, 1);
 }
 
+TEST_F(batcher_test, an_exited_batcher_leaves_no_monitor_on_its_workers) {
+  // CAF 0.17 keeps a monitor's record on the monitored actor, with a weak reference to the
+  // monitoring one, after the latter exits: a batcher that did not drop its monitors stayed
+  // allocated as long as its workers lived (issue 11's load/unload cycles).
+  start(8, 0us);
+  auto wlog = std::make_shared<worker_log>();
+  worker_actor a = add_replica(wlog, 0);
+  worker_actor b = add_replica(wlog, 1);
+  replica_handle second;  // a second replica on worker a: one monitor for both
+  second.worker = a;
+  second.info.id = 2;
+  second.info.signature = sig_;
+  caf::anon_send(batcher_, replica_atom::value, second);
+  run();
+  EXPECT_EQ(stats().alive_replicas, 3u);
+  auto* block = caf::actor_cast<caf::actor_control_block*>(batcher_);
+  const caf::actor_addr held = batcher_.address();  // this test's weak reference
+  caf::anon_send_exit(batcher_, caf::exit_reason::user_shutdown);
+  batcher_ = nullptr;
+  run();
+  EXPECT_EQ(block->weak_refs.load(), 1u) << "only this test's reference keeps the batcher's memory";
+  EXPECT_TRUE(a && b) << "the workers live on";
+}
+
 }  // namespace
 }  // namespace troupe::actors

@@ -134,13 +134,13 @@ TEST_F(replica_sharing, weights_from_another_model_version_or_precision_is_refus
 }
 
 TEST_F(replica_sharing, weights_sibling_picks_a_live_replica_of_the_same_model) {
-  std::vector<std::unique_ptr<replica>> replicas;
+  replica_table replicas;
   EXPECT_EQ(weights_sibling(replicas, options()), nullptr) << "nothing loaded: load the file";
-  replicas.push_back(make(options()));
-  replicas.push_back(make(options()));
+  replicas.emplace(0, make(options()));
+  replicas.emplace(1, make(options()));
   ASSERT_TRUE(replicas[0] && replicas[1]);
   EXPECT_EQ(weights_sibling(replicas, options()), replicas[0].get());
-  replicas[0].reset();  // unloaded
+  replicas.erase(0);  // unloaded
   EXPECT_EQ(weights_sibling(replicas, options()), replicas[1].get());
   replica::options other = options();
   other.version = 3;

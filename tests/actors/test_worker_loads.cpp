@@ -13,10 +13,12 @@
 #include <chrono>
 #include <future>
 #include <thread>
+#include <tuple>
 
 #include "actors/worker.hpp"
 #include "runtime/onnx_loader.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/eventually.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -27,22 +29,19 @@ using testing::owned_job;
 constexpr auto reply_deadline = 30s;
 
 /// Reads of files whose name starts with "hung" block until release() (a hung mount that
-/// recovers); every read is counted.
+/// recovers); every read is counted, and counted again once it has parsed the file: the last
+/// thing its thread does with the ONNX library, which must be done before the test process exits
+/// (a parse racing the library's static destructors crashes).
 struct hanging_reader {
   std::promise<void> gate;
   std::shared_future<void> opened = gate.get_future().share();
-  std::atomic<int> reads{0}, hung_started{0}, hung_returned{0};
+  std::atomic<int> reads{0}, hung_started{0}, hung_returned{0}, parsed{0};
 
   void release() { gate.set_value(); }
 };
 
 bool eventually(const std::function<bool()>& done) {
-  const auto until = std::chrono::steady_clock::now() + reply_deadline;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::yield();
-  }
-  return true;
+  return testing::eventually(done, reply_deadline);
 }
 
 class worker_loads : public ::testing::Test {
@@ -68,7 +67,9 @@ class worker_loads : public ::testing::Test {
         reader->opened.wait();
         ++reader->hung_returned;
       }
-      return runtime::load_onnx_file(path);
+      auto graph = runtime::load_onnx_file(path);
+      ++reader->parsed;
+      return graph;
     };
     worker_ = spawn_worker(sys_, o, /*detached=*/true);
   }
@@ -76,7 +77,7 @@ class worker_loads : public ::testing::Test {
   ~worker_loads() override {
     // A read still blocked is let go, so that its thread ends within the test.
     if (!released_) reader_->release();
-    EXPECT_TRUE(eventually([&] { return reader_->hung_returned == reader_->hung_started; }));
+    EXPECT_TRUE(eventually([&] { return reader_->parsed == reader_->reads; }));
     caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
   }
 
@@ -162,6 +163,28 @@ TEST_F(worker_loads, a_hung_read_fails_at_the_timeout_while_the_worker_serves_on
   ASSERT_TRUE(later) << later.error().to_string();
   EXPECT_EQ(later->id, other->id + 1) << "the abandoned read added no replica";
   run_batch(self, later->id);
+}
+
+TEST_F(worker_loads, reads_with_different_load_timeouts_each_fail_at_their_own) {
+  // The worker keeps one wake-up for the earliest timeout: a later read with an earlier timeout
+  // arms a new one, and the wake-up re-arms for the reads still running, not failing them early.
+  dir_.write("hung_slow.onnx", testing::mlp_model_bytes(weights_));
+  caf::scoped_actor self{sys_};
+  const auto start = std::chrono::steady_clock::now();
+  auto slow = load(self, spec("hung_slow.onnx", 600ms));
+  auto fast = load(self, spec("hung.onnx", 200ms));
+  ASSERT_TRUE(eventually([&] { return reader_->hung_started == 2; }));
+  for (auto [wait, limit, text] :
+       {std::tuple{&fast, 200ms, "(0.2 s)"}, std::tuple{&slow, 600ms, "(0.6 s)"}}) {
+    auto r = (*wait)();
+    const auto waited = std::chrono::steady_clock::now() - start;
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), error_code::deadline_exceeded) << r.error().to_string();
+    EXPECT_NE(r.error().message().find(text), std::string::npos) << r.error().message();
+    EXPECT_GE(waited, limit) << "not before its own timeout";
+  }
+  auto good = load(self, spec("good.onnx", 200ms))();
+  ASSERT_TRUE(good) << "a load after the timeouts: " << good.error().to_string();
 }
 
 TEST_F(worker_loads, the_worker_stops_without_waiting_for_a_hung_read) {

@@ -1,6 +1,6 @@
-// runtime::background_read: a model read on a thread of its own, whose result the caller takes
-// once the completion callback has run, or abandons; an abandoned read calls nothing back, even
-// when it returns later, and its thread then ends.
+// runtime::background_read: a model read on a thread that runs nothing else meanwhile, whose
+// result the caller takes once the completion callback has run, or abandons; an abandoned read
+// calls nothing back, even when it returns later, and lets go of what it holds then.
 
 #include <gtest/gtest.h>
 
@@ -12,6 +12,7 @@
 
 #include "runtime/background_read.hpp"
 #include "runtime/onnx_loader.hpp"
+#include "tests/eventually.hpp"
 #include "tests/runtime/model_builder.hpp"
 
 namespace troupe::runtime {
@@ -29,21 +30,11 @@ expected<graph> relu_graph() {
   return load_onnx_bytes(bytes.data(), bytes.size(), "");
 }
 
-/// Polls `done` until it holds or 20 s have passed (a thread's end has no other signal).
-template <class F>
-bool eventually(F done) {
-  const auto until = std::chrono::steady_clock::now() + 20s;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 TEST(background_read, the_callback_runs_once_and_the_graph_is_taken) {
+  read_threads threads;
   std::promise<void> called;
   std::atomic<int> calls{0};
-  auto read = background_read::start(relu_graph, [&] {
+  auto read = background_read::start(threads, relu_graph, [&] {
     ++calls;
     called.set_value();
   });
@@ -59,9 +50,11 @@ TEST(background_read, the_callback_runs_once_and_the_graph_is_taken) {
 }
 
 TEST(background_read, errors_and_exceptions_of_the_read_are_its_result) {
+  read_threads threads;
   for (int throws = 0; throws < 2; ++throws) {
     std::promise<void> called;
     auto read = background_read::start(
+        threads,
         [throws]() -> expected<graph> {
           if (throws) throw std::runtime_error("disk on fire");
           return io_error("cannot read 'm.onnx'");
@@ -78,12 +71,14 @@ TEST(background_read, errors_and_exceptions_of_the_read_are_its_result) {
 }
 
 TEST(background_read, an_abandoned_read_calls_nothing_back_and_its_thread_ends) {
+  read_threads threads;
   // The read blocks until released, as one on a hung mount does until the mount recovers.
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::promise<void> reading;
   std::atomic<int> calls{0};
   auto read = background_read::start(
+      threads,
       [released, &reading] {
         reading.set_value();
         released.wait();
