@@ -43,6 +43,11 @@ manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<asked_l
           return model_index{};
         },
         [](poll_atom) {},
+        [note](traffic_atom, const traffic_change&) {
+          note();
+          return traffic_report{};
+        },
+        [](rollchk_atom, const std::string&) {},
     };
   });
 }
