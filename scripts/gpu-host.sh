@@ -2,8 +2,8 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|all]...
-#          (default: all, which is every step but profile, serving and kserve)
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|all]...
+#          (default: all, which is every step but profile, serving, kserve and lifecycle)
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
 #        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
 #        SERVING_ARGS (more bench/serving/gpu_run.py options, e.g. "--instances 2 --connections 16")
@@ -17,7 +17,8 @@ steps=("$@")
 want() {
   for s in "${steps[@]}"; do
     [ "$s" = "$1" ] && return 0
-    [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && [ "$1" != kserve ] && return 0
+    [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && [ "$1" != kserve ] &&
+      [ "$1" != lifecycle ] && return 0
   done
   return 1
 }
@@ -99,4 +100,12 @@ if want kserve; then
   fi
   PYTHONUNBUFFERED=1 timeout 560 python3 bench/serving/kserve_gpu.py --troupe build-gpu/troupe --out "$OUT" \
     ${KSERVE_ARGS:-} 2>&1 | tee "$OUT/kserve.log" | tail -40
+fi
+
+if want lifecycle; then
+  # Model load times, p99 while another model loads, GPU memory over load/unload cycles:
+  # OUT/lifecycle-gpu.{md,json}.
+  echo "== lifecycle (troupe models load/unload on the GPU)"
+  PYTHONUNBUFFERED=1 timeout 400 python3 bench/serving/lifecycle_gpu.py --troupe build-gpu/troupe --out "$OUT" \
+    ${LIFECYCLE_ARGS:-} 2>&1 | tee "$OUT/lifecycle.log" | tail -20
 fi
