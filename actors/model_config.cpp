@@ -162,10 +162,13 @@ void parse_traffic(const YAML::Node& n, model_config& c) {
     for (size_t i = 0; i < n["match"].size(); ++i) {
       const YAML::Node m = n["match"][i];
       const std::string mw = w + ".match[" + std::to_string(i) + "]";
-      check_keys(m, mw, {"parameter", "value", "version"});
-      if (!m["parameter"] || !m["version"]) fail(mw, "needs parameter and version");
+      check_keys(m, mw, {"parameter", "node_label", "value", "version"});
+      if (!m["parameter"] == !m["node_label"] || !m["version"])
+        fail(mw, "needs one of parameter and node_label, and version");
       traffic_match t;
-      t.parameter = get<std::string>(m["parameter"], mw + ".parameter");
+      if (m["parameter"]) t.parameter = get<std::string>(m["parameter"], mw + ".parameter");
+      if (m["node_label"]) t.node_label = get<std::string>(m["node_label"], mw + ".node_label");
+      if (t.parameter.empty() && t.node_label.empty()) fail(mw, "an empty name");
       t.value = m["value"] ? get<std::string>(m["value"], mw + ".value") : "";
       t.version = get_int(m["version"], mw + ".version", 1, int64_t{1} << 62);
       c.traffic.match.push_back(std::move(t));
@@ -359,6 +362,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "http_threads",
               "shared_memory",
               "model_control_mode",
+              "labels",
               "load_models",
               "repository_poll_secs",
               "management_listen",
@@ -416,6 +420,12 @@ node_config parse_node_node(const YAML::Node& root) {
       c.readiness = readiness_policy::any;
     else
       fail("readiness", "strict or any, got '" + word + "'");
+  }
+  if (root["labels"]) {
+    const YAML::Node l = root["labels"];
+    if (!l.IsMap()) fail("labels", "expected name: value pairs");
+    for (const auto& kv : l)
+      c.labels[get<std::string>(kv.first, "labels")] = get<std::string>(kv.second, "labels");
   }
   if (root["model_control_mode"]) {
     const auto word = get<std::string>(root["model_control_mode"], "model_control_mode");

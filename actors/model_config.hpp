@@ -38,9 +38,14 @@ struct adaptive_batching {
   double slo_p99_ms = 0;  // the p99 latency the choice must keep; required when enabled
 };
 
+/// One routing rule: a request parameter's value, or (`node_label`) a label of the node that
+/// serves the request (node.yaml `labels`: region, zone...), sends requests to `version`. A rule
+/// has exactly one of `parameter` and `node_label`; model_manager resolves node-label rules when it
+/// publishes a table (a rule that holds on this node becomes one with both empty: always true).
 struct traffic_match {
-  std::string parameter;  // a request parameter name
-  std::string value;      // ... and the value that sends the request to `version`
+  std::string parameter;   // a request parameter name
+  std::string node_label;  // ... or a label of the node
+  std::string value;       // ... and the value that sends the request to `version`
   int64_t version = 0;
 };
 
@@ -169,6 +174,8 @@ struct node_config {
   std::chrono::milliseconds load_delay{0};
   std::string log_level = "info";
   int grpc_port = 8001;  // KServe v2 over gRPC; 0: none
+  /// `labels: {region: eu-west, zone: a}`: what traffic rules with `node_label` match.
+  std::map<std::string, std::string> labels;
   model_control_mode control_mode = model_control_mode::none;
   /// explicit mode: the models loaded at start ("*": every model of the repository).
   std::vector<std::string> load_models;

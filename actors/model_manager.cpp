@@ -206,6 +206,18 @@ void publish(self_ptr self) {
     e.name = name;
     e.traffic = m.config.traffic;
     if (m.weights_override) e.traffic.weights = *m.weights_override;
+    // Node-label rules are decided here, once: one that holds on this node matches every request
+    // (both names empty), one that does not is dropped.
+    std::vector<traffic_match> rules;
+    for (traffic_match r : e.traffic.match) {
+      if (!r.node_label.empty()) {
+        auto l = st.options.node_labels.find(r.node_label);
+        if (l == st.options.node_labels.end() || l->second != r.value) continue;
+        r.node_label.clear();
+      }
+      rules.push_back(std::move(r));
+    }
+    e.traffic.match = std::move(rules);
     e.load_error = m.error;
     for (const auto& v : m.versions) {
       version_entry ve;

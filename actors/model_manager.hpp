@@ -31,6 +31,7 @@
 /// Version states: actors/model_table.hpp.
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,8 @@ struct manager_options {
   model_control_mode control_mode = model_control_mode::none;
   std::vector<std::string> load_models;  // explicit mode: loaded at start ("*": all)
   std::chrono::milliseconds repository_poll{15000};
+  /// The node's labels (node.yaml `labels`): traffic rules with `node_label` match them.
+  std::map<std::string, std::string> node_labels;
 };
 
 manager_actor spawn_model_manager(caf::actor_system& sys, manager_options o);

@@ -102,10 +102,15 @@ expected<const version_entry*> model_table::route(
     }
     return usable(m, v);
   }
-  for (const auto& rule : m.traffic.match)
+  for (const auto& rule : m.traffic.match) {
+    if (rule.parameter.empty()) {  // a node-label rule that holds on this node (model_manager)
+      if (const version_entry* v = m.find(rule.version)) return usable(m, v);
+      continue;
+    }
     for (const auto& [name, value] : parameters)
       if (name == rule.parameter && value == rule.value)
         if (const version_entry* v = m.find(rule.version)) return usable(m, v);
+  }
   if (!m.traffic.weights.empty()) {
     uint64_t total = 0;
     for (const auto& [version, weight] : m.traffic.weights)

@@ -43,6 +43,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.control_mode = o.config.control_mode;
   mo.load_models = o.config.load_models;
   mo.repository_poll = o.config.repository_poll;
+  mo.node_labels = o.config.labels;
   mo.load_timeout = o.config.load_timeout;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);

@@ -52,12 +52,21 @@ TEST(model_table, newest_ready_version_by_default) {
 
 TEST(model_table, match_rules_route_on_parameters) {
   auto m = make_model();
-  m.traffic.match.push_back({"canary", "yes", 1});
+  m.traffic.match.push_back({"canary", "", "yes", 1});
   uint64_t counter = 0;
   params p = {{"canary", "yes"}};
   EXPECT_EQ((*model_table::route(m, 0, "", p, counter))->version, 1);
   params other = {{"canary", "no"}};
   EXPECT_EQ((*model_table::route(m, 0, "", other, counter))->version, 2);
+}
+
+TEST(model_table, a_node_label_rule_that_holds_routes_every_request) {
+  // model_manager turns a node-label rule that holds on the node into one with no names.
+  auto m = make_model();
+  m.traffic.match.push_back({"", "", "eu", 1});
+  uint64_t counter = 0;
+  EXPECT_EQ((*model_table::route(m, 0, "", {}, counter))->version, 1);
+  EXPECT_EQ((*model_table::route(m, 2, "", {}, counter))->version, 2) << "explicit versions win";
 }
 
 TEST(model_table, weights_split_traffic_and_keys_stick) {

@@ -380,3 +380,26 @@ def test_a_bad_canary_is_rolled_back_automatically(tmp_path):
         assert "traffic rolled back" in s.log_messages()
     finally:
         assert s.terminate() == 0
+
+
+def test_node_label_rules_route_by_the_nodes_region(tmp_path):
+    """`traffic.match: [{node_label: region, value: eu, version: 1}]`: a node labelled region eu
+    serves version 1 to requests that name none; a node in another region the newest (2)."""
+    seen = {}
+    for region in ("eu", "us"):
+        root = tmp_path / region
+        models, node_yaml = build_repository(str(root))
+        write(os.path.join(models, "mlp", "config.yaml"),
+              "max_batch_size: 8\n"
+              "version_policy: {all: {}}\n"
+              "traffic: {match: [{node_label: region, value: eu, version: 1}]}\n")
+        with open(node_yaml, "a") as f:
+            f.write(f"labels: {{region: {region}, zone: a}}\n")
+        s = Server(models, node_yaml, str(root / "serve.log"))
+        try:
+            h = httpclient.InferenceServerClient(s.http_url)
+            seen[region] = {infer_mlp(h, httpclient, "mlp")[1].get_response()["model_version"] for _ in range(10)}
+            assert infer_mlp(h, httpclient, "mlp", version="2")[1].get_response()["model_version"] == "2"
+        finally:
+            assert s.terminate() == 0
+    assert seen == {"eu": {"1"}, "us": {"2"}}, seen
