@@ -20,6 +20,15 @@ class model_control {
 
   model_control_mode mode() const { return mode_; }
 
+  /// The bearer token the HTTP and gRPC doors require for load, unload and traffic changes (node
+  /// management_token_file); "" when none is configured (then those doors are open, like Triton's,
+  /// and only the control mode guards them).
+  void set_token(std::string token) { token_ = std::move(token); }
+  bool requires_token() const { return !token_.empty(); }
+  /// `authorization` is the request's Authorization header or metadata ("Bearer <token>"): ok, or
+  /// invalid_argument saying it is missing or wrong (compared in constant time).
+  status check_bearer(std::string_view authorization) const;
+
   void index(std::function<void(expected<model_index>)> done) const;
   /// Loads or reloads `name`; `config_override` ("" for none) replaces its config.yaml.
   void load(std::string name, std::string config_override, std::function<void(status)> done) const;
@@ -34,6 +43,7 @@ class model_control {
   caf::actor_system& sys_;
   manager_actor manager_;
   model_control_mode mode_;
+  std::string token_;
 };
 
 }  // namespace troupe::actors

@@ -213,10 +213,25 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
     });
     return reactor;
   }
+  /// Load and unload need the node's management token when it has one ("authorization" metadata,
+  /// "Bearer <token>"): null when it is there, else the call finished UNAUTHENTICATED.
+  grpc::ServerUnaryReactor* refuse_unauthenticated(grpc::CallbackServerContext* ctx) const {
+    std::string_view authorization;
+    const auto& md = ctx->client_metadata();
+    if (auto it = md.find("authorization"); it != md.end())
+      authorization = std::string_view(it->second.data(), it->second.size());
+    const status s = options_.control->check_bearer(authorization);
+    if (s.is_ok()) return nullptr;
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, s.message()));
+    return r;
+  }
+
   grpc::ServerUnaryReactor* RepositoryModelLoad(grpc::CallbackServerContext* ctx,
                                                 const pb::RepositoryModelLoadRequest* q,
                                                 pb::RepositoryModelLoadResponse*) override {
     if (!options_.control) return unimplemented(ctx, kNoRepositoryControl);
+    if (auto* refused = refuse_unauthenticated(ctx)) return refused;
     std::string config;
     for (const auto& [key, p] : q->parameters()) {
       if (key == "config") {
@@ -238,6 +253,7 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
                                                   const pb::RepositoryModelUnloadRequest* q,
                                                   pb::RepositoryModelUnloadResponse*) override {
     if (!options_.control) return unimplemented(ctx, kNoRepositoryControl);
+    if (auto* refused = refuse_unauthenticated(ctx)) return refused;
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     options_.control->unload(q->model_name(), [reactor](status s) { reactor->Finish(to_grpc(s)); });
     return reactor;

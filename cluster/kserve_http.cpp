@@ -292,6 +292,12 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
                                             nlohmann::json::error_handler_t::replace)));
       });
     }
+    if (status s = options_.control->check_bearer(req.header("authorization")); !s.is_ok()) {
+      http_response r = error_response(s);
+      r.status = 401;
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return respond(std::move(r));
+    }
     std::string config;
     if (auto p = body.find("parameters"); p != body.end()) {
       if (!p->is_object())

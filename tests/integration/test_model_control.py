@@ -280,6 +280,19 @@ def test_management_socket_beyond_loopback_needs_a_private_token(tmp_path):
                                          ).stdout.splitlines()[1:]]
         r = models_cli("load", "deep", "--server", local, "--token-file", str(token))
         assert r.returncode == 0, r.stderr
+        # The HTTP and gRPC repository endpoints ask for the same token (index stays open).
+        h = httpclient.InferenceServerClient(s.http_url)
+        g = grpcclient.InferenceServerClient(s.grpc_url)
+        assert ("deep", "1") in index_of(h)
+        with pytest.raises(InferenceServerException) as e:
+            h.unload_model("deep")
+        assert "401" in str(e.value) and "token" in e.value.message()
+        with pytest.raises(InferenceServerException) as e:
+            g.unload_model("deep", headers={"authorization": "Bearer not-it"})
+        assert e.value.status() == "StatusCode.UNAUTHENTICATED"
+        g.unload_model("deep", headers={"authorization": "Bearer s3cret-token"})
+        h.load_model("deep", headers={"Authorization": "Bearer s3cret-token"})
+        assert h.is_model_ready("deep")
     finally:
         assert s.terminate() == 0
 
