@@ -52,16 +52,20 @@ status model_control::allowed(std::string_view what) const {
   return internal_error("unknown model control mode");
 }
 
+bool model_control::token_matches(std::string_view given) const {
+  if (token_.empty()) return true;
+  unsigned char diff = given.size() == token_.size() ? 0 : 1;
+  for (size_t i = 0; i < token_.size(); ++i)
+    diff |= static_cast<unsigned char>(token_[i] ^ (i < given.size() ? given[i] : 0));
+  return diff == 0;
+}
+
 status model_control::check_bearer(std::string_view authorization) const {
-  if (token_.empty()) return status::ok();
   constexpr std::string_view scheme = "Bearer ";
   const std::string_view given =
       authorization.substr(0, scheme.size()) == scheme ? authorization.substr(scheme.size())
                                                         : std::string_view{};
-  unsigned char diff = given.size() == token_.size() ? 0 : 1;
-  for (size_t i = 0; i < token_.size(); ++i)
-    diff |= static_cast<unsigned char>(token_[i] ^ (i < given.size() ? given[i] : 0));
-  if (diff != 0)
+  if (!token_matches(given))
     return invalid_argument(
         "model control needs the node's management token: Authorization: Bearer <token>");
   return status::ok();

@@ -25,8 +25,11 @@ class model_control {
   /// and only the control mode guards them).
   void set_token(std::string token) { token_ = std::move(token); }
   bool requires_token() const { return !token_.empty(); }
+  /// Whether `given` is the token (true where none is configured); compared in constant time. The
+  /// management socket's requests carry the token itself.
+  bool token_matches(std::string_view given) const;
   /// `authorization` is the request's Authorization header or metadata ("Bearer <token>"): ok, or
-  /// invalid_argument saying it is missing or wrong (compared in constant time).
+  /// invalid_argument saying it is missing or wrong.
   status check_bearer(std::string_view authorization) const;
 
   void index(std::function<void(expected<model_index>)> done) const;

@@ -859,6 +859,18 @@ void poll_repository(self_ptr self) {
   }
 }
 
+/// An operation's outcome to the request that asked for it, then the model's next operation.
+std::function<void(status)> answer_then(caf::typed_response_promise<bool> rp,
+                                        std::function<void()> release) {
+  return [rp, release](status s) mutable {
+    if (s.is_ok())
+      rp.deliver(true);
+    else
+      rp.deliver(to_caf_error(s));
+    release();
+  };
+}
+
 manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
   self->state.options = std::move(o);
   // The batchers live as long as the manager (a retired one stops earlier): stopped when it exits.
@@ -921,27 +933,15 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
           return to_caf_error(invalid_argument("'" + name + "' is not a model name"));
         auto rp = self->make_response_promise<bool>();
-        run_exclusive(self, name, [self, name, config, rp](std::function<void()> release) mutable {
-          load_model(self, name, config, /*on_request=*/true, [release, rp](status s) mutable {
-            if (s.is_ok())
-              rp.deliver(true);
-            else
-              rp.deliver(to_caf_error(s));
-            release();
-          });
+        run_exclusive(self, name, [self, name, config, rp](std::function<void()> release) {
+          load_model(self, name, config, /*on_request=*/true, answer_then(rp, release));
         });
         return rp;
       },
       [=](munload_atom, const std::string& name) -> caf::result<bool> {
         auto rp = self->make_response_promise<bool>();
-        run_exclusive(self, name, [self, name, rp](std::function<void()> release) mutable {
-          unload_model(self, name, [release, rp](status s) mutable {
-            if (s.is_ok())
-              rp.deliver(true);
-            else
-              rp.deliver(to_caf_error(s));
-            release();
-          });
+        run_exclusive(self, name, [self, name, rp](std::function<void()> release) {
+          unload_model(self, name, answer_then(rp, release));
         });
         return rp;
       },

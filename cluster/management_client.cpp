@@ -85,8 +85,8 @@ status management_client::unload(const std::string& name, std::chrono::milliseco
   return r ? status::ok() : r.error();
 }
 
-expected<traffic_state> management_client::traffic(const std::string& name,
-                                                   const std::string& kind, int64_t version,
+expected<traffic_state> management_client::traffic(const std::string& name, traffic_op op,
+                                                   int64_t version,
                                                    const std::map<int64_t, uint32_t>& weights,
                                                    std::chrono::milliseconds timeout) {
   pb::ControlRequest q;
@@ -94,12 +94,13 @@ expected<traffic_state> management_client::traffic(const std::string& name,
   t->set_name(name);
   t->set_version(version);
   for (const auto& [v, w] : weights) (*t->mutable_weights())[v] = w;
-  pb::Traffic::Kind k = pb::Traffic::SHOW;
-  if (!pb::Traffic::Kind_Parse(std::string(kind == "show" ? "SHOW" : kind == "set" ? "SET"
-                                          : kind == "clear" ? "CLEAR" : kind == "promote" ? "PROMOTE"
-                                          : kind == "rollback" ? "ROLLBACK" : ""), &k))
-    return invalid_argument("unknown traffic operation '" + kind + "'");
-  t->set_kind(k);
+  switch (op) {
+    case traffic_op::show: t->set_kind(pb::Traffic::SHOW); break;
+    case traffic_op::set: t->set_kind(pb::Traffic::SET); break;
+    case traffic_op::clear: t->set_kind(pb::Traffic::CLEAR); break;
+    case traffic_op::promote: t->set_kind(pb::Traffic::PROMOTE); break;
+    case traffic_op::rollback: t->set_kind(pb::Traffic::ROLLBACK); break;
+  }
   TROUPE_ASSIGN_OR_RETURN(pb::ControlReply r, impl_->call(q, timeout));
   traffic_state out;
   for (const auto& [v, w] : r.traffic().weights()) out.weights[v] = w;

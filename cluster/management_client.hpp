@@ -19,6 +19,8 @@ struct model_index_line {
   std::string reason;
 };
 
+enum class traffic_op { show, set, clear, promote, rollback };
+
 struct traffic_state {
   std::map<int64_t, uint32_t> weights;  // empty: the newest ready version serves
   bool overridden = false;
@@ -37,9 +39,9 @@ class management_client {
   status load(const std::string& name, const std::string& config,
               std::chrono::milliseconds timeout);
   status unload(const std::string& name, std::chrono::milliseconds timeout);
-  /// kind: "show", "set" (with `weights`), "clear", "promote" or "rollback" (with `version`).
-  expected<traffic_state> traffic(const std::string& name, const std::string& kind,
-                                  int64_t version, const std::map<int64_t, uint32_t>& weights,
+  /// `set` takes `weights`; `promote` and `rollback` take `version`.
+  expected<traffic_state> traffic(const std::string& name, traffic_op op, int64_t version,
+                                  const std::map<int64_t, uint32_t>& weights,
                                   std::chrono::milliseconds timeout);
 
   class impl;

@@ -25,13 +25,6 @@ namespace {
 /// arrives meanwhile: a management reply waits at most this long.
 constexpr std::chrono::milliseconds kReplyPoll(10);
 
-bool equal_constant_time(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i)
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  return diff == 0;
-}
-
 void set_error(pb::ControlReply& r, const status& s) {
   r.mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(s.code())));
   r.mutable_error()->set_message(s.message());
@@ -78,7 +71,7 @@ class management_socket::impl {
       : options_(std::move(o)), control_(control) {}
 
   status start() {
-    if (options_.token.empty() && !is_loopback_endpoint(options_.listen))
+    if (!control_.requires_token() && !is_loopback_endpoint(options_.listen))
       return invalid_argument("management_listen '" + options_.listen +
                               "' reaches beyond this host: set management_token_file (a mode "
                               "0600 file) or listen on tcp://127.0.0.1");
@@ -146,7 +139,7 @@ class management_socket::impl {
       set_error(reply, invalid_argument("not a ControlRequest (proto/troupe.proto)"));
       return answer(peer, reply);
     }
-    if (!options_.token.empty() && !equal_constant_time(q.token(), options_.token)) {
+    if (!control_.token_matches(q.token())) {
       spdlog::warn("management socket: a request with a wrong or missing token was refused");
       set_error(reply, make_error(error_code::invalid_argument,
                                   "the management token is missing or wrong"));

@@ -1,8 +1,9 @@
 #pragma once
-/// The node's management socket: model control (index, load, unload) as protobuf ControlRequest /
-/// ControlReply messages (proto/troupe.proto) on a ZeroMQ ROUTER bound apart from the inference
-/// listeners. Off unless node.yaml sets `management_listen`. Every request carries the node's
-/// token when one is configured; a socket bound beyond loopback refuses to start without one.
+/// The node's management socket: model control (index, load, unload, traffic) as protobuf
+/// ControlRequest / ControlReply messages (proto/troupe.proto) on a ZeroMQ ROUTER bound apart from
+/// the inference listeners. Off unless node.yaml sets `management_listen`. Every request carries
+/// the node's token when one is configured (model_control holds it: the HTTP and gRPC doors ask
+/// for the same one); a socket bound beyond loopback refuses to start without one.
 ///
 /// One thread owns the socket. Operations go to actors::model_control and answer on CAF threads:
 /// their replies are queued and sent by the socket's thread, so a load that takes seconds does not
@@ -18,8 +19,6 @@ namespace troupe::cluster {
 
 struct management_options {
   std::string listen;  // a ZeroMQ endpoint (tcp://127.0.0.1:5556, ipc://...)
-  /// Required of every request when not empty; required to exist when `listen` is not loopback.
-  std::string token;
   uint64_t max_message_bytes = 1 << 20;
 };
 

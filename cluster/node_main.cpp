@@ -136,10 +136,10 @@ class front_doors {
     TROUPE_ASSIGN_OR_RETURN(gateway_, request_gateway::create(sys, node, holder, metrics, gw));
     if (cfg.shared_memory) shm_ = std::make_unique<shared_memory_registry>();
     control_ = std::make_unique<actors::model_control>(sys, node.manager, cfg.control_mode);
-    std::string token;
     if (!cfg.management_token_file.empty()) {
-      TROUPE_ASSIGN_OR_RETURN(token, read_token_file(cfg.management_token_file));
-      control_->set_token(token);  // the HTTP and gRPC repository endpoints ask for it too
+      // One token for the management socket and the HTTP and gRPC repository endpoints.
+      TROUPE_ASSIGN_OR_RETURN(std::string token, read_token_file(cfg.management_token_file));
+      control_->set_token(std::move(token));
     } else if (cfg.control_mode == actors::model_control_mode::explicit_ &&
                (cfg.http_port > 0 || cfg.grpc_port > 0)) {
       spdlog::warn(
@@ -149,7 +149,6 @@ class front_doors {
     if (!cfg.management_listen.empty()) {
       management_options mo;
       mo.listen = cfg.management_listen;
-      mo.token = token;
       TROUPE_ASSIGN_OR_RETURN(management_, management_socket::create(mo, *control_));
     }
     if (cfg.http_port > 0) {

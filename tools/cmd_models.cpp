@@ -99,17 +99,17 @@ status run_unload(const models_options& o) {
   return status::ok();
 }
 
-status run_traffic(const models_options& o, const std::string& kind) {
+/// `traffic` shows, sets (--weights) or clears (--clear); promote and rollback take a version.
+status run_traffic(const models_options& o, cluster::traffic_op op) {
   std::map<int64_t, uint32_t> weights;
-  std::string what = kind;
-  if (kind == "show" && !o.weights.empty()) {
+  if (op == cluster::traffic_op::show && !o.weights.empty()) {
     TROUPE_ASSIGN_OR_RETURN(weights, parse_weights(o.weights));
-    what = "set";
-  } else if (kind == "show" && o.clear) {
-    what = "clear";
+    op = cluster::traffic_op::set;
+  } else if (op == cluster::traffic_op::show && o.clear) {
+    op = cluster::traffic_op::clear;
   }
   TROUPE_ASSIGN_OR_RETURN(auto c, open(o));
-  TROUPE_ASSIGN_OR_RETURN(auto t, c->traffic(o.name, what, o.version, weights, timeout_of(o)));
+  TROUPE_ASSIGN_OR_RETURN(auto t, c->traffic(o.name, op, o.version, weights, timeout_of(o)));
   std::string w;
   for (const auto& [v, x] : t.weights)
     w += (w.empty() ? "" : ",") + std::to_string(v) + "=" + std::to_string(x);
@@ -161,7 +161,7 @@ void add_models_command(CLI::App& app, int& exit_code) {
   auto* w = traffic->add_option("--weights", o->weights, "VERSION=WEIGHT,... for requests that name no version");
   traffic->add_flag("--clear", o->clear, "Back to config.yaml's weights")->excludes(w);
   traffic->callback([o, &exit_code] {
-    const status s = run_traffic(*o, "show");
+    const status s = run_traffic(*o, cluster::traffic_op::show);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });
   CLI::App* promote = cmd->add_subcommand(
@@ -170,7 +170,7 @@ void add_models_command(CLI::App& app, int& exit_code) {
   promote->add_option("name", o->name, "The model's name")->required();
   promote->add_option("version", o->version, "The version that takes all traffic")->required();
   promote->callback([o, &exit_code] {
-    const status s = run_traffic(*o, "promote");
+    const status s = run_traffic(*o, cluster::traffic_op::promote);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });
   CLI::App* rollback = cmd->add_subcommand(
@@ -179,7 +179,7 @@ void add_models_command(CLI::App& app, int& exit_code) {
   rollback->add_option("name", o->name, "The model's name")->required();
   rollback->add_option("version", o->version, "The version that loses its traffic")->required();
   rollback->callback([o, &exit_code] {
-    const status s = run_traffic(*o, "rollback");
+    const status s = run_traffic(*o, cluster::traffic_op::rollback);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });
   CLI::App* unload = cmd->add_subcommand(

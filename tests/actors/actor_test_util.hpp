@@ -168,6 +168,20 @@ inline void expect_mlp_batch(actors::batch& b, const mlp_weights& w, const owned
   b.block = nullptr;
 }
 
+/// Checks the reply of job `j` (the MLP `w` on `src`'s input: its one output [rows, 3]), then
+/// releases the output slice (as a frontend would).
+inline void expect_mlp_reply(actors::infer_job& j, const mlp_weights& w, const owned_job& src) {
+  ASSERT_TRUE(j.result.is_ok()) << j.result.to_string();
+  ASSERT_EQ(j.outputs.size(), 1u);
+  const actors::output_slice& y = j.outputs[0];
+  EXPECT_EQ(y.info.shape, (shape_t{j.rows, 3}));
+  const auto ref = mlp_reference(w, src.data[0].data(), j.rows);
+  const auto* got = reinterpret_cast<const float*>(y.block->data() + y.offset);
+  for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(got[i], ref[i], 1e-5) << "element " << i;
+  y.block->release();
+  j.outputs.clear();
+}
+
 /// A fresh directory under the system temp dir, removed with the object.
 class temp_dir {
  public:

@@ -76,15 +76,10 @@ class lifecycle_test : public testing::actor_fixture {
     return std::make_unique<owned_job>("mlp", std::vector<shape_t>{{rows, 4}}, probe_, now(), seed);
   }
 
+  /// Exactly one reply, with the outputs of the weights `w`.
   void expect_mlp(infer_job& j, const testing::mlp_weights& w, const owned_job& src) {
     ASSERT_EQ(log_->replies_of(&j), 1u);
-    ASSERT_TRUE(j.result.is_ok()) << j.result.to_string();
-    const output_slice& y = j.outputs[0];
-    const auto ref = testing::mlp_reference(w, src.data[0].data(), j.rows);
-    const auto* got = reinterpret_cast<const float*>(y.block->data() + y.offset);
-    for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(got[i], ref[i], 1e-5) << "element " << i;
-    y.block->release();
-    j.outputs.clear();
+    testing::expect_mlp_reply(j, w, src);
   }
 
   testing::temp_dir repo_;

@@ -64,18 +64,6 @@ class node_test : public testing::actor_fixture {
     return std::make_unique<owned_job>(model, std::vector<shape_t>{shape}, probe_, now(), seed);
   }
 
-  void expect_mlp(infer_job& j, const testing::mlp_weights& w, const owned_job& src) {
-    ASSERT_TRUE(j.result.is_ok()) << j.result.to_string();
-    ASSERT_EQ(j.outputs.size(), 1u);
-    const output_slice& y = j.outputs[0];
-    EXPECT_EQ(y.info.shape, (shape_t{j.rows, 3}));
-    const auto ref = testing::mlp_reference(w, src.data[0].data(), j.rows);
-    const auto* got = reinterpret_cast<const float*>(y.block->data() + y.offset);
-    for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(got[i], ref[i], 1e-5) << "element " << i;
-    y.block->release();
-    j.outputs.clear();
-  }
-
   testing::temp_dir repo_;
   testing::mlp_weights w1_, w2_;
   table_holder holder_;
@@ -114,19 +102,19 @@ TEST_F(node_test, serves_latest_and_explicit_versions) {
   submit(latest->job);
   advance(101us);  // the queue delay
   ASSERT_EQ(log_->replies_of(&latest->job), 1u);
-  expect_mlp(latest->job, w2_, *latest);
+  testing::expect_mlp_reply(latest->job, w2_, *latest);
 
   auto v1 = job("mlp", {2, 4}, 9);
   v1->job.version = 1;
   submit(v1->job);
   advance(101us);
   ASSERT_EQ(log_->replies_of(&v1->job), 1u);
-  expect_mlp(v1->job, w1_, *v1);
+  testing::expect_mlp_reply(v1->job, w1_, *v1);
 
   auto fixed = job("fixed", {1, 4});
   submit(fixed->job);
   ASSERT_EQ(log_->replies_of(&fixed->job), 1u) << "no batching: no delay";
-  expect_mlp(fixed->job, w1_, *fixed);
+  testing::expect_mlp_reply(fixed->job, w1_, *fixed);
 }
 
 TEST_F(node_test, concurrent_requests_share_a_batch_and_each_gets_its_rows) {
@@ -140,7 +128,7 @@ TEST_F(node_test, concurrent_requests_share_a_batch_and_each_gets_its_rows) {
   for (auto& j : js) {
     ASSERT_EQ(log_->replies_of(&j->job), 1u);
     EXPECT_EQ(j->job.batch_rows, 4u);
-    expect_mlp(j->job, w2_, *j);
+    testing::expect_mlp_reply(j->job, w2_, *j);
   }
 }
 
@@ -196,7 +184,7 @@ TEST_F(node_test, supervisor_replaces_a_crashed_worker_and_replicas_return) {
   submit(after->job);
   advance(101us);
   ASSERT_EQ(log_->replies_of(&after->job), 1u);
-  expect_mlp(after->job, w2_, *after);
+  testing::expect_mlp_reply(after->job, w2_, *after);
   node_.workers = workers;
 }
 
