@@ -48,6 +48,7 @@ using traffic_atom = caf::atom_constant<caf::atom("traffic")>;
 using rollchk_atom = caf::atom_constant<caf::atom("rollchk")>;
 using read_atom = caf::atom_constant<caf::atom("read")>;
 using overdue_atom = caf::atom_constant<caf::atom("overdue")>;
+using built_atom = caf::atom_constant<caf::atom("built")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ using worker_actor =
     caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
                      caf::reacts_to<unload_atom, uint32_t>, caf::reacts_to<run_atom, batch_ref>,
                      caf::reacts_to<crash_atom>, caf::reacts_to<read_atom, uint64_t>,
-                     caf::reacts_to<overdue_atom, uint64_t>>;
+                     caf::reacts_to<overdue_atom, uint64_t>, caf::reacts_to<built_atom, uint64_t>>;
 
 /// A replica as a batcher addresses it.
 struct replica_handle {

@@ -190,6 +190,8 @@ status replica::init(const options& o) {
   // Largest first, as session::warm_up: the batch size throughput depends on fixes each
   // convolution's configuration (the weights' form) for the smaller ones.
   for (auto it = bucket_rows_.rbegin(); it != bucket_rows_.rend(); ++it) {
+    if (o.cancel && o.cancel->load(std::memory_order_relaxed))
+      return status(error_code::cancelled, "the worker stopped while the model was built");
     const int64_t rows = *it;
     std::vector<shape_t> shapes;
     for (const auto& t : sig->inputs) {

@@ -21,6 +21,7 @@
 /// Thread-safety: one run at a time (the owning worker's thread). Output blocks outlive the
 /// replica while replies still reference them (output_block's reference count).
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -88,6 +89,9 @@ class replica {
     /// each a share of the jobs. 0: a quarter of the hardware threads, 1 to 4.
     uint32_t staging_threads = 0;
     size_t parallel_staging_bytes = size_t{2} << 20;
+    /// Read before each batch bucket is compiled and warmed up at create: once true, create stops
+    /// there and fails `cancelled` (the worker building it is stopping). May be null.
+    const std::atomic<bool>* cancel = nullptr;
   };
 
   static expected<std::unique_ptr<replica>> create(const options& o);

@@ -55,6 +55,10 @@ struct worker_options {
   /// for a hung mount (a FIFO cannot: the loader refuses it without waiting). Must be
   /// thread-safe and own what it captures: an abandoned read may outlive the worker.
   std::function<expected<runtime::graph>(const std::string&)> read_model_file;
+  /// Runs on the worker's build thread before each replica build (compile, warm-up) of the model
+  /// file `path`, with background model reads on. Null in a node; tests hold a build here to see
+  /// that the worker serves its other replicas meanwhile. Must be thread-safe.
+  std::function<void(const std::string& path)> before_build;
   /// A detached worker waits this long for its next batch by polling its mailbox (yielding the
   /// core) after each run before it blocks: see worker_core.cpp. Ignored on scheduler threads.
   uint32_t idle_spin_us = default_idle_spin_us();

@@ -1,6 +1,7 @@
 #include "actors/worker_core.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,15 +19,35 @@
 #include "actors/replica.hpp"
 #include "runtime/background_read.hpp"
 #include "runtime/onnx_loader.hpp"
+#include "runtime/serial_thread.hpp"
 
 namespace troupe::actors {
 namespace {
 
-/// A load waiting for its model file to be read.
+/// A load waiting for its model file to be read or its replica to be built.
 struct waiting_load {
   replica::options options;
   caf::typed_response_promise<replica_info> promise;
   std::string where;  // "loading <path> on <device>", the context of its errors
+  std::chrono::milliseconds load_timeout{0};  // of the file's read, should it need one
+};
+
+/// What a build on the worker's build thread hands back: one result per load, in order. Written
+/// by the build thread before it sends (built, n), read by the worker after (the message orders
+/// the two).
+struct build_slot {
+  std::vector<expected<std::shared_ptr<replica>>> results;
+};
+
+/// Replicas being compiled and warmed up on the build thread (runtime/serial_thread.hpp), off the
+/// thread that runs the worker's batches: a load no longer stalls the other models on the device.
+struct pending_build {
+  std::string path;
+  std::vector<waiting_load> loads;
+  std::shared_ptr<build_slot> slot;
+  /// Loads of the same file that arrived during the build: started once it is done, when they
+  /// find its replicas to take the weights from (rather than reading the file again).
+  std::vector<waiting_load> followers;
 };
 
 /// A model file being read off the worker's thread (runtime/background_read.hpp) and the loads
@@ -60,6 +81,14 @@ struct worker_state {
   /// in one malloc arena (runtime/read_threads.hpp). Closed with the worker: a read still blocked
   /// ends its thread whenever it returns.
   runtime::read_threads read_threads{1};
+  /// Builds by number: (built, n) settles one.
+  std::map<uint64_t, pending_build> builds;
+  uint64_t last_build = 0;
+  /// Set when the worker stops: the build running then ends before its next bucket.
+  std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
+  /// Where replicas are built when model reads run in the background (a node); started by the
+  /// first build. Its destructor drops the builds not started and waits for the running one.
+  runtime::serial_thread build_thread;
   /// One wake-up at a time for the load timeouts: when the pending (overdue, g) with
   /// g == overdue_generation fires (no_deadline: none pending). A timer per read would stay in
   /// the actor clock for its whole load timeout (5 minutes by default) after a read that took
@@ -73,6 +102,13 @@ struct worker_state {
   /// threads call nothing back any more) and their loads answered, so that no requester waits
   /// for a worker that is gone.
   ~worker_state() {
+    stopping->store(true, std::memory_order_relaxed);
+    for (auto& [n, b] : builds)
+      for (auto* list : {&b.loads, &b.followers})
+        for (auto& l : *list)
+          l.promise.deliver(to_caf_error(
+              status(error_code::unavailable, "the worker stopped while the model was built")
+                  .with_context(l.where)));
     for (auto& [n, r] : reads) {
       r.read->abandon();
       for (auto& l : r.loads)
@@ -128,14 +164,19 @@ struct worker_state {
   expected<replica_info> add_replica(const replica::options& ro, const std::string& where) {
     auto r = replica::create(ro);
     if (!r) return r.error().with_context(where);
+    return adopt(std::move(*r));
+  }
+
+  /// Adds a replica built (here or on the build thread) to the table under a new id.
+  replica_info adopt(std::shared_ptr<replica> r) {
     replica_info info;
     while (replicas.count(next_replica_id)) ++next_replica_id;  // only after a wrap
     info.id = next_replica_id++;
-    info.signature = (*r)->signature();
-    info.bucket_rows = (*r)->bucket_rows();
-    for (const auto& l : (*r)->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
-    info.pool_bytes = (*r)->pool_bytes();
-    replicas.emplace(info.id, std::move(*r));
+    info.signature = r->signature();
+    info.bucket_rows = r->bucket_rows();
+    for (const auto& l : r->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
+    info.pool_bytes = r->pool_bytes();
+    replicas.emplace(info.id, std::move(r));
     publish_memory();
     return info;
   }
@@ -202,6 +243,105 @@ void abandon_read(pending_read& pr) {
             .with_context(l.where)));
 }
 
+/// Builds replicas for `loads` (all of one model file) on the worker's build thread, one after
+/// another: each takes its weights from an earlier one of the job that can share them, else from
+/// `sibling` (a live replica), else from `graph`. (built, n) comes back when all are done.
+void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loads,
+                std::shared_ptr<replica> sibling, std::shared_ptr<const runtime::graph> graph) {
+  auto& st = self->state;
+  const uint64_t n = ++st.last_build;
+  auto slot = std::make_shared<build_slot>();
+  std::vector<replica::options> options;
+  for (const auto& l : loads) options.push_back(l.options);
+  // Owns what it uses: it may run after the worker is gone (then its (built, n) is dropped, and
+  // the replicas it made go with the job, on the build thread).
+  auto job = [slot, options = std::move(options), sibling = std::move(sibling),
+              graph = std::move(graph), setup = st.traits.thread_setup, stopping = st.stopping,
+              before = st.options.before_build,
+              worker = caf::actor_cast<worker_actor>(self), n]() mutable {
+    // The device traits' setup applies per thread: the current CUDA device, OpenMP threads.
+    const status set_up = setup ? setup() : status::ok();
+    for (replica::options& o : options) {
+      if (!set_up.is_ok()) {
+        slot->results.emplace_back(set_up);
+        continue;
+      }
+      if (before) before(o.model_path);
+      o.cancel = stopping.get();
+      for (const auto& earlier : slot->results)
+        if (earlier && (*earlier)->can_share_weights(o)) {
+          o.weights_from = earlier->get();
+          break;
+        }
+      if (!o.weights_from && sibling && sibling->can_share_weights(o)) o.weights_from = sibling.get();
+      if (!o.weights_from) o.graph = graph;
+      auto r = replica::create(o);
+      if (r)
+        slot->results.emplace_back(std::shared_ptr<replica>(std::move(*r)));
+      else
+        slot->results.emplace_back(r.error());
+    }
+    caf::anon_send(worker, built_atom::value, n);
+  };
+  if (status posted = st.build_thread.post(std::move(job)); !posted.is_ok()) {
+    for (auto& l : loads) l.promise.deliver(to_caf_error(posted.with_context(l.where)));
+    return;
+  }
+  pending_build b;
+  b.path = std::move(path);
+  b.loads = std::move(loads);
+  b.slot = std::move(slot);
+  st.builds.emplace(n, std::move(b));
+}
+
+/// A load with model reads in the background: it joins the read or the build of its file in
+/// progress, else takes a live replica's weights, else reads the file (under its load timeout)
+/// and then builds.
+void start_load(worker_ptr self, waiting_load l) {
+  auto& st = self->state;
+  const std::string& path = l.options.model_path;
+  for (auto& [n, r] : st.reads)
+    if (r.path == path) {
+      r.loads.push_back(std::move(l));
+      return;
+    }
+  for (auto& [n, b] : st.builds)
+    if (b.path == path) {
+      b.followers.push_back(std::move(l));
+      return;
+    }
+  if (std::shared_ptr<replica> sibling = weights_sibling(st.replicas, l.options)) {
+    std::vector<waiting_load> loads;
+    loads.push_back(std::move(l));
+    post_build(self, path, std::move(loads), std::move(sibling), nullptr);
+    return;
+  }
+  const uint64_t n = ++st.last_read;
+  // Runs on the read's thread: one message to this worker, nothing else. The handle is
+  // released when the read ends or is abandoned (the worker's exit abandons it).
+  runtime::background_read::read_function read_file = [path] {
+    return runtime::load_onnx_file(path);
+  };
+  if (st.options.read_model_file)
+    read_file = [path, f = st.options.read_model_file] { return f(path); };
+  auto read = runtime::background_read::start(st.read_threads, std::move(read_file),
+                                              [worker = caf::actor_cast<worker_actor>(self), n] {
+                                                caf::anon_send(worker, read_atom::value, n);
+                                              });
+  if (!read) {
+    l.promise.deliver(to_caf_error(read.error().with_context(l.where)));
+    return;
+  }
+  pending_read pr;
+  pr.path = path;
+  pr.timeout = l.load_timeout;
+  pr.deadline = self->clock().now() + l.load_timeout;
+  pr.read = std::move(*read);
+  pr.loads.push_back(std::move(l));
+  st.reads.emplace(n, std::move(pr));
+  arm_overdue(self);
+}
+
 worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_traits traits) {
   self->state.options = o;
   self->state.traits = std::move(traits);
@@ -222,10 +362,11 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         ro.device_index = st.options.device_index;
         ro.compute_precision = *precision;
         ro.metrics = st.options.metrics;
-        ro.weights_from = weights_sibling(st.replicas, ro);
-        if (ro.weights_from || !st.options.background_model_reads) {
-          // Nothing to read (the sibling's session is copied), or reads on this thread.
-          if (!ro.weights_from && st.options.read_model_file) {
+        if (!st.options.background_model_reads) {
+          // Everything on this thread (tests on the test coordinator): read, compile, warm up.
+          std::shared_ptr<replica> sibling = weights_sibling(st.replicas, ro);
+          ro.weights_from = sibling.get();
+          if (!sibling && st.options.read_model_file) {
             auto graph = st.options.read_model_file(spec.path);
             if (!graph) return to_caf_error(graph.error().with_context(where));
             ro.graph = std::make_shared<const runtime::graph>(std::move(*graph));
@@ -235,33 +376,7 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
           return std::move(*info);
         }
         auto promise = self->make_response_promise<replica_info>();
-        for (auto& [n, r] : st.reads)
-          if (r.path == spec.path) {
-            r.loads.push_back({std::move(ro), promise, where});
-            return promise;
-          }
-        const uint64_t n = ++st.last_read;
-        // Runs on the read's thread: one message to this worker, nothing else. The handle is
-        // released when the read ends or is abandoned (the worker's exit abandons it).
-        runtime::background_read::read_function read_file = [path = spec.path] {
-          return runtime::load_onnx_file(path);
-        };
-        if (st.options.read_model_file)
-          read_file = [path = spec.path, f = st.options.read_model_file] { return f(path); };
-        auto read =
-            runtime::background_read::start(st.read_threads, std::move(read_file),
-                                            [worker = caf::actor_cast<worker_actor>(self), n] {
-                                              caf::anon_send(worker, read_atom::value, n);
-                                            });
-        if (!read) return to_caf_error(read.error().with_context(where));
-        pending_read pr;
-        pr.path = spec.path;
-        pr.timeout = spec.load_timeout;
-        pr.deadline = self->clock().now() + spec.load_timeout;
-        pr.read = std::move(*read);
-        pr.loads.push_back({std::move(ro), promise, where});
-        st.reads.emplace(n, std::move(pr));
-        arm_overdue(self);
+        start_load(self, waiting_load{std::move(ro), promise, where, spec.load_timeout});
         return promise;
       },
       [=](read_atom, uint64_t n) {
@@ -269,22 +384,31 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         std::optional<pending_read> pr = st.take_read(n);
         if (!pr) return;  // settled by its timeout already
         auto graph = pr->read->take();
-        std::shared_ptr<const runtime::graph> shared;
-        if (graph) shared = std::make_shared<const runtime::graph>(std::move(*graph));
-        for (auto& l : pr->loads) {
-          if (!graph) {
+        if (!graph) {
+          for (auto& l : pr->loads)
             l.promise.deliver(to_caf_error(graph.error().with_context(l.where)));
-            continue;
-          }
-          // The first load's replica lends the others its weights, as a live replica would.
-          l.options.weights_from = weights_sibling(st.replicas, l.options);
-          if (!l.options.weights_from) l.options.graph = shared;
-          auto info = st.add_replica(l.options, l.where);
-          if (info)
-            l.promise.deliver(std::move(*info));
-          else
-            l.promise.deliver(to_caf_error(info.error()));
+          return;
         }
+        // A replica of the model loaded meanwhile lends its weights; else the graph read.
+        std::shared_ptr<replica> sibling = weights_sibling(st.replicas, pr->loads.front().options);
+        post_build(self, pr->path, std::move(pr->loads), std::move(sibling),
+                   std::make_shared<const runtime::graph>(std::move(*graph)));
+      },
+      [=](built_atom, uint64_t n) {
+        auto& st = self->state;
+        auto it = st.builds.find(n);
+        if (it == st.builds.end()) return;
+        pending_build b = std::move(it->second);
+        st.builds.erase(it);
+        for (size_t i = 0; i < b.loads.size(); ++i) {
+          waiting_load& l = b.loads[i];
+          expected<std::shared_ptr<replica>>& r = b.slot->results[i];
+          if (r)
+            l.promise.deliver(st.adopt(std::move(*r)));
+          else
+            l.promise.deliver(to_caf_error(r.error().with_context(l.where)));
+        }
+        for (auto& f : b.followers) start_load(self, std::move(f));
       },
       [=](overdue_atom, uint64_t generation) {
         auto& st = self->state;
@@ -300,8 +424,18 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
       },
       [=](unload_atom, uint32_t id) {
         auto& st = self->state;
-        if (st.replicas.erase(id) == 0) return;
+        auto it = st.replicas.find(id);
+        if (it == st.replicas.end()) return;
+        std::shared_ptr<replica> gone = std::move(it->second);
+        st.replicas.erase(it);
         st.publish_memory();
+        // Built on the build thread, released there too: the device's synchronisation and frees
+        // stay off the thread that serves the other replicas, and the replica's host memory goes
+        // back to the allocator arena it came from (freed here, through this thread's cache, it
+        // left the heap more fragmented: RSS over 1,000 load/unload cycles grew by 1.008 instead
+        // of 1.006).
+        if (st.options.background_model_reads)
+          (void)st.build_thread.post([gone = std::move(gone)]() mutable { gone.reset(); });
       },
       [=](run_atom, batch_ref ref) {
         auto& st = self->state;
@@ -366,9 +500,9 @@ std::string_view worker_kind_name(worker_kind k) {
   return k == worker_kind::gpu ? "gpu" : "cpu";
 }
 
-const replica* weights_sibling(const replica_table& replicas, const replica::options& o) {
+std::shared_ptr<replica> weights_sibling(const replica_table& replicas, const replica::options& o) {
   for (const auto& [id, r] : replicas)
-    if (r->can_share_weights(o)) return r.get();
+    if (r->can_share_weights(o)) return r;
   return nullptr;
 }
 

@@ -106,6 +106,6 @@ if want lifecycle; then
   # Model load times, p99 while another model loads, GPU memory over load/unload cycles:
   # OUT/lifecycle-gpu.{md,json}.
   echo "== lifecycle (troupe models load/unload on the GPU)"
-  PYTHONUNBUFFERED=1 timeout 400 python3 bench/serving/lifecycle_gpu.py --troupe build-gpu/troupe --out "$OUT" \
+  PYTHONUNBUFFERED=1 timeout 480 python3 bench/serving/lifecycle_gpu.py --troupe build-gpu/troupe --out "$OUT" \
     ${LIFECYCLE_ARGS:-} 2>&1 | tee "$OUT/lifecycle.log" | tail -20
 fi

@@ -32,6 +32,7 @@ worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_lo
         [self](crash_atom) { self->quit(caf::make_error(caf::sec::runtime_error, "test crash")); },
         [](read_atom, uint64_t) {},
         [](overdue_atom, uint64_t) {},
+        [](built_atom, uint64_t) {},
     };
   });
 }

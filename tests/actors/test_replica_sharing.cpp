@@ -139,9 +139,9 @@ TEST_F(replica_sharing, weights_sibling_picks_a_live_replica_of_the_same_model) 
   replicas.emplace(0, make(options()));
   replicas.emplace(1, make(options()));
   ASSERT_TRUE(replicas[0] && replicas[1]);
-  EXPECT_EQ(weights_sibling(replicas, options()), replicas[0].get());
+  EXPECT_EQ(weights_sibling(replicas, options()).get(), replicas[0].get());
   replicas.erase(0);  // unloaded
-  EXPECT_EQ(weights_sibling(replicas, options()), replicas[1].get());
+  EXPECT_EQ(weights_sibling(replicas, options()).get(), replicas[1].get());
   replica::options other = options();
   other.version = 3;
   EXPECT_EQ(weights_sibling(replicas, other), nullptr);

@@ -32,6 +32,16 @@ constexpr auto reply_deadline = 30s;
 /// recovers); every read is counted, and counted again once it has parsed the file: the last
 /// thing its thread does with the ONNX library, which must be done before the test process exits
 /// (a parse racing the library's static destructors crashes).
+/// Builds of files whose name starts with "slow" wait on the build thread until release(): a
+/// model whose compile and warm-up take long.
+struct build_gate {
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  std::atomic<int> started{0};
+
+  void release() { gate.set_value(); }
+};
+
 struct hanging_reader {
   std::promise<void> gate;
   std::shared_future<void> opened = gate.get_future().share();
@@ -55,7 +65,7 @@ class worker_loads : public ::testing::Test {
 
   worker_loads() : sys_(configure(cfg_)) {
     weights_ = testing::make_mlp_weights(4, 3, 31);
-    for (const char* name : {"good.onnx", "other.onnx", "hung.onnx"})
+    for (const char* name : {"good.onnx", "other.onnx", "hung.onnx", "slow.onnx"})
       dir_.write(name, testing::mlp_model_bytes(weights_));
     worker_options o;
     o.kind = worker_kind::cpu;
@@ -71,12 +81,18 @@ class worker_loads : public ::testing::Test {
       ++reader->parsed;
       return graph;
     };
+    o.before_build = [gate = build_gate_](const std::string& path) {
+      if (std::filesystem::path(path).filename().string().rfind("slow", 0) != 0) return;
+      ++gate->started;
+      gate->opened.wait();
+    };
     worker_ = spawn_worker(sys_, o, /*detached=*/true);
   }
 
   ~worker_loads() override {
-    // A read still blocked is let go, so that its thread ends within the test.
+    // A read or build still blocked is let go, so that its thread ends within the test.
     if (!released_) reader_->release();
+    if (!builds_released_) build_gate_->release();
     EXPECT_TRUE(eventually([&] { return reader_->parsed == reader_->reads; }));
     caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
   }
@@ -129,6 +145,13 @@ class worker_loads : public ::testing::Test {
   testing::mlp_weights weights_;
   std::shared_ptr<hanging_reader> reader_ = std::make_shared<hanging_reader>();
   bool released_ = false;
+  std::shared_ptr<build_gate> build_gate_ = std::make_shared<build_gate>();
+  bool builds_released_ = false;
+
+  void release_builds() {
+    builds_released_ = true;
+    build_gate_->release();
+  }
   worker_actor worker_;
 };
 
@@ -216,6 +239,54 @@ TEST_F(worker_loads, loads_of_one_file_during_its_read_share_the_read_and_the_we
   EXPECT_EQ(reader_->reads.load(), 1) << "one read for both replicas";
   run_batch(self, a->id);
   run_batch(self, b->id);
+}
+
+TEST_F(worker_loads, the_worker_runs_batches_while_another_model_is_built) {
+  caf::scoped_actor self{sys_};
+  auto good = load(self, spec("good.onnx"))();
+  ASSERT_TRUE(good) << good.error().to_string();
+  auto slow = load(self, spec("slow.onnx"));
+  ASSERT_TRUE(eventually([&] { return build_gate_->started == 1; }));
+  // The slow model's compile and warm-up hold the build thread, not the worker's.
+  run_batch(self, good->id);
+  run_batch(self, good->id);
+  release_builds();
+  auto built = slow();
+  ASSERT_TRUE(built) << built.error().to_string();
+  run_batch(self, built->id);
+}
+
+TEST_F(worker_loads, a_load_during_a_build_of_its_file_waits_for_it_and_reads_nothing) {
+  caf::scoped_actor self{sys_};
+  auto first = load(self, spec("slow.onnx"));
+  ASSERT_TRUE(eventually([&] { return build_gate_->started == 1; }));
+  const int reads = reader_->reads.load();
+  auto second = load(self, spec("slow.onnx"));
+  release_builds();
+  auto a = first(), b = second();
+  ASSERT_TRUE(a) << a.error().to_string();
+  ASSERT_TRUE(b) << b.error().to_string();
+  EXPECT_NE(a->id, b->id);
+  EXPECT_EQ(reader_->reads.load(), reads) << "the second replica took the first one's weights";
+  run_batch(self, a->id);
+  run_batch(self, b->id);
+}
+
+TEST_F(worker_loads, a_worker_that_stops_during_a_build_answers_the_load) {
+  caf::scoped_actor self{sys_};
+  auto slow = load(self, spec("slow.onnx"));
+  ASSERT_TRUE(eventually([&] { return build_gate_->started == 1; }));
+  self->monitor(worker_);
+  caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
+  auto answer = slow();
+  ASSERT_FALSE(answer) << "a worker that stopped loads nothing";
+  EXPECT_EQ(answer.error().code(), error_code::unavailable) << answer.error().to_string();
+  // The worker's exit waits for the build it was running, which then stops at its next bucket.
+  release_builds();
+  bool down = false;
+  self->receive([&](caf::down_msg& m) { down = m.source == worker_.address(); },
+                caf::after(reply_deadline) >> [] {});
+  EXPECT_TRUE(down);
 }
 
 }  // namespace
