@@ -366,7 +366,8 @@ node_config parse_node_node(const YAML::Node& root) {
               "load_models",
               "repository_poll_secs",
               "management_listen",
-              "management_token_file"});
+              "management_token_file",
+              "tuning_records_file"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -443,6 +444,8 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["management_token_file"])
     c.management_token_file =
         get<std::string>(root["management_token_file"], "management_token_file");
+  if (root["tuning_records_file"])
+    c.tuning_records_file = get<std::string>(root["tuning_records_file"], "tuning_records_file");
   if (root["repository_poll_secs"])
     c.repository_poll = std::chrono::milliseconds(
         1000 * get_int(root["repository_poll_secs"], "repository_poll_secs", 1, 86'400));

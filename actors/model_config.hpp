@@ -184,6 +184,11 @@ struct node_config {
   /// endpoint. Beyond loopback it needs `management_token_file` (a mode 0600 file).
   std::string management_listen;
   std::string management_token_file;
+  /// Recorded convolution choices kept across restarts (runtime/tuning_records_file.hpp): ""
+  /// (default) off; else a file read at start (missing: nothing recorded yet; unreadable or
+  /// invalid: a warning, and the node starts without it) and rewritten after a model load that
+  /// recorded new choices.
+  std::string tuning_records_file;
 };
 
 expected<node_config> parse_node_config(const std::string& yaml_text, const std::string& source);

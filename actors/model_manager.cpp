@@ -350,6 +350,7 @@ void load_versions(self_ptr self, const model_record& m, std::vector<version_ptr
   }
   // Called once every load has answered: the barrier, then `done`.
   auto finish = [self, todo, done]() {
+    if (self->state.options.after_model_load) self->state.options.after_model_load();
     std::vector<batcher_actor> batchers;
     for (const auto& v : todo) {
       if (v->batcher) {

@@ -31,6 +31,7 @@
 /// Version states: actors/model_table.hpp.
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -61,6 +62,10 @@ struct manager_options {
   std::chrono::milliseconds repository_poll{15000};
   /// The node's labels (node.yaml `labels`): traffic rules with `node_label` match them.
   std::map<std::string, std::string> node_labels;
+  /// Called on the manager's thread each time the replica loads of a model load (at start, through
+  /// the API, in poll mode) have all answered, whatever their outcome; may be empty. Must return at
+  /// once: the node saves its tuning records there, in the background.
+  std::function<void()> after_model_load;
 };
 
 manager_actor spawn_model_manager(caf::actor_system& sys, manager_options o);

@@ -45,6 +45,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.repository_poll = o.config.repository_poll;
   mo.node_labels = o.config.labels;
   mo.load_timeout = o.config.load_timeout;
+  mo.after_model_load = o.after_model_load;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   return h;

@@ -36,6 +36,7 @@ struct node_spawn_options {
   uint32_t worker_idle_spin_us = default_idle_spin_us();  // worker_options::idle_spin_us
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;
+  std::function<void()> after_model_load;  // manager_options::after_model_load
 };
 
 node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);

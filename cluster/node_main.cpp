@@ -34,6 +34,7 @@
 #include "cluster/metrics_http.hpp"
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
+#include "runtime/tuning_records_file.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -265,6 +266,29 @@ void drain_and_stop(int sig, front_doors& doors, actors::table_holder& holder,
   doors.stop();
 }
 
+/// The node's tuning records file (node_config::tuning_records_file), its records read into the
+/// process's; null when the node has none. A file that cannot be used is one warning: the node
+/// starts without it (its convolutions are timed) and replaces it once it records new choices.
+std::shared_ptr<runtime::tuning_records_file> open_tuning_records(const std::string& path) {
+  if (path.empty()) return nullptr;
+  auto file = std::make_shared<runtime::tuning_records_file>(path, [path](const expected<bool>& r) {
+    if (!r) {
+      spdlog::warn("tuning records not saved: {}", r.error().to_string());
+    } else if (*r) {
+      spdlog::info("tuning records saved to {} ({} choices)", path,
+                   kernels::tuning_records::process().size());
+    }
+  });
+  const expected<size_t> loaded = file->load();
+  if (!loaded) {
+    spdlog::warn("tuning records file ignored, convolutions are timed: {}",
+                 loaded.error().to_string());
+  } else {
+    spdlog::info("tuning records: {} recorded choices read from {}", *loaded, path);
+  }
+  return file;
+}
+
 }  // namespace
 
 status run_serve(const serve_options& o) {
@@ -284,6 +308,7 @@ status run_serve(const serve_options& o) {
   if (!o.load_models.empty()) cfg.load_models = o.load_models;
   if (o.repository_poll_secs) cfg.repository_poll = std::chrono::seconds(*o.repository_poll_secs);
   if (o.management_listen) cfg.management_listen = *o.management_listen;
+  if (o.tuning_records_file) cfg.tuning_records_file = *o.tuning_records_file;
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {
@@ -307,6 +332,10 @@ status run_serve(const serve_options& o) {
     spdlog::info("GPU workers on CUDA devices {}; {} CPU worker(s) for models pinned to the CPU",
                  list, cfg.cpu_workers);
   }
+
+  // Before the actors: the model manager saves through it until every actor is done.
+  const std::shared_ptr<runtime::tuning_records_file> tuning_records =
+      open_tuning_records(cfg.tuning_records_file);
 
   caf::actor_system_config caf_cfg;
   caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.actor_threads));
@@ -355,6 +384,8 @@ status run_serve(const serve_options& o) {
   so.worker_idle_spin_us = idle_spin_us;
   so.holder = &holder;
   so.metrics = &metrics;
+  if (tuning_records)
+    so.after_model_load = [tuning_records] { tuning_records->save_in_background(); };
   actors::node_handles node = actors::spawn_node(sys, so);
 
   front_doors doors;

@@ -27,6 +27,7 @@ struct serve_options {
   std::vector<std::string> load_models;         // overrides `load_models` when not empty
   std::optional<int> repository_poll_secs;      // overrides `repository_poll_secs`
   std::optional<std::string> management_listen;  // overrides `management_listen` ("" off)
+  std::optional<std::string> tuning_records_file;  // overrides `tuning_records_file` ("" off)
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):

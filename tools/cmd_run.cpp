@@ -10,11 +10,13 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "runtime/plan.hpp"
 #include "runtime/session.hpp"
+#include "runtime/tuning_records_file.hpp"
 #include "tools/commands.hpp"
 #include "tools/npz.hpp"
 
@@ -156,6 +158,17 @@ status run_model_impl(const run_options& o, const std::vector<std::string>& norm
     for (auto& [name, t] : arrays) named_inputs.emplace(name, std::move(t));
   }
 
+  // A tuning records file that cannot be used is a warning: the convolutions are then timed.
+  std::optional<runtime::tuning_records_file> tuning_records;
+  if (!o.tuning_records_path.empty()) {
+    tuning_records.emplace(o.tuning_records_path);
+    const expected<size_t> loaded = tuning_records->load();
+    if (!loaded) {
+      std::fprintf(stderr, "warning: tuning records file ignored: %s\n",
+                   loaded.error().to_string().c_str());
+    }
+  }
+
   TROUPE_ASSIGN_OR_RETURN(std::unique_ptr<runtime::session> session,
                           runtime::session::create(o.model_path, options));
   TROUPE_ASSIGN_OR_RETURN(std::vector<tensor> ordered, session->order_inputs(named_inputs));
@@ -167,6 +180,17 @@ status run_model_impl(const run_options& o, const std::vector<std::string>& norm
   auto plan = session->prepare(infos);
   if (!plan) return plan.error();
   const double compile_ms = ms_since(compile_start);
+  if (tuning_records) {
+    const kernels::tuning_counts counts = kernels::tuning_stats();
+    std::printf("tuning: %llu convolution choices searched, %llu adopted from records\n",
+                static_cast<unsigned long long>(counts.searched),
+                static_cast<unsigned long long>(counts.adopted));
+    const expected<bool> saved = tuning_records->save();
+    if (!saved) {
+      std::fprintf(stderr, "warning: tuning records not saved: %s\n",
+                   saved.error().to_string().c_str());
+    }
+  }
 
   for (int i = 0; i < o.warmup; ++i) {
     auto r = session->run(ordered);
@@ -293,6 +317,9 @@ void add_run_command(CLI::App& app, int& exit_code) {
                   "After timing, run the plan N more times with a synchronisation after every step "
                   "and print the time per op type and the slowest steps")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--tuning-records-file", o->tuning_records_path,
+                  "Read recorded convolution choices from this file before compiling (a missing "
+                  "file: none yet) and write them back after; prints a `tuning:` line");
   cmd->add_option("--threads,-t", o->threads, "OpenMP threads (0: OpenMP's default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

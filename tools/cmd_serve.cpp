@@ -53,6 +53,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--management-listen", o->serve.management_listen,
                   "ZeroMQ endpoint of the management socket (`troupe models`); off by default; "
                   "beyond loopback it needs management_token_file in node.yaml");
+  cmd->add_option("--tuning-records-file", o->serve.tuning_records_file,
+                  "Keep the convolution choices timed at model load in this file, read at start "
+                  "and rewritten after loads that timed new ones (node.yaml tuning_records_file)");
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));

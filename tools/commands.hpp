@@ -40,6 +40,9 @@ struct run_options {
   /// plan's steps alone on inputs already on the device (plan::execute), as framework benchmarks time.
   std::string timing = "end-to-end";
   int profile_runs = 0;  // > 0: per-step profile over this many extra runs (plan::profile)
+  /// Recorded convolution choices read before the model compiles and written after it
+  /// (runtime/tuning_records_file.hpp); "" = none.
+  std::string tuning_records_path;
 };
 
 /// Loads, compiles, warms up, times `repeat` runs and writes the last run's outputs.

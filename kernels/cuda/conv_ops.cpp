@@ -29,9 +29,10 @@
 // the time slack the one needing the least workspace wins (conv_kernel::choose).
 // TROUPE_CUDNN_FORCE_SLICES=k forces k slices for tests.
 //
-// Recorded choices: what the timing chose is recorded per device for the convolution's problem
-// (shapes, dtype, layout, epilogue, the settings above), and a later convolution with the same
-// problem adopts it without timing: a layer shape repeated through a model is timed once, and
+// Recorded choices: what the timing chose is recorded for the convolution's problem (the GPU
+// model, shapes, dtype, layout, epilogue, the settings above) in the process's
+// kernels::tuning_records, and a later convolution with the same problem adopts it without
+// timing: a layer shape repeated through a model is timed once, and
 // every instance of a model (create_sibling_context) and every session of it in the process runs
 // the same configuration, so the instances hold each weight in one form, shared through the
 // constant store, and give the same results. Timing alone could pick differently each time where
@@ -40,7 +41,13 @@
 // weights' form: KRSC, KRSC with padded channels, or KCRS) is recorded per problem without its
 // batch size: another batch bucket times algorithms and slicing in that configuration only.
 // session::warm_up builds the largest bucket first, so the configuration is the one the
-// throughput-bound batch size prefers.
+// throughput-bound batch size prefers. The key names the GPU by model (device_model: name,
+// compute capability, multiprocessor count), not by ordinal, so that the records can outlive the
+// process: the node and `troupe run` keep them in a file (runtime/tuning_records_file.hpp) that a
+// fresh process reads, and it times nothing it finds there. A record is plain integers and may
+// come from that file: conv_record_of takes it only where every value is one this build's search
+// could have chosen for the problem; an unusable one is forgotten and searched for again, and a
+// usable one cuDNN rejects (adopt fails) is searched for too.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -58,6 +65,7 @@
 #include "kernels/cuda/pool.cuh"
 #include "kernels/cuda/tensor.cuh"
 #include "kernels/ops/nn_geometry.hpp"
+#include "kernels/tuning_records.hpp"
 
 namespace troupe::kernels::cuda {
 namespace {
@@ -251,7 +259,8 @@ struct conv_shape {
   std::vector<int64_t> stride, dilation, pads_begin, pads_end;
 };
 
-/// A choice as recorded for later convolutions of the same problem (see the header comment):
+/// A choice as recorded for later convolutions of the same problem (see the header comment; the
+/// store holds it as a kernels::tuning_record):
 /// which configuration, how many images per slice, algorithm, math and epilogue mode.
 struct conv_record {
   conv_variant variant = conv_variant::as_stored;
@@ -262,40 +271,60 @@ struct conv_record {
   bool operator==(const conv_record&) const = default;
 };
 
-/// Process-wide: keys name the device. Entries are never removed (one per distinct problem).
-class conv_records {
- public:
-  static conv_records& instance() {
-    static conv_records records;
-    return records;
+/// The math modes a search may choose for `type`: fp32 stays off tensor cores (TF32, or a
+/// conversion to fp16, would lose the CPU backend's precision).
+bool math_allowed(dtype type, cudnnMathType_t math) {
+  switch (math) {
+    case CUDNN_DEFAULT_MATH:
+    case CUDNN_FMA_MATH:
+      return true;
+    case CUDNN_TENSOR_OP_MATH:
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+      return type != dtype::f32;
   }
-  std::optional<conv_record> find(const std::string& key) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = records_.find(key);
-    if (it == records_.end()) return std::nullopt;
-    return it->second;
-  }
-  /// The configuration (the weights' form) another batch size of the problem chose.
-  std::optional<conv_variant> find_form(const std::string& form_key) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = forms_.find(form_key);
-    if (it == forms_.end()) return std::nullopt;
-    return it->second;
-  }
-  /// Records `r` unless the key has a record already (two instances timed the same problem at
-  /// once), and its configuration for the problem at every batch size unless one stands;
-  /// returns the record that stands.
-  conv_record record(const std::string& key, const std::string& form_key, const conv_record& r) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    forms_.emplace(form_key, r.variant);
-    return records_.emplace(key, r).first->second;
-  }
+  return false;
+}
 
- private:
-  mutable std::mutex mutex_;
-  std::map<std::string, conv_record> records_;
-  std::map<std::string, conv_variant> forms_;  // by the problem without its batch size
-};
+kernels::tuning_record to_tuning_record(const conv_record& r) {
+  return {static_cast<int32_t>(r.variant), r.slice_images, static_cast<int32_t>(r.algo),
+          static_cast<int32_t>(r.math), r.fused};
+}
+
+/// `t` in this build's cuDNN types where every value is one the search could have chosen for a
+/// convolution of `type` on `batch` images weighing `variants`: a variant among them, an algorithm
+/// cuDNN numbers, a math mode math_allowed, 1 to `batch` images per slice. nullopt otherwise (a
+/// record read from a file may hold anything; nothing is cast unchecked). Whether the fused call
+/// suits the algorithm is adopt's check.
+std::optional<conv_record> conv_record_of(const kernels::tuning_record& t,
+                                          const std::vector<conv_variant>& variants, dtype type,
+                                          int64_t batch) {
+  const auto variant = std::find_if(variants.begin(), variants.end(), [&](conv_variant v) {
+    return static_cast<int32_t>(v) == t.variant;
+  });
+  if (variant == variants.end()) return std::nullopt;
+  if (t.algo < 0 || t.algo >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT) return std::nullopt;
+  if (t.slice_images < 1 || t.slice_images > batch) return std::nullopt;
+  cudnnMathType_t math;
+  switch (t.math) {
+    case CUDNN_DEFAULT_MATH:
+      math = CUDNN_DEFAULT_MATH;
+      break;
+    case CUDNN_TENSOR_OP_MATH:
+      math = CUDNN_TENSOR_OP_MATH;
+      break;
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+      math = CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+      break;
+    case CUDNN_FMA_MATH:
+      math = CUDNN_FMA_MATH;
+      break;
+    default:
+      return std::nullopt;
+  }
+  if (!math_allowed(type, math)) return std::nullopt;
+  return conv_record{*variant, t.slice_images, static_cast<cudnnConvolutionFwdAlgo_t>(t.algo), math,
+                     t.fused};
+}
 
 expected<std::vector<int>> to_int_dims(const kernel_create_context& c, const shape_t& s) {
   std::vector<int> d;
@@ -374,6 +403,14 @@ class conv_kernel final : public kernel {
     return {config_->variant, config_->slice_images, choice_.algo, choice_.math, choice_.fused};
   }
   bool needs_epilogue() const { return has_bias_ || has_z_ || act_.op != unary_op::identity; }
+  /// Whether the fused call (cudnnConvolutionBiasActivationForward) runs `algo` in `cf`: Relu
+  /// with any algorithm, identity (with an epilogue to fuse) with implicit-precomp GEMM only, and
+  /// never where Y is staged.
+  bool fused_allowed(const conv_config& cf, cudnnConvolutionFwdAlgo_t algo) const {
+    if (cf.stage_y) return false;
+    return act_.op == unary_op::relu || (act_.op == unary_op::identity && needs_epilogue() &&
+                                         algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
+  }
 
   cuda_context* ctx_;
   dtype type_ = dtype::f32;
@@ -669,38 +706,6 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   const char* pad_env = std::getenv("TROUPE_CUDNN_PAD_CHANNELS");
   const char* layout_env = std::getenv("TROUPE_CUDNN_LAYOUT");
   const std::string pad_mode = pad_env ? pad_env : "", layout_mode = layout_env ? layout_env : "";
-  // The problem as the recorded choices know it: everything the candidates and their timing
-  // depend on (not the node's name, not the weights' values).
-  // The problem as the recorded choices know it: everything the candidates and their timing
-  // depend on (not the node's name, not the weights' values); without the batch, the key of the
-  // weights' form.
-  auto problem_key = [&](bool with_batch) {
-    shape_t x_dims = s.x, y_dims = s.y;
-    if (!with_batch) x_dims[0] = y_dims[0] = 0;
-    std::string key = std::to_string(ctx->device()) + " " + std::string(dtype_name(x.type)) +
-                      (s.channels_last ? " cl" : " cf") + " g" + std::to_string(s.group) +
-                      " x" + shape_to_string(x_dims) + " w" + shape_to_string(s.w) + " y" +
-                      shape_to_string(y_dims);
-    for (const auto* v : {&s.stride, &s.dilation, &s.pads_begin, &s.pads_end}) {
-      key += " " + shape_to_string(*v);
-    }
-    const char* search_env = std::getenv("TROUPE_CUDNN_SEARCH");
-    key += " act" + std::to_string(static_cast<int>(k->act_.op)) + " b" +
-           std::to_string(k->has_bias_) + std::to_string(k->bias_is_input_) + " z" +
-           std::to_string(k->has_z_) + " w" + std::to_string(c.value(1) != nullptr) + " env " +
-           pad_mode + "/" + layout_mode + "/" + (search_env ? search_env : "") + "/" +
-           std::to_string(forced_slices()) + "/" + std::to_string(workspace_time_slack()) +
-           "/" + std::to_string(workspace_us_per_mib());
-    return key;
-  };
-  const std::string key = problem_key(true), form_key = problem_key(false);
-  if (auto recorded = conv_records::instance().find(key)) {
-    if (k->adopt(c, s, *recorded).is_ok()) {
-      TROUPE_RETURN_IF_ERROR(k->finish_create());
-      return std::unique_ptr<kernel>(std::move(k));
-    }
-  }
-  const std::optional<conv_variant> form = conv_records::instance().find_form(form_key);
   std::vector<conv_variant> variants;
   if (!s.channels_last) {
     variants = {conv_variant::as_stored};
@@ -711,11 +716,67 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
     }
     if (layout_mode != "nhwc") variants.push_back(conv_variant::nchw_inside);
   }
+  const std::vector<conv_variant> searchable = variants;  // what a record may name
+
+  // The problem as the recorded choices know it: everything the candidates and their timing
+  // depend on (the GPU model, not the device's ordinal; not the node's name, not the weights'
+  // values); without the batch, the key of the weights' form.
+  TROUPE_ASSIGN_OR_RETURN(const std::string model, device_model(ctx->device()));
+  auto problem_key = [&](bool with_batch) {
+    shape_t x_dims = s.x, y_dims = s.y;
+    if (!with_batch) x_dims[0] = y_dims[0] = 0;
+    // Appended piece by piece: g++ 12 warns (-Wrestrict, falsely) on "literal" + std::string.
+    std::string key = model;
+    auto add = [&key](const char* prefix, const std::string& value) {
+      key += ' ';
+      key += prefix;
+      key += value;
+    };
+    add("", std::string(dtype_name(x.type)));
+    add("", s.channels_last ? "cl" : "cf");
+    add("g", std::to_string(s.group));
+    add("x", shape_to_string(x_dims));
+    add("w", shape_to_string(s.w));
+    add("y", shape_to_string(y_dims));
+    for (const auto* v : {&s.stride, &s.dilation, &s.pads_begin, &s.pads_end}) {
+      add("", shape_to_string(*v));
+    }
+    const char* search_env = std::getenv("TROUPE_CUDNN_SEARCH");
+    key += " act";
+    key += std::to_string(static_cast<int>(k->act_.op)) + " b" + std::to_string(k->has_bias_) +
+           std::to_string(k->bias_is_input_) + " z" + std::to_string(k->has_z_) + " w" +
+           std::to_string(c.value(1) != nullptr) + " env " + pad_mode + "/" + layout_mode + "/" +
+           (search_env ? search_env : "") + "/" + std::to_string(forced_slices()) + "/" +
+           std::to_string(workspace_time_slack()) + "/" + std::to_string(workspace_us_per_mib());
+    return key;
+  };
+  const std::string key = problem_key(true), form_key = problem_key(false);
+  kernels::tuning_records& records = kernels::tuning_records::process();
+  if (const std::optional<kernels::tuning_record> found = records.find(key)) {
+    const std::optional<conv_record> recorded =
+        conv_record_of(*found, searchable, x.type, k->batch_);
+    if (!recorded) {
+      // Not a choice this build's search could make here: searched for again below, and this
+      // kernel's choice takes its place.
+      records.forget(key, *found);
+    } else if (k->adopt(c, s, *recorded).is_ok()) {
+      records.count_adopted();
+      TROUPE_RETURN_IF_ERROR(k->finish_create());
+      return std::unique_ptr<kernel>(std::move(k));
+    }
+  }
   // Another batch size of this convolution chose its configuration already: the same one here
   // (the algorithm, slicing and mode are still timed for this batch), so that the device holds
   // the weights in one form for every batch bucket.
-  if (form && std::find(variants.begin(), variants.end(), *form) != variants.end())
-    variants = {*form};
+  if (const std::optional<int32_t> form = records.find_form(form_key)) {
+    const auto it = std::find_if(variants.begin(), variants.end(),
+                                 [&](conv_variant v) { return static_cast<int32_t>(v) == *form; });
+    if (it != variants.end()) {
+      variants = {*it};
+    } else {
+      records.forget_form(form_key, *form);  // not one of this search's: this choice replaces it
+    }
+  }
   // A configuration cuDNN rejects is left out; create fails only when none is left.
   std::vector<std::unique_ptr<conv_config>> configs;
   status first_error;
@@ -729,14 +790,16 @@ expected<std::unique_ptr<kernel>> conv_kernel::create(const kernel_create_contex
   }
   if (configs.empty()) return first_error;
   TROUPE_RETURN_IF_ERROR(k->choose(c, s, std::move(configs)));
+  records.count_searched();
   const conv_record mine = k->record_of_choice();
-  const conv_record standing = conv_records::instance().record(key, form_key, mine);
+  const std::optional<conv_record> standing = conv_record_of(
+      records.record(key, form_key, to_tuning_record(mine)), searchable, x.type, k->batch_);
   // Another instance recorded its choice for this problem while this one timed: run that one,
   // so that the instances agree (this kernel's own choice stays where that one fails here).
-  if (!(standing == mine)) {
+  if (standing && !(*standing == mine)) {
     std::unique_ptr<conv_config> own_config = std::move(k->config_);
     const conv_choice own_choice = k->choice_;
-    if (!k->adopt(c, s, standing).is_ok()) {
+    if (!k->adopt(c, s, *standing).is_ok()) {
       k->config_ = std::move(own_config);
       k->choice_ = own_choice;
       TROUPE_CUDA_CHECK(cudnnSetConvolutionMathType(k->config_->conv.get(), own_choice.math));
@@ -786,7 +849,9 @@ status conv_kernel::adopt(const kernel_create_context& c, const conv_shape& s,
   if (r.slice_images != s.x[0]) {
     TROUPE_ASSIGN_OR_RETURN(cf, make_sliced_config(c, s, *cf, r.slice_images));
   }
-  if (r.fused && cf->stage_y) return c.fail(error_code::unsupported, "recorded choice mismatch");
+  if (r.fused && !fused_allowed(*cf, r.algo)) {
+    return c.fail(error_code::unsupported, "recorded choice mismatch");
+  }
   const std::optional<size_t> ws = cudnn_workspace(*cf, r.algo, r.math);
   if (!ws) return c.fail(error_code::unsupported, "recorded algorithm rejected");
   if (std::getenv("TROUPE_CUDNN_DEBUG")) {
@@ -808,8 +873,6 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
   // (cudnnFind... would time them too, but with host overhead included and each on a fresh
   // allocation: the timing below is ours).
   constexpr int kAlgos = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
-  const bool relu = act_.op == unary_op::relu;
-  const bool identity = act_.op == unary_op::identity;
   auto workspace_of = [&](conv_config& cf, cudnnConvolutionFwdAlgo_t algo,
                           cudnnMathType_t math) { return cudnn_workspace(cf, algo, math); };
   // The (algorithm, math) pairs cuDNN ranks first for configuration ci.
@@ -825,8 +888,7 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
     for (int i = 0; i < returned && algos.size() < kMaxCandidateAlgos; ++i) {
       const cudnnConvolutionFwdAlgoPerf_t& p = perf[i];
       if (p.status != CUDNN_STATUS_SUCCESS) continue;
-      // fp32 stays off tensor cores (TF32 would lose the CPU backend's precision).
-      if (type_ == dtype::f32 && p.mathType == CUDNN_TENSOR_OP_MATH) continue;
+      if (!math_allowed(type_, p.mathType)) continue;
       const bool seen = std::any_of(algos.begin(), algos.end(), [&](const conv_choice& a) {
         return a.algo == p.algo && a.math == p.mathType;
       });
@@ -838,13 +900,10 @@ status conv_kernel::choose(const kernel_create_context& c, const conv_shape& sha
     return algos;
   };
   std::vector<conv_choice> candidates;
-  // Modes: the fused call takes Relu with any algorithm, identity with implicit-precomp GEMM
-  // only; conv + epilogue takes everything.
+  // Modes: the fused call where fused_allowed; conv + epilogue takes everything.
   auto add_modes = [&](const std::vector<conv_choice>& algos) {
     for (const auto& a : algos) {
-      if (!configs[a.config]->stage_y &&
-          (relu || (identity && needs_epilogue() &&
-                    a.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
+      if (fused_allowed(*configs[a.config], a.algo)) {
         conv_choice f = a;
         f.fused = true;
         candidates.push_back(f);

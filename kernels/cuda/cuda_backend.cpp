@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <string>
 
 #include "kernels/cuda/constant_store.hpp"
 #include "kernels/cuda/cuda_common.hpp"
@@ -85,6 +87,29 @@ status cuda_context::bind_cudnn_stream(cudaStream_t s) {
   TROUPE_CUDA_CHECK(cudnnSetStream(cudnn_, s));
   cudnn_stream_ = s;
   return status::ok();
+}
+
+expected<std::string> device_model(int device) {
+  static std::mutex mutex;
+  static std::map<int, std::string> models;  // by device ordinal
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = models.find(device); it != models.end()) return it->second;
+  cudaDeviceProp p{};
+  TROUPE_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  std::string name(p.name, strnlen(p.name, sizeof(p.name)));
+  for (char& ch : name) {
+    if (ch < 0x20 || ch > 0x7e) ch = '?';  // keys are printable ASCII (tuning_records.hpp)
+  }
+  std::string model = name + " sm_" + std::to_string(p.major) + std::to_string(p.minor) + " " +
+                      std::to_string(p.multiProcessorCount) + " SMs";
+  return models.emplace(device, std::move(model)).first->second;
+}
+
+tuning_environment library_versions() {
+  int runtime = 0;
+  if (cudaRuntimeGetVersion(&runtime) != cudaSuccess) runtime = 0;
+  (void)cudaGetLastError();
+  return {static_cast<int64_t>(cudnnGetVersion()), runtime};
 }
 
 expected<cuda_context*> context_of(const kernel_create_context& c) {

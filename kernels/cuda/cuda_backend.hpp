@@ -13,6 +13,7 @@
 #include "core/status.hpp"
 #include "core/tensor.hpp"
 #include "kernels/kernel.hpp"
+#include "kernels/tuning_records.hpp"
 
 namespace troupe::kernels::cuda {
 
@@ -23,6 +24,10 @@ bool device_available();
 /// The number of CUDA devices visible to this process (CUDA_VISIBLE_DEVICES applies); 0 without a
 /// driver or GPU.
 int device_count();
+
+/// The cuDNN and CUDA runtime versions this process runs (cudnnGetVersion, cudaRuntimeGetVersion):
+/// what recorded convolution choices are valid for. Needs no device.
+tuning_environment library_versions();
 
 /// Makes device `device_index` current on the calling thread (a gpu_worker's own thread does this
 /// once at start). invalid_argument for a device that does not exist, device_error otherwise.

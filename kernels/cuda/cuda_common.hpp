@@ -103,6 +103,11 @@ enum kernel_fault : uint32_t {
 /// The CUDA context a kernel factory was given, or an error naming the node.
 expected<cuda_context*> context_of(const kernel_create_context& c);
 
+/// What timings on device `device` depend on of the device, for the keys of recorded choices
+/// (kernels/tuning_records.hpp): its name, compute capability and multiprocessor count ("NVIDIA
+/// H100 80GB HBM3 sm_90 132 SMs"; a MIG slice differs in the last). Asked once per device.
+expected<std::string> device_model(int device);
+
 inline cudaStream_t to_stream(void* s) {
   return static_cast<cudaStream_t>(s);
 }

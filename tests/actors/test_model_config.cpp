@@ -160,6 +160,19 @@ TEST(node_config, readiness_and_load_delay) {
   EXPECT_FALSE(parse_node_config("load_delay_ms: -1\n", "node").has_value());
 }
 
+TEST(node_config, tuning_records_file) {
+  auto absent = parse_node_config("cpu_workers: 1\n", "node");
+  ASSERT_TRUE(absent.has_value());
+  EXPECT_EQ(absent->tuning_records_file, "") << "off by default";
+  auto set = parse_node_config("tuning_records_file: /var/lib/troupe/tuning.txt\n", "node");
+  ASSERT_TRUE(set.has_value()) << set.error().to_string();
+  EXPECT_EQ(set->tuning_records_file, "/var/lib/troupe/tuning.txt");
+  auto bad = parse_node_config("tuning_records_file: [a, b]\n", "node");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("tuning_records_file"), std::string::npos)
+      << bad.error().message();
+}
+
 TEST(model_config, node_kserve_grpc_port_and_shared_memory) {
   auto d = parse_node_config("cpu_workers: 1\n", "node");
   ASSERT_TRUE(d.has_value());

@@ -40,6 +40,7 @@ class node_test : public testing::actor_fixture {
     o.detached_workers = false;
     o.background_model_reads = false;  // the test coordinator: reads on the worker
     o.holder = &holder_;
+    o.after_model_load = after_model_load_;
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);
     run();
@@ -64,6 +65,7 @@ class node_test : public testing::actor_fixture {
     return std::make_unique<owned_job>(model, std::vector<shape_t>{shape}, probe_, now(), seed);
   }
 
+  std::function<void()> after_model_load_;  // node_spawn_options::after_model_load
   testing::temp_dir repo_;
   testing::mlp_weights w1_, w2_;
   table_holder holder_;
@@ -94,6 +96,23 @@ TEST_F(node_test, loads_the_repository_and_reports_failures) {
   ASSERT_NE(fixed, nullptr);
   EXPECT_EQ(fixed->versions[0].signature->max_batch_size, 0) << "static batch dim: no batching";
   EXPECT_EQ(table->find("broken")->versions[0].current_state(), version_state::failed);
+}
+
+TEST_F(node_test, after_model_load_runs_once_the_replica_loads_have_answered) {
+  // Where the node saves its tuning records (cluster/node_main.cpp): after every model load.
+  int calls = 0;
+  after_model_load_ = [&calls] { ++calls; };
+  start();
+  EXPECT_EQ(report_.versions_ready, 3u);
+  const int at_start = calls;
+  EXPECT_GE(at_start, 2) << "mlp and fixed loaded replicas";
+
+  caf::scoped_actor self{sys_};
+  auto h = self->request(node_.manager, caf::infinite, mload_atom::value, std::string("fixed"),
+                         std::string());
+  run();
+  h.receive([](bool) {}, [&](caf::error& e) { FAIL() << sys_.render(e); });
+  EXPECT_EQ(calls, at_start + 1) << "a load through the API";
 }
 
 TEST_F(node_test, serves_latest_and_explicit_versions) {
