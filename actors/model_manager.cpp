@@ -407,7 +407,9 @@ void retire_version(self_ptr self, const std::string& model, version_ptr v,
     if (done) done();
     return;
   }
-  v->set(version_state::draining);
+  // Not set to DRAINING here: the version's state is shared with the tables, and the router may
+  // still route by the table that holds `v` (the new one is in its mailbox). The batcher marks
+  // itself draining when the retire reaches it, through the router after that table switch.
   st.retiring.push_back({model, v});
   auto gone = [self, model, v, done](const status& drained) {
     auto& st = self->state;
