@@ -348,6 +348,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "idle_spin_us",
               "compute_threads",
               "max_inflight",
+              "max_outstanding_per_connection",
               "max_message_bytes",
               "drain_timeout_ms",
               "warmup_runs",
@@ -400,6 +401,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["max_inflight"])
     c.max_inflight =
         static_cast<uint32_t>(get_int(root["max_inflight"], "max_inflight", 1, 1 << 22));
+  if (root["max_outstanding_per_connection"])
+    c.max_outstanding_per_connection = static_cast<uint32_t>(get_int(
+        root["max_outstanding_per_connection"], "max_outstanding_per_connection", 1, 1 << 22));
   if (root["max_message_bytes"])
     c.max_message_bytes = static_cast<uint64_t>(
         get_int(root["max_message_bytes"], "max_message_bytes", 1024, int64_t{1} << 40));

@@ -160,9 +160,12 @@ struct node_config {
   std::optional<uint32_t> idle_spin_us;
   int compute_threads = 0;       // OpenMP threads per worker; 0: OpenMP's default
   uint32_t max_inflight = 4096;  // requests held at once; beyond it the frontend answers OVERLOADED
+  /// ZeroMQ door: requests of one connection running or with replies the client has not read;
+  /// beyond it that connection's requests are answered OVERLOADED (cluster/connection_budget.hpp).
+  uint32_t max_outstanding_per_connection = 256;
   uint64_t max_message_bytes = 256ull << 20;       // a request larger than this is refused
   std::chrono::milliseconds drain_timeout{30000};  // SIGTERM: time to finish in-flight work
-  uint32_t warmup_runs = 3;      // per batch bucket at load, also the latency measurement
+  uint32_t warmup_runs = 3;  // per batch bucket at load, also the latency measurement
   /// `load_timeout_s`: reading a model file may take this long (models may set their own).
   std::chrono::milliseconds load_timeout = default_load_timeout;
   bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)

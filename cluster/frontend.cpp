@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "actors/node.hpp"
 #include "actors/readiness.hpp"
 #include "actors/request_binding.hpp"
+#include "cluster/connection_budget.hpp"
 #include "proto/troupe.pb.h"
 
 namespace troupe::cluster {
@@ -106,7 +108,15 @@ struct job_slot : infer_job {
   std::vector<zmq::message_t> frames;  // as received, delimiter and envelope included
   size_t frame_count = 0;
   size_t envelope_index = 0;  // 1 when a REQ-style empty delimiter came first
-  pb::ClientMessage* request = nullptr;
+  /// The whole message as it arrived; past the limits only its first two frames were kept.
+  uint64_t message_bytes = 0;
+  size_t message_frames = 0;
+  bool oversize = false;
+  /// The connection's count of this request (connection_budget): handed to the reply's envelope,
+  /// which gives it back once it has left; null once handed on.
+  connection_budget::connection* conn = nullptr;
+  bool admitted = false;                 // within the connection's max_outstanding_per_connection
+  pb::ClientMessage* request = nullptr;  // null when the envelope did not decode
   bool replied = false;
   bool out = false;  // held by the actors
 };
@@ -138,6 +148,18 @@ void free_output_block(void* /*data*/, void* hint) {
   static_cast<actors::output_block*>(hint)->release();
 }
 
+/// A reply's envelope: its release (ZeroMQ's I/O thread, once the envelope has left the queue
+/// towards the client, or ours when the reply is not sent) gives the connection's count back.
+void free_counted_envelope(void* data, void* hint) {
+  std::free(data);
+  static_cast<connection_budget::connection*>(hint)->reply_left();
+}
+
+/// Frames kept of one message, whatever its size: the node's own bound on a message with very
+/// many (small) frames; its frames beyond this are dropped as they are read, like bytes beyond
+/// max_message_bytes. Far above any request (an envelope plus one frame per model input).
+constexpr size_t max_message_frames = 65536;
+
 }  // namespace
 
 class frontend::impl {
@@ -149,6 +171,7 @@ class frontend::impl {
         holder_(holder),
         metrics_(metrics),
         options_(std::move(o)),
+        budget_(options_.max_outstanding_per_connection),
         completions_(std::make_shared<completion_queue>()),
         ctx_(static_cast<int>(zmq_io_threads(options_.io_threads))) {}
 
@@ -208,15 +231,19 @@ class frontend::impl {
   void loop(std::promise<status>& bound) {
     zmq::socket_t socket(ctx_, zmq::socket_type::router);
     try {
-      socket.set(zmq::sockopt::router_mandatory,
-                 1);                        // an unknown peer is an error, not a silent drop
-      socket.set(zmq::sockopt::sndhwm, 0);  // replies are bounded by max_inflight
+      // An unknown peer is an error, not a silent drop.
+      socket.set(zmq::sockopt::router_mandatory, 1);
+      // No high-water mark: what waits for each client is bounded by connection_budget (a full
+      // queue could only refuse replies that exist; see connection_budget.hpp).
+      socket.set(zmq::sockopt::sndhwm, 0);
       socket.set(zmq::sockopt::linger, 2000);
-      // A hard cap far above the typed-error limit: a frame beyond it is dropped by ZeroMQ with the
-      // connection (it would not fit in memory anyway); up to it, the client gets a typed error.
-      socket.set(zmq::sockopt::maxmsgsize,
-                 static_cast<int64_t>(
-                     std::min<uint64_t>(options_.max_message_bytes, uint64_t{1} << 60) * 4));
+      // ZeroMQ hands a multipart message over only once its last frame has arrived, so the frames
+      // of one message cannot be counted as they come; what it can refuse as they come is one
+      // frame: a frame over the limit is refused from its size header, before a byte of it is
+      // buffered, and the connection is dropped. A message over the limit in smaller frames gets
+      // a typed error (and is freed frame by frame as it is read: receive()).
+      socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(std::min<uint64_t>(
+                                               options_.max_message_bytes, uint64_t{INT64_MAX})));
       socket.bind(options_.listen);
       endpoint_ = socket.get(zmq::sockopt::last_endpoint);
     } catch (const zmq::error_t& e) {
@@ -295,6 +322,7 @@ class frontend::impl {
       s->frames.clear();
       s->frames.shrink_to_fit();
     }
+    if (s->conn) std::exchange(s->conn, nullptr)->reply_left();  // no reply went out
     s->request = nullptr;
     s->arena.Reset();  // keeps the initial block
     s->reset_for_reuse();
@@ -310,20 +338,38 @@ class frontend::impl {
     free_.push_back(s);
   }
 
-  /// Receives one multipart message into `s`. False when none is waiting.
+  /// Receives one multipart message into `s`. False when none is waiting. A frame that takes the
+  /// message past max_message_bytes or max_message_frames is dropped as soon as it is read (the
+  /// first two are kept: the envelope, after a delimiter, gives the error reply its id), so `s`
+  /// never holds more than the limit of one message.
   bool receive(job_slot* s) {
     auto& socket = *socket_;
     if (!socket.recv(s->identity, zmq::recv_flags::dontwait)) return false;
     s->frame_count = 0;
+    s->message_bytes = 0;
+    s->message_frames = 0;
+    s->oversize = false;
     bool more = s->identity.more();
     while (more) {
       if (s->frame_count == s->frames.size()) s->frames.emplace_back();
-      zmq::message_t& f = s->frames[s->frame_count++];
+      zmq::message_t& f = s->frames[s->frame_count];
       // The rest of a multipart message is already here: a blocking receive returns at once.
       if (!socket.recv(f, zmq::recv_flags::none)) break;
       more = f.more();
+      s->message_bytes += f.size();
+      ++s->message_frames;
+      s->oversize = s->oversize || s->message_bytes > options_.max_message_bytes ||
+                    s->message_frames > max_message_frames;
+      if (s->oversize && s->frame_count >= 2)
+        f.rebuild();  // dropped: its bytes go back now
+      else
+        ++s->frame_count;
     }
     s->envelope_index = s->frame_count > 1 && s->frames[0].size() == 0 ? 1 : 0;
+    const auto arrival = budget_.arrive(
+        std::string_view(static_cast<const char*>(s->identity.data()), s->identity.size()));
+    s->conn = arrival.conn;
+    s->admitted = arrival.admitted;
     return true;
   }
 
@@ -354,18 +400,26 @@ class frontend::impl {
   /// Decodes, validates and either queues `s` into `submit` or answers it now.
   void handle(job_slot* s, bool overflow, job_list& submit) {
     s->arrival = clock_type::now();
-    uint64_t total_bytes = 0;
-    for (size_t i = 0; i < s->frame_count; ++i) total_bytes += s->frames[i].size();
     if (s->frame_count <= s->envelope_index)
       return answer_now(s, invalid_argument("empty message: expected an envelope frame"));
-    if (total_bytes > options_.max_message_bytes)
-      return answer_now(s, invalid_argument("message of " + std::to_string(total_bytes) +
-                                            " bytes exceeds the node's max_message_bytes " +
-                                            std::to_string(options_.max_message_bytes)));
-    s->request = google::protobuf::Arena::CreateMessage<pb::ClientMessage>(&s->arena);
-    const zmq::message_t& env = s->frames[s->envelope_index];
-    if (!s->request->ParseFromArray(env.data(), static_cast<int>(env.size())))
+    const bool decoded = parse_envelope(s);
+    if (s->oversize)  // answered with the request's id when its envelope decodes
+      return answer_now(
+          s, invalid_argument("message of " + std::to_string(s->message_bytes) + " bytes in " +
+                              std::to_string(s->message_frames) +
+                              " frames exceeds the node's max_message_bytes " +
+                              std::to_string(options_.max_message_bytes) +
+                              (s->message_frames > max_message_frames
+                                   ? " or its " + std::to_string(max_message_frames) + " frames"
+                                   : std::string())));
+    if (!decoded)
       return answer_now(s, invalid_argument("the envelope frame is not a troupe.v1.ClientMessage"));
+    if (!s->admitted)
+      return answer_now(
+          s, make_error(error_code::overloaded,
+                        "this connection has " + std::to_string(budget_.max_outstanding()) +
+                            " requests unanswered or replies unread "
+                            "(max_outstanding_per_connection); read replies, then retry"));
     refresh_table();
     switch (s->request->kind_case()) {
       case pb::ClientMessage::kHealth:
@@ -389,6 +443,19 @@ class frontend::impl {
     s->out = true;
     inflight_.fetch_add(1, std::memory_order_acq_rel);
     submit.push_back(s);
+  }
+
+  /// Decodes the envelope frame into s->request; false (and no request: its reply carries an
+  /// empty id) when it is not a ClientMessage. A failed parse may have set fields already, an id
+  /// that is not UTF-8 among them, and a reply must not echo it: protobuf could not decode it.
+  bool parse_envelope(job_slot* s) {
+    s->request = google::protobuf::Arena::CreateMessage<pb::ClientMessage>(&s->arena);
+    const zmq::message_t& env = s->frames[s->envelope_index];
+    if (env.size() <= static_cast<size_t>(INT32_MAX) &&
+        s->request->ParseFromArray(env.data(), static_cast<int>(env.size())))
+      return true;
+    s->request = nullptr;
+    return false;
   }
 
   void refresh_table() {
@@ -446,8 +513,23 @@ class frontend::impl {
   bool send_reply(job_slot* s, const pb::ServerMessage& m, std::vector<zmq::message_t>* tensors) {
     auto& socket = *socket_;
     const size_t size = m.ByteSizeLong();
-    zmq::message_t env(size);
-    m.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(env.data()));
+    zmq::message_t env;
+    if (connection_budget::connection* c = std::exchange(s->conn, nullptr)) {
+      // The envelope carries the connection's count of this request; it is given back when
+      // ZeroMQ releases the envelope (sent on, or dropped with the connection) or, if the reply
+      // is not sent, when `env` goes out of scope here.
+      void* bytes = std::malloc(std::max<size_t>(size, 1));
+      if (!bytes) {
+        c->reply_left();
+        spdlog::error("reply dropped: no memory for a {}-byte envelope", size);
+        return false;
+      }
+      m.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(bytes));
+      env = zmq::message_t(bytes, size, &free_counted_envelope, c);
+    } else {
+      env.rebuild(size);
+      m.SerializeWithCachedSizesToArray(static_cast<uint8_t*>(env.data()));
+    }
     const bool has_tensors = tensors && !tensors->empty();
     try {
       if (!socket.send(s->identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
@@ -653,6 +735,7 @@ class frontend::impl {
   actors::table_holder& holder_;
   actors::serving_metrics* metrics_;
   frontend_options options_;
+  connection_budget budget_;  // I/O thread only, but for the counts' reply_left
   std::shared_ptr<completion_queue> completions_;
   caf::actor bridge_;
   zmq::context_t ctx_;               // options_.io_threads I/O threads

@@ -11,8 +11,12 @@
 /// ("loading"), and requests get UNAVAILABLE.
 ///
 /// Bounded: at most `max_inflight` requests are held; beyond it a request is answered OVERLOADED
-/// at once. Draining (SIGTERM): requests keep being read and are answered UNAVAILABLE, in-flight
-/// ones finish; `wait_idle` tells when none is left.
+/// at once. Per connection, at most `max_outstanding_per_connection` requests are running or have
+/// replies waiting for the client to read them; beyond it a request from that connection is
+/// answered OVERLOADED (connection_budget.hpp). A frame larger than `max_message_bytes` is refused
+/// by ZeroMQ (the connection is dropped), a message larger than it gets INVALID_ARGUMENT.
+/// Draining (SIGTERM): requests keep being read and are answered UNAVAILABLE, in-flight ones
+/// finish; `wait_idle` tells when none is left.
 
 #include <chrono>
 #include <cstdint>
@@ -37,6 +41,10 @@ namespace troupe::cluster {
 struct frontend_options {
   std::string listen = "tcp://*:5555";
   uint32_t max_inflight = 4096;
+  /// Requests of one connection that may be outstanding at once: running, or answered with the
+  /// reply still queued because the client has not read it. Bounds what a client that never
+  /// reads can make the node hold to about this many replies.
+  uint32_t max_outstanding_per_connection = 256;
   uint64_t max_message_bytes = 256ull << 20;
   /// Messages read per wake-up before the collected jobs go to the router in one message.
   uint32_t max_read_batch = 256;

@@ -2,10 +2,12 @@
 
 #include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <mutex>
 
 #include "actors/model_table.hpp"
@@ -60,6 +62,11 @@ struct unary_infer_call {
 
 }  // namespace
 
+uint64_t grpc_memory_quota_bytes(uint64_t max_message_bytes) {
+  const uint64_t message = std::min<uint64_t>(max_message_bytes, INT_MAX);  // gRPC's own cap
+  return std::max<uint64_t>(4 * message, uint64_t{64} << 20);
+}
+
 class kserve_grpc_server::impl final : public pb::GRPCInferenceService::CallbackService {
  public:
   impl(grpc_server_options o, request_gateway& gateway, shared_memory_registry* shm)
@@ -74,6 +81,9 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
     b.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
     b.SetMaxReceiveMessageSize(max_bytes);
     b.SetMaxSendMessageSize(max_bytes);
+    grpc::ResourceQuota quota("troupe-grpc");
+    quota.Resize(static_cast<size_t>(grpc_memory_quota_bytes(options_.max_message_bytes)));
+    b.SetResourceQuota(quota);
     // gRPC sets SO_REUSEPORT by default: a second node on the same port would bind silently and
     // share the traffic. A port in use must be an error.
     b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

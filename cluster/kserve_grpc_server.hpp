@@ -31,12 +31,21 @@ struct grpc_server_options {
   int port = 8001;  // 0: a port the system picks (tests); the node's flag uses 0 for "off"
   /// Largest request or response message (gRPC's own default, 4 MiB, is too small for image
   /// batches): the node's max_message_bytes.
+  /// Also sets what gRPC may hold in memory for all its connections: grpc_memory_quota_bytes.
   uint64_t max_message_bytes = 256ull << 20;
   actors::readiness_policy readiness = actors::readiness_policy::strict;
   /// The repository extension (RepositoryIndex, RepositoryModelLoad/Unload): null, UNIMPLEMENTED.
   /// Outlives the server.
   const actors::model_control* control = nullptr;
 };
+
+/// The gRPC resource quota of the door: what gRPC may hold for all its connections (read buffers,
+/// calls, the request messages it is receiving or that are running). gRPC 1.51 checks the message
+/// size limit only once a whole message has arrived: without a quota one client could make the
+/// node buffer a message of any size. Past the quota gRPC resets streams (ENHANCE_YOUR_CALM; the
+/// client sees RESOURCE_EXHAUSTED). Four messages of the largest size, at least 64 MiB (gRPC's own
+/// buffers and hundreds of small calls need some).
+uint64_t grpc_memory_quota_bytes(uint64_t max_message_bytes);
 
 class kserve_grpc_server {
  public:

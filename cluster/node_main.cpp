@@ -127,6 +127,7 @@ class front_doors {
     frontend_options fo;
     fo.listen = cfg.listen;
     fo.max_inflight = cfg.max_inflight;
+    fo.max_outstanding_per_connection = cfg.max_outstanding_per_connection;
     fo.max_message_bytes = cfg.max_message_bytes;
     fo.idle_spin_us = idle_spin_us;
     fo.readiness = cfg.readiness;
@@ -309,6 +310,8 @@ status run_serve(const serve_options& o) {
   if (o.repository_poll_secs) cfg.repository_poll = std::chrono::seconds(*o.repository_poll_secs);
   if (o.management_listen) cfg.management_listen = *o.management_listen;
   if (o.tuning_records_file) cfg.tuning_records_file = *o.tuning_records_file;
+  if (o.max_outstanding_per_connection)
+    cfg.max_outstanding_per_connection = *o.max_outstanding_per_connection;
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {

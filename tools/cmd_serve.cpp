@@ -21,6 +21,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string gpus;
     std::string control_mode;
     int repository_poll_secs = 0;
+    uint32_t max_outstanding_per_connection = 0;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -56,6 +57,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tuning-records-file", o->serve.tuning_records_file,
                   "Keep the convolution choices timed at model load in this file, read at start "
                   "and rewritten after loads that timed new ones (node.yaml tuning_records_file)");
+  cmd->add_option("--max-outstanding-per-connection", o->max_outstanding_per_connection,
+                  "ZeroMQ: requests of one connection running or with replies it has not read; "
+                  "beyond it that connection's requests are answered OVERLOADED (default 256)")
+      ->check(CLI::Range(1u, 1u << 22));
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));
@@ -77,6 +82,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (!o->gpus.empty()) o->serve.gpus = o->gpus;
     if (!o->control_mode.empty()) o->serve.control_mode = o->control_mode;
     if (o->repository_poll_secs > 0) o->serve.repository_poll_secs = o->repository_poll_secs;
+    if (o->max_outstanding_per_connection > 0)
+      o->serve.max_outstanding_per_connection = o->max_outstanding_per_connection;
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });

@@ -135,6 +135,11 @@ TEST(node_config, keys_and_errors) {
   EXPECT_FALSE(http->shared_memory);
   EXPECT_EQ(http->metrics_port, 8002) << "Triton's metrics port by default";
   EXPECT_FALSE(parse_node_config("http_port: 70000\n", "node").has_value());
+  EXPECT_EQ(n->max_outstanding_per_connection, 256u) << "the default";
+  auto outstanding = parse_node_config("max_outstanding_per_connection: 16\n", "node");
+  ASSERT_TRUE(outstanding.has_value()) << outstanding.error().to_string();
+  EXPECT_EQ(outstanding->max_outstanding_per_connection, 16u);
+  EXPECT_FALSE(parse_node_config("max_outstanding_per_connection: 0\n", "node").has_value());
   auto bad = parse_node_config("cpu_workers: 0\n", "node");
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("cpu_workers"), std::string::npos);

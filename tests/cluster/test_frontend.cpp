@@ -1,16 +1,22 @@
 // The frontend and the C++ client in one process, over TCP loopback, with a real (threaded) node:
 // round trips that match a reference MLP, many requests in flight with ids matched, the
-// max_inflight bound (OVERLOADED), draining (UNAVAILABLE, wait_idle) and stop (CANCELLED).
+// max_inflight and max_outstanding_per_connection bounds (OVERLOADED), message size limits (a
+// frame over the limit drops the connection, a message over it in small frames is
+// INVALID_ARGUMENT with its id, an undecodable envelope's reply has an empty id), draining
+// (UNAVAILABLE, wait_idle) and stop (CANCELLED).
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <set>
 #include <thread>
+#include <zmq.hpp>
 
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
 #include "cluster/client.hpp"
 #include "cluster/frontend.hpp"
+#include "proto/troupe.pb.h"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::cluster {
@@ -230,6 +236,191 @@ TEST_F(frontend_test, max_inflight_bound_answers_overloaded) {
   EXPECT_GE(ok, 2);
   EXPECT_GE(overloaded, 1);
   EXPECT_EQ(ok + overloaded, 12);
+}
+
+// One connection at its max_outstanding_per_connection gets OVERLOADED for the rest; another
+// connection is served meanwhile; every request has exactly one reply; once its replies are read,
+// the first connection is served again.
+TEST_F(frontend_test, max_outstanding_per_connection_refuses_that_connection_only) {
+  frontend_options fo;
+  fo.max_outstanding_per_connection = 3;
+  start(fo);
+  for (int i = 0; i < 12; ++i) {
+    auto r = request(1, std::to_string(i));
+    r.parameters.emplace_back("troupe.sleep_ms", "50");
+    ASSERT_TRUE(client_->send(r).is_ok());
+  }
+  auto other = client::connect(fe_->endpoint());
+  ASSERT_TRUE(other.has_value());
+  auto r = request(2, "other");
+  auto reply = (*other)->infer(r, 10s);
+  ASSERT_TRUE(reply.has_value()) << reply.error().to_string();
+  expect_matches(r, *reply);
+
+  int ok = 0, overloaded = 0;
+  std::set<std::string> seen;
+  for (int i = 0; i < 12; ++i) {
+    auto got = client_->receive(10s);
+    ASSERT_TRUE(got.has_value() && got->has_value()) << "reply " << i << " missing";
+    EXPECT_TRUE(seen.insert((*got)->id).second) << "two replies for " << (*got)->id;
+    if ((*got)->result.is_ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ((*got)->result.code(), error_code::overloaded) << (*got)->result.to_string();
+      EXPECT_NE((*got)->result.message().find("max_outstanding_per_connection"), std::string::npos);
+      ++overloaded;
+    }
+  }
+  // The requests arrive together, before any reply leaves: three run (a few more only if the
+  // frontend's thread was held off for a whole sleep between two of them).
+  EXPECT_GE(ok, 3);
+  EXPECT_GE(overloaded, 1);
+  EXPECT_EQ(ok + overloaded, 12);
+  auto extra = client_->receive(100ms);
+  ASSERT_TRUE(extra.has_value());
+  EXPECT_FALSE(extra->has_value()) << "no reply beyond one per request";
+  // Read up: the replies have left the node, so the connection is served again.
+  auto again = request(1, "again");
+  auto after = client_->infer(again, 10s);
+  ASSERT_TRUE(after.has_value()) << after.error().to_string();
+  expect_matches(again, *after);
+}
+
+/// A DEALER socket for messages the client class would not send.
+class raw_dealer {
+ public:
+  explicit raw_dealer(const std::string& endpoint)
+      : socket_(ctx_, zmq::socket_type::dealer), monitor_(ctx_, zmq::socket_type::pair) {
+    socket_.set(zmq::sockopt::linger, 0);
+    const std::string monitor_endpoint =
+        "inproc://monitor-" + std::to_string(reinterpret_cast<uintptr_t>(this));
+    EXPECT_EQ(zmq_socket_monitor(socket_.handle(), monitor_endpoint.c_str(),
+                                 ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED),
+              0);
+    monitor_.connect(monitor_endpoint);
+    socket_.connect(endpoint);
+  }
+  /// Waits for the socket monitor's event `wanted` (ZMQ_EVENT_...); false after `timeout`.
+  bool wait_event(uint16_t wanted, std::chrono::milliseconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          end - std::chrono::steady_clock::now());
+      zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
+      if (left.count() <= 0 || zmq::poll(&item, 1, left) == 0) return false;
+      zmq::message_t event, address;
+      EXPECT_TRUE(monitor_.recv(event));
+      EXPECT_TRUE(monitor_.recv(address));  // the second frame: the endpoint
+      uint16_t id = 0;
+      std::memcpy(&id, event.data(), sizeof(id));
+      if (id == wanted) return true;
+    }
+  }
+  void send(std::vector<zmq::message_t> frames) {
+    for (size_t i = 0; i < frames.size(); ++i)
+      socket_.send(frames[i],
+                   i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+  /// The reply's envelope, or nullopt after `timeout`.
+  std::optional<troupe::v1::ServerMessage> receive(std::chrono::milliseconds timeout) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
+    std::vector<zmq::message_t> parts;
+    do {
+      parts.emplace_back();
+      EXPECT_TRUE(socket_.recv(parts.back()));
+    } while (parts.back().more());
+    troupe::v1::ServerMessage m;
+    EXPECT_TRUE(m.ParseFromArray(parts[0].data(), static_cast<int>(parts[0].size())))
+        << "the reply is not a ServerMessage";
+    return m;
+  }
+  zmq::socket_t& socket() { return socket_; }
+
+ private:
+  zmq::context_t ctx_;
+  zmq::socket_t socket_;
+  zmq::socket_t monitor_;
+};
+
+zmq::message_t infer_envelope(const std::string& id, int inputs = 1) {
+  troupe::v1::ClientMessage m;
+  m.mutable_infer()->set_model("mlp");
+  m.mutable_infer()->set_id(id);
+  for (int i = 0; i < inputs; ++i) {
+    auto* d = m.mutable_infer()->add_inputs();
+    d->set_name("x");
+    d->set_dtype(troupe::v1::FLOAT);
+    d->add_shape(1);
+    d->add_shape(4);
+  }
+  return zmq::message_t(m.SerializeAsString());
+}
+
+TEST_F(frontend_test, a_message_over_the_limit_in_small_frames_is_refused_with_its_id) {
+  frontend_options fo;
+  fo.max_message_bytes = 64 << 10;
+  start(fo);
+  raw_dealer d(fe_->endpoint());
+  std::vector<zmq::message_t> frames;
+  frames.push_back(infer_envelope("big", 40));
+  for (int i = 0; i < 40; ++i) frames.emplace_back(size_t{32} << 10);  // 1.25 MiB in all
+  d.send(std::move(frames));
+  auto reply = d.receive(10s);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->id(), "big");
+  EXPECT_EQ(reply->error().code(), troupe::v1::INVALID_ARGUMENT);
+  EXPECT_NE(reply->error().message().find("max_message_bytes 65536"), std::string::npos)
+      << reply->error().message();
+  EXPECT_NE(reply->error().message().find("41 frames"), std::string::npos);
+  // Within the limit, the same socket is served.
+  std::vector<zmq::message_t> ok;
+  ok.push_back(infer_envelope("small"));
+  ok.emplace_back(4 * sizeof(float));
+  d.send(std::move(ok));
+  reply = d.receive(10s);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->id(), "small");
+  EXPECT_TRUE(reply->has_infer()) << reply->error().message();
+}
+
+TEST_F(frontend_test, a_frame_over_the_limit_drops_the_connection_unanswered) {
+  frontend_options fo;
+  fo.max_message_bytes = 64 << 10;
+  start(fo);
+  raw_dealer d(fe_->endpoint());
+  ASSERT_TRUE(d.wait_event(ZMQ_EVENT_HANDSHAKE_SUCCEEDED, 10s));
+  std::vector<zmq::message_t> frames;
+  frames.push_back(infer_envelope("huge"));
+  frames.emplace_back((size_t{64} << 10) + 1);
+  d.send(std::move(frames));
+  // ZeroMQ refuses the frame from its header and drops the connection: no reply. The DEALER
+  // reconnects, and its next request is answered (and only that one).
+  ASSERT_TRUE(d.wait_event(ZMQ_EVENT_DISCONNECTED, 10s));
+  std::vector<zmq::message_t> ok;
+  ok.push_back(infer_envelope("next"));
+  ok.emplace_back(4 * sizeof(float));
+  d.send(std::move(ok));
+  auto reply = d.receive(10s);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->id(), "next");
+  EXPECT_TRUE(reply->has_infer()) << reply->error().message();
+  EXPECT_FALSE(d.receive(100ms).has_value());
+}
+
+TEST_F(frontend_test, an_undecodable_envelope_is_answered_with_an_empty_id) {
+  start();
+  raw_dealer d(fe_->endpoint());
+  std::string bytes = infer_envelope("IDIDID").to_string();
+  bytes.replace(bytes.find("IDIDID"), 6, "\xff\xfe\xfd\xfc\xfb\xfa");  // not UTF-8
+  std::vector<zmq::message_t> frames;
+  frames.emplace_back(bytes);
+  frames.emplace_back(4 * sizeof(float));
+  d.send(std::move(frames));
+  auto reply = d.receive(10s);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->id(), "");
+  EXPECT_EQ(reply->error().code(), troupe::v1::INVALID_ARGUMENT);
 }
 
 TEST_F(frontend_test, draining_refuses_new_work_and_finishes_old) {
