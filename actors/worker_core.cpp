@@ -195,14 +195,15 @@ std::chrono::milliseconds requested_sleep(const batch& b) {
 }
 
 /// The fault a request asks for with the parameter troupe.fault (only with fault injection on):
-/// "crash" ends the worker while it holds the batch, "crash_once" does so on the request's first
-/// attempt only (its retry then succeeds elsewhere), "device" fails the run as a device error.
+/// "crash" ends the worker while it holds the batch, "device" fails the run as a device error
+/// (the worker answers the batch, then exits); "crash_once" and "device_once" do so on the
+/// request's first attempt only (its retry then succeeds, elsewhere or on the replacement).
 std::string_view requested_fault(const batch& b) {
   for (const infer_job* j : b.jobs)
     for (const auto& [name, value] : j->parameters)
       if (name == "troupe.fault") {
-        if (value == "crash_once")
-          return j->attempts <= 1 ? std::string_view("crash") : std::string_view();
+        if (value == "crash_once" || value == "device_once")
+          return j->attempts > 1 ? std::string_view() : value.substr(0, value.size() - 5);
         return value;
       }
   return {};
