@@ -91,6 +91,9 @@ struct batcher_state {
   time_point timer_at = no_deadline;  // when the pending wake-up fires (no_deadline: none)
   uint64_t timer_generation = 0;
   time_point wake_hint = no_deadline;  // from the last decision: when the queue delay runs out
+  /// Set when the last live replica's worker failed: the jobs held then wait until this time
+  /// (options.recovery_wait later) for a replica to come back. no_deadline: not recovering.
+  time_point recovery_until = no_deadline;
   /// (retire) asked: the version left the table. Answered once nothing is queued or running.
   bool retiring = false;
   std::vector<caf::typed_response_promise<bool>> retire_promises;
@@ -103,6 +106,12 @@ struct batcher_state {
     size_t n = 0;
     for (const auto& r : replicas) n += r.alive;
     return n;
+  }
+  bool recovering() const { return recovery_until != no_deadline; }
+
+  /// A worker failed: with no live replica left, the jobs held wait for one to come back.
+  void begin_recovery(time_point t) {
+    if (alive_replicas() == 0 && !recovering()) recovery_until = t + options.recovery_wait;
   }
 
   void answer(infer_job* j, status s) {
@@ -146,15 +155,22 @@ std::string model_label(const batcher_state& st) {
   return "model '" + st.sig().model + "' version " + std::to_string(st.sig().version);
 }
 
-/// Jobs of a batch that did not complete: retried once (at the head of their level) while a
-/// replica is alive, else answered UNAVAILABLE; early-answered jobs are only released.
+/// Jobs of a batch whose worker failed: retried once (at the head of their level) while a replica
+/// is alive or one is expected back (recovering), else answered UNAVAILABLE; early-answered jobs
+/// are only released.
 void retry_or_fail(batcher_state& st, batch& b, time_point t, const std::string& why) {
-  const bool can_retry = st.alive_replicas() > 0;
+  const bool can_retry = st.alive_replicas() > 0 || st.recovering();
   for (auto it = b.jobs.rbegin(); it != b.jobs.rend(); ++it) {  // reverse: requeue keeps order
     infer_job* j = *it;
     if (j->early_reply)
       st.out.add(j, true);
-    else if (can_retry && j->attempts < 2 && j->deadline > t)
+    else if (j->deadline <= t)
+      st.answer(j,
+                make_error(error_code::deadline_exceeded,
+                           "deadline passed after " +
+                               std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
+                               " us; " + model_label(st) + ": " + why));
+    else if (can_retry && j->attempts < 2)
       st.scheduler.requeue_front(j);
     else
       st.answer(
@@ -163,13 +179,13 @@ void retry_or_fail(batcher_state& st, batch& b, time_point t, const std::string&
   }
 }
 
-/// No replica is left: nothing queued can run.
-void fail_queued(batcher_state& st) {
-  if (st.alive_replicas() > 0) return;
+/// No replica is left and none is expected back: nothing queued can run.
+void fail_queued(batcher_state& st, const std::string& why) {
+  if (st.alive_replicas() > 0 || st.recovering()) return;
   job_list all;
   st.scheduler.drain_all(all);
   while (infer_job* j = all.pop_front())
-    st.answer(j, make_error(error_code::unavailable, model_label(st) + " has no healthy replica"));
+    st.answer(j, make_error(error_code::unavailable, model_label(st) + " " + why));
 }
 
 replica_slot* pick_replica(batcher_state& st, size_t& index) {
@@ -247,7 +263,7 @@ void expire(self_ptr self, time_point t) {
 /// Keeps one wake-up pending for the earliest thing that needs time to pass.
 void arm_timer(self_ptr self, time_point t) {
   auto& st = self->state;
-  time_point next = std::min(st.wake_hint, st.scheduler.earliest_deadline());
+  time_point next = std::min({st.wake_hint, st.scheduler.earliest_deadline(), st.recovery_until});
   for (const auto& f : st.in_flight)
     for (const infer_job* j : f.b->jobs)
       if (!j->early_reply) next = std::min(next, j->deadline);
@@ -324,6 +340,11 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         r.alive = false;
         hit = true;
       }
+    // A worker that failed is replaced (actors/supervisor.hpp) and its replicas reloaded; one
+    // that exited normally (the node stops) is not.
+    const bool failed = dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
+                        dm.reason != caf::exit_reason::normal;
+    if (hit && failed) st.begin_recovery(t);
     // Batches the failed worker held: retried elsewhere once, or answered.
     for (size_t i = 0; i < st.in_flight.size();) {
       in_flight_batch f = st.in_flight[i];
@@ -339,7 +360,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
     }
     if (!hit) return;
     st.update_state();
-    fail_queued(st);
+    fail_queued(st, "has no healthy replica");
     settle(self, t);
   });
 
@@ -374,12 +395,15 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         --slot.outstanding;
         batch& b = *f.b;
         if (b.worker_failed) {
-          slot.alive = false;  // the worker exits; its down message finds nothing left to retry
+          // The worker exits (and is replaced); its down message retries the other batches it
+          // still holds.
+          slot.alive = false;
+          st.begin_recovery(t);
           if (b.block) b.block->release();
           b.block = nullptr;
           retry_or_fail(st, b, t, "its worker failed (" + b.result.to_string() + ")");
           st.update_state();
-          fail_queued(st);
+          fail_queued(st, "has no healthy replica");
         } else {
           if (b.result.is_ok()) {
             st.scheduler.adaptive().observe_latency(b.bucket_rows,
@@ -398,6 +422,12 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         const time_point t = now_of(self);
         if (generation == st.timer_generation) st.timer_at = no_deadline;
         expire(self, t);
+        if (st.recovering() && st.recovery_until <= t) {
+          st.recovery_until = no_deadline;
+          fail_queued(st, "has no healthy replica: none came back within " +
+                              std::to_string(st.options.recovery_wait.count()) +
+                              " ms of its worker's failure");
+        }
         settle(self, t);
       },
       [=](replica_atom, replica_handle h) {
@@ -411,7 +441,21 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         if (std::none_of(st.replicas.begin(), st.replicas.end(),
                          [&](const replica_slot& r) { return r.address == slot.address; }))
           self->monitor(h.worker);
-        st.replicas.push_back(std::move(slot));
+        // A dead slot that no batch in flight refers to is reused: a worker that fails over and
+        // over does not grow the table by a slot per restart.
+        auto reusable = st.replicas.end();
+        for (auto it = st.replicas.begin();
+             it != st.replicas.end() && reusable == st.replicas.end(); ++it) {
+          const auto index = static_cast<size_t>(it - st.replicas.begin());
+          if (!it->alive && std::none_of(st.in_flight.begin(), st.in_flight.end(),
+                                         [&](const in_flight_batch& f) { return f.slot == index; }))
+            reusable = it;
+        }
+        if (reusable != st.replicas.end())
+          *reusable = std::move(slot);
+        else
+          st.replicas.push_back(std::move(slot));
+        st.recovery_until = no_deadline;
         st.ever_had_replica = true;
         for (const auto& l : h.info.warmup) st.scheduler.adaptive().seed_latency(l.rows, l.mean_us);
         st.update_state();

@@ -6,16 +6,23 @@
 /// passes (queued or running: a running job is answered at its deadline and released when its
 /// batch returns), or UNAVAILABLE when no replica is left.
 ///
-/// Worker failure: the batcher monitors the workers of its replicas. When one goes down, the
-/// batches it held are retried once on another replica; a job that already had its retry, or that
-/// finds no replica, is answered UNAVAILABLE. New replicas arrive as (replica, replica_handle)
-/// (from model_manager, at load and after the supervisor replaced a worker).
+/// Worker failure: the batcher monitors the workers of its replicas. When one fails, every job of
+/// the batches it held is retried once: on another replica, or, when the failed worker held the
+/// last one, on the replicas model_manager reloads onto its replacement (the supervisor restarts
+/// it after a backoff: actors/supervisor.hpp). Until one comes back the version is UNAVAILABLE
+/// (not ready): new jobs are refused UNAVAILABLE at once, while the jobs it already held (retried
+/// and queued) wait, each until its deadline (DEADLINE_EXCEEDED) and all at most `recovery_wait`
+/// (then UNAVAILABLE). A job that already had its retry is answered UNAVAILABLE. A worker that
+/// exits normally (node shutdown) is not coming back: with no replica left, what is queued is
+/// answered UNAVAILABLE at once. New replicas arrive as (replica, replica_handle) (from
+/// model_manager, at load and after the supervisor replaced a worker).
 ///
 /// Time comes from the actor clock (`self->clock().now()`), which tests simulate; the batcher
 /// keeps at most one pending wake-up for the earliest of: the queue delay of the oldest request,
-/// the earliest deadline of a queued or running job.
+/// the earliest deadline of a queued or running job, the end of `recovery_wait`.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -32,6 +39,9 @@ struct batcher_options {
   /// Batches a replica may hold at once: 2 lets the next batch be staged while one runs, without
   /// taking requests from the queue that a later, fuller batch could carry.
   int max_batches_per_replica = 2;
+  /// How long the jobs held when the last replica's worker failed wait for a replica to come back
+  /// (see above) when their own deadline is later.
+  std::chrono::milliseconds recovery_wait{30'000};
 };
 
 batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);

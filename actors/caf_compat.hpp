@@ -49,6 +49,8 @@ using rollchk_atom = caf::atom_constant<caf::atom("rollchk")>;
 using read_atom = caf::atom_constant<caf::atom("read")>;
 using overdue_atom = caf::atom_constant<caf::atom("overdue")>;
 using built_atom = caf::atom_constant<caf::atom("built")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using stable_atom = caf::atom_constant<caf::atom("stable")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -168,10 +170,16 @@ using manager_actor =
                      caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
                      caf::reacts_to<rollchk_atom, std::string>>;
 
-/// supervisor: monitors the workers and replaces one that fails.
+/// supervisor: monitors the workers and replaces one that fails, after a backoff.
+/// (restart, index, g) and (stable, index, g) are its messages to itself (actors/supervisor.cpp):
+/// the backoff of worker `index` ran out, or its worker has stayed up long enough to reset the
+/// backoff; `g` tells a current timer from one a later failure or restart made stale.
+/// (workers) lists the current workers; a worker waiting for its restart is null.
 using supervisor_actor =
     caf::typed_actor<caf::reacts_to<subscr_atom, manager_actor>,
-                     caf::replies_to<workers_atom>::with<std::vector<worker_actor>>>;
+                     caf::replies_to<workers_atom>::with<std::vector<worker_actor>>,
+                     caf::reacts_to<restart_atom, uint32_t, uint64_t>,
+                     caf::reacts_to<stable_atom, uint32_t, uint64_t>>;
 
 // ---- errors
 // --------------------------------------------------------------------------------------

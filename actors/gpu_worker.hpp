@@ -18,10 +18,11 @@
 ///   returns to the pool when ZeroMQ has sent the last frame pointing into it; the pool grows only
 ///   to the number of batches whose replies are in flight at once.
 /// - Failure: a device_error from a run answers the batch with worker_failed (the batcher retries
-///   it on another replica) and the worker exits abnormally; the supervisor spawns a fresh
-///   gpu_worker on the same GPU and model_manager reloads the replicas there. A sticky CUDA error
-///   poisons every context of the process: the fresh worker's loads then fail too, the supervisor
-///   stops after max_restarts and the models report not ready until the process is restarted.
+///   it on another replica, or on the replacement) and the worker exits abnormally; the
+///   supervisor spawns a fresh gpu_worker on the same GPU after its restart backoff and
+///   model_manager reloads the replicas there. A sticky CUDA error poisons every context of the
+///   process: the fresh worker's loads then fail too (each replacement tries them again, the
+///   backoff growing to its cap) and the models report not ready until the process is restarted.
 
 #include <optional>
 #include <vector>

@@ -43,6 +43,7 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Counter>* shape_cache_evictions;
   prometheus::Family<prometheus::Counter>* rollbacks;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
+  prometheus::Family<prometheus::Gauge>* restart_backoff;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
 };
 
@@ -193,6 +194,13 @@ serving_metrics::serving_metrics()
                    .Help("Requests received and not yet answered")
                    .Register(r)
                    .Add({});
+  f.restart_backoff =
+      &prometheus::BuildGauge()
+           .Name("troupe_worker_restart_backoff_seconds")
+           .Help(
+               "Delay before the supervisor's pending or last restart of a worker; 0 once the "
+               "worker has stayed up long enough to reset its backoff")
+           .Register(r);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_worker_restarts_total")
                    .Help("Workers the supervisor replaced after a failure")
@@ -236,6 +244,11 @@ void serving_metrics::set_worker_memory(uint32_t worker, const std::string& devi
 
 void serving_metrics::count_worker_restart() {
   restarts_->Increment();
+}
+
+void serving_metrics::set_worker_restart_backoff(uint32_t worker, double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->restart_backoff->Add({{"worker", std::to_string(worker)}}).Set(seconds);
 }
 
 // ---- NVML

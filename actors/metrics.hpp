@@ -13,7 +13,10 @@
 /// compiled-shape caches),
 /// troupe_inflight_requests, troupe_pool_bytes{worker,device} (the replicas' device memory pools:
 /// weights and plan arenas), troupe_staging_bytes{worker,device} (host staging and output blocks,
-/// pinned on a GPU), troupe_worker_restarts_total, and, where NVML can be loaded,
+/// pinned on a GPU), troupe_worker_restarts_total, troupe_worker_restart_backoff_seconds{worker}
+/// (the supervisor's delay before the pending or last restart of a worker; 0 once it has stayed
+/// up long enough to reset its backoff: a value that keeps growing is a crash loop), and, where
+/// NVML can be loaded,
 /// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
 
 #include <array>
@@ -108,6 +111,8 @@ class serving_metrics {
   void set_worker_memory(uint32_t worker, const std::string& device, double device_pool_bytes,
                          double staging_bytes);
   void count_worker_restart();
+  /// The restart backoff of worker `worker` (actors/supervisor.hpp), in seconds.
+  void set_worker_restart_backoff(uint32_t worker, double seconds);
   /// A collector for NVML figures, or null when NVML cannot be loaded (no GPU metrics then).
   std::shared_ptr<prometheus::Collectable> gpu_collector() const { return gpu_; }
 

@@ -39,6 +39,10 @@ struct version_record {
   status error;
   std::shared_ptr<version_metrics> metrics;
   std::vector<std::pair<uint32_t, uint32_t>> replicas;  // (worker index, replica id)
+  /// By worker index: replicas that worker lost when it failed and that are not back yet (their
+  /// reload onto its replacement is in flight, or failed). The worker's next replacement loads
+  /// them again, so a replacement that fails during its reloads does not lose them for good.
+  std::map<uint32_t, uint32_t> missing;
 
   version_state current() const { return static_cast<version_state>(state->load()); }
   void set(version_state s) { state->store(static_cast<uint8_t>(s), std::memory_order_release); }
@@ -92,6 +96,9 @@ struct manager_state {
   std::shared_ptr<std::vector<batcher_actor>> batchers =
       std::make_shared<std::vector<batcher_actor>>();
   bool polling = false;
+  /// By worker index: bumped by every (replaced): a reload answered by an earlier replacement,
+  /// failed since, is left to the current one.
+  std::vector<uint64_t> worker_generation;
   static inline const char* name = "model_manager";
 };
 
@@ -320,6 +327,7 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.state = v.state;
     bo.metrics = v.metrics;
     bo.max_batches_per_replica = st.options.max_batches_per_replica;
+    bo.recovery_wait = st.options.recovery_wait;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
     st.batchers->push_back(v.batcher);
   }
@@ -874,6 +882,51 @@ std::function<void(status)> answer_then(caf::typed_response_promise<bool> rp,
   };
 }
 
+/// Worker `index` failed and `fresh` replaced it: the replicas it held, and those an earlier
+/// replacement failed to reload, are loaded onto `fresh` and handed to their batchers.
+void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
+  auto& st = self->state;
+  if (index >= st.options.workers.size()) return;
+  st.options.workers[index] = fresh;
+  if (st.worker_generation.size() < st.options.workers.size())
+    st.worker_generation.resize(st.options.workers.size());
+  const uint64_t generation = ++st.worker_generation[index];
+  for (auto& [name, m] : st.models) {
+    for (auto& v : m.versions) {
+      const auto lost = std::count_if(v->replicas.begin(), v->replicas.end(),
+                                      [&](const auto& r) { return r.first == index; });
+      v->replicas.erase(std::remove_if(v->replicas.begin(), v->replicas.end(),
+                                       [&](const auto& r) { return r.first == index; }),
+                        v->replicas.end());
+      uint32_t& missing = v->missing[index];
+      missing += static_cast<uint32_t>(lost);
+      for (uint32_t i = 0; i < missing; ++i) {
+        const std::string model_name = name;
+        const auto started = std::chrono::steady_clock::now();
+        version_ptr ver = v;
+        self->request(fresh, caf::infinite, load_atom::value, spec_of(st, m, *v))
+            .then(
+                [=](replica_info& info) {
+                  auto& st = self->state;
+                  if (st.worker_generation[index] != generation)
+                    return;  // that worker failed since: its replacement loads the replica
+                  --ver->missing[index];
+                  log_load(model_name, ver->version, index, started, status::ok(), info.id, true);
+                  if (ver->batcher)
+                    adopt_replica(self, *ver, index, info);
+                  else  // retired meanwhile: the replica is not needed
+                    self->send(st.options.workers[index], unload_atom::value, info.id);
+                },
+                [=](caf::error& err) {
+                  // Still missing: the next replacement of this worker tries again.
+                  log_load(model_name, ver->version, index, started,
+                           from_caf_error(self->system(), err), 0, true);
+                });
+      }
+    }
+  }
+}
+
 manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
   self->state.options = std::move(o);
   // The batchers live as long as the manager (a retired one stops earlier): stopped when it exits.
@@ -967,38 +1020,7 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         self->delayed_send(self, self->state.options.repository_poll, poll_atom::value);
       },
       [=](replaced_atom, uint32_t index, worker_actor fresh) {
-        auto& st = self->state;
-        if (index >= st.options.workers.size()) return;
-        st.options.workers[index] = fresh;
-        for (auto& [name, m] : st.models) {
-          for (auto& v : m.versions) {
-            const auto lost = std::count_if(v->replicas.begin(), v->replicas.end(),
-                                            [&](const auto& r) { return r.first == index; });
-            v->replicas.erase(std::remove_if(v->replicas.begin(), v->replicas.end(),
-                                             [&](const auto& r) { return r.first == index; }),
-                              v->replicas.end());
-            for (long i = 0; i < lost; ++i) {
-              const std::string model_name = name;
-              const auto started = std::chrono::steady_clock::now();
-              version_ptr ver = v;
-              self->request(fresh, caf::infinite, load_atom::value, spec_of(st, m, *v))
-                  .then(
-                      [=](replica_info& info) {
-                        log_load(model_name, ver->version, index, started, status::ok(), info.id,
-                                 true);
-                        if (ver->batcher)
-                          adopt_replica(self, *ver, index, info);
-                        else  // retired meanwhile: the replica is not needed
-                          self->send(self->state.options.workers[index], unload_atom::value,
-                                     info.id);
-                      },
-                      [=](caf::error& err) {
-                        log_load(model_name, ver->version, index, started,
-                                 from_caf_error(self->system(), err), 0, true);
-                      });
-            }
-          }
-        }
+        reload_replicas(self, index, std::move(fresh));
       },
   };
 }

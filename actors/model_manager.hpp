@@ -12,7 +12,8 @@
 /// frontend through table_holder) and answers with a load_report once every version is ready or
 /// failed. A model or version that fails to load is reported and listed as FAILED; the others are
 /// served. (replaced, index, worker) from the supervisor reloads the replicas the failed worker
-/// held onto its replacement and hands them to the batchers.
+/// held onto its replacement and hands them to the batchers; a replica whose reload fails (the
+/// replacement failed too, or the load did) is loaded again by the worker's next replacement.
 ///
 /// Run-time control (the KServe repository extension; docs/serving.md, Model control):
 ///   (mload, name, config)  loads a model, or reloads it: versions whose file and configuration
@@ -56,6 +57,8 @@ struct manager_options {
   /// (model_config::load_timeout).
   std::chrono::milliseconds load_timeout = default_load_timeout;
   int max_batches_per_replica = 2;
+  /// batcher_options::recovery_wait of every batcher.
+  std::chrono::milliseconds recovery_wait{30'000};
   /// What (load, dir) loads at start and whether the manager rescans (model_config.hpp).
   model_control_mode control_mode = model_control_mode::none;
   std::vector<std::string> load_models;  // explicit mode: loaded at start ("*": all)

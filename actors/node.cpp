@@ -13,6 +13,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   supervisor_options so;
   so.detached_workers = o.detached_workers;
   so.metrics = o.metrics;
+  so.backoff = o.worker_restart;
   std::vector<worker_kind> kinds;
   auto add = [&](worker_kind kind, int device_index) {
     worker_options wo;
@@ -46,6 +47,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.node_labels = o.config.labels;
   mo.load_timeout = o.config.load_timeout;
   mo.after_model_load = o.after_model_load;
+  mo.recovery_wait = o.recovery_wait;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   return h;

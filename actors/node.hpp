@@ -12,6 +12,7 @@
 
 #include "actors/caf_compat.hpp"
 #include "actors/model_config.hpp"
+#include "actors/supervisor.hpp"
 #include "actors/worker.hpp"
 
 namespace troupe::actors {
@@ -34,6 +35,10 @@ struct node_spawn_options {
   bool detached_workers = true;                           // false on the test coordinator
   bool background_model_reads = true;  // worker_options::background_model_reads; false there too
   uint32_t worker_idle_spin_us = default_idle_spin_us();  // worker_options::idle_spin_us
+  restart_backoff worker_restart;                         // supervisor_options::backoff
+  /// How long jobs wait for their version's replicas to come back after a worker failure
+  /// (batcher_options::recovery_wait).
+  std::chrono::milliseconds recovery_wait{30'000};
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;
   std::function<void()> after_model_load;  // manager_options::after_model_load

@@ -16,7 +16,8 @@
 /// abandoned (a hung mount cannot stall the worker, or its exit). Loads of one file that arrive
 /// while it is read wait for that read and share its weights.
 /// A batch whose result is device_error marks the worker failed: it answers the batch (the batcher
-/// retries it elsewhere) and exits abnormally, and the supervisor replaces it.
+/// retries it elsewhere, or on the replacement) and exits abnormally, and the supervisor replaces
+/// it. The worker decides to exit before it answers: once sent, the batch is the batcher's.
 
 #include <cstdint>
 #include <functional>

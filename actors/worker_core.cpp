@@ -195,14 +195,15 @@ std::chrono::milliseconds requested_sleep(const batch& b) {
 }
 
 /// The fault a request asks for with the parameter troupe.fault (only with fault injection on):
-/// "crash" ends the worker while it holds the batch, "crash_once" does so on the request's first
-/// attempt only (its retry then succeeds elsewhere), "device" fails the run as a device error.
+/// "crash" ends the worker while it holds the batch, "device" fails the run as a device error
+/// (the worker answers the batch, then exits); "crash_once" and "device_once" do so on the
+/// request's first attempt only (its retry then succeeds, elsewhere or on the replacement).
 std::string_view requested_fault(const batch& b) {
   for (const infer_job* j : b.jobs)
     for (const auto& [name, value] : j->parameters)
       if (name == "troupe.fault") {
-        if (value == "crash_once")
-          return j->attempts <= 1 ? std::string_view("crash") : std::string_view();
+        if (value == "crash_once" || value == "device_once")
+          return j->attempts > 1 ? std::string_view() : value.substr(0, value.size() - 5);
         return value;
       }
   return {};
@@ -465,9 +466,14 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
           (void)r->run(b);
         b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(
             std::chrono::steady_clock::now() - start);
-        b.worker_failed = b.result.code() == error_code::device_error;
+        // Decided before the hand-off: once (done) is sent the batch is the batcher's, which may
+        // already have reset or reused it (it then read false here, and the worker stayed up).
+        const bool failed = b.result.code() == error_code::device_error;
+        const std::string failure = failed ? b.result.message() : std::string();
+        b.worker_failed = failed;
         self->send(caf::actor_cast<batcher_actor>(self->current_sender()), done_atom::value, ref);
-        if (!b.worker_failed && st.options.idle_spin_us > 0) {
+        // Nothing below touches `b`.
+        if (!failed && st.options.idle_spin_us > 0) {
           // Wait for the next batch here, yielding the core, rather than in CAF's condition
           // variable: a batch that comes within the window costs no thread wake-up. Only a
           // detached worker spins (a scheduler thread must go back to its other actors).
@@ -476,12 +482,11 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
           while (self->mailbox().empty() && std::chrono::steady_clock::now() < until)
             std::this_thread::yield();
         }
-        if (b.worker_failed) {
+        if (failed) {
           // A device error may leave the device unusable: the supervisor builds a fresh worker
           // (fresh contexts) and model_manager reloads its replicas there.
-          self->quit(
-              caf::make_error(caf::sec::runtime_error,
-                              st.traits.device_label + " device error: " + b.result.message()));
+          self->quit(caf::make_error(caf::sec::runtime_error,
+                                     st.traits.device_label + " device error: " + failure));
         }
       },
       [=](crash_atom) {

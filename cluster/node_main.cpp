@@ -394,6 +394,9 @@ status run_serve(const serve_options& o) {
   front_doors doors;
   if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us); !s.is_ok()) {
     actors::stop_node(sys, node);
+    // The actors use `metrics` and `holder`, which go before `sys` on return: wait for them here
+    // (returning at once crashed a node that failed to start, in 6 of 60 starts).
+    sys.await_all_actors_done();
     return s;
   }
   spdlog::info("listening on {} (metrics port {}); loading model repository {}", doors.endpoint(),

@@ -36,7 +36,13 @@ class actor_fixture : public ::testing::Test {
     sched_.clock().current_time += std::chrono::hours(1);  // time 0 is not special
   }
 
-  ~actor_fixture() override { sched_.run(); }
+  ~actor_fixture() override {
+    sched_.run();
+    // A delayed message still pending (a timer the test did not run out: a batcher's recovery
+    // wait, the supervisor's backoff reset) holds its receiver, which then never goes away: the
+    // actor system would wait for it forever.
+    sched_.clock().cancel_all();
+  }
 
   actors::time_point now() const { return sched_.clock().now(); }
   /// Runs every pending message (no timeouts fire: time does not move).

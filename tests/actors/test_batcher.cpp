@@ -336,31 +336,107 @@ TEST_F(batcher_test, worker_failure_retries_once_on_another_replica) {
   release_outputs(b->job);
 }
 
-TEST_F(batcher_test, no_replica_left_answers_unavailable_and_state_follows) {
+TEST_F(batcher_test, the_jobs_of_a_failed_last_replica_wait_for_its_replacement) {
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  worker_actor w = add_replica(wlog);
+  auto a = job(), b = job();
+  submit({&a->job});  // runs
+  submit({&b->job});  // queued: the one replica holds its one batch
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  caf::anon_send(w, crash_atom::value);
+  run();
+  EXPECT_EQ(log_->replies_of(&a->job), 0u) << "held for a retry on the replacement";
+  EXPECT_EQ(log_->replies_of(&b->job), 0u) << "still queued";
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::unavailable);
+  auto c = job();
+  submit({&c->job});
+  EXPECT_EQ(c->job.result.code(), error_code::unavailable) << "new work is refused meanwhile";
+  // The replacement's replica makes the version ready again and runs what was held, in order.
+  auto wlog2 = std::make_shared<worker_log>();
+  add_replica(wlog2);
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::ready);
+  ASSERT_EQ(wlog2->batches.size(), 1u);
+  ASSERT_EQ(wlog2->batches[0]->jobs.size(), 2u);
+  EXPECT_EQ(wlog2->batches[0]->jobs[0], &a->job);
+  EXPECT_EQ(wlog2->batches[0]->jobs[1], &b->job);
+  EXPECT_EQ(a->job.attempts, 2);
+  EXPECT_EQ(b->job.attempts, 1);
+  complete(wlog2->batches[0]);
+  for (auto* j : {&a->job, &b->job}) {
+    EXPECT_TRUE(j->result.is_ok()) << j->result.to_string();
+    EXPECT_EQ(log_->replies_of(j), 1u);
+    release_outputs(*j);
+  }
+  EXPECT_EQ(log_->replies_of(&c->job), 1u);
+}
+
+TEST_F(batcher_test, held_jobs_end_at_their_deadline_or_at_the_recovery_wait) {
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  worker_actor w = add_replica(wlog);
+  auto a = job(), b = job();
+  submit({&a->job}, 50ms);
+  submit({&b->job});  // no deadline
+  caf::anon_send(w, crash_atom::value);
+  run();
+  advance(50ms + 1us);  // the batcher wakes 1 us after a deadline
+  EXPECT_EQ(a->job.result.code(), error_code::deadline_exceeded) << a->job.result.to_string();
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_EQ(log_->replies_of(&b->job), 0u);
+  advance(30s - 50ms - 1us);
+  EXPECT_EQ(log_->replies_of(&b->job), 0u);
+  advance(1us);
+  ASSERT_EQ(log_->replies_of(&b->job), 1u) << "no replica within recovery_wait (30 s)";
+  EXPECT_EQ(b->job.result.code(), error_code::unavailable);
+  EXPECT_NE(b->job.result.message().find("came back"), std::string::npos)
+      << b->job.result.to_string();
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+}
+
+TEST_F(batcher_test, a_worker_that_exits_normally_is_not_waited_for) {
   start(8, 0us, 1, 100, 1);
   auto wlog = std::make_shared<worker_log>();
   worker_actor w = add_replica(wlog);
   auto a = job(), b = job();
   submit({&a->job});
   submit({&b->job});
-  caf::anon_send(w, crash_atom::value);
+  caf::anon_send_exit(w, caf::exit_reason::user_shutdown);  // the node stops its workers
   run();
   EXPECT_EQ(a->job.result.code(), error_code::unavailable);
   EXPECT_EQ(b->job.result.code(), error_code::unavailable);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_EQ(log_->replies_of(&b->job), 1u);
   EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::unavailable);
-  auto c = job();
-  submit({&c->job});
-  EXPECT_EQ(c->job.result.code(), error_code::unavailable);
-  // A replacement replica makes the version ready again.
+}
+
+TEST_F(batcher_test, a_device_error_retries_the_batch_once_on_the_replacement) {
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  worker_actor w = add_replica(wlog);
+  auto a = job();
+  submit({&a->job});
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  wlog->batches[0]->worker_failed = true;  // as a worker answers a device error, then exits
+  complete(wlog->batches[0], make_error(error_code::device_error, "injected"));
+  EXPECT_EQ(log_->replies_of(&a->job), 0u);
+  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::unavailable);
+  caf::anon_send(w, crash_atom::value);  // its exit finds nothing more to retry
+  run();
+  EXPECT_EQ(log_->replies_of(&a->job), 0u);
   auto wlog2 = std::make_shared<worker_log>();
-  add_replica(wlog2);
-  EXPECT_EQ(static_cast<version_state>(state_->load()), version_state::ready);
-  auto d = job();
-  submit({&d->job});
+  worker_actor w2 = add_replica(wlog2);
   ASSERT_EQ(wlog2->batches.size(), 1u);
-  complete(wlog2->batches[0]);
-  EXPECT_TRUE(d->job.result.is_ok());
-  release_outputs(d->job);
+  EXPECT_EQ(a->job.attempts, 2);
+  // The retry fails the same way: the job has had its retry and is answered, once.
+  wlog2->batches[0]->worker_failed = true;
+  complete(wlog2->batches[0], make_error(error_code::device_error, "injected"));
+  ASSERT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_EQ(a->job.result.code(), error_code::unavailable);
+  EXPECT_NE(a->job.result.message().find("after a retry"), std::string::npos);
+  caf::anon_send(w2, crash_atom::value);
+  run();
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
 }
 
 TEST_F(batcher_test, run_errors_reach_every_job_of_the_batch) {

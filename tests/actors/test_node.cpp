@@ -190,7 +190,9 @@ TEST_F(node_test, supervisor_replaces_a_crashed_worker_and_replicas_return) {
   const version_entry* v2 = table->find("mlp")->find(2);
   ASSERT_EQ(v2->current_state(), version_state::ready);
   caf::anon_send(node_.workers[0], crash_atom::value);
-  run();  // crash -> batchers see it -> supervisor respawns -> manager reloads -> batchers adopt
+  run();  // crash -> batchers see it (not ready) -> the supervisor waits for its backoff
+  EXPECT_EQ(v2->current_state(), version_state::unavailable);
+  advance(100ms);  // -> it respawns -> the manager reloads -> the batchers adopt
   EXPECT_EQ(v2->current_state(), version_state::ready) << "reloaded on the replacement worker";
   caf::scoped_actor self{sys_};
   std::vector<worker_actor> workers;

@@ -279,16 +279,25 @@ TEST_F(gpu_node, models_run_on_the_gpu_worker_at_their_precision) {
   EXPECT_LE(error_of(*half), 1e-2);
 }
 
-TEST_F(gpu_node, a_device_error_replaces_the_gpu_worker_and_the_model_serves_again) {
+TEST_F(gpu_node, a_device_error_replaces_the_gpu_worker_and_its_request_is_retried_there) {
   ASSERT_EQ(report_.versions_ready, 2u);
   const std::vector<worker_actor> before = current_workers();
   ASSERT_EQ(before.size(), 2u);  // gpu_worker 0, cpu_worker 1
-  auto failed = infer("exact", 1, 5, "device");
-  // The only replica's worker failed: the request is answered (never lost), here UNAVAILABLE.
-  EXPECT_FALSE(failed->job.result.is_ok());
-  run();  // the supervisor replaces the worker, model_manager reloads, the batcher adopts
+  auto j = std::make_unique<owned_job>("exact", std::vector<shape_t>{{1, 16}}, probe_, now(), 5);
+  j->job.parameters.emplace_back("troupe.fault", "device_once");  // its retry runs clean
+  caf::anon_send(node_.router, submit_atom::value, testing::list_of({&j->job}));
+  run();
+  // The only replica's worker failed: the request waits for the replacement (never lost).
+  EXPECT_EQ(log_->replies_of(&j->job), 0u);
+  EXPECT_EQ(holder_.get()->find("exact")->find(1)->current_state(), version_state::unavailable);
+  EXPECT_FALSE(current_workers()[0]) << "down for its restart backoff";
+  advance(100ms);  // the supervisor replaces it, model_manager reloads, the batcher retries
+  ASSERT_EQ(log_->replies_of(&j->job), 1u);
+  EXPECT_EQ(j->job.attempts, 2);
+  EXPECT_LE(error_of(*j), 1e-4);
   const std::vector<worker_actor> after = current_workers();
   ASSERT_EQ(after.size(), 2u);
+  EXPECT_TRUE(after[0]);
   EXPECT_NE(after[0], before[0]) << "a fresh gpu_worker";
   EXPECT_EQ(after[1], before[1]) << "the cpu_worker was not touched";
   EXPECT_EQ(holder_.get()->find("exact")->find(1)->current_state(), version_state::ready);
