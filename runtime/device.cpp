@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "core/tensor.hpp"
+#include "runtime/fault_hooks.hpp"
 
 #ifdef TROUPE_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.hpp"
@@ -20,6 +21,9 @@ class cpu_device final : public device {
  public:
   kernels::backend kind() const override { return kernels::backend::cpu; }
   expected<void*> allocate(size_t bytes) override {
+    if (take_allocation_failure(kernels::backend::cpu))
+      return status(error_code::out_of_memory,
+                    "fault injection: host allocation of " + std::to_string(bytes) + " bytes failed");
     void* p = nullptr;
     try {
       p = aligned_alloc_bytes(bytes);
@@ -98,7 +102,12 @@ class cuda_device final : public device {
  public:
   explicit cuda_device(std::unique_ptr<kernels::backend_context> ctx) : ctx_(std::move(ctx)) {}
   kernels::backend kind() const override { return kernels::backend::cuda; }
-  expected<void*> allocate(size_t bytes) override { return kernels::cuda::device_malloc(*ctx_, bytes); }
+  expected<void*> allocate(size_t bytes) override {
+    if (take_allocation_failure(kernels::backend::cuda))
+      return status(error_code::out_of_memory, "fault injection: device allocation of " +
+                                                   std::to_string(bytes) + " bytes failed");
+    return kernels::cuda::device_malloc(*ctx_, bytes);
+  }
   void release(void* p) override { kernels::cuda::device_free(*ctx_, p); }
   status upload(void* dst, const void* src, size_t bytes) override {
     return kernels::cuda::copy_to_device(*ctx_, dst, src, bytes);

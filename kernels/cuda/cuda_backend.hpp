@@ -33,6 +33,10 @@ tuning_environment library_versions();
 /// once at start). invalid_argument for a device that does not exist, device_error otherwise.
 status set_current_device(int device_index);
 
+/// Fault injection: runs a kernel that executes a trap on `device_index` and returns the sticky
+/// error it leaves (device_error). The process's contexts on the device are unusable afterwards.
+status trap_device(int device_index);
+
 /// A context on device `device_index`: its own non-blocking stream, cuDNN and cuBLASLt handles
 /// bound to that stream, and a memory pool that keeps what it has reserved (no release between
 /// runs). error_code::device_error when the device cannot be used.
