@@ -16,8 +16,14 @@ output_block::output_block(size_t bytes)
 output_block::output_block(runtime::host_buffer memory)
     : memory_(std::move(memory)), data_(memory_.data()), bytes_(memory_.bytes()) {}
 
+output_block::output_block(std::byte* data, size_t bytes, std::shared_ptr<block_home> home)
+    : home_(std::move(home)), data_(data), bytes_(bytes) {}
+
 output_block::~output_block() {
-  if (!memory_) aligned_free(data_);  // adopted memory frees itself
+  if (home_)
+    home_->give_back(data_, bytes_);
+  else if (!memory_)
+    aligned_free(data_);  // adopted memory frees itself
 }
 
 namespace {
