@@ -4,8 +4,10 @@
 /// worker process's serving loop (actors/replica_host.hpp) build their replicas with the same
 /// traits. CAF-free.
 
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "actors/model_config.hpp"
 #include "core/status.hpp"
@@ -13,6 +15,9 @@
 #include "runtime/session.hpp"
 
 namespace troupe::actors {
+
+enum class worker_kind : uint8_t { cpu = 0, gpu = 1 };
+std::string_view worker_kind_name(worker_kind k);
 
 struct device_traits {
   kernels::backend backend = kernels::backend::cpu;

@@ -18,6 +18,7 @@
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/replica.hpp"
+#include "actors/worker_proxy.hpp"
 #include "runtime/background_read.hpp"
 #include "runtime/onnx_loader.hpp"
 #include "runtime/serial_thread.hpp"
@@ -459,6 +460,7 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
       [=](crash_atom) {
         self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash"));
       },
+      [=](wevent_atom, const worker_event&) {},  // a worker process's proxy's: none here
   };
 }
 
@@ -487,6 +489,7 @@ worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,
 }
 
 worker_actor spawn_worker(caf::actor_system& sys, const worker_options& o, bool detached) {
+  if (o.processes) return spawn_worker_proxy(sys, o, detached);
   return o.kind == worker_kind::gpu ? spawn_gpu_worker(sys, o, detached)
                                     : spawn_cpu_worker(sys, o, detached);
 }

@@ -34,6 +34,7 @@
 #include "cluster/metrics_http.hpp"
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
+#include "cluster/worker_link.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -237,7 +238,7 @@ class front_doors {
   std::unique_ptr<request_gateway> gateway_;
   std::unique_ptr<shared_memory_registry> shm_;
   std::unique_ptr<actors::model_control> control_;  // the repository extension of both doors
-  std::unique_ptr<management_socket> management_;    // declared after control_: goes first
+  std::unique_ptr<management_socket> management_;   // declared after control_: goes first
   std::unique_ptr<kserve_http> http_;
 #if TROUPE_HAVE_GRPC
   std::unique_ptr<kserve_grpc_server> grpc_;
@@ -284,6 +285,7 @@ status run_serve(const serve_options& o) {
   if (!o.load_models.empty()) cfg.load_models = o.load_models;
   if (o.repository_poll_secs) cfg.repository_poll = std::chrono::seconds(*o.repository_poll_secs);
   if (o.management_listen) cfg.management_listen = *o.management_listen;
+  if (o.worker_processes) cfg.worker_processes = *o.worker_processes;
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {
@@ -347,6 +349,22 @@ status run_serve(const serve_options& o) {
   }
   if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
 
+  // Worker processes (docs/worker-processes.md): the launcher outlives the actors (declared
+  // before the actor system's users stop: the links it made are gone once the workers are).
+  std::unique_ptr<worker_launcher> launcher;
+  std::shared_ptr<actors::worker_process_options> processes;
+  if (cfg.worker_processes) {
+    worker_launcher_options lo;
+    lo.log_level = cfg.log_level;
+    TROUPE_ASSIGN_OR_RETURN(launcher, worker_launcher::create(lo));
+    processes = std::make_shared<actors::worker_process_options>();
+    processes->channels = launcher->factory();
+    processes->heartbeat_interval = cfg.worker_heartbeat_interval;
+    processes->heartbeat_timeout = cfg.worker_heartbeat_timeout;
+    processes->shared_memory_bytes = size_t{cfg.worker_shared_memory_mb} << 20;
+    spdlog::info("worker processes on: one per worker, endpoints in {}", launcher->directory());
+  }
+
   actors::table_holder holder;
   actors::node_spawn_options so;
   so.config = cfg;
@@ -355,6 +373,7 @@ status run_serve(const serve_options& o) {
   so.worker_idle_spin_us = idle_spin_us;
   so.holder = &holder;
   so.metrics = &metrics;
+  so.worker_processes = processes;
   actors::node_handles node = actors::spawn_node(sys, so);
 
   front_doors doors;

@@ -23,10 +23,11 @@ struct serve_options {
   std::optional<std::string> gpus;    // overrides `gpus`: "all", "none" or "0,1"
   std::string config_path;            // node.yaml ("" = defaults)
   std::optional<std::string> log_level;
-  std::optional<std::string> control_mode;      // overrides `model_control_mode`
-  std::vector<std::string> load_models;         // overrides `load_models` when not empty
-  std::optional<int> repository_poll_secs;      // overrides `repository_poll_secs`
+  std::optional<std::string> control_mode;       // overrides `model_control_mode`
+  std::vector<std::string> load_models;          // overrides `load_models` when not empty
+  std::optional<int> repository_poll_secs;       // overrides `repository_poll_secs`
   std::optional<std::string> management_listen;  // overrides `management_listen` ("" off)
+  std::optional<bool> worker_processes;          // overrides `worker_processes`
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):

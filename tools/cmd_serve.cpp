@@ -21,6 +21,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string gpus;
     std::string control_mode;
     int repository_poll_secs = 0;
+    std::string worker_processes;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -53,6 +54,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--management-listen", o->serve.management_listen,
                   "ZeroMQ endpoint of the management socket (`troupe models`); off by default; "
                   "beyond loopback it needs management_token_file in node.yaml");
+  cmd->add_option("--worker-processes", o->worker_processes,
+                  "on: each worker runs in a process of its own (a crash costs that process, not "
+                  "the node); off (default): workers in the node's process")
+      ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));
@@ -74,6 +79,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (!o->gpus.empty()) o->serve.gpus = o->gpus;
     if (!o->control_mode.empty()) o->serve.control_mode = o->control_mode;
     if (o->repository_poll_secs > 0) o->serve.repository_poll_secs = o->repository_poll_secs;
+    if (!o->worker_processes.empty()) o->serve.worker_processes = o->worker_processes == "on";
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });
