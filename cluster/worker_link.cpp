@@ -192,47 +192,57 @@ class worker_link final : public worker_channel {
   /// Reads every message waiting on the socket.
   void drain(zmq::socket_t& socket, clock_type::time_point& last_heard) {
     for (;;) {
+      // All of a message's frames first (multipart is all or nothing), then who sent it.
       zmq::message_t identity, envelope;
+      size_t frames = 1;
       try {
         if (!socket.recv(identity, zmq::recv_flags::dontwait)) return;
-        if (!identity.more() || !socket.recv(envelope, zmq::recv_flags::none)) {
-          close(protocol_error("a message without an envelope"));
-          return;
+        bool more = identity.more();
+        if (more) {
+          (void)socket.recv(envelope, zmq::recv_flags::none);
+          ++frames;
+          more = envelope.more();
         }
-        while (envelope.more()) {  // frames the ipc protocol never sends: read and refuse
+        while (more) {  // tensor frames, which the ipc protocol never sends: read and counted
           zmq::message_t extra;
           (void)socket.recv(extra, zmq::recv_flags::none);
-          if (!extra.more()) {
-            close(protocol_error("tensor frames over ipc"));
-            return;
-          }
+          ++frames;
+          more = extra.more();
         }
       } catch (const zmq::error_t& e) {
         close(status(error_code::unavailable, std::string("worker link receive: ") + e.what()));
         return;
       }
       const std::string who = identity.to_string();
-      if (!peer_.empty() && who != peer_) {
-        // Someone else found the endpoint (the directory is private: another process of the
-        // node's user). Not heard.
-        log_event(log_level::warn, "worker link: a message from a stranger is ignored",
-                  {{"worker", spec_.index}});
-        continue;
-      }
-      auto m = decode_worker_message(envelope.data(), envelope.size());
-      if (!m) {
-        if (peer_.empty()) continue;  // a stranger's bytes before the hello: not the process's
-        close(protocol_error(m.error().to_string()));
-        return;
-      }
       if (peer_.empty()) {
-        const auto* hello = std::get_if<worker_hello>(&*m);
+        // Until the process's hello, only that hello is heard: whoever else found the endpoint
+        // (the directory is private: another process of the node's user) is ignored.
+        auto m = frames == 2 ? decode_worker_message(envelope.data(), envelope.size())
+                             : expected<worker_message>(invalid_argument("frames"));
+        const auto* hello = m ? std::get_if<worker_hello>(&*m) : nullptr;
         if (!hello || hello->pid != child_.pid()) {
           log_event(log_level::warn, "worker link: a first message not from its process",
                     {{"worker", spec_.index}});
           continue;
         }
         peer_ = who;
+        last_heard = clock_type::now();
+        if (events_.on_message) events_.on_message(std::move(*m));
+        continue;
+      }
+      if (who != peer_) {
+        log_event(log_level::warn, "worker link: a message from a stranger is ignored",
+                  {{"worker", spec_.index}});
+        continue;
+      }
+      if (frames != 2) {
+        close(protocol_error(std::to_string(frames - 1) + " frames in a message over ipc"));
+        return;
+      }
+      auto m = decode_worker_message(envelope.data(), envelope.size());
+      if (!m) {
+        close(protocol_error(m.error().to_string()));
+        return;
       }
       last_heard = clock_type::now();
       if (std::holds_alternative<worker_heartbeat>(*m)) continue;

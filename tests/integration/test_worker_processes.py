@@ -50,8 +50,10 @@ def reloads_of(server, model, version):
                if r.get("msg") == "model reloaded" and r.get("model") == model and r.get("version") == version)
 
 
-def start(tmp_path, name="serve.log"):
+def start(tmp_path, name="serve.log", node_extra=""):
     models, node_yaml = build_repository(str(tmp_path))
+    with open(node_yaml, "a") as f:
+        f.write(node_extra)
     s = Server(models, node_yaml, str(tmp_path / name), extra_args=("--worker-processes", "on"))
     assert s.ready, s.reason
     assert wait_until(lambda: len(worker_pids(s)) == 2), "two worker processes (cpu_workers: 2)"
@@ -227,6 +229,29 @@ def test_kill_9_under_a_closed_loop_answers_every_request_exactly_once(node):
         assert c.infer("mlp", {"x": x}, version=2, wait=30)["y"].shape == (1, 8)
     finally:
         c.close()
+
+
+def test_a_hung_worker_process_is_found_by_its_missed_heartbeats_and_replaced(tmp_path):
+    s, models = start(tmp_path, node_extra="worker_heartbeat_interval_ms: 100\n"
+                                           "worker_heartbeat_timeout_ms: 1000\n")
+    c = s.client()
+    try:
+        victim_index, victim = sorted(worker_pids(s).items())[0]
+        reloaded = reloads_of(s, "mlp", 2)
+        os.kill(victim, signal.SIGSTOP)  # alive, silent: as a process stuck in the driver
+        assert wait_until(lambda: worker_pids(s)[victim_index] != victim, timeout=30), \
+            "the silent process was not replaced"
+        assert any(r.get("msg") == "worker process failed" and "heartbeat" in r.get("reason", "")
+                   for r in s.log_records())
+        assert wait_until(lambda: gone(victim)), "the silent process was killed and reaped"
+        assert wait_until(lambda: reloads_of(s, "mlp", 2) > reloaded, timeout=60)
+        x = np.ones((1, 16), np.float32)
+        for f in [c.submit("mlp", {"x": x}, version=2) for _ in range(20)]:
+            np.testing.assert_allclose(f.result(60).outputs["y"],
+                                       reference(models, "mlp", 2, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+    finally:
+        c.close()
+        assert s.terminate() == 0
 
 
 def test_graceful_shutdown_leaves_no_worker_process(tmp_path):
