@@ -51,9 +51,14 @@ using overdue_atom = caf::atom_constant<caf::atom("overdue")>;
 using built_atom = caf::atom_constant<caf::atom("built")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using stable_atom = caf::atom_constant<caf::atom("stable")>;
+using wevent_atom = caf::atom_constant<caf::atom("wevent")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
+
+/// What a worker process's channel reports to its proxy (actors/worker_proxy.cpp).
+struct worker_event_body;
+using worker_event = std::shared_ptr<const worker_event_body>;
 
 /// What a worker needs to load one replica of a model version.
 struct replica_spec {
@@ -61,6 +66,10 @@ struct replica_spec {
   int64_t version = 0;
   std::string path;  // model.onnx
   model_config config;
+  /// The YAML `config` was parsed from (config.yaml, or a load request's override; "" when it
+  /// came from no text: the defaults, or a test's struct). A worker process rebuilds `config`
+  /// from it with the same parser.
+  std::string config_text;
   uint32_t warmup_runs = 3;
   /// Reading the model file may take this long (config.load_timeout, else the node's).
   std::chrono::milliseconds load_timeout = default_load_timeout;
@@ -130,12 +139,15 @@ struct traffic_report {
 /// cpu_worker (one per device): owns replicas, runs batches one at a time on its own thread.
 /// (read, n) and (overdue, g) are the worker's messages to itself: model read n finished, or the
 /// wake-up armed as generation g for the earliest load timeout fired (actors/worker_core.cpp); no
-/// other actor sends them.
+/// other actor sends them. A worker process's proxy (actors/worker_proxy.hpp) speaks the same
+/// interface; (overdue, g) is its wake-up for the earliest load timeout too, (wevent, e) what its
+/// channel reports (a message of the process, or that the process is gone).
 using worker_actor =
     caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
                      caf::reacts_to<unload_atom, uint32_t>, caf::reacts_to<run_atom, batch_ref>,
                      caf::reacts_to<crash_atom>, caf::reacts_to<read_atom, uint64_t>,
-                     caf::reacts_to<overdue_atom, uint64_t>, caf::reacts_to<built_atom, uint64_t>>;
+                     caf::reacts_to<overdue_atom, uint64_t>, caf::reacts_to<built_atom, uint64_t>,
+                     caf::reacts_to<wevent_atom, worker_event>>;
 
 /// A replica as a batcher addresses it.
 struct replica_handle {
@@ -208,6 +220,7 @@ inline status from_caf_error(caf::actor_system& sys, const caf::error& e) {
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::job_list)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batch_ref)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_spec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_event)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_handle)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batcher_stats)

@@ -10,13 +10,13 @@
 
 namespace troupe::actors {
 
-worker_actor spawn_gpu_worker(caf::actor_system& sys, const worker_options& o, bool detached) {
+device_traits gpu_device_traits(int device_index) {
   device_traits t;
   t.backend = kernels::backend::cuda;
   t.default_precision = runtime::precision::fp16;
   t.takes_gpu_precision = true;
-  t.device_label = "cuda:" + std::to_string(o.device_index);
-  t.thread_setup = [device = o.device_index]() -> status {
+  t.device_label = "cuda:" + std::to_string(device_index);
+  t.thread_setup = [device = device_index]() -> status {
 #ifdef TROUPE_HAVE_CUDA
     return kernels::cuda::set_current_device(device);
 #else
@@ -25,9 +25,13 @@ worker_actor spawn_gpu_worker(caf::actor_system& sys, const worker_options& o, b
                   "this troupe was built without the CUDA backend: no gpu_worker");
 #endif
   };
+  return t;
+}
+
+worker_actor spawn_gpu_worker(caf::actor_system& sys, const worker_options& o, bool detached) {
   worker_options go = o;
   go.kind = worker_kind::gpu;
-  return spawn_worker_with(sys, go, std::move(t), detached);
+  return spawn_worker_with(sys, go, gpu_device_traits(o.device_index), detached);
 }
 
 expected<std::vector<int>> resolve_gpus(const std::optional<std::vector<int>>& configured) {

@@ -35,12 +35,22 @@ using clock_type = std::chrono::steady_clock;
 using time_point = clock_type::time_point;
 inline constexpr time_point no_deadline = time_point::max();
 
+/// Where an output block's memory goes back to when the block is freed, instead of the allocator:
+/// a worker process's shared memory (actors/shared_arena.hpp), whose regions the node reuses.
+/// give_back may run on any thread (the block's last release): thread-safe and cheap.
+class block_home {
+ public:
+  virtual ~block_home() = default;
+  virtual void give_back(std::byte* data, size_t bytes) noexcept = 0;
+};
+
 /// One batch's outputs in one buffer, shared by every reply that sends a slice of it.
 /// Reference counted: the owning pool holds one reference for the block's whole life; each reply
 /// slice holds one more. `release` may run on any thread (ZeroMQ calls it from its I/O thread when
 /// a zero-copy frame has been sent), so it is one atomic decrement. Only when the pool dropped its
 /// reference first (its replica was unloaded while replies were in flight) does the last release
-/// free the memory there; for a GPU worker's pinned block that is a cudaFreeHost, once.
+/// free the memory there; for a GPU worker's pinned block that is a cudaFreeHost, once; for a
+/// block in a worker process's shared memory, the region goes back to the arena (block_home).
 class output_block {
  public:
   /// Plain 64-byte-aligned host memory.
@@ -48,6 +58,9 @@ class output_block {
   /// Adopts staging memory (pinned on a GPU worker: the device writes the outputs straight into
   /// it, and the replies are sent from it without another copy).
   explicit output_block(runtime::host_buffer memory);
+  /// Borrows `bytes` at `data` from `home`, which gets them back when the block is freed (the
+  /// block keeps `home` alive until then): an output block in a worker process's shared memory.
+  output_block(std::byte* data, size_t bytes, std::shared_ptr<block_home> home);
   ~output_block();
   output_block(const output_block&) = delete;
   output_block& operator=(const output_block&) = delete;
@@ -66,7 +79,8 @@ class output_block {
 
  private:
   std::atomic<int> refs_{1};
-  runtime::host_buffer memory_;  // owns data_ when adopted; empty for the plain constructor
+  runtime::host_buffer memory_;       // owns data_ when adopted; empty for the plain constructor
+  std::shared_ptr<block_home> home_;  // where data_ goes back to, when borrowed
   std::byte* data_ = nullptr;
   size_t bytes_ = 0;
 };

@@ -368,7 +368,11 @@ node_config parse_node_node(const YAML::Node& root) {
               "repository_poll_secs",
               "management_listen",
               "management_token_file",
-              "tuning_records_file"});
+              "tuning_records_file",
+              "worker_processes",
+              "worker_heartbeat_interval_ms",
+              "worker_heartbeat_timeout_ms",
+              "worker_shared_memory_mb"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -416,6 +420,19 @@ node_config parse_node_node(const YAML::Node& root) {
     c.load_timeout = get_load_timeout(root["load_timeout_s"], "load_timeout_s");
   if (root["fault_injection"])
     c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
+  if (root["worker_processes"])
+    c.worker_processes = get<bool>(root["worker_processes"], "worker_processes");
+  if (root["worker_heartbeat_interval_ms"])
+    c.worker_heartbeat_interval = std::chrono::milliseconds(
+        get_int(root["worker_heartbeat_interval_ms"], "worker_heartbeat_interval_ms", 10, 600'000));
+  if (root["worker_heartbeat_timeout_ms"])
+    c.worker_heartbeat_timeout = std::chrono::milliseconds(
+        get_int(root["worker_heartbeat_timeout_ms"], "worker_heartbeat_timeout_ms", 10, 3'600'000));
+  if (c.worker_heartbeat_timeout <= c.worker_heartbeat_interval)
+    fail("worker_heartbeat_timeout_ms", "longer than worker_heartbeat_interval_ms");
+  if (root["worker_shared_memory_mb"])
+    c.worker_shared_memory_mb = static_cast<uint32_t>(
+        get_int(root["worker_shared_memory_mb"], "worker_shared_memory_mb", 1, 1 << 20));
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   if (root["readiness"]) {
     const auto word = get<std::string>(root["readiness"], "readiness");

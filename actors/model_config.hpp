@@ -169,6 +169,17 @@ struct node_config {
   /// `load_timeout_s`: reading a model file may take this long (models may set their own).
   std::chrono::milliseconds load_timeout = default_load_timeout;
   bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)
+  /// `worker_processes: on|off`: each worker runs in a process of its own, a child of the node
+  /// (`troupe worker`), so that a crash or a sticky CUDA error costs that process, not the node
+  /// (docs/worker-processes.md). Off by default for now.
+  bool worker_processes = false;
+  /// A worker process and its node send each other a heartbeat this often; one silent for the
+  /// timeout is gone (the node restarts a silent process; a process leaves a silent node).
+  std::chrono::milliseconds worker_heartbeat_interval{1000};
+  std::chrono::milliseconds worker_heartbeat_timeout{10000};
+  /// Shared memory per worker process (staging and output blocks of its replicas), sparse: a
+  /// load that does not fit fails out_of_memory. A GPU worker pins all of it.
+  uint32_t worker_shared_memory_mb = 1024;
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).
   readiness_policy readiness = readiness_policy::strict;

@@ -52,6 +52,7 @@ using version_ptr = std::shared_ptr<version_record>;
 struct model_record {
   std::string name;
   model_config config;
+  std::string config_text;  // what `config` was parsed from ("" without config.yaml)
   status error;                       // the model as a whole (config, no versions)
   std::vector<version_ptr> versions;  // in the table, ascending
   bool unloaded = false;              // through munload: not in the table
@@ -165,7 +166,18 @@ model_record scan_model(const std::string& dir, const std::string& name,
   const std::string config_text =
       !override_text.empty() ? override_text
                              : (fs::exists(config_path, ec) ? config_text_of(config_path) : "");
+  if (override_text.empty() && !config_text.empty()) {
+    // The text read for the fingerprint is what worker processes parse (replica_spec::
+    // config_text): the node takes its config from the same text, so the two cannot differ
+    // should the file change between the two reads.
+    cfg = parse_model_config(config_text, config_path.string());
+    if (!cfg) {
+      m.error = cfg.error();
+      return m;
+    }
+  }
   m.config = *cfg;
+  m.config_text = config_text;
   std::vector<int64_t> found;
   for (const auto& e : fs::directory_iterator(md, ec))
     if (e.is_directory() && is_version_dir(e.path()) && fs::exists(e.path() / "model.onnx"))
@@ -283,6 +295,7 @@ replica_spec spec_of(const manager_state& st, const model_record& m, const versi
   s.version = v.version;
   s.path = v.path;
   s.config = m.config;
+  s.config_text = m.config_text;
   s.warmup_runs = st.options.warmup_runs;
   s.load_timeout = m.config.load_timeout.value_or(st.options.load_timeout);
   return s;

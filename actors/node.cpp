@@ -25,6 +25,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
     wo.background_model_reads = o.background_model_reads;
     wo.idle_spin_us = o.worker_idle_spin_us;
     wo.metrics = o.metrics;
+    wo.processes = o.worker_processes;
     h.workers.push_back(spawn_worker(sys, wo, o.detached_workers));
     so.worker_settings.push_back(wo);
     kinds.push_back(kind);

@@ -32,7 +32,7 @@ struct node_spawn_options {
   /// CUDA ordinals that get a gpu_worker each, already checked (resolve_gpus in gpu_worker.hpp
   /// turns config.gpus into this). Empty: CPU workers only (tests, CPU builds, no GPU).
   std::vector<int> gpus;
-  bool detached_workers = true;                           // false on the test coordinator
+  bool detached_workers = true;        // false on the test coordinator
   bool background_model_reads = true;  // worker_options::background_model_reads; false there too
   uint32_t worker_idle_spin_us = default_idle_spin_us();  // worker_options::idle_spin_us
   restart_backoff worker_restart;                         // supervisor_options::backoff
@@ -42,6 +42,10 @@ struct node_spawn_options {
   table_holder* holder = nullptr;
   serving_metrics* metrics = nullptr;
   std::function<void()> after_model_load;  // manager_options::after_model_load
+  /// Set (node.yaml worker_processes: on): every worker runs in a process of its own, started
+  /// through these options' channel factory (cluster/worker_link.hpp); the actors spawned are
+  /// the processes' proxies (actors/worker_proxy.hpp). Null: workers in this process.
+  std::shared_ptr<const worker_process_options> worker_processes;
 };
 
 node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);

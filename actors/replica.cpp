@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <thread>
 
 #include "actors/metrics.hpp"
 #include "runtime/plan.hpp"
@@ -17,8 +16,14 @@ output_block::output_block(size_t bytes)
 output_block::output_block(runtime::host_buffer memory)
     : memory_(std::move(memory)), data_(memory_.data()), bytes_(memory_.bytes()) {}
 
+output_block::output_block(std::byte* data, size_t bytes, std::shared_ptr<block_home> home)
+    : home_(std::move(home)), data_(data), bytes_(bytes) {}
+
 output_block::~output_block() {
-  if (!memory_) aligned_free(data_);  // adopted memory frees itself
+  if (home_)
+    home_->give_back(data_, bytes_);
+  else if (!memory_)
+    aligned_free(data_);  // adopted memory frees itself
 }
 
 namespace {
@@ -111,10 +116,8 @@ bool replica::shares_weights_with(const replica& other) const {
 status replica::init(const options& o) {
   metrics_ = o.metrics;
   where_ = o.where;
-  staging_threads_ = o.staging_threads > 0
-                         ? static_cast<int>(o.staging_threads)
-                         : std::clamp(static_cast<int>(std::thread::hardware_concurrency() / 4), 1, 4);
-  parallel_staging_bytes_ = o.parallel_staging_bytes;
+  gather_ = batch_gather(o.staging_threads, o.parallel_staging_bytes);
+  external_staging_ = o.external_staging;
   device_index_ = o.device_index;
   model_path_ = o.model_path;
   version_ = o.version;
@@ -185,7 +188,13 @@ status replica::init(const options& o) {
   bool static_shapes = true;
   for (const auto& t : sig->inputs)
     for (size_t d = mbs > 0 ? 1 : 0; d < t.shape.size(); ++d) static_shapes &= t.shape[d] >= 0;
-  if (!static_shapes) return status::ok();
+  if (!static_shapes) {
+    if (external_staging_)
+      return unsupported("model '" + o.model_name +
+                         "' has dynamic non-batch dims: a worker process serves only models whose "
+                         "non-batch dims are fixed (serve it with worker_processes: off)");
+    return status::ok();
+  }
 
   // Largest first, as session::warm_up: the batch size throughput depends on fixes each
   // convolution's configuration (the weights' form) for the smaller ones.
@@ -204,14 +213,36 @@ status replica::init(const options& o) {
     // The load-time plans are the model's whole set: held for the replica's life, so that the
     // cache never evicts them (a run then never compiles, and never allocates).
     b->pinned = lease.plan;
-    TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
+    // The warm-up runs on the bucket's own staging and a block of its pool; with external
+    // staging, on memory of the same kind borrowed for the warm-up alone.
+    std::vector<runtime::host_buffer> borrowed;
+    std::vector<tensor> inputs, outputs;
+    if (external_staging_) {
+      for (const tensor_info& info : b->input_infos) {
+        TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem, runtime::host_buffer::allocate(
+                                                              where_, device_index_, info.bytes()));
+        std::memset(mem.data(), 0, info.bytes());
+        inputs.push_back(tensor::borrow(info.type, info.shape, mem.data()));
+        borrowed.push_back(std::move(mem));
+      }
+      TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem, runtime::host_buffer::allocate(
+                                                            where_, device_index_, b->block_bytes));
+      for (size_t k = 0; k < b->output_infos.size(); ++k)
+        outputs.push_back(tensor::borrow(b->output_infos[k].type, b->output_infos[k].shape,
+                                         mem.data() + b->output_offsets[k]));
+      borrowed.push_back(std::move(mem));
+    } else {
+      TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
+      inputs = b->staging;
+      outputs = slot->outputs;
+    }
     // One untimed run, then the timed ones: the mean is the latency the adaptive policy starts
     // from.
-    TROUPE_RETURN_IF_ERROR(b->pinned->run(b->staging, slot->outputs).with_context("warm-up"));
+    TROUPE_RETURN_IF_ERROR(b->pinned->run(inputs, outputs).with_context("warm-up"));
     double total_us = 0;
     for (uint32_t i = 0; i < o.warmup_runs; ++i) {
       const auto start = std::chrono::steady_clock::now();
-      TROUPE_RETURN_IF_ERROR(b->pinned->run(b->staging, slot->outputs).with_context("warm-up"));
+      TROUPE_RETURN_IF_ERROR(b->pinned->run(inputs, outputs).with_context("warm-up"));
       total_us +=
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
               .count();
@@ -234,16 +265,19 @@ expected<replica::bucket_lease> replica::build_bucket(std::vector<shape_t> input
   b->rows = rows;
   b->plan_key = runtime::session::plan_key(infos);
   for (const auto& info : infos) {
-    TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem,
-                            runtime::host_buffer::allocate(where_, device_index_, info.bytes()));
-    std::memset(mem.data(), 0, info.bytes());  // padding rows stay finite
-    b->staging.push_back(tensor::borrow(info.type, info.shape, mem.data()));
-    b->staging_memory.push_back(std::move(mem));
+    if (!external_staging_) {
+      TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem,
+                              runtime::host_buffer::allocate(where_, device_index_, info.bytes()));
+      std::memset(mem.data(), 0, info.bytes());  // padding rows stay finite
+      b->staging.push_back(tensor::borrow(info.type, info.shape, mem.data()));
+      b->staging_memory.push_back(std::move(mem));
+    }
     const int64_t lead =
         sig.max_batch_size > 0 && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
     b->input_row_bytes.push_back(info.bytes() / static_cast<size_t>(lead));
   }
   b->input_shapes = std::move(input_shapes);
+  b->input_infos = std::move(infos);
   b->output_infos = p->output_infos();
   size_t offset = 0;
   for (size_t k = 0; k < b->output_infos.size(); ++k) {
@@ -349,38 +383,19 @@ expected<replica::bucket_lease> replica::find_or_build_bucket(
 status replica::run(batch& bt) {
   bt.result = [&]() -> status {
     if (bt.jobs.empty()) return internal_error("empty batch");
+    if (external_staging_) return internal_error("run: this replica stages through run_staged");
     // The lease keeps the plan in use (not evictable) until this run has finished with it.
     TROUPE_ASSIGN_OR_RETURN(bucket_lease lease,
                             find_or_build_bucket(bt.rows, bt.jobs.front()->inputs));
     bucket* b = lease.b;
-    // Staging: the one host copy of request bytes, frame -> the plan's input rows. Measured on
-    // the GPU host, one thread copying 40 images of 150 KB took about as long as the GPU's run
-    // of them (and the GPU waits for it): large batches are copied by several threads.
-    staging_copies_.clear();
-    size_t total_bytes = 0;
-    for (size_t i = 0; i < b->staging.size(); ++i) {
-      std::byte* dst = static_cast<std::byte*>(b->staging[i].raw());
-      size_t offset = 0;
-      const size_t capacity = b->staging[i].bytes();
-      for (const infer_job* j : bt.jobs) {
-        const input_view& in = j->inputs[i];
-        if (offset + in.bytes > capacity) return internal_error("batch rows exceed the bucket");
-        staging_copies_.push_back({dst + offset, in.data, in.bytes});
-        offset += in.bytes;
-      }
-      total_bytes += offset;
+    // Staging: the one host copy of request bytes, frame -> the plan's input rows.
+    gather_dst_.clear();
+    gather_capacity_.clear();
+    for (tensor& t : b->staging) {
+      gather_dst_.push_back(static_cast<std::byte*>(t.raw()));
+      gather_capacity_.push_back(t.bytes());
     }
-    const auto copies = static_cast<int64_t>(staging_copies_.size());
-    if (staging_threads_ > 1 && copies > 1 && total_bytes >= parallel_staging_bytes_) {
-      const int threads = static_cast<int>(std::min<int64_t>(staging_threads_, copies));
-#pragma omp parallel for num_threads(threads) schedule(static)
-      for (int64_t k = 0; k < copies; ++k) {
-        const staging_copy& c = staging_copies_[static_cast<size_t>(k)];
-        std::memcpy(c.dst, c.src, c.bytes);
-      }
-    } else {
-      for (const staging_copy& c : staging_copies_) std::memcpy(c.dst, c.src, c.bytes);
-    }
+    TROUPE_RETURN_IF_ERROR(gather_.gather(bt.jobs, gather_dst_, gather_capacity_));
     TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
     TROUPE_RETURN_IF_ERROR(lease.plan->run(b->staging, slot->outputs));
     slot->block->retain();  // the batcher's reference, handed over with the results
@@ -398,6 +413,46 @@ status replica::run(batch& bt) {
     return status::ok();
   }();
   return bt.result;
+}
+
+std::vector<bucket_layout> replica::layouts() const {
+  std::vector<bucket_layout> out;
+  for (const auto& b : buckets_) {
+    if (!b->pinned) continue;
+    bucket_layout l;
+    l.rows = b->rows;
+    l.inputs = b->input_infos;
+    l.outputs = b->output_infos;
+    l.output_offsets = b->output_offsets;
+    l.output_row_bytes = b->output_row_bytes;
+    l.block_bytes = b->block_bytes;
+    out.push_back(std::move(l));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const bucket_layout& a, const bucket_layout& b) { return a.rows < b.rows; });
+  return out;
+}
+
+status replica::run_staged(int64_t bucket_rows, std::span<std::byte* const> inputs,
+                           std::byte* output_block) {
+  bucket* b = nullptr;
+  for (auto& candidate : buckets_)
+    if (candidate->pinned && candidate->rows == bucket_rows) b = candidate.get();
+  if (!b)
+    return invalid_argument("model '" + signature_->model + "' has no batch bucket of " +
+                            std::to_string(bucket_rows) + " rows");
+  if (inputs.size() != b->input_infos.size() || !output_block)
+    return invalid_argument("run_staged: " + std::to_string(inputs.size()) + " inputs for " +
+                            std::to_string(b->input_infos.size()));
+  staged_inputs_.clear();
+  staged_outputs_.clear();
+  for (size_t i = 0; i < inputs.size(); ++i)
+    staged_inputs_.push_back(
+        tensor::borrow(b->input_infos[i].type, b->input_infos[i].shape, inputs[i]));
+  for (size_t k = 0; k < b->output_infos.size(); ++k)
+    staged_outputs_.push_back(tensor::borrow(b->output_infos[k].type, b->output_infos[k].shape,
+                                             output_block + b->output_offsets[k]));
+  return b->pinned->run(staged_inputs_, staged_outputs_);
 }
 
 replica_memory replica::memory() const {

@@ -24,9 +24,11 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "actors/batch_gather.hpp"
 #include "actors/job.hpp"
 #include "actors/model_config.hpp"
 #include "actors/signature.hpp"
@@ -46,6 +48,19 @@ struct version_metrics;
 struct bucket_latency {
   int64_t rows = 0;
   double mean_us = 0;
+};
+
+/// Where one batch bucket's plan reads its inputs and writes its outputs, as a worker process
+/// reports it to the node that stages its batches (actors/worker_proxy.hpp). Input i is one
+/// contiguous tensor of `inputs[i]` (bucket rows included); output k lies at output_offsets[k] in
+/// an output block of block_bytes (64-byte aligned offsets).
+struct bucket_layout {
+  int64_t rows = 0;
+  std::vector<tensor_info> inputs;
+  std::vector<tensor_info> outputs;
+  std::vector<size_t> output_offsets;
+  std::vector<size_t> output_row_bytes;  // one batch row (the whole output without batching)
+  size_t block_bytes = 0;
 };
 
 /// What a replica holds, by kind of memory.
@@ -92,6 +107,11 @@ class replica {
     /// Read before each batch bucket is compiled and warmed up at create: once true, create stops
     /// there and fails `cancelled` (the worker building it is stopping). May be null.
     const std::atomic<bool>* cancel = nullptr;
+    /// Staging and output memory come from outside at each run (run_staged: a worker process
+    /// reads the inputs its node staged in shared memory and writes the outputs there): the
+    /// replica keeps none of its own (the warm-up borrows some for its runs and gives it back).
+    /// Only models whose non-batch dims are all fixed: their buckets are known at load.
+    bool external_staging = false;
   };
 
   static expected<std::unique_ptr<replica>> create(const options& o);
@@ -120,6 +140,13 @@ class replica {
   /// job's inputs into the bucket's staging tensors, runs the plan and fills b.block/b.outputs/
   /// b.bucket_rows. Returns the run's status (also stored in b.result).
   status run(batch& b);
+  /// The buckets compiled at load (static shapes), ascending by rows: what run_staged runs.
+  std::vector<bucket_layout> layouts() const;
+  /// Runs the load-time bucket of `bucket_rows` rows on inputs already staged: inputs[i] holds
+  /// input i of that bucket's layout, and the outputs go to `output_block` (block_bytes, at the
+  /// layout's offsets). For replicas made with external_staging. Thread-safety as `run`.
+  status run_staged(int64_t bucket_rows, std::span<std::byte* const> inputs,
+                    std::byte* output_block);
   /// Fault injection (model_config::fault_error_ratio; the worker asks only where the node has
   /// fault_injection on): whether this batch is to fail. Deterministic: error_ratio of the calls.
   bool inject_error();
@@ -131,8 +158,9 @@ class replica {
   };
   struct bucket {
     int64_t rows = 0;
-    std::vector<shape_t> input_shapes;  // full shapes (rows included)
-    std::string plan_key;               // the plan in the session's cache (session::plan_key)
+    std::vector<shape_t> input_shapes;     // full shapes (rows included)
+    std::vector<tensor_info> input_infos;  // the same with the inputs' types
+    std::string plan_key;                  // the plan in the session's cache (session::plan_key)
     /// Plans compiled at load (static shapes): leased for the replica's life. Null for plans of
     /// dynamic shapes, which are leased from the cache per run.
     std::shared_ptr<runtime::plan> pinned;
@@ -172,15 +200,14 @@ class replica {
   serving_metrics* metrics_ = nullptr;
   std::shared_ptr<version_metrics> version_metrics_;  // from metrics_, at the first eviction
   uint64_t evictions_counted_ = 0;
-  /// One staging copy (a job's input into the bucket's staging); reused batch after batch.
-  struct staging_copy {
-    std::byte* dst = nullptr;
-    const void* src = nullptr;
-    size_t bytes = 0;
-  };
-  std::vector<staging_copy> staging_copies_;
-  int staging_threads_ = 1;
-  size_t parallel_staging_bytes_ = 0;
+  batch_gather gather_;
+  /// Destinations and capacities of one gather; reused batch after batch.
+  std::vector<std::byte*> gather_dst_;
+  std::vector<size_t> gather_capacity_;
+  bool external_staging_ = false;
+  /// run_staged's borrowed views of the caller's memory; reused batch after batch.
+  std::vector<tensor> staged_inputs_;
+  std::vector<tensor> staged_outputs_;
   kernels::backend where_ = kernels::backend::cpu;
   int device_index_ = 0;
   // What can_share_weights compares.

@@ -25,13 +25,13 @@
 #include <string_view>
 
 #include "actors/caf_compat.hpp"
+#include "actors/device_traits.hpp"
+#include "actors/worker_channel.hpp"
 #include "runtime/graph.hpp"
 
 namespace troupe::actors {
 
 class serving_metrics;
-
-enum class worker_kind : uint8_t { cpu = 0, gpu = 1 };
 
 /// How long the threads of the request path (a detached worker after a run, the frontend after
 /// its last request or reply) poll for the next piece of work, yielding their core, before they
@@ -40,7 +40,6 @@ enum class worker_kind : uint8_t { cpu = 0, gpu = 1 };
 /// of them per request); spinning saves them only where cores are to spare (on a 2-core machine
 /// the spinning threads would take the CPU from the ones doing the work).
 uint32_t default_idle_spin_us();
-std::string_view worker_kind_name(worker_kind k);
 
 struct worker_options {
   worker_kind kind = worker_kind::cpu;
@@ -64,10 +63,14 @@ struct worker_options {
   /// core) after each run before it blocks: see worker_core.cpp. Ignored on scheduler threads.
   uint32_t idle_spin_us = default_idle_spin_us();
   serving_metrics* metrics = nullptr;
+  /// Set: the worker runs in a process of its own, a child of the node, and the actor spawned is
+  /// its proxy (actors/worker_proxy.hpp, docs/worker-processes.md). Null: in this process.
+  std::shared_ptr<const worker_process_options> processes;
 };
 
-/// Spawns the worker `o.kind` names: detached (its own thread: a run blocks for the compute) in a
-/// node, on the scheduler in tests. The supervisor respawns failed workers through this.
+/// Spawns the worker `o.kind` names (its proxy, with worker processes on): detached (its own
+/// thread: a run blocks for the compute) in a node, on the scheduler in tests. The supervisor
+/// respawns failed workers through this.
 worker_actor spawn_worker(caf::actor_system& sys, const worker_options& o, bool detached);
 
 }  // namespace troupe::actors

@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "actors/cpu_worker.hpp"
+#include "actors/fault_injection.hpp"
 #include "actors/gpu_worker.hpp"
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/replica.hpp"
+#include "actors/worker_proxy.hpp"
 #include "runtime/background_read.hpp"
 #include "runtime/onnx_loader.hpp"
 #include "runtime/serial_thread.hpp"
@@ -145,11 +147,6 @@ struct worker_state {
     m->set_worker_memory(options.index, traits.device_label, device_pool, staging);
   }
 
-  expected<runtime::precision> precision_for(const model_config& c) const {
-    if (!traits.takes_gpu_precision || c.gpu_precision.empty()) return traits.default_precision;
-    return runtime::parse_precision(c.gpu_precision);
-  }
-
   /// The pending read `n`, taken out of `reads`; nullopt when settled already (the other of its
   /// two messages came first).
   std::optional<pending_read> take_read(uint64_t n) {
@@ -181,33 +178,6 @@ struct worker_state {
     return info;
   }
 };
-
-/// With fault injection on, a request may ask the worker to take longer: troupe.sleep_ms=N (the
-/// largest N in the batch) simulates a slow model, so tests of queueing, timeouts and draining do
-/// not depend on how fast the kernels are.
-std::chrono::milliseconds requested_sleep(const batch& b) {
-  long ms = 0;
-  for (const infer_job* j : b.jobs)
-    for (const auto& [name, value] : j->parameters)
-      if (name == "troupe.sleep_ms")
-        ms = std::max(ms, std::strtol(std::string(value).c_str(), nullptr, 10));
-  return std::chrono::milliseconds(std::clamp(ms, 0L, 60'000L));
-}
-
-/// The fault a request asks for with the parameter troupe.fault (only with fault injection on):
-/// "crash" ends the worker while it holds the batch, "device" fails the run as a device error
-/// (the worker answers the batch, then exits); "crash_once" and "device_once" do so on the
-/// request's first attempt only (its retry then succeeds, elsewhere or on the replacement).
-std::string_view requested_fault(const batch& b) {
-  for (const infer_job* j : b.jobs)
-    for (const auto& [name, value] : j->parameters)
-      if (name == "troupe.fault") {
-        if (value == "crash_once" || value == "device_once")
-          return j->attempts > 1 ? std::string_view() : value.substr(0, value.size() - 5);
-        return value;
-      }
-  return {};
-}
 
 using worker_ptr = worker_actor::stateful_pointer<worker_state>;
 
@@ -258,8 +228,8 @@ void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loa
   // the replicas it made go with the job, on the build thread).
   auto job = [slot, options = std::move(options), sibling = std::move(sibling),
               graph = std::move(graph), setup = st.traits.thread_setup, stopping = st.stopping,
-              before = st.options.before_build,
-              worker = caf::actor_cast<worker_actor>(self), n]() mutable {
+              before = st.options.before_build, worker = caf::actor_cast<worker_actor>(self),
+              n]() mutable {
     // The device traits' setup applies per thread: the current CUDA device, OpenMP threads.
     const status set_up = setup ? setup() : status::ok();
     for (replica::options& o : options) {
@@ -274,7 +244,8 @@ void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loa
           o.weights_from = earlier->get();
           break;
         }
-      if (!o.weights_from && sibling && sibling->can_share_weights(o)) o.weights_from = sibling.get();
+      if (!o.weights_from && sibling && sibling->can_share_weights(o))
+        o.weights_from = sibling.get();
       if (!o.weights_from) o.graph = graph;
       auto r = replica::create(o);
       if (r)
@@ -351,7 +322,7 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         auto& st = self->state;
         const std::string where = "loading " + spec.path + " on " + st.traits.device_label;
         if (const status& s = st.setup(); !s.is_ok()) return to_caf_error(s.with_context(where));
-        auto precision = st.precision_for(spec.config);
+        auto precision = st.traits.precision_for(spec.config);
         if (!precision) return to_caf_error(precision.error().with_context(where));
         replica::options ro;
         ro.model_name = spec.model;
@@ -460,8 +431,9 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         else if (fault == "device")
           b.result = make_error(error_code::device_error, "fault injection: device error");
         else if (st.options.fault_injection && r->inject_error())
-          b.result = internal_error("fault injection: this version is configured to fail "
-                                    "(config.yaml fault_injection.error_ratio)");
+          b.result = internal_error(
+              "fault injection: this version is configured to fail "
+              "(config.yaml fault_injection.error_ratio)");
         else
           (void)r->run(b);
         b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -492,6 +464,7 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
       [=](crash_atom) {
         self->quit(caf::make_error(caf::sec::runtime_error, "fault injection: worker crash"));
       },
+      [=](wevent_atom, const worker_event&) {},  // a worker process's proxy's: none here
   };
 }
 
@@ -520,6 +493,7 @@ worker_actor spawn_worker_with(caf::actor_system& sys, const worker_options& o,
 }
 
 worker_actor spawn_worker(caf::actor_system& sys, const worker_options& o, bool detached) {
+  if (o.processes) return spawn_worker_proxy(sys, o, detached);
   return o.kind == worker_kind::gpu ? spawn_gpu_worker(sys, o, detached)
                                     : spawn_cpu_worker(sys, o, detached);
 }

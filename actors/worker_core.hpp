@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/device_traits.hpp"
 #include "actors/replica.hpp"
 #include "actors/worker.hpp"
 #include "core/status.hpp"
@@ -16,18 +17,6 @@
 #include "runtime/session.hpp"
 
 namespace troupe::actors {
-
-struct device_traits {
-  kernels::backend backend = kernels::backend::cpu;
-  /// Compute precision of replicas whose config names none.
-  runtime::precision default_precision = runtime::precision::fp32;
-  /// Whether model_config::gpu_precision applies (GPU workers) or is ignored (CPU: fp32 only).
-  bool takes_gpu_precision = false;
-  std::string device_label;  // "cpu", "cuda:0": the metrics label `device` and log text
-  /// Runs once on the worker's thread before its first load or run: OpenMP threads, the current
-  /// CUDA device. An error fails every load of the worker (the models then report it).
-  std::function<status()> thread_setup;
-};
 
 /// A worker's live replicas by id (every entry non-null; an unload erases it). Shared: a build on
 /// the worker's build thread holds the replica it takes its weights from until it is done, so

@@ -35,6 +35,7 @@
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
 #include "runtime/tuning_records_file.hpp"
+#include "cluster/worker_link.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -239,7 +240,7 @@ class front_doors {
   std::unique_ptr<request_gateway> gateway_;
   std::unique_ptr<shared_memory_registry> shm_;
   std::unique_ptr<actors::model_control> control_;  // the repository extension of both doors
-  std::unique_ptr<management_socket> management_;    // declared after control_: goes first
+  std::unique_ptr<management_socket> management_;   // declared after control_: goes first
   std::unique_ptr<kserve_http> http_;
 #if TROUPE_HAVE_GRPC
   std::unique_ptr<kserve_grpc_server> grpc_;
@@ -312,6 +313,7 @@ status run_serve(const serve_options& o) {
   if (o.tuning_records_file) cfg.tuning_records_file = *o.tuning_records_file;
   if (o.max_outstanding_per_connection)
     cfg.max_outstanding_per_connection = *o.max_outstanding_per_connection;
+  if (o.worker_processes) cfg.worker_processes = *o.worker_processes;
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {
@@ -379,6 +381,22 @@ status run_serve(const serve_options& o) {
   }
   if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
 
+  // Worker processes (docs/worker-processes.md): the launcher outlives the actors (declared
+  // before the actor system's users stop: the links it made are gone once the workers are).
+  std::unique_ptr<worker_launcher> launcher;
+  std::shared_ptr<actors::worker_process_options> processes;
+  if (cfg.worker_processes) {
+    worker_launcher_options lo;
+    lo.log_level = cfg.log_level;
+    TROUPE_ASSIGN_OR_RETURN(launcher, worker_launcher::create(lo));
+    processes = std::make_shared<actors::worker_process_options>();
+    processes->channels = launcher->factory();
+    processes->heartbeat_interval = cfg.worker_heartbeat_interval;
+    processes->heartbeat_timeout = cfg.worker_heartbeat_timeout;
+    processes->shared_memory_bytes = size_t{cfg.worker_shared_memory_mb} << 20;
+    spdlog::info("worker processes on: one per worker, endpoints in {}", launcher->directory());
+  }
+
   actors::table_holder holder;
   actors::node_spawn_options so;
   so.config = cfg;
@@ -389,6 +407,7 @@ status run_serve(const serve_options& o) {
   so.metrics = &metrics;
   if (tuning_records)
     so.after_model_load = [tuning_records] { tuning_records->save_in_background(); };
+  so.worker_processes = processes;
   actors::node_handles node = actors::spawn_node(sys, so);
 
   front_doors doors;

@@ -29,6 +29,7 @@ struct serve_options {
   std::optional<std::string> management_listen;            // overrides `management_listen` ("" off)
   std::optional<uint32_t> max_outstanding_per_connection;  // overrides the node config's
   std::optional<std::string> tuning_records_file;          // overrides `tuning_records_file` ("" off)
+  std::optional<bool> worker_processes;                    // overrides `worker_processes`
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):

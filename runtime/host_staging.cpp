@@ -64,4 +64,22 @@ void host_buffer::reset() noexcept {
   pinned_ = false;
 }
 
+status register_host_memory(kernels::backend where, int device_index, void* p, size_t bytes) {
+  if (where != kernels::backend::cuda || p == nullptr || bytes == 0) return status::ok();
+#ifdef TROUPE_HAVE_CUDA
+  return kernels::cuda::pinned_host_register(device_index, p, bytes);
+#else
+  (void)device_index;
+  return status(error_code::unavailable,
+                "pinned host memory needs the CUDA backend, which this build does not have");
+#endif
+}
+
+void unregister_host_memory(kernels::backend where, void* p) noexcept {
+  if (where != kernels::backend::cuda || p == nullptr) return;
+#ifdef TROUPE_HAVE_CUDA
+  kernels::cuda::pinned_host_unregister(p);
+#endif
+}
+
 }  // namespace troupe::runtime

@@ -42,4 +42,12 @@ class host_buffer {
   bool pinned_ = false;
 };
 
+/// Page-locks `bytes` of host memory someone else allocated (a worker process's shared memory,
+/// actors/shared_arena.hpp) for transfers to `where`, so that uploads from it and downloads into
+/// it are DMAs like those of a pinned host_buffer. A no-op for the CPU. Errors: out_of_memory,
+/// device_error, unavailable (CUDA in a build without it).
+status register_host_memory(kernels::backend where, int device_index, void* p, size_t bytes);
+/// Undoes register_host_memory (null or a CPU target: nothing). Safe on any thread.
+void unregister_host_memory(kernels::backend where, void* p) noexcept;
+
 }  // namespace troupe::runtime

@@ -22,6 +22,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string control_mode;
     int repository_poll_secs = 0;
     uint32_t max_outstanding_per_connection = 0;
+    std::string worker_processes;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -61,6 +62,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "ZeroMQ: requests of one connection running or with replies it has not read; "
                   "beyond it that connection's requests are answered OVERLOADED (default 256)")
       ->check(CLI::Range(1u, 1u << 22));
+  cmd->add_option("--worker-processes", o->worker_processes,
+                  "on: each worker runs in a process of its own (a crash costs that process, not "
+                  "the node); off (default): workers in the node's process")
+      ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));
@@ -84,6 +89,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (o->repository_poll_secs > 0) o->serve.repository_poll_secs = o->repository_poll_secs;
     if (o->max_outstanding_per_connection > 0)
       o->serve.max_outstanding_per_connection = o->max_outstanding_per_connection;
+    if (!o->worker_processes.empty()) o->serve.worker_processes = o->worker_processes == "on";
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });

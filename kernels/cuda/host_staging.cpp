@@ -25,6 +25,20 @@ void pinned_host_free(void* p) noexcept {
   (void)cudaGetLastError();
 }
 
+status pinned_host_register(int device_index, void* p, size_t bytes) {
+  if (p == nullptr || bytes == 0) return status::ok();
+  if (!device_available()) return make_error(error_code::device_error, "no CUDA device available");
+  TROUPE_CUDA_CHECK(cudaSetDevice(device_index));
+  return TROUPE_CUDA_STATUS(cudaHostRegister(p, bytes, cudaHostRegisterPortable))
+      .with_context("pinning " + std::to_string(bytes) + " bytes of shared host memory");
+}
+
+void pinned_host_unregister(void* p) noexcept {
+  if (p == nullptr) return;
+  (void)cudaHostUnregister(p);
+  (void)cudaGetLastError();
+}
+
 bool is_pinned_host(const void* p) noexcept {
   if (p == nullptr || !device_available()) return false;
   cudaPointerAttributes a{};

@@ -22,6 +22,15 @@ expected<void*> pinned_host_alloc(int device_index, size_t bytes);
 /// already in an error state) are ignored: there is nobody to report them to.
 void pinned_host_free(void* p) noexcept;
 
+/// Page-locks `bytes` of host memory at `p` that someone else allocated (cudaHostRegister,
+/// portable), with device `device_index` current on the calling thread: a worker process's
+/// shared memory, mapped from the node. out_of_memory when the host cannot lock that much,
+/// device_error when CUDA cannot be used.
+status pinned_host_register(int device_index, void* p, size_t bytes);
+
+/// Undoes pinned_host_register (null is ignored). Safe on any thread; errors are ignored.
+void pinned_host_unregister(void* p) noexcept;
+
 /// True when `p` points into page-locked host memory the CUDA runtime registered (for tests and
 /// checks; false without a driver).
 bool is_pinned_host(const void* p) noexcept;

@@ -33,6 +33,7 @@ worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_lo
         [](read_atom, uint64_t) {},
         [](overdue_atom, uint64_t) {},
         [](built_atom, uint64_t) {},
+        [](wevent_atom, const worker_event&) {},
     };
   });
 }

@@ -146,6 +146,34 @@ TEST(node_config, keys_and_errors) {
   EXPECT_EQ(load_node_config("/nonexistent/node.yaml").error().code(), error_code::not_found);
 }
 
+TEST(node_config, worker_processes) {
+  auto off = parse_node_config("cpu_workers: 1\n", "node");
+  ASSERT_TRUE(off.has_value());
+  EXPECT_FALSE(off->worker_processes) << "off by default for now";
+  EXPECT_EQ(off->worker_heartbeat_interval, std::chrono::milliseconds(1000));
+  EXPECT_EQ(off->worker_heartbeat_timeout, std::chrono::milliseconds(10000));
+  EXPECT_EQ(off->worker_shared_memory_mb, 1024u);
+  auto on = parse_node_config(
+      "worker_processes: on\nworker_heartbeat_interval_ms: 200\n"
+      "worker_heartbeat_timeout_ms: 1500\nworker_shared_memory_mb: 64\n",
+      "node");
+  ASSERT_TRUE(on.has_value()) << on.error().to_string();
+  EXPECT_TRUE(on->worker_processes) << "YAML's on/off are booleans";
+  EXPECT_EQ(on->worker_heartbeat_interval, std::chrono::milliseconds(200));
+  EXPECT_EQ(on->worker_heartbeat_timeout, std::chrono::milliseconds(1500));
+  EXPECT_EQ(on->worker_shared_memory_mb, 64u);
+  auto explicit_off = parse_node_config("worker_processes: off\n", "node");
+  ASSERT_TRUE(explicit_off.has_value());
+  EXPECT_FALSE(explicit_off->worker_processes);
+  auto short_timeout = parse_node_config(
+      "worker_heartbeat_interval_ms: 500\nworker_heartbeat_timeout_ms: 500\n", "node");
+  ASSERT_FALSE(short_timeout.has_value());
+  EXPECT_NE(short_timeout.error().message().find("worker_heartbeat_timeout_ms"),
+            std::string::npos);
+  EXPECT_FALSE(parse_node_config("worker_processes: maybe\n", "node").has_value());
+  EXPECT_FALSE(parse_node_config("worker_shared_memory_mb: 0\n", "node").has_value());
+}
+
 TEST(node_config, readiness_and_load_delay) {
   auto absent = parse_node_config("cpu_workers: 1\n", "node");
   ASSERT_TRUE(absent.has_value());

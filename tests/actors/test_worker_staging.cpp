@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 
+#include "actors/batch_gather.hpp"
 #include "actors/gpu_worker.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
@@ -175,14 +176,71 @@ class replica_parallel_staging : public replica_staging {
 TEST_F(replica_parallel_staging, every_job_lands_in_its_own_rows) {
   // Jobs of 1 to 4 rows in every mix: each job's outputs are checked against its own inputs.
   for (uint32_t i = 0; i < 8; ++i) {
-    for (const auto& rows : std::vector<std::vector<int64_t>>{
-             {1, 1, 1, 1}, {2, 1, 1}, {1, 3}, {4}, {1, 2}, {3}}) {
+    for (const auto& rows :
+         std::vector<std::vector<int64_t>>{{1, 1, 1, 1}, {2, 1, 1}, {1, 3}, {4}, {1, 2}, {3}}) {
       batch& b = run(rows, 100 + 10 * i);
       ASSERT_NE(b.block, nullptr);
       b.block->release();
       b.block = nullptr;
     }
   }
+}
+
+/// A replica with external staging (a worker process's): its buckets' layouts, and runs on inputs
+/// staged by someone else (the gather both kinds of replica use) that match the in-process run.
+TEST(replica_external_staging, runs_on_staged_inputs_as_the_in_process_replica_does) {
+  testing::temp_dir dir;
+  const auto weights = testing::make_mlp_weights(4, 3, 7);
+  dir.write("m.onnx", testing::mlp_model_bytes(weights));
+  replica::options o;
+  o.model_name = "mlp";
+  o.model_path = (dir.path() / "m.onnx").string();
+  o.config.max_batch_size = 4;
+  o.warmup_runs = 1;
+  o.external_staging = true;
+  auto r = replica::create(o);
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  const replica_memory mem = (*r)->memory();
+  EXPECT_EQ(mem.staging_bytes, 0u) << "no staging of its own";
+  EXPECT_EQ(mem.output_blocks, 0u) << "no output blocks of its own";
+  const std::vector<bucket_layout> layouts = (*r)->layouts();
+  ASSERT_EQ(layouts.size(), 3u);  // 1, 2, 4 rows
+  EXPECT_EQ(layouts[0].rows, 1);
+  EXPECT_EQ(layouts[2].rows, 4);
+  const bucket_layout& l = layouts[1];
+  ASSERT_EQ(l.inputs.size(), 1u);
+  EXPECT_EQ(l.inputs[0].shape, (shape_t{2, 4}));
+  ASSERT_EQ(l.outputs.size(), 1u);
+  EXPECT_EQ(l.outputs[0].shape, (shape_t{2, 3}));
+  EXPECT_EQ(l.output_row_bytes[0], 3 * sizeof(float));
+  EXPECT_GE(l.block_bytes, l.output_offsets[0] + l.outputs[0].bytes());
+
+  // Two jobs of one row each, gathered into bucket 2's staging as the proxy does.
+  owned_job a("mlp", {{1, 4}}, caf::actor(), time_point{}, 3);
+  owned_job b("mlp", {{1, 4}}, caf::actor(), time_point{}, 4);
+  std::vector<infer_job*> jobs{&a.job, &b.job};
+  std::vector<std::byte> staging(l.inputs[0].bytes()), block(l.block_bytes);
+  batch_gather gather(1);
+  std::byte* dst = staging.data();
+  const size_t capacity = staging.size();
+  ASSERT_TRUE(gather.gather(jobs, {&dst, 1}, {&capacity, 1}).is_ok());
+  ASSERT_TRUE((*r)->run_staged(2, {&dst, 1}, block.data()).is_ok());
+  const auto* y = reinterpret_cast<const float*>(block.data() + l.output_offsets[0]);
+  for (const owned_job* j : {&a, &b}) {
+    const auto ref = testing::mlp_reference(weights, j->data[0].data(), 1);
+    for (size_t k = 0; k < ref.size(); ++k) EXPECT_NEAR(y[k], ref[k], 1e-5) << "element " << k;
+    y += 3;
+  }
+  EXPECT_EQ((*r)->run_staged(3, {&dst, 1}, block.data()).code(), error_code::invalid_argument)
+      << "no bucket of 3 rows";
+  // A batch larger than the staging is refused before anything is copied.
+  const size_t small = l.inputs[0].bytes() / 2;
+  EXPECT_EQ(gather.gather(jobs, {&dst, 1}, {&small, 1}).code(), error_code::internal);
+  // The in-process path is not open to it.
+  batch whole;
+  whole.jobs = jobs;
+  whole.rows = 2;
+  EXPECT_FALSE((*r)->run(whole).is_ok());
 }
 
 TEST(worker_memory, workers_report_device_pool_and_staging_bytes) {

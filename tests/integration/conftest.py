@@ -119,7 +119,9 @@ def build_repository(root):
           "max_message_bytes: 1048576\n"
           "fault_injection: true\n"
           "drain_timeout_ms: 20000\n"
-          "log_level: info\n")
+          "log_level: info\n"
+          # TROUPE_TEST_WORKER_PROCESSES=on runs the whole suite with worker processes.
+          f"worker_processes: {os.environ.get('TROUPE_TEST_WORKER_PROCESSES', 'off')}\n")
     return models, node_yaml
 
 

@@ -1,0 +1,332 @@
+#include "cluster/worker_codec.hpp"
+
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "proto/worker.pb.h"
+
+namespace troupe::cluster {
+namespace {
+
+namespace wpb = troupe::worker::v1;
+namespace pb = troupe::v1;
+using namespace troupe::actors;
+
+constexpr int64_t max_dim = int64_t{1} << 40;
+constexpr uint64_t max_tensor_bytes = uint64_t{1} << 50;
+
+// ---- encoding ----------------------------------------------------------------------------------
+
+void put_status(const status& s, pb::Error* e) {
+  if (s.is_ok()) return;
+  e->set_code(static_cast<pb::ErrorCode>(s.code()));
+  e->set_message(s.message());
+}
+
+void put_info(const tensor_info& t, wpb::TensorInfo* out) {
+  out->set_dtype(static_cast<pb::DataType>(dtype_to_onnx(t.type)));
+  for (int64_t d : t.shape) out->add_shape(d);
+}
+
+void put_spec(const tensor_spec& t, pb::TensorSpec* out) {
+  out->set_name(t.name);
+  out->set_dtype(static_cast<pb::DataType>(dtype_to_onnx(t.type)));
+  for (int64_t d : t.shape) out->add_shape(d);
+}
+
+void put_ref(const data_ref& r, wpb::DataRef* out) {
+  if (r.where == data_ref::kind::frame) {
+    out->set_frame(r.frame);
+    return;
+  }
+  auto* shm = out->mutable_shm();
+  shm->set_segment(r.region.segment);
+  shm->set_offset(r.region.offset);
+  shm->set_bytes(r.region.bytes);
+}
+
+struct encoder {
+  wpb::WorkerMessage& m;
+
+  void operator()(const worker_hello& h) {
+    auto* o = m.mutable_hello();
+    o->set_worker_index(h.worker_index);
+    o->set_pid(h.pid);
+    o->set_device(h.device);
+  }
+  void operator()(const worker_load& l) {
+    auto* o = m.mutable_load();
+    o->set_request(l.request);
+    o->set_model(l.model);
+    o->set_version(l.version);
+    o->set_path(l.path);
+    o->set_config_text(l.config_text);
+    o->set_warmup_runs(l.warmup_runs);
+    o->set_load_timeout_ms(l.load_timeout_ms);
+  }
+  void operator()(const worker_loaded& l) {
+    auto* o = m.mutable_loaded();
+    o->set_request(l.request);
+    put_status(l.result, o->mutable_error());
+    o->set_replica(l.replica);
+    for (const auto& t : l.inputs) put_spec(t, o->add_inputs());
+    for (const auto& t : l.outputs) put_spec(t, o->add_outputs());
+    o->set_max_batch_size(l.max_batch_size);
+    for (int64_t r : l.bucket_rows) o->add_bucket_rows(r);
+    for (const auto& w : l.warmup) {
+      auto* x = o->add_warmup();
+      x->set_rows(w.rows);
+      x->set_mean_us(w.mean_us);
+    }
+    o->set_pool_bytes(l.pool_bytes);
+    for (const auto& b : l.buckets) {
+      auto* x = o->add_buckets();
+      x->set_rows(b.rows);
+      for (const auto& t : b.inputs) put_info(t, x->add_inputs());
+      for (const auto& t : b.outputs) put_info(t, x->add_outputs());
+      for (size_t v : b.output_offsets) x->add_output_offsets(v);
+      for (size_t v : b.output_row_bytes) x->add_output_row_bytes(v);
+      x->set_block_bytes(b.block_bytes);
+    }
+  }
+  void operator()(const worker_unload& u) { m.mutable_unload()->set_replica(u.replica); }
+  void operator()(const worker_run& r) {
+    auto* o = m.mutable_run();
+    o->set_batch(r.batch);
+    o->set_replica(r.replica);
+    o->set_rows(r.rows);
+    o->set_bucket_rows(r.bucket_rows);
+    for (const auto& in : r.inputs) put_ref(in, o->add_inputs());
+    put_ref(r.outputs, o->mutable_outputs());
+    o->set_fault(r.fault);
+    o->set_sleep_ms(r.sleep_ms);
+  }
+  void operator()(const worker_done& d) {
+    auto* o = m.mutable_done();
+    o->set_batch(d.batch);
+    put_status(d.result, o->mutable_error());
+    o->set_compute_us(d.compute_us);
+    o->set_bucket_rows(d.bucket_rows);
+    for (const auto& l : d.outputs) {
+      auto* x = o->add_outputs();
+      put_info(l.info, x->mutable_info());
+      x->set_offset(l.offset);
+      x->set_row_bytes(l.row_bytes);
+    }
+  }
+  void operator()(const worker_heartbeat& h) { m.mutable_heartbeat()->set_sequence(h.sequence); }
+};
+
+// ---- decoding ----------------------------------------------------------------------------------
+
+status bad(const std::string& what) {
+  return invalid_argument("worker message: " + what);
+}
+
+/// A status as a peer sent it (expected<status> cannot tell it from a decoding error).
+struct sent_status {
+  status value;
+};
+
+expected<sent_status> get_status(const pb::Error& e) {
+  const int code = static_cast<int>(e.code());
+  if (code == 0) return sent_status{};
+  if (code < 0 || code > static_cast<int>(error_code::device_error))
+    return bad("unknown error code " + std::to_string(code));
+  return sent_status{status(static_cast<error_code>(code), e.message())};
+}
+
+expected<dtype> get_dtype(int onnx_type, const char* where) {
+  auto t = dtype_from_onnx(onnx_type);
+  if (!t || *t == dtype::undefined)
+    return bad(std::string(where) + ": unknown dtype " + std::to_string(onnx_type));
+  return *t;
+}
+
+expected<tensor_info> get_info(const wpb::TensorInfo& t, const char* where) {
+  tensor_info out;
+  TROUPE_ASSIGN_OR_RETURN(out.type, get_dtype(t.dtype(), where));
+  uint64_t bytes = dtype_size(out.type);
+  for (int64_t d : t.shape()) {
+    if (d < 0 || d > max_dim) return bad(std::string(where) + ": dim " + std::to_string(d));
+    if (d > 0 && bytes > max_tensor_bytes / static_cast<uint64_t>(d))
+      return bad(std::string(where) + ": a tensor of more than 2^50 bytes");
+    bytes *= static_cast<uint64_t>(d);
+    out.shape.push_back(d);
+  }
+  return out;
+}
+
+expected<tensor_spec> get_spec(const pb::TensorSpec& t, const char* where) {
+  tensor_spec out;
+  out.name = t.name();
+  TROUPE_ASSIGN_OR_RETURN(out.type, get_dtype(t.dtype(), where));
+  for (int64_t d : t.shape()) {
+    if (d < -1 || d > max_dim) return bad(std::string(where) + ": dim " + std::to_string(d));
+    out.shape.push_back(d);
+  }
+  return out;
+}
+
+expected<data_ref> get_ref(const wpb::DataRef& r, const char* where) {
+  data_ref out;
+  switch (r.where_case()) {
+    case wpb::DataRef::kShm:
+      out.where = data_ref::kind::shm;
+      out.region = {r.shm().segment(), r.shm().offset(), r.shm().bytes()};
+      return out;
+    case wpb::DataRef::kFrame:
+      out.where = data_ref::kind::frame;
+      out.frame = r.frame();
+      return out;
+    default:
+      return bad(std::string(where) + ": names no data");
+  }
+}
+
+bool rows_ok(int64_t rows) {
+  return rows >= 0 && rows <= max_dim;
+}
+
+expected<worker_message> decode_loaded(const wpb::Loaded& o) {
+  worker_loaded l;
+  l.request = o.request();
+  TROUPE_ASSIGN_OR_RETURN(sent_status result, get_status(o.error()));
+  l.result = std::move(result.value);
+  if (!l.result.is_ok()) return worker_message(std::move(l));
+  l.replica = o.replica();
+  for (const auto& t : o.inputs()) {
+    TROUPE_ASSIGN_OR_RETURN(tensor_spec s, get_spec(t, "loaded input"));
+    l.inputs.push_back(std::move(s));
+  }
+  for (const auto& t : o.outputs()) {
+    TROUPE_ASSIGN_OR_RETURN(tensor_spec s, get_spec(t, "loaded output"));
+    l.outputs.push_back(std::move(s));
+  }
+  if (!rows_ok(o.max_batch_size()))
+    return bad("max_batch_size " + std::to_string(o.max_batch_size()));
+  l.max_batch_size = o.max_batch_size();
+  for (int64_t r : o.bucket_rows()) {
+    if (r < 1 || r > max_dim) return bad("bucket rows " + std::to_string(r));
+    l.bucket_rows.push_back(r);
+  }
+  for (const auto& w : o.warmup()) {
+    if (!rows_ok(w.rows())) return bad("warm-up rows " + std::to_string(w.rows()));
+    l.warmup.push_back({w.rows(), w.mean_us()});
+  }
+  l.pool_bytes = o.pool_bytes();
+  for (const auto& b : o.buckets()) {
+    bucket_layout x;
+    if (b.rows() < 1 || b.rows() > max_dim) return bad("layout rows " + std::to_string(b.rows()));
+    x.rows = b.rows();
+    for (const auto& t : b.inputs()) {
+      TROUPE_ASSIGN_OR_RETURN(tensor_info i, get_info(t, "layout input"));
+      x.inputs.push_back(std::move(i));
+    }
+    for (const auto& t : b.outputs()) {
+      TROUPE_ASSIGN_OR_RETURN(tensor_info i, get_info(t, "layout output"));
+      x.outputs.push_back(std::move(i));
+    }
+    if (b.output_offsets_size() != b.outputs_size() ||
+        b.output_row_bytes_size() != b.outputs_size())
+      return bad("a layout lists " + std::to_string(b.outputs_size()) + " outputs, " +
+                 std::to_string(b.output_offsets_size()) + " offsets and " +
+                 std::to_string(b.output_row_bytes_size()) + " row sizes");
+    x.output_offsets.assign(b.output_offsets().begin(), b.output_offsets().end());
+    x.output_row_bytes.assign(b.output_row_bytes().begin(), b.output_row_bytes().end());
+    x.block_bytes = b.block_bytes();
+    l.buckets.push_back(std::move(x));
+  }
+  return worker_message(std::move(l));
+}
+
+expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
+  switch (m.body_case()) {
+    case wpb::WorkerMessage::kHello: {
+      const auto& o = m.hello();
+      return worker_message(worker_hello{o.worker_index(), o.pid(), o.device()});
+    }
+    case wpb::WorkerMessage::kLoad: {
+      const auto& o = m.load();
+      worker_load l;
+      l.request = o.request();
+      l.model = o.model();
+      l.version = o.version();
+      l.path = o.path();
+      l.config_text = o.config_text();
+      l.warmup_runs = o.warmup_runs();
+      l.load_timeout_ms = o.load_timeout_ms();
+      return worker_message(std::move(l));
+    }
+    case wpb::WorkerMessage::kLoaded:
+      return decode_loaded(m.loaded());
+    case wpb::WorkerMessage::kUnload:
+      return worker_message(worker_unload{m.unload().replica()});
+    case wpb::WorkerMessage::kRun: {
+      const auto& o = m.run();
+      worker_run r;
+      r.batch = o.batch();
+      r.replica = o.replica();
+      if (!rows_ok(o.rows()) || o.bucket_rows() < 1 || o.bucket_rows() > max_dim ||
+          o.rows() > o.bucket_rows())
+        return bad("run of " + std::to_string(o.rows()) + " rows in a bucket of " +
+                   std::to_string(o.bucket_rows()));
+      r.rows = o.rows();
+      r.bucket_rows = o.bucket_rows();
+      for (const auto& in : o.inputs()) {
+        TROUPE_ASSIGN_OR_RETURN(data_ref ref, get_ref(in, "run input"));
+        r.inputs.push_back(ref);
+      }
+      TROUPE_ASSIGN_OR_RETURN(r.outputs, get_ref(o.outputs(), "run outputs"));
+      r.fault = o.fault();
+      r.sleep_ms = o.sleep_ms();
+      return worker_message(std::move(r));
+    }
+    case wpb::WorkerMessage::kDone: {
+      const auto& o = m.done();
+      worker_done d;
+      d.batch = o.batch();
+      TROUPE_ASSIGN_OR_RETURN(sent_status result, get_status(o.error()));
+      d.result = std::move(result.value);
+      d.compute_us = o.compute_us();
+      if (!rows_ok(o.bucket_rows()))
+        return bad("done bucket rows " + std::to_string(o.bucket_rows()));
+      d.bucket_rows = o.bucket_rows();
+      for (const auto& x : o.outputs()) {
+        batch::output_layout l;
+        TROUPE_ASSIGN_OR_RETURN(l.info, get_info(x.info(), "done output"));
+        l.offset = x.offset();
+        l.row_bytes = x.row_bytes();
+        d.outputs.push_back(std::move(l));
+      }
+      return worker_message(std::move(d));
+    }
+    case wpb::WorkerMessage::kHeartbeat:
+      return worker_message(worker_heartbeat{m.heartbeat().sequence()});
+    default:
+      return bad("no body (an unknown message?)");
+  }
+}
+
+}  // namespace
+
+std::string encode_worker_message(const worker_message& m) {
+  wpb::WorkerMessage out;
+  out.set_protocol_version(worker_protocol_version);
+  std::visit(encoder{out}, m);
+  return out.SerializeAsString();
+}
+
+expected<worker_message> decode_worker_message(const void* data, size_t bytes) {
+  if (bytes > static_cast<size_t>(std::numeric_limits<int>::max()))
+    return bad("an envelope of " + std::to_string(bytes) + " bytes");
+  wpb::WorkerMessage m;
+  if (!m.ParseFromArray(data, static_cast<int>(bytes))) return bad("not a worker message");
+  if (m.protocol_version() != worker_protocol_version)
+    return unsupported("worker protocol version " + std::to_string(m.protocol_version()) +
+                       "; this troupe speaks version " + std::to_string(worker_protocol_version));
+  return decode_body(m);
+}
+
+}  // namespace troupe::cluster

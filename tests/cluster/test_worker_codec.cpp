@@ -1,0 +1,252 @@
+// The worker protocol's codec (cluster/worker_codec.hpp): every message survives a round trip,
+// and what a faulty or foreign peer sends (garbage, another protocol version, no body, unknown
+// dtypes and error codes, dims that would overflow a byte count, inconsistent layouts) is a typed
+// error, never a crash.
+
+#include "cluster/worker_codec.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "proto/worker.pb.h"
+
+namespace troupe::cluster {
+namespace {
+
+using namespace troupe::actors;
+namespace wpb = troupe::worker::v1;
+
+template <class T>
+T round_trip(const T& in) {
+  const std::string bytes = encode_worker_message(worker_message(in));
+  auto out = decode_worker_message(bytes.data(), bytes.size());
+  EXPECT_TRUE(out.has_value()) << out.error().to_string();
+  if (!out) return T{};
+  EXPECT_TRUE(std::holds_alternative<T>(*out)) << worker_message_name(*out);
+  return std::holds_alternative<T>(*out) ? std::get<T>(*out) : T{};
+}
+
+TEST(worker_codec, hello_load_unload_and_heartbeat_round_trip) {
+  const auto h = round_trip(worker_hello{3, 4242, "cuda:1"});
+  EXPECT_EQ(h.worker_index, 3u);
+  EXPECT_EQ(h.pid, 4242);
+  EXPECT_EQ(h.device, "cuda:1");
+
+  worker_load l;
+  l.request = 77;
+  l.model = "resnet";
+  l.version = 2;
+  l.path = "/models/resnet/2/model.onnx";
+  l.config_text = "max_batch_size: 8\n";
+  l.warmup_runs = 5;
+  l.load_timeout_ms = 300000;
+  const auto l2 = round_trip(l);
+  EXPECT_EQ(l2.request, 77u);
+  EXPECT_EQ(l2.model, "resnet");
+  EXPECT_EQ(l2.version, 2);
+  EXPECT_EQ(l2.path, l.path);
+  EXPECT_EQ(l2.config_text, l.config_text);
+  EXPECT_EQ(l2.warmup_runs, 5u);
+  EXPECT_EQ(l2.load_timeout_ms, 300000u);
+
+  EXPECT_EQ(round_trip(worker_unload{9}).replica, 9u);
+  EXPECT_EQ(round_trip(worker_heartbeat{123456789}).sequence, 123456789u);
+}
+
+TEST(worker_codec, loaded_carries_signature_buckets_and_layouts) {
+  worker_loaded l;
+  l.request = 5;
+  l.replica = 2;
+  l.inputs = {{"x", dtype::f32, {-1, 16}}, {"ids", dtype::i64, {-1, 4}}};
+  l.outputs = {{"y", dtype::f16, {-1, 8}}};
+  l.max_batch_size = 8;
+  l.bucket_rows = {1, 2, 4, 8};
+  l.warmup = {{1, 10.5}, {8, 40.25}};
+  l.pool_bytes = 1 << 20;
+  bucket_layout b;
+  b.rows = 4;
+  b.inputs = {{dtype::f32, {4, 16}}, {dtype::i64, {4, 4}}};
+  b.outputs = {{dtype::f16, {4, 8}}};
+  b.output_offsets = {0};
+  b.output_row_bytes = {16};
+  b.block_bytes = 128;
+  l.buckets = {b};
+  const auto out = round_trip(l);
+  EXPECT_TRUE(out.result.is_ok());
+  EXPECT_EQ(out.replica, 2u);
+  ASSERT_EQ(out.inputs.size(), 2u);
+  EXPECT_EQ(out.inputs[1].name, "ids");
+  EXPECT_EQ(out.inputs[1].type, dtype::i64);
+  EXPECT_EQ(out.inputs[1].shape, (std::vector<int64_t>{-1, 4}));
+  EXPECT_EQ(out.outputs[0].type, dtype::f16);
+  EXPECT_EQ(out.max_batch_size, 8);
+  EXPECT_EQ(out.bucket_rows, (std::vector<int64_t>{1, 2, 4, 8}));
+  ASSERT_EQ(out.warmup.size(), 2u);
+  EXPECT_DOUBLE_EQ(out.warmup[1].mean_us, 40.25);
+  EXPECT_EQ(out.pool_bytes, 1u << 20);
+  ASSERT_EQ(out.buckets.size(), 1u);
+  EXPECT_EQ(out.buckets[0].rows, 4);
+  EXPECT_EQ(out.buckets[0].inputs[1], (tensor_info{dtype::i64, {4, 4}}));
+  EXPECT_EQ(out.buckets[0].outputs[0], (tensor_info{dtype::f16, {4, 8}}));
+  EXPECT_EQ(out.buckets[0].output_row_bytes[0], 16u);
+  EXPECT_EQ(out.buckets[0].block_bytes, 128u);
+
+  worker_loaded failed;
+  failed.request = 6;
+  failed.result = status(error_code::invalid_model, "bad graph");
+  const auto f = round_trip(failed);
+  EXPECT_EQ(f.request, 6u);
+  EXPECT_EQ(f.result.code(), error_code::invalid_model);
+  EXPECT_EQ(f.result.message(), "bad graph");
+}
+
+TEST(worker_codec, run_and_done_round_trip) {
+  worker_run r;
+  r.batch = 1ull << 40;
+  r.replica = 1;
+  r.rows = 3;
+  r.bucket_rows = 4;
+  r.inputs = {data_ref{data_ref::kind::shm, {0, 4096, 1024}, 0}};
+  r.inputs.push_back(data_ref{data_ref::kind::frame, {}, 2});
+  r.outputs = data_ref{data_ref::kind::shm, {0, 8192, 512}, 0};
+  r.fault = "device";
+  r.sleep_ms = 25;
+  const auto r2 = round_trip(r);
+  EXPECT_EQ(r2.batch, r.batch);
+  EXPECT_EQ(r2.rows, 3);
+  EXPECT_EQ(r2.bucket_rows, 4);
+  ASSERT_EQ(r2.inputs.size(), 2u);
+  EXPECT_EQ(r2.inputs[0].where, data_ref::kind::shm);
+  EXPECT_EQ(r2.inputs[0].region.offset, 4096u);
+  EXPECT_EQ(r2.inputs[0].region.bytes, 1024u);
+  EXPECT_EQ(r2.inputs[1].where, data_ref::kind::frame);
+  EXPECT_EQ(r2.inputs[1].frame, 2u);
+  EXPECT_EQ(r2.outputs.region.offset, 8192u);
+  EXPECT_EQ(r2.fault, "device");
+  EXPECT_EQ(r2.sleep_ms, 25u);
+
+  worker_done d;
+  d.batch = 9;
+  d.compute_us = 1234;
+  d.bucket_rows = 4;
+  batch::output_layout o;
+  o.info = {dtype::f32, {4, 8}};
+  o.offset = 64;
+  o.row_bytes = 32;
+  d.outputs = {o};
+  const auto d2 = round_trip(d);
+  EXPECT_TRUE(d2.result.is_ok());
+  EXPECT_EQ(d2.compute_us, 1234u);
+  ASSERT_EQ(d2.outputs.size(), 1u);
+  EXPECT_EQ(d2.outputs[0].info, o.info);
+  EXPECT_EQ(d2.outputs[0].offset, 64u);
+  EXPECT_EQ(d2.outputs[0].row_bytes, 32u);
+  d.result = status(error_code::device_error, "cudaErrorIllegalAddress");
+  const auto d3 = round_trip(d);
+  EXPECT_EQ(d3.result.code(), error_code::device_error);
+  EXPECT_EQ(d3.result.message(), "cudaErrorIllegalAddress");
+}
+
+status decode_error(const std::string& bytes) {
+  auto m = decode_worker_message(bytes.data(), bytes.size());
+  EXPECT_FALSE(m.has_value()) << "decoded " << (m ? worker_message_name(*m) : "");
+  return m ? status::ok() : m.error();
+}
+
+TEST(worker_codec, garbage_is_a_typed_error) {
+  EXPECT_EQ(decode_error("\xff\xff\xff\xff garbage").code(), error_code::invalid_argument);
+  // Random bytes: never a crash, a message only if they happen to parse into a valid one.
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    std::string bytes(rng() % 64, '\0');
+    for (char& c : bytes) c = static_cast<char>(rng());
+    (void)decode_worker_message(bytes.data(), bytes.size());
+  }
+  // A valid envelope cut short.
+  const std::string whole = encode_worker_message(worker_message(worker_hello{1, 2, "cpu"}));
+  for (size_t n = 1; n < whole.size(); ++n) (void)decode_worker_message(whole.data(), n);
+}
+
+TEST(worker_codec, another_protocol_version_is_refused_typed) {
+  wpb::WorkerMessage m;
+  m.set_protocol_version(worker_protocol_version + 1);
+  m.mutable_heartbeat()->set_sequence(1);
+  const status s = decode_error(m.SerializeAsString());
+  EXPECT_EQ(s.code(), error_code::unsupported);
+  EXPECT_NE(s.message().find("version"), std::string::npos) << s.message();
+  m.set_protocol_version(0);  // unset: a peer that is not speaking this protocol at all
+  EXPECT_EQ(decode_error(m.SerializeAsString()).code(), error_code::unsupported);
+}
+
+TEST(worker_codec, values_out_of_range_are_refused) {
+  auto envelope = [] {
+    wpb::WorkerMessage m;
+    m.set_protocol_version(worker_protocol_version);
+    return m;
+  };
+  {
+    auto m = envelope();  // no body
+    EXPECT_EQ(decode_error(m.SerializeAsString()).code(), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();
+    m.mutable_done()->mutable_error()->set_code(static_cast<troupe::v1::ErrorCode>(99));
+    EXPECT_NE(decode_error(m.SerializeAsString()).message().find("error code"), std::string::npos);
+  }
+  {
+    auto m = envelope();
+    auto* b = m.mutable_loaded()->add_buckets();
+    b->set_rows(1);
+    auto* t = b->add_inputs();
+    t->set_dtype(static_cast<troupe::v1::DataType>(8));  // ONNX STRING: not a troupe dtype
+    t->add_shape(1);
+    EXPECT_NE(decode_error(m.SerializeAsString()).message().find("dtype"), std::string::npos);
+  }
+  {
+    auto m = envelope();  // dims whose product overflows 64 bits
+    auto* b = m.mutable_loaded()->add_buckets();
+    b->set_rows(1);
+    auto* t = b->add_outputs();
+    t->set_dtype(troupe::v1::FLOAT);
+    for (int i = 0; i < 4; ++i) t->add_shape(int64_t{1} << 39);
+    b->add_output_offsets(0);
+    b->add_output_row_bytes(4);
+    EXPECT_EQ(decode_error(m.SerializeAsString()).code(), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();  // negative dim in a concrete shape
+    auto* o = m.mutable_done()->add_outputs();
+    o->mutable_info()->set_dtype(troupe::v1::FLOAT);
+    o->mutable_info()->add_shape(-1);
+    EXPECT_EQ(decode_error(m.SerializeAsString()).code(), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();  // a layout with more outputs than offsets
+    auto* b = m.mutable_loaded()->add_buckets();
+    b->set_rows(2);
+    auto* t = b->add_outputs();
+    t->set_dtype(troupe::v1::FLOAT);
+    t->add_shape(2);
+    EXPECT_NE(decode_error(m.SerializeAsString()).message().find("offsets"), std::string::npos);
+  }
+  {
+    auto m = envelope();  // more rows than the bucket holds
+    auto* r = m.mutable_run();
+    r->set_rows(5);
+    r->set_bucket_rows(4);
+    r->mutable_outputs()->set_frame(0);
+    EXPECT_EQ(decode_error(m.SerializeAsString()).code(), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();  // a run whose outputs name nothing
+    auto* r = m.mutable_run();
+    r->set_rows(1);
+    r->set_bucket_rows(1);
+    EXPECT_NE(decode_error(m.SerializeAsString()).message().find("names no data"),
+              std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace troupe::cluster

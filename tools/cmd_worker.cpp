@@ -1,0 +1,46 @@
+// `troupe worker`: a worker process, started by `troupe serve` with worker_processes on
+// (cluster/worker_process.hpp, docs/worker-processes.md). Not for people: hidden from the help.
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "cluster/worker_process.hpp"
+#include "tools/commands.hpp"
+
+namespace troupe::tools {
+
+void add_worker_command(CLI::App& app, int& exit_code) {
+  struct options {
+    cluster::worker_main_options worker;
+    std::string kind = "cpu";
+    int64_t heartbeat_interval_ms = 1000;
+    int64_t heartbeat_timeout_ms = 10000;
+  };
+  auto o = std::make_shared<options>();
+  CLI::App* cmd = app.add_subcommand(
+      "worker", "A worker process of `troupe serve` (worker_processes: on); started by the node");
+  cmd->group("");  // hidden: the node starts it
+  cmd->add_option("--endpoint", o->worker.endpoint, "The node's ipc:// endpoint")->required();
+  cmd->add_option("--shm-fd", o->worker.shm_fd, "The inherited shared memory descriptor")
+      ->required();
+  cmd->add_option("--shm-bytes", o->worker.shm_bytes, "Its size")->required();
+  cmd->add_option("--kind", o->kind, "cpu or gpu")->check(CLI::IsMember({"cpu", "gpu"}));
+  cmd->add_option("--index", o->worker.index, "The worker's position in the node");
+  cmd->add_option("--device", o->worker.device_index, "The CUDA device of a gpu worker");
+  cmd->add_option("--compute-threads", o->worker.compute_threads, "OpenMP threads (0: default)");
+  cmd->add_flag("--fault-injection", o->worker.fault_injection, "Honour fault injection (tests)");
+  cmd->add_option("--heartbeat-interval-ms", o->heartbeat_interval_ms)
+      ->check(CLI::Range(1, 3600000));
+  cmd->add_option("--heartbeat-timeout-ms", o->heartbeat_timeout_ms)->check(CLI::Range(1, 3600000));
+  cmd->add_option("--log-level", o->worker.log_level);
+  cmd->callback([o, &exit_code] {
+    o->worker.kind = o->kind == "gpu" ? actors::worker_kind::gpu : actors::worker_kind::cpu;
+    o->worker.heartbeat_interval = std::chrono::milliseconds(o->heartbeat_interval_ms);
+    o->worker.heartbeat_timeout = std::chrono::milliseconds(o->heartbeat_timeout_ms);
+    const status s = cluster::run_worker_process(o->worker);
+    exit_code = s.is_ok() ? exit_ok : report_error(s);
+  });
+}
+
+}  // namespace troupe::tools
