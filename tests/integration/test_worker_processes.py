@@ -7,6 +7,7 @@ process behind. Every wait is for an event, with a deadline."""
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -269,8 +270,10 @@ def test_graceful_shutdown_leaves_no_worker_process(tmp_path):
 def test_a_node_killed_with_sigkill_takes_its_worker_processes_along(tmp_path):
     s, _ = start(tmp_path)
     pids = list(worker_pids(s).values())
+    directory = endpoint_directory(s)
     s.proc.kill()
     s.proc.wait(30)
     s.log.close()
     assert wait_until(lambda: all(gone(p) for p in pids), timeout=30), \
         "worker processes outlived their node (parent-death signal)"
+    shutil.rmtree(directory, ignore_errors=True)  # a node killed with SIGKILL cannot remove it
