@@ -429,6 +429,8 @@ def main():
                     help="preferred_batch_size: a batch leaves at once with the largest reachable one")
     ap.add_argument("--queue-delay-us", type=int, default=0)
     ap.add_argument("--instances", type=int, default=1, help="replicas per worker (instance_group.count)")
+    ap.add_argument("--worker-processes", default="off", choices=["on", "off"],
+                    help="node.yaml worker_processes: each worker in a `troupe worker` process")
     ap.add_argument("--actor-threads", type=int, default=2)
     ap.add_argument("--idle-spin-us", type=int, default=None,
                     help="node.yaml idle_spin_us (default: the node's own, 500 on >= 8 hardware threads)")
@@ -502,7 +504,8 @@ def run(args, tmp, notes, tag):
     with open(node_yaml, "w") as f:
         f.write(f"gpus: {'none' if args.cpu else 'all'}\ncpu_workers: 1\nactor_threads: {args.actor_threads}\n"
                 f"detached_workers: true\ncompute_threads: {args.compute_threads if args.cpu else 0}\n"
-                "max_inflight: 8192\nwarmup_runs: 2\nlog_level: warn\n")
+                "max_inflight: 8192\nwarmup_runs: 2\nlog_level: warn\n"
+                f"worker_processes: {args.worker_processes}\n")
         if args.idle_spin_us is not None:
             f.write(f"idle_spin_us: {args.idle_spin_us}\n")
 
@@ -617,7 +620,7 @@ def run(args, tmp, notes, tag):
                      "threads for large batches), then runs it: the GPU waits while the next batch is "
                      "staged (no overlap of one batch's staging with the previous batch's run yet)")
     return {
-        "cpu_mode": args.cpu, "machine": machine(args.cpu),
+        "cpu_mode": args.cpu, "worker_processes": args.worker_processes, "machine": machine(args.cpu),
         "model": {"name": model_name, "source": args.model_path, "precision": args.precision,
                   "weights_calibrated": calibrated},
         "requests": {"dtype": dtype, "shape": [1] + chw, "bytes": int(one.nbytes)},
