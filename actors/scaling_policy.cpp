@@ -97,6 +97,8 @@ std::string_view scaling_reason_name(scaling_reason r) {
       return "low_load";
     case scaling_reason::cooldown:
       return "cooldown";
+    case scaling_reason::rising_load:
+      return "rising_load";
     case scaling_reason::memory:
       return "memory";
     case scaling_reason::gpu_saturated:
@@ -126,9 +128,47 @@ uint32_t scaling_policy::clamp(uint32_t n) const {
 scaling_decision scaling_policy::finish(scaling_clock::time_point now, uint32_t to,
                                         scaling_action action, scaling_reason reason,
                                         double needed) {
+  if (to > replicas_ && replicas_ > 0) {
+    // A scale-up within the cooldown of a scale-down undoes it: a flap. The load comes back
+    // sooner than the window said: widen it. It narrows again after a long quiet.
+    if (last_down_ && now - *last_down_ < downscale_window()) {
+      flap_backoff_ = std::min(flap_backoff_ * 2, tuning_.max_flap_backoff);
+      last_flap_ = now;
+    }
+  }
   if (to > replicas_) last_up_ = now;
+  if (to < replicas_ && to > 0) last_down_ = now;
   replicas_ = to;
   return {to, action, reason, needed};
+}
+
+bool scaling_policy::arrivals_rising(scaling_clock::time_point now) const {
+  double n = 0, mean_t = 0, mean_r = 0;
+  for (const sample& x : history_)
+    if (x.at >= now - tuning_.trend_window) {
+      n += 1;
+      mean_t += std::chrono::duration<double>(x.at - now).count();
+      mean_r += x.arrival_rps;
+    }
+  if (n < 3) return false;
+  mean_t /= n, mean_r /= n;
+  double stt = 0, str = 0;
+  for (const sample& x : history_)
+    if (x.at >= now - tuning_.trend_window) {
+      const double t = std::chrono::duration<double>(x.at - now).count() - mean_t;
+      stt += t * t, str += t * (x.arrival_rps - mean_r);
+    }
+  if (!(stt > 0)) return false;
+  const double slope = str / stt;
+  double residuals = 0;
+  for (const sample& x : history_)
+    if (x.at >= now - tuning_.trend_window) {
+      const double t = std::chrono::duration<double>(x.at - now).count() - mean_t;
+      const double e = x.arrival_rps - mean_r - slope * t;
+      residuals += e * e;
+    }
+  const double standard_error = std::sqrt(residuals / (n - 2) / stt);
+  return slope > 2 * standard_error;
 }
 
 scaling_decision scaling_policy::decide(scaling_clock::time_point now, const scaling_signals& s) {
@@ -153,6 +193,7 @@ scaling_decision scaling_policy::decide(scaling_clock::time_point now, const sca
   uint32_t want_up =
       capacity > 0 ? replicas_for(s.arrival_rps, capacity * tuning_.target_utilization) : replicas_;
   scaling_reason up_reason = scaling_reason::capacity;
+  bool slo_at_risk = false;  // a backlog that grows: requests are missing the SLO now
   if (capacity > 0) {
     // The queue beyond what the ready replicas clear in half the SLO is a backlog, not noise.
     const double clear_in_half_slo = s.ready_replicas * capacity * slo_s / 2;
@@ -162,6 +203,7 @@ scaling_decision scaling_policy::decide(scaling_clock::time_point now, const sca
       const uint32_t want_drain =
           replicas_for(s.arrival_rps + backlog / std::max(drain_s, 0.1), capacity);
       if (want_drain > want_up) want_up = want_drain, up_reason = scaling_reason::queue;
+      slo_at_risk = last_queued_ && s.queued > *last_queued_;
       if (last_queued_ && now > last_queued_at_ && s.queued > *last_queued_ &&
           s.starting_replicas == 0) {
         // Growing with nothing on the way: the growth rate is the deficit.
@@ -202,8 +244,14 @@ scaling_decision scaling_policy::decide(scaling_clock::time_point now, const sca
     return finish(now, 0, scaling_action::to_zero, scaling_reason::idle, needed);
   }
 
-  history_.push_back({now, want_up, want_down});
-  const auto longest = std::max(config_.upscale_delay, config_.downscale_delay);
+  history_.push_back({now, want_up, want_down, s.arrival_rps});
+  if (flap_backoff_ > 1 && now - last_flap_ >= 4 * downscale_window()) {
+    flap_backoff_ /= 2;
+    last_flap_ = now;
+  }
+  const auto longest = std::max(
+      {config_.upscale_delay, config_.downscale_delay * static_cast<int>(tuning_.max_flap_backoff),
+       tuning_.trend_window});
   // Keep one sample at or before now - longest: it covers the start of the window.
   while (history_.size() > 1 && history_[1].at <= now - longest) history_.pop_front();
 
@@ -221,13 +269,15 @@ scaling_decision scaling_policy::decide(scaling_clock::time_point now, const sca
   if (replicas_ < lo) return finish(now, lo, scaling_action::up, scaling_reason::bounds, needed);
   if (replicas_ > hi) return finish(now, hi, scaling_action::down, scaling_reason::bounds, needed);
 
-  // Up: what was wanted throughout the last upscale_delay.
+  // Up: what was wanted throughout the last upscale_delay; at once when the SLO is at risk.
   if (clamp(want_up) > replicas_) {
-    auto [first, last] = window(config_.upscale_delay);
-    if (first == last)
-      return {replicas_, scaling_action::hold, scaling_reason::upscale_delay, needed};
     uint32_t held = want_up;
-    for (auto it = first; it != last; ++it) held = std::min(held, it->want_up);
+    if (!slo_at_risk) {
+      auto [first, last] = window(config_.upscale_delay);
+      if (first == last)
+        return {replicas_, scaling_action::hold, scaling_reason::upscale_delay, needed};
+      for (auto it = first; it != last; ++it) held = std::min(held, it->want_up);
+    }
     uint32_t to = clamp(held);
     if (to <= replicas_)
       return {replicas_, scaling_action::hold, scaling_reason::upscale_delay, needed};
@@ -247,16 +297,20 @@ scaling_decision scaling_policy::decide(scaling_clock::time_point now, const sca
     return finish(now, to, scaling_action::up, reason, needed);
   }
 
-  // Down: to the peak of the last downscale_delay, at the lower utilisation; not in the cooldown.
+  // Down: to the peak of the last downscale_delay (widened after flaps), at the lower
+  // utilisation; not in the cooldown.
   if (clamp(want_down) < replicas_) {
-    auto [first, last] = window(config_.downscale_delay);
-    if (now - last_up_ < config_.downscale_delay || first == last)
+    auto [first, last] = window(downscale_window());
+    if (now - last_up_ < downscale_window() || first == last)
       return {replicas_, scaling_action::hold, scaling_reason::cooldown, needed};
     uint32_t peak = want_down;
     for (auto it = first; it != last; ++it) peak = std::max(peak, it->want_down);
     const uint32_t to = clamp(peak);
-    if (to < replicas_)
+    if (to < replicas_) {
+      if (arrivals_rising(now))
+        return {replicas_, scaling_action::hold, scaling_reason::rising_load, needed};
       return finish(now, to, scaling_action::down, scaling_reason::low_load, needed);
+    }
   }
   return {replicas_, scaling_action::hold, scaling_reason::steady, needed};
 }

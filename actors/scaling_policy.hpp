@@ -17,11 +17,18 @@
 ///   in proportion (p99 / SLO, at most `max_slo_step` times, at least one replica): the
 ///   capacity model was wrong.
 /// - **Up fast, down slowly.** A scale-up happens once the wanted count has held for
-///   `upscale_delay` (the minimum over that window is taken). A scale-down happens only to the
+///   `upscale_delay` (the minimum over that window is taken), or at once while a backlog grows
+///   (requests are missing the SLO now: the delay filters noise, and this is not noise). A
+///   scale-down happens only to the
 ///   maximum over the last `downscale_delay` of the replicas needed at a lower utilisation
 ///   (`target_utilization x (1 - downscale_band)`: the hysteresis band), and never within
-///   `downscale_delay` of a scale-up (the cooldown). A scale-down is thus undone only by load
-///   beyond the window's peak by the band: a new high, not noise.
+///   `downscale_delay` of a scale-up (the cooldown), nor while the arrival rate rises (its
+///   least-squares slope over `trend_window` is positive by more than twice its standard error:
+///   past the trough of a daily cycle, the load that the window's peak no longer shows is coming
+///   back). A scale-down is thus undone within the cooldown only by load beyond the window's
+///   peak by the band that no trend announced: a new high, not noise. When that happens (a
+///   flap: the load returns sooner than the window said, bursts), the downscale window and the
+///   cooldown double, up to `max_flap_backoff` times; four windows without a flap halve them.
 /// - **Bounds and limits.** Counts stay within [min_replicas, max_replicas]. A scale-up is capped
 ///   by device memory (the headroom over one replica's footprint: reason `memory`) and held while
 ///   the least busy candidate device is saturated (GPU utilisation >= `gpu_saturated`: another
@@ -53,7 +60,7 @@ struct scaling_config {
   uint32_t max_replicas = 1;  // the parser defaults it to min_replicas (at least 1)
   double slo_p99_ms = 0;      // the parser defaults it to dynamic_batching.adaptive.slo_p99_ms
   std::chrono::milliseconds upscale_delay{2'000};
-  std::chrono::milliseconds downscale_delay{300'000};
+  std::chrono::milliseconds downscale_delay{600'000};
   /// 0: never. Needs min_replicas 0 (and min_replicas 0 needs it): the time without arrivals
   /// after which the version goes to zero replicas.
   std::chrono::milliseconds scale_to_zero_after{0};
@@ -72,6 +79,11 @@ struct scaling_tuning {
   double max_slo_step = 2.0;  // the p99 guard multiplies the replicas by at most this
   std::chrono::milliseconds slo_guard_interval{10'000};
   std::chrono::milliseconds backlog_drain{5'000};
+  /// A scale-down is skipped while the arrival rate rises over this window.
+  std::chrono::milliseconds trend_window{60'000};
+  /// Each flap doubles the downscale window (and the cooldown) up to this factor; every four
+  /// windows without one halve it.
+  uint32_t max_flap_backoff = 8;
   double gpu_saturated = 0.95;   // utilisation of the least busy candidate device
   double pcie_saturated = 0.90;  // share of its link's bandwidth
 };
@@ -118,6 +130,7 @@ enum class scaling_reason : uint8_t {
   upscale_delay,   // hold: more are wanted, not yet for upscale_delay
   low_load,        // down: the window's peak needs fewer
   cooldown,        // hold: fewer would do, but a scale-up was less than downscale_delay ago
+  rising_load,     // hold: fewer would do now, but the arrival rate is rising
   memory,          // up capped or held by device memory
   gpu_saturated,   // up held: the candidate device is saturated
   pcie_saturated,  // up held: the candidate device's link is saturated
@@ -153,7 +166,11 @@ class scaling_policy {
     scaling_clock::time_point at;
     uint32_t want_up = 0;    // replicas wanted by the capacity model and the guards
     uint32_t want_down = 0;  // replicas needed at the lower (hysteresis) utilisation
+    double arrival_rps = 0;
   };
+  /// Whether the arrival rate rises over the last `trend_window`: its least-squares slope is
+  /// above zero by more than twice the slope's standard error.
+  bool arrivals_rising(scaling_clock::time_point now) const;
   scaling_decision finish(scaling_clock::time_point now, uint32_t to, scaling_action action,
                           scaling_reason reason, double needed);
   uint32_t clamp(uint32_t n) const;
@@ -166,6 +183,12 @@ class scaling_policy {
   scaling_clock::time_point last_active_{};    // last tick with an arrival or a queue
   scaling_clock::time_point last_up_{};        // last scale-up (or start)
   scaling_clock::time_point history_since_{};  // samples before this are from another count
+  std::chrono::milliseconds downscale_window() const {
+    return config_.downscale_delay * static_cast<int>(flap_backoff_);
+  }
+  std::optional<scaling_clock::time_point> last_down_;
+  uint32_t flap_backoff_ = 1;  // the downscale window is downscale_delay times this
+  scaling_clock::time_point last_flap_{};
   std::optional<uint64_t> last_queued_;
   scaling_clock::time_point last_queued_at_{};
 };

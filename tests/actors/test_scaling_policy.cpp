@@ -99,6 +99,21 @@ TEST(scaling_policy, upscale_waits_for_the_upscale_delay_and_ignores_a_shorter_b
   EXPECT_EQ(d.replicas, 4u);
 }
 
+TEST(scaling_policy, a_growing_backlog_skips_the_upscale_delay) {
+  auto c = make_config();
+  c.upscale_delay = 30s;
+  scaling_policy p(c, 1);
+  p.decide(t0, load(500, 1));
+  // The rate alone: wait for the delay.
+  auto d = p.decide(t0 + 1s, load(5'000, 1));
+  EXPECT_EQ(d.action, scaling_action::hold);
+  EXPECT_EQ(d.reason, scaling_reason::upscale_delay);
+  // A backlog beyond half the SLO's worth (25) that grows: requests miss the SLO now. At once.
+  d = p.decide(t0 + 2s, load(5'000, 1, 1'000));
+  EXPECT_EQ(d.action, scaling_action::up);
+  EXPECT_EQ(d.replicas, 7u);  // ceil(5,000 / 800)
+}
+
 TEST(scaling_policy, counts_stay_within_the_bounds) {
   scaling_policy p(make_config(2, 4), 7);
   EXPECT_EQ(p.replicas(), 4u);  // the initial count is clamped
@@ -204,6 +219,42 @@ TEST(scaling_policy, hysteresis_band_keeps_a_count_the_scale_up_would_not_reach)
   const auto later = run(p, t0 + 601s, 120, 1'350);
   EXPECT_EQ(count_actions(later), 1);
   EXPECT_EQ(p.replicas(), 2u);
+}
+
+TEST(scaling_policy, a_rising_load_holds_a_scale_down_the_window_allows) {
+  scaling_policy p(make_config(), 1);
+  EXPECT_EQ(p.decide(t0, load(4'000, 1)).replicas, 5u);
+  // Down to 1,000 req/s, then rising by 5 req/s every second: past a trough. The window would
+  // allow 2 replicas from 61 s; the trend says the load is coming back.
+  for (int i = 1; i <= 120; ++i) {
+    const auto d = p.decide(t0 + i * 1s, load(1'000 + 5.0 * i, 5));
+    EXPECT_EQ(d.action, scaling_action::hold) << i;
+    if (i > 61) EXPECT_EQ(d.reason, scaling_reason::rising_load) << i;
+  }
+  // Flat (noisy) at 1,600 from 121 s: once the rise has mostly left the trend's window (60 s),
+  // down to what the window's peak needs (1,620 / 680 -> 3).
+  int down_at = -1;
+  for (int i = 121; i <= 250 && down_at < 0; ++i)
+    if (p.decide(t0 + i * 1s, load(1'600 + (i % 2 ? 20 : -20), 5)).action == scaling_action::down)
+      down_at = i;
+  EXPECT_GT(down_at, 140);
+  EXPECT_LT(down_at, 181);
+  EXPECT_EQ(p.replicas(), 3u);
+}
+
+TEST(scaling_policy, a_flap_widens_the_downscale_window) {
+  scaling_policy p(make_config(), 1);  // downscale_delay 60 s
+  EXPECT_EQ(p.decide(t0, load(4'000, 1)).replicas, 5u);
+  int i = 1;
+  for (; p.replicas() == 5; ++i) p.decide(t0 + i * 1s, load(1'000, 5));
+  EXPECT_EQ(i, 62);  // down to 2 at 61 s
+  // The load is back 20 s later: up again within the cooldown of the scale-down, a flap.
+  EXPECT_EQ(p.decide(t0 + 81s, load(4'000, 2)).replicas, 5u);
+  // Now the window and the cooldown are 120 s: no scale-down at 81 + 61 s, one at 81 + 121 s.
+  int down_at = -1;
+  for (int j = 82; j < 400 && down_at < 0; ++j)
+    if (p.decide(t0 + j * 1s, load(1'000, 5)).action == scaling_action::down) down_at = j;
+  EXPECT_EQ(down_at, 81 + 121);
 }
 
 TEST(scaling_policy, noisy_load_does_not_flap) {
