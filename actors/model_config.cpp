@@ -125,6 +125,36 @@ void parse_dynamic_batching(const YAML::Node& n, model_config& c) {
   }
 }
 
+/// `scaling:`; slo_p99_ms defaults to adaptive batching's, so parse it after dynamic_batching.
+scaling_config parse_scaling(const YAML::Node& n, const model_config& c) {
+  const std::string w = "scaling";
+  check_keys(n, w,
+             {"min_replicas", "max_replicas", "slo_p99_ms", "upscale_delay_s", "downscale_delay_s",
+              "scale_to_zero_after_s"});
+  scaling_config s;
+  if (n["min_replicas"])
+    s.min_replicas =
+        static_cast<uint32_t>(get_int(n["min_replicas"], w + ".min_replicas", 0, 1024));
+  s.max_replicas =
+      n["max_replicas"]
+          ? static_cast<uint32_t>(get_int(n["max_replicas"], w + ".max_replicas", 1, 1024))
+          : std::max<uint32_t>(s.min_replicas, 1);
+  s.slo_p99_ms =
+      n["slo_p99_ms"] ? get<double>(n["slo_p99_ms"], w + ".slo_p99_ms") : c.adaptive.slo_p99_ms;
+  const auto seconds = [&](const char* key, std::chrono::milliseconds& out) {
+    if (!n[key]) return;
+    const double v = get<double>(n[key], w + "." + key);
+    if (!(v >= 0) || v > 86'400)
+      fail(w + "." + key, "0 to 86400 seconds, got " + YAML::Dump(n[key]));
+    out = std::chrono::milliseconds(static_cast<int64_t>(std::llround(v * 1000)));
+  };
+  seconds("upscale_delay_s", s.upscale_delay);
+  seconds("downscale_delay_s", s.downscale_delay);
+  seconds("scale_to_zero_after_s", s.scale_to_zero_after);
+  if (status st = check_scaling_config(s); !st.is_ok()) throw config_error{st.message()};
+  return s;
+}
+
 void parse_version_policy(const YAML::Node& n, model_config& c) {
   const std::string w = "version_policy";
   check_keys(n, w, {"latest", "all", "specific"});
@@ -227,7 +257,7 @@ model_config parse_model_node(const YAML::Node& root) {
              {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
               "batch_buckets", "version_policy", "traffic", "backend", "platform", "device",
               "precision", "input_normalization", "shape_cache", "load_timeout_s", "rollback",
-              "fault_injection"});
+              "fault_injection", "scaling"});
   if (root["max_batch_size"])
     c.max_batch_size = get_int(root["max_batch_size"], "max_batch_size", 0, 1 << 20);
   if (root["dynamic_batching"]) parse_dynamic_batching(root["dynamic_batching"], c);
@@ -293,6 +323,7 @@ model_config parse_model_node(const YAML::Node& root) {
   }
   if (root["load_timeout_s"])
     c.load_timeout = get_load_timeout(root["load_timeout_s"], "load_timeout_s");
+  if (root["scaling"]) c.scaling = parse_scaling(root["scaling"], c);
   if (root["shape_cache"]) {
     const YAML::Node n = root["shape_cache"];
     check_keys(n, "shape_cache", {"max_plans", "max_bytes"});

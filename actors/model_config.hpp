@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "actors/readiness.hpp"
+#include "actors/scaling_policy.hpp"
 #include "core/status.hpp"
 #include "runtime/input_normalization.hpp"
 #include "runtime/plan_cache.hpp"
@@ -108,6 +109,10 @@ struct model_config {
     uint64_t min_requests = 20;  // a version with fewer requests in the window is not judged
   };
   std::optional<rollback_rule> rollback;
+  /// `scaling: {min_replicas, max_replicas, slo_p99_ms, upscale_delay_s, downscale_delay_s,
+  /// scale_to_zero_after_s}`: the scaler decides this model's replicas per version within these
+  /// bounds (actors/scaling_policy.hpp, docs/scaling.md). None: not scaled (instance_count).
+  std::optional<scaling_config> scaling;
   /// `fault_injection: {error_ratio}` (tests; honoured only where the node has fault_injection:
   /// true): this fraction of the version's batches fail with an internal error.
   double fault_error_ratio = 0;

@@ -251,6 +251,73 @@ TEST(model_config, shape_cache) {
   // Bad values: errors_name_the_key.
 }
 
+TEST(model_config, scaling) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_FALSE(plain->scaling.has_value()) << "no block: not scaled";
+  auto c = parse_model_config(
+      "scaling:\n"
+      "  min_replicas: 2\n"
+      "  max_replicas: 8\n"
+      "  slo_p99_ms: 15\n"
+      "  upscale_delay_s: 1.5\n"
+      "  downscale_delay_s: 120\n",
+      "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  ASSERT_TRUE(c->scaling.has_value());
+  EXPECT_EQ(c->scaling->min_replicas, 2u);
+  EXPECT_EQ(c->scaling->max_replicas, 8u);
+  EXPECT_EQ(c->scaling->slo_p99_ms, 15);
+  EXPECT_EQ(c->scaling->upscale_delay, 1500ms);
+  EXPECT_EQ(c->scaling->downscale_delay, 120s);
+  EXPECT_EQ(c->scaling->scale_to_zero_after, 0s);
+  // Defaults: max_replicas = min_replicas; the SLO of adaptive batching; the policy's delays.
+  auto d = parse_model_config(
+      "dynamic_batching: {adaptive: {enabled: true, slo_p99_ms: 20}}\n"
+      "scaling: {min_replicas: 3}\n",
+      "test");
+  ASSERT_TRUE(d.has_value()) << d.error().to_string();
+  EXPECT_EQ(d->scaling->max_replicas, 3u);
+  EXPECT_EQ(d->scaling->slo_p99_ms, 20);
+  EXPECT_EQ(d->scaling->upscale_delay, scaling_config{}.upscale_delay);
+  EXPECT_EQ(d->scaling->downscale_delay, scaling_config{}.downscale_delay);
+  auto z = parse_model_config(
+      "scaling: {min_replicas: 0, max_replicas: 4, slo_p99_ms: 50, scale_to_zero_after_s: 300}\n",
+      "test");
+  ASSERT_TRUE(z.has_value()) << z.error().to_string();
+  EXPECT_EQ(z->scaling->min_replicas, 0u);
+  EXPECT_EQ(z->scaling->scale_to_zero_after, 300s);
+
+  struct bad_case {
+    const char* yaml;
+    const char* fragment;
+  };
+  for (const auto& [yaml, fragment] : std::vector<bad_case>{
+           {"scaling: {min_replicas: 5, max_replicas: 2, slo_p99_ms: 10}\n",
+            "scaling.min_replicas"},
+           {"scaling: {max_replicas: 0, slo_p99_ms: 10}\n", "scaling.max_replicas"},
+           {"scaling: {max_replicas: 4}\n", "scaling.slo_p99_ms"},
+           {"scaling: {max_replicas: 4, slo_p99_ms: -5}\n", "scaling.slo_p99_ms"},
+           {"scaling: {max_replicas: 4, slo_p99_ms: 10, upscale_delay_s: -1}\n",
+            "scaling.upscale_delay_s"},
+           {"scaling: {max_replicas: 4, slo_p99_ms: 10, downscale_delay_s: soon}\n",
+            "scaling.downscale_delay_s"},
+           {"scaling: {min_replicas: 0, max_replicas: 4, slo_p99_ms: 10}\n",
+            "scale_to_zero_after_s"},
+           {"scaling: {min_replicas: 1, max_replicas: 4, slo_p99_ms: 10, "
+            "scale_to_zero_after_s: 60}\n",
+            "scaling.scale_to_zero_after_s"},
+           {"scaling: {max_replica: 4, slo_p99_ms: 10}\n", "max_replica"},
+           {"scaling: 4\n", "scaling"},
+       }) {
+    auto bad = parse_model_config(yaml, "test");
+    ASSERT_FALSE(bad.has_value()) << yaml;
+    EXPECT_EQ(bad.error().code(), error_code::invalid_argument);
+    EXPECT_NE(bad.error().message().find(fragment), std::string::npos)
+        << yaml << " -> " << bad.error().message();
+  }
+}
+
 TEST(model_config, load_timeout) {
   auto plain = parse_model_config("max_batch_size: 4\n", "test");
   ASSERT_TRUE(plain.has_value());
