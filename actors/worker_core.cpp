@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "actors/cpu_worker.hpp"
+#include "actors/deadline_wakeup.hpp"
 #include "actors/fault_injection.hpp"
 #include "actors/gpu_worker.hpp"
 #include "actors/log_fields.hpp"
@@ -91,13 +92,8 @@ struct worker_state {
   /// Where replicas are built when model reads run in the background (a node); started by the
   /// first build. Its destructor drops the builds not started and waits for the running one.
   runtime::serial_thread build_thread;
-  /// One wake-up at a time for the load timeouts: when the pending (overdue, g) with
-  /// g == overdue_generation fires (no_deadline: none pending). A timer per read would stay in
-  /// the actor clock for its whole load timeout (5 minutes by default) after a read that took
-  /// milliseconds: a node that loads often held thousands. Earlier wake-ups left pending by an
-  /// earlier arming fire with an old generation and do nothing.
-  time_point overdue_at = no_deadline;
-  uint64_t overdue_generation = 0;
+  /// The reads' load timeouts: one wake-up at a time (actors/deadline_wakeup.hpp).
+  deadline_wakeup overdue;
   static inline const char* name = "worker";
 
   /// The worker exits (node shutdown, a crash): the reads still running are abandoned (their
@@ -182,18 +178,12 @@ struct worker_state {
 using worker_ptr = worker_actor::stateful_pointer<worker_state>;
 
 /// Keeps one wake-up pending for the earliest load timeout of the reads in progress (see
-/// worker_state::overdue_at). Earlier wake-ups still pending stay: each does nothing when it fires.
+/// actors/deadline_wakeup.hpp).
 void arm_overdue(worker_ptr self) {
   auto& st = self->state;
   time_point earliest = no_deadline;
   for (const auto& [n, r] : st.reads) earliest = std::min(earliest, r.deadline);
-  if (earliest == no_deadline || earliest >= st.overdue_at) return;
-  st.overdue_at = earliest;
-  const auto now = self->clock().now();
-  const auto delay = earliest > now
-                         ? std::chrono::duration_cast<std::chrono::microseconds>(earliest - now)
-                         : std::chrono::microseconds(0);
-  self->delayed_send(self, delay, overdue_atom::value, ++st.overdue_generation);
+  st.overdue.arm(self, earliest);
 }
 
 /// The read's load timeout passed: its loads fail DEADLINE_EXCEEDED.
@@ -384,8 +374,7 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
       },
       [=](overdue_atom, uint64_t generation) {
         auto& st = self->state;
-        if (generation != st.overdue_generation) return;  // an earlier arming's wake-up
-        st.overdue_at = no_deadline;
+        if (!st.overdue.fired(generation)) return;  // an earlier arming's wake-up
         const auto now = self->clock().now();
         std::vector<uint64_t> due;
         for (const auto& [n, r] : st.reads)

@@ -1,3 +1,4 @@
+#include "actors/deadline_wakeup.hpp"
 #include "actors/worker_proxy.hpp"
 
 #include <unistd.h>
@@ -115,11 +116,8 @@ struct proxy_state {
   std::vector<worker_message> before_hello;  // sent once the process said hello
   std::map<uint64_t, pending_load> loads;    // by request number
   uint64_t last_request = 0;
-  /// One wake-up at a time for the load timeouts, as the in-process worker keeps (a timer per
-  /// load would stay in the actor clock for its whole timeout, 5 minutes by default): when the
-  /// pending (overdue, g) with g == overdue_generation fires (no_deadline: none pending).
-  time_point overdue_at = no_deadline;
-  uint64_t overdue_generation = 0;
+  /// The loads' timeouts: one wake-up at a time (actors/deadline_wakeup.hpp).
+  deadline_wakeup overdue;
   std::map<uint32_t, std::shared_ptr<proxy_replica>> replicas;  // by the process's replica id
   std::map<uint64_t, running_batch> running;                    // by run number
   uint64_t last_run = 0;
@@ -430,11 +428,7 @@ void arm_overdue(proxy_ptr self) {
   auto& st = self->state;
   time_point earliest = no_deadline;
   for (const auto& [n, l] : st.loads) earliest = std::min(earliest, l.deadline);
-  if (earliest == no_deadline || earliest >= st.overdue_at) return;
-  st.overdue_at = earliest;
-  const auto now = self->clock().now();
-  const auto delay = earliest > now ? duration_cast<microseconds>(earliest - now) : microseconds(0);
-  self->delayed_send(self, delay, overdue_atom::value, ++st.overdue_generation);
+  st.overdue.arm(self, earliest);
 }
 
 /// Loads past their deadline fail DEADLINE_EXCEEDED; a late answer is unloaded when it comes.
@@ -528,8 +522,7 @@ worker_actor::behavior_type worker_proxy(proxy_ptr self, worker_options o) {
       },
       [=](overdue_atom, uint64_t generation) {
         auto& st = self->state;
-        if (generation != st.overdue_generation) return;  // an earlier arming's wake-up
-        st.overdue_at = no_deadline;
+        if (!st.overdue.fired(generation)) return;  // an earlier arming's wake-up
         expire_loads(self);
         arm_overdue(self);
       },
