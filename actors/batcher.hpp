@@ -30,6 +30,8 @@
 
 namespace troupe::actors {
 
+class fault_plan;
+
 struct version_metrics;
 
 struct batcher_options {
@@ -42,6 +44,9 @@ struct batcher_options {
   /// How long the jobs held when the last replica's worker failed wait for a replica to come back
   /// (see above) when their own deadline is later.
   std::chrono::milliseconds recovery_wait{30'000};
+  /// The node's fault plan (node fault_injection: true; null otherwise): the batcher asks it at
+  /// each batch it sends for a fault on the batcher_worker hop (actors/fault_plan.hpp).
+  std::shared_ptr<fault_plan> faults;
 };
 
 batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);

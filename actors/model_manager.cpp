@@ -341,6 +341,7 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.metrics = v.metrics;
     bo.max_batches_per_replica = st.options.max_batches_per_replica;
     bo.recovery_wait = st.options.recovery_wait;
+    bo.faults = st.options.faults;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
     st.batchers->push_back(v.batcher);
   }

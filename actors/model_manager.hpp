@@ -59,6 +59,8 @@ struct manager_options {
   int max_batches_per_replica = 2;
   /// batcher_options::recovery_wait of every batcher.
   std::chrono::milliseconds recovery_wait{30'000};
+  /// batcher_options::faults of every batcher (null: fault injection off).
+  std::shared_ptr<fault_plan> faults;
   /// What (load, dir) loads at start and whether the manager rescans (model_config.hpp).
   model_control_mode control_mode = model_control_mode::none;
   std::vector<std::string> load_models;  // explicit mode: loaded at start ("*": all)

@@ -26,6 +26,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
     wo.idle_spin_us = o.worker_idle_spin_us;
     wo.metrics = o.metrics;
     wo.processes = o.worker_processes;
+    wo.faults = o.faults;
     h.workers.push_back(spawn_worker(sys, wo, o.detached_workers));
     so.worker_settings.push_back(wo);
     kinds.push_back(kind);
@@ -49,6 +50,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.load_timeout = o.config.load_timeout;
   mo.after_model_load = o.after_model_load;
   mo.recovery_wait = o.recovery_wait;
+  mo.faults = o.faults;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   return h;

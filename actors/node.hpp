@@ -17,6 +17,7 @@
 
 namespace troupe::actors {
 
+class fault_plan;
 class serving_metrics;
 class table_holder;
 
@@ -46,6 +47,9 @@ struct node_spawn_options {
   /// through these options' channel factory (cluster/worker_link.hpp); the actors spawned are
   /// the processes' proxies (actors/worker_proxy.hpp). Null: workers in this process.
   std::shared_ptr<const worker_process_options> worker_processes;
+  /// The fault plan (config.fault_injection on; null otherwise), shared with the workers, the
+  /// batchers (through model_manager), the frontend and the management socket.
+  std::shared_ptr<fault_plan> faults;
 };
 
 node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);

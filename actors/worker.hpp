@@ -31,6 +31,7 @@
 
 namespace troupe::actors {
 
+class fault_plan;
 class serving_metrics;
 
 /// How long the threads of the request path (a detached worker after a run, the frontend after
@@ -66,6 +67,10 @@ struct worker_options {
   /// Set: the worker runs in a process of its own, a child of the node, and the actor spawned is
   /// its proxy (actors/worker_proxy.hpp, docs/worker-processes.md). Null: in this process.
   std::shared_ptr<const worker_process_options> processes;
+  /// The node's fault plan (fault_injection on; null otherwise): the worker (or its process, on
+  /// the proxy's word) asks it before each batch for the faults of its site "worker:<index>", and
+  /// a proxy asks it for faults on the worker_link hop (actors/fault_plan.hpp, docs/faults.md).
+  std::shared_ptr<fault_plan> faults;
 };
 
 /// Spawns the worker `o.kind` names (its proxy, with worker processes on): detached (its own
