@@ -122,6 +122,7 @@ void replica_host::load(const worker_load& l) {
     replicas_.emplace(out.replica, std::move(h));
   }
   options_.send(std::move(out));
+  if (options_.after_load) options_.after_load();
 }
 
 expected<std::byte*> replica_host::region_at(const data_ref& ref, size_t need,

@@ -39,6 +39,8 @@ struct replica_host_options {
   /// Honour run messages' fault and sleep_ms (the node's fault_injection).
   bool fault_injection = false;
   std::shared_ptr<shared_arena> arena;
+  /// Runs on the build thread after each successful load (saves the tuning records). May be null.
+  std::function<void()> after_load;
   /// Answers to the node (loaded, done). Thread-safe; must outlive the host.
   std::function<void(worker_message)> send;
 };

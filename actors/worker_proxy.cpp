@@ -568,6 +568,7 @@ status start_process(proxy_ptr self) {
   spec.device_index = st.options.device_index;
   spec.compute_threads = st.options.compute_threads;
   spec.fault_injection = st.options.fault_injection;
+  spec.tuning_records_file = p.tuning_records_file;
   spec.shm_fd = st.arena->fd();
   spec.shm_bytes = st.arena->bytes();
   spec.heartbeat_interval = p.heartbeat_interval;

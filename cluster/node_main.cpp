@@ -394,6 +394,11 @@ status run_serve(const serve_options& o) {
     processes->heartbeat_interval = cfg.worker_heartbeat_interval;
     processes->heartbeat_timeout = cfg.worker_heartbeat_timeout;
     processes->shared_memory_bytes = size_t{cfg.worker_shared_memory_mb} << 20;
+    // Without a file of the operator's, the node keeps the processes' choices in its private
+    // directory for as long as it runs: a process restarted after a crash adopts them.
+    processes->tuning_records_file = cfg.tuning_records_file.empty()
+                                         ? launcher->directory() + "/tuning-records"
+                                         : cfg.tuning_records_file;
     spdlog::info("worker processes on: one per worker, endpoints in {}", launcher->directory());
   }
 
