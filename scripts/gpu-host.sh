@@ -2,7 +2,8 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|all]...
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|faults|all]...
+#          faults: FAULTS_TESTS (default tests/faults; e.g. tests/faults/test_gpu_faults.py)
 #          (default: all, which is every step but profile, serving, kserve and lifecycle)
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
 #        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
@@ -18,7 +19,7 @@ want() {
   for s in "${steps[@]}"; do
     [ "$s" = "$1" ] && return 0
     [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && [ "$1" != kserve ] &&
-      [ "$1" != lifecycle ] && return 0
+      [ "$1" != lifecycle ] && [ "$1" != faults ] && return 0
   done
   return 1
 }
@@ -109,4 +110,16 @@ if want lifecycle; then
   echo "== lifecycle (troupe models load/unload on the GPU)"
   PYTHONUNBUFFERED=1 timeout 480 python3 bench/serving/lifecycle_gpu.py --troupe build-gpu/troupe --out "$OUT" \
     ${LIFECYCLE_ARGS:-} 2>&1 | tee "$OUT/lifecycle.log" | tail -20
+fi
+
+if want faults; then
+  # The fault suite's GPU faults (tests/faults/test_gpu_faults.py: a sticky CUDA error and kill -9
+  # under load with ResNet-50 loaded; every request answered once, recovery time recorded), then
+  # the CPU faults with this build: OUT/faults-gpu.jsonl, OUT/faults.log.
+  echo "== faults"
+  export TROUPE_FAULTS_GPU=1 TROUPE_FAULTS_RESULTS="$OUT/faults-gpu.jsonl"
+  TROUPE_FAULTS_DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+  export TROUPE_FAULTS_DEVICE
+  TROUPE_BIN=build-gpu/troupe PYTHONPATH=clients/python PYTHONUNBUFFERED=1 timeout 540 \
+    python3 -m pytest -q -p no:cacheprovider ${FAULTS_TESTS:-tests/faults} 2>&1 | tee "$OUT/faults.log" | tail -30
 fi
