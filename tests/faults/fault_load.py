@@ -110,13 +110,16 @@ class ClosedLoop:
         outstanding = set()
         health_out = False
         next_health = start
+        # Lanes whose last reply was UNAVAILABLE (the model is not ready: its only worker is being
+        # replaced) wait for a health probe that says ready, as a polite client would.
+        paused = 0
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         end = start + seconds
         while True:
             now = time.monotonic()
             sending = now < end
-            while sending and len(outstanding) < self.lanes:
+            while sending and len(outstanding) + paused < self.lanes:
                 rid = f"r{n}"
                 n += 1
                 self.sent[rid] = time.monotonic()
@@ -143,9 +146,13 @@ class ClosedLoop:
                 if m.id.startswith("h"):
                     health_out = False
                     self.health.append((t, m.health.ready))
+                    if m.health.ready:
+                        paused = 0
                     continue
                 code = "OK" if m.WhichOneof("kind") == "infer" else CODE_NAMES.get(m.error.code, str(m.error.code))
                 self.replies.setdefault(m.id, []).append((t, code))
+                if m.id in outstanding and code == "UNAVAILABLE":
+                    paused += 1
                 outstanding.discard(m.id)
         for t in threads:
             t.join()
