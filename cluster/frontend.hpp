@@ -31,6 +31,7 @@ class actor_system;
 }
 
 namespace troupe::actors {
+class fault_plan;
 struct node_handles;
 class table_holder;
 class serving_metrics;
@@ -60,6 +61,9 @@ struct frontend_options {
   uint32_t idle_spin_us = 0;
   /// How the health answer's `ready` is decided (actors/readiness.hpp; node.yaml `readiness`).
   actors::readiness_policy readiness = actors::readiness_policy::strict;
+  /// The node's fault plan (node.yaml fault_injection: true; null otherwise): message faults on
+  /// the frontend_router hop, site "frontend_router" (actors/fault_plan.hpp, docs/faults.md).
+  std::shared_ptr<actors::fault_plan> faults;
 };
 
 class frontend {
