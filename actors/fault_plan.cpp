@@ -72,7 +72,7 @@ bool target_matches(std::string_view target, std::string_view site) {
 status validate(const fault_rule& r) {
   // Each message starts with the field at fault (validate's contract in the header).
   const std::string kind(to_string(r.kind));
-  if (r.target.empty()) return invalid_argument("target: none given (fault " + kind + ": no target)");
+  if (r.target.empty()) return invalid_argument("target: no target given for fault " + kind);
   const std::string_view f = family(r.target);
   const std::string_view rest =
       r.target.size() > f.size() ? std::string_view(r.target).substr(f.size() + 1) : "";
@@ -85,13 +85,15 @@ status validate(const fault_rule& r) {
   }
   if (is_message_fault(r.kind)) {
     if (!is_hop(f))
-      return invalid_argument("target: fault " + kind + " happens on a hop: target frontend_router, "
-                              "batcher_worker[:N] or worker_link[:N], not '" + r.target + "'");
+      return invalid_argument("target: fault " + kind +
+                              " happens on a hop: target frontend_router, "
+                              "batcher_worker[:N] or worker_link[:N], not '" +
+                              r.target + "'");
     if (f == "frontend_router" && r.target.size() > f.size())
       return invalid_argument("target: fault " + kind + ": frontend_router has no workers to name");
   } else if (f != "worker") {
-    return invalid_argument("target: fault " + kind + " happens to a worker: target worker[:N], not '" +
-                            r.target + "'");
+    return invalid_argument("target: fault " + kind +
+                            " happens to a worker: target worker[:N], not '" + r.target + "'");
   }
   if (!(r.probability > 0.0 && r.probability <= 1.0))  // also refuses NaN
     return invalid_argument("probability: must be in (0, 1], got " + shortest(r.probability));

@@ -204,8 +204,9 @@ serving_metrics::serving_metrics()
            .Register(r);
   f.faults_fired = &prometheus::BuildCounter()
                         .Name("troupe_faults_fired_total")
-                        .Help("Injected faults that fired (fault_injection: tests only), by fault "
-                              "kind and site")
+                        .Help(
+                            "Injected faults that fired (fault_injection: tests only), by fault "
+                            "kind and site")
                         .Register(r);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_worker_restarts_total")

@@ -491,8 +491,9 @@ node_config parse_node_node(const YAML::Node& root) {
     // Faults are for tests: a node.yaml that names some without the switch is a mistake (a test
     // config copied into production?), not something to ignore.
     if (!c.faults.empty() && !c.fault_injection)
-      fail("faults", "fault rules given while fault injection is off: set `fault_injection: "
-                     "true` (tests only) or remove `faults:`");
+      fail("faults",
+           "fault rules given while fault injection is off: set `fault_injection: "
+           "true` (tests only) or remove `faults:`");
   }
   if (root["worker_processes"])
     c.worker_processes = get<bool>(root["worker_processes"], "worker_processes");

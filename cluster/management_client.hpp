@@ -47,7 +47,8 @@ class management_client {
 
   /// Fault injection (docs/faults.md); a node without it answers unsupported.
   /// Adds `rule` to the node's fault plan; the new rule's id.
-  expected<uint64_t> inject_fault(const actors::fault_rule& rule, std::chrono::milliseconds timeout);
+  expected<uint64_t> inject_fault(const actors::fault_rule& rule,
+                                  std::chrono::milliseconds timeout);
   expected<std::vector<actors::fault_rule_state>> list_faults(std::chrono::milliseconds timeout);
   /// not_found when the node has no rule `id`.
   status remove_fault(uint64_t id, std::chrono::milliseconds timeout);

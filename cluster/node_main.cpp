@@ -313,19 +313,19 @@ expected<std::shared_ptr<actors::fault_plan>> make_fault_plan(const actors::node
   // A rule without a limit on a busy hop fires for every message: the counter counts each
   // firing, the log takes about 20 lines a second of them and says how many it left out.
   auto lines = std::make_shared<log_rate_limiter>(20.0, 100.0);
-  plan->set_observer([&metrics, lines](const actors::fault_rule& r, uint64_t id,
-                                       std::string_view site) {
-    const std::string_view kind = actors::to_string(r.kind);
-    metrics.count_fault_fired(kind, site);
-    const log_rate_limiter::decision d = lines->admit(log_rate_limiter::clock::now());
-    if (!d.admit) return;
-    actors::log_event(actors::log_level::warn, "fault fired",
-                      {{"kind", kind},
-                       {"target", r.target},
-                       {"site", site},
-                       {"rule", id},
-                       {"suppressed_before", d.suppressed_before}});
-  });
+  plan->set_observer(
+      [&metrics, lines](const actors::fault_rule& r, uint64_t id, std::string_view site) {
+        const std::string_view kind = actors::to_string(r.kind);
+        metrics.count_fault_fired(kind, site);
+        const log_rate_limiter::decision d = lines->admit(log_rate_limiter::clock::now());
+        if (!d.admit) return;
+        actors::log_event(actors::log_level::warn, "fault fired",
+                          {{"kind", kind},
+                           {"target", r.target},
+                           {"site", site},
+                           {"rule", id},
+                           {"suppressed_before", d.suppressed_before}});
+      });
   actors::log_event(
       actors::log_level::warn,
       "FAULT INJECTION IS ON: this node fails, delays, drops or duplicates work on purpose when "
@@ -465,8 +465,7 @@ status run_serve(const serve_options& o) {
   actors::node_handles node = actors::spawn_node(sys, so);
 
   front_doors doors;
-  if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us, faults);
-      !s.is_ok()) {
+  if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us, faults); !s.is_ok()) {
     // The actors use `metrics` and `holder`, which go before `sys` on return: wait for them here
     // (returning at once crashed a node that failed to start, in 6 of 60 starts), after the doors
     // that did start have let go of the actors (as drain_and_stop does).

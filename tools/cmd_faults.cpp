@@ -31,7 +31,8 @@ status run_inject(faults_options& o) {
   o.rule.delay = std::chrono::milliseconds(o.delay_ms);
   TROUPE_ASSIGN_OR_RETURN(auto c, connect_management(o.connection));
   TROUPE_ASSIGN_OR_RETURN(const uint64_t id, c->inject_fault(o.rule, o.connection.timeout()));
-  std::printf("%llu\n", static_cast<unsigned long long>(id));  // alone: id=$(troupe faults inject ...)
+  // The id alone: id=$(troupe faults inject ...).
+  std::printf("%llu\n", static_cast<unsigned long long>(id));
   return status::ok();
 }
 
@@ -65,11 +66,11 @@ status run_list(const faults_options& o) {
   for (const auto& s : rules) {
     const actors::fault_rule& r = s.rule;
     std::printf("%-6llu %-16s %-20s %6s %11g %10llu %8lld %11u %8llu %8llu  %s\n",
-                static_cast<unsigned long long>(s.id), std::string(actors::to_string(r.kind)).c_str(),
-                r.target.c_str(), r.times == 0 ? "-" : std::to_string(r.times).c_str(),
-                r.probability, static_cast<unsigned long long>(r.seed),
-                static_cast<long long>(r.delay.count()), r.allocations,
-                static_cast<unsigned long long>(s.chances),
+                static_cast<unsigned long long>(s.id),
+                std::string(actors::to_string(r.kind)).c_str(), r.target.c_str(),
+                r.times == 0 ? "-" : std::to_string(r.times).c_str(), r.probability,
+                static_cast<unsigned long long>(r.seed), static_cast<long long>(r.delay.count()),
+                r.allocations, static_cast<unsigned long long>(s.chances),
                 static_cast<unsigned long long>(s.fired), s.spent() ? "spent" : "live");
   }
   return status::ok();
@@ -123,8 +124,9 @@ void add_faults_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   inject->add_option("--delay-ms", o->delay_ms, "hang, delay, slow_link: how long")
       ->capture_default_str();
-  inject->add_option("--allocations", o->rule.allocations,
-                     "fail_allocations: device allocations failed per firing")
+  inject
+      ->add_option("--allocations", o->rule.allocations,
+                   "fail_allocations: device allocations failed per firing")
       ->capture_default_str();
   inject->callback([o, finish] { finish(run_inject(*o)); });
 
