@@ -17,9 +17,11 @@
 /// answered UNAVAILABLE at once. New replicas arrive as (replica, replica_handle) (from
 /// model_manager, at load and after the supervisor replaced a worker).
 ///
+/// Hung workers and lost messages: see batcher_options' watchdog.
+///
 /// Time comes from the actor clock (`self->clock().now()`), which tests simulate; the batcher
 /// keeps at most one pending wake-up for the earliest of: the queue delay of the oldest request,
-/// the earliest deadline of a queued or running job, the end of `recovery_wait`.
+/// the earliest deadline of a queued or running job, the end of `recovery_wait`, the watchdog's limit of each replica's running batch.
 
 #include <atomic>
 #include <chrono>
@@ -47,6 +49,13 @@ struct batcher_options {
   /// The node's fault plan (node fault_injection: true; null otherwise): the batcher asks it at
   /// each batch it sends for a fault on the batcher_worker hop (actors/fault_plan.hpp).
   std::shared_ptr<fault_plan> faults;
+  /// The watchdog: a replica's running batch (its oldest in flight, counted from when it was
+  /// sent or its predecessor came back) that takes longer than `watchdog_multiple` times the p99
+  /// its bucket has measured, and at least `watchdog_min`, is taken for hung or lost: the batcher
+  /// kills the replica's worker (a worker process dies with its proxy), whose failure then
+  /// retries the batch like any crash. 0: no watchdog.
+  double watchdog_multiple = 10;
+  std::chrono::milliseconds watchdog_min{2'000};
 };
 
 batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);

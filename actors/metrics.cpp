@@ -42,6 +42,7 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Gauge>* ready;
   prometheus::Family<prometheus::Counter>* shape_cache_evictions;
   prometheus::Family<prometheus::Counter>* rollbacks;
+  prometheus::Family<prometheus::Counter>* watchdog_kills;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* restart_backoff;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
@@ -68,6 +69,7 @@ std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::fam
   m->ready = &f.ready->Add(labels);
   m->shape_cache_evictions = &f.shape_cache_evictions->Add(labels);
   m->rollbacks = &f.rollbacks->Add(labels);
+  m->watchdog_kills = &f.watchdog_kills->Add(labels);
   return m;
 }
 
@@ -125,6 +127,9 @@ void version_metrics::count_shape_cache_evictions(uint64_t n) const {
 void version_metrics::count_rollback() const {
   if (rollbacks) rollbacks->Increment();
 }
+void version_metrics::count_watchdog_kill() const {
+  if (watchdog_kills) watchdog_kills->Increment();
+}
 
 serving_metrics::serving_metrics()
     : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
@@ -178,6 +183,12 @@ serving_metrics::serving_metrics()
                      .Help("Times the model version, a canary, lost its traffic to an automatic "
                            "rollback (config.yaml rollback:)")
                      .Register(r);
+  f.watchdog_kills =
+      &prometheus::BuildCounter()
+           .Name("troupe_watchdog_kills_total")
+           .Help("Workers killed because a batch of the model version ran far longer than its "
+                 "measured latency (hung, or its run message was lost); the batch is retried")
+           .Register(r);
   f.pool_bytes = &prometheus::BuildGauge()
                       .Name("troupe_pool_bytes")
                       .Help(

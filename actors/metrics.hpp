@@ -72,6 +72,7 @@ struct version_metrics {
   prometheus::Gauge* ready = nullptr;
   prometheus::Counter* shape_cache_evictions = nullptr;
   prometheus::Counter* rollbacks = nullptr;
+  prometheus::Counter* watchdog_kills = nullptr;
   mutable version_statistics stats;
 
   /// One reply: its outcome and its time from arrival (the counter, the histogram, the statistics).
@@ -88,6 +89,8 @@ struct version_metrics {
   void count_shape_cache_evictions(uint64_t n) const;
   /// An automatic rollback took this version's traffic (model_manager).
   void count_rollback() const;
+  /// The batcher's watchdog killed a worker over a batch of this version (actors/batcher.hpp).
+  void count_watchdog_kill() const;
 };
 
 class serving_metrics {

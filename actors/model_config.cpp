@@ -435,7 +435,9 @@ node_config parse_node_node(const YAML::Node& root) {
               "worker_processes",
               "worker_heartbeat_interval_ms",
               "worker_heartbeat_timeout_ms",
-              "worker_shared_memory_mb"});
+              "worker_shared_memory_mb",
+              "worker_watchdog_multiple",
+              "worker_watchdog_min_ms"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -508,6 +510,15 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["worker_shared_memory_mb"])
     c.worker_shared_memory_mb = static_cast<uint32_t>(
         get_int(root["worker_shared_memory_mb"], "worker_shared_memory_mb", 1, 1 << 20));
+  if (root["worker_watchdog_multiple"]) {
+    c.worker_watchdog_multiple = get<double>(root["worker_watchdog_multiple"], "worker_watchdog_multiple");
+    if (!(c.worker_watchdog_multiple == 0 ||
+          (c.worker_watchdog_multiple >= 2 && c.worker_watchdog_multiple <= 1000)))
+      fail("worker_watchdog_multiple", "0 (no watchdog) or from 2 to 1000");
+  }
+  if (root["worker_watchdog_min_ms"])
+    c.worker_watchdog_min = std::chrono::milliseconds(
+        get_int(root["worker_watchdog_min_ms"], "worker_watchdog_min_ms", 10, 3'600'000));
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   if (root["readiness"]) {
     const auto word = get<std::string>(root["readiness"], "readiness");

@@ -191,6 +191,11 @@ struct node_config {
   /// Shared memory per worker process (staging and output blocks of its replicas), sparse: a
   /// load that does not fit fails out_of_memory. A GPU worker pins all of it.
   uint32_t worker_shared_memory_mb = 1024;
+  /// The watchdog (batcher_options): a worker whose running batch takes longer than this many
+  /// times its measured p99, and at least worker_watchdog_min, is killed and replaced, and the
+  /// batch retried. 0: no watchdog.
+  double worker_watchdog_multiple = 10;
+  std::chrono::milliseconds worker_watchdog_min{2'000};
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).
   readiness_policy readiness = readiness_policy::strict;

@@ -342,6 +342,8 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.max_batches_per_replica = st.options.max_batches_per_replica;
     bo.recovery_wait = st.options.recovery_wait;
     bo.faults = st.options.faults;
+    bo.watchdog_multiple = st.options.watchdog_multiple;
+    bo.watchdog_min = st.options.watchdog_min;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
     st.batchers->push_back(v.batcher);
   }

@@ -81,6 +81,7 @@ class replica_host {
   std::map<uint32_t, std::shared_ptr<const hosted>> replicas_;
   uint32_t next_id_ = 0;
   std::vector<std::byte*> inputs_;  // one run's input addresses; the run thread's
+  uint64_t last_run_ = 0;           // the last run's batch number; handle()'s (the link thread)
   // Declared last, destroyed first: their jobs use the members above.
   runtime::serial_thread builds_;
   runtime::serial_thread runs_;

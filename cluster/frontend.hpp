@@ -31,10 +31,13 @@ class actor_system;
 }
 
 namespace troupe::actors {
-class fault_plan;
 struct node_handles;
 class table_holder;
 class serving_metrics;
+}  // namespace troupe::actors
+
+namespace troupe::actors {
+class fault_plan;
 }  // namespace troupe::actors
 
 namespace troupe::cluster {
@@ -61,8 +64,8 @@ struct frontend_options {
   uint32_t idle_spin_us = 0;
   /// How the health answer's `ready` is decided (actors/readiness.hpp; node.yaml `readiness`).
   actors::readiness_policy readiness = actors::readiness_policy::strict;
-  /// The node's fault plan (node.yaml fault_injection: true; null otherwise): message faults on
-  /// the frontend_router hop, site "frontend_router" (actors/fault_plan.hpp, docs/faults.md).
+  /// The node's fault plan (fault_injection on; null otherwise): the frontend_router hop's
+  /// faults (drop, delay, slow_link) apply to the job lists this door sends the router.
   std::shared_ptr<actors::fault_plan> faults;
 };
 
