@@ -46,6 +46,7 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* restart_backoff;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
+  prometheus::Family<prometheus::Counter>* faults_fired;
 };
 
 namespace {
@@ -212,6 +213,12 @@ serving_metrics::serving_metrics()
                "Delay before the supervisor's pending or last restart of a worker; 0 once the "
                "worker has stayed up long enough to reset its backoff")
            .Register(r);
+  f.faults_fired = &prometheus::BuildCounter()
+                        .Name("troupe_faults_fired_total")
+                        .Help(
+                            "Injected faults that fired (fault_injection: tests only), by fault "
+                            "kind and site")
+                        .Register(r);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_worker_restarts_total")
                    .Help("Workers the supervisor replaced after a failure")
@@ -260,6 +267,12 @@ void serving_metrics::count_worker_restart() {
 void serving_metrics::set_worker_restart_backoff(uint32_t worker, double seconds) {
   std::lock_guard<std::mutex> lock(mutex_);
   families_->restart_backoff->Add({{"worker", std::to_string(worker)}}).Set(seconds);
+}
+
+void serving_metrics::count_fault_fired(std::string_view kind, std::string_view site) {
+  const prometheus::Labels labels{{"kind", std::string(kind)}, {"site", std::string(site)}};
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->faults_fired->Add(labels).Increment();
 }
 
 // ---- NVML

@@ -15,7 +15,8 @@
 /// weights and plan arenas), troupe_staging_bytes{worker,device} (host staging and output blocks,
 /// pinned on a GPU), troupe_worker_restarts_total, troupe_worker_restart_backoff_seconds{worker}
 /// (the supervisor's delay before the pending or last restart of a worker; 0 once it has stayed
-/// up long enough to reset its backoff: a value that keeps growing is a crash loop), and, where
+/// up long enough to reset its backoff: a value that keeps growing is a crash loop),
+/// troupe_faults_fired_total{kind,site} (injected faults, fault_injection nodes only), and, where
 /// NVML can be loaded,
 /// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
 
@@ -116,6 +117,9 @@ class serving_metrics {
   void count_worker_restart();
   /// The restart backoff of worker `worker` (actors/supervisor.hpp), in seconds.
   void set_worker_restart_backoff(uint32_t worker, double seconds);
+  /// An injected fault fired (actors/fault_plan.hpp): `kind` its fault_kind name, `site` where
+  /// ("worker:0", "frontend_router"). Sites are few (a node's workers and hops), so are series.
+  void count_fault_fired(std::string_view kind, std::string_view site);
   /// A collector for NVML figures, or null when NVML cannot be loaded (no GPU metrics then).
   std::shared_ptr<prometheus::Collectable> gpu_collector() const { return gpu_; }
 
