@@ -282,14 +282,15 @@ time_point overdue_at(const batcher_state& st, const in_flight_batch& f) {
 }
 
 /// The oldest batch in flight of every live replica: the one it runs now.
+/// Quadratic in the batches in flight, which are at most max_batches_per_replica per replica, and
+/// with no allocation: this runs at every message.
 template <typename F>
 void for_each_running(batcher_state& st, F&& f) {
-  std::vector<bool> seen(st.replicas.size(), false);
-  for (auto& b : st.in_flight)
-    if (!seen[b.slot]) {
-      seen[b.slot] = true;
-      f(b);
-    }
+  for (size_t i = 0; i < st.in_flight.size(); ++i) {
+    bool first = true;
+    for (size_t k = 0; k < i && first; ++k) first = st.in_flight[k].slot != st.in_flight[i].slot;
+    if (first) f(st.in_flight[i]);
+  }
 }
 
 /// Kills the workers whose running batch is overdue.
