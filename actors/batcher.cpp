@@ -349,9 +349,6 @@ void arm_timer(self_ptr self, time_point t) {
   for (const auto& f : st.in_flight)
     for (const infer_job* j : f.b->jobs)
       if (!j->early_reply) next = std::min(next, j->deadline);
-  for_each_running(st, [&](const in_flight_batch& f) {
-    if (st.replicas[f.slot].alive && !st.replicas[f.slot].hung) next = std::min(next, overdue_at(st, f));
-  });
   if (next == no_deadline || next >= st.timer_at) return;
   st.timer_at = next;
   const auto delay =
@@ -559,6 +556,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         settle(self, now_of(self));
         return rp;
       },
+      [=](watch_atom) { watch(self, now_of(self)); },
       [=](stats_atom) {
         auto& st = self->state;
         batcher_stats s;

@@ -52,6 +52,7 @@ using built_atom = caf::atom_constant<caf::atom("built")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using stable_atom = caf::atom_constant<caf::atom("stable")>;
 using wevent_atom = caf::atom_constant<caf::atom("wevent")>;
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -160,7 +161,8 @@ struct replica_handle {
 using batcher_actor = caf::typed_actor<
     caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
     caf::reacts_to<tick_atom, uint64_t>, caf::reacts_to<replica_atom, replica_handle>,
-    caf::replies_to<stats_atom>::with<batcher_stats>, caf::replies_to<retire_atom>::with<bool>>;
+    caf::replies_to<stats_atom>::with<batcher_stats>, caf::replies_to<retire_atom>::with<bool>,
+    caf::reacts_to<watch_atom>>;
 
 /// router: picks the version, sets the deadline, hands jobs to batchers.
 /// (retire, b): forwarded to batcher `b` after every job the router sent it, so the batcher's
@@ -180,7 +182,7 @@ using manager_actor =
                      caf::replies_to<munload_atom, std::string>::with<bool>,
                      caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
                      caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
-                     caf::reacts_to<rollchk_atom, std::string>>;
+                     caf::reacts_to<rollchk_atom, std::string>, caf::reacts_to<watch_atom>>;
 
 /// supervisor: monitors the workers and replaces one that fails, after a backoff.
 /// (restart, index, g) and (stable, index, g) are its messages to itself (actors/supervisor.cpp):

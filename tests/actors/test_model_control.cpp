@@ -48,6 +48,7 @@ manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<asked_l
           return traffic_report{};
         },
         [](rollchk_atom, const std::string&) {},
+        [](watch_atom) {},
     };
   });
 }
