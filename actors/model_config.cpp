@@ -403,7 +403,8 @@ node_config parse_node_node(const YAML::Node& root) {
               "worker_processes",
               "worker_heartbeat_interval_ms",
               "worker_heartbeat_timeout_ms",
-              "worker_shared_memory_mb"});
+              "worker_shared_memory_mb",
+              "worker_memory_budget_mb"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -464,6 +465,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["worker_shared_memory_mb"])
     c.worker_shared_memory_mb = static_cast<uint32_t>(
         get_int(root["worker_shared_memory_mb"], "worker_shared_memory_mb", 1, 1 << 20));
+  if (root["worker_memory_budget_mb"])
+    c.worker_memory_budget_mb = static_cast<uint64_t>(
+        get_int(root["worker_memory_budget_mb"], "worker_memory_budget_mb", 0, int64_t{1} << 30));
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   if (root["readiness"]) {
     const auto word = get<std::string>(root["readiness"], "readiness");

@@ -185,6 +185,11 @@ struct node_config {
   /// Shared memory per worker process (staging and output blocks of its replicas), sparse: a
   /// load that does not fit fails out_of_memory. A GPU worker pins all of it.
   uint32_t worker_shared_memory_mb = 1024;
+  /// Device memory each worker may hold for its replicas (their plan arenas and their resident
+  /// weights), in MiB: beyond it, idle model versions' weights are evicted to host memory,
+  /// least recently used first, and paged back in for their next batch; a load that cannot fit
+  /// fails out_of_memory (docs/serving.md, Memory budget). 0 (default): no budget.
+  uint64_t worker_memory_budget_mb = 0;
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).
   readiness_policy readiness = readiness_policy::strict;
