@@ -120,6 +120,10 @@ class worker_link final : public worker_channel {
                                   "--log-level",
                                   shared_->log_level};
     if (spec_.fault_injection) argv.push_back("--fault-injection");
+    if (spec_.memory_budget_bytes > 0) {
+      argv.push_back("--memory-budget-bytes");
+      argv.push_back(std::to_string(spec_.memory_budget_bytes));
+    }
     auto child = child_process::start(argv, spec_.shm_fd, worker_shm_fd);
     if (!child) {
       started.set_value(child.error());

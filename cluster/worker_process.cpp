@@ -56,6 +56,8 @@ status run_worker_process(const worker_main_options& o) {
     ho.traits = traits;
     ho.device_index = o.device_index;
     ho.fault_injection = o.fault_injection;
+    ho.worker_index = o.index;
+    ho.memory_budget_bytes = o.memory_budget_bytes;
     ho.arena = arena;
     ho.send = [&outbox](worker_message m) { (void)outbox.post(encode_worker_message(m)); };
     replica_host host(std::move(ho));
