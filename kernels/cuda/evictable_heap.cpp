@@ -116,8 +116,7 @@ evictable_heap::evictable_heap(int device, cudaStream_t stream, uintptr_t base, 
       base_(base),
       reserved_(reserved),
       chunk_bytes_(chunk_bytes),
-      arena_(reserved, chunk_bytes, 256),
-      chunks_(arena_.chunk_count()) {}
+      arena_(reserved, chunk_bytes, 256) {}
 
 expected<std::unique_ptr<evictable_heap>> evictable_heap::create(int device, cudaStream_t stream) {
   TROUPE_ASSIGN_OR_RETURN(const vmm_api* api, vmm());
@@ -195,6 +194,9 @@ expected<void*> evictable_heap::allocate(size_t bytes) {
                       "the model's weights are evicted to host memory: page them in first");
   TROUPE_CUDA_CHECK(cudaSetDevice(device_));
   TROUPE_ASSIGN_OR_RETURN(chunked_arena::grant g, arena_.allocate(bytes));
+  // First fit keeps allocations low in the range: the states grow to the highest chunk used,
+  // not to the whole reservation (tens of thousands of chunks).
+  if (chunks_.size() <= g.last_chunk) chunks_.resize(g.last_chunk + 1);
   for (size_t c = g.first_chunk; c <= g.last_chunk; ++c) {
     // The allocation's bytes are not in any host copy of the chunk yet.
     chunks_[c].host_valid = false;

@@ -102,7 +102,7 @@ class evictable_heap {
   // Declared before chunks_: host blocks count themselves out here when the chunks drop them.
   std::shared_ptr<size_t> host_bytes_ = std::make_shared<size_t>(0);
   chunked_arena arena_;
-  std::vector<chunk_state> chunks_;
+  std::vector<chunk_state> chunks_;  // by chunk index, up to the highest chunk allocated so far
   size_t mapped_chunks_ = 0;
   bool resident_ = true;
 };
