@@ -79,8 +79,8 @@ void expect_eviction_round_trips(const std::string& name, const std::string& byt
   const runtime::instance_memory before = (*s)->memory_report();
   ASSERT_GT(before.weights_footprint_bytes, 0u);
   EXPECT_GE(before.weights_footprint_bytes, before.weights_bytes);
-  EXPECT_EQ(before.weights_reserved_bytes, before.weights_footprint_bytes)
-      << "resident: every live chunk is mapped (trimmed after the plan build)";
+  EXPECT_GE(before.weights_reserved_bytes, before.weights_footprint_bytes)
+      << "resident: every live chunk is mapped";
   EXPECT_TRUE(before.weights_resident);
 
   for (int cycle = 0; cycle < cycles; ++cycle) {
