@@ -30,7 +30,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "actors/replica.hpp"
 #include "actors/replica_residency.hpp"
