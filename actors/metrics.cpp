@@ -43,6 +43,11 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Counter>* shape_cache_evictions;
   prometheus::Family<prometheus::Counter>* rollbacks;
   prometheus::Family<prometheus::Counter>* watchdog_kills;
+  prometheus::Family<prometheus::Counter>* weight_evictions;
+  prometheus::Family<prometheus::Counter>* weight_page_ins;
+  prometheus::Family<prometheus::Histogram>* weight_page_in;
+  prometheus::Family<prometheus::Gauge>* resident_bytes;
+  prometheus::Family<prometheus::Gauge>* memory_budget_bytes;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* restart_backoff;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
@@ -70,6 +75,9 @@ std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::fam
   m->shape_cache_evictions = &f.shape_cache_evictions->Add(labels);
   m->rollbacks = &f.rollbacks->Add(labels);
   m->watchdog_kills = &f.watchdog_kills->Add(labels);
+  m->weight_evictions = &f.weight_evictions->Add(labels);
+  m->weight_page_ins = &f.weight_page_ins->Add(labels);
+  m->weight_page_in_s = &f.weight_page_in->Add(labels, latency_buckets());
   return m;
 }
 
@@ -130,6 +138,13 @@ void version_metrics::count_rollback() const {
 void version_metrics::count_watchdog_kill() const {
   if (watchdog_kills) watchdog_kills->Increment();
 }
+void version_metrics::count_weight_eviction() const {
+  if (weight_evictions) weight_evictions->Increment();
+}
+void version_metrics::observe_weight_page_in(double seconds) const {
+  if (weight_page_ins) weight_page_ins->Increment();
+  if (weight_page_in_s) weight_page_in_s->Observe(seconds);
+}
 
 serving_metrics::serving_metrics()
     : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
@@ -189,6 +204,35 @@ serving_metrics::serving_metrics()
            .Help("Workers killed because a batch of the model version ran far longer than its "
                  "measured latency (hung, or its run message was lost); the batch is retried")
            .Register(r);
+  f.weight_evictions =
+      &prometheus::BuildCounter()
+           .Name("troupe_weight_evictions_total")
+           .Help(
+               "Times a worker's memory budget evicted the model version's weights to host "
+               "memory (least recently used idle weights first)")
+           .Register(r);
+  f.weight_page_ins = &prometheus::BuildCounter()
+                           .Name("troupe_weight_page_ins_total")
+                           .Help(
+                               "Times a worker paged the model version's evicted weights back "
+                               "onto its device for a batch or a load")
+                           .Register(r);
+  f.weight_page_in = &prometheus::BuildHistogram()
+                          .Name("troupe_weight_page_in_seconds")
+                          .Help(
+                              "Time to page the model version's weights back in, evictions to "
+                              "make room included: latency its batch carried, seconds")
+                          .Register(r);
+  f.resident_bytes = &prometheus::BuildGauge()
+                          .Name("troupe_worker_resident_bytes")
+                          .Help(
+                              "Bytes a worker with a memory budget counts against it: its "
+                              "replicas' own device memory and their resident weights")
+                          .Register(r);
+  f.memory_budget_bytes = &prometheus::BuildGauge()
+                               .Name("troupe_worker_memory_budget_bytes")
+                               .Help("A worker's memory budget (worker_memory_budget_mb)")
+                               .Register(r);
   f.pool_bytes = &prometheus::BuildGauge()
                       .Name("troupe_pool_bytes")
                       .Help(
@@ -258,6 +302,14 @@ void serving_metrics::set_worker_memory(uint32_t worker, const std::string& devi
   std::lock_guard<std::mutex> lock(mutex_);
   families_->pool_bytes->Add(labels).Set(device_pool_bytes);
   families_->staging_bytes->Add(labels).Set(staging_bytes);
+}
+
+void serving_metrics::set_worker_residency(uint32_t worker, const std::string& device,
+                                           double resident_bytes, double budget_bytes) {
+  const prometheus::Labels labels{{"worker", std::to_string(worker)}, {"device", device}};
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->resident_bytes->Add(labels).Set(resident_bytes);
+  families_->memory_budget_bytes->Add(labels).Set(budget_bytes);
 }
 
 void serving_metrics::count_worker_restart() {

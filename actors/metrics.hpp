@@ -11,6 +11,11 @@
 /// troupe_batch_size (histogram of rows per batch), troupe_queue_length, troupe_model_ready,
 /// troupe_shape_cache_evictions_total{model,version} (plans evicted from the replicas'
 /// compiled-shape caches),
+/// troupe_weight_evictions_total{model,version} and troupe_weight_page_ins_total{model,version}
+/// (a worker's memory budget moving the version's weights to host memory and back: docs/
+/// serving.md, Memory budget), troupe_weight_page_in_seconds{model,version} (the time a page-in
+/// added to the batch that needed it), troupe_worker_resident_bytes{worker,device} and
+/// troupe_worker_memory_budget_bytes{worker,device} (what the budget counts, and the budget),
 /// troupe_inflight_requests, troupe_pool_bytes{worker,device} (the replicas' device memory pools:
 /// weights and plan arenas), troupe_staging_bytes{worker,device} (host staging and output blocks,
 /// pinned on a GPU), troupe_worker_restarts_total, troupe_worker_restart_backoff_seconds{worker}
@@ -73,6 +78,9 @@ struct version_metrics {
   prometheus::Counter* shape_cache_evictions = nullptr;
   prometheus::Counter* rollbacks = nullptr;
   prometheus::Counter* watchdog_kills = nullptr;
+  prometheus::Counter* weight_evictions = nullptr;
+  prometheus::Counter* weight_page_ins = nullptr;
+  prometheus::Histogram* weight_page_in_s = nullptr;
   mutable version_statistics stats;
 
   /// One reply: its outcome and its time from arrival (the counter, the histogram, the statistics).
@@ -91,6 +99,10 @@ struct version_metrics {
   void count_rollback() const;
   /// The batcher's watchdog killed a worker over a batch of this version (actors/batcher.hpp).
   void count_watchdog_kill() const;
+  /// A worker evicted this version's weights to host memory (actors/weight_residency.hpp).
+  void count_weight_eviction() const;
+  /// A worker paged this version's weights back in, taking `seconds`.
+  void observe_weight_page_in(double seconds) const;
 };
 
 class serving_metrics {
@@ -114,6 +126,10 @@ class serving_metrics {
   /// `device` is the worker's device label ("cpu", "cuda:0").
   void set_worker_memory(uint32_t worker, const std::string& device, double device_pool_bytes,
                          double staging_bytes);
+  /// A worker with a memory budget: the bytes it counts against the budget now (its replicas'
+  /// own device memory and their resident weights) and the budget.
+  void set_worker_residency(uint32_t worker, const std::string& device, double resident_bytes,
+                            double budget_bytes);
   void count_worker_restart();
   /// The restart backoff of worker `worker` (actors/supervisor.hpp), in seconds.
   void set_worker_restart_backoff(uint32_t worker, double seconds);

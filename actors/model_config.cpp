@@ -437,7 +437,8 @@ node_config parse_node_node(const YAML::Node& root) {
               "worker_heartbeat_timeout_ms",
               "worker_shared_memory_mb",
               "worker_watchdog_multiple",
-              "worker_watchdog_min_ms"});
+              "worker_watchdog_min_ms",
+              "worker_memory_budget_mb"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -519,6 +520,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["worker_watchdog_min_ms"])
     c.worker_watchdog_min = std::chrono::milliseconds(
         get_int(root["worker_watchdog_min_ms"], "worker_watchdog_min_ms", 10, 3'600'000));
+  if (root["worker_memory_budget_mb"])
+    c.worker_memory_budget_mb = static_cast<uint64_t>(
+        get_int(root["worker_memory_budget_mb"], "worker_memory_budget_mb", 0, int64_t{1} << 30));
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   if (root["readiness"]) {
     const auto word = get<std::string>(root["readiness"], "readiness");

@@ -196,6 +196,11 @@ struct node_config {
   /// batch retried. 0: no watchdog.
   double worker_watchdog_multiple = 10;
   std::chrono::milliseconds worker_watchdog_min{2'000};
+  /// Device memory each worker may hold for its replicas (their plan arenas and their resident
+  /// weights), in MiB: beyond it, idle model versions' weights are evicted to host memory,
+  /// least recently used first, and paged back in for their next batch; a load that cannot fit
+  /// fails out_of_memory (docs/serving.md, Memory budget). 0 (default): no budget.
+  uint64_t worker_memory_budget_mb = 0;
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).
   readiness_policy readiness = readiness_policy::strict;

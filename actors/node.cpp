@@ -26,6 +26,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
     wo.idle_spin_us = o.worker_idle_spin_us;
     wo.metrics = o.metrics;
     wo.processes = o.worker_processes;
+    wo.memory_budget_bytes = static_cast<size_t>(o.config.worker_memory_budget_mb) << 20;
     wo.faults = o.faults;
     h.workers.push_back(spawn_worker(sys, wo, o.detached_workers));
     so.worker_settings.push_back(wo);

@@ -136,6 +136,7 @@ status replica::init(const options& o) {
     so.device_index = o.device_index;
     so.compute_precision = o.compute_precision;
     so.shape_cache = o.config.shape_cache;
+    so.evictable_weights = o.evictable_weights;
     // The signature below comes from the session's inputs: a normalised input shows the client
     // type.
     if (o.config.input_normalization)
@@ -460,6 +461,9 @@ replica_memory replica::memory() const {
   const runtime::instance_memory im = session_->memory_report();
   m.device_pool_bytes = im.device_reserved_bytes;
   m.shared_weights_bytes = im.weights_reserved_bytes;
+  m.own_device_bytes = im.own_reserved_bytes;
+  m.weights_footprint_bytes = im.weights_footprint_bytes;
+  m.weights_resident = im.weights_resident;
   bool any = false;
   m.pinned = true;
   for (const auto& b : buckets_) {

@@ -73,6 +73,12 @@ struct replica_memory {
   size_t output_block_bytes = 0;    // output blocks over every bucket
   size_t output_blocks = 0;
   bool pinned = false;  // staging and blocks are page-locked
+  /// What a worker's memory budget counts (actors/replica_residency.hpp): the device bytes this
+  /// replica holds alone (its pool: plan arenas, kernel scratch), and the device bytes its
+  /// weights take when resident, shared with the replicas it shares them with.
+  size_t own_device_bytes = 0;
+  size_t weights_footprint_bytes = 0;
+  bool weights_resident = true;
 };
 
 class replica {
@@ -112,6 +118,10 @@ class replica {
     /// replica keeps none of its own (the warm-up borrows some for its runs and gives it back).
     /// Only models whose non-batch dims are all fixed: their buckets are known at load.
     bool external_staging = false;
+    /// The weights can be evicted to host memory and paged back (evict_weights): a worker with
+    /// a memory budget loads its replicas so (runtime::session_options::evictable_weights).
+    /// A replica made with weights_from takes its sibling's setting.
+    bool evictable_weights = false;
   };
 
   static expected<std::unique_ptr<replica>> create(const options& o);
@@ -150,6 +160,23 @@ class replica {
   /// Fault injection (model_config::fault_error_ratio; the worker asks only where the node has
   /// fault_injection on): whether this batch is to fail. Deterministic: error_ratio of the calls.
   bool inject_error();
+
+  /// The model version this replica serves.
+  const std::string& model_name() const { return signature_->model; }
+  int64_t version() const { return version_; }
+
+  /// Weights made evictable (options::evictable_weights), shared with every replica that
+  /// shares them (one weights_identity): evict_weights moves them to host memory (pinned, on a
+  /// GPU) and returns the device bytes released; page_in_weights brings them back to the same
+  /// device addresses and returns the bytes mapped (0 on the CPU, where nothing moves:
+  /// runtime/device.hpp). Plans, CUDA graphs and recorded kernel choices are kept. While
+  /// evicted, runs fail `unavailable`. The caller makes sure no run of any replica sharing the
+  /// weights is in flight, and none starts, while it evicts (actors/weight_residency.hpp).
+  expected<size_t> evict_weights() { return session_->evict_weights(); }
+  expected<size_t> page_in_weights() { return session_->page_in_weights(); }
+  bool weights_resident() const { return session_->weights_resident(); }
+  /// Equal for replicas that share one copy of the weights.
+  const void* weights_identity() const { return session_->weights_identity(); }
 
  private:
   struct block_slot {

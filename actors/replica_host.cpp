@@ -15,7 +15,15 @@ constexpr std::chrono::milliseconds process_hang = std::chrono::hours(24 * 365);
 
 }  // namespace
 
-replica_host::replica_host(replica_host_options o) : options_(std::move(o)) {}
+replica_host::replica_host(replica_host_options o) : options_(std::move(o)) {
+  if (options_.memory_budget_bytes > 0) {
+    weight_residency::options ro;
+    ro.budget_bytes = options_.memory_budget_bytes;
+    ro.worker = options_.worker_index;
+    ro.device_label = options_.traits.device_label;
+    residency_ = std::make_unique<weight_residency>(std::move(ro));
+  }
+}
 
 replica_host::~replica_host() {
   stopping_->store(true, std::memory_order_relaxed);
@@ -50,8 +58,12 @@ status replica_host::handle(worker_message m) {
       replicas_.erase(it);
     }
     // Released on the build thread, as the in-process worker does: the device's frees stay off
-    // the run thread (a batch of it still running keeps its own reference).
-    return builds_.post([gone = std::move(gone)]() mutable { gone.reset(); });
+    // the run thread (a batch of it still running keeps its own reference). The budget forgets
+    // it there too, after the builds before it.
+    return builds_.post([this, id = u->replica, gone = std::move(gone)]() mutable {
+      if (residency_) residency_->remove(id);
+      gone.reset();
+    });
   }
   return invalid_argument(std::string("a worker process does not take '") + worker_message_name(m) +
                           "' messages from the node");
@@ -92,6 +104,7 @@ void replica_host::load(const worker_load& l) {
   ro.compute_precision = *precision;
   ro.cancel = stopping_.get();
   ro.external_staging = true;
+  ro.evictable_weights = residency_ != nullptr;
   std::shared_ptr<replica> sibling;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -102,7 +115,17 @@ void replica_host::load(const worker_load& l) {
       }
   }
   ro.weights_from = sibling.get();
+  // ---- memory budget: the sibling's weights on the device for the build, room made for it
+  if (residency_) {
+    const std::string reason = "load of " + l.path;
+    if (sibling)
+      if (status held = residency_->acquire(*sibling, reason); !held.is_ok()) return fail(held);
+    residency_->make_room(
+        weight_residency::build_estimate(sibling.get(), nullptr, ro.compute_precision, 1), reason);
+  }
   auto created = replica::create(ro);
+  if (residency_ && sibling) residency_->release(*sibling);
+  // ----
   if (!created) return fail(created.error());
   auto h = std::make_shared<hosted>();
   h->r = std::shared_ptr<replica>(std::move(*created));
@@ -119,6 +142,13 @@ void replica_host::load(const worker_load& l) {
     std::lock_guard<std::mutex> lock(mutex_);
     while (replicas_.count(next_id_)) ++next_id_;  // only after a wrap
     out.replica = next_id_++;
+  }
+  // Memory budget: counted, idle weights evicted to fit, or the load fails (its id unused).
+  if (residency_)
+    if (status admitted = residency_->admit(out.replica, h->r); !admitted.is_ok())
+      return fail(admitted);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
     replicas_.emplace(out.replica, std::move(h));
   }
   options_.send(std::move(out));
@@ -184,7 +214,11 @@ status replica_host::run_checked(const worker_run& r, worker_done& done) {
           "fault injection: this version is configured to fail (config.yaml "
           "fault_injection.error_ratio)");
   }
-  TROUPE_RETURN_IF_ERROR(h->r->run_staged(r.bucket_rows, inputs_, block));
+  // Memory budget: the weights paged in first (the batch's time includes it), held meanwhile.
+  if (residency_) TROUPE_RETURN_IF_ERROR(residency_->acquire(*h->r, "a batch"));
+  const status ran = h->r->run_staged(r.bucket_rows, inputs_, block);
+  if (residency_) residency_->release(*h->r);
+  TROUPE_RETURN_IF_ERROR(ran);
   done.outputs.resize(layout->outputs.size());
   for (size_t k = 0; k < layout->outputs.size(); ++k) {
     done.outputs[k].info = layout->outputs[k];

@@ -10,6 +10,11 @@
 /// weights from a live replica of the same file (builds run one after another, so a second load
 /// of a file finds the first one's replica).
 ///
+/// Memory budget (replica_host_options::memory_budget_bytes): as in the in-process worker
+/// (actors/weight_residency.hpp), a build holds its sibling's weights, a batch pages its
+/// replica's weights in first, a load that cannot fit fails out_of_memory. The process has no
+/// metrics registry: its evictions and page-ins are log lines only.
+///
 /// Memory: replicas keep no staging of their own (replica::options::external_staging). A run's
 /// inputs are in the regions of the shared arena the node named, staged there by the node; its
 /// outputs go to the region the node named too. Every region is checked against the arena and
@@ -28,6 +33,7 @@
 #include "actors/device_traits.hpp"
 #include "actors/replica.hpp"
 #include "actors/shared_arena.hpp"
+#include "actors/weight_residency.hpp"
 #include "actors/worker_protocol.hpp"
 #include "runtime/serial_thread.hpp"
 
@@ -38,6 +44,11 @@ struct replica_host_options {
   int device_index = 0;
   /// Honour run messages' fault and sleep_ms (the node's fault_injection).
   bool fault_injection = false;
+  uint32_t worker_index = 0;  // the worker's position in the node (log lines)
+  /// The worker's memory budget (worker_options::memory_budget_bytes): idle weights are evicted
+  /// to host memory beyond it and paged back for their next batch (actors/weight_residency.hpp).
+  /// 0: none.
+  size_t memory_budget_bytes = 0;
   std::shared_ptr<shared_arena> arena;
   /// Runs on the build thread after each successful load (saves the tuning records). May be null.
   std::function<void()> after_load;
@@ -84,6 +95,9 @@ class replica_host {
   uint32_t next_id_ = 0;
   std::vector<std::byte*> inputs_;  // one run's input addresses; the run thread's
   uint64_t last_run_ = 0;           // the last run's batch number; handle()'s (the link thread)
+  /// The memory budget (null without one). Called from the build and run threads; it locks
+  /// itself, so a run waits for an eviction or page-in in progress.
+  std::unique_ptr<weight_residency> residency_;
   // Declared last, destroyed first: their jobs use the members above.
   runtime::serial_thread builds_;
   runtime::serial_thread runs_;

@@ -64,6 +64,12 @@ struct worker_options {
   /// core) after each run before it blocks: see worker_core.cpp. Ignored on scheduler threads.
   uint32_t idle_spin_us = default_idle_spin_us();
   serving_metrics* metrics = nullptr;
+  /// The worker's memory budget (node.yaml worker_memory_budget_mb), in bytes: what its
+  /// replicas hold on the device (their own memory and their resident weights) stays within it
+  /// by evicting idle weights to host memory, least recently used first, and paging them back
+  /// in for their next batch (actors/weight_residency.hpp); a load that cannot fit fails
+  /// out_of_memory. 0 (the default): no budget, and replicas are loaded as always.
+  size_t memory_budget_bytes = 0;
   /// Set: the worker runs in a process of its own, a child of the node, and the actor spawned is
   /// its proxy (actors/worker_proxy.hpp, docs/worker-processes.md). Null: in this process.
   std::shared_ptr<const worker_process_options> processes;

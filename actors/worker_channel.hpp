@@ -38,6 +38,7 @@ struct worker_process_spec {
   size_t shm_bytes = 0;
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
+  size_t memory_budget_bytes = 0;  // worker_options::memory_budget_bytes (0: none)
 };
 
 /// Called on the channel's own thread: they must be thread-safe and must not block (the proxy's

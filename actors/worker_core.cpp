@@ -20,6 +20,7 @@
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/replica.hpp"
+#include "actors/weight_residency.hpp"
 #include "actors/worker_proxy.hpp"
 #include "runtime/background_read.hpp"
 #include "runtime/onnx_loader.hpp"
@@ -52,6 +53,9 @@ struct pending_build {
   /// Loads of the same file that arrived during the build: started once it is done, when they
   /// find its replicas to take the weights from (rather than reading the file again).
   std::vector<waiting_load> followers;
+  /// Memory budget: the live replica the build takes its weights from, held on the device
+  /// (weight_residency::acquire) until the build is done.
+  std::shared_ptr<replica> held;
 };
 
 /// A model file being read off the worker's thread (runtime/background_read.hpp) and the loads
@@ -95,6 +99,10 @@ struct worker_state {
   runtime::serial_thread build_thread;
   /// The reads' load timeouts: one wake-up at a time (actors/deadline_wakeup.hpp).
   deadline_wakeup overdue;
+  /// The memory budget (options.memory_budget_bytes > 0; null without one): which replicas'
+  /// weights are on the device, evictions and page-ins (actors/weight_residency.hpp). Used on
+  /// this actor's thread only.
+  std::unique_ptr<weight_residency> residency;
   static inline const char* name = "worker";
 
   /// The worker exits (node shutdown, a crash): the reads still running are abandoned (their
@@ -158,11 +166,14 @@ struct worker_state {
   expected<replica_info> add_replica(const replica::options& ro, const std::string& where) {
     auto r = replica::create(ro);
     if (!r) return r.error().with_context(where);
-    return adopt(std::move(*r));
+    auto info = adopt(std::move(*r));
+    if (!info) return info.error().with_context(where);
+    return info;
   }
 
-  /// Adds a replica built (here or on the build thread) to the table under a new id.
-  replica_info adopt(std::shared_ptr<replica> r) {
+  /// Adds a replica built (here or on the build thread) to the table under a new id; with a
+  /// memory budget, only when it fits (evicting idle weights), else out_of_memory.
+  expected<replica_info> adopt(std::shared_ptr<replica> r) {
     replica_info info;
     while (replicas.count(next_replica_id)) ++next_replica_id;  // only after a wrap
     info.id = next_replica_id++;
@@ -170,10 +181,55 @@ struct worker_state {
     info.bucket_rows = r->bucket_rows();
     for (const auto& l : r->warmup_latency()) info.warmup.push_back({l.rows, l.mean_us});
     info.pool_bytes = r->pool_bytes();
+    // ---- memory budget
+    if (residency)
+      if (status admitted = residency->admit(info.id, r); !admitted.is_ok()) {
+        release_replica(std::move(r));
+        return admitted;
+      }
+    // ----
     replicas.emplace(info.id, std::move(r));
     publish_memory();
     return info;
   }
+
+  /// Lets a replica go that left the table (unloaded, or refused by the memory budget).
+  void release_replica(std::shared_ptr<replica> gone) {
+    // Built on the build thread, released there too: the device's synchronisation and frees
+    // stay off the thread that serves the other replicas, and the replica's host memory goes
+    // back to the allocator arena it came from (freed here, through this thread's cache, it
+    // left the heap more fragmented: RSS over 1,000 load/unload cycles grew by 1.008 instead
+    // of 1.006).
+    if (options.background_model_reads)
+      (void)build_thread.post([gone = std::move(gone)]() mutable { gone.reset(); });
+  }
+
+  // ---- memory budget hooks (no-ops without one) ----
+  /// Before a batch on `r`: its weights on the device, held until done_running.
+  status page_in_for_run(replica& r) {
+    return residency ? residency->acquire(r, "a batch") : status::ok();
+  }
+  void done_running(replica& r) {
+    if (residency) residency->release(r);
+  }
+  /// Before a build taking its weights from `sibling` (null: a fresh load of `graph`): holds the
+  /// sibling's weights on the device and makes room for what the build adds. The held replica
+  /// goes in the pending build, released by build_done.
+  expected<std::shared_ptr<replica>> prepare_build(const std::shared_ptr<replica>& sibling,
+                                                   const runtime::graph* graph,
+                                                   runtime::precision precision, size_t replicas,
+                                                   const std::string& path) {
+    if (!residency) return std::shared_ptr<replica>();
+    const std::string reason = "load of " + path;
+    if (sibling) TROUPE_RETURN_IF_ERROR(residency->acquire(*sibling, reason));
+    residency->make_room(
+        weight_residency::build_estimate(sibling.get(), graph, precision, replicas), reason);
+    return sibling;
+  }
+  void build_done(const std::shared_ptr<replica>& held) {
+    if (residency && held) residency->release(*held);
+  }
+  // ----
 };
 
 using worker_ptr = worker_actor::stateful_pointer<worker_state>;
@@ -212,6 +268,12 @@ void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loa
                 std::shared_ptr<replica> sibling, std::shared_ptr<const runtime::graph> graph) {
   auto& st = self->state;
   const uint64_t n = ++st.last_build;
+  auto held = st.prepare_build(sibling, graph.get(), loads.front().options.compute_precision,
+                               loads.size(), path);  // memory budget
+  if (!held) {
+    for (auto& l : loads) l.promise.deliver(to_caf_error(held.error().with_context(l.where)));
+    return;
+  }
   auto slot = std::make_shared<build_slot>();
   std::vector<replica::options> options;
   for (const auto& l : loads) options.push_back(l.options);
@@ -247,6 +309,7 @@ void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loa
     caf::anon_send(worker, built_atom::value, n);
   };
   if (status posted = st.build_thread.post(std::move(job)); !posted.is_ok()) {
+    st.build_done(*held);
     for (auto& l : loads) l.promise.deliver(to_caf_error(posted.with_context(l.where)));
     return;
   }
@@ -254,6 +317,7 @@ void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loa
   b.path = std::move(path);
   b.loads = std::move(loads);
   b.slot = std::move(slot);
+  b.held = std::move(*held);
   st.builds.emplace(n, std::move(b));
 }
 
@@ -308,6 +372,15 @@ void start_load(worker_ptr self, waiting_load l) {
 worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_traits traits) {
   self->state.options = o;
   self->state.traits = std::move(traits);
+  if (o.memory_budget_bytes > 0) {
+    weight_residency::options ro;
+    ro.budget_bytes = o.memory_budget_bytes;
+    ro.worker = o.index;
+    ro.device_label = self->state.traits.device_label;
+    ro.metrics = o.metrics;
+    ro.moved = [self] { self->state.publish_memory(); };
+    self->state.residency = std::make_unique<weight_residency>(std::move(ro));
+  }
   return {
       [=](load_atom, const replica_spec& spec) -> caf::result<replica_info> {
         auto& st = self->state;
@@ -328,6 +401,7 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         ro.device_index = st.options.device_index;
         ro.compute_precision = *precision;
         ro.metrics = st.options.metrics;
+        ro.evictable_weights = st.residency != nullptr;
         if (!st.options.background_model_reads) {
           // Everything on this thread (tests on the test coordinator): read, compile, warm up.
           std::shared_ptr<replica> sibling = weights_sibling(st.replicas, ro);
@@ -337,7 +411,11 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
             if (!graph) return to_caf_error(graph.error().with_context(where));
             ro.graph = std::make_shared<const runtime::graph>(std::move(*graph));
           }
+          auto held = st.prepare_build(sibling, ro.graph.get(), ro.compute_precision, 1,
+                                       spec.path);  // memory budget
+          if (!held) return to_caf_error(held.error().with_context(where));
           auto info = st.add_replica(ro, where);
+          st.build_done(*held);
           if (!info) return to_caf_error(info.error());
           return std::move(*info);
         }
@@ -369,11 +447,13 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         for (size_t i = 0; i < b.loads.size(); ++i) {
           waiting_load& l = b.loads[i];
           expected<std::shared_ptr<replica>>& r = b.slot->results[i];
-          if (r)
-            l.promise.deliver(st.adopt(std::move(*r)));
+          auto info = r ? st.adopt(std::move(*r)) : expected<replica_info>(r.error());
+          if (info)
+            l.promise.deliver(std::move(*info));
           else
-            l.promise.deliver(to_caf_error(r.error().with_context(l.where)));
+            l.promise.deliver(to_caf_error(info.error().with_context(l.where)));
         }
+        st.build_done(b.held);  // memory budget
         for (auto& f : b.followers) start_load(self, std::move(f));
       },
       [=](overdue_atom, uint64_t generation) {
@@ -393,14 +473,9 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         if (it == st.replicas.end()) return;
         std::shared_ptr<replica> gone = std::move(it->second);
         st.replicas.erase(it);
+        if (st.residency) st.residency->remove(id);  // memory budget
         st.publish_memory();
-        // Built on the build thread, released there too: the device's synchronisation and frees
-        // stay off the thread that serves the other replicas, and the replica's host memory goes
-        // back to the allocator arena it came from (freed here, through this thread's cache, it
-        // left the heap more fragmented: RSS over 1,000 load/unload cycles grew by 1.008 instead
-        // of 1.006).
-        if (st.options.background_model_reads)
-          (void)st.build_thread.post([gone = std::move(gone)]() mutable { gone.reset(); });
+        st.release_replica(std::move(gone));
       },
       [=](run_atom, batch_ref ref) {
         auto& st = self->state;
@@ -437,8 +512,12 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
           b.result = internal_error(
               "fault injection: this version is configured to fail "
               "(config.yaml fault_injection.error_ratio)");
-        else
+        else if (status paged = st.page_in_for_run(*r); !paged.is_ok())  // memory budget
+          b.result = paged;
+        else {
           (void)r->run(b);
+          st.done_running(*r);  // memory budget
+        }
         b.compute_time = std::chrono::duration_cast<std::chrono::microseconds>(
             std::chrono::steady_clock::now() - start);
         // Decided before the hand-off: once (done) is sent the batch is the batcher's, which may

@@ -360,6 +360,7 @@ status run_serve(const serve_options& o) {
   if (o.max_outstanding_per_connection)
     cfg.max_outstanding_per_connection = *o.max_outstanding_per_connection;
   if (o.worker_processes) cfg.worker_processes = *o.worker_processes;
+  if (o.worker_memory_budget_mb) cfg.worker_memory_budget_mb = *o.worker_memory_budget_mb;
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {

@@ -30,6 +30,8 @@ struct serve_options {
   std::optional<uint32_t> max_outstanding_per_connection;  // overrides the node config's
   std::optional<std::string> tuning_records_file;          // overrides `tuning_records_file` ("" off)
   std::optional<bool> worker_processes;                    // overrides `worker_processes`
+  /// Overrides `worker_memory_budget_mb`.
+  std::optional<uint64_t> worker_memory_budget_mb;
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):

@@ -124,6 +124,10 @@ class worker_link final : public worker_channel {
       argv.push_back("--tuning-records-file");
       argv.push_back(spec_.tuning_records_file);
     }
+    if (spec_.memory_budget_bytes > 0) {
+      argv.push_back("--memory-budget-bytes");
+      argv.push_back(std::to_string(spec_.memory_budget_bytes));
+    }
     auto child = child_process::start(argv, spec_.shm_fd, worker_shm_fd);
     if (!child) {
       started.set_value(child.error());

@@ -77,6 +77,8 @@ status run_worker_process(const worker_main_options& o) {
     ho.traits = traits;
     ho.device_index = o.device_index;
     ho.fault_injection = o.fault_injection;
+    ho.worker_index = o.index;
+    ho.memory_budget_bytes = o.memory_budget_bytes;
     ho.arena = arena;
     if (tuning_records)
       ho.after_load = [records = tuning_records.get()] { records->save_in_background(); };

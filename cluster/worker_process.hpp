@@ -26,6 +26,7 @@ struct worker_main_options {
   int compute_threads = 0;
   bool fault_injection = false;
   std::string tuning_records_file;  // "": none (runtime/tuning_records_file.hpp)
+  size_t memory_budget_bytes = 0;  // the node's worker_memory_budget_mb, in bytes (0: none)
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
   std::string log_level = "info";

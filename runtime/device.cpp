@@ -1,6 +1,7 @@
 #include "runtime/device.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -17,8 +18,17 @@
 namespace troupe::runtime {
 namespace {
 
+/// What CPU siblings share about their constants (which are the host bytes themselves): whether
+/// they may be evicted and whether they are now.
+struct cpu_constants {
+  bool evictable = false;
+  std::atomic<bool> resident{true};
+};
+
 class cpu_device final : public device {
  public:
+  explicit cpu_device(std::shared_ptr<cpu_constants> constants)
+      : constants_(std::move(constants)) {}
   kernels::backend kind() const override { return kernels::backend::cpu; }
   expected<void*> allocate(size_t bytes) override {
     if (take_allocation_failure(kernels::backend::cpu))
@@ -75,6 +85,7 @@ class cpu_device final : public device {
     s.reserved_bytes = reserved_;
     s.in_use_bytes = reserved_;  // host allocations are exact: nothing is held unused
     s.peak_bytes = peak_;
+    s.constants_resident = constants_resident();
     return s;
   }
   expected<std::shared_ptr<const void>> share_constant(const tensor& host) override {
@@ -83,11 +94,27 @@ class cpu_device final : public device {
     return std::shared_ptr<const void>(keep, keep->raw());
   }
   expected<std::shared_ptr<device>> create_sibling() override {
-    return std::shared_ptr<device>(std::make_shared<cpu_device>());
+    return std::shared_ptr<device>(std::make_shared<cpu_device>(constants_));
   }
   // Every CPU device reads constants where the host keeps them: nothing to share or duplicate.
   bool shares_constants_with(device& other) override {
     return other.kind() == kernels::backend::cpu;
+  }
+  const void* constants_identity() const override { return constants_.get(); }
+  // The constants are host memory: nothing moves (device_options::evictable_constants says why
+  // this exists at all).
+  expected<size_t> evict_constants() override {
+    if (!constants_->evictable) return unsupported("this device's constants are not evictable");
+    constants_->resident.store(false, std::memory_order_release);
+    return size_t{0};
+  }
+  expected<size_t> page_in_constants() override {
+    if (!constants_->evictable) return unsupported("this device's constants are not evictable");
+    constants_->resident.store(true, std::memory_order_release);
+    return size_t{0};
+  }
+  bool constants_resident() const override {
+    return constants_->resident.load(std::memory_order_acquire);
   }
 
  private:
@@ -95,6 +122,7 @@ class cpu_device final : public device {
   std::unordered_map<void*, size_t> sizes_;
   size_t reserved_ = 0;
   size_t peak_ = 0;
+  std::shared_ptr<cpu_constants> constants_;  // shared with the siblings
 };
 
 #ifdef TROUPE_HAVE_CUDA
@@ -131,6 +159,9 @@ class cuda_device final : public device {
     s.shared_constant_bytes = c.live_bytes;
     s.shared_constant_reserved_bytes = c.reserved_bytes;
     s.shared_constant_entries = c.entries;
+    s.shared_constant_footprint_bytes = c.footprint_bytes;
+    s.shared_constant_host_bytes = c.host_bytes;
+    s.constants_resident = c.resident;
     return s;
   }
   expected<std::shared_ptr<const void>> share_constant(const tensor& host) override {
@@ -144,6 +175,12 @@ class cuda_device final : public device {
     return other.kind() == kernels::backend::cuda && other.context() != nullptr &&
            kernels::cuda::shares_constants(*ctx_, *other.context());
   }
+  const void* constants_identity() const override {
+    return kernels::cuda::constants_identity(*ctx_);
+  }
+  expected<size_t> evict_constants() override { return kernels::cuda::evict_constants(*ctx_); }
+  expected<size_t> page_in_constants() override { return kernels::cuda::page_in_constants(*ctx_); }
+  bool constants_resident() const override { return kernels::cuda::constants_resident(*ctx_); }
   status release_unused() override { return kernels::cuda::release_unused_memory(*ctx_); }
   bool supports_recording() const override { return kernels::cuda::graphs_enabled(); }
   expected<std::unique_ptr<recorded_work>> capture(
@@ -171,13 +208,20 @@ class cuda_device final : public device {
 
 }  // namespace
 
-expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index) {
-  if (where == kernels::backend::cpu) return std::shared_ptr<device>(std::make_shared<cpu_device>());
+expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index,
+                                              const device_options& options) {
+  if (where == kernels::backend::cpu) {
+    auto constants = std::make_shared<cpu_constants>();
+    constants->evictable = options.evictable_constants;
+    return std::shared_ptr<device>(std::make_shared<cpu_device>(std::move(constants)));
+  }
 #ifdef TROUPE_HAVE_CUDA
   if (!kernels::cuda::device_available()) {
     return status(error_code::unavailable, "no CUDA device is available on this machine");
   }
-  TROUPE_ASSIGN_OR_RETURN(auto ctx, kernels::cuda::create_context(device_index));
+  kernels::cuda::context_options co;
+  co.evictable_constants = options.evictable_constants;
+  TROUPE_ASSIGN_OR_RETURN(auto ctx, kernels::cuda::create_context(device_index, co));
   return std::shared_ptr<device>(std::make_shared<cuda_device>(std::move(ctx)));
 #else
   return status(error_code::unavailable, "this troupe was built without the CUDA backend (no nvcc at build time)");

@@ -32,6 +32,22 @@ struct device_memory_stats {
   size_t shared_constant_bytes = 0;           // live constants
   size_t shared_constant_reserved_bytes = 0;  // what their pool holds
   size_t shared_constant_entries = 0;
+  // Evictable constants (device_options::evictable_constants): the device memory they take when
+  // resident (evicted or not; the pool's reserved bytes otherwise), the pinned host memory
+  // holding their evicted copies, and whether they are on the device now.
+  size_t shared_constant_footprint_bytes = 0;
+  size_t shared_constant_host_bytes = 0;
+  bool constants_resident = true;
+};
+
+struct device_options {
+  /// The device's constants (shared with its siblings) can be evicted to host memory and paged
+  /// back (evict_constants, page_in_constants). On a GPU they then live in an evictable heap
+  /// (kernels/cuda/evictable_heap.hpp) at addresses that survive eviction, so plans and their
+  /// CUDA graphs stay valid. On the CPU the constants are host memory already: eviction only
+  /// marks them unusable until paged in (plans refuse to run meanwhile) and frees nothing; it
+  /// exists so that the serving path that evicts runs, and is tested, the same on both.
+  bool evictable_constants = false;
 };
 
 class device {
@@ -66,6 +82,26 @@ class device {
   virtual expected<std::shared_ptr<device>> create_sibling() = 0;
   /// True when this device shares its constants with `other` (one is the other's sibling).
   virtual bool shares_constants_with(device& other) = 0;
+  /// Equal for devices that share one set of constants (a device and its siblings); what a
+  /// worker groups replicas by when it evicts their weights.
+  virtual const void* constants_identity() const = 0;
+
+  /// Evictable devices (device_options::evictable_constants): moves the constants shared with
+  /// the siblings to host memory (pinned, on a GPU) and gives their device memory back; returns
+  /// the device bytes released (0: already evicted, or the CPU). No run on this device or a
+  /// sibling may be in flight, and until page_in_constants none may start (plan::run refuses)
+  /// and no plan may be built. unsupported for a device made without evictable_constants.
+  virtual expected<size_t> evict_constants() {
+    return unsupported("this device's constants are not evictable");
+  }
+  /// Puts evicted constants back on the device at the addresses they had; returns the bytes
+  /// mapped (0: resident already, or the CPU). out_of_memory when the device cannot hold them:
+  /// they stay evicted. Complete when this returns.
+  virtual expected<size_t> page_in_constants() {
+    return unsupported("this device's constants are not evictable");
+  }
+  /// False while the constants are evicted. Cheap (an atomic load): plans ask before each run.
+  virtual bool constants_resident() const { return true; }
 
   /// Whether capture() can record work here (a CUDA device with TROUPE_CUDA_GRAPHS not 0).
   virtual bool supports_recording() const { return false; }
@@ -79,7 +115,8 @@ class device {
   }
 };
 
-expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index);
+expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index,
+                                              const device_options& options = {});
 
 /// Host memory released through `device::release` when the last owner goes.
 class device_buffer {

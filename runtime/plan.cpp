@@ -211,7 +211,19 @@ status plan::run_steps_eagerly(bool capturing) {
   return status::ok();
 }
 
+namespace {
+
+/// A run asked for while the weights are away (device::evict_constants): on a GPU they are not
+/// mapped, and a kernel reading them would fault the whole context.
+status evicted_weights() {
+  return make_error(error_code::unavailable,
+                    "the model's weights are evicted to host memory: page them in before running");
+}
+
+}  // namespace
+
 status plan::run_steps() {
+  if (!device_->constants_resident()) return evicted_weights();
   switch (mode_) {
     case launch_mode::graph:
       return recorded_->launch();
@@ -250,6 +262,7 @@ expected<std::vector<plan::step_time>> plan::profile(int runs, std::span<const t
     }
   }
   void* stream = device_->stream();
+  if (!device_->constants_resident()) return evicted_weights();
   TROUPE_RETURN_IF_ERROR(device_->synchronize());
   for (int r = 0; r < runs; ++r) {
     TROUPE_RETURN_IF_ERROR(bind_inputs(inputs));

@@ -14,6 +14,9 @@
 /// from the device's shared constant store (one copy per device for every plan and sibling).
 /// Invariant: a plan is destroyed only while no run of it is in flight (run and execute wait for
 /// the device before they return), so its arena and constants may go back at once.
+/// Evictable constants (device_options::evictable_constants): while the device's constants are
+/// evicted, run, execute and profile fail `unavailable` before touching the device; paged back
+/// in, they are at the addresses the steps and the captured graph hold, so nothing is rebuilt.
 
 #include <memory>
 #include <span>

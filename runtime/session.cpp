@@ -67,7 +67,9 @@ status session::init() {
   }
   // Before the precision pass: it keeps the integer input as it is and converts the chain.
   TROUPE_RETURN_IF_ERROR(apply_input_normalizations(graph_, options_.input_normalizations));
-  TROUPE_ASSIGN_OR_RETURN(device_, make_device(options_.where, options_.device_index));
+  device_options dopt;
+  dopt.evictable_constants = options_.evictable_weights;
+  TROUPE_ASSIGN_OR_RETURN(device_, make_device(options_.where, options_.device_index, dopt));
   // Callers keep seeing the model's own input/output types: the boundary casts live inside.
   for (int v : graph_.inputs) {
     const value& x = graph_.values[v];
@@ -137,6 +139,26 @@ bool session::shares_weights_with(const session& other) const {
   return device_->shares_constants_with(*other.device_);
 }
 
+const void* session::weights_identity() const {
+  return device_->constants_identity();
+}
+
+expected<size_t> session::evict_weights() {
+  // Under the lock: no run of this session (and no compile) is in the middle of reading them.
+  // Instances have their own locks: the caller keeps their runs apart (the worker's residency).
+  std::lock_guard<std::mutex> lock(mutex_);
+  return device_->evict_constants();
+}
+
+expected<size_t> session::page_in_weights() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return device_->page_in_constants();
+}
+
+bool session::weights_resident() const {
+  return device_->constants_resident();
+}
+
 int64_t session::bucket_for(int64_t rows) const {
   if (rows <= 0) return rows;
   auto it = std::lower_bound(buckets_.begin(), buckets_.end(), rows);
@@ -184,6 +206,11 @@ expected<std::shared_ptr<plan>> session::prepare(const std::vector<tensor_info>&
   // Compiled under the lock: two callers asking for one new shape compile it once.
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto cached = plans_.find(key)) return cached;
+  // Kernel factories read weights (a convolution times its candidates on them): not while away.
+  if (!device_->constants_resident())
+    return make_error(error_code::unavailable,
+                      "the model's weights are evicted to host memory: page them in before "
+                      "compiling a plan");
   graph g = graph_;  // shares the constants' bytes
   TROUPE_RETURN_IF_ERROR(specialize(g, input_infos));
   pass_options po;
@@ -227,9 +254,13 @@ instance_memory session::memory_report() const {
     for (const auto& v : graph_.values) {
       if (v.constant) m.weights_bytes += v.constant->bytes();
     }
+    m.weights_footprint_bytes = m.weights_bytes;
   } else {
     m.weights_bytes = d.shared_constant_bytes;
+    m.weights_footprint_bytes = d.shared_constant_footprint_bytes;
   }
+  m.weights_host_bytes = d.shared_constant_host_bytes;
+  m.weights_resident = d.constants_resident;
   std::lock_guard<std::mutex> lock(mutex_);
   plans_.for_each([&m](const plan& p) {
     m.arena_bytes += p.memory().planned_arena_bytes;

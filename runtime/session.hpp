@@ -50,6 +50,10 @@ struct session_options {
   /// Bounds of the compiled-shape cache (plans by count and by arena bytes), each instance made
   /// by create_instance its own cache with the same bounds.
   shape_cache_limits shape_cache;
+  /// The weights can be evicted to host memory and paged back (evict_weights, page_in_weights;
+  /// runtime/device.hpp's device_options::evictable_constants). Instances made by
+  /// create_instance share them, and their state.
+  bool evictable_weights = false;
 };
 
 /// A graph input or output as callers see it.
@@ -87,6 +91,12 @@ struct instance_memory {
   size_t device_reserved_bytes = 0;  // own_reserved + weights_reserved: this instance alone
   size_t plans = 0;
   size_t graph_plans = 0;  // of which replay a CUDA graph
+  /// Device memory the weights take when on the device, whether they are now or not: the
+  /// evictable heap's live chunks on a GPU (the constant pool's reserved bytes without
+  /// eviction), the constants' host bytes on the CPU. What a memory budget counts for them.
+  size_t weights_footprint_bytes = 0;
+  size_t weights_host_bytes = 0;  // pinned host memory holding evicted copies (GPU)
+  bool weights_resident = true;   // false while evicted
 };
 
 class plan;    // runtime/plan.hpp
@@ -138,6 +148,20 @@ class session {
   expected<std::unique_ptr<session>> create_instance() const;
   /// True when this session and `other` share their device constants (instances of one model).
   bool shares_weights_with(const session& other) const;
+  /// Equal for sessions that share their device constants: the identity of that shared set.
+  const void* weights_identity() const;
+
+  /// With session_options::evictable_weights: moves the weights (shared with every instance) to
+  /// host memory, pinned on a GPU, and gives their device memory back; returns the device bytes
+  /// released. The plans, their CUDA graphs and the kernels' recorded choices stay as they are.
+  /// No run of this session or an instance may be in flight; until page_in_weights, runs fail
+  /// `unavailable` and no plan is compiled. unsupported without evictable_weights.
+  expected<size_t> evict_weights();
+  /// Puts the weights back on the device at the addresses the plans read; returns the device
+  /// bytes mapped (0 on the CPU, where nothing moved). out_of_memory (still evicted) when the
+  /// device cannot hold them.
+  expected<size_t> page_in_weights();
+  bool weights_resident() const;
 
   /// The batch a run of `rows` rows executes at: the smallest bucket >= rows, or rows itself
   /// without buckets, above the largest bucket, or for rows <= 0.

@@ -23,6 +23,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     int repository_poll_secs = 0;
     uint32_t max_outstanding_per_connection = 0;
     std::string worker_processes;
+    int64_t worker_memory_budget_mb = -1;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -66,6 +67,11 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "on: each worker runs in a process of its own (a crash costs that process, not "
                   "the node); off (default): workers in the node's process")
       ->check(CLI::IsMember({"on", "off"}));
+  cmd->add_option("--worker-memory-budget-mb", o->worker_memory_budget_mb,
+                  "Device memory each worker may hold for its replicas, in MiB: beyond it, idle "
+                  "models' weights are evicted to host memory and paged back in on their next "
+                  "request (node.yaml worker_memory_budget_mb; 0: no budget, the default)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));
@@ -90,6 +96,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (o->max_outstanding_per_connection > 0)
       o->serve.max_outstanding_per_connection = o->max_outstanding_per_connection;
     if (!o->worker_processes.empty()) o->serve.worker_processes = o->worker_processes == "on";
+    if (o->worker_memory_budget_mb >= 0)
+      o->serve.worker_memory_budget_mb = static_cast<uint64_t>(o->worker_memory_budget_mb);
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });

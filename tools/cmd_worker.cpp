@@ -32,6 +32,8 @@ void add_worker_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--fault-injection", o->worker.fault_injection, "Honour fault injection (tests)");
   cmd->add_option("--tuning-records-file", o->worker.tuning_records_file,
                   "Recorded convolution choices: read at start, rewritten after loads");
+  cmd->add_option("--memory-budget-bytes", o->worker.memory_budget_bytes,
+                  "Device memory for the replicas; idle weights are evicted beyond it (0: none)");
   cmd->add_option("--heartbeat-interval-ms", o->heartbeat_interval_ms)
       ->check(CLI::Range(1, 3600000));
   cmd->add_option("--heartbeat-timeout-ms", o->heartbeat_timeout_ms)->check(CLI::Range(1, 3600000));

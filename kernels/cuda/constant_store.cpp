@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.hpp"
+#include "kernels/cuda/evictable_heap.hpp"
 
 namespace troupe::kernels::cuda {
 
@@ -53,11 +54,15 @@ bool same_constant(const tensor& a, const tensor& b) {
 
 }  // namespace
 
-expected<std::shared_ptr<constant_store>> constant_store::create(int device) {
+expected<std::shared_ptr<constant_store>> constant_store::create(int device, bool evictable) {
   std::shared_ptr<constant_store> s(new constant_store());
   s->device_ = device;
   TROUPE_CUDA_CHECK(cudaSetDevice(device));
   TROUPE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream_, cudaStreamNonBlocking));
+  if (evictable) {
+    TROUPE_ASSIGN_OR_RETURN(s->heap_, evictable_heap::create(device, s->stream_));
+    return s;
+  }
   cudaMemPoolProps props{};
   props.allocType = cudaMemAllocationTypePinned;
   props.location.type = cudaMemLocationTypeDevice;
@@ -73,6 +78,7 @@ expected<std::shared_ptr<constant_store>> constant_store::create(int device) {
 constant_store::~constant_store() {
   // Every entry holds the store, so none is left here. Errors are ignored: a store is also torn
   // down after a sticky device error.
+  heap_.reset();  // before the stream it copies on
   if (cudaSetDevice(device_) != cudaSuccess) return;
   if (stream_) (void)cudaStreamSynchronize(stream_);
   if (pool_) (void)cudaMemPoolDestroy(pool_);
@@ -91,6 +97,10 @@ expected<constant_store::handle> constant_store::get(const tensor& source,
   // meanwhile is destroyed then, and its destructor takes the mutex (release).
   std::vector<std::shared_ptr<entry>> looked_at;
   std::lock_guard<std::mutex> lock(mutex_);
+  if (!resident())
+    return make_error(error_code::unavailable,
+                      "the model's weights are evicted to host memory: page them in before "
+                      "building a plan");
   auto it = entries_.find(k);
   if (it != entries_.end()) {
     if (std::shared_ptr<entry> e = it->second.lock()) {
@@ -120,13 +130,20 @@ expected<constant_store::handle> constant_store::get(const tensor& source,
   e->bytes = host.bytes();
   if (e->bytes > 0) {
     TROUPE_CUDA_CHECK(cudaSetDevice(device_));
-    TROUPE_CUDA_CHECK(cudaMallocFromPoolAsync(&e->device_ptr, e->bytes, pool_, stream_));
+    if (heap_) {
+      TROUPE_ASSIGN_OR_RETURN(e->device_ptr, heap_->allocate(e->bytes));
+    } else {
+      TROUPE_CUDA_CHECK(cudaMallocFromPoolAsync(&e->device_ptr, e->bytes, pool_, stream_));
+    }
     const status copied = TROUPE_CUDA_STATUS(
         cudaMemcpyAsync(e->device_ptr, host.raw(), e->bytes, cudaMemcpyHostToDevice, stream_));
     // Complete before anyone reads it from another stream, and before `host` goes away.
     const status done = TROUPE_CUDA_STATUS(cudaStreamSynchronize(stream_));
     if (!copied.is_ok() || !done.is_ok()) {
-      (void)cudaFreeAsync(e->device_ptr, stream_);
+      if (heap_)
+        heap_->free(e->device_ptr);
+      else
+        (void)cudaFreeAsync(e->device_ptr, stream_);
       return copied.is_ok() ? done : copied;
     }
   }
@@ -148,7 +165,11 @@ void constant_store::release(const entry& e) {
     c = c->second.expired() ? by_content_.erase(c) : std::next(c);
   }
   live_bytes_ -= e.bytes;
-  if (e.device_ptr != nullptr && cudaSetDevice(device_) == cudaSuccess) {
+  if (heap_) {
+    // Nothing to enqueue: no work reading the bytes is in flight (the release invariant), and
+    // the chunks left empty stay mapped until trim (or are not mapped at all while evicted).
+    heap_->free(e.device_ptr);
+  } else if (e.device_ptr != nullptr && cudaSetDevice(device_) == cudaSuccess) {
     // No work reading the bytes is in flight (the release invariant in the header), so a
     // stream-ordered free on the store's own stream is enough.
     (void)cudaFreeAsync(e.device_ptr, stream_);
@@ -160,8 +181,28 @@ status constant_store::trim() {
   std::lock_guard<std::mutex> lock(mutex_);
   TROUPE_CUDA_CHECK(cudaSetDevice(device_));
   TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // frees enqueued by released entries
+  if (heap_) {
+    heap_->trim();
+    return status::ok();
+  }
   TROUPE_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
   return status::ok();
+}
+
+expected<size_t> constant_store::evict() {
+  if (!heap_) return unsupported("this model's weights were not loaded evictable");
+  std::lock_guard<std::mutex> lock(mutex_);
+  TROUPE_ASSIGN_OR_RETURN(size_t released, heap_->evict());
+  resident_.store(heap_->resident(), std::memory_order_release);
+  return released;
+}
+
+expected<size_t> constant_store::page_in() {
+  if (!heap_) return unsupported("this model's weights were not loaded evictable");
+  std::lock_guard<std::mutex> lock(mutex_);
+  TROUPE_ASSIGN_OR_RETURN(size_t mapped, heap_->page_in());
+  resident_.store(heap_->resident(), std::memory_order_release);
+  return mapped;
 }
 
 constant_store::stats constant_store::statistics() const {
@@ -174,12 +215,22 @@ constant_store::stats constant_store::statistics() const {
     s.content_hits = content_hits_;
     for (const auto& [k, w] : entries_) s.entries += w.expired() ? 0 : 1;
   }
+  s.evictable = heap_ != nullptr;
+  s.resident = resident();
+  if (heap_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    s.reserved_bytes = heap_->mapped_bytes();
+    s.footprint_bytes = heap_->footprint_bytes();
+    s.host_bytes = heap_->host_bytes();
+    return s;
+  }
   uint64_t v = 0;
   if (cudaSetDevice(device_) == cudaSuccess &&
       cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrReservedMemCurrent, &v) == cudaSuccess) {
     s.reserved_bytes = v;
   }
   (void)cudaGetLastError();
+  s.footprint_bytes = s.reserved_bytes;
   return s;
 }
 

@@ -147,7 +147,8 @@ status set_current_device(int device_index) {
   return status::ok();
 }
 
-expected<std::unique_ptr<backend_context>> create_context(int device_index) {
+expected<std::unique_ptr<backend_context>> create_context(int device_index,
+                                                          const context_options& options) {
   if (!device_available()) return make_error(error_code::device_error, "no CUDA device available");
   int count = 0;
   TROUPE_CUDA_CHECK(cudaGetDeviceCount(&count));
@@ -185,7 +186,8 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index) {
   uint64_t keep_all = UINT64_MAX;
   TROUPE_CUDA_CHECK(
       cudaMemPoolSetAttribute(ctx->pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
-  TROUPE_ASSIGN_OR_RETURN(ctx->constants_, constant_store::create(device_index));
+  TROUPE_ASSIGN_OR_RETURN(ctx->constants_,
+                          constant_store::create(device_index, options.evictable_constants));
   return std::unique_ptr<backend_context>(std::move(ctx));
 }
 
@@ -321,7 +323,31 @@ constant_stats constant_store_stats(backend_context& base) {
   s.uploads = st.uploads;
   s.hits = st.hits;
   s.content_hits = st.content_hits;
+  s.evictable = st.evictable;
+  s.resident = st.resident;
+  s.footprint_bytes = st.footprint_bytes;
+  s.host_bytes = st.host_bytes;
   return s;
+}
+
+expected<size_t> evict_constants(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  return ctx.constants().evict();
+}
+
+expected<size_t> page_in_constants(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  return ctx.constants().page_in();
+}
+
+bool constants_resident(backend_context& base) {
+  return as_cuda(base).constants().resident();
+}
+
+const void* constants_identity(backend_context& base) {
+  return &as_cuda(base).constants();
 }
 
 // ---- device buffers ----------------------------------------------------------------------------

@@ -37,10 +37,18 @@ status set_current_device(int device_index);
 /// error it leaves (device_error). The process's contexts on the device are unusable afterwards.
 status trap_device(int device_index);
 
+struct context_options {
+  /// The context's constant store keeps its weights in an evictable heap (constant_store.hpp,
+  /// evictable_heap.hpp): evict_constants / page_in_constants move them to pinned host memory
+  /// and back at the same addresses. Off: a stream-ordered pool, as always.
+  bool evictable_constants = false;
+};
+
 /// A context on device `device_index`: its own non-blocking stream, cuDNN and cuBLASLt handles
 /// bound to that stream, and a memory pool that keeps what it has reserved (no release between
 /// runs). error_code::device_error when the device cannot be used.
-expected<std::unique_ptr<backend_context>> create_context(int device_index);
+expected<std::unique_ptr<backend_context>> create_context(int device_index,
+                                                          const context_options& options = {});
 
 /// Stream-ordered allocation from the context's pool: the bytes are usable by work enqueued on the
 /// context's stream after this call. out_of_memory when the pool cannot grow; 0 bytes gives null.
@@ -88,13 +96,30 @@ bool shares_constants(backend_context& a, backend_context& b);
 expected<std::shared_ptr<const void>> share_constant(backend_context& ctx, const tensor& host);
 
 struct constant_stats {
-  size_t live_bytes = 0;      // device bytes of the constants held now
-  size_t entries = 0;         // constants held now
-  size_t reserved_bytes = 0;  // device memory the store's pool holds
-  uint64_t uploads = 0;       // constants uploaded since the store was made
-  uint64_t hits = 0;          // requests that found their constant already on the device
-  uint64_t content_hits = 0;  // of which by equal bytes at another host address
+  size_t live_bytes = 0;       // device bytes of the constants held now
+  size_t entries = 0;          // constants held now
+  size_t reserved_bytes = 0;   // device memory the store's pool (or evictable heap) holds now
+  uint64_t uploads = 0;        // constants uploaded since the store was made
+  uint64_t hits = 0;           // requests that found their constant already on the device
+  uint64_t content_hits = 0;   // of which by equal bytes at another host address
+  bool evictable = false;      // made with context_options::evictable_constants
+  bool resident = true;        // false while evicted
+  size_t footprint_bytes = 0;  // device memory the constants take when resident
+  size_t host_bytes = 0;       // pinned host memory holding evicted copies
 };
 constant_stats constant_store_stats(backend_context& ctx);
+
+/// Moves every constant of the context's store (shared with its siblings) to pinned host memory
+/// and gives its device memory back; returns the bytes released. No work reading the constants
+/// may be in flight, and none may start before page_in_constants (plans refuse to run meanwhile).
+/// unsupported unless the context was made with evictable_constants.
+expected<size_t> evict_constants(backend_context& ctx);
+/// Maps the store's constants again at their addresses and copies them back; returns the bytes
+/// mapped. out_of_memory (the store stays evicted) when the device cannot hold them.
+expected<size_t> page_in_constants(backend_context& ctx);
+/// False while the store's constants are evicted.
+bool constants_resident(backend_context& ctx);
+/// The store's identity: equal for contexts that share their constants.
+const void* constants_identity(backend_context& ctx);
 
 }  // namespace troupe::kernels::cuda

@@ -40,7 +40,8 @@ namespace troupe::kernels::cuda {
 
 // ---- context -----------------------------------------------------------------------------------
 
-class constant_store;  // constant_store.hpp
+class constant_store;    // constant_store.hpp
+struct context_options;  // cuda_backend.hpp
 
 /// What create_context builds. Owns its stream, handles and pool; kernels created with it keep a
 /// plain pointer, so the context must outlive every kernel and buffer made from it.
@@ -72,7 +73,8 @@ class cuda_context final : public backend_context {
   constant_store& constants() const { return *constants_; }
 
  private:
-  friend expected<std::unique_ptr<backend_context>> create_context(int device_index);
+  friend expected<std::unique_ptr<backend_context>> create_context(int device_index,
+                                                                   const context_options& options);
   friend expected<std::unique_ptr<backend_context>> create_sibling_context(
       backend_context& sibling);
   cuda_context() = default;

@@ -26,6 +26,9 @@ int main() {
   metrics.set_worker_memory(0, "cpu", 1 << 20, 1 << 16);
   metrics.set_worker_restart_backoff(0, 0);
   metrics.count_fault_fired("delay", "frontend_router");  // only on fault_injection nodes
+  metrics.set_worker_residency(0, "cpu", 1 << 20, 4 << 20);
+  v->count_weight_eviction();
+  v->observe_weight_page_in(0.003);
   std::cout << prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
   if (!metrics.gpu_collector()) {
     // No NVML here: the families the collector exports where it loads, with its label, as a
