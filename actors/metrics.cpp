@@ -228,11 +228,11 @@ serving_metrics::serving_metrics()
       &prometheus::BuildGauge()
            .Name("troupe_scaler_desired_nodes")
            .Help(
-               "Worker nodes (this one included) that the replicas the scaler wants need, from "
-               "this node's workers per device kind and GPU memory; what Kubernetes scales on")
+               "Worker nodes like this one that this node's load needs (busy replicas over its "
+               "workers per device kind, or wanted replicas' memory over its GPU memory), "
+               "unrounded; summed over the nodes and rounded up: what Kubernetes scales to")
            .Register(r)
            .Add({});
-  desired_nodes_->Set(1);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_worker_restarts_total")
                    .Help("Workers the supervisor replaced after a failure")

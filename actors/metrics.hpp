@@ -19,7 +19,8 @@
 /// troupe_replicas{model,version} (replicas serving the version now, scaled or not), the
 /// scaler's troupe_scaler_decisions_total{model,action,reason},
 /// troupe_scaler_desired_replicas{model,version} and troupe_scaler_desired_nodes (the worker
-/// nodes the wanted replicas need: what Kubernetes' HPA or KEDA scales on), and, where
+/// nodes this node's load needs, unrounded: summed over the nodes, what Kubernetes' HPA or KEDA
+/// scales on), and, where
 /// NVML can be loaded,
 /// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
 

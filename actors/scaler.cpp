@@ -133,15 +133,11 @@ replica_demand decide_one(self_ptr self, const scaled_version& sv, const batcher
               });
   }
 
-  // The node's share of the demand: what the capacity model needs (uncapped by memory or the
-  // devices' saturation) or the count, whichever is more, within the bounds.
   replica_demand demand;
   demand.gpu = sv.gpu;
   demand.workers = sv.workers;
-  const double needed = std::isfinite(d.needed) ? std::ceil(d.needed - 1e-9) : 0.0;
-  demand.replicas = std::clamp(
-      std::max(d.replicas, static_cast<uint32_t>(std::min(needed, 1e6))), sv.scaling.min_replicas,
-      sv.scaling.max_replicas);
+  demand.needed = d.needed;
+  demand.replicas = d.replicas;
   demand.replica_bytes = sv.replica_bytes;
   return demand;
 }

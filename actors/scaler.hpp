@@ -16,8 +16,8 @@
 /// rate of `hold`/`memory` shows a scale-up held back), and one that changes a count is a JSON log
 /// event "scaling decision" with model, version, from, to, action, reason and the signals. The
 /// gauges troupe_scaler_desired_replicas{model,version} and troupe_scaler_desired_nodes (the
-/// worker nodes the wanted replicas need: actors/scaler_signals.hpp desired_nodes) follow each
-/// tick. A version's policy starts at the count model_manager holds and is forgotten when the
+/// worker nodes this node's load needs, unrounded, to be summed over the nodes:
+/// actors/scaler_signals.hpp desired_nodes) follow each tick. A version's policy starts at the count model_manager holds and is forgotten when the
 /// version goes (a reload gets a fresh one).
 
 #include <chrono>

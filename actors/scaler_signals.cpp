@@ -51,26 +51,25 @@ scaling_signals signals_between(const version_reading& before, const version_rea
   return s;
 }
 
-uint32_t desired_nodes(std::span<const replica_demand> versions, uint64_t gpu_memory_bytes) {
-  uint64_t replicas[2] = {0, 0};  // cpu, gpu
+double desired_nodes(std::span<const replica_demand> versions, uint64_t gpu_memory_bytes) {
+  double needed[2] = {0, 0};  // cpu, gpu
   uint32_t workers[2] = {0, 0};
   double gpu_bytes = 0;
   bool bytes_known = true;
   for (const replica_demand& v : versions) {
-    replicas[v.gpu] += v.replicas;
+    if (std::isfinite(v.needed) && v.needed > 0) needed[v.gpu] += v.needed;
     workers[v.gpu] = std::max(workers[v.gpu], v.workers);
     if (v.gpu) {
       gpu_bytes += static_cast<double>(v.replicas) * static_cast<double>(v.replica_bytes);
       bytes_known = bytes_known && (v.replica_bytes > 0 || v.replicas == 0);
     }
   }
-  uint64_t nodes = 1;
+  double nodes = 0;
   for (int k = 0; k < 2; ++k)
-    if (workers[k] > 0) nodes = std::max<uint64_t>(nodes, (replicas[k] + workers[k] - 1) / workers[k]);
+    if (workers[k] > 0) nodes = std::max(nodes, needed[k] / workers[k]);
   if (gpu_memory_bytes > 0 && bytes_known)
-    nodes = std::max<uint64_t>(
-        nodes, static_cast<uint64_t>(std::ceil(gpu_bytes / static_cast<double>(gpu_memory_bytes))));
-  return static_cast<uint32_t>(std::min<uint64_t>(nodes, 1u << 20));
+    nodes = std::max(nodes, gpu_bytes / static_cast<double>(gpu_memory_bytes));
+  return nodes;
 }
 
 }  // namespace troupe::actors

@@ -44,18 +44,24 @@ scaling_signals signals_between(const version_reading& before, const version_rea
                                 uint32_t ready, std::span<const batch_service_time> profile,
                                 double slo_p99_ms);
 
-/// One scaled version's demand on the node: the replicas it wants and where they go.
+/// One scaled version's demand on the node.
 struct replica_demand {
-  bool gpu = false;       // on GPU workers (else CPU workers)
-  uint32_t workers = 0;   // this node's workers of that kind
-  uint32_t replicas = 0;  // wanted
+  bool gpu = false;      // on GPU workers (else CPU workers)
+  uint32_t workers = 0;  // this node's workers of that kind
+  /// Busy replicas its load needs: the capacity model's count at the target utilisation
+  /// (scaling_decision::needed), unrounded and not bounded by max_replicas or the devices.
+  double needed = 0;
+  uint32_t replicas = 0;       // wanted (they hold memory, busy or not)
   uint64_t replica_bytes = 0;  // one replica's memory; 0: unknown
 };
 
-/// The worker nodes like this one (this one included, at least 1) that hold the wanted replicas:
-/// per device kind, the replicas over the node's workers of that kind, rounded up (a worker runs
-/// one batch at a time, so replicas beyond one per worker add no throughput), and, where the GPU
-/// memory per node is known (`gpu_memory_bytes` > 0), the GPU replicas' memory over it.
-uint32_t desired_nodes(std::span<const replica_demand> versions, uint64_t gpu_memory_bytes);
+/// Worker nodes like this one that this node's load needs, unrounded (0.5: half of this node's
+/// workers would do; 2.3: the load would keep the workers of 2.3 such nodes busy). Per device
+/// kind, the busy replicas needed over the node's workers of that kind (a worker runs one batch
+/// at a time: replicas beyond one per worker add no throughput, and idle replicas need no worker
+/// of their own); where the GPU memory per node is known (`gpu_memory_bytes` > 0), also the
+/// wanted GPU replicas' memory over it. The largest of these. Summed over the nodes that share a
+/// load and rounded up, it is the node count that load needs (what HPA or KEDA computes).
+double desired_nodes(std::span<const replica_demand> versions, uint64_t gpu_memory_bytes);
 
 }  // namespace troupe::actors

@@ -62,16 +62,22 @@ TEST(scaler_signals, signals_are_rates_over_the_window) {
   EXPECT_EQ(signals_between(b, reset, 2, profile, 100).arrival_rps, 0);
 }
 
-TEST(scaler_signals, desired_nodes_divide_the_wanted_replicas_by_the_workers) {
-  EXPECT_EQ(desired_nodes({}, 0), 1u) << "at least this node";
-  const std::vector<replica_demand> cpu = {{false, 4, 3, 0}, {false, 4, 6, 0}};
-  EXPECT_EQ(desired_nodes(cpu, 0), 3u) << "9 replicas on 4 CPU workers a node";
-  const std::vector<replica_demand> gpu = {{true, 1, 2, 30ull << 30}, {false, 4, 1, 0}};
-  EXPECT_EQ(desired_nodes(gpu, 0), 2u) << "one GPU worker a node";
-  const std::vector<replica_demand> big = {{true, 2, 2, 50ull << 30}};
-  EXPECT_EQ(desired_nodes(big, 80ull << 30), 2u) << "100 GiB of replicas, 80 GiB of GPU a node";
-  const std::vector<replica_demand> unknown = {{true, 2, 2, 0}};
-  EXPECT_EQ(desired_nodes(unknown, 80ull << 30), 1u) << "unknown sizes: workers only";
+TEST(scaler_signals, desired_nodes_divide_the_busy_replicas_by_the_workers) {
+  EXPECT_EQ(desired_nodes({}, 0), 0) << "no scaled model: no demand";
+  // {gpu, workers, needed, replicas, replica_bytes}
+  const std::vector<replica_demand> cpu = {{false, 4, 2.5, 3, 0}, {false, 4, 6.5, 7, 0}};
+  EXPECT_DOUBLE_EQ(desired_nodes(cpu, 0), 9.0 / 4) << "9 busy replicas, 4 CPU workers a node";
+  const std::vector<replica_demand> idle = {{false, 4, 0, 1, 0}, {false, 4, 0, 1, 0},
+                                            {false, 4, 0, 1, 0}, {false, 4, 0, 1, 0},
+                                            {false, 4, 0, 1, 0}};
+  EXPECT_EQ(desired_nodes(idle, 0), 0) << "idle replicas (min_replicas) need no worker";
+  const std::vector<replica_demand> gpu = {{true, 1, 1.5, 2, 30ull << 30}, {false, 4, 1, 1, 0}};
+  EXPECT_DOUBLE_EQ(desired_nodes(gpu, 0), 1.5) << "one GPU worker a node";
+  const std::vector<replica_demand> big = {{true, 2, 0.1, 2, 50ull << 30}};
+  EXPECT_DOUBLE_EQ(desired_nodes(big, 80ull << 30), 1.25)
+      << "100 GiB of replicas, 80 GiB of GPU memory a node";
+  const std::vector<replica_demand> unknown = {{true, 2, 0.1, 2, 0}};
+  EXPECT_DOUBLE_EQ(desired_nodes(unknown, 80ull << 30), 0.05) << "unknown sizes: workers only";
 }
 
 }  // namespace

@@ -139,6 +139,9 @@ def test_replicas_follow_a_load_step_and_the_p99_returns_within_the_slo(node):
         steady_p99 = p99_ms(window)
         assert steady_p99 <= SLO_MS, f"p99 {steady_p99:.0f} ms over {len(window)} requests"
         high_replicas = replicas(node)
+        high_nodes = metric_value(node.metrics(), "troupe_scaler_desired_nodes")
+        # 150 req/s at 50 a replica and 80% planned utilisation: 3.75 busy replicas of 4 workers.
+        assert 0.5 < high_nodes <= 1.2, high_nodes
 
         load.rate = LOW_RPS
         assert wait_until(lambda: replicas(node) <= 1, timeout=40, interval=0.2), \
@@ -153,7 +156,7 @@ def test_replicas_follow_a_load_step_and_the_p99_returns_within_the_slo(node):
     assert metric_value(text, "troupe_scaler_decisions_total", model="sleepy", action="up") >= 1
     assert metric_value(text, "troupe_scaler_decisions_total", model="sleepy", action="down",
                         reason="low_load") >= 1
-    assert metric_value(text, "troupe_scaler_desired_nodes") == 1, "four workers hold four replicas"
+    assert metric_value(text, "troupe_scaler_desired_nodes") < 0.5, "the low load needs no node more"
     events = [r for r in node.log_records() if r.get("msg") == "scaling decision" and r.get("model") == "sleepy"]
     ups = [e for e in events if e["action"] == "up"]
     downs = [e for e in events if e["action"] == "down"]
