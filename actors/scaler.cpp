@@ -149,11 +149,13 @@ void decide_all(self_ptr self, const scaled_versions& list,
                 const std::vector<std::optional<batcher_stats>>& stats) {
   auto& st = self->state;
   const scaling_clock::time_point now = self->clock().now();
-  std::vector<serving_metrics::gpu_reading> gpus;
-  if (st.options.gpus)
-    gpus = st.options.gpus();
-  else if (st.options.metrics)
-    gpus = st.options.metrics->gpu_readings();
+  std::vector<serving_metrics::gpu_reading> gpus;  // asked only where a version is on GPUs
+  if (std::any_of(list.begin(), list.end(), [](const scaled_version& v) { return v.gpu; })) {
+    if (st.options.gpus)
+      gpus = st.options.gpus();
+    else if (st.options.metrics)
+      gpus = st.options.metrics->gpu_readings();
+  }
   std::vector<replica_demand> demand;
   std::map<std::pair<std::string, int64_t>, version_track> kept;
   for (size_t i = 0; i < list.size(); ++i) {

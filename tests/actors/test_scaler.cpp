@@ -81,7 +81,7 @@ class scaler_test : public testing::actor_fixture {
     o.manager = spawn_fake_manager(sys_, w_);
     o.metrics = &metrics_;
     o.interval = 1s;
-    o.gpus = [] { return std::vector<serving_metrics::gpu_reading>{}; };
+    o.gpus = [this] { return gpus_; };
     manager_ = o.manager;
     scaler_ = spawn_scaler(sys_, o);
     run();
@@ -130,6 +130,7 @@ class scaler_test : public testing::actor_fixture {
   }
 
   serving_metrics metrics_;
+  std::vector<serving_metrics::gpu_reading> gpus_;  // what "NVML" says
   std::shared_ptr<world> w_ = std::make_shared<world>();
   manager_actor manager_;
   scaler_actor scaler_;
@@ -203,6 +204,24 @@ TEST_F(scaler_test, a_count_not_reached_is_asked_again_every_tick) {
   for (uint32_t n : w_->scales) EXPECT_EQ(n, 4u);
   EXPECT_EQ(metric("troupe_scaler_decisions_total", {{"action", "up"}}), 1)
       << "one decision; the count is only asked again";
+}
+
+TEST_F(scaler_test, gpu_memory_caps_a_scale_up_and_counts_in_the_nodes_needed) {
+  start(bounds(1, 8), 1, /*workers=*/1);
+  w_->list[0].gpu = true;
+  w_->list[0].replica_bytes = 10ull << 30;
+  gpus_ = {{0, 0.5, 15ull << 30, 80ull << 30}};  // 15 GiB free of 80: room for one more replica
+  tick(0);
+  tick(250);
+  ASSERT_EQ(w_->scales, std::vector<uint32_t>{2});
+  EXPECT_EQ(metric("troupe_scaler_decisions_total", {{"action", "up"}, {"reason", "memory"}}), 1);
+  EXPECT_DOUBLE_EQ(metric("troupe_scaler_desired_nodes", {}), 3.125)
+      << "3.1 busy replicas on one GPU worker a node: more nodes, not more memory";
+  gpus_ = {{0, 0.97, 60ull << 30, 80ull << 30}};  // memory now, but the GPU is saturated
+  tick(400);
+  EXPECT_EQ(w_->scales.size(), 1u);
+  EXPECT_GE(metric("troupe_scaler_decisions_total", {{"action", "hold"}, {"reason", "gpu_saturated"}}),
+            1);
 }
 
 TEST_F(scaler_test, a_reloaded_version_gets_a_fresh_policy) {
