@@ -184,8 +184,8 @@ struct scaled_version {
   scaling_config scaling;
   batcher_actor batcher;
   std::shared_ptr<version_metrics> metrics;  // may be null (a node without metrics)
-  uint32_t wanted = 0;         // the replica count model_manager is carrying out
-  uint32_t ready = 0;          // replicas attached to the batcher
+  uint32_t wanted = 0;                       // the replica count model_manager is carrying out
+  uint32_t ready = 0;                        // replicas attached to the batcher
   uint32_t starting = 0;       // loads in flight, and replicas a failed worker took, not back yet
   uint64_t replica_bytes = 0;  // the largest memory pool of one of its replicas; 0: unknown
   bool gpu = false;            // its replicas go to GPU workers (else CPU workers)
@@ -214,18 +214,16 @@ using scaler_actor =
 /// version's replica count n (answered at once: accepted, or why not); (wake, model, version)
 /// comes from a batcher scaled to zero that got a request (forwarded to the subscribed scaler);
 /// (subscribe, scaler) names that scaler.
-using manager_actor =
-    caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
-                     caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
-                     caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
-                     caf::replies_to<munload_atom, std::string>::with<bool>,
-                     caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
-                     caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
-                     caf::reacts_to<rollchk_atom, std::string>,
-                     caf::replies_to<scaled_atom>::with<scaled_versions>,
-                     caf::replies_to<scale_atom, std::string, int64_t, uint32_t>::with<bool>,
-                     caf::reacts_to<wake_atom, std::string, int64_t>,
-                     caf::reacts_to<subscr_atom, scaler_actor>>;
+using manager_actor = caf::typed_actor<
+    caf::replies_to<load_atom, std::string>::with<load_report>,
+    caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
+    caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
+    caf::replies_to<munload_atom, std::string>::with<bool>,
+    caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
+    caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
+    caf::reacts_to<rollchk_atom, std::string>, caf::replies_to<scaled_atom>::with<scaled_versions>,
+    caf::replies_to<scale_atom, std::string, int64_t, uint32_t>::with<bool>,
+    caf::reacts_to<wake_atom, std::string, int64_t>, caf::reacts_to<subscr_atom, scaler_actor>>;
 
 /// supervisor: monitors the workers and replaces one that fails, after a backoff.
 /// (restart, index, g) and (stable, index, g) are its messages to itself (actors/supervisor.cpp):

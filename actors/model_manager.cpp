@@ -44,10 +44,10 @@ struct version_record {
   /// them again, so a replacement that fails during its reloads does not lose them for good.
   std::map<uint32_t, uint32_t> missing;
   // Scaling (versions of a model with a `scaling:` block; see scale_version below).
-  uint32_t wanted = 0;                 // the replica count asked for (at load: min_replicas, >= 1)
-  std::vector<uint32_t> starting_on;   // worker index of each replica load in flight for scaling
+  uint32_t wanted = 0;                // the replica count asked for (at load: min_replicas, >= 1)
+  std::vector<uint32_t> starting_on;  // worker index of each replica load in flight for scaling
   caf::actor_clock::time_point retry_loads_at{};  // a scaling load failed: none before this
-  uint64_t replica_bytes = 0;          // the largest pool_bytes of its replicas
+  uint64_t replica_bytes = 0;                     // the largest pool_bytes of its replicas
 
   version_state current() const { return static_cast<version_state>(state->load()); }
   void set(version_state s) { state->store(static_cast<uint8_t>(s), std::memory_order_release); }

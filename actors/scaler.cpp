@@ -85,7 +85,8 @@ replica_demand decide_one(self_ptr self, const scaled_version& sv, const batcher
     // candidate device (exact where the node's NVML sees only its own GPUs, as in a pod).
     uint64_t free = 0;
     double util = 1;
-    for (const auto& g : gpus) free = std::max(free, g.free_bytes), util = std::min(util, g.utilization);
+    for (const auto& g : gpus)
+      free = std::max(free, g.free_bytes), util = std::min(util, g.utilization);
     s.memory_headroom_bytes = free;
     s.replica_bytes = sv.replica_bytes;
     s.gpu_utilization = util;
@@ -190,7 +191,8 @@ void tick(self_ptr self) {
           [self](scaled_versions& list) {
             if (list.empty()) return decide_all(self, {}, {});
             auto shared = std::make_shared<const scaled_versions>(std::move(list));
-            auto stats = std::make_shared<std::vector<std::optional<batcher_stats>>>(shared->size());
+            auto stats =
+                std::make_shared<std::vector<std::optional<batcher_stats>>>(shared->size());
             auto left = std::make_shared<size_t>(shared->size());
             for (size_t i = 0; i < shared->size(); ++i)
               self->request((*shared)[i].batcher, answer_timeout, stats_atom::value)

@@ -17,8 +17,8 @@
 /// event "scaling decision" with model, version, from, to, action, reason and the signals. The
 /// gauges troupe_scaler_desired_replicas{model,version} and troupe_scaler_desired_nodes (the
 /// worker nodes this node's load needs, unrounded, to be summed over the nodes:
-/// actors/scaler_signals.hpp desired_nodes) follow each tick. A version's policy starts at the count model_manager holds and is forgotten when the
-/// version goes (a reload gets a fresh one).
+/// actors/scaler_signals.hpp desired_nodes) follow each tick. A version's policy starts at the
+/// count model_manager holds and is forgotten when the version goes (a reload gets a fresh one).
 
 #include <chrono>
 #include <functional>

@@ -25,9 +25,9 @@ struct latency_histogram {
 /// One reading of a version.
 struct version_reading {
   scaling_clock::time_point at{};
-  uint64_t submitted_jobs = 0;  // batcher_stats::submitted_jobs
-  uint64_t busy_us = 0;         // batcher_stats::busy_us
-  uint64_t queued = 0;          // batcher_stats::queued_jobs
+  uint64_t submitted_jobs = 0;               // batcher_stats::submitted_jobs
+  uint64_t busy_us = 0;                      // batcher_stats::busy_us
+  uint64_t queued = 0;                       // batcher_stats::queued_jobs
   std::optional<latency_histogram> latency;  // none: the node has no metrics
 };
 

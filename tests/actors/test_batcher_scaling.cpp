@@ -199,7 +199,8 @@ TEST_F(batcher_scaling_test, an_idle_replica_is_detached_at_once_and_an_unknown_
   EXPECT_EQ(stats().alive_replicas, 1u);
 }
 
-TEST_F(batcher_scaling_test, the_last_detach_makes_the_version_cold_and_a_new_replica_serves_what_it_held) {
+TEST_F(batcher_scaling_test,
+       the_last_detach_makes_the_version_cold_and_a_new_replica_serves_what_it_held) {
   auto w0 = std::make_shared<worker_log>();
   add_replica(w0, 0, 1);
   ASSERT_TRUE(*detach(0, 1));

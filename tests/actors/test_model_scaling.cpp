@@ -96,9 +96,8 @@ class model_scaling_test : public testing::actor_fixture {
       for (const auto& m : f.metric) {
         bool all = true;
         for (const auto& [k, v] : labels)
-          all = all && std::any_of(m.label.begin(), m.label.end(), [&](const auto& l) {
-                  return l.name == k && l.value == v;
-                });
+          all = all && std::any_of(m.label.begin(), m.label.end(),
+                                   [&](const auto& l) { return l.name == k && l.value == v; });
         if (all) return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
       }
     }

@@ -20,9 +20,9 @@ using namespace std::chrono_literals;
 
 /// What the fakes answer and what they were asked.
 struct world {
-  scaled_versions list;    // (scaled): the test fills it; batcher set by the fixture
-  batcher_stats stats;     // what the fake batcher answers
-  bool carry_out = true;   // the fake manager makes a (scale) happen at once
+  scaled_versions list;          // (scaled): the test fills it; batcher set by the fixture
+  batcher_stats stats;           // what the fake batcher answers
+  bool carry_out = true;         // the fake manager makes a (scale) happen at once
   std::vector<uint32_t> scales;  // every (scale) count asked, in order
 };
 
@@ -110,9 +110,8 @@ class scaler_test : public testing::actor_fixture {
       for (const auto& m : f.metric) {
         bool all = true;
         for (const auto& [k, v] : labels)
-          all = all && std::any_of(m.label.begin(), m.label.end(), [&](const auto& l) {
-                  return l.name == k && l.value == v;
-                });
+          all = all && std::any_of(m.label.begin(), m.label.end(),
+                                   [&](const auto& l) { return l.name == k && l.value == v; });
         if (all) return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
       }
     }
@@ -188,9 +187,8 @@ TEST_F(scaler_test, an_idle_version_goes_to_zero_and_a_wake_brings_it_back_witho
   caf::anon_send(scaler_, wake_atom::value, std::string("mlp"), int64_t{1});
   run();
   ASSERT_EQ(w_->scales, (std::vector<uint32_t>{0, 1}));
-  EXPECT_EQ(metric("troupe_scaler_decisions_total",
-                   {{"action", "from_zero"}, {"reason", "arrival"}}),
-            1);
+  EXPECT_EQ(
+      metric("troupe_scaler_decisions_total", {{"action", "from_zero"}, {"reason", "arrival"}}), 1);
 }
 
 TEST_F(scaler_test, a_count_not_reached_is_asked_again_every_tick) {
@@ -220,8 +218,9 @@ TEST_F(scaler_test, gpu_memory_caps_a_scale_up_and_counts_in_the_nodes_needed) {
   gpus_ = {{0, 0.97, 60ull << 30, 80ull << 30}};  // memory now, but the GPU is saturated
   tick(400);
   EXPECT_EQ(w_->scales.size(), 1u);
-  EXPECT_GE(metric("troupe_scaler_decisions_total", {{"action", "hold"}, {"reason", "gpu_saturated"}}),
-            1);
+  EXPECT_GE(
+      metric("troupe_scaler_decisions_total", {{"action", "hold"}, {"reason", "gpu_saturated"}}),
+      1);
 }
 
 TEST_F(scaler_test, a_reloaded_version_gets_a_fresh_policy) {

@@ -67,8 +67,10 @@ TEST(scaler_signals, desired_nodes_divide_the_busy_replicas_by_the_workers) {
   // {gpu, workers, needed, replicas, replica_bytes}
   const std::vector<replica_demand> cpu = {{false, 4, 2.5, 3, 0}, {false, 4, 6.5, 7, 0}};
   EXPECT_DOUBLE_EQ(desired_nodes(cpu, 0), 9.0 / 4) << "9 busy replicas, 4 CPU workers a node";
-  const std::vector<replica_demand> idle = {{false, 4, 0, 1, 0}, {false, 4, 0, 1, 0},
-                                            {false, 4, 0, 1, 0}, {false, 4, 0, 1, 0},
+  const std::vector<replica_demand> idle = {{false, 4, 0, 1, 0},
+                                            {false, 4, 0, 1, 0},
+                                            {false, 4, 0, 1, 0},
+                                            {false, 4, 0, 1, 0},
                                             {false, 4, 0, 1, 0}};
   EXPECT_EQ(desired_nodes(idle, 0), 0) << "idle replicas (min_replicas) need no worker";
   const std::vector<replica_demand> gpu = {{true, 1, 1.5, 2, 30ull << 30}, {false, 4, 1, 1, 0}};
