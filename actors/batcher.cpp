@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "actors/batch_scheduler.hpp"
+#include "actors/fault_injection.hpp"
+#include "actors/fault_sites.hpp"
+#include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/replica.hpp"
@@ -24,11 +27,19 @@ struct replica_slot {
   uint32_t worker_index = 0;
   int outstanding = 0;  // batches sent and not returned
   bool alive = true;
+  /// (detach)ed for a scale-down: not alive (no new batch), but the watchdog still watches the
+  /// batches it was sent until they are back.
+  bool detached = false;
+  /// The watchdog killed the worker: no new batch goes to it; its down message retries the
+  /// batches it holds (not before: a hung in-process worker still holds them).
+  bool hung = false;
+  time_point last_done{};  // when its last batch came back: its next one starts running then
 };
 
 struct in_flight_batch {
   batch* b = nullptr;
   size_t slot = 0;
+  time_point sent{};
 };
 
 /// Jobs to send back, grouped by their reply_to (in practice one frontend): one message per group.
@@ -195,11 +206,33 @@ void fail_queued(batcher_state& st, const std::string& why) {
     st.answer(j, make_error(error_code::unavailable, model_label(st) + " " + why));
 }
 
+/// Sends a batch to its replica's worker, through the batcher_worker hop's faults when a fault plan
+/// is set: a dropped run is found by the watchdog, a duplicate claims nothing (batch::claim).
+void send_run(self_ptr self, const replica_slot& slot, batch& b) {
+  auto& st = self->state;
+  batch_ref ref{b.shared_from_this(), b.sequence};
+  b.dispatched.store(b.sequence, std::memory_order_release);
+  if (fault_plan* plan = st.options.faults.get())
+    if (auto f = take_message_fault(*plan, hop_site("batcher_worker", slot.worker_index))) {
+      switch (f->kind) {
+        case fault_kind::drop:
+          return;
+        case fault_kind::duplicate:
+          self->send(slot.worker, run_atom::value, ref);
+          break;
+        default:  // delay, slow_link
+          self->delayed_send(slot.worker, f->delay, run_atom::value, std::move(ref));
+          return;
+      }
+    }
+  self->send(slot.worker, run_atom::value, std::move(ref));
+}
+
 replica_slot* pick_replica(batcher_state& st, size_t& index) {
   replica_slot* best = nullptr;
   for (size_t i = 0; i < st.replicas.size(); ++i) {
     replica_slot& r = st.replicas[i];
-    if (!r.alive || r.outstanding >= st.options.max_batches_per_replica) continue;
+    if (!r.alive || r.hung || r.outstanding >= st.options.max_batches_per_replica) continue;
     if (!best || r.outstanding < best->outstanding) {
       best = &r;
       index = i;
@@ -238,9 +271,60 @@ void dispatch(self_ptr self, time_point t) {
     st.last_batch_rows = b->rows;
     if (auto* m = st.metrics()) m->observe_batch(b->rows);
     ++slot->outstanding;
-    st.in_flight.push_back({b, slot_index});
-    self->send(slot->worker, run_atom::value, batch_ref{b->shared_from_this()});
+    st.in_flight.push_back({b, slot_index, t});
+    send_run(self, *slot, *b);
   }
+}
+
+/// When the batch a replica runs now is overdue (batcher_options' watchdog); no_deadline: never.
+/// `f` is the replica's oldest batch in flight.
+time_point overdue_at(const batcher_state& st, const in_flight_batch& f) {
+  if (st.options.watchdog_multiple <= 0) return no_deadline;
+  const replica_slot& slot = st.replicas[f.slot];
+  const time_point started = std::max(f.sent, slot.last_done);
+  const double p99_us = st.scheduler.adaptive().latency_p99_us(f.b->rows);
+  auto limit = std::max<microseconds>(
+      st.options.watchdog_min,
+      microseconds(static_cast<int64_t>(st.options.watchdog_multiple * std::max(0.0, p99_us))));
+  // troupe.sleep_ms (fault injection's slow model) is not a hang.
+  if (st.options.faults) limit += requested_sleep(*f.b);
+  return started + limit;
+}
+
+/// The oldest batch in flight of every live replica: the one it runs now.
+template <typename F>
+void for_each_running(batcher_state& st, F&& f) {
+  std::vector<bool> seen(st.replicas.size(), false);
+  for (auto& b : st.in_flight)
+    if (!seen[b.slot]) {
+      seen[b.slot] = true;
+      f(b);
+    }
+}
+
+/// Kills the workers whose running batch is overdue.
+void watch(self_ptr self, time_point t) {
+  auto& st = self->state;
+  for_each_running(st, [&](const in_flight_batch& f) {
+    replica_slot& slot = st.replicas[f.slot];
+    if (!(slot.alive || slot.detached) || slot.hung || overdue_at(st, f) > t) return;
+    slot.hung = true;
+    const auto waited = duration_cast<std::chrono::milliseconds>(t - std::max(f.sent, slot.last_done));
+    log_event(log_level::error, "worker hung",
+              {{"worker", slot.worker_index},
+               {"model", st.sig().model},
+               {"version", st.sig().version},
+               {"batch", f.b->sequence},
+               {"rows", f.b->rows},
+               {"waited_ms", static_cast<int64_t>(waited.count())},
+               {"limit_ms", static_cast<int64_t>(duration_cast<std::chrono::milliseconds>(
+                                                     overdue_at(st, f) - std::max(f.sent, slot.last_done))
+                                                     .count())}});
+    if (auto* m = st.metrics()) m->count_watchdog_kill();
+    // A kill cannot be trapped: the worker (a process's proxy, which takes its process along)
+    // exits with it, and the supervisor replaces it.
+    self->send_exit(slot.worker, caf::exit_reason::kill);
+  });
 }
 
 /// Answers running jobs whose deadline passed (their batch keeps running; they are released when
@@ -275,6 +359,10 @@ void arm_timer(self_ptr self, time_point t) {
   for (const auto& f : st.in_flight)
     for (const infer_job* j : f.b->jobs)
       if (!j->early_reply) next = std::min(next, j->deadline);
+  for_each_running(st, [&](const in_flight_batch& f) {
+    const replica_slot& r = st.replicas[f.slot];
+    if ((r.alive || r.detached) && !r.hung) next = std::min(next, overdue_at(st, f));
+  });
   if (next == no_deadline || next >= st.timer_at) return;
   st.timer_at = next;
   const auto delay =
@@ -443,6 +531,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         st.in_flight.erase(it);
         replica_slot& slot = st.replicas[f.slot];
         --slot.outstanding;
+        slot.last_done = t;
         batch& b = *f.b;
         st.busy_us += static_cast<uint64_t>(std::max<int64_t>(0, b.compute_time.count()));
         if (b.worker_failed) {
@@ -473,6 +562,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         const time_point t = now_of(self);
         if (generation == st.timer_generation) st.timer_at = no_deadline;
         expire(self, t);
+        watch(self, t);
         if (st.recovering() && st.recovery_until <= t) {
           st.recovery_until = no_deadline;
           if (st.cold)
@@ -560,6 +650,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         });
         if (it == st.replicas.end()) return true;  // not serving (its worker failed): none runs
         it->alive = false;
+        it->detached = true;
         if (st.alive_replicas() == 0 && !st.retiring) st.cold = true;
         st.update_state();
         auto rp = self->make_response_promise<bool>();

@@ -26,9 +26,11 @@
 /// replica was starting"), and UNAVAILABLE when no replica came within `recovery_wait` of the
 /// first held job. A replica that arrives ends the cold state.
 ///
+/// Hung workers and lost messages: see batcher_options' watchdog.
+///
 /// Time comes from the actor clock (`self->clock().now()`), which tests simulate; the batcher
 /// keeps at most one pending wake-up for the earliest of: the queue delay of the oldest request,
-/// the earliest deadline of a queued or running job, the end of `recovery_wait`.
+/// the earliest deadline of a queued or running job, the end of `recovery_wait`, the watchdog's limit of each replica's running batch.
 
 #include <atomic>
 #include <chrono>
@@ -59,6 +61,13 @@ struct batcher_options {
   /// Told (wake, model, version) when a job reaches the version while it is cold (above); may be
   /// null (tests of the batcher alone: the job waits for a replica all the same).
   manager_actor manager;
+  /// The watchdog: a replica's running batch (its oldest in flight, counted from when it was
+  /// sent or its predecessor came back) that takes longer than `watchdog_multiple` times the p99
+  /// its bucket has measured, and at least `watchdog_min`, is taken for hung or lost: the batcher
+  /// kills the replica's worker (a worker process dies with its proxy), whose failure then
+  /// retries the batch like any crash. 0: no watchdog.
+  double watchdog_multiple = 10;
+  std::chrono::milliseconds watchdog_min{2'000};
 };
 
 batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 
 namespace troupe::actors {
 namespace {
@@ -26,6 +27,13 @@ uint32_t bit(fault_kind k) {
 /// The family of a site or target: what comes before ':' ("worker:2" -> "worker").
 std::string_view family(std::string_view s) {
   return s.substr(0, s.find(':'));
+}
+
+/// "0.25", "nan": a probability as the user wrote it, near enough.
+std::string shortest(double v) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", v);
+  return text;
 }
 
 bool is_hop(std::string_view name) {
@@ -62,8 +70,9 @@ bool target_matches(std::string_view target, std::string_view site) {
 }
 
 status validate(const fault_rule& r) {
+  // Each message starts with the field at fault (validate's contract in the header).
   const std::string kind(to_string(r.kind));
-  if (r.target.empty()) return invalid_argument("fault " + kind + ": no target");
+  if (r.target.empty()) return invalid_argument("target: no target given for fault " + kind);
   const std::string_view f = family(r.target);
   const std::string_view rest =
       r.target.size() > f.size() ? std::string_view(r.target).substr(f.size() + 1) : "";
@@ -71,29 +80,37 @@ status validate(const fault_rule& r) {
     const bool number = !rest.empty() && rest.size() <= 6 &&
                         std::all_of(rest.begin(), rest.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (rest != "*" && !number)
-      return invalid_argument("fault " + kind + ": target '" + r.target +
+      return invalid_argument("target: '" + r.target +
                               "' names no worker (worker:N, worker:* or worker)");
   }
   if (is_message_fault(r.kind)) {
     if (!is_hop(f))
-      return invalid_argument("fault " + kind + " happens on a hop: target frontend_router, "
-                              "batcher_worker[:N] or worker_link[:N], not '" + r.target + "'");
+      return invalid_argument("target: fault " + kind +
+                              " happens on a hop: target frontend_router, "
+                              "batcher_worker[:N] or worker_link[:N], not '" +
+                              r.target + "'");
     if (f == "frontend_router" && r.target.size() > f.size())
-      return invalid_argument("fault " + kind + ": frontend_router has no workers to name");
+      return invalid_argument("target: fault " + kind + ": frontend_router has no workers to name");
   } else if (f != "worker") {
-    return invalid_argument("fault " + kind + " happens to a worker: target worker[:N], not '" +
-                            r.target + "'");
+    return invalid_argument("target: fault " + kind +
+                            " happens to a worker: target worker[:N], not '" + r.target + "'");
   }
   if (!(r.probability > 0.0 && r.probability <= 1.0))  // also refuses NaN
-    return invalid_argument("fault " + kind + ": probability must be in (0, 1]");
+    return invalid_argument("probability: must be in (0, 1], got " + shortest(r.probability));
   if ((r.kind == fault_kind::delay || r.kind == fault_kind::slow_link) && r.delay.count() <= 0)
-    return invalid_argument("fault " + kind + ": needs a delay (ms) above 0");
-  if (r.delay.count() < 0) return invalid_argument("fault " + kind + ": negative delay");
+    return invalid_argument("delay_ms: fault " + kind + " needs a delay (ms) above 0");
+  if (r.delay.count() < 0) return invalid_argument("delay_ms: fault " + kind + ": negative delay");
   if (r.delay > std::chrono::hours(1))
-    return invalid_argument("fault " + kind + ": a delay above an hour");
+    return invalid_argument("delay_ms: fault " + kind + ": a delay above an hour");
   if (r.kind == fault_kind::fail_allocations && r.allocations == 0)
-    return invalid_argument("fault fail_allocations: at least one allocation");
+    return invalid_argument("allocations: fault fail_allocations needs at least one allocation");
   return status::ok();
+}
+
+void fault_plan::set_observer(observer o) {
+  auto shared = o ? std::make_shared<const observer>(std::move(o)) : nullptr;
+  std::lock_guard<std::mutex> lock(mutex_);
+  observer_ = std::move(shared);
 }
 
 expected<uint64_t> fault_plan::add(fault_rule r) {
@@ -118,28 +135,38 @@ bool fault_plan::remove(uint64_t id) {
   return true;
 }
 
-void fault_plan::clear() {
+size_t fault_plan::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
+  const size_t n = rules_.size();
   rules_.clear();
   refresh_kinds();
+  return n;
 }
 
 std::optional<fault_rule> fault_plan::fire(fault_kind kind, std::string_view site) {
   if (!may_fire(kind)) return std::nullopt;
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& e : rules_) {
-    fault_rule_state& s = e.state;
-    if (s.rule.kind != kind || s.spent() || !target_matches(s.rule.target, site)) continue;
-    ++s.chances;
-    if (s.rule.probability < 1.0 &&
-        std::uniform_real_distribution<double>(0.0, 1.0)(e.random) >= s.rule.probability)
-      continue;
-    ++s.fired;
-    fault_rule fired = s.rule;
-    if (s.spent()) refresh_kinds();
-    return fired;
+  std::optional<fault_rule> fired;
+  uint64_t id = 0;
+  std::shared_ptr<const observer> tell;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& e : rules_) {
+      fault_rule_state& s = e.state;
+      if (s.rule.kind != kind || s.spent() || !target_matches(s.rule.target, site)) continue;
+      ++s.chances;
+      if (s.rule.probability < 1.0 &&
+          std::uniform_real_distribution<double>(0.0, 1.0)(e.random) >= s.rule.probability)
+        continue;
+      ++s.fired;
+      fired = s.rule;
+      id = s.id;
+      tell = observer_;
+      if (s.spent()) refresh_kinds();
+      break;
+    }
   }
-  return std::nullopt;
+  if (fired && tell) (*tell)(*fired, id, site);
+  return fired;
 }
 
 std::vector<fault_rule_state> fault_plan::list() const {

@@ -14,11 +14,14 @@
 /// without workers. A target is a site ("worker:2"), a site family ("worker", "batcher_worker":
 /// every worker) or "worker:*" (the same).
 ///
-/// Thread-safety: every member takes the plan's mutex; chances come from any thread.
+/// Thread-safety: every member takes the plan's mutex; chances come from any thread. The observer
+/// (set_observer) runs on the thread of the chance that fired, after the mutex is released.
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -73,7 +76,9 @@ struct fault_rule_state {
 
 /// Checks a rule (kind and target agree: a message fault targets a hop, the others a worker;
 /// probability in (0, 1]; a delay for delay and slow_link; at least one allocation). Typed
-/// invalid_argument errors naming the field.
+/// invalid_argument errors whose message starts with the field's name as node.yaml and the
+/// management socket spell it ("probability: must be in (0, 1], got 0"), so that a caller can put
+/// where the rule came from in front ("faults[2].probability: ...").
 status validate(const fault_rule& r);
 
 /// Whether `target` covers `site` (see the header).
@@ -81,14 +86,26 @@ bool target_matches(std::string_view target, std::string_view site);
 
 class fault_plan {
  public:
+  /// Told of every firing: the rule as it fired, its id and the site. Called on the thread whose
+  /// chance fired (a worker, a batcher, the frontend: the request path), outside the plan's mutex
+  /// (it may call the plan), possibly on several threads at once: it must be thread-safe and
+  /// cheap.
+  using observer = std::function<void(const fault_rule& rule, uint64_t id, std::string_view site)>;
+
+  /// Replaces the observer (empty: none). A chance that fired just before may still tell the
+  /// previous one.
+  void set_observer(observer o);
+
   /// Adds a checked rule; returns its id (ids count up from 1, never reused).
   expected<uint64_t> add(fault_rule r);
   /// Removes one rule; false if there is no such id.
   bool remove(uint64_t id);
-  void clear();
+  /// Removes every rule; returns how many there were.
+  size_t clear();
 
   /// A chance for a fault of `kind` at `site`: the rule that fires now, if any (its firing is
-  /// counted). Rules are asked in the order they were added; a spent rule is passed over.
+  /// counted, the observer told). Rules are asked in the order they were added; a spent rule is
+  /// passed over.
   std::optional<fault_rule> fire(fault_kind kind, std::string_view site);
 
   std::vector<fault_rule_state> list() const;
@@ -108,6 +125,8 @@ class fault_plan {
   std::vector<entry> rules_;
   uint64_t next_id_ = 1;
   std::atomic<uint32_t> live_kinds_{0};  // bit per fault_kind with a rule that may fire
+  /// Guarded by mutex_; copied (a pointer) by a firing chance, which calls it unlocked.
+  std::shared_ptr<const observer> observer_;
 };
 
 }  // namespace troupe::actors

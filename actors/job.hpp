@@ -209,6 +209,20 @@ struct batch : std::enable_shared_from_this<batch> {
   std::chrono::microseconds compute_time{0};
   bool worker_failed = false;  // the worker's device failed: retry elsewhere, the worker restarts
 
+  /// The sequence of the dispatch not yet claimed by a worker (0: none). The batcher sets it
+  /// before it sends the run; the worker that receives the run claims it, once. A second copy of
+  /// the run (a duplicate on the batcher_worker hop, fault injection) or a stale one that names a
+  /// batch recycled since claims nothing and is dropped: a batch never runs twice, and a worker
+  /// never writes into a batch the batcher has taken back.
+  std::atomic<uint64_t> dispatched{0};
+
+  /// The receiving worker's side (see `dispatched`). A ref with sequence 0 (tests that hand a
+  /// batch to a worker directly) always claims.
+  bool claim(uint64_t sequence) {
+    uint64_t expected = sequence;
+    return dispatched.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+  }
+
   batch() = default;
   batch(const batch&) = delete;
   batch& operator=(const batch&) = delete;
@@ -234,6 +248,7 @@ struct batch : std::enable_shared_from_this<batch> {
 /// batcher is stopped first (node shutdown).
 struct batch_ref {
   std::shared_ptr<batch> ptr;
+  uint64_t sequence = 0;  // the dispatch it carries: see batch::claim
 };
 
 }  // namespace troupe::actors

@@ -42,12 +42,14 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Gauge>* ready;
   prometheus::Family<prometheus::Counter>* shape_cache_evictions;
   prometheus::Family<prometheus::Counter>* rollbacks;
+  prometheus::Family<prometheus::Counter>* watchdog_kills;
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* restart_backoff;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
   prometheus::Family<prometheus::Gauge>* replicas;
   prometheus::Family<prometheus::Counter>* scaler_decisions;
   prometheus::Family<prometheus::Gauge>* scaler_desired_replicas;
+  prometheus::Family<prometheus::Counter>* faults_fired;
 };
 
 namespace {
@@ -71,6 +73,7 @@ std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::fam
   m->shape_cache_evictions = &f.shape_cache_evictions->Add(labels);
   m->rollbacks = &f.rollbacks->Add(labels);
   m->replicas = &f.replicas->Add(labels);
+  m->watchdog_kills = &f.watchdog_kills->Add(labels);
   return m;
 }
 
@@ -131,6 +134,9 @@ void version_metrics::count_rollback() const {
 void version_metrics::set_replicas(double n) const {
   if (replicas) replicas->Set(n);
 }
+void version_metrics::count_watchdog_kill() const {
+  if (watchdog_kills) watchdog_kills->Increment();
+}
 
 serving_metrics::serving_metrics()
     : registry_(std::make_shared<prometheus::Registry>()), families_(std::make_unique<families>()) {
@@ -184,6 +190,12 @@ serving_metrics::serving_metrics()
                      .Help("Times the model version, a canary, lost its traffic to an automatic "
                            "rollback (config.yaml rollback:)")
                      .Register(r);
+  f.watchdog_kills =
+      &prometheus::BuildCounter()
+           .Name("troupe_watchdog_kills_total")
+           .Help("Workers killed because a batch of the model version ran far longer than its "
+                 "measured latency (hung, or its run message was lost); the batch is retried")
+           .Register(r);
   f.pool_bytes = &prometheus::BuildGauge()
                       .Name("troupe_pool_bytes")
                       .Help(
@@ -233,6 +245,12 @@ serving_metrics::serving_metrics()
                "unrounded; summed over the nodes and rounded up: what Kubernetes scales to")
            .Register(r)
            .Add({});
+  f.faults_fired = &prometheus::BuildCounter()
+                        .Name("troupe_faults_fired_total")
+                        .Help(
+                            "Injected faults that fired (fault_injection: tests only), by fault "
+                            "kind and site")
+                        .Register(r);
   restarts_ = &prometheus::BuildCounter()
                    .Name("troupe_worker_restarts_total")
                    .Help("Workers the supervisor replaced after a failure")
@@ -300,6 +318,12 @@ void serving_metrics::set_scaler_desired_replicas(const std::string& model, int6
 
 void serving_metrics::set_scaler_desired_nodes(double n) {
   desired_nodes_->Set(n);
+}
+
+void serving_metrics::count_fault_fired(std::string_view kind, std::string_view site) {
+  const prometheus::Labels labels{{"kind", std::string(kind)}, {"site", std::string(site)}};
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->faults_fired->Add(labels).Increment();
 }
 
 // ---- NVML

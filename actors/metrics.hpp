@@ -21,6 +21,7 @@
 /// troupe_scaler_desired_replicas{model,version} and troupe_scaler_desired_nodes (the worker
 /// nodes this node's load needs, unrounded: summed over the nodes, what Kubernetes' HPA or KEDA
 /// scales on), and, where
+/// troupe_faults_fired_total{kind,site} (injected faults, fault_injection nodes only), and, where
 /// NVML can be loaded,
 /// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
 
@@ -78,6 +79,7 @@ struct version_metrics {
   prometheus::Counter* shape_cache_evictions = nullptr;
   prometheus::Counter* rollbacks = nullptr;
   prometheus::Gauge* replicas = nullptr;
+  prometheus::Counter* watchdog_kills = nullptr;
   mutable version_statistics stats;
 
   /// One reply: its outcome and its time from arrival (the counter, the histogram, the statistics).
@@ -96,6 +98,8 @@ struct version_metrics {
   void count_rollback() const;
   /// Replicas attached to the version's batcher (model_manager).
   void set_replicas(double n) const;
+  /// The batcher's watchdog killed a worker over a batch of this version (actors/batcher.hpp).
+  void count_watchdog_kill() const;
 };
 
 class serving_metrics {
@@ -122,6 +126,9 @@ class serving_metrics {
   void count_worker_restart();
   /// The restart backoff of worker `worker` (actors/supervisor.hpp), in seconds.
   void set_worker_restart_backoff(uint32_t worker, double seconds);
+  /// An injected fault fired (actors/fault_plan.hpp): `kind` its fault_kind name, `site` where
+  /// ("worker:0", "frontend_router"). Sites are few (a node's workers and hops), so are series.
+  void count_fault_fired(std::string_view kind, std::string_view site);
   /// A collector for NVML figures, or null when NVML cannot be loaded (no GPU metrics then).
   std::shared_ptr<prometheus::Collectable> gpu_collector() const { return gpu_; }
 

@@ -364,6 +364,37 @@ model_config parse_model_node(const YAML::Node& root) {
   return c;
 }
 
+/// One rule of `faults:` (`where` is "faults[i]"). Keys as the management socket's FaultRule;
+/// what a rule must satisfy is fault_plan's validate(), whose errors start with the field.
+fault_rule parse_fault_rule(const YAML::Node& n, const std::string& where) {
+  check_keys(n, where,
+             {"kind", "target", "times", "probability", "seed", "delay_ms", "allocations"});
+  fault_rule r;
+  if (!n["kind"])
+    fail(where + ".kind", "required (a fault kind such as hang, delay or drop: docs/faults.md)");
+  auto kind = parse_fault_kind(get<std::string>(n["kind"], where + ".kind"));
+  if (!kind) fail(where + ".kind", kind.error().message());
+  r.kind = *kind;
+  if (n["target"]) r.target = get<std::string>(n["target"], where + ".target");
+  if (n["times"])
+    r.times = static_cast<uint32_t>(get_int(n["times"], where + ".times", 0, UINT32_MAX));
+  if (n["probability"]) r.probability = get<double>(n["probability"], where + ".probability");
+  if (n["seed"]) r.seed = get<uint64_t>(n["seed"], where + ".seed");
+  if (n["delay_ms"])
+    r.delay = std::chrono::milliseconds(get_int(n["delay_ms"], where + ".delay_ms", 0, 3'600'000));
+  if (n["allocations"])
+    r.allocations =
+        static_cast<uint32_t>(get_int(n["allocations"], where + ".allocations", 0, UINT32_MAX));
+  if (status s = validate(r); !s.is_ok()) {
+    // "probability: must be ..." -> "faults[2].probability: must be ..."
+    const std::string& m = s.message();
+    const size_t colon = m.find(": ");
+    if (colon == std::string::npos) fail(where, m);
+    fail(where + "." + m.substr(0, colon), m.substr(colon + 2));
+  }
+  return r;
+}
+
 node_config parse_node_node(const YAML::Node& root) {
   node_config c;
   if (!root || root.IsNull()) return c;
@@ -385,6 +416,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "warmup_runs",
               "load_timeout_s",
               "fault_injection",
+              "faults",
               "log_level",
               "gpus",
               "readiness",
@@ -404,7 +436,9 @@ node_config parse_node_node(const YAML::Node& root) {
               "worker_heartbeat_interval_ms",
               "worker_heartbeat_timeout_ms",
               "worker_shared_memory_mb",
-              "scaler_interval_ms"});
+              "scaler_interval_ms",
+              "worker_watchdog_multiple",
+              "worker_watchdog_min_ms"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -452,6 +486,18 @@ node_config parse_node_node(const YAML::Node& root) {
     c.load_timeout = get_load_timeout(root["load_timeout_s"], "load_timeout_s");
   if (root["fault_injection"])
     c.fault_injection = get<bool>(root["fault_injection"], "fault_injection");
+  if (root["faults"]) {
+    const YAML::Node f = root["faults"];
+    if (!f.IsSequence()) fail("faults", "a list of fault rules ({kind: ..., target: ...})");
+    for (size_t i = 0; i < f.size(); ++i)
+      c.faults.push_back(parse_fault_rule(f[i], "faults[" + std::to_string(i) + "]"));
+    // Faults are for tests: a node.yaml that names some without the switch is a mistake (a test
+    // config copied into production?), not something to ignore.
+    if (!c.faults.empty() && !c.fault_injection)
+      fail("faults",
+           "fault rules given while fault injection is off: set `fault_injection: "
+           "true` (tests only) or remove `faults:`");
+  }
   if (root["worker_processes"])
     c.worker_processes = get<bool>(root["worker_processes"], "worker_processes");
   if (root["worker_heartbeat_interval_ms"])
@@ -465,6 +511,15 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["worker_shared_memory_mb"])
     c.worker_shared_memory_mb = static_cast<uint32_t>(
         get_int(root["worker_shared_memory_mb"], "worker_shared_memory_mb", 1, 1 << 20));
+  if (root["worker_watchdog_multiple"]) {
+    c.worker_watchdog_multiple = get<double>(root["worker_watchdog_multiple"], "worker_watchdog_multiple");
+    if (!(c.worker_watchdog_multiple == 0 ||
+          (c.worker_watchdog_multiple >= 2 && c.worker_watchdog_multiple <= 1000)))
+      fail("worker_watchdog_multiple", "0 (no watchdog) or from 2 to 1000");
+  }
+  if (root["worker_watchdog_min_ms"])
+    c.worker_watchdog_min = std::chrono::milliseconds(
+        get_int(root["worker_watchdog_min_ms"], "worker_watchdog_min_ms", 10, 3'600'000));
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   if (root["readiness"]) {
     const auto word = get<std::string>(root["readiness"], "readiness");

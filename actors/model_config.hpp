@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/fault_plan.hpp"
 #include "actors/readiness.hpp"
 #include "actors/scaling_policy.hpp"
 #include "core/status.hpp"
@@ -173,7 +174,12 @@ struct node_config {
   uint32_t warmup_runs = 3;  // per batch bucket at load, also the latency measurement
   /// `load_timeout_s`: reading a model file may take this long (models may set their own).
   std::chrono::milliseconds load_timeout = default_load_timeout;
-  bool fault_injection = false;  // honours the troupe.fault request parameter (tests only)
+  /// Tests only: honours the troupe.fault and troupe.sleep_ms request parameters and gives the
+  /// node a fault plan (actors/fault_plan.hpp) that `faults` and the management socket fill.
+  bool fault_injection = false;
+  /// `faults:` rules in the fault plan from the start (docs/faults.md), each checked with
+  /// validate(); refused without `fault_injection: true`.
+  std::vector<fault_rule> faults;
   /// `worker_processes: on|off`: each worker runs in a process of its own, a child of the node
   /// (`troupe worker`), so that a crash or a sticky CUDA error costs that process, not the node
   /// (docs/worker-processes.md). Off by default for now.
@@ -185,6 +191,11 @@ struct node_config {
   /// Shared memory per worker process (staging and output blocks of its replicas), sparse: a
   /// load that does not fit fails out_of_memory. A GPU worker pins all of it.
   uint32_t worker_shared_memory_mb = 1024;
+  /// The watchdog (batcher_options): a worker whose running batch takes longer than this many
+  /// times its measured p99, and at least worker_watchdog_min, is killed and replaced, and the
+  /// batch retried. 0: no watchdog.
+  double worker_watchdog_multiple = 10;
+  std::chrono::milliseconds worker_watchdog_min{2'000};
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).
   readiness_policy readiness = readiness_policy::strict;

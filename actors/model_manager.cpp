@@ -354,6 +354,8 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.recovery_wait = st.options.recovery_wait;
     bo.faults = st.options.faults;
     bo.manager = caf::actor_cast<manager_actor>(self);
+    bo.watchdog_multiple = st.options.watchdog_multiple;
+    bo.watchdog_min = st.options.watchdog_min;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
     st.batchers->push_back(v.batcher);
   }

@@ -61,6 +61,9 @@ struct manager_options {
   std::chrono::milliseconds recovery_wait{30'000};
   /// batcher_options::faults of every batcher (null: fault injection off).
   std::shared_ptr<fault_plan> faults;
+  /// batcher_options::watchdog_multiple and watchdog_min of every batcher.
+  double watchdog_multiple = 10;
+  std::chrono::milliseconds watchdog_min{2'000};
   /// What (load, dir) loads at start and whether the manager rescans (model_config.hpp).
   model_control_mode control_mode = model_control_mode::none;
   std::vector<std::string> load_models;  // explicit mode: loaded at start ("*": all)

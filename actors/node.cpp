@@ -52,6 +52,8 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.after_model_load = o.after_model_load;
   mo.recovery_wait = o.recovery_wait;
   mo.faults = o.faults;
+  mo.watchdog_multiple = o.config.worker_watchdog_multiple;
+  mo.watchdog_min = o.config.worker_watchdog_min;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   scaler_options sc;

@@ -8,6 +8,12 @@
 #include "actors/log_fields.hpp"
 
 namespace troupe::actors {
+namespace {
+
+/// A hang without a delay in a worker process: until the node kills it (its watchdog).
+constexpr std::chrono::milliseconds process_hang = std::chrono::hours(24 * 365);
+
+}  // namespace
 
 replica_host::replica_host(replica_host_options o) : options_(std::move(o)) {}
 
@@ -23,8 +29,17 @@ size_t replica_host::replicas() const {
 status replica_host::handle(worker_message m) {
   if (auto* l = std::get_if<worker_load>(&m))
     return builds_.post([this, l = std::move(*l)] { load(l); });
-  if (auto* r = std::get_if<worker_run>(&m))
+  if (auto* r = std::get_if<worker_run>(&m)) {
+    // The node numbers its runs upwards and the link keeps their order: one not above the last
+    // is a second copy (a duplicate on the link, fault injection). Running it again would write
+    // into an output block the node may already be replying from.
+    if (r->batch <= last_run_) {
+      log_event(log_level::warn, "duplicate run dropped", {{"batch", r->batch}});
+      return status::ok();
+    }
+    last_run_ = r->batch;
     return runs_.post([this, r = std::move(*r)] { run(r); });
+  }
   if (auto* u = std::get_if<worker_unload>(&m)) {
     std::shared_ptr<const hosted> gone;
     {
@@ -43,6 +58,8 @@ status replica_host::handle(worker_message m) {
 }
 
 void replica_host::load(const worker_load& l) {
+  if (l.injected)
+    (void)carry_out(*l.injected, options_.traits.backend, options_.device_index, process_hang);
   worker_loaded out;
   out.request = l.request;
   const std::string where =
@@ -105,6 +122,7 @@ void replica_host::load(const worker_load& l) {
     replicas_.emplace(out.replica, std::move(h));
   }
   options_.send(std::move(out));
+  if (options_.after_load) options_.after_load();
 }
 
 expected<std::byte*> replica_host::region_at(const data_ref& ref, size_t need,
@@ -148,6 +166,9 @@ status replica_host::run_checked(const worker_run& r, worker_done& done) {
   }
   TROUPE_ASSIGN_OR_RETURN(std::byte * block,
                           region_at(r.outputs, layout->block_bytes, "run outputs"));
+  if (r.injected)
+    TROUPE_RETURN_IF_ERROR(
+        carry_out(*r.injected, options_.traits.backend, options_.device_index, process_hang));
   if (options_.fault_injection) {
     if (r.fault == "crash") {
       // Dies holding the batch, as hard as a crash in a kernel: the node sees the process go

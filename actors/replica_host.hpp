@@ -39,6 +39,8 @@ struct replica_host_options {
   /// Honour run messages' fault and sleep_ms (the node's fault_injection).
   bool fault_injection = false;
   std::shared_ptr<shared_arena> arena;
+  /// Runs on the build thread after each successful load (saves the tuning records). May be null.
+  std::function<void()> after_load;
   /// Answers to the node (loaded, done). Thread-safe; must outlive the host.
   std::function<void(worker_message)> send;
 };
@@ -81,6 +83,7 @@ class replica_host {
   std::map<uint32_t, std::shared_ptr<const hosted>> replicas_;
   uint32_t next_id_ = 0;
   std::vector<std::byte*> inputs_;  // one run's input addresses; the run thread's
+  uint64_t last_run_ = 0;           // the last run's batch number; handle()'s (the link thread)
   // Declared last, destroyed first: their jobs use the members above.
   runtime::serial_thread builds_;
   runtime::serial_thread runs_;

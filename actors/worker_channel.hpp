@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "actors/device_traits.hpp"
 #include "actors/worker_protocol.hpp"
@@ -29,6 +30,9 @@ struct worker_process_spec {
   int device_index = 0;  // the CUDA ordinal of a GPU worker
   int compute_threads = 0;
   bool fault_injection = false;
+  /// Recorded convolution choices (runtime/tuning_records_file.hpp) the process adopts at start
+  /// and adds to after its loads, so that a restarted process does not time them again; "": none.
+  std::string tuning_records_file;
   /// The shared memory (actors/shared_arena.hpp): the process inherits this descriptor.
   int shm_fd = -1;
   size_t shm_bytes = 0;
@@ -66,6 +70,9 @@ struct worker_process_options {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
   size_t shared_memory_bytes = size_t{1} << 30;  // per process
+  /// worker_process_spec::tuning_records_file of every process: the node's tuning_records_file,
+  /// or a file of the node's own while it runs (the choices of a process outlive it).
+  std::string tuning_records_file;
 };
 
 }  // namespace troupe::actors

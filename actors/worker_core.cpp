@@ -15,6 +15,7 @@
 #include "actors/cpu_worker.hpp"
 #include "actors/deadline_wakeup.hpp"
 #include "actors/fault_injection.hpp"
+#include "actors/fault_sites.hpp"
 #include "actors/gpu_worker.hpp"
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
@@ -312,6 +313,9 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
         auto& st = self->state;
         const std::string where = "loading " + spec.path + " on " + st.traits.device_label;
         if (const status& s = st.setup(); !s.is_ok()) return to_caf_error(s.with_context(where));
+        if (st.options.faults)
+          if (auto f = take_load_fault(*st.options.faults, st.options.index))
+            (void)carry_out(*f, st.traits.backend, st.options.device_index, in_process_hang_limit);
         auto precision = st.traits.precision_for(spec.config);
         if (!precision) return to_caf_error(precision.error().with_context(where));
         replica::options ro;
@@ -401,6 +405,14 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
       [=](run_atom, batch_ref ref) {
         auto& st = self->state;
         batch& b = *ref.ptr;
+        // A duplicate or stale run message (batch::claim): the batch is running or done already.
+        if (!b.claim(ref.sequence)) return;
+        status injected = status::ok();
+        if (st.options.faults)
+          if (auto f = take_batch_fault(*st.options.faults, st.options.index,
+                                        st.options.kind == worker_kind::gpu))
+            injected = carry_out(*f, st.traits.backend, st.options.device_index,
+                                 in_process_hang_limit);
         const std::string_view fault =
             st.options.fault_injection ? requested_fault(b) : std::string_view{};
         if (fault == "crash") {
@@ -419,6 +431,8 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
                                 "replica " + std::to_string(b.replica_id) + " is not loaded");
         else if (fault == "device")
           b.result = make_error(error_code::device_error, "fault injection: device error");
+        else if (!injected.is_ok())
+          b.result = injected;
         else if (st.options.fault_injection && r->inject_error())
           b.result = internal_error(
               "fault injection: this version is configured to fail "

@@ -9,10 +9,12 @@
 
 #include <cstdint>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "actors/fault_sites.hpp"
 #include "actors/job.hpp"
 #include "actors/replica.hpp"
 #include "actors/shared_arena.hpp"
@@ -45,6 +47,7 @@ struct worker_load {
   std::string config_text;  // config.yaml's text (or a load request's override); "" = defaults
   uint32_t warmup_runs = 3;
   uint64_t load_timeout_ms = 0;
+  std::optional<injected_fault> injected;  // fault injection: before the load (fail_allocations)
 };
 
 struct worker_loaded {
@@ -73,6 +76,7 @@ struct worker_run {
   data_ref outputs;
   std::string fault;  // fault injection: "crash", "device"; "" none
   uint32_t sleep_ms = 0;
+  std::optional<injected_fault> injected;  // fault injection: carried out before the run
 };
 
 struct worker_done {

@@ -16,6 +16,7 @@
 
 #include "actors/batch_gather.hpp"
 #include "actors/fault_injection.hpp"
+#include "actors/fault_sites.hpp"
 #include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/shared_arena.hpp"
@@ -124,6 +125,15 @@ struct proxy_state {
   std::deque<waiting_run> waiting;  // for a free staging region
   batch_gather gather;
   std::vector<std::byte*> gather_dst;
+  /// Messages the worker_link hop's faults hold back (fault injection), each way in order: one
+  /// leaves at its due time or after the one before it, whichever is later (a slow link, not a
+  /// reordering one: the process drops a run numbered below the last as a duplicate).
+  struct held_message {
+    time_point due;
+    worker_message message;
+  };
+  std::deque<held_message> held_out, held_in;
+  bool failed = false;  // fail() ran: the proxy is exiting
   static inline const char* name = "worker_proxy";
 
   /// The proxy exits (a failure, node shutdown): the process goes with the channel, loads still
@@ -161,7 +171,78 @@ struct proxy_state {
 
 using proxy_ptr = worker_actor::stateful_pointer<proxy_state>;
 
+void arm_overdue(proxy_ptr self);
+void on_message(proxy_ptr self, worker_message m);
+
+/// The worker_link hop's fault for one message (fault injection), if one fires.
+std::optional<injected_fault> link_fault(proxy_state& st) {
+  if (!st.options.faults) return std::nullopt;
+  return take_message_fault(*st.options.faults, hop_site("worker_link", st.options.index));
+}
+
+/// Holds `m` back for `delay` behind what is held already.
+void hold(proxy_ptr self, std::deque<proxy_state::held_message>& q, worker_message m,
+          std::chrono::milliseconds delay) {
+  time_point due = self->clock().now() + delay;
+  if (!q.empty()) due = std::max(due, q.back().due);
+  q.push_back({due, std::move(m)});
+  arm_overdue(self);
+}
+
+/// Sends a message to the process through the link's faults.
+void link_send(proxy_ptr self, worker_message m) {
+  auto& st = self->state;
+  if (!st.held_out.empty()) return hold(self, st.held_out, std::move(m), {});  // keeps the order
+  if (auto f = link_fault(st)) {
+    if (f->kind == fault_kind::drop) return;
+    if (f->kind == fault_kind::duplicate) {
+      st.send(m);
+    } else {
+      return hold(self, st.held_out, std::move(m), f->delay);
+    }
+  }
+  st.send(std::move(m));
+}
+
+/// A message of the process through the link's faults (hello is never faulted: it is the link's
+/// handshake, not traffic).
+void link_receive(proxy_ptr self, worker_message m) {
+  auto& st = self->state;
+  if (std::holds_alternative<worker_hello>(m)) return on_message(self, std::move(m));
+  if (!st.held_in.empty()) return hold(self, st.held_in, std::move(m), {});
+  if (auto f = link_fault(st)) {
+    if (f->kind == fault_kind::drop) return;
+    if (f->kind == fault_kind::duplicate) {
+      on_message(self, m);
+    } else {
+      return hold(self, st.held_in, std::move(m), f->delay);
+    }
+  }
+  on_message(self, std::move(m));
+}
+
+/// Delivers the held messages that are due; the earliest still held.
+time_point release_held(proxy_ptr self) {
+  auto& st = self->state;
+  const time_point now = self->clock().now();
+  while (!st.held_out.empty() && st.held_out.front().due <= now) {
+    st.send(std::move(st.held_out.front().message));
+    st.held_out.pop_front();
+  }
+  while (!st.held_in.empty() && st.held_in.front().due <= now) {
+    worker_message m = std::move(st.held_in.front().message);
+    st.held_in.pop_front();
+    on_message(self, std::move(m));
+    if (st.failed) return no_deadline;
+  }
+  time_point next = no_deadline;
+  if (!st.held_out.empty()) next = st.held_out.front().due;
+  if (!st.held_in.empty()) next = std::min(next, st.held_in.front().due);
+  return next;
+}
+
 void fail(proxy_ptr self, const std::string& why) {
+  self->state.failed = true;
   log_event(log_level::error, "worker process failed",
             {{"worker", self->state.options.index}, {"pid", self->state.pid}, {"reason", why}});
   self->quit(caf::make_error(caf::sec::runtime_error, "worker process " +
@@ -307,6 +388,9 @@ void start_run(proxy_ptr self, batch_ref ref, batcher_actor to) {
     run.fault = std::string(requested_fault(b));
     run.sleep_ms = static_cast<uint32_t>(requested_sleep(b).count());
   }
+  if (st.options.faults)
+    run.injected = take_batch_fault(*st.options.faults, st.options.index,
+                                    st.options.kind == worker_kind::gpu);
   running_batch rb;
   rb.ref = std::move(ref);
   rb.to = std::move(to);
@@ -316,14 +400,22 @@ void start_run(proxy_ptr self, batch_ref ref, batcher_actor to) {
   rb.block = *block;
   rb.gather_time = duration_cast<microseconds>(std::chrono::steady_clock::now() - start);
   st.running.emplace(run.batch, std::move(rb));
-  st.send(std::move(run));
+  link_send(self, std::move(run));
 }
 
 void on_done(proxy_ptr self, worker_done& d) {
   auto& st = self->state;
   auto it = st.running.find(d.batch);
-  if (it == st.running.end())
+  if (it == st.running.end()) {
+    // A second answer to a batch answered already (a duplicate on the link, fault injection)
+    // changes nothing; an answer to a batch never sent breaks the protocol.
+    if (d.batch <= st.last_run) {
+      log_event(log_level::warn, "duplicate answer dropped",
+                {{"worker", st.options.index}, {"batch", d.batch}});
+      return;
+    }
     return fail(self, "it answered batch " + std::to_string(d.batch) + ", which it was not given");
+  }
   running_batch rb = std::move(it->second);
   st.running.erase(it);
   rb.bucket->staging[static_cast<size_t>(rb.slot)].busy = false;
@@ -402,9 +494,12 @@ void on_loaded(proxy_ptr self, worker_loaded& l) {
 }
 
 void on_event(proxy_ptr self, const worker_event_body& e) {
-  auto& st = self->state;
   if (!e.message) return fail(self, e.closed.to_string());
-  worker_message m = *e.message;
+  link_receive(self, *e.message);
+}
+
+void on_message(proxy_ptr self, worker_message m) {
+  auto& st = self->state;
   if (auto* h = std::get_if<worker_hello>(&m)) {
     if (st.hello || h->worker_index != st.options.index)
       return fail(self, "an unexpected hello (worker " + std::to_string(h->worker_index) + ")");
@@ -428,6 +523,8 @@ void arm_overdue(proxy_ptr self) {
   auto& st = self->state;
   time_point earliest = no_deadline;
   for (const auto& [n, l] : st.loads) earliest = std::min(earliest, l.deadline);
+  if (!st.held_out.empty()) earliest = std::min(earliest, st.held_out.front().due);
+  if (!st.held_in.empty()) earliest = std::min(earliest, st.held_in.front().due);
   st.overdue.arm(self, earliest);
 }
 
@@ -471,6 +568,7 @@ status start_process(proxy_ptr self) {
   spec.device_index = st.options.device_index;
   spec.compute_threads = st.options.compute_threads;
   spec.fault_injection = st.options.fault_injection;
+  spec.tuning_records_file = p.tuning_records_file;
   spec.shm_fd = st.arena->fd();
   spec.shm_bytes = st.arena->bytes();
   spec.heartbeat_interval = p.heartbeat_interval;
@@ -516,7 +614,8 @@ worker_actor::behavior_type worker_proxy(proxy_ptr self, worker_options o) {
         l.config_text = spec.config_text;
         l.warmup_runs = spec.warmup_runs;
         l.load_timeout_ms = static_cast<uint64_t>(spec.load_timeout.count());
-        st.send(std::move(l));
+        if (st.options.faults) l.injected = take_load_fault(*st.options.faults, st.options.index);
+        link_send(self, std::move(l));
         arm_overdue(self);
         return promise;
       },
@@ -524,7 +623,8 @@ worker_actor::behavior_type worker_proxy(proxy_ptr self, worker_options o) {
         auto& st = self->state;
         if (!st.overdue.fired(generation)) return;  // an earlier arming's wake-up
         expire_loads(self);
-        arm_overdue(self);
+        (void)release_held(self);
+        if (!st.failed) arm_overdue(self);
       },
       [=](unload_atom, uint32_t id) {
         auto& st = self->state;
@@ -532,9 +632,11 @@ worker_actor::behavior_type worker_proxy(proxy_ptr self, worker_options o) {
         if (it == st.replicas.end()) return;
         st.replicas.erase(it);  // runs in flight keep its regions until their (done)
         st.publish_memory();
-        st.send(worker_unload{id});
+        link_send(self, worker_unload{id});
       },
       [=](run_atom, batch_ref ref) {
+        // A duplicate or stale run message (batch::claim): the batch is running or done already.
+        if (!ref.ptr->claim(ref.sequence)) return;
         start_run(self, std::move(ref), caf::actor_cast<batcher_actor>(self->current_sender()));
       },
       [=](crash_atom) { fail(self, "fault injection: worker crash"); },

@@ -16,6 +16,7 @@
 #include <zmq.hpp>
 
 #include "actors/caf_compat.hpp"
+#include "actors/fault_sites.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
@@ -119,7 +120,15 @@ struct job_slot : infer_job {
   pb::ClientMessage* request = nullptr;  // null when the envelope did not decode
   bool replied = false;
   bool out = false;  // held by the actors
+  /// When a job the actors hold and have not answered counts as lost (see sweep_lost); the
+  /// frontend's own copy: the job's deadline is the router's to set. no_deadline: never.
+  actors::time_point lost_after = actors::no_deadline;
 };
+
+/// The actors answer every job by its deadline (the batcher answers a running one at it); a job
+/// still unanswered this long after is taken for lost on the way (a dropped message: fault
+/// injection on the frontend_router hop) and answered DEADLINE_EXCEEDED by the frontend.
+constexpr std::chrono::milliseconds lost_request_grace{1000};
 
 std::string_view view_of(const std::string& s) {
   return {s.data(), s.size()};
@@ -256,6 +265,7 @@ class frontend::impl {
     std::vector<job_list> done;
     const auto spin = std::chrono::microseconds(options_.idle_spin_us);
     auto last_work = clock_type::now();
+    auto last_sweep = last_work;
     while (!stop_.load(std::memory_order_acquire)) {
       // Busy: alternate between replies and requests without blocking. Idle: sleep in poll on the
       // socket and the completion eventfd.
@@ -274,6 +284,10 @@ class frontend::impl {
       if (metrics_)
         metrics_->set_inflight(actors::serving_metrics::door::zeromq,
                                inflight_.load(std::memory_order_relaxed));
+      if (const auto now = clock_type::now(); now - last_sweep >= lost_request_grace / 4) {
+        last_sweep = now;
+        sweep_lost(now);
+      }
       if (worked) {
         last_work = clock_type::now();
         continue;
@@ -393,8 +407,44 @@ class frontend::impl {
       }
       handle(s, overflow, submit);
     }
-    if (!submit.empty()) caf::anon_send(router_, actors::submit_atom::value, submit);
+    if (!submit.empty()) send_to_router(submit);
     return n;
+  }
+
+  /// Through the frontend_router hop's faults when a fault plan is set: a dropped list's
+  /// requests are answered by sweep_lost. (No duplicate: a job list is intrusive, one party's at a
+  /// time; a copy of the message cannot exist.)
+  void send_to_router(job_list& submit) {
+    if (options_.faults) {
+      using actors::fault_kind;
+      for (fault_kind k : {fault_kind::drop, fault_kind::delay, fault_kind::slow_link}) {
+        if (!options_.faults->may_fire(k)) continue;
+        std::optional<actors::fault_rule> f = options_.faults->fire(k, "frontend_router");
+        if (!f) continue;
+        if (k == fault_kind::drop) return;
+        caf::delayed_anon_send(router_, f->delay, actors::submit_atom::value, submit);
+        return;
+      }
+    }
+    caf::anon_send(router_, actors::submit_atom::value, submit);
+  }
+
+  /// Answers DEADLINE_EXCEEDED the jobs held past lost_after (see lost_request_grace). Their
+  /// slots stay out until the job comes back (then it is released without a second reply); one
+  /// that never does stays allocated: the cost of a message lost in the node.
+  void sweep_lost(actors::time_point now) {
+    for (auto& p : slots_) {
+      job_slot* s = p.get();
+      if (!s->out || s->replied || s->lost_after > now) continue;
+      spdlog::warn("request {} unanswered {} ms past its deadline: taken for lost",
+                   reply_id(s), lost_request_grace.count());
+      // Not counted in the version's metrics: the router may be writing s->metrics.
+      send_error(s,
+                 make_error(error_code::deadline_exceeded,
+                            "no answer from the node within the request's deadline: the request "
+                            "was lost between the door and the model's queue"),
+                 metrics_ ? &metrics_->unrouted() : nullptr);
+    }
   }
 
   /// Decodes, validates and either queues `s` into `submit` or answers it now.
@@ -440,6 +490,10 @@ class frontend::impl {
       return answer_now(
           s, make_error(error_code::unavailable, "the node is draining (shutting down)"));
     if (status st = build_job(s); !st.is_ok()) return answer_now(s, std::move(st));
+    const auto timeout = s->signature ? s->signature->effective_timeout(s->timeout)
+                                      : std::chrono::microseconds(0);
+    s->lost_after = timeout.count() > 0 ? s->arrival + timeout + lost_request_grace
+                                        : actors::no_deadline;
     s->out = true;
     inflight_.fetch_add(1, std::memory_order_acq_rel);
     submit.push_back(s);
@@ -568,14 +622,18 @@ class frontend::impl {
     return s->request->infer().id();
   }
 
-  void send_error(job_slot* s, const status& st) {
+  void send_error(job_slot* s, const status& st) { send_error(s, st, metrics_of(s)); }
+
+  void send_error(job_slot* s, const status& st, const actors::version_metrics* counted_in) {
     auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
     m->set_id(reply_id(s));
     m->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(st.code())));
     m->mutable_error()->set_message(st.message());
     // Counted before it leaves: a client that reads /metrics once it has its reply must find
     // its request there.
-    record(s, st.code());
+    if (counted_in)
+      counted_in->record_request(
+          st.code(), std::chrono::duration<double>(clock_type::now() - s->arrival).count());
     send_reply(s, *m, nullptr);
     s->replied = true;
   }

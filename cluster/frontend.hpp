@@ -36,6 +36,10 @@ class table_holder;
 class serving_metrics;
 }  // namespace troupe::actors
 
+namespace troupe::actors {
+class fault_plan;
+}  // namespace troupe::actors
+
 namespace troupe::cluster {
 
 struct frontend_options {
@@ -60,6 +64,9 @@ struct frontend_options {
   uint32_t idle_spin_us = 0;
   /// How the health answer's `ready` is decided (actors/readiness.hpp; node.yaml `readiness`).
   actors::readiness_policy readiness = actors::readiness_policy::strict;
+  /// The node's fault plan (fault_injection on; null otherwise): the frontend_router hop's
+  /// faults (drop, delay, slow_link) apply to the job lists this door sends the router.
+  std::shared_ptr<actors::fault_plan> faults;
 };
 
 class frontend {

@@ -2,6 +2,7 @@
 
 #include <zmq.hpp>
 
+#include "cluster/fault_codec.hpp"
 #include "proto/troupe.pb.h"
 
 namespace troupe::cluster {
@@ -107,6 +108,42 @@ expected<traffic_state> management_client::traffic(const std::string& name, traf
   out.overridden = r.traffic().overridden();
   out.note = r.traffic().note();
   return out;
+}
+
+expected<uint64_t> management_client::inject_fault(const actors::fault_rule& rule,
+                                                   std::chrono::milliseconds timeout) {
+  pb::ControlRequest q;
+  encode_fault_rule(rule, *q.mutable_inject_fault());
+  TROUPE_ASSIGN_OR_RETURN(pb::ControlReply r, impl_->call(q, timeout));
+  return r.fault_id();
+}
+
+expected<std::vector<actors::fault_rule_state>> management_client::list_faults(
+    std::chrono::milliseconds timeout) {
+  pb::ControlRequest q;
+  q.mutable_list_faults();
+  TROUPE_ASSIGN_OR_RETURN(pb::ControlReply r, impl_->call(q, timeout));
+  std::vector<actors::fault_rule_state> out;
+  for (const auto& f : r.faults()) {
+    auto s = decode_fault_rule_state(f);
+    if (!s) return io_error("management socket: a listed fault rule: " + s.error().message());
+    out.push_back(std::move(*s));
+  }
+  return out;
+}
+
+status management_client::remove_fault(uint64_t id, std::chrono::milliseconds timeout) {
+  pb::ControlRequest q;
+  q.mutable_remove_fault()->set_id(id);
+  auto r = impl_->call(q, timeout);
+  return r ? status::ok() : r.error();
+}
+
+expected<uint64_t> management_client::clear_faults(std::chrono::milliseconds timeout) {
+  pb::ControlRequest q;
+  q.mutable_clear_faults();
+  TROUPE_ASSIGN_OR_RETURN(pb::ControlReply r, impl_->call(q, timeout));
+  return r.faults_cleared();
 }
 
 }  // namespace troupe::cluster

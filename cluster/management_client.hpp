@@ -1,6 +1,6 @@
 #pragma once
-/// A client of the node's management socket (cluster/management_socket.hpp): `troupe models`.
-/// One request at a time; not thread-safe.
+/// A client of the node's management socket (cluster/management_socket.hpp): `troupe models` and
+/// `troupe faults`. One request at a time; not thread-safe.
 
 #include <chrono>
 #include <map>
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/fault_plan.hpp"
 #include "core/status.hpp"
 
 namespace troupe::cluster {
@@ -43,6 +44,16 @@ class management_client {
   expected<traffic_state> traffic(const std::string& name, traffic_op op, int64_t version,
                                   const std::map<int64_t, uint32_t>& weights,
                                   std::chrono::milliseconds timeout);
+
+  /// Fault injection (docs/faults.md); a node without it answers unsupported.
+  /// Adds `rule` to the node's fault plan; the new rule's id.
+  expected<uint64_t> inject_fault(const actors::fault_rule& rule,
+                                  std::chrono::milliseconds timeout);
+  expected<std::vector<actors::fault_rule_state>> list_faults(std::chrono::milliseconds timeout);
+  /// not_found when the node has no rule `id`.
+  status remove_fault(uint64_t id, std::chrono::milliseconds timeout);
+  /// How many rules there were.
+  expected<uint64_t> clear_faults(std::chrono::milliseconds timeout);
 
   class impl;
 

@@ -13,6 +13,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "cluster/fault_codec.hpp"
 #include "proto/troupe.pb.h"
 
 namespace troupe::cluster {
@@ -67,8 +68,9 @@ expected<std::string> read_token_file(const std::string& path) {
 
 class management_socket::impl {
  public:
-  impl(management_options o, const actors::model_control& control)
-      : options_(std::move(o)), control_(control) {}
+  impl(management_options o, const actors::model_control& control,
+       const actors::fault_control& faults)
+      : options_(std::move(o)), control_(control), faults_(faults) {}
 
   status start() {
     if (!control_.requires_token() && !is_loopback_endpoint(options_.listen))
@@ -211,11 +213,65 @@ class management_socket::impl {
         });
         return;
       }
+      case pb::ControlRequest::kInjectFault:
+      case pb::ControlRequest::kListFaults:
+      case pb::ControlRequest::kRemoveFault:
+      case pb::ControlRequest::kClearFaults:
+        return answer(peer, fault_operation(q));
       case pb::ControlRequest::OP_NOT_SET:
         break;
     }
     set_error(reply, invalid_argument("a ControlRequest names no operation"));
     answer(peer, reply);
+  }
+
+  /// The fault plan's operations answer at once (a locked list), here on the socket's thread.
+  pb::ControlReply fault_operation(const pb::ControlRequest& q) const {
+    pb::ControlReply r;
+    // A node without fault injection says so before judging a rule.
+    if (status s = faults_.check_enabled(); !s.is_ok()) {
+      set_error(r, s);
+      return r;
+    }
+    switch (q.op_case()) {
+      case pb::ControlRequest::kInjectFault: {
+        // Errors about the rule start with its field: name it as the request spells it.
+        auto named = [](const status& s) {
+          return s.code() == error_code::invalid_argument
+                     ? invalid_argument("inject_fault." + s.message())
+                     : s;
+        };
+        expected<actors::fault_rule> rule = decode_fault_rule(q.inject_fault());
+        if (!rule) {
+          set_error(r, named(rule.error()));
+        } else if (auto id = faults_.inject(std::move(*rule)); !id) {
+          set_error(r, named(id.error()));
+        } else {
+          r.set_fault_id(*id);
+        }
+        break;
+      }
+      case pb::ControlRequest::kListFaults:
+        if (auto rules = faults_.list(); !rules) {
+          set_error(r, rules.error());
+        } else {
+          for (const auto& s : *rules) encode_fault_rule_state(s, *r.add_faults());
+        }
+        break;
+      case pb::ControlRequest::kRemoveFault:
+        if (status s = faults_.remove(q.remove_fault().id()); !s.is_ok()) set_error(r, s);
+        break;
+      case pb::ControlRequest::kClearFaults:
+        if (auto n = faults_.clear(); !n) {
+          set_error(r, n.error());
+        } else {
+          r.set_faults_cleared(*n);
+        }
+        break;
+      default:
+        set_error(r, internal_error("not a fault operation"));
+    }
+    return r;
   }
 
   void answer(const std::string& peer, const pb::ControlReply& r) {
@@ -239,6 +295,7 @@ class management_socket::impl {
 
   management_options options_;
   const actors::model_control& control_;
+  const actors::fault_control& faults_;
   zmq::context_t ctx_{1};
   zmq::socket_t socket_{ctx_, zmq::socket_type::router};
   std::string endpoint_;
@@ -248,8 +305,9 @@ class management_socket::impl {
 };
 
 expected<std::unique_ptr<management_socket>> management_socket::create(
-    management_options o, const actors::model_control& control) {
-  auto p = std::make_unique<impl>(std::move(o), control);
+    management_options o, const actors::model_control& control,
+    const actors::fault_control& faults) {
+  auto p = std::make_unique<impl>(std::move(o), control, faults);
   TROUPE_RETURN_IF_ERROR(p->start());
   return std::unique_ptr<management_socket>(new management_socket(std::move(p)));
 }

@@ -18,7 +18,10 @@
 #include <vector>
 
 #include "actors/caf_compat.hpp"
+#include "actors/fault_control.hpp"
+#include "actors/fault_plan.hpp"
 #include "actors/gpu_worker.hpp"
+#include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
@@ -29,6 +32,7 @@
 #include "cluster/kserve_grpc_server.hpp"
 #endif
 #include "cluster/kserve_http.hpp"
+#include "cluster/log_rate_limiter.hpp"
 #include "cluster/logging.hpp"
 #include "cluster/management_socket.hpp"
 #include "cluster/metrics_http.hpp"
@@ -124,8 +128,10 @@ class front_doors {
  public:
   status start(caf::actor_system& sys, const actors::node_handles& node,
                actors::table_holder& holder, actors::serving_metrics* metrics,
-               const actors::node_config& cfg, uint32_t idle_spin_us) {
+               const actors::node_config& cfg, uint32_t idle_spin_us,
+               std::shared_ptr<actors::fault_plan> faults) {
     frontend_options fo;
+    fo.faults = faults;
     fo.listen = cfg.listen;
     fo.max_inflight = cfg.max_inflight;
     fo.max_outstanding_per_connection = cfg.max_outstanding_per_connection;
@@ -139,6 +145,7 @@ class front_doors {
     TROUPE_ASSIGN_OR_RETURN(gateway_, request_gateway::create(sys, node, holder, metrics, gw));
     if (cfg.shared_memory) shm_ = std::make_unique<shared_memory_registry>();
     control_ = std::make_unique<actors::model_control>(sys, node.manager, cfg.control_mode);
+    fault_control_ = std::make_unique<actors::fault_control>(std::move(faults));
     if (!cfg.management_token_file.empty()) {
       // One token for the management socket and the HTTP and gRPC repository endpoints.
       TROUPE_ASSIGN_OR_RETURN(std::string token, read_token_file(cfg.management_token_file));
@@ -152,7 +159,8 @@ class front_doors {
     if (!cfg.management_listen.empty()) {
       management_options mo;
       mo.listen = cfg.management_listen;
-      TROUPE_ASSIGN_OR_RETURN(management_, management_socket::create(mo, *control_));
+      TROUPE_ASSIGN_OR_RETURN(management_,
+                              management_socket::create(mo, *control_, *fault_control_));
     }
     if (cfg.http_port > 0) {
       kserve_http_options ho;
@@ -240,7 +248,8 @@ class front_doors {
   std::unique_ptr<request_gateway> gateway_;
   std::unique_ptr<shared_memory_registry> shm_;
   std::unique_ptr<actors::model_control> control_;  // the repository extension of both doors
-  std::unique_ptr<management_socket> management_;   // declared after control_: goes first
+  std::unique_ptr<actors::fault_control> fault_control_;  // the management socket's fault ops
+  std::unique_ptr<management_socket> management_;  // declared after both controls: goes first
   std::unique_ptr<kserve_http> http_;
 #if TROUPE_HAVE_GRPC
   std::unique_ptr<kserve_grpc_server> grpc_;
@@ -289,6 +298,43 @@ std::shared_ptr<runtime::tuning_records_file> open_tuning_records(const std::str
     spdlog::info("tuning records: {} recorded choices read from {}", *loaded, path);
   }
   return file;
+}
+
+/// The node's fault plan (node.yaml fault_injection: true; docs/faults.md) with the rules of
+/// `faults:`, each firing counted (troupe_faults_fired_total{kind,site}) and logged ("fault
+/// fired"). The observer refers to `metrics`, which outlives every holder of the plan (the
+/// actors are awaited and the doors stopped before run_serve returns).
+expected<std::shared_ptr<actors::fault_plan>> make_fault_plan(const actors::node_config& cfg,
+                                                              actors::serving_metrics& metrics) {
+  auto plan = std::make_shared<actors::fault_plan>();
+  for (size_t i = 0; i < cfg.faults.size(); ++i)
+    if (auto id = plan->add(cfg.faults[i]); !id)  // parse_node_config checked them already
+      return id.error().with_context("faults[" + std::to_string(i) + "]");
+  // A rule without a limit on a busy hop fires for every message: the counter counts each
+  // firing, the log takes about 20 lines a second of them and says how many it left out.
+  auto lines = std::make_shared<log_rate_limiter>(20.0, 100.0);
+  plan->set_observer(
+      [&metrics, lines](const actors::fault_rule& r, uint64_t id, std::string_view site) {
+        const std::string_view kind = actors::to_string(r.kind);
+        metrics.count_fault_fired(kind, site);
+        const log_rate_limiter::decision d = lines->admit(log_rate_limiter::clock::now());
+        if (!d.admit) return;
+        actors::log_event(actors::log_level::warn, "fault fired",
+                          {{"kind", kind},
+                           {"target", r.target},
+                           {"site", site},
+                           {"rule", id},
+                           {"suppressed_before", d.suppressed_before}});
+      });
+  actors::log_event(
+      actors::log_level::warn,
+      "FAULT INJECTION IS ON: this node fails, delays, drops or duplicates work on purpose when "
+      "told to (node.yaml faults:, the management socket, troupe.fault request parameters). For "
+      "tests only: never on a node that serves real traffic",
+      {{"fault_rules", cfg.faults.size()},
+       {"management", cfg.management_listen.empty() ? std::string_view("off")
+                                                    : std::string_view(cfg.management_listen)}});
+  return plan;
 }
 
 }  // namespace
@@ -381,6 +427,13 @@ status run_serve(const serve_options& o) {
   }
   if (!metrics.gpu_collector()) spdlog::info("NVML not available: no GPU metrics");
 
+  // Declared after `metrics`, which its observer refers to. Null: fault injection off (then
+  // node.yaml has no `faults:`: parse_node_config refuses them without fault_injection).
+  std::shared_ptr<actors::fault_plan> faults;
+  if (cfg.fault_injection) {
+    TROUPE_ASSIGN_OR_RETURN(faults, make_fault_plan(cfg, metrics));
+  }
+
   // Worker processes (docs/worker-processes.md): the launcher outlives the actors (declared
   // before the actor system's users stop: the links it made are gone once the workers are).
   std::unique_ptr<worker_launcher> launcher;
@@ -394,6 +447,11 @@ status run_serve(const serve_options& o) {
     processes->heartbeat_interval = cfg.worker_heartbeat_interval;
     processes->heartbeat_timeout = cfg.worker_heartbeat_timeout;
     processes->shared_memory_bytes = size_t{cfg.worker_shared_memory_mb} << 20;
+    // Without a file of the operator's, the node keeps the processes' choices in its private
+    // directory for as long as it runs: a process restarted after a crash adopts them.
+    processes->tuning_records_file = cfg.tuning_records_file.empty()
+                                         ? launcher->directory() + "/tuning-records"
+                                         : cfg.tuning_records_file;
     spdlog::info("worker processes on: one per worker, endpoints in {}", launcher->directory());
   }
 
@@ -408,10 +466,11 @@ status run_serve(const serve_options& o) {
   if (tuning_records)
     so.after_model_load = [tuning_records] { tuning_records->save_in_background(); };
   so.worker_processes = processes;
+  so.faults = faults;
   actors::node_handles node = actors::spawn_node(sys, so);
 
   front_doors doors;
-  if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us); !s.is_ok()) {
+  if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us, faults); !s.is_ok()) {
     // The actors use `metrics` and `holder`, which go before `sys` on return: wait for them here
     // (returning at once crashed a node that failed to start, in 6 of 60 starts), after the doors
     // that did start have let go of the actors (as drain_and_stop does).

@@ -1,5 +1,8 @@
 #include "cluster/worker_codec.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <utility>
@@ -35,6 +38,12 @@ void put_spec(const tensor_spec& t, pb::TensorSpec* out) {
   for (int64_t d : t.shape) out->add_shape(d);
 }
 
+void put_fault(const injected_fault& f, wpb::InjectedFault* out) {
+  out->set_kind(std::string(to_string(f.kind)));
+  out->set_delay_ms(static_cast<uint32_t>(std::min<int64_t>(f.delay.count(), UINT32_MAX)));
+  out->set_allocations(f.allocations);
+}
+
 void put_ref(const data_ref& r, wpb::DataRef* out) {
   if (r.where == data_ref::kind::frame) {
     out->set_frame(r.frame);
@@ -64,6 +73,7 @@ struct encoder {
     o->set_config_text(l.config_text);
     o->set_warmup_runs(l.warmup_runs);
     o->set_load_timeout_ms(l.load_timeout_ms);
+    if (l.injected) put_fault(*l.injected, o->mutable_injected());
   }
   void operator()(const worker_loaded& l) {
     auto* o = m.mutable_loaded();
@@ -101,6 +111,7 @@ struct encoder {
     put_ref(r.outputs, o->mutable_outputs());
     o->set_fault(r.fault);
     o->set_sleep_ms(r.sleep_ms);
+    if (r.injected) put_fault(*r.injected, o->mutable_injected());
   }
   void operator()(const worker_done& d) {
     auto* o = m.mutable_done();
@@ -167,6 +178,13 @@ expected<tensor_spec> get_spec(const pb::TensorSpec& t, const char* where) {
     out.shape.push_back(d);
   }
   return out;
+}
+
+expected<injected_fault> get_fault(const wpb::InjectedFault& f) {
+  expected<fault_kind> kind = parse_fault_kind(f.kind());
+  if (!kind || is_message_fault(*kind))
+    return bad("injected fault '" + f.kind() + "' is not a worker fault");
+  return injected_fault{*kind, std::chrono::milliseconds(f.delay_ms()), f.allocations()};
 }
 
 expected<data_ref> get_ref(const wpb::DataRef& r, const char* where) {
@@ -257,6 +275,9 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       l.config_text = o.config_text();
       l.warmup_runs = o.warmup_runs();
       l.load_timeout_ms = o.load_timeout_ms();
+      if (o.has_injected()) {
+        TROUPE_ASSIGN_OR_RETURN(l.injected, get_fault(o.injected()));
+      }
       return worker_message(std::move(l));
     }
     case wpb::WorkerMessage::kLoaded:
@@ -281,6 +302,9 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       TROUPE_ASSIGN_OR_RETURN(r.outputs, get_ref(o.outputs(), "run outputs"));
       r.fault = o.fault();
       r.sleep_ms = o.sleep_ms();
+      if (o.has_injected()) {
+        TROUPE_ASSIGN_OR_RETURN(r.injected, get_fault(o.injected()));
+      }
       return worker_message(std::move(r));
     }
     case wpb::WorkerMessage::kDone: {

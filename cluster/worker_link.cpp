@@ -120,6 +120,10 @@ class worker_link final : public worker_channel {
                                   "--log-level",
                                   shared_->log_level};
     if (spec_.fault_injection) argv.push_back("--fault-injection");
+    if (!spec_.tuning_records_file.empty()) {
+      argv.push_back("--tuning-records-file");
+      argv.push_back(spec_.tuning_records_file);
+    }
     auto child = child_process::start(argv, spec_.shm_fd, worker_shm_fd);
     if (!child) {
       started.set_value(child.error());

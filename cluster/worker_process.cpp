@@ -15,6 +15,7 @@
 #include "cluster/message_outbox.hpp"
 #include "cluster/worker_codec.hpp"
 #include "runtime/host_staging.hpp"
+#include "runtime/tuning_records_file.hpp"
 
 namespace troupe::cluster {
 
@@ -37,6 +38,26 @@ status run_worker_process(const worker_main_options& o) {
                 {{"reason", pinned.to_string()}});
   }
 
+  // The node's recorded convolution choices: adopted before the first load, so that a restarted
+  // process builds its replicas without timing again; saved (merged with the other processes')
+  // after each load that recorded new ones.
+  std::unique_ptr<runtime::tuning_records_file> tuning_records;
+  if (!o.tuning_records_file.empty()) {
+    tuning_records = std::make_unique<runtime::tuning_records_file>(
+        o.tuning_records_file, [](const expected<bool>& saved) {
+          if (!saved)
+            log_event(log_level::warn, "worker process: tuning records not saved",
+                      {{"reason", saved.error().to_string()}});
+        });
+    const expected<size_t> loaded = tuning_records->load();
+    if (!loaded)
+      log_event(log_level::warn, "worker process: tuning records not read",
+                {{"reason", loaded.error().to_string()}});
+    else if (*loaded > 0)
+      log_event(log_level::info, "worker process: tuning records adopted",
+                {{"records", static_cast<int64_t>(*loaded)}});
+  }
+
   zmq::context_t context(1);
   zmq::socket_t socket;
   try {
@@ -57,6 +78,8 @@ status run_worker_process(const worker_main_options& o) {
     ho.device_index = o.device_index;
     ho.fault_injection = o.fault_injection;
     ho.arena = arena;
+    if (tuning_records)
+      ho.after_load = [records = tuning_records.get()] { records->save_in_background(); };
     ho.send = [&outbox](worker_message m) { (void)outbox.post(encode_worker_message(m)); };
     replica_host host(std::move(ho));
     worker_hello hello;

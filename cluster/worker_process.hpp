@@ -25,6 +25,7 @@ struct worker_main_options {
   int device_index = 0;
   int compute_threads = 0;
   bool fault_injection = false;
+  std::string tuning_records_file;  // "": none (runtime/tuning_records_file.hpp)
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
   std::string log_level = "info";

@@ -1,6 +1,7 @@
 #include "runtime/tuning_records_file.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -35,6 +36,32 @@ status write_all(int fd, const std::string& text, const std::string& what) {
 
 /// `text` as the whole content of `path`, atomically: a temporary file beside it, fsync,
 /// rename over `path`, fsync of the directory. The temporary file is removed on failure.
+/// An exclusive flock on the directory of `path` for as long as it lives (the directory: a lock
+/// file of its own would stay behind): the processes that share one file (a node's worker
+/// processes) save one at a time, each merging what the others wrote. Without the lock (the
+/// directory cannot be opened) saves go on unserialised: a record another process wrote in the
+/// meantime may be lost until it saves again.
+class file_lock {
+ public:
+  explicit file_lock(const std::string& path)
+      : fd_(::open(std::filesystem::path(path).parent_path().empty()
+                       ? "."
+                       : std::filesystem::path(path).parent_path().c_str(),
+                   O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    if (fd_ >= 0)
+      while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+      }
+  }
+  ~file_lock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+  file_lock(const file_lock&) = delete;
+  file_lock& operator=(const file_lock&) = delete;
+
+ private:
+  int fd_;
+};
+
 status write_atomically(const std::string& path, const std::string& text) {
   static std::atomic<uint64_t> serial{0};
   const std::filesystem::path target(path);
@@ -105,8 +132,15 @@ expected<bool> tuning_records_file::save() {
   std::lock_guard<std::mutex> lock(save_mutex_);
   // Read before the text is made: a record added meanwhile leaves the generation newer than the
   // one noted, so the next save writes it.
+  if (records_.generation() == saved_generation_) return false;
+  const file_lock locked(path_);
+  // What another process saved since is kept: its records are merged first (where this process
+  // has none for their keys). A file that cannot be read (garbage, another cuDNN) is replaced.
+  if (auto file = regular_file::open(path_, "tuning records file '" + path_ + "'")) {
+    auto text = file->read_all(kernels::tuning_records::kMaxTextBytes, error_code::invalid_argument);
+    if (text) (void)records_.from_text(*text);
+  }
   const uint64_t generation = records_.generation();
-  if (generation == saved_generation_) return false;
   TROUPE_RETURN_IF_ERROR(write_atomically(path_, records_.to_text()));
   saved_generation_ = generation;
   return true;

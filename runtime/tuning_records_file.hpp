@@ -4,7 +4,9 @@
 /// The node's `tuning_records_file` and `troupe run --tuning-records-file` (docs/serving.md).
 ///
 /// load() adds the file's records to the process's at start. save() writes every record back
-/// when some were added since the last load or save: the text goes to a temporary file in the
+/// when some were added since the last load or save, after merging what the file holds now (the
+/// worker processes of a node share one file: each save takes an flock on the file's directory, reads
+/// the file, adds its records where this process has none, and writes the union): the text goes to a temporary file in the
 /// file's directory, is fsync'd and renamed over the file (then the directory is fsync'd), so a
 /// reader finds the old file or the new one, never a part of one. A file that could not be read
 /// (garbage, another cuDNN) is replaced by the first save that has records to write.

@@ -2,11 +2,13 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|all]...
-#          (default: all, which is every step but profile, serving, kserve and lifecycle)
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|density|faults|all]...
+#          (default: all, which is every step but profile, serving, kserve, lifecycle, density and faults)
+#   faults: FAULTS_TESTS (default tests/faults; e.g. tests/faults/test_gpu_faults.py)
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
 #        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
-#        SERVING_ARGS (more bench/serving/gpu_run.py options, e.g. "--instances 2 --connections 16")
+#        SERVING_ARGS (more bench/serving/gpu_run.py options, e.g. "--instances 2 --connections 16");
+#        density: DENSITY_ARGS (more bench/density/run.py options, e.g. "--compile-cap-s 100 --skip-many")
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/troupe-out}
@@ -18,7 +20,7 @@ want() {
   for s in "${steps[@]}"; do
     [ "$s" = "$1" ] && return 0
     [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && [ "$1" != kserve ] &&
-      [ "$1" != lifecycle ] && return 0
+      [ "$1" != lifecycle ] && [ "$1" != density ] && [ "$1" != faults ] && return 0
   done
   return 1
 }
@@ -109,4 +111,26 @@ if want lifecycle; then
   echo "== lifecycle (troupe models load/unload on the GPU)"
   PYTHONUNBUFFERED=1 timeout 480 python3 bench/serving/lifecycle_gpu.py --troupe build-gpu/troupe --out "$OUT" \
     ${LIFECYCLE_ARGS:-} 2>&1 | tee "$OUT/lifecycle.log" | tail -20
+fi
+
+if want faults; then
+  # The fault suite's GPU faults (tests/faults/test_gpu_faults.py: a sticky CUDA error and kill -9
+  # under load with ResNet-50 loaded; every request answered once, recovery time recorded), then
+  # the CPU faults with this build: OUT/faults-gpu.jsonl, OUT/faults.log.
+  echo "== faults"
+  export TROUPE_FAULTS_GPU=1 TROUPE_FAULTS_RESULTS="$OUT/faults-gpu.jsonl"
+  TROUPE_FAULTS_DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+  export TROUPE_FAULTS_DEVICE
+  TROUPE_BIN=build-gpu/troupe PYTHONPATH=clients/python PYTHONUNBUFFERED=1 timeout 540 \
+    python3 -m pytest -q -p no:cacheprovider ${FAULTS_TESTS:-tests/faults} 2>&1 | tee "$OUT/faults.log" | tail -30
+fi
+
+if want density; then
+  # Issue 14's density bench: memory per replica at batch 128 against PyTorch eager's reserved
+  # memory, throughput against torch.compile's, replicas per GPU, and 20 ResNet-50s under a memory
+  # budget where the node takes one: OUT/density.{md,json} (about 4-5 minutes; on SIGTERM from the
+  # timeout it still writes what it measured).
+  echo "== density (troupe vs PyTorch: memory per replica, throughput, replicas per GPU)"
+  PYTHONUNBUFFERED=1 timeout "${DENSITY_TIMEOUT_S:-480}" python3 bench/density/run.py --troupe build-gpu/troupe \
+    --out "$OUT" ${DENSITY_ARGS:-} 2>&1 | tee "$OUT/density.log" | tail -70
 fi

@@ -11,19 +11,17 @@
 #include <string>
 
 #include "cluster/management_client.hpp"
-#include "cluster/management_socket.hpp"
 #include "tools/commands.hpp"
+#include "tools/management_connection.hpp"
 
 namespace troupe::tools {
 namespace {
 
 struct models_options {
-  std::string server = "tcp://127.0.0.1:5556";
-  std::string token_file;
+  management_connection_options connection;
   std::string name;
   std::string config_path;
   bool ready_only = false;
-  double timeout_s = 600;
   std::string weights;  // traffic: "1=90,2=10"
   bool clear = false;
   int64_t version = 0;
@@ -52,17 +50,12 @@ expected<std::map<int64_t, uint32_t>> parse_weights(const std::string& text) {
   return out;
 }
 
-
 expected<std::unique_ptr<cluster::management_client>> open(const models_options& o) {
-  std::string token;
-  if (!o.token_file.empty()) {
-    TROUPE_ASSIGN_OR_RETURN(token, cluster::read_token_file(o.token_file));
-  }
-  return cluster::management_client::connect(o.server, std::move(token));
+  return connect_management(o.connection);
 }
 
 std::chrono::milliseconds timeout_of(const models_options& o) {
-  return std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
+  return o.connection.timeout();
 }
 
 status run_list(const models_options& o) {
@@ -129,14 +122,7 @@ void add_models_command(CLI::App& app, int& exit_code) {
       "Model control through the node's management socket: list, load, unload, traffic, "
       "promote, rollback.");
   cmd->require_subcommand(1);
-  auto common = [&](CLI::App* sub) {
-    sub->add_option("--server,-s", o->server, "The node's management endpoint")
-        ->capture_default_str();
-    sub->add_option("--token-file", o->token_file,
-                    "File holding the node's management token (mode 0600)");
-    sub->add_option("--timeout", o->timeout_s, "Seconds to wait for the answer")
-        ->capture_default_str();
-  };
+  auto common = [&](CLI::App* sub) { add_management_connection_options(*sub, o->connection); };
   CLI::App* list = cmd->add_subcommand("list", "Every model of the repository and its state");
   common(list);
   list->add_flag("--ready", o->ready_only, "Only READY versions");

@@ -30,6 +30,8 @@ void add_worker_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--device", o->worker.device_index, "The CUDA device of a gpu worker");
   cmd->add_option("--compute-threads", o->worker.compute_threads, "OpenMP threads (0: default)");
   cmd->add_flag("--fault-injection", o->worker.fault_injection, "Honour fault injection (tests)");
+  cmd->add_option("--tuning-records-file", o->worker.tuning_records_file,
+                  "Recorded convolution choices: read at start, rewritten after loads");
   cmd->add_option("--heartbeat-interval-ms", o->heartbeat_interval_ms)
       ->check(CLI::Range(1, 3600000));
   cmd->add_option("--heartbeat-timeout-ms", o->heartbeat_timeout_ms)->check(CLI::Range(1, 3600000));

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "actors/batcher.hpp"
+#include "actors/fault_plan.hpp"
 #include "actors/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
@@ -19,6 +20,7 @@ using testing::owned_job;
 /// Batches a fake worker received, in order.
 struct worker_log {
   std::vector<batch*> batches;
+  size_t runs_received = 0;  // run messages, duplicates included
 };
 
 worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_log> log) {
@@ -28,7 +30,10 @@ worker_actor spawn_fake_worker(caf::actor_system& sys, std::shared_ptr<worker_lo
           return to_caf_error(unsupported("fake worker"));
         },
         [](unload_atom, uint32_t) {},
-        [log](run_atom, batch_ref ref) { log->batches.push_back(ref.ptr.get()); },
+        [log](run_atom, batch_ref ref) {
+          ++log->runs_received;
+          if (ref.ptr->claim(ref.sequence)) log->batches.push_back(ref.ptr.get());
+        },
         [self](crash_atom) { self->quit(caf::make_error(caf::sec::runtime_error, "test crash")); },
         [](read_atom, uint64_t) {},
         [](overdue_atom, uint64_t) {},
@@ -61,6 +66,7 @@ class batcher_test : public testing::actor_fixture {
     o.signature = sig_;
     o.state = state_;
     o.max_batches_per_replica = per_replica;
+    o.faults = faults_;
     batcher_ = spawn_batcher(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);
     run();
@@ -137,6 +143,8 @@ class batcher_test : public testing::actor_fixture {
     return s;
   }
 
+  /// Set before start(): the batcher_worker hop's faults.
+  std::shared_ptr<fault_plan> faults_;
   std::shared_ptr<model_signature> sig_;
   std::shared_ptr<std::atomic<uint8_t>> state_ = std::make_shared<std::atomic<uint8_t>>(0);
   std::shared_ptr<testing::probe_log> log_ = std::make_shared<testing::probe_log>();
@@ -518,6 +526,125 @@ TEST_F(batcher_test, an_exited_batcher_leaves_no_monitor_on_its_workers) {
   run();
   EXPECT_EQ(block->weak_refs.load(), 1u) << "only this test's reference keeps the batcher's memory";
   EXPECT_TRUE(a && b) << "the workers live on";
+}
+
+// ---- the watchdog and the batcher_worker hop's faults ----
+
+/// Which of two fake workers got the one batch sent.
+struct two_workers {
+  worker_actor wa, wb;
+  std::shared_ptr<worker_log> la = std::make_shared<worker_log>();
+  std::shared_ptr<worker_log> lb = std::make_shared<worker_log>();
+};
+
+TEST_F(batcher_test, the_watchdog_kills_a_worker_whose_batch_never_returns_and_retries_it) {
+  start(8, 0us, 1, 100, 1);
+  two_workers w;
+  w.wa = add_replica(w.la, 0);
+  w.wb = add_replica(w.lb, 0);
+  auto a = job();
+  submit({&a->job});
+  ASSERT_EQ(w.la->batches.size() + w.lb->batches.size(), 1u);
+  auto& hung = w.la->batches.empty() ? w.lb : w.la;
+  auto& other = w.la->batches.empty() ? w.la : w.lb;
+  advance(1999ms);
+  EXPECT_TRUE(other->batches.empty()) << "not overdue before watchdog_min";
+  advance(2ms);
+  ASSERT_EQ(other->batches.size(), 1u) << "killed and retried on the other replica";
+  EXPECT_EQ(other->batches[0]->jobs[0], &a->job);
+  EXPECT_EQ(hung->batches.size(), 1u);
+  complete(other->batches[0]);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_TRUE(a->job.result.is_ok());
+  release_outputs(a->job);
+}
+
+TEST_F(batcher_test, the_watchdog_limit_follows_the_measured_latency) {
+  start(8, 0us, 1, 100, 1);
+  two_workers w;
+  // Warm-up measured 400 ms a batch: 10 x its p99 (over 400 ms) is the limit, beyond the 2 s
+  // minimum.
+  w.wa = add_replica(w.la, 0, {{1, 400'000.0}, {8, 400'000.0}});
+  w.wb = add_replica(w.lb, 0, {{1, 400'000.0}, {8, 400'000.0}});
+  auto a = job();
+  submit({&a->job});
+  auto& other = w.la->batches.empty() ? w.la : w.lb;
+  advance(4s);
+  EXPECT_TRUE(other->batches.empty()) << "a slow model is not a hung one";
+  advance(5s);
+  EXPECT_EQ(other->batches.size(), 1u);
+  complete(other->batches[0]);
+  release_outputs(a->job);
+}
+
+TEST_F(batcher_test, a_dropped_run_is_found_by_the_watchdog) {
+  faults_ = std::make_shared<fault_plan>();
+  fault_rule r;
+  r.kind = fault_kind::drop;
+  r.target = "batcher_worker:0";
+  ASSERT_TRUE(faults_->add(r).has_value());
+  start(8, 0us, 1, 100, 1);
+  two_workers w;
+  w.wa = add_replica(w.la, 0);
+  w.wb = add_replica(w.lb, 0);
+  auto a = job();
+  submit({&a->job});
+  EXPECT_EQ(w.la->runs_received + w.lb->runs_received, 0u) << "dropped";
+  advance(2001ms);
+  ASSERT_EQ(w.la->batches.size() + w.lb->batches.size(), 1u) << "retried after the kill";
+  batch* b = w.la->batches.empty() ? w.lb->batches[0] : w.la->batches[0];
+  EXPECT_EQ(b->jobs[0], &a->job);
+  EXPECT_EQ(a->job.attempts, 2);
+  complete(b);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_TRUE(a->job.result.is_ok());
+  release_outputs(a->job);
+}
+
+TEST_F(batcher_test, a_duplicated_run_runs_once) {
+  faults_ = std::make_shared<fault_plan>();
+  fault_rule r;
+  r.kind = fault_kind::duplicate;
+  r.target = "batcher_worker";
+  r.times = 0;
+  ASSERT_TRUE(faults_->add(r).has_value());
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog, 0);
+  auto a = job();
+  submit({&a->job});
+  EXPECT_EQ(wlog->runs_received, 2u);
+  ASSERT_EQ(wlog->batches.size(), 1u) << "the second copy claims nothing";
+  complete(wlog->batches[0]);
+  auto b = job();
+  submit({&b->job});  // the recycled batch: the first batch's copies cannot claim it
+  EXPECT_EQ(wlog->runs_received, 4u);
+  ASSERT_EQ(wlog->batches.size(), 2u);
+  complete(wlog->batches[1]);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_EQ(log_->replies_of(&b->job), 1u);
+  release_outputs(a->job);
+  release_outputs(b->job);
+}
+
+TEST_F(batcher_test, a_delayed_run_arrives_late) {
+  faults_ = std::make_shared<fault_plan>();
+  fault_rule r;
+  r.kind = fault_kind::delay;
+  r.target = "batcher_worker:0";
+  r.delay = 300ms;
+  ASSERT_TRUE(faults_->add(r).has_value());
+  start(8, 0us, 1, 100, 1);
+  auto wlog = std::make_shared<worker_log>();
+  add_replica(wlog, 0);
+  auto a = job();
+  submit({&a->job});
+  EXPECT_EQ(wlog->runs_received, 0u);
+  advance(301ms);
+  ASSERT_EQ(wlog->batches.size(), 1u);
+  complete(wlog->batches[0]);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  release_outputs(a->job);
 }
 
 }  // namespace

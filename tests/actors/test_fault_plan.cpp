@@ -133,6 +133,75 @@ TEST(FaultPlan, BadRulesAreRefusedNamingWhatIsWrong) {
   EXPECT_FALSE(parse_fault_kind("meltdown"));
 }
 
+TEST(FaultPlan, TheObserverHearsOfEachFiringWithTheRuleItsIdAndTheSite) {
+  fault_plan plan;
+  struct heard {
+    fault_kind kind;
+    std::string target;
+    uint64_t id;
+    std::string site;
+    size_t rules_seen;  // plan.list() from inside the observer: it runs outside the plan's lock
+  };
+  std::vector<heard> told;
+  plan.set_observer([&](const fault_rule& r, uint64_t id, std::string_view site) {
+    told.push_back({r.kind, r.target, id, std::string(site), plan.list().size()});
+  });
+  auto hang = plan.add(rule(fault_kind::hang, "worker:1", 1));
+  auto drop = plan.add(rule(fault_kind::drop, "batcher_worker", 0));
+  ASSERT_TRUE(hang && drop);
+  EXPECT_FALSE(plan.fire(fault_kind::hang, "worker:0"));
+  EXPECT_TRUE(told.empty()) << "a chance that does not fire is not told";
+  EXPECT_TRUE(plan.fire(fault_kind::hang, "worker:1"));
+  EXPECT_TRUE(plan.fire(fault_kind::drop, "batcher_worker:3"));
+  EXPECT_FALSE(plan.fire(fault_kind::hang, "worker:1")) << "spent";
+  ASSERT_EQ(told.size(), 2u);
+  EXPECT_EQ(told[0].kind, fault_kind::hang);
+  EXPECT_EQ(told[0].target, "worker:1");
+  EXPECT_EQ(told[0].id, *hang);
+  EXPECT_EQ(told[0].site, "worker:1");
+  EXPECT_EQ(told[0].rules_seen, 2u);
+  EXPECT_EQ(told[1].kind, fault_kind::drop);
+  EXPECT_EQ(told[1].id, *drop);
+  EXPECT_EQ(told[1].site, "batcher_worker:3") << "the site, not the target";
+
+  fault_rule seldom = rule(fault_kind::duplicate, "worker_link", 0);
+  seldom.probability = 0.5;
+  ASSERT_TRUE(plan.add(seldom));
+  told.clear();
+  size_t fired = 0;
+  for (int i = 0; i < 200; ++i) fired += plan.fire(fault_kind::duplicate, "worker_link:0") ? 1 : 0;
+  EXPECT_EQ(told.size(), fired) << "told exactly of the chances that fired";
+
+  plan.set_observer({});
+  told.clear();
+  EXPECT_TRUE(plan.fire(fault_kind::drop, "batcher_worker:0"));
+  EXPECT_TRUE(told.empty()) << "no observer any more";
+  EXPECT_EQ(plan.clear(), 3u) << "clear says how many rules it removed";
+  EXPECT_EQ(plan.clear(), 0u);
+}
+
+TEST(FaultPlan, ErrorsStartWithTheFieldTheyAreAbout) {
+  auto field_of = [](fault_rule r) {
+    const status s = validate(r);
+    EXPECT_FALSE(s.is_ok());
+    return s.message().substr(0, s.message().find(':'));
+  };
+  EXPECT_EQ(field_of(rule(fault_kind::hang, "")), "target");
+  EXPECT_EQ(field_of(rule(fault_kind::drop, "worker:1")), "target");
+  fault_rule p = rule(fault_kind::hang, "worker");
+  p.probability = 1.5;
+  EXPECT_EQ(field_of(p), "probability");
+  EXPECT_NE(validate(p).message().find("got 1.5"), std::string::npos) << validate(p).message();
+  fault_rule d = rule(fault_kind::slow_link, "worker_link");
+  d.delay = 0ms;
+  EXPECT_EQ(field_of(d), "delay_ms");
+  d.delay = std::chrono::hours(2);
+  EXPECT_EQ(field_of(d), "delay_ms");
+  fault_rule a = rule(fault_kind::fail_allocations, "worker:0");
+  a.allocations = 0;
+  EXPECT_EQ(field_of(a), "allocations");
+}
+
 TEST(FaultPlan, ChancesFromManyThreadsFireExactlyTheRulesTimes) {
   fault_plan plan;
   ASSERT_TRUE(plan.add(rule(fault_kind::abort, "worker", 100)));

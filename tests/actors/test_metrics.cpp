@@ -63,6 +63,22 @@ TEST(ServingMetrics, VersionSeriesCarryModelAndVersion) {
   EXPECT_EQ(text.find("=\"\""), std::string::npos) << text;
 }
 
+TEST(ServingMetrics, FaultsFiredByKindAndSite) {
+  serving_metrics m;
+  EXPECT_EQ(scrape(m).find("troupe_faults_fired_total{"), std::string::npos)
+      << "no series until a fault fires";
+  m.count_fault_fired("delay", "frontend_router");
+  m.count_fault_fired("delay", "frontend_router");
+  m.count_fault_fired("hang", "worker:1");
+  const std::string text = scrape(m);
+  EXPECT_NE(text.find("troupe_faults_fired_total{kind=\"delay\",site=\"frontend_router\"} 2"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("troupe_faults_fired_total{kind=\"hang\",site=\"worker:1\"} 1"),
+            std::string::npos)
+      << text;
+}
+
 TEST(ServingMetrics, InflightIsTheSumOverTheDoors) {
   serving_metrics m;
   m.set_inflight(serving_metrics::door::zeromq, 3);

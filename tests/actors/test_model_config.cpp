@@ -174,6 +174,83 @@ TEST(node_config, worker_processes) {
   EXPECT_FALSE(parse_node_config("worker_shared_memory_mb: 0\n", "node").has_value());
 }
 
+TEST(node_config, faults) {
+  auto none = parse_node_config("fault_injection: true\n", "node");
+  ASSERT_TRUE(none.has_value()) << none.error().to_string();
+  EXPECT_TRUE(none->faults.empty()) << "no rules unless listed";
+
+  auto n = parse_node_config(
+      "fault_injection: true\n"
+      "faults:\n"
+      "  - {kind: delay, target: frontend_router, delay_ms: 50, times: 0}\n"
+      "  - kind: hang\n"
+      "    target: worker:1\n"
+      "    probability: 0.25\n"
+      "    seed: 7\n"
+      "  - {kind: fail_allocations, target: worker, allocations: 3, times: 2}\n",
+      "node");
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  ASSERT_EQ(n->faults.size(), 3u);
+  const fault_rule& delay = n->faults[0];
+  EXPECT_EQ(delay.kind, fault_kind::delay);
+  EXPECT_EQ(delay.target, "frontend_router");
+  EXPECT_EQ(delay.delay, 50ms);
+  EXPECT_EQ(delay.times, 0u) << "0: no limit";
+  EXPECT_EQ(delay.probability, 1.0) << "the default";
+  EXPECT_EQ(delay.seed, 1u) << "the default";
+  const fault_rule& hang = n->faults[1];
+  EXPECT_EQ(hang.kind, fault_kind::hang);
+  EXPECT_EQ(hang.target, "worker:1");
+  EXPECT_EQ(hang.times, 1u) << "once by default";
+  EXPECT_EQ(hang.probability, 0.25);
+  EXPECT_EQ(hang.seed, 7u);
+  EXPECT_EQ(hang.delay, 0ms);
+  EXPECT_EQ(n->faults[2].allocations, 3u);
+  EXPECT_EQ(n->faults[2].times, 2u);
+
+  // Errors name the rule and its field.
+  auto refused = [](const std::string& rules, std::string_view where, std::string_view words = "") {
+    auto c = parse_node_config("fault_injection: true\nfaults:\n" + rules, "node.yaml");
+    ASSERT_FALSE(c.has_value()) << rules;
+    EXPECT_EQ(c.error().code(), error_code::invalid_argument);
+    const std::string& m = c.error().message();
+    EXPECT_NE(m.find("node.yaml: " + std::string(where) + ":"), std::string::npos) << m;
+    EXPECT_NE(m.find(words), std::string::npos) << m;
+  };
+  const std::string ok = "  - {kind: hang, target: worker}\n";
+  refused(ok + ok + "  - {kind: hang, target: worker, probability: 0}\n", "faults[2].probability",
+          "(0, 1]");
+  refused(ok + "  - {kind: hang, target: worker, probability: 1.5}\n", "faults[1].probability");
+  refused("  - {kind: meltdown, target: worker}\n", "faults[0].kind", "unknown fault kind");
+  refused("  - {target: worker}\n", "faults[0].kind", "required");
+  refused("  - {kind: drop, target: worker:1}\n", "faults[0].target", "happens on a hop");
+  refused("  - {kind: hang}\n", "faults[0].target");
+  refused("  - {kind: hang, target: \"worker:x\"}\n", "faults[0].target", "names no worker");
+  refused("  - {kind: delay, target: frontend_router}\n", "faults[0].delay_ms", "above 0");
+  refused("  - {kind: delay, target: frontend_router, delay_ms: -5}\n", "faults[0].delay_ms");
+  refused("  - {kind: fail_allocations, target: worker, allocations: 0}\n",
+          "faults[0].allocations");
+  refused("  - {kind: hang, target: worker, times: -1}\n", "faults[0].times");
+  refused("  - {kind: hang, target: worker, seed: -1}\n", "faults[0].seed");
+  refused("  - {kind: hang, target: worker, probability: often}\n", "faults[0].probability");
+  refused("  - {kind: hang, target: worker, when: now}\n", "faults[0]", "unknown key 'when'");
+  refused("  - hang\n", "faults[0]", "expected a mapping");
+  auto not_a_list = parse_node_config("fault_injection: true\nfaults: {kind: hang}\n", "node");
+  ASSERT_FALSE(not_a_list.has_value());
+  EXPECT_NE(not_a_list.error().message().find("faults: a list"), std::string::npos);
+
+  // Rules without the switch: the node must not start.
+  for (const char* off : {"", "fault_injection: false\n"}) {
+    auto c = parse_node_config(std::string(off) + "faults:\n" + ok, "node.yaml");
+    ASSERT_FALSE(c.has_value()) << off;
+    EXPECT_EQ(c.error().code(), error_code::invalid_argument);
+    EXPECT_NE(c.error().message().find("fault_injection: true"), std::string::npos)
+        << c.error().message();
+  }
+  auto empty = parse_node_config("faults: []\n", "node");
+  ASSERT_TRUE(empty.has_value()) << "an empty list asks for nothing";
+}
+
 TEST(node_config, readiness_and_load_delay) {
   auto absent = parse_node_config("cpu_workers: 1\n", "node");
   ASSERT_TRUE(absent.has_value());

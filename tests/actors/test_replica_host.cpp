@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "actors/batch_gather.hpp"
+#include "runtime/fault_hooks.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
@@ -148,7 +149,9 @@ TEST_F(replica_host_test, wrong_regions_and_buckets_fail_the_batch_typed) {
   ASSERT_TRUE(l.result.is_ok());
   auto block = arena_->allocate(l.buckets[1].block_bytes);
   ASSERT_TRUE(block.has_value());
+  uint64_t next_batch = 0;  // the node numbers its runs upwards: the host drops one that is not
   auto attempt = [&](worker_run r) {
+    r.batch = ++next_batch;
     r.replica = l.replica;
     r.rows = 1;
     if (r.bucket_rows == 0) r.bucket_rows = 2;
@@ -179,11 +182,30 @@ TEST_F(replica_host_test, wrong_regions_and_buckets_fail_the_batch_typed) {
   EXPECT_EQ(attempt(two_inputs).code(), error_code::invalid_argument);
 
   worker_run unknown = small;
+  unknown.batch = ++next_batch;
   unknown.replica = 999;
   EXPECT_TRUE(host_->handle(unknown).is_ok());
   EXPECT_EQ(out_.next<worker_done>().result.code(), error_code::unavailable);
 
   EXPECT_EQ(host_->handle(worker_heartbeat{1}).code(), error_code::invalid_argument);
+}
+
+TEST_F(replica_host_test, a_second_copy_of_a_run_is_dropped) {
+  // A duplicate on the link (fault injection) must not run the batch again: the node may already
+  // be replying from its output block.
+  const worker_loaded l = load("max_batch_size: 2\n");
+  ASSERT_TRUE(l.result.is_ok());
+  testing::owned_job job("mlp", {{1, 4}}, caf::actor(), time_point{}, 5);
+  EXPECT_EQ(run(l.replica, l.buckets[0], job, 5).batch, 5u);
+  worker_run again;
+  again.batch = 5;
+  again.replica = l.replica;
+  EXPECT_TRUE(host_->handle(again).is_ok());  // dropped: no answer
+  worker_run older = again;
+  older.batch = 4;
+  EXPECT_TRUE(host_->handle(older).is_ok());  // dropped too
+  // The next answer is the next run's: the two copies left none behind.
+  EXPECT_EQ(run(l.replica, l.buckets[0], job, 6).batch, 6u);
 }
 
 TEST_F(replica_host_test, failed_loads_answer_with_their_error) {
@@ -207,6 +229,22 @@ TEST_F(replica_host_test, fault_injection_reaches_the_run) {
   testing::owned_job job("mlp", {{1, 4}}, caf::actor(), time_point{}, 5);
   const worker_done d = run(l.replica, l.buckets[0], job, 1, "device");
   EXPECT_EQ(d.result.code(), error_code::device_error);
+}
+
+TEST_F(replica_host_test, an_injected_allocation_fault_fails_the_next_load_out_of_memory) {
+  // The node's fault plan fired fail_allocations for this process: it rides on the load.
+  worker_load l;
+  l.request = 1;
+  l.model = "mlp";
+  l.version = 1;
+  l.path = (dir_.path() / "m.onnx").string();
+  l.warmup_runs = 1;
+  l.injected = injected_fault{fault_kind::fail_allocations, std::chrono::milliseconds(0), 1000};
+  ASSERT_TRUE(host_->handle(l).is_ok());
+  const worker_loaded failed = out_.next<worker_loaded>();
+  EXPECT_EQ(failed.result.code(), error_code::out_of_memory) << failed.result.to_string();
+  runtime::fail_next_allocations(kernels::backend::cpu, 0);  // what this test left armed
+  EXPECT_TRUE(load("", 2).result.is_ok());
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ int main() {
   metrics.count_scaler_decision("example", "hold", "steady");
   metrics.set_scaler_desired_replicas("example", 1, 1);
   metrics.set_scaler_desired_nodes(1);
+  metrics.count_fault_fired("delay", "frontend_router");  // only on fault_injection nodes
   std::cout << prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
   if (!metrics.gpu_collector()) {
     // No NVML here: the families the collector exports where it loads, with its label, as a

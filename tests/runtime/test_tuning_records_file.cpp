@@ -211,5 +211,23 @@ TEST_F(TuningRecordsFile, BackgroundSavesReportAndCoalesce) {
   EXPECT_EQ(*loaded, 2u);
 }
 
+TEST_F(TuningRecordsFile, ProcessesSharingAFileKeepEachOthersRecords) {
+  // A node's worker processes share one file: each save merges what the others wrote.
+  kernels::tuning_records one, two;
+  tuning_records_file a(path(), nullptr, one), b(path(), nullptr, two);
+  ASSERT_TRUE(a.load().has_value());
+  ASSERT_TRUE(b.load().has_value());
+  (void)one.record(kKey, kForm, {1, 4, 6, 1, true});
+  ASSERT_TRUE(a.save().has_value());
+  (void)two.record(kKey + " b", kForm + " b", {0, 8, 1, 1, false});
+  ASSERT_TRUE(b.save().has_value());
+  kernels::tuning_records fresh;
+  tuning_records_file c(path(), nullptr, fresh);
+  const auto loaded = c.load();
+  ASSERT_TRUE(loaded.has_value()) << loaded.error().to_string();
+  EXPECT_EQ(*loaded, 2u) << "the second save kept the first one's record";
+  EXPECT_EQ(files(), std::vector<std::string>{"records.txt"});
+}
+
 }  // namespace
 }  // namespace troupe::runtime
