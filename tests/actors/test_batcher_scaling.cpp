@@ -2,7 +2,7 @@
 // replica gets no new batch and its detach is answered only once its batches are back; detaching
 // the last replica makes the version cold (scaled to zero): READY, requests held, model_manager
 // woken once; a replica that arrives serves what was held; held requests that wait too long get
-// typed errors. Workers and model_manager are fakes the test drives by hand.
+// typed errors; the watchdog still watches a detached replica's batches. Workers and model_manager are fakes the test drives by hand.
 
 #include <gtest/gtest.h>
 
@@ -187,6 +187,24 @@ TEST_F(batcher_scaling_test, a_detached_replica_finishes_its_batch_and_gets_no_n
   EXPECT_EQ(s.submitted_jobs, 3u);
   EXPECT_EQ(s.busy_us, 30'000u);
   EXPECT_TRUE(wakes_->wakes.empty());
+}
+
+TEST_F(batcher_scaling_test, a_detached_replica_whose_worker_hangs_is_killed_and_its_batch_retried) {
+  auto w0 = std::make_shared<worker_log>(), w1 = std::make_shared<worker_log>();
+  add_replica(w0, 0, 1);
+  add_replica(w1, 1, 1);
+  auto a = job();
+  submit(a->job);
+  ASSERT_EQ(w0->batches.size(), 1u);
+  auto detached = detach(0, 1);
+  EXPECT_FALSE(*detached);
+  advance(2100ms);  // the watchdog's floor (2 s): worker 0 never answers
+  EXPECT_TRUE(*detached) << "its worker was killed; nothing runs there any more";
+  ASSERT_EQ(w1->batches.size(), 1u) << "the batch retried on the replica that stays";
+  complete(w1->batches[0]);
+  EXPECT_EQ(log_->replies_of(&a->job), 1u);
+  EXPECT_TRUE(a->job.result.is_ok()) << a->job.result.to_string();
+  release(a->job);
 }
 
 TEST_F(batcher_scaling_test, an_idle_replica_is_detached_at_once_and_an_unknown_one_too) {
