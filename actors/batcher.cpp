@@ -292,14 +292,15 @@ time_point overdue_at(const batcher_state& st, const in_flight_batch& f) {
 }
 
 /// The oldest batch in flight of every live replica: the one it runs now.
+/// Quadratic in the batches in flight, which are at most max_batches_per_replica per replica, and
+/// with no allocation: this runs at every message.
 template <typename F>
 void for_each_running(batcher_state& st, F&& f) {
-  std::vector<bool> seen(st.replicas.size(), false);
-  for (auto& b : st.in_flight)
-    if (!seen[b.slot]) {
-      seen[b.slot] = true;
-      f(b);
-    }
+  for (size_t i = 0; i < st.in_flight.size(); ++i) {
+    bool first = true;
+    for (size_t k = 0; k < i && first; ++k) first = st.in_flight[k].slot != st.in_flight[i].slot;
+    if (first) f(st.in_flight[i]);
+  }
 }
 
 /// Kills the workers whose running batch is overdue.
@@ -359,10 +360,6 @@ void arm_timer(self_ptr self, time_point t) {
   for (const auto& f : st.in_flight)
     for (const infer_job* j : f.b->jobs)
       if (!j->early_reply) next = std::min(next, j->deadline);
-  for_each_running(st, [&](const in_flight_batch& f) {
-    const replica_slot& r = st.replicas[f.slot];
-    if ((r.alive || r.detached) && !r.hung) next = std::min(next, overdue_at(st, f));
-  });
   if (next == no_deadline || next >= st.timer_at) return;
   st.timer_at = next;
   const auto delay =
@@ -622,6 +619,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         settle(self, now_of(self));
         return rp;
       },
+      [=](watch_atom) { watch(self, now_of(self)); },
       [=](stats_atom) {
         auto& st = self->state;
         batcher_stats s;

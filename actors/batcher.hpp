@@ -26,11 +26,14 @@
 /// replica was starting"), and UNAVAILABLE when no replica came within `recovery_wait` of the
 /// first held job. A replica that arrives ends the cold state.
 ///
-/// Hung workers and lost messages: see batcher_options' watchdog.
+/// Hung workers and lost messages: see batcher_options' watchdog. The batcher checks its running
+/// batches when model_manager's periodic (watch) comes (manager_options::watchdog_interval), not on
+/// a timer of its own: a timer pending at a batcher's exit would hold its memory until it fires, and
+/// a node that loads and unloads models quickly would hold many.
 ///
 /// Time comes from the actor clock (`self->clock().now()`), which tests simulate; the batcher
 /// keeps at most one pending wake-up for the earliest of: the queue delay of the oldest request,
-/// the earliest deadline of a queued or running job, the end of `recovery_wait`, the watchdog's limit of each replica's running batch.
+/// the earliest deadline of a queued or running job, the end of `recovery_wait`.
 
 #include <atomic>
 #include <chrono>

@@ -56,6 +56,7 @@ using scale_atom = caf::atom_constant<caf::atom("scale")>;
 using scaled_atom = caf::atom_constant<caf::atom("scaled")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using detach_atom = caf::atom_constant<caf::atom("detach")>;
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ using batcher_actor = caf::typed_actor<
     caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
     caf::reacts_to<tick_atom, uint64_t>, caf::reacts_to<replica_atom, replica_handle>,
     caf::replies_to<stats_atom>::with<batcher_stats>, caf::replies_to<retire_atom>::with<bool>,
-    caf::replies_to<detach_atom, uint32_t, uint32_t>::with<bool>>;
+    caf::replies_to<detach_atom, uint32_t, uint32_t>::with<bool>, caf::reacts_to<watch_atom>>;
 
 /// A model version with a `scaling:` block, as model_manager reports it to the scaler
 /// ((scaled) -> scaled_versions).
@@ -214,16 +215,18 @@ using scaler_actor =
 /// version's replica count n (answered at once: accepted, or why not); (wake, model, version)
 /// comes from a batcher scaled to zero that got a request (forwarded to the subscribed scaler);
 /// (subscribe, scaler) names that scaler.
-using manager_actor = caf::typed_actor<
-    caf::replies_to<load_atom, std::string>::with<load_report>,
-    caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
-    caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
-    caf::replies_to<munload_atom, std::string>::with<bool>,
-    caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
-    caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
-    caf::reacts_to<rollchk_atom, std::string>, caf::replies_to<scaled_atom>::with<scaled_versions>,
-    caf::replies_to<scale_atom, std::string, int64_t, uint32_t>::with<bool>,
-    caf::reacts_to<wake_atom, std::string, int64_t>, caf::reacts_to<subscr_atom, scaler_actor>>;
+using manager_actor =
+    caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
+                     caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
+                     caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
+                     caf::replies_to<munload_atom, std::string>::with<bool>,
+                     caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
+                     caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
+                     caf::reacts_to<rollchk_atom, std::string>,
+                     caf::replies_to<scaled_atom>::with<scaled_versions>,
+                     caf::replies_to<scale_atom, std::string, int64_t, uint32_t>::with<bool>,
+                     caf::reacts_to<wake_atom, std::string, int64_t>,
+                     caf::reacts_to<subscr_atom, scaler_actor>, caf::reacts_to<watch_atom>>;
 
 /// supervisor: monitors the workers and replaces one that fails, after a backoff.
 /// (restart, index, g) and (stable, index, g) are its messages to itself (actors/supervisor.cpp):

@@ -91,6 +91,12 @@ status validate(const fault_rule& r) {
                               r.target + "'");
     if (f == "frontend_router" && r.target.size() > f.size())
       return invalid_argument("target: fault " + kind + ": frontend_router has no workers to name");
+    // Jobs travel to the router as intrusive lists, one party's at a time: a second copy of the
+    // message cannot exist (cluster/frontend.cpp).
+    if (f == "frontend_router" && r.kind == fault_kind::duplicate)
+      return invalid_argument(
+          "target: fault duplicate: frontend_router carries jobs that belong to one party at a "
+          "time, so its messages cannot be duplicated (batcher_worker and worker_link can)");
   } else if (f != "worker") {
     return invalid_argument("target: fault " + kind +
                             " happens to a worker: target worker[:N], not '" + r.target + "'");

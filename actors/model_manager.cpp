@@ -1182,6 +1182,9 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
   self->attach_functor([batchers = self->state.batchers](const caf::error&) {
     for (const auto& b : *batchers) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
   });
+  // The watchdog's clock (batcher.hpp says why the batchers have none of their own).
+  if (self->state.options.watchdog_multiple > 0 && self->state.options.watchdog_interval.count() > 0)
+    self->delayed_send(self, self->state.options.watchdog_interval, watch_atom::value);
   return {
       [=](load_atom, const std::string& dir) -> caf::result<load_report> {
         auto& st = self->state;
@@ -1263,6 +1266,11 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
           release();
         });
         return rp;
+      },
+      [=](watch_atom) {
+        auto& st = self->state;
+        for (const auto& b : *st.batchers) self->send(b, watch_atom::value);
+        self->delayed_send(self, st.options.watchdog_interval, watch_atom::value);
       },
       [=](poll_atom) {
         poll_repository(self);

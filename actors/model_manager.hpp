@@ -61,6 +61,9 @@ struct manager_options {
   std::chrono::milliseconds recovery_wait{30'000};
   /// batcher_options::faults of every batcher (null: fault injection off).
   std::shared_ptr<fault_plan> faults;
+  /// How often every batcher is asked to check its running batches (batcher_options' watchdog);
+  /// 0: never. At most this late, a hung batch is found.
+  std::chrono::milliseconds watchdog_interval{250};
   /// batcher_options::watchdog_multiple and watchdog_min of every batcher.
   double watchdog_multiple = 10;
   std::chrono::milliseconds watchdog_min{2'000};

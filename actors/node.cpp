@@ -54,6 +54,8 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.faults = o.faults;
   mo.watchdog_multiple = o.config.worker_watchdog_multiple;
   mo.watchdog_min = o.config.worker_watchdog_min;
+  // A quarter of the minimum limit (at most 250 ms): a hung batch is found within 1.25 x its limit.
+  mo.watchdog_interval = std::min(std::chrono::milliseconds(250), o.config.worker_watchdog_min / 4);
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   scaler_options sc;

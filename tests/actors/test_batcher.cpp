@@ -128,6 +128,12 @@ class batcher_test : public testing::actor_fixture {
     run();
   }
 
+  /// model_manager's periodic (watch): the batcher checks its running batches.
+  void watch() {
+    caf::anon_send(batcher_, watch_atom::value);
+    run();
+  }
+
   void release_outputs(infer_job& j) {
     if (!j.result.is_ok()) return;
     for (auto& s : j.outputs) s.block->release();
@@ -548,8 +554,10 @@ TEST_F(batcher_test, the_watchdog_kills_a_worker_whose_batch_never_returns_and_r
   auto& hung = w.la->batches.empty() ? w.lb : w.la;
   auto& other = w.la->batches.empty() ? w.la : w.lb;
   advance(1999ms);
+  watch();
   EXPECT_TRUE(other->batches.empty()) << "not overdue before watchdog_min";
   advance(2ms);
+  watch();
   ASSERT_EQ(other->batches.size(), 1u) << "killed and retried on the other replica";
   EXPECT_EQ(other->batches[0]->jobs[0], &a->job);
   EXPECT_EQ(hung->batches.size(), 1u);
@@ -570,8 +578,10 @@ TEST_F(batcher_test, the_watchdog_limit_follows_the_measured_latency) {
   submit({&a->job});
   auto& other = w.la->batches.empty() ? w.la : w.lb;
   advance(4s);
+  watch();
   EXPECT_TRUE(other->batches.empty()) << "a slow model is not a hung one";
   advance(5s);
+  watch();
   EXPECT_EQ(other->batches.size(), 1u);
   complete(other->batches[0]);
   release_outputs(a->job);
@@ -591,6 +601,7 @@ TEST_F(batcher_test, a_dropped_run_is_found_by_the_watchdog) {
   submit({&a->job});
   EXPECT_EQ(w.la->runs_received + w.lb->runs_received, 0u) << "dropped";
   advance(2001ms);
+  watch();
   ASSERT_EQ(w.la->batches.size() + w.lb->batches.size(), 1u) << "retried after the kill";
   batch* b = w.la->batches.empty() ? w.lb->batches[0] : w.la->batches[0];
   EXPECT_EQ(b->jobs[0], &a->job);

@@ -2,7 +2,8 @@
 // replica gets no new batch and its detach is answered only once its batches are back; detaching
 // the last replica makes the version cold (scaled to zero): READY, requests held, model_manager
 // woken once; a replica that arrives serves what was held; held requests that wait too long get
-// typed errors; the watchdog still watches a detached replica's batches. Workers and model_manager are fakes the test drives by hand.
+// typed errors; the watchdog still watches a detached replica's batches. Workers and model_manager
+// are fakes the test drives by hand.
 
 #include <gtest/gtest.h>
 
@@ -57,6 +58,7 @@ manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<wake_lo
         [](scale_atom, const std::string&, int64_t, uint32_t) { return true; },
         [log](wake_atom, const std::string& m, int64_t v) { log->wakes.emplace_back(m, v); },
         [](subscr_atom, const scaler_actor&) {},
+        [](watch_atom) {},
     };
   });
 }
@@ -189,7 +191,8 @@ TEST_F(batcher_scaling_test, a_detached_replica_finishes_its_batch_and_gets_no_n
   EXPECT_TRUE(wakes_->wakes.empty());
 }
 
-TEST_F(batcher_scaling_test, a_detached_replica_whose_worker_hangs_is_killed_and_its_batch_retried) {
+TEST_F(batcher_scaling_test,
+       a_detached_replica_whose_worker_hangs_is_killed_and_its_batch_retried) {
   auto w0 = std::make_shared<worker_log>(), w1 = std::make_shared<worker_log>();
   add_replica(w0, 0, 1);
   add_replica(w1, 1, 1);
@@ -198,7 +201,9 @@ TEST_F(batcher_scaling_test, a_detached_replica_whose_worker_hangs_is_killed_and
   ASSERT_EQ(w0->batches.size(), 1u);
   auto detached = detach(0, 1);
   EXPECT_FALSE(*detached);
-  advance(2100ms);  // the watchdog's floor (2 s): worker 0 never answers
+  advance(2100ms);  // past the watchdog's floor (2 s): worker 0 never answers
+  caf::anon_send(batcher_, watch_atom::value);  // model_manager's periodic (watch)
+  run();
   EXPECT_TRUE(*detached) << "its worker was killed; nothing runs there any more";
   ASSERT_EQ(w1->batches.size(), 1u) << "the batch retried on the replica that stays";
   complete(w1->batches[0]);

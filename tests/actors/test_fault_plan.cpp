@@ -115,6 +115,7 @@ TEST(FaultPlan, BadRulesAreRefusedNamingWhatIsWrong) {
   refused(rule(fault_kind::hang, "batcher_worker"), "happens to a worker");
   refused(rule(fault_kind::drop, "worker:1"), "happens on a hop");
   refused(rule(fault_kind::drop, "frontend_router:1"), "no workers");
+  refused(rule(fault_kind::duplicate, "frontend_router"), "cannot be duplicated");
   refused(rule(fault_kind::hang, "worker:x"), "names no worker");
   refused(rule(fault_kind::hang, "worker:"), "names no worker");
   fault_rule p = rule(fault_kind::hang, "worker");

@@ -36,6 +36,7 @@ batcher_actor spawn_fake_batcher(caf::actor_system& sys, std::shared_ptr<world> 
         [w](stats_atom) { return w->stats; },
         [](retire_atom) { return true; },
         [](detach_atom, uint32_t, uint32_t) { return true; },
+        [](watch_atom) {},
     };
   });
 }
@@ -59,6 +60,7 @@ manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<world> 
         },
         [](wake_atom, const std::string&, int64_t) {},
         [](subscr_atom, const scaler_actor&) {},
+        [](watch_atom) {},
     };
   });
 }

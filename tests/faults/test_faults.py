@@ -129,24 +129,26 @@ def test_failed_allocations_fail_a_load_without_a_restart(tmp_path):
         result = {}
         def fire():
             result["t"] = time.monotonic()
-            inject(node.management, "fail_allocations", "worker:0", allocations=1000)
-            r = subprocess.run([troupe_bin(), "models", "load", "other", "--server", node.management],
-                               capture_output=True, text=True, timeout=60)
-            result["first"] = (r.returncode, r.stdout + r.stderr)
-            faults_cli(node.management, "clear")
-            # Failures armed and not consumed stay armed (they are the process's, not the rule's):
-            # the second load may need a third. What matters: no restart, and loads succeed again.
-            for _ in range(3):
+            # One allocation fails: the rule fires at the worker's next chance (a batch of the
+            # loop, carried with its run, or the load itself), and the process arms it: the next
+            # load to allocate fails (a load racing the run that carries it may come first).
+            inject(node.management, "fail_allocations", "worker:0", allocations=1)
+            result["loads"] = []
+            for _ in range(4):
                 r = subprocess.run([troupe_bin(), "models", "load", "other", "--server", node.management],
                                    capture_output=True, text=True, timeout=60)
-                if r.returncode == 0:
+                result["loads"].append((r.returncode, r.stdout + r.stderr))
+                if r.returncode != 0 and "out_of_memory" not in r.stderr + r.stdout:
+                    break  # another error: fails below
+                if any(c != 0 for c, _ in result["loads"]) and r.returncode == 0:
                     break
-            result["second"] = (r.returncode, r.stdout + r.stderr)
         loop.run(4.0, events=[(0.5, fire)])
         s = loop.summary("fail_allocations", result["t"])
         check(loop, s)
-        assert result["first"][0] != 0 and "out_of_memory" in result["first"][1], result
-        assert result["second"][0] == 0, result
+        loads = result["loads"]
+        assert any(c != 0 and "out_of_memory" in out for c, out in loads), loads
+        assert all(c == 0 or "out_of_memory" in out for c, out in loads), loads
+        assert loads[-1][0] == 0, f"no load succeeded after the failure: {loads}"
         assert not any(r.get("msg") == "worker restarted" for r in node.server.log_records())
     finally:
         node.stop()
