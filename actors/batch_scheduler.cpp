@@ -89,6 +89,13 @@ double adaptive_policy::latency_mean_us(int64_t rows) const {
          std::max(1.0, static_cast<double>(e->rows) / static_cast<double>(best->rows));
 }
 
+std::vector<std::pair<int64_t, double>> adaptive_policy::known_latencies() const {
+  std::vector<std::pair<int64_t, double>> out;
+  for (const auto& e : estimates_)
+    if (e.known) out.emplace_back(e.rows, e.mean_us);
+  return out;
+}
+
 double adaptive_policy::latency_p99_us(int64_t rows) const {
   const estimate* e = at_or_above(rows);
   const double mean = latency_mean_us(rows);

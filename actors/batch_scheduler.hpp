@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "actors/job.hpp"
@@ -52,6 +53,8 @@ class adaptive_policy {
   /// p99 estimate of a batch of `rows` (interpolated between measured sizes), microseconds.
   double latency_p99_us(int64_t rows) const;
   double latency_mean_us(int64_t rows) const;
+  /// The buckets with a latency estimate (warm-up or a batch), ascending: (rows, mean us).
+  std::vector<std::pair<int64_t, double>> known_latencies() const;
 
  private:
   struct estimate {

@@ -27,6 +27,9 @@ struct replica_slot {
   uint32_t worker_index = 0;
   int outstanding = 0;  // batches sent and not returned
   bool alive = true;
+  /// (detach)ed for a scale-down: not alive (no new batch), but the watchdog still watches the
+  /// batches it was sent until they are back.
+  bool detached = false;
   /// The watchdog killed the worker: no new batch goes to it; its down message retries the
   /// batches it holds (not before: a hung in-process worker still holds them).
   bool hung = false;
@@ -105,6 +108,13 @@ struct batcher_state {
   /// (retire) asked: the version left the table. Answered once nothing is queued or running.
   bool retiring = false;
   std::vector<caf::typed_response_promise<bool>> retire_promises;
+  // Scaling (see the header). A detached slot is not alive; its promise waits in detach_waits
+  // until the slot has no batch outstanding.
+  std::vector<std::pair<size_t, caf::typed_response_promise<bool>>> detach_waits;
+  bool cold = false;       // scaled to zero: jobs are held while no replica is alive
+  bool wake_sent = false;  // (wake) sent for the jobs held now
+  uint64_t submitted_jobs = 0;
+  uint64_t busy_us = 0;
   static inline const char* name = "batcher";
 
   const model_signature& sig() const { return *options.signature; }
@@ -143,7 +153,7 @@ struct batcher_state {
   }
 
   void update_state() {
-    const bool ready = alive_replicas() > 0;
+    const bool ready = alive_replicas() > 0 || cold;
     const auto s = retiring           ? version_state::draining
                    : ready            ? version_state::ready
                    : ever_had_replica ? version_state::unavailable
@@ -189,7 +199,7 @@ void retry_or_fail(batcher_state& st, batch& b, time_point t, const std::string&
 
 /// No replica is left and none is expected back: nothing queued can run.
 void fail_queued(batcher_state& st, const std::string& why) {
-  if (st.alive_replicas() > 0 || st.recovering()) return;
+  if (st.alive_replicas() > 0 || st.recovering() || st.cold) return;
   job_list all;
   st.scheduler.drain_all(all);
   while (infer_job* j = all.pop_front())
@@ -298,7 +308,7 @@ void watch(self_ptr self, time_point t) {
   auto& st = self->state;
   for_each_running(st, [&](const in_flight_batch& f) {
     replica_slot& slot = st.replicas[f.slot];
-    if (!slot.alive || slot.hung || overdue_at(st, f) > t) return;
+    if (!(slot.alive || slot.detached) || slot.hung || overdue_at(st, f) > t) return;
     slot.hung = true;
     const auto waited = duration_cast<std::chrono::milliseconds>(t - std::max(f.sent, slot.last_done));
     log_event(log_level::error, "worker hung",
@@ -329,7 +339,8 @@ void expire(self_ptr self, time_point t) {
               make_error(error_code::deadline_exceeded,
                          "deadline passed after " +
                              std::to_string(duration_cast<microseconds>(t - j->arrival).count()) +
-                             " us while queued for " + model_label(st)));
+                             " us while queued for " + model_label(st) +
+                             (st.cold ? " (scaled to zero: a replica was starting)" : "")));
   for (auto& f : st.in_flight)
     for (infer_job* j : f.b->jobs)
       if (!j->early_reply && j->deadline <= t) {
@@ -356,10 +367,51 @@ void arm_timer(self_ptr self, time_point t) {
   self->delayed_send(self, delay, tick_atom::value, ++st.timer_generation);
 }
 
+// ---- scaling: detach (a scale-down) and cold (scaled to zero); see the header -------------------
+
+/// Answers the detaches whose replica has no batch outstanding any more.
+void finish_detaches(batcher_state& st) {
+  for (size_t i = 0; i < st.detach_waits.size();) {
+    if (st.replicas[st.detach_waits[i].first].outstanding > 0) {
+      ++i;
+      continue;
+    }
+    st.detach_waits[i].second.deliver(true);
+    st.detach_waits.erase(st.detach_waits.begin() + static_cast<ptrdiff_t>(i));
+  }
+}
+
+/// Cold with jobs held: their wait is bounded (recovery_wait from now, for those whose deadline
+/// is later), and model_manager is asked once for a replica.
+void hold_cold(self_ptr self, time_point t) {
+  auto& st = self->state;
+  if (!st.cold || st.alive_replicas() > 0 || st.scheduler.queued_jobs() == 0) return;
+  if (!st.recovering()) st.recovery_until = t + st.options.recovery_wait;
+  if (!st.wake_sent && st.options.manager) {
+    st.wake_sent = true;
+    self->send(st.options.manager, wake_atom::value, st.sig().model, st.sig().version);
+  }
+}
+
+/// No replica came within recovery_wait of the first held job: the held jobs are answered; the
+/// version stays cold, and the next job asks again.
+void fail_cold(batcher_state& st) {
+  job_list all;
+  st.scheduler.drain_all(all);
+  while (infer_job* j = all.pop_front())
+    st.answer(j, make_error(error_code::unavailable,
+                            model_label(st) + " is scaled to zero and no replica started within " +
+                                std::to_string(st.options.recovery_wait.count()) +
+                                " ms of the request that asked for one"));
+  st.wake_sent = false;
+}
+
 /// Ends every handler: new batches, the next wake-up, the replies, the gauges.
 void settle(self_ptr self, time_point t) {
   auto& st = self->state;
   dispatch(self, t);
+  finish_detaches(st);
+  hold_cold(self, t);
   arm_timer(self, t);
   st.out.flush();
   if (auto* m = st.metrics()) m->set_queue_length(static_cast<double>(st.scheduler.queued_jobs()));
@@ -451,12 +503,13 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         auto& st = self->state;
         const time_point t = now_of(self);
         const bool alive = st.alive_replicas() > 0;
+        st.submitted_jobs += jobs.size;
         while (infer_job* j = jobs.pop_front()) {
           if (j->deadline <= t) {
             st.answer(
                 j, make_error(error_code::deadline_exceeded,
                               "deadline passed before " + model_label(st) + " queued the request"));
-          } else if (!alive) {
+          } else if (!alive && !st.cold) {  // cold: held until a replica starts
             st.answer(j, make_error(error_code::unavailable,
                                     model_label(st) + " has no healthy replica"));
           } else if (status s = st.scheduler.enqueue(j, t); !s.is_ok()) {
@@ -477,6 +530,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         --slot.outstanding;
         slot.last_done = t;
         batch& b = *f.b;
+        st.busy_us += static_cast<uint64_t>(std::max<int64_t>(0, b.compute_time.count()));
         if (b.worker_failed) {
           // The worker exits (and is replaced); its down message retries the other batches it
           // still holds.
@@ -508,9 +562,12 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         watch(self, t);
         if (st.recovering() && st.recovery_until <= t) {
           st.recovery_until = no_deadline;
-          fail_queued(st, "has no healthy replica: none came back within " +
-                              std::to_string(st.options.recovery_wait.count()) +
-                              " ms of its worker's failure");
+          if (st.cold)
+            fail_cold(st);
+          else
+            fail_queued(st, "has no healthy replica: none came back within " +
+                                std::to_string(st.options.recovery_wait.count()) +
+                                " ms of its worker's failure");
         }
         settle(self, t);
       },
@@ -540,6 +597,7 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         else
           st.replicas.push_back(std::move(slot));
         st.recovery_until = no_deadline;
+        st.cold = st.wake_sent = false;
         st.ever_had_replica = true;
         for (const auto& l : h.info.warmup) st.scheduler.adaptive().seed_latency(l.rows, l.mean_us);
         st.update_state();
@@ -550,6 +608,11 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
         // finishes (answered as usual), then the promise says the batcher may go.
         auto& st = self->state;
         st.retiring = true;
+        if (st.cold) {  // no replica is coming: what it holds is answered
+          st.cold = false;
+          st.recovery_until = no_deadline;
+          fail_queued(st, "is being unloaded (it was scaled to zero)");
+        }
         st.update_state();
         auto rp = self->make_response_promise<bool>();
         st.retire_promises.push_back(rp);
@@ -571,7 +634,27 @@ batcher_actor::behavior_type batcher(self_ptr self, batcher_options o) {
           s.adaptive_rows = c.batch_rows;
           s.adaptive_wait_us = c.max_wait.count();
         }
+        s.submitted_jobs = st.submitted_jobs;
+        s.busy_us = st.busy_us;
+        for (const auto& [rows, mean_us] : st.scheduler.adaptive().known_latencies())
+          s.latency_profile.push_back({rows, mean_us});
+        s.cold = st.cold;
         return s;
+      },
+      [=](detach_atom, uint32_t worker_index, uint32_t id) -> caf::result<bool> {
+        auto& st = self->state;
+        auto it = std::find_if(st.replicas.begin(), st.replicas.end(), [&](const replica_slot& r) {
+          return r.alive && r.worker_index == worker_index && r.id == id;
+        });
+        if (it == st.replicas.end()) return true;  // not serving (its worker failed): none runs
+        it->alive = false;
+        it->detached = true;
+        if (st.alive_replicas() == 0 && !st.retiring) st.cold = true;
+        st.update_state();
+        auto rp = self->make_response_promise<bool>();
+        st.detach_waits.emplace_back(static_cast<size_t>(it - st.replicas.begin()), rp);
+        settle(self, now_of(self));  // answered here already when none of its batches runs
+        return rp;
       },
   };
 }

@@ -17,6 +17,15 @@
 /// answered UNAVAILABLE at once. New replicas arrive as (replica, replica_handle) (from
 /// model_manager, at load and after the supervisor replaced a worker).
 ///
+/// Scaling (actors/scaler.hpp): (detach, worker index, replica id) takes a replica out of service
+/// for a scale-down: no new batch goes to it, the batches it runs finish as usual, and the answer
+/// (true) comes once none is left, so that model_manager unloads it only then. Detaching the last
+/// replica makes the version *cold* (scaled to zero): it stays READY, and jobs are queued instead
+/// of refused; the first one sends (wake, model, version) to model_manager, which has the scaler
+/// bring a replica back. A job held cold is answered DEADLINE_EXCEEDED at its deadline ("while a
+/// replica was starting"), and UNAVAILABLE when no replica came within `recovery_wait` of the
+/// first held job. A replica that arrives ends the cold state.
+///
 /// Hung workers and lost messages: see batcher_options' watchdog. The batcher checks its running
 /// batches when model_manager's periodic (watch) comes (manager_options::watchdog_interval), not on
 /// a timer of its own: a timer pending at a batcher's exit would hold its memory until it fires, and
@@ -52,6 +61,9 @@ struct batcher_options {
   /// The node's fault plan (node fault_injection: true; null otherwise): the batcher asks it at
   /// each batch it sends for a fault on the batcher_worker hop (actors/fault_plan.hpp).
   std::shared_ptr<fault_plan> faults;
+  /// Told (wake, model, version) when a job reaches the version while it is cold (above); may be
+  /// null (tests of the batcher alone: the job waits for a replica all the same).
+  manager_actor manager;
   /// The watchdog: a replica's running batch (its oldest in flight, counted from when it was
   /// sent or its predecessor came back) that takes longer than `watchdog_multiple` times the p99
   /// its bucket has measured, and at least `watchdog_min`, is taken for hung or lost: the batcher

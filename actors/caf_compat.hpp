@@ -52,6 +52,10 @@ using built_atom = caf::atom_constant<caf::atom("built")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using stable_atom = caf::atom_constant<caf::atom("stable")>;
 using wevent_atom = caf::atom_constant<caf::atom("wevent")>;
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
+using scaled_atom = caf::atom_constant<caf::atom("scaled")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using detach_atom = caf::atom_constant<caf::atom("detach")>;
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
 // ---- message types
@@ -90,7 +94,7 @@ struct replica_info {
   uint64_t pool_bytes = 0;
 };
 
-/// What a batcher reports about itself (tests, metrics).
+/// What a batcher reports about itself (tests, metrics, the scaler).
 struct batcher_stats {
   uint64_t queued_jobs = 0;
   uint64_t in_flight_batches = 0;
@@ -99,6 +103,13 @@ struct batcher_stats {
   int64_t last_batch_rows = 0;
   int64_t adaptive_rows = 0;  // the adaptive policy's current choice (0 when disabled)
   int64_t adaptive_wait_us = 0;
+  // For the scaler (actors/scaler.hpp), which differences the counters between its ticks:
+  uint64_t submitted_jobs = 0;  // every job handed to the batcher since it started: arrivals
+  uint64_t busy_us = 0;         // compute time of the batches its replicas returned, summed
+  /// The measured mean latency of each batch bucket with a measurement (warm-up, then every
+  /// batch), ascending in rows.
+  std::vector<replica_latency> latency_profile;
+  bool cold = false;  // scaled to zero: no replica, requests held until one starts
 };
 
 /// The outcome of loading a repository.
@@ -158,11 +169,30 @@ struct replica_handle {
 };
 
 /// batcher (one per model version): queues, forms batches, sends them to replicas, answers jobs.
+/// (detach, worker index, replica id): no new batch goes to that replica; answered once none of
+/// its batches runs (model_manager then unloads it: a scale-down).
 using batcher_actor = caf::typed_actor<
     caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
     caf::reacts_to<tick_atom, uint64_t>, caf::reacts_to<replica_atom, replica_handle>,
     caf::replies_to<stats_atom>::with<batcher_stats>, caf::replies_to<retire_atom>::with<bool>,
-    caf::reacts_to<watch_atom>>;
+    caf::replies_to<detach_atom, uint32_t, uint32_t>::with<bool>, caf::reacts_to<watch_atom>>;
+
+/// A model version with a `scaling:` block, as model_manager reports it to the scaler
+/// ((scaled) -> scaled_versions).
+struct scaled_version {
+  std::string model;
+  int64_t version = 0;
+  scaling_config scaling;
+  batcher_actor batcher;
+  std::shared_ptr<version_metrics> metrics;  // may be null (a node without metrics)
+  uint32_t wanted = 0;                       // the replica count model_manager is carrying out
+  uint32_t ready = 0;                        // replicas attached to the batcher
+  uint32_t starting = 0;       // loads in flight, and replicas a failed worker took, not back yet
+  uint64_t replica_bytes = 0;  // the largest memory pool of one of its replicas; 0: unknown
+  bool gpu = false;            // its replicas go to GPU workers (else CPU workers)
+  uint32_t workers = 0;        // workers of that kind on the node
+};
+using scaled_versions = std::vector<scaled_version>;
 
 /// router: picks the version, sets the deadline, hands jobs to batchers.
 /// (retire, b): forwarded to batcher `b` after every job the router sent it, so the batcher's
@@ -172,9 +202,19 @@ using router_actor =
     caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<table_atom, table_ptr>,
                      caf::replies_to<retire_atom, batcher_actor>::with<bool>>;
 
+/// scaler (one per node, actors/scaler.hpp): every interval (tick) measures the scaled model
+/// versions, asks the scaling policy and hands model_manager the replica counts.
+/// (wake, model, version): a request reached a version scaled to zero: decide for it now.
+using scaler_actor =
+    caf::typed_actor<caf::reacts_to<tick_atom>, caf::reacts_to<wake_atom, std::string, int64_t>>;
+
 /// model_manager: loads the repository, keeps the table, reloads replicas of a replaced worker,
 /// and loads/unloads single models at run time (mload: name and a config override, "" for none;
-/// munload: name; index: what the repository holds and in which state).
+/// munload: name; index: what the repository holds and in which state). For the scaler:
+/// (scaled) lists the versions with a `scaling:` block; (scale, model, version, n) makes that
+/// version's replica count n (answered at once: accepted, or why not); (wake, model, version)
+/// comes from a batcher scaled to zero that got a request (forwarded to the subscribed scaler);
+/// (subscribe, scaler) names that scaler.
 using manager_actor =
     caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
                      caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
@@ -182,7 +222,11 @@ using manager_actor =
                      caf::replies_to<munload_atom, std::string>::with<bool>,
                      caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
                      caf::replies_to<traffic_atom, traffic_change>::with<traffic_report>,
-                     caf::reacts_to<rollchk_atom, std::string>, caf::reacts_to<watch_atom>>;
+                     caf::reacts_to<rollchk_atom, std::string>,
+                     caf::replies_to<scaled_atom>::with<scaled_versions>,
+                     caf::replies_to<scale_atom, std::string, int64_t, uint32_t>::with<bool>,
+                     caf::reacts_to<wake_atom, std::string, int64_t>,
+                     caf::reacts_to<subscr_atom, scaler_actor>, caf::reacts_to<watch_atom>>;
 
 /// supervisor: monitors the workers and replaces one that fails, after a backoff.
 /// (restart, index, g) and (stable, index, g) are its messages to itself (actors/supervisor.cpp):
@@ -231,4 +275,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::model_index)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::traffic_change)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::traffic_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::table_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::scaled_versions)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_actor>)

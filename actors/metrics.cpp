@@ -51,6 +51,9 @@ struct serving_metrics::families {
   prometheus::Family<prometheus::Gauge>* pool_bytes;
   prometheus::Family<prometheus::Gauge>* restart_backoff;
   prometheus::Family<prometheus::Gauge>* staging_bytes;
+  prometheus::Family<prometheus::Gauge>* replicas;
+  prometheus::Family<prometheus::Counter>* scaler_decisions;
+  prometheus::Family<prometheus::Gauge>* scaler_desired_replicas;
   prometheus::Family<prometheus::Counter>* faults_fired;
 };
 
@@ -74,6 +77,7 @@ std::shared_ptr<version_metrics> make_version_metrics(const serving_metrics::fam
   m->ready = &f.ready->Add(labels);
   m->shape_cache_evictions = &f.shape_cache_evictions->Add(labels);
   m->rollbacks = &f.rollbacks->Add(labels);
+  m->replicas = &f.replicas->Add(labels);
   m->watchdog_kills = &f.watchdog_kills->Add(labels);
   m->weight_evictions = &f.weight_evictions->Add(labels);
   m->weight_page_ins = &f.weight_page_ins->Add(labels);
@@ -134,6 +138,9 @@ void version_metrics::count_shape_cache_evictions(uint64_t n) const {
 }
 void version_metrics::count_rollback() const {
   if (rollbacks) rollbacks->Increment();
+}
+void version_metrics::set_replicas(double n) const {
+  if (replicas) replicas->Set(n);
 }
 void version_metrics::count_watchdog_kill() const {
   if (watchdog_kills) watchdog_kills->Increment();
@@ -257,6 +264,31 @@ serving_metrics::serving_metrics()
                "Delay before the supervisor's pending or last restart of a worker; 0 once the "
                "worker has stayed up long enough to reset its backoff")
            .Register(r);
+  f.replicas = &prometheus::BuildGauge()
+                    .Name("troupe_replicas")
+                    .Help("Replicas serving the model version now (attached to its batcher)")
+                    .Register(r);
+  f.scaler_decisions =
+      &prometheus::BuildCounter()
+           .Name("troupe_scaler_decisions_total")
+           .Help(
+               "Decisions of the scaler for the model's versions, by action (hold, up, down, "
+               "to_zero, from_zero) and reason; one per scaled version per tick")
+           .Register(r);
+  f.scaler_desired_replicas =
+      &prometheus::BuildGauge()
+           .Name("troupe_scaler_desired_replicas")
+           .Help("Replicas the scaler wants for the model version (models with scaling:)")
+           .Register(r);
+  desired_nodes_ =
+      &prometheus::BuildGauge()
+           .Name("troupe_scaler_desired_nodes")
+           .Help(
+               "Worker nodes like this one that this node's load needs (busy replicas over its "
+               "workers per device kind, or wanted replicas' memory over its GPU memory), "
+               "unrounded; summed over the nodes and rounded up: what Kubernetes scales to")
+           .Register(r)
+           .Add({});
   f.faults_fired = &prometheus::BuildCounter()
                         .Name("troupe_faults_fired_total")
                         .Help(
@@ -321,6 +353,25 @@ void serving_metrics::set_worker_restart_backoff(uint32_t worker, double seconds
   families_->restart_backoff->Add({{"worker", std::to_string(worker)}}).Set(seconds);
 }
 
+void serving_metrics::count_scaler_decision(const std::string& model, std::string_view action,
+                                            std::string_view reason) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->scaler_decisions
+      ->Add({{"model", model}, {"action", std::string(action)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void serving_metrics::set_scaler_desired_replicas(const std::string& model, int64_t version,
+                                                  double n) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_->scaler_desired_replicas->Add({{"model", model}, {"version", std::to_string(version)}})
+      .Set(n);
+}
+
+void serving_metrics::set_scaler_desired_nodes(double n) {
+  desired_nodes_->Set(n);
+}
+
 void serving_metrics::count_fault_fired(std::string_view kind, std::string_view site) {
   const prometheus::Labels labels{{"kind", std::string(kind)}, {"site", std::string(site)}};
   std::lock_guard<std::mutex> lock(mutex_);
@@ -363,6 +414,17 @@ class nvml_collector final : public prometheus::Collectable {
   ~nvml_collector() override {
     if (shutdown_) shutdown_();
     dlclose(lib_);
+  }
+
+  std::vector<serving_metrics::gpu_reading> readings() const {
+    std::vector<serving_metrics::gpu_reading> out;
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      nvml_utilization u{};
+      nvml_memory m{};
+      if (util_(devices_[i], &u) != 0 || mem_(devices_[i], &m) != 0) continue;
+      out.push_back({static_cast<uint32_t>(i), u.gpu / 100.0, m.free, m.total});
+    }
+    return out;
   }
 
   std::vector<prometheus::MetricFamily> Collect() const override {
@@ -421,6 +483,11 @@ class nvml_collector final : public prometheus::Collectable {
 
 std::shared_ptr<prometheus::Collectable> make_nvml_collector() {
   return nvml_collector::load();
+}
+
+std::vector<serving_metrics::gpu_reading> serving_metrics::gpu_readings() const {
+  const auto* nvml = dynamic_cast<const nvml_collector*>(gpu_.get());
+  return nvml ? nvml->readings() : std::vector<gpu_reading>{};
 }
 
 }  // namespace troupe::actors

@@ -21,6 +21,11 @@
 /// pinned on a GPU), troupe_worker_restarts_total, troupe_worker_restart_backoff_seconds{worker}
 /// (the supervisor's delay before the pending or last restart of a worker; 0 once it has stayed
 /// up long enough to reset its backoff: a value that keeps growing is a crash loop),
+/// troupe_replicas{model,version} (replicas serving the version now, scaled or not), the
+/// scaler's troupe_scaler_decisions_total{model,action,reason},
+/// troupe_scaler_desired_replicas{model,version} and troupe_scaler_desired_nodes (the worker
+/// nodes this node's load needs, unrounded: summed over the nodes, what Kubernetes' HPA or KEDA
+/// scales on), and, where
 /// troupe_faults_fired_total{kind,site} (injected faults, fault_injection nodes only), and, where
 /// NVML can be loaded,
 /// troupe_gpu_utilization_ratio{gpu} and troupe_gpu_memory_used_bytes{gpu} (gpu: NVML's index).
@@ -32,6 +37,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/status.hpp"
 
@@ -77,6 +83,7 @@ struct version_metrics {
   prometheus::Gauge* ready = nullptr;
   prometheus::Counter* shape_cache_evictions = nullptr;
   prometheus::Counter* rollbacks = nullptr;
+  prometheus::Gauge* replicas = nullptr;
   prometheus::Counter* watchdog_kills = nullptr;
   prometheus::Counter* weight_evictions = nullptr;
   prometheus::Counter* weight_page_ins = nullptr;
@@ -97,6 +104,8 @@ struct version_metrics {
   void count_shape_cache_evictions(uint64_t n) const;
   /// An automatic rollback took this version's traffic (model_manager).
   void count_rollback() const;
+  /// Replicas attached to the version's batcher (model_manager).
+  void set_replicas(double n) const;
   /// The batcher's watchdog killed a worker over a batch of this version (actors/batcher.hpp).
   void count_watchdog_kill() const;
   /// A worker evicted this version's weights to host memory (actors/weight_residency.hpp).
@@ -139,6 +148,24 @@ class serving_metrics {
   /// A collector for NVML figures, or null when NVML cannot be loaded (no GPU metrics then).
   std::shared_ptr<prometheus::Collectable> gpu_collector() const { return gpu_; }
 
+  // The scaler's (actors/scaler.hpp).
+  /// One decision of the scaling policy for a version of `model` (actions and reasons:
+  /// scaling_action_name, scaling_reason_name).
+  void count_scaler_decision(const std::string& model, std::string_view action,
+                             std::string_view reason);
+  void set_scaler_desired_replicas(const std::string& model, int64_t version, double n);
+  void set_scaler_desired_nodes(double n);
+
+  /// One GPU as NVML reports it now (NVML's index: PCI order, not CUDA's).
+  struct gpu_reading {
+    uint32_t index = 0;
+    double utilization = 0;  // 0..1 over NVML's sample period
+    uint64_t free_bytes = 0;
+    uint64_t total_bytes = 0;
+  };
+  /// Every GPU NVML sees; empty without NVML.
+  std::vector<gpu_reading> gpu_readings() const;
+
   struct families;  // the metric families, registered once per registry
 
  private:
@@ -149,6 +176,7 @@ class serving_metrics {
   prometheus::Gauge* inflight_ = nullptr;
   std::array<std::atomic<uint32_t>, 2> inflight_by_door_{};
   prometheus::Counter* restarts_ = nullptr;
+  prometheus::Gauge* desired_nodes_ = nullptr;
   std::shared_ptr<prometheus::Collectable> gpu_;
 };
 

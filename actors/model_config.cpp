@@ -436,6 +436,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "worker_heartbeat_interval_ms",
               "worker_heartbeat_timeout_ms",
               "worker_shared_memory_mb",
+              "scaler_interval_ms",
               "worker_watchdog_multiple",
               "worker_watchdog_min_ms",
               "worker_memory_budget_mb"});
@@ -560,6 +561,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["repository_poll_secs"])
     c.repository_poll = std::chrono::milliseconds(
         1000 * get_int(root["repository_poll_secs"], "repository_poll_secs", 1, 86'400));
+  if (root["scaler_interval_ms"])
+    c.scaler_interval = std::chrono::milliseconds(
+        get_int(root["scaler_interval_ms"], "scaler_interval_ms", 10, 600'000));
   if (root["load_delay_ms"])
     c.load_delay =
         std::chrono::milliseconds(get_int(root["load_delay_ms"], "load_delay_ms", 0, 3'600'000));

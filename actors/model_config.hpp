@@ -215,6 +215,9 @@ struct node_config {
   /// explicit mode: the models loaded at start ("*": every model of the repository).
   std::vector<std::string> load_models;
   std::chrono::milliseconds repository_poll{15000};  // poll mode: time between rescans
+  /// `scaler_interval_ms`: the scaler's tick, the window over which it measures the load of the
+  /// models with `scaling:` (actors/scaler.hpp).
+  std::chrono::milliseconds scaler_interval{1000};
   /// The management socket (cluster/management_socket.hpp): "" (default) off; else a ZeroMQ
   /// endpoint. Beyond loopback it needs `management_token_file` (a mode 0600 file).
   std::string management_listen;

@@ -43,6 +43,11 @@ struct version_record {
   /// reload onto its replacement is in flight, or failed). The worker's next replacement loads
   /// them again, so a replacement that fails during its reloads does not lose them for good.
   std::map<uint32_t, uint32_t> missing;
+  // Scaling (versions of a model with a `scaling:` block; see scale_version below).
+  uint32_t wanted = 0;                // the replica count asked for (at load: min_replicas, >= 1)
+  std::vector<uint32_t> starting_on;  // worker index of each replica load in flight for scaling
+  caf::actor_clock::time_point retry_loads_at{};  // a scaling load failed: none before this
+  uint64_t replica_bytes = 0;                     // the largest pool_bytes of its replicas
 
   version_state current() const { return static_cast<version_state>(state->load()); }
   void set(version_state s) { state->store(static_cast<uint8_t>(s), std::memory_order_release); }
@@ -100,6 +105,7 @@ struct manager_state {
   /// By worker index: bumped by every (replaced): a reload answered by an earlier replacement,
   /// failed since, is left to the current one.
   std::vector<uint64_t> worker_generation;
+  scaler_actor scaler;  // (subscribe, scaler): gets the (wake) of versions scaled to zero
   static inline const char* name = "model_manager";
 };
 
@@ -327,6 +333,11 @@ void log_load(const std::string& model, int64_t version, uint32_t worker,
   }
 }
 
+/// troupe_replicas{model,version}: the replicas attached to the version's batcher now.
+void show_replicas(const version_record& v) {
+  if (v.metrics) v.metrics->set_replicas(static_cast<double>(v.replicas.size()));
+}
+
 /// A replica arrived: the version's first one also creates its batcher.
 void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
                    const replica_info& info) {
@@ -342,17 +353,76 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.max_batches_per_replica = st.options.max_batches_per_replica;
     bo.recovery_wait = st.options.recovery_wait;
     bo.faults = st.options.faults;
+    bo.manager = caf::actor_cast<manager_actor>(self);
     bo.watchdog_multiple = st.options.watchdog_multiple;
     bo.watchdog_min = st.options.watchdog_min;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
     st.batchers->push_back(v.batcher);
   }
   v.replicas.emplace_back(worker_index, info.id);
+  v.replica_bytes = std::max(v.replica_bytes, info.pool_bytes);
+  show_replicas(v);
   replica_handle h;
   h.worker = st.options.workers[worker_index];
   h.worker_index = worker_index;
   h.info = info;
   self->send(v.batcher, replica_atom::value, std::move(h));
+}
+
+/// Replicas on worker `w` now, of every version (and those of `only`, when given), counting the
+/// scaling loads in flight.
+uint32_t replicas_on(const manager_state& st, uint32_t w, const version_record* only = nullptr) {
+  uint32_t n = 0;
+  auto count = [&](const version_record& v) {
+    for (const auto& r : v.replicas) n += r.first == w;
+    for (uint32_t s : v.starting_on) n += s == w;
+  };
+  if (only) {
+    count(*only);
+    return n;
+  }
+  for (const auto& [name, m] : st.models)
+    for (const auto& v : m.versions) count(*v);
+  return n;
+}
+
+/// Where a new replica of `v` goes among `where`: the worker with the fewest replicas of `v`, then
+/// the fewest replicas overall, then the lowest index. Each worker runs one batch at a time, so
+/// replicas spread over workers add throughput and replicas stacked on one do not.
+uint32_t pick_worker(const manager_state& st, const std::vector<uint32_t>& where,
+                     const version_record& v, const std::map<uint32_t, uint32_t>& extra = {}) {
+  uint32_t best = where.front();
+  std::pair<uint32_t, uint32_t> best_key{UINT32_MAX, UINT32_MAX};
+  for (uint32_t w : where) {
+    const auto e = extra.find(w);
+    const uint32_t added = e == extra.end() ? 0 : e->second;
+    const std::pair<uint32_t, uint32_t> key{replicas_on(st, w, &v) + added,
+                                            replicas_on(st, w) + added};
+    if (key < best_key) best_key = key, best = w;
+  }
+  return best;
+}
+
+/// The workers of the replicas a version loads first, one entry per replica: `instance_count` on
+/// each worker of `where` for a model without `scaling:` (as always), else `min_replicas` (at least
+/// one: the first replica gives the version its signature and batcher) spread by pick_worker; the
+/// scaler decides the count from then on.
+std::vector<uint32_t> first_replicas(const manager_state& st, const model_record& m,
+                                     const std::vector<uint32_t>& where) {
+  std::vector<uint32_t> out;
+  if (!m.config.scaling) {
+    for (uint32_t w : where)
+      for (uint32_t i = 0; i < m.config.instance_count; ++i) out.push_back(w);
+    return out;
+  }
+  const version_record none;
+  std::map<uint32_t, uint32_t> placed;
+  for (uint32_t i = 0; i < std::max<uint32_t>(m.config.scaling->min_replicas, 1); ++i) {
+    const uint32_t w = pick_worker(st, where, none, placed);
+    ++placed[w];
+    out.push_back(w);
+  }
+  return out;
 }
 
 /// Asks the workers for the replicas of `versions` (those without an error) and calls `done` once
@@ -394,29 +464,33 @@ void load_versions(self_ptr self, const model_record& m, std::vector<version_ptr
           .then([=](const batcher_stats&) { if (--*unanswered == 0) done(); },
                 [=](caf::error&) { if (--*unanswered == 0) done(); });
   };
+  std::vector<std::vector<uint32_t>> replica_workers;  // by version of `todo`: one per replica
   size_t total = 0;
-  for (size_t i = 0; i < todo.size(); ++i) total += where->size() * m.config.instance_count;
+  for (const auto& v : todo) {
+    replica_workers.push_back(first_replicas(st, m, *where));
+    v->wanted = static_cast<uint32_t>(replica_workers.back().size());
+    total += replica_workers.back().size();
+  }
   if (total == 0) return finish();
   auto pending = std::make_shared<size_t>(total);
   const std::string model_name = m.name;
-  for (const auto& v : todo) {
-    for (uint32_t w : *where) {
-      for (uint32_t i = 0; i < m.config.instance_count; ++i) {
-        const auto started = std::chrono::steady_clock::now();
-        self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
-            .then(
-                [=](replica_info& info) {
-                  log_load(model_name, v->version, w, started, status::ok(), info.id, false);
-                  adopt_replica(self, *v, w, info);
-                  if (--*pending == 0) finish();
-                },
-                [=](caf::error& err) {
-                  const status s = from_caf_error(self->system(), err);
-                  log_load(model_name, v->version, w, started, s, 0, false);
-                  if (v->error.is_ok() && !v->batcher) v->error = s;
-                  if (--*pending == 0) finish();
-                });
-      }
+  for (size_t k = 0; k < todo.size(); ++k) {
+    const version_ptr& v = todo[k];
+    for (uint32_t w : replica_workers[k]) {
+      const auto started = std::chrono::steady_clock::now();
+      self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
+          .then(
+              [=](replica_info& info) {
+                log_load(model_name, v->version, w, started, status::ok(), info.id, false);
+                adopt_replica(self, *v, w, info);
+                if (--*pending == 0) finish();
+              },
+              [=](caf::error& err) {
+                const status s = from_caf_error(self->system(), err);
+                log_load(model_name, v->version, w, started, s, 0, false);
+                if (v->error.is_ok() && !v->batcher) v->error = s;
+                if (--*pending == 0) finish();
+              });
     }
   }
 }
@@ -441,6 +515,7 @@ void retire_version(self_ptr self, const std::string& model, version_ptr v,
     for (const auto& [w, id] : v->replicas)
       if (w < st.options.workers.size()) self->send(st.options.workers[w], unload_atom::value, id);
     v->replicas.clear();
+    show_replicas(*v);
     auto& all = *st.batchers;
     all.erase(std::remove(all.begin(), all.end(), v->batcher), all.end());
     self->send_exit(v->batcher, caf::exit_reason::user_shutdown);
@@ -914,6 +989,7 @@ void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
       v->replicas.erase(std::remove_if(v->replicas.begin(), v->replicas.end(),
                                        [&](const auto& r) { return r.first == index; }),
                         v->replicas.end());
+      show_replicas(*v);
       uint32_t& missing = v->missing[index];
       missing += static_cast<uint32_t>(lost);
       for (uint32_t i = 0; i < missing; ++i) {
@@ -941,6 +1017,163 @@ void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
       }
     }
   }
+}
+
+// ---- scaling: the scaler's replica counts carried out (docs/scaling.md) ---------------------------
+//
+// A version of a model with `scaling:` has `wanted` replicas: min_replicas (at least one) at load,
+// then what the scaler asks with (scale). More are loaded onto the least loaded workers of its kind
+// and attached to its batcher like the first ones; fewer are detached from the batcher first (no
+// new batch goes there; the running ones finish and are answered as usual) and unloaded only once
+// the batcher says none runs. Detaching the last one leaves the version cold (scaled to zero: the
+// batcher holds requests and wakes the scaler through (wake)). Models without `scaling:` keep
+// `instance_count` per worker and are never touched here.
+
+/// How long scaling loads of a version wait after one failed (the scaler asks every tick).
+constexpr std::chrono::seconds scaling_load_retry{5};
+
+uint64_t generation_of(const manager_state& st, uint32_t w) {
+  return w < st.worker_generation.size() ? st.worker_generation[w] : 0;
+}
+
+/// Loads one more replica of `v` for the scaler; attached to the batcher when it arrives, unless
+/// the version no longer wants it (scaled down meanwhile, or retired), which unloads it again.
+void start_replica(self_ptr self, const model_record& m, const version_ptr& v,
+                   const std::vector<uint32_t>& where) {
+  auto& st = self->state;
+  const uint32_t w = pick_worker(st, where, *v);
+  v->starting_on.push_back(w);
+  const uint64_t generation = generation_of(st, w);
+  const auto started = std::chrono::steady_clock::now();
+  const std::string model = m.name;
+  auto done_starting = [v, w]() {
+    auto it = std::find(v->starting_on.begin(), v->starting_on.end(), w);
+    if (it != v->starting_on.end()) v->starting_on.erase(it);
+  };
+  self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
+      .then(
+          [=](replica_info& info) {
+            auto& st = self->state;
+            done_starting();
+            log_load(model, v->version, w, started, status::ok(), info.id, false);
+            if (generation_of(st, w) != generation) return;  // its worker failed: gone with it
+            if (!v->batcher || v->replicas.size() >= v->wanted) {
+              self->send(st.options.workers[w], unload_atom::value, info.id);
+              return;
+            }
+            adopt_replica(self, *v, w, info);
+          },
+          [=](caf::error& err) {
+            done_starting();
+            log_load(model, v->version, w, started, from_caf_error(self->system(), err), 0, false);
+            v->retry_loads_at = self->clock().now() + scaling_load_retry;
+          });
+}
+
+/// Takes one replica of `v` out of service: detached from the batcher, unloaded once its batches
+/// have finished. The one on the worker with the most replicas goes (the newest there), so that
+/// the others stay spread.
+void detach_replica(self_ptr self, const std::string& model, const version_ptr& v) {
+  auto& st = self->state;
+  size_t chosen = 0;
+  uint32_t most = 0;
+  for (size_t i = 0; i < v->replicas.size(); ++i)
+    if (const uint32_t n = replicas_on(st, v->replicas[i].first); n >= most) most = n, chosen = i;
+  const auto [w, id] = v->replicas[chosen];
+  v->replicas.erase(v->replicas.begin() + static_cast<ptrdiff_t>(chosen));
+  show_replicas(*v);
+  const uint64_t generation = generation_of(st, w);
+  auto unload = [self, model, v, w, id, generation](const char* how) {
+    auto& st = self->state;
+    // A worker replaced meanwhile took the replica with it (and is not asked to reload it).
+    if (generation_of(st, w) == generation && w < st.options.workers.size())
+      self->send(st.options.workers[w], unload_atom::value, id);
+    log_event(log_level::info, "replica removed",
+              {{"model", model}, {"version", v->version}, {"worker", w}, {"replica", id},
+               {"drained", how}});
+  };
+  // An error: the batcher is gone (the version retired): nothing runs there any more.
+  self->request(v->batcher, caf::infinite, detach_atom::value, w, id)
+      .then([unload](bool) { unload("batches finished"); },
+            [unload](caf::error&) { unload("batcher gone"); });
+}
+
+/// Brings the version's replicas towards `wanted`: loads the ones missing (unless a load failed
+/// within scaling_load_retry), detaches the ones beyond it. Loads in flight and replicas a failed
+/// worker took (reloaded onto its replacement) count as there.
+void reconcile_replicas(self_ptr self, const model_record& m, const version_ptr& v) {
+  auto& st = self->state;
+  uint32_t missing = 0;
+  for (const auto& [w, n] : v->missing) missing += n;
+  const auto attached = static_cast<uint32_t>(v->replicas.size());
+  const uint32_t have = attached + static_cast<uint32_t>(v->starting_on.size()) + missing;
+  if (have < v->wanted) {
+    if (self->clock().now() < v->retry_loads_at) return;
+    auto where = placement(st, m);
+    if (!where) return;
+    for (uint32_t i = have; i < v->wanted; ++i) start_replica(self, m, v, *where);
+  } else {
+    for (uint32_t i = v->wanted; i < attached; ++i) detach_replica(self, m.name, v);
+  }
+}
+
+/// (scale, model, version, n): the version's replica count becomes n, within its bounds.
+status scale_version(self_ptr self, const std::string& model, int64_t version, uint32_t n) {
+  auto& st = self->state;
+  auto it = st.models.find(model);
+  if (it == st.models.end() || it->second.unloaded)
+    return not_found("model '" + model + "' is not loaded");
+  model_record& m = it->second;
+  if (!m.config.scaling)
+    return invalid_argument("model '" + model +
+                            "' has no scaling: block; its replicas follow instance_count");
+  version_ptr v;
+  for (const auto& x : m.versions)
+    if (x->version == version && x->batcher) v = x;
+  if (!v)
+    return not_found("model '" + model + "' has no loaded version " + std::to_string(version));
+  v->wanted = std::clamp(n, m.config.scaling->min_replicas, m.config.scaling->max_replicas);
+  reconcile_replicas(self, m, v);
+  return status::ok();
+}
+
+/// The versions the scaler scales: those of models with `scaling:` that have a batcher.
+scaled_versions list_scaled(const manager_state& st) {
+  scaled_versions out;
+  for (const auto& [name, m] : st.models) {
+    if (m.unloaded || !m.config.scaling) continue;
+    auto where = placement(st, m);
+    if (!where) continue;
+    for (const auto& v : m.versions) {
+      if (!v->batcher) continue;
+      scaled_version s;
+      s.model = name;
+      s.version = v->version;
+      s.scaling = *m.config.scaling;
+      s.batcher = v->batcher;
+      s.metrics = v->metrics;
+      s.wanted = v->wanted;
+      s.ready = static_cast<uint32_t>(v->replicas.size());
+      s.starting = static_cast<uint32_t>(v->starting_on.size());
+      for (const auto& [w, n] : v->missing) s.starting += n;
+      s.replica_bytes = v->replica_bytes;
+      s.gpu = kind_of(st, where->front()) == worker_kind::gpu;
+      s.workers = static_cast<uint32_t>(where->size());
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+/// (wake) from a batcher scaled to zero that holds a request: the scaler decides at once; a node
+/// without one (tests of the manager alone) brings one replica back.
+void wake_version(self_ptr self, const std::string& model, int64_t version) {
+  auto& st = self->state;
+  if (st.scaler) {
+    self->send(st.scaler, wake_atom::value, model, version);
+    return;
+  }
+  (void)scale_version(self, model, version, 1);
 }
 
 manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
@@ -1046,6 +1279,17 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
       [=](replaced_atom, uint32_t index, worker_actor fresh) {
         reload_replicas(self, index, std::move(fresh));
       },
+      [=](scaled_atom) -> scaled_versions { return list_scaled(self->state); },
+      [=](scale_atom, const std::string& model, int64_t version,
+          uint32_t replicas) -> caf::result<bool> {
+        if (status s = scale_version(self, model, version, replicas); !s.is_ok())
+          return to_caf_error(s);
+        return true;
+      },
+      [=](wake_atom, const std::string& model, int64_t version) {
+        wake_version(self, model, version);
+      },
+      [=](subscr_atom, scaler_actor scaler) { self->state.scaler = std::move(scaler); },
   };
 }
 

@@ -3,6 +3,7 @@
 #include "actors/model_manager.hpp"
 #include "actors/model_table.hpp"
 #include "actors/router.hpp"
+#include "actors/scaler.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/worker.hpp"
 
@@ -58,6 +59,12 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.watchdog_interval = std::min(std::chrono::milliseconds(250), o.config.worker_watchdog_min / 4);
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
+  scaler_options sc;
+  sc.manager = h.manager;
+  sc.metrics = o.metrics;
+  sc.interval = o.config.scaler_interval;
+  h.scaler = spawn_scaler(sys, std::move(sc));
+  caf::anon_send(h.manager, subscr_atom::value, h.scaler);
   return h;
 }
 
@@ -106,6 +113,7 @@ void load_repository_async(caf::actor_system& sys, const node_handles& node, con
 void stop_node(caf::actor_system& sys, const node_handles& node) {
   (void)sys;
   // The supervisor stops the workers it holds (replacements included), the manager its batchers.
+  if (node.scaler) caf::anon_send_exit(node.scaler, caf::exit_reason::user_shutdown);
   if (node.supervisor) caf::anon_send_exit(node.supervisor, caf::exit_reason::user_shutdown);
   if (node.manager) caf::anon_send_exit(node.manager, caf::exit_reason::user_shutdown);
   if (node.router) caf::anon_send_exit(node.router, caf::exit_reason::user_shutdown);

@@ -1,9 +1,10 @@
 #pragma once
 /// One serving node's actors, assembled: workers (a gpu_worker per GPU in `gpus`, then
-/// `config.cpu_workers` cpu_workers), the supervisor watching them, the router and the
-/// model_manager. The frontend (cluster/) submits to
-/// the router and reads the table through the table_holder. The actor_system belongs to the
-/// caller: production passes a threaded one, tests CAF's deterministic test coordinator.
+/// `config.cpu_workers` cpu_workers), the supervisor watching them, the router, the
+/// model_manager and the scaler (actors/scaler.hpp, ticking every `config.scaler_interval`). The
+/// frontend (cluster/) submits to the router and reads the table through the table_holder. The
+/// actor_system belongs to the caller: production passes a threaded one, tests CAF's deterministic
+/// test coordinator.
 
 #include <chrono>
 #include <functional>
@@ -25,6 +26,7 @@ struct node_handles {
   router_actor router;
   manager_actor manager;
   supervisor_actor supervisor;
+  scaler_actor scaler;
   std::vector<worker_actor> workers;  // as spawned (the supervisor may replace them): GPUs first
 };
 

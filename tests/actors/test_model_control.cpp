@@ -48,6 +48,10 @@ manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<asked_l
           return traffic_report{};
         },
         [](rollchk_atom, const std::string&) {},
+        [](scaled_atom) { return scaled_versions{}; },
+        [](scale_atom, const std::string&, int64_t, uint32_t) { return true; },
+        [](wake_atom, const std::string&, int64_t) {},
+        [](subscr_atom, const scaler_actor&) {},
         [](watch_atom) {},
     };
   });

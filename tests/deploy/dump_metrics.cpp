@@ -25,6 +25,10 @@ int main() {
   metrics.set_inflight(actors::serving_metrics::door::zeromq, 0);
   metrics.set_worker_memory(0, "cpu", 1 << 20, 1 << 16);
   metrics.set_worker_restart_backoff(0, 0);
+  v->set_replicas(1);
+  metrics.count_scaler_decision("example", "hold", "steady");
+  metrics.set_scaler_desired_replicas("example", 1, 1);
+  metrics.set_scaler_desired_nodes(1);
   metrics.count_fault_fired("delay", "frontend_router");  // only on fault_injection nodes
   metrics.set_worker_residency(0, "cpu", 1 << 20, 4 << 20);
   v->count_weight_eviction();
