@@ -72,7 +72,7 @@ caf::actor spawn_batcher_probe(caf::actor_system& sys, worker_actor worker,
 
 class worker_proxy_test : public testing::actor_fixture {
  protected:
-  void start(size_t shared_bytes = 1 << 20) {
+  void start(size_t shared_bytes = 1 << 20, std::shared_ptr<fault_plan> faults = nullptr) {
     auto processes = std::make_shared<worker_process_options>();
     processes->shared_memory_bytes = shared_bytes;
     processes->channels =
@@ -90,6 +90,7 @@ class worker_proxy_test : public testing::actor_fixture {
     o.index = 1;
     o.fault_injection = true;
     o.processes = processes;
+    o.faults = std::move(faults);
     worker_ = spawn_worker(sys_, o, /*detached=*/false);
     run();
     batcher_ = spawn_batcher_probe(sys_, worker_, batches_);
@@ -402,6 +403,105 @@ TEST_F(worker_proxy_test, a_full_shared_memory_fails_the_load_out_of_memory) {
   ASSERT_FALSE(load_result_->value().has_value());
   EXPECT_EQ(load_result_->value().error().code(), error_code::out_of_memory);
   EXPECT_EQ(process_->sent_of<worker_unload>().size(), 1u);
+}
+
+// ---- duplicates and the worker_link hop's faults (fault injection) ----
+
+TEST_F(worker_proxy_test, a_second_answer_to_a_batch_is_dropped) {
+  start();
+  hello();
+  load();
+  owned_job a("mlp", {{1, 4}}, caf::actor(), now(), 1);
+  auto first = submit({&a});
+  const auto runs = process_->sent_of<worker_run>();
+  ASSERT_EQ(runs.size(), 1u);
+  answer(runs[0]);
+  answer(runs[0]);  // a duplicate on the link
+  EXPECT_EQ(batches_->done.size(), 1u);
+  EXPECT_FALSE(down_->has_value()) << "a second answer is not a protocol violation";
+  first->block->release();
+  first->block = nullptr;
+}
+
+TEST_F(worker_proxy_test, a_run_message_copied_by_a_duplicate_claims_nothing) {
+  start();
+  hello();
+  load();
+  owned_job a("mlp", {{1, 4}}, caf::actor(), now(), 1);
+  auto b = std::make_shared<batch>();
+  b->replica_id = 7;
+  b->jobs.push_back(&a.job);
+  b->rows = 1;
+  b->sequence = 5;
+  b->dispatched.store(5);
+  caf::anon_send(batcher_, run_atom::value, batch_ref{b, 5});
+  caf::anon_send(batcher_, run_atom::value, batch_ref{b, 5});
+  run();
+  EXPECT_EQ(process_->sent_of<worker_run>().size(), 1u) << "the batch is staged once";
+}
+
+std::shared_ptr<fault_plan> plan_with(fault_kind kind, std::chrono::milliseconds delay = 0ms) {
+  auto plan = std::make_shared<fault_plan>();
+  fault_rule r;
+  r.kind = kind;
+  r.target = is_message_fault(kind) ? "worker_link:1" : "worker:1";
+  r.delay = delay;
+  EXPECT_TRUE(plan->add(r).has_value());
+  return plan;
+}
+
+TEST_F(worker_proxy_test, worker_faults_ride_on_the_run_to_the_process) {
+  start(1 << 20, plan_with(fault_kind::segfault));
+  hello();
+  load();
+  owned_job a("mlp", {{1, 4}}, caf::actor(), now(), 1);
+  submit({&a});
+  const auto runs = process_->sent_of<worker_run>();
+  ASSERT_EQ(runs.size(), 1u);
+  ASSERT_TRUE(runs[0].injected.has_value());
+  EXPECT_EQ(runs[0].injected->kind, fault_kind::segfault);
+}
+
+TEST_F(worker_proxy_test, the_link_drops_duplicates_and_delays_messages_in_order) {
+  {
+    start(1 << 20, plan_with(fault_kind::duplicate));
+    hello();
+    request_load();
+    EXPECT_EQ(process_->sent_of<worker_load>().size(), 2u) << "the load went twice";
+    const auto loads = process_->sent_of<worker_load>();
+    deliver(mlp_loaded(loads[0].request, 7));
+    EXPECT_TRUE(load_result_->has_value() && load_result_->value().has_value());
+    // The second copy's answer names a load answered already: its replica is unloaded.
+    deliver(mlp_loaded(loads[1].request, 8));
+    const auto unloads = process_->sent_of<worker_unload>();
+    ASSERT_EQ(unloads.size(), 1u);
+    EXPECT_EQ(unloads[0].replica, 8u);
+    EXPECT_FALSE(down_->has_value());
+  }
+}
+
+TEST_F(worker_proxy_test, a_delayed_message_waits_and_later_ones_queue_behind_it) {
+  start(1 << 20, plan_with(fault_kind::delay, 50ms));
+  hello();
+  request_load();
+  EXPECT_TRUE(process_->sent_of<worker_load>().empty()) << "held back";
+  request_load();  // not delayed itself, but behind the held one
+  EXPECT_TRUE(process_->sent_of<worker_load>().empty());
+  advance(51ms);
+  const auto loads = process_->sent_of<worker_load>();
+  ASSERT_EQ(loads.size(), 2u);
+  EXPECT_LT(loads[0].request, loads[1].request) << "in order";
+}
+
+TEST_F(worker_proxy_test, a_dropped_message_is_not_sent) {
+  start(1 << 20, plan_with(fault_kind::drop));
+  hello();
+  request_load(100ms);
+  EXPECT_TRUE(process_->sent_of<worker_load>().empty());
+  advance(101ms);
+  ASSERT_TRUE(load_result_->has_value());
+  EXPECT_EQ(load_result_->value().error().code(), error_code::deadline_exceeded)
+      << "a lost load times out";
 }
 
 }  // namespace
