@@ -412,20 +412,15 @@ class frontend::impl {
   }
 
   /// Through the frontend_router hop's faults when a fault plan is set: a dropped list's
-  /// requests are answered by sweep_lost. (No duplicate: a job list is intrusive, one party's at a
-  /// time; a copy of the message cannot exist.)
+  /// requests are answered by sweep_lost. (No duplicate: the plan refuses it on this hop; a job
+  /// list is intrusive, one party's at a time, so a copy of the message cannot exist.)
   void send_to_router(job_list& submit) {
-    if (options_.faults) {
-      using actors::fault_kind;
-      for (fault_kind k : {fault_kind::drop, fault_kind::delay, fault_kind::slow_link}) {
-        if (!options_.faults->may_fire(k)) continue;
-        std::optional<actors::fault_rule> f = options_.faults->fire(k, "frontend_router");
-        if (!f) continue;
-        if (k == fault_kind::drop) return;
+    if (options_.faults)
+      if (auto f = actors::take_message_fault(*options_.faults, "frontend_router")) {
+        if (f->kind == actors::fault_kind::drop) return;
         caf::delayed_anon_send(router_, f->delay, actors::submit_atom::value, submit);
         return;
       }
-    }
     caf::anon_send(router_, actors::submit_atom::value, submit);
   }
 

@@ -82,7 +82,7 @@ class ClosedLoop:
         self.sent = {}      # id -> send time
         self.replies = {}   # id -> [(time, code)]
         self.health = []    # (time, ready)
-        self.marks = {}     # name -> time (the events' own)
+        self.event_times = []  # when each of run()'s events began, in their order
 
     def envelope(self, rid):
         m = pb.ClientMessage()
@@ -96,14 +96,17 @@ class ClosedLoop:
             d.shape.extend(shape)
         return m.SerializeToString()
 
-    def mark(self, name):
-        self.marks[name] = time.monotonic()
-
     def run(self, seconds, events=(), drain_s=60):
         start = time.monotonic()
         threads = []
-        for at, fn in events:
-            t = threading.Timer(at, fn)
+        self.event_times = [None] * len(events)
+
+        def timed(i, fn):
+            self.event_times[i] = time.monotonic()
+            fn()
+
+        for i, (at, fn) in enumerate(events):
+            t = threading.Timer(at, timed, args=(i, fn))
             t.start()
             threads.append(t)
         n = 0

@@ -13,7 +13,6 @@ TROUPE_FAULTS_GPU=1 (scripts/gpu-host.sh faults) and skip here with a message.""
 import json
 import os
 import subprocess
-import time
 from collections import Counter
 
 import numpy as np
@@ -69,12 +68,10 @@ def test_worker_process_dies_and_its_batch_is_retried(tmp_path, kind):
         pids = worker_pids(node.server.proc.pid)
         assert len(pids) == 1, pids
         loop = ClosedLoop(node.server.endpoint)
-        fault_at = {}
         def fire():
-            fault_at["t"] = time.monotonic()
             inject(node.management, kind, "worker:0")
         loop.run(4.0, events=[(1.0, fire)])
-        s = loop.summary(kind, fault_at["t"])
+        s = loop.summary(kind, loop.event_times[0])
         check(loop, s, allowed=REPLACED)
         assert s["unready_s"] is not None, f"readiness never flipped: {s}"
         after = worker_pids(node.server.proc.pid)
@@ -88,13 +85,11 @@ def test_kill_9_of_a_worker_process_under_load(tmp_path):
     node = Node(tmp_path)
     try:
         loop = ClosedLoop(node.server.endpoint)
-        fault_at = {}
         def kill():
-            fault_at["t"] = time.monotonic()
             for p in worker_pids(node.server.proc.pid):
                 os.kill(p, 9)
         loop.run(4.0, events=[(1.0, kill)])
-        s = loop.summary("kill -9", fault_at["t"])
+        s = loop.summary("kill -9", loop.event_times[0])
         check(loop, s, allowed=REPLACED)
         assert s["unready_s"] is not None, s
     finally:
@@ -106,14 +101,12 @@ def test_a_hung_worker_is_killed_by_the_watchdog(tmp_path, processes):
     node = Node(tmp_path, worker_processes=processes)
     try:
         loop = ClosedLoop(node.server.endpoint)
-        fault_at = {}
         def fire():
-            fault_at["t"] = time.monotonic()
             # A process hangs until it is killed; an in-process worker's thread cannot be killed,
             # so its hang is bounded (docs/faults.md): its replacement waits for it.
             inject(node.management, "hang", "worker:0", **({} if processes else {"delay_ms": 2500}))
         loop.run(5.0 if processes else 7.0, events=[(1.0, fire)])
-        s = loop.summary("hang" if processes else "hang (in-process, 2.5 s)", fault_at["t"], processes)
+        s = loop.summary("hang" if processes else "hang (in-process, 2.5 s)", loop.event_times[0], processes)
         check(loop, s, allowed=REPLACED)
         kills = metric_value(node.server.metrics(), "troupe_watchdog_kills_total", model="mlp", version="1")
         assert kills == 1, f"watchdog kills {kills}; {s}"
@@ -128,7 +121,6 @@ def test_failed_allocations_fail_a_load_without_a_restart(tmp_path):
         loop = ClosedLoop(node.server.endpoint)
         result = {}
         def fire():
-            result["t"] = time.monotonic()
             # One allocation fails: the rule fires at the worker's next chance (a batch of the
             # loop, carried with its run, or the load itself), and the process arms it: the next
             # load to allocate fails (a load racing the run that carries it may come first).
@@ -143,7 +135,7 @@ def test_failed_allocations_fail_a_load_without_a_restart(tmp_path):
                 if any(c != 0 for c, _ in result["loads"]) and r.returncode == 0:
                     break
         loop.run(4.0, events=[(0.5, fire)])
-        s = loop.summary("fail_allocations", result["t"])
+        s = loop.summary("fail_allocations", loop.event_times[0])
         check(loop, s)
         loads = result["loads"]
         assert any(c != 0 and "out_of_memory" in out for c, out in loads), loads
@@ -158,14 +150,12 @@ def test_a_crash_loop_backs_off_and_recovers(tmp_path):
     node = Node(tmp_path)
     try:
         loop = ClosedLoop(node.server.endpoint, timeout_us=3_000_000)
-        marks = {}
         def start():
-            marks["t"] = time.monotonic()
             inject(node.management, "abort", "worker:0", times=0)
         def stop():
             faults_cli(node.management, "clear")
         loop.run(7.0, events=[(1.0, start), (3.5, stop)])
-        s = loop.summary("crash loop (2.5 s)", marks["t"])
+        s = loop.summary("crash loop (2.5 s)", loop.event_times[0])
         # Requests held through the loop get their one retry, then a typed error, or their
         # deadline: never silence, never two replies.
         check(loop, s, allowed=("OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"))
@@ -174,7 +164,7 @@ def test_a_crash_loop_backs_off_and_recovers(tmp_path):
         delays = [int(r.get("delay_ms", 0)) for r in failed]
         assert max(delays) > delays[0], f"no backoff: {delays}"
         # Serving again after the loop ends.
-        tail = [v[0][1] for r, v in loop.replies.items() if loop.sent[r] > marks["t"] + 2.5 + max(delays) / 1e3 + 1.0]
+        tail = [v[0][1] for r, v in loop.replies.items() if loop.sent[r] > loop.event_times[0] + 2.5 + max(delays) / 1e3 + 1.0]
         assert tail and all(c == "OK" for c in tail), Counter(tail)
     finally:
         node.stop()
@@ -201,12 +191,10 @@ def test_message_faults_on_a_hop(tmp_path, name, kind, target, fields, processes
     node = Node(tmp_path, worker_processes=processes)
     try:
         loop = ClosedLoop(node.server.endpoint)
-        fault_at = {}
         def fire():
-            fault_at["t"] = time.monotonic()
             inject(node.management, kind, target, **fields)
         loop.run(4.0, events=[(1.0, fire)])
-        s = loop.summary(name, fault_at["t"], processes)
+        s = loop.summary(name, loop.event_times[0], processes)
         check(loop, s, allowed=REPLACED if kind == "drop" else ("OK",))
         listed = json.loads(faults_cli(node.management, "list", "--json"))
         rules = listed if isinstance(listed, list) else listed.get("rules", [])
@@ -223,14 +211,12 @@ def test_slow_link_then_cleared(tmp_path):
     node = Node(tmp_path)
     try:
         loop = ClosedLoop(node.server.endpoint)
-        fault_at = {}
         def start():
-            fault_at["t"] = time.monotonic()
             inject(node.management, "slow_link", "worker_link:0", times=0, delay_ms=20)
         loop.run(5.0, events=[(1.0, start), (3.0, lambda: faults_cli(node.management, "clear"))])
-        s = loop.summary("worker_link slow_link 20 ms for 2 s", fault_at["t"])
+        s = loop.summary("worker_link slow_link 20 ms for 2 s", loop.event_times[0])
         check(loop, s)
-        slow = loop.latencies_ms(since=fault_at["t"] + 0.2, until=fault_at["t"] + 1.8)
+        slow = loop.latencies_ms(since=loop.event_times[0] + 0.2, until=loop.event_times[0] + 1.8)
         assert slow and np.percentile(slow, 50) >= 20, "the link was not slowed"
     finally:
         node.stop()
@@ -242,12 +228,10 @@ def test_frontend_router_drop_is_answered_past_the_deadline(tmp_path):
         # 300 ms deadlines: a dropped request is answered DEADLINE_EXCEEDED at its deadline plus
         # the frontend's one-second grace (cluster/frontend.cpp, lost_request_grace).
         loop = ClosedLoop(node.server.endpoint, timeout_us=300_000)
-        fault_at = {}
         def fire():
-            fault_at["t"] = time.monotonic()
             inject(node.management, "drop", "frontend_router")
         loop.run(4.0, events=[(1.0, fire)])
-        s = loop.summary("frontend_router drop", fault_at["t"])
+        s = loop.summary("frontend_router drop", loop.event_times[0])
         check(loop, s, allowed=("OK", "DEADLINE_EXCEEDED"))
         assert s["replies"].get("DEADLINE_EXCEEDED", 0) >= 1, f"nothing was dropped: {s}"
     finally:
