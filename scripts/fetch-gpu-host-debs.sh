@@ -13,3 +13,12 @@ apt-get download libcaf-dev libcaf-core0.17 libcaf-io0.17 libcaf-openssl0.17 lib
   libboost1.74-dev libboost-dev \
   libgrpc++-dev libgrpc++1.51 libgrpc-dev libgrpc29 protobuf-compiler-grpc libprotoc32 \
   libabsl-dev libabsl20220623 libre2-dev libre2-9 libc-ares-dev libc-ares2 libssl-dev
+
+# Wheels for the host's Python 3.12 (scripts/gpu-host.sh installs them into a private directory):
+# pyzmq and protobuf for the fault suite, perf_analyzer for the KServe bench (glibc 2.38).
+cd .. && mkdir -p .whl
+PIP="${PIP:-.venv/bin/pip}"
+"$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+  -d .whl pyzmq==27.3.0 protobuf==4.21.12
+"$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_38_x86_64 \
+  -d .whl perf_analyzer

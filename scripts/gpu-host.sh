@@ -35,6 +35,16 @@ fi
 export LD_LIBRARY_PATH=$P/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 # /usr/local/cuda/bin for nvcc; the prefix's bin for protoc's grpc_cpp_plugin (the KServe gRPC door).
 export PATH=/usr/local/cuda/bin:$PATH:$P/usr/bin
+# The host's Python lacks pyzmq and protobuf (the fault suite's closed loop and the generated
+# troupe_pb2 need them): their wheels come along in .whl/ (scripts/fetch-gpu-host-debs.sh) and go
+# into a private site directory, never into the host's Python.
+# Only what is missing: a second protobuf beside the host's would shadow its native part.
+for mod in zmq:pyzmq google.protobuf:protobuf; do
+  if ! python3 -c "import ${mod%%:*}" 2>/dev/null && ls .whl/"${mod#*:}"-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/troupe-py .whl/"${mod#*:}"-*.whl
+  fi
+done
+[ -d /tmp/troupe-py ] && export PYTHONPATH=/tmp/troupe-py${PYTHONPATH:+:$PYTHONPATH}
 
 if want build; then
   echo "== build ($(nproc) cores)"
@@ -121,7 +131,7 @@ if want faults; then
   export TROUPE_FAULTS_GPU=1 TROUPE_FAULTS_RESULTS="$OUT/faults-gpu.jsonl"
   TROUPE_FAULTS_DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
   export TROUPE_FAULTS_DEVICE
-  TROUPE_BIN=build-gpu/troupe PYTHONPATH=clients/python PYTHONUNBUFFERED=1 timeout 540 \
+  TROUPE_BIN=build-gpu/troupe PYTHONPATH=clients/python:${PYTHONPATH:-} PYTHONUNBUFFERED=1 timeout 540 \
     python3 -m pytest -q -p no:cacheprovider ${FAULTS_TESTS:-tests/faults} 2>&1 | tee "$OUT/faults.log" | tail -30
 fi
 

@@ -118,7 +118,8 @@ class gpu_worker_budget : public testing::actor_fixture {
     if (!done || !b->result.is_ok()) return {};
     const auto* y = reinterpret_cast<const float*>(b->block->data() + b->outputs[0].offset);
     std::vector<float> got(y, y + rows * out_features);
-    b->block->release();
+    b->block->release();  // the batcher's reference, as the batcher drops it
+    b->block = nullptr;
     const auto want =
         testing::mlp_reference(weights_[static_cast<size_t>(i)], j.data[0].data(), rows);
     double num = 0, den = 0;
