@@ -137,6 +137,9 @@ status replica::init(const options& o) {
     so.compute_precision = o.compute_precision;
     so.shape_cache = o.config.shape_cache;
     so.evictable_weights = o.evictable_weights;
+    // A budget evicts a replica's arenas with its weights: an idle replica then holds next to
+    // nothing on the device (instances made below inherit the option).
+    so.evictable_arenas = o.evictable_weights;
     // The signature below comes from the session's inputs: a normalised input shows the client
     // type.
     if (o.config.input_normalization)
@@ -464,6 +467,9 @@ replica_memory replica::memory() const {
   m.own_device_bytes = im.own_reserved_bytes;
   m.weights_footprint_bytes = im.weights_footprint_bytes;
   m.weights_resident = im.weights_resident;
+  m.arena_reserved_bytes = im.arena_reserved_bytes;
+  m.arena_footprint_bytes = im.arena_footprint_bytes;
+  m.arenas_resident = im.arenas_resident;
   bool any = false;
   m.pinned = true;
   for (const auto& b : buckets_) {

@@ -79,6 +79,11 @@ struct replica_memory {
   size_t own_device_bytes = 0;
   size_t weights_footprint_bytes = 0;
   bool weights_resident = true;
+  /// Of own_device_bytes, what the plan arenas (activations, workspace) hold now, and what they
+  /// take when resident: a budget discards them with the weights (options::evictable_weights).
+  size_t arena_reserved_bytes = 0;
+  size_t arena_footprint_bytes = 0;
+  bool arenas_resident = true;
 };
 
 class replica {
@@ -175,6 +180,13 @@ class replica {
   expected<size_t> evict_weights() { return session_->evict_weights(); }
   expected<size_t> page_in_weights() { return session_->page_in_weights(); }
   bool weights_resident() const { return session_->weights_resident(); }
+  /// This replica's own plan arenas, made evictable with the weights (options::
+  /// evictable_weights): discard_arenas gives their device memory back (nothing in them
+  /// outlives a run), restore_arenas maps memory under them again at the same addresses. Same
+  /// caller contract as evict_weights, for this replica alone.
+  expected<size_t> discard_arenas() { return session_->discard_arenas(); }
+  expected<size_t> restore_arenas() { return session_->restore_arenas(); }
+  bool arenas_resident() const { return session_->arenas_resident(); }
   /// Equal for replicas that share one copy of the weights.
   const void* weights_identity() const { return session_->weights_identity(); }
 

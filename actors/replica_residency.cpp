@@ -16,14 +16,15 @@ std::string mib(size_t bytes) {
 
 }  // namespace
 
-void replica_residency::add(uint32_t replica, group_id g, size_t own_bytes, size_t weights_bytes) {
+void replica_residency::add(uint32_t replica, group_id g, size_t fixed_bytes, size_t weights_bytes,
+                            size_t arena_bytes) {
   remove(replica);
   auto [it, fresh] = groups_.try_emplace(g);
   group& gr = it->second;
   if (fresh) gr.last_use = ++tick_;
   gr.weights_bytes = weights_bytes;
   ++gr.replicas;
-  replicas_[replica] = member{g, own_bytes};
+  replicas_[replica] = member{g, fixed_bytes, arena_bytes};
 }
 
 bool replica_residency::remove(uint32_t replica) {
@@ -37,10 +38,12 @@ bool replica_residency::remove(uint32_t replica) {
   return true;
 }
 
-void replica_residency::update(uint32_t replica, size_t own_bytes, size_t weights_bytes) {
+void replica_residency::update(uint32_t replica, size_t fixed_bytes, size_t weights_bytes,
+                               size_t arena_bytes) {
   auto it = replicas_.find(replica);
   if (it == replicas_.end()) return;
-  it->second.own_bytes = own_bytes;
+  it->second.fixed_bytes = fixed_bytes;
+  it->second.arena_bytes = arena_bytes;
   groups_[it->second.group].weights_bytes = weights_bytes;
 }
 
@@ -71,6 +74,15 @@ size_t replica_residency::weights_bytes(group_id g) const {
   return it == groups_.end() ? 0 : it->second.weights_bytes;
 }
 
+size_t replica_residency::evictable_bytes(group_id g) const {
+  auto it = groups_.find(g);
+  if (it == groups_.end()) return 0;
+  size_t bytes = it->second.weights_bytes;
+  for (const auto& [id, m] : replicas_)
+    if (m.group == g) bytes += m.arena_bytes;
+  return bytes;
+}
+
 void replica_residency::touch(group_id g) {
   if (auto it = groups_.find(g); it != groups_.end()) it->second.last_use = ++tick_;
 }
@@ -90,7 +102,11 @@ bool replica_residency::pinned(group_id g) const {
 
 size_t replica_residency::resident_bytes() const {
   size_t total = 0;
-  for (const auto& [id, m] : replicas_) total += m.own_bytes;
+  for (const auto& [id, m] : replicas_) {
+    total += m.fixed_bytes;
+    auto g = groups_.find(m.group);
+    if (g != groups_.end() && g->second.resident) total += m.arena_bytes;
+  }
   for (const auto& [g, gr] : groups_)
     if (gr.resident) total += gr.weights_bytes;
   return total;
@@ -108,19 +124,19 @@ expected<std::vector<replica_residency::group_id>> replica_residency::victims_fo
   if (counted <= budget_) return victims;
   std::vector<std::pair<uint64_t, group_id>> candidates;  // (last use, group): oldest first
   for (const auto& [g, gr] : groups_)
-    if (gr.resident && gr.pins == 0 && gr.weights_bytes > 0 && (!keep || *keep != g))
+    if (gr.resident && gr.pins == 0 && (!keep || *keep != g) && evictable_bytes(g) > 0)
       candidates.emplace_back(gr.last_use, g);
   std::sort(candidates.begin(), candidates.end());
   for (const auto& [use, g] : candidates) {
     victims.push_back(g);
-    counted -= groups_.at(g).weights_bytes;
+    counted -= evictable_bytes(g);
     if (counted <= budget_) return victims;
   }
   return status(error_code::out_of_memory,
                 "the worker's memory budget of " + mib(budget_) +
                     " cannot hold it: " + mib(counted) +
-                    " would stay resident after evicting every idle model's "
-                    "weights (replicas' own memory: plan arenas and scratch, is never evicted)");
+                    " would stay resident after evicting every idle model's weights and arenas "
+                    "(what stays: the models in use, and every replica's kernel-owned memory)");
 }
 
 }  // namespace troupe::actors

@@ -1,15 +1,16 @@
 #pragma once
-/// What a worker's memory budget counts, and whose weights go first when it is exceeded. CAF-free
+/// What a worker's memory budget counts, and whose memory goes first when it is exceeded. CAF-free
 /// and device-free bookkeeping: actors/weight_residency.hpp carries its decisions out on the
-/// replicas (evicts and pages in their weights), this class only decides.
+/// replicas (evicts and pages in their weights and arenas), this class only decides.
 ///
-/// Counted against the budget: every replica's own device bytes (its plans' arenas, kernel
-/// scratch: they stay while the replica is loaded) plus the weights of every resident weight
-/// group. A weight group is the set of replicas that share one copy of the weights (instances of
-/// one model version on one device, runtime::session::create_instance): its weights are on the
-/// device or evicted as one.
+/// Counted against the budget: every replica's fixed device bytes (kernel-owned buffers and
+/// scratch: they stay while the replica is loaded), plus, for every resident weight group, its
+/// weights and its replicas' plan arenas. A weight group is the set of replicas that share one
+/// copy of the weights (instances of one model version on one device,
+/// runtime::session::create_instance): its weights and its replicas' arenas are on the device or
+/// evicted as one (arenas hold nothing between runs: evicting them only gives the memory back).
 ///
-/// Which weights go: resident groups that nobody holds (no batch running on them, no build
+/// Which groups go: resident groups that nobody holds (no batch running on them, no build
 /// taking its weights from them), least recently used first. Use is a tick that counts up with
 /// every `touch`, not a clock: decisions are deterministic and tests drive them directly.
 ///
@@ -33,15 +34,17 @@ class replica_residency {
   explicit replica_residency(size_t budget_bytes) : budget_(budget_bytes) {}
   size_t budget_bytes() const { return budget_; }
 
-  /// A replica of weight group `group` holding `own_bytes` of its own; the group's weights take
+  /// A replica of weight group `group` holding `fixed_bytes` of its own for as long as it is
+  /// loaded and `arena_bytes` of arenas that go with the group; the group's weights take
   /// `weights_bytes` when resident. A new group starts resident and most recently used. Adding a
   /// replica id twice replaces it.
-  void add(uint32_t replica, group_id group, size_t own_bytes, size_t weights_bytes);
+  void add(uint32_t replica, group_id group, size_t fixed_bytes, size_t weights_bytes,
+           size_t arena_bytes = 0);
   /// Forgets a replica; returns true when its group went with it (its last replica).
   bool remove(uint32_t replica);
   /// New figures: a plan compiled for a new shape grows a replica's arenas and its group's
   /// weights.
-  void update(uint32_t replica, size_t own_bytes, size_t weights_bytes);
+  void update(uint32_t replica, size_t fixed_bytes, size_t weights_bytes, size_t arena_bytes = 0);
 
   std::optional<group_id> group_of(uint32_t replica) const;
   /// Replicas of `g`, ascending.
@@ -50,6 +53,8 @@ class replica_residency {
   bool resident(group_id g) const;
   void set_resident(group_id g, bool resident);
   size_t weights_bytes(group_id g) const;
+  /// What evicting `g` gives back and paging it in takes: its weights and its replicas' arenas.
+  size_t evictable_bytes(group_id g) const;
   /// Makes `g` the most recently used.
   void touch(group_id g);
   /// Holds `g` (a batch runs on it, a build reads its weights): never chosen while held. Holds
@@ -78,7 +83,8 @@ class replica_residency {
   };
   struct member {
     group_id group = 0;
-    size_t own_bytes = 0;
+    size_t fixed_bytes = 0;
+    size_t arena_bytes = 0;
   };
 
   size_t budget_ = 0;

@@ -20,6 +20,12 @@ uint64_t plans_seen(const replica& r) {
   return s.plans + s.evictions;
 }
 
+/// What a replica holds however its group goes: its own memory but the arenas.
+size_t fixed_bytes(const replica_memory& m) {
+  return m.own_device_bytes > m.arena_reserved_bytes ? m.own_device_bytes - m.arena_reserved_bytes
+                                                     : 0;
+}
+
 }  // namespace
 
 weight_residency::weight_residency(options o)
@@ -63,7 +69,7 @@ void weight_residency::publish() {
 
 void weight_residency::refresh(uint32_t id, tracked& t) {
   const replica_memory m = t.r->memory();
-  state_.update(id, m.own_device_bytes, m.weights_footprint_bytes);
+  state_.update(id, fixed_bytes(m), m.weights_footprint_bytes, m.arena_footprint_bytes);
   t.plans_seen = plans_seen(*t.r);
 }
 
@@ -74,8 +80,9 @@ status weight_residency::admit(uint32_t id, std::shared_ptr<replica> r) {
   auto [it, fresh] = groups_.try_emplace(identity, next_group_);
   if (fresh) ++next_group_;
   const group_id g = it->second;
-  // Everything but the newcomer is counted; its figures are what has to fit beside them.
-  const size_t extra = m.own_device_bytes +
+  // Everything but the newcomer is counted; its figures are what has to fit beside them (its
+  // arenas are mapped: it was just built and warmed up).
+  const size_t extra = fixed_bytes(m) + m.arena_footprint_bytes +
                        (state_.has_group(g) && state_.resident(g) ? 0 : m.weights_footprint_bytes);
   auto victims = state_.victims_for(extra, g);
   if (!victims) {
@@ -84,8 +91,11 @@ status weight_residency::admit(uint32_t id, std::shared_ptr<replica> r) {
         "model '" + r->model_name() + "' version " + std::to_string(r->version()) + " needs " +
         std::to_string(extra) + " bytes on " + options_.device_label);
   }
-  state_.add(id, g, m.own_device_bytes, m.weights_footprint_bytes);
+  state_.add(id, g, fixed_bytes(m), m.weights_footprint_bytes, m.arena_footprint_bytes);
   state_.set_resident(g, r->weights_resident());
+  // A group is resident or evicted as one: a newcomer joining an evicted group (its build took
+  // the weights before they went) gives its arenas back too.
+  if (!state_.resident(g) && r->arenas_resident()) (void)r->discard_arenas();
   state_.touch(g);
   tracked& t = replicas_[id];
   t.r = std::move(r);
@@ -142,8 +152,21 @@ status weight_residency::evict(const std::vector<group_id>& victims, const std::
     replica& r = *replicas_.at(members.front()).r;
     const auto start = std::chrono::steady_clock::now();
     // Every replica of the group shares these weights: evicting them through one evicts them
-    // for all (state_ chose an idle group: none of them runs or builds now).
-    auto released = r.evict_weights();
+    // for all (state_ chose an idle group: none of them runs or builds now). Each replica's
+    // arenas go with them; when one cannot be discarded (a device error) the group stays
+    // resident as far as the budget knows, and the error is the caller's.
+    expected<size_t> released = size_t{0};
+    size_t arenas_released = 0;
+    for (size_t i = 0; i < members.size(); ++i) {
+      auto a = replicas_.at(members[i]).r->discard_arenas();
+      if (!a) {
+        for (size_t k = 0; k < i; ++k) (void)replicas_.at(members[k]).r->restore_arenas();
+        released = a.error();
+        break;
+      }
+      arenas_released += *a;
+    }
+    if (released) released = r.evict_weights();
     if (!released) {
       log_event(log_level::error, "weights eviction failed",
                 {{"model", r.model_name()},
@@ -162,8 +185,9 @@ status weight_residency::evict(const std::vector<group_id>& victims, const std::
                {"version", r.version()},
                {"worker", options_.worker},
                {"device", options_.device_label},
-               {"bytes", state_.weights_bytes(g)},
-               {"device_bytes_released", *released},
+               {"bytes", state_.evictable_bytes(g)},
+               {"weights_bytes", state_.weights_bytes(g)},
+               {"device_bytes_released", *released + arenas_released},
                {"duration_ms", ms_since(start)},
                {"reason", reason},
                {"resident_bytes", state_.resident_bytes()},
@@ -178,7 +202,7 @@ status weight_residency::acquire(const replica& r, const std::string& reason) {
   if (!g) return status::ok();
   if (!state_.resident(*g)) {
     const auto start = std::chrono::steady_clock::now();
-    const size_t need = state_.weights_bytes(*g);
+    const size_t need = state_.evictable_bytes(*g);
     auto victims = state_.victims_for(need, *g);
     if (!victims)
       return victims.error().with_context("paging in the weights of model '" + r.model_name() +
@@ -190,12 +214,25 @@ status weight_residency::acquire(const replica& r, const std::string& reason) {
     TROUPE_RETURN_IF_ERROR(evict(*victims, why));
     const double evict_ms = ms_since(start);
     // Through any replica of the group: `r` itself is const here, and the weights are shared.
-    replica& member = *replicas_.at(state_.replicas_of(*g).front()).r;
+    const std::vector<uint32_t> members = state_.replicas_of(*g);
+    replica& member = *replicas_.at(members.front()).r;
     auto mapped = member.page_in_weights();
+    // Then every replica's arenas; on a failure the group goes back to evicted as a whole.
+    for (size_t i = 0; mapped && i < members.size(); ++i) {
+      auto a = replicas_.at(members[i]).r->restore_arenas();
+      if (!a) {
+        for (size_t k = 0; k < i; ++k) (void)replicas_.at(members[k]).r->discard_arenas();
+        (void)member.evict_weights();
+        mapped = a.error();
+      } else {
+        *mapped += *a;
+      }
+    }
     if (!mapped) {
       publish();
-      return mapped.error().with_context("paging in the weights of model '" + r.model_name() +
-                                         "' version " + std::to_string(r.version()));
+      return mapped.error().with_context("paging in the weights and arenas of model '" +
+                                         r.model_name() + "' version " +
+                                         std::to_string(r.version()));
     }
     state_.set_resident(*g, true);
     ++page_ins_;

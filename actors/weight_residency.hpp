@@ -1,7 +1,8 @@
 #pragma once
 /// A worker's memory budget (node.yaml `worker_memory_budget_mb`, docs/serving.md, Memory budget)
 /// carried out on its replicas: the decisions of actors/replica_residency.hpp, made into
-/// evictions and page-ins of the replicas' weights, with their metrics and log events. CAF-free:
+/// evictions and page-ins of the replicas' weights and plan arenas (an evicted group's arenas
+/// are unmapped, not copied: nothing in them outlives a run), with their metrics and log events. CAF-free:
 /// the in-process worker (actors/worker_core.cpp) and a worker process's serving loop
 /// (actors/replica_host.cpp) hold one each when a budget is set, and call it at their few hooks:
 ///

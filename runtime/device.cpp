@@ -6,6 +6,7 @@
 #include <mutex>
 #include <new>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/tensor.hpp"
 #include "runtime/fault_hooks.hpp"
@@ -27,8 +28,8 @@ struct cpu_constants {
 
 class cpu_device final : public device {
  public:
-  explicit cpu_device(std::shared_ptr<cpu_constants> constants)
-      : constants_(std::move(constants)) {}
+  cpu_device(std::shared_ptr<cpu_constants> constants, bool evictable_arenas)
+      : constants_(std::move(constants)), evictable_arenas_(evictable_arenas) {}
   kernels::backend kind() const override { return kernels::backend::cpu; }
   expected<void*> allocate(size_t bytes) override {
     if (take_allocation_failure(kernels::backend::cpu))
@@ -46,6 +47,17 @@ class cpu_device final : public device {
     peak_ = std::max(peak_, reserved_);
     return p;
   }
+  expected<void*> allocate_arena(size_t bytes) override {
+    if (!arenas_resident())
+      return make_error(error_code::unavailable, "the model's activation arenas are evicted: page them in first");
+    TROUPE_ASSIGN_OR_RETURN(void* p, allocate(bytes));
+    if (evictable_arenas_ && p) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      arenas_.insert(p);
+      arena_bytes_ += bytes;
+    }
+    return p;
+  }
   void release(void* p) override {
     if (!p) return;
     {
@@ -53,6 +65,7 @@ class cpu_device final : public device {
       auto it = sizes_.find(p);
       if (it != sizes_.end()) {
         reserved_ -= it->second;
+        if (arenas_.erase(p) > 0) arena_bytes_ -= it->second;
         sizes_.erase(it);
       }
     }
@@ -86,6 +99,9 @@ class cpu_device final : public device {
     s.in_use_bytes = reserved_;  // host allocations are exact: nothing is held unused
     s.peak_bytes = peak_;
     s.constants_resident = constants_resident();
+    s.arena_reserved_bytes = arena_bytes_;  // host memory: discarding frees nothing
+    s.arena_footprint_bytes = arena_bytes_;
+    s.arenas_resident = arenas_resident();
     return s;
   }
   expected<std::shared_ptr<const void>> share_constant(const tensor& host) override {
@@ -94,7 +110,7 @@ class cpu_device final : public device {
     return std::shared_ptr<const void>(keep, keep->raw());
   }
   expected<std::shared_ptr<device>> create_sibling() override {
-    return std::shared_ptr<device>(std::make_shared<cpu_device>(constants_));
+    return std::shared_ptr<device>(std::make_shared<cpu_device>(constants_, evictable_arenas_));
   }
   // Every CPU device reads constants where the host keeps them: nothing to share or duplicate.
   bool shares_constants_with(device& other) override {
@@ -116,6 +132,20 @@ class cpu_device final : public device {
   bool constants_resident() const override {
     return constants_->resident.load(std::memory_order_acquire);
   }
+  // Host memory too: only the state changes (device_options::evictable_arenas).
+  expected<size_t> discard_arenas() override {
+    if (!evictable_arenas_) return unsupported("this device's arenas are not evictable");
+    arenas_resident_.store(false, std::memory_order_release);
+    return size_t{0};
+  }
+  expected<size_t> restore_arenas() override {
+    if (!evictable_arenas_) return unsupported("this device's arenas are not evictable");
+    arenas_resident_.store(true, std::memory_order_release);
+    return size_t{0};
+  }
+  bool arenas_resident() const override {
+    return arenas_resident_.load(std::memory_order_acquire);
+  }
 
  private:
   mutable std::mutex mutex_;  // allocations happen while plans are built, never on the hot path
@@ -123,6 +153,10 @@ class cpu_device final : public device {
   size_t reserved_ = 0;
   size_t peak_ = 0;
   std::shared_ptr<cpu_constants> constants_;  // shared with the siblings
+  const bool evictable_arenas_;
+  std::atomic<bool> arenas_resident_{true};
+  std::unordered_set<void*> arenas_;  // allocate_arena's, of sizes_ (under mutex_)
+  size_t arena_bytes_ = 0;
 };
 
 #ifdef TROUPE_HAVE_CUDA
@@ -136,6 +170,12 @@ class cuda_device final : public device {
                                                    std::to_string(bytes) + " bytes failed");
     return kernels::cuda::device_malloc(*ctx_, bytes);
   }
+  expected<void*> allocate_arena(size_t bytes) override {
+    if (take_allocation_failure(kernels::backend::cuda))
+      return status(error_code::out_of_memory, "fault injection: device allocation of " +
+                                                   std::to_string(bytes) + " bytes failed");
+    return kernels::cuda::arena_malloc(*ctx_, bytes);
+  }
   void release(void* p) override { kernels::cuda::device_free(*ctx_, p); }
   status upload(void* dst, const void* src, size_t bytes) override {
     return kernels::cuda::copy_to_device(*ctx_, dst, src, bytes);
@@ -147,13 +187,21 @@ class cuda_device final : public device {
   kernels::backend_context* context() override { return ctx_.get(); }
   void* stream() override { return kernels::cuda::stream(*ctx_); }
   size_t alignment() const override { return 256; }
-  size_t reserved_bytes() const override { return kernels::cuda::stats(*ctx_).reserved_bytes; }
+  // The pool's, plus the arena heap's mapped memory (evictable arenas live outside the pool).
+  size_t reserved_bytes() const override {
+    return kernels::cuda::stats(*ctx_).reserved_bytes +
+           kernels::cuda::arena_heap_stats(*ctx_).mapped_bytes;
+  }
   device_memory_stats memory_stats() const override {
     const kernels::cuda::pool_stats p = kernels::cuda::stats(*ctx_);
     const kernels::cuda::constant_stats c = kernels::cuda::constant_store_stats(*ctx_);
+    const kernels::cuda::arena_stats a = kernels::cuda::arena_heap_stats(*ctx_);
     device_memory_stats s;
-    s.reserved_bytes = p.reserved_bytes;
-    s.in_use_bytes = p.in_use_bytes;
+    s.reserved_bytes = p.reserved_bytes + a.mapped_bytes;
+    s.in_use_bytes = p.in_use_bytes + a.footprint_bytes * a.resident;
+    s.arena_reserved_bytes = a.mapped_bytes;
+    s.arena_footprint_bytes = a.footprint_bytes;
+    s.arenas_resident = a.resident;
     s.peak_bytes = p.peak_bytes;
     s.fragmentation_bytes = p.fragmentation_bytes;
     s.shared_constant_bytes = c.live_bytes;
@@ -181,6 +229,9 @@ class cuda_device final : public device {
   expected<size_t> evict_constants() override { return kernels::cuda::evict_constants(*ctx_); }
   expected<size_t> page_in_constants() override { return kernels::cuda::page_in_constants(*ctx_); }
   bool constants_resident() const override { return kernels::cuda::constants_resident(*ctx_); }
+  expected<size_t> discard_arenas() override { return kernels::cuda::discard_arenas(*ctx_); }
+  expected<size_t> restore_arenas() override { return kernels::cuda::restore_arenas(*ctx_); }
+  bool arenas_resident() const override { return kernels::cuda::arenas_resident(*ctx_); }
   status release_unused() override { return kernels::cuda::release_unused_memory(*ctx_); }
   bool supports_recording() const override { return kernels::cuda::graphs_enabled(); }
   expected<std::unique_ptr<recorded_work>> capture(
@@ -213,7 +264,8 @@ expected<std::shared_ptr<device>> make_device(kernels::backend where, int device
   if (where == kernels::backend::cpu) {
     auto constants = std::make_shared<cpu_constants>();
     constants->evictable = options.evictable_constants;
-    return std::shared_ptr<device>(std::make_shared<cpu_device>(std::move(constants)));
+    return std::shared_ptr<device>(
+        std::make_shared<cpu_device>(std::move(constants), options.evictable_arenas));
   }
 #ifdef TROUPE_HAVE_CUDA
   if (!kernels::cuda::device_available()) {
@@ -221,6 +273,7 @@ expected<std::shared_ptr<device>> make_device(kernels::backend where, int device
   }
   kernels::cuda::context_options co;
   co.evictable_constants = options.evictable_constants;
+  co.evictable_arenas = options.evictable_arenas;
   TROUPE_ASSIGN_OR_RETURN(auto ctx, kernels::cuda::create_context(device_index, co));
   return std::shared_ptr<device>(std::make_shared<cuda_device>(std::move(ctx)));
 #else

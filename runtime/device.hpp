@@ -38,6 +38,12 @@ struct device_memory_stats {
   size_t shared_constant_footprint_bytes = 0;
   size_t shared_constant_host_bytes = 0;
   bool constants_resident = true;
+  // Evictable arenas (device_options::evictable_arenas): the part of reserved_bytes they hold now
+  // (0 while discarded on a GPU; on the CPU nothing is freed, so always their size), what they
+  // take when resident, and whether they are.
+  size_t arena_reserved_bytes = 0;
+  size_t arena_footprint_bytes = 0;
+  bool arenas_resident = true;
 };
 
 struct device_options {
@@ -48,6 +54,11 @@ struct device_options {
   /// marks them unusable until paged in (plans refuse to run meanwhile) and frees nothing; it
   /// exists so that the serving path that evicts runs, and is tested, the same on both.
   bool evictable_constants = false;
+  /// The plans' arenas (allocate_arena) can be discarded between runs and restored
+  /// (discard_arenas, restore_arenas): on a GPU they live in an evictable heap whose memory is
+  /// unmapped and mapped again at the same addresses (arenas hold nothing from one run to the
+  /// next, so nothing is copied). On the CPU, as for the constants, only the state changes.
+  bool evictable_arenas = false;
 };
 
 class device {
@@ -57,6 +68,9 @@ class device {
   /// Bytes aligned for every kernel of the backend; freed with release.
   virtual expected<void*> allocate(size_t bytes) = 0;
   virtual void release(void* p) = 0;
+  /// A plan's arena: evictable on a device made with evictable_arenas, else as allocate. Freed
+  /// with release.
+  virtual expected<void*> allocate_arena(size_t bytes) { return allocate(bytes); }
   virtual status upload(void* device_dst, const void* host_src, size_t bytes) = 0;
   virtual status download(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual status synchronize() = 0;
@@ -102,6 +116,22 @@ class device {
   }
   /// False while the constants are evicted. Cheap (an atomic load): plans ask before each run.
   virtual bool constants_resident() const { return true; }
+
+  /// Evictable arenas (device_options::evictable_arenas): gives this device's arenas' memory
+  /// back (their bytes are lost; nothing of a run outlives it) and returns the bytes released
+  /// (0: already discarded, or the CPU). No run on this device may be in flight, and until
+  /// restore_arenas none may start (plan::run refuses) and no plan may be built. unsupported
+  /// for a device made without evictable_arenas.
+  virtual expected<size_t> discard_arenas() {
+    return unsupported("this device's arenas are not evictable");
+  }
+  /// Maps memory under the arenas again at their addresses; returns the bytes mapped.
+  /// out_of_memory (still discarded) when the device cannot hold them.
+  virtual expected<size_t> restore_arenas() {
+    return unsupported("this device's arenas are not evictable");
+  }
+  /// False while the arenas are discarded. Cheap: plans ask before each run.
+  virtual bool arenas_resident() const { return true; }
 
   /// Whether capture() can record work here (a CUDA device with TROUPE_CUDA_GRAPHS not 0).
   virtual bool supports_recording() const { return false; }

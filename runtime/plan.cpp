@@ -87,7 +87,7 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
     }
   }
   if (p->layout_.arena_bytes > 0) {
-    TROUPE_ASSIGN_OR_RETURN(void* arena, p->device_->allocate(p->layout_.arena_bytes));
+    TROUPE_ASSIGN_OR_RETURN(void* arena, p->device_->allocate_arena(p->layout_.arena_bytes));
     p->arena_ = device_buffer(p->device_, arena);
   }
 
@@ -215,15 +215,21 @@ namespace {
 
 /// A run asked for while the weights are away (device::evict_constants): on a GPU they are not
 /// mapped, and a kernel reading them would fault the whole context.
-status evicted_weights() {
-  return make_error(error_code::unavailable,
-                    "the model's weights are evicted to host memory: page them in before running");
+/// The weights or the arenas are away (a worker's memory budget evicted them): not runnable.
+status evicted(const device& d) {
+  if (!d.constants_resident())
+    return make_error(error_code::unavailable,
+                      "the model's weights are evicted to host memory: page them in before running");
+  if (!d.arenas_resident())
+    return make_error(error_code::unavailable,
+                      "the model's activation arenas are evicted: restore them before running");
+  return status::ok();
 }
 
 }  // namespace
 
 status plan::run_steps() {
-  if (!device_->constants_resident()) return evicted_weights();
+  TROUPE_RETURN_IF_ERROR(evicted(*device_));
   switch (mode_) {
     case launch_mode::graph:
       return recorded_->launch();
@@ -262,7 +268,7 @@ expected<std::vector<plan::step_time>> plan::profile(int runs, std::span<const t
     }
   }
   void* stream = device_->stream();
-  if (!device_->constants_resident()) return evicted_weights();
+  TROUPE_RETURN_IF_ERROR(evicted(*device_));
   TROUPE_RETURN_IF_ERROR(device_->synchronize());
   for (int r = 0; r < runs; ++r) {
     TROUPE_RETURN_IF_ERROR(bind_inputs(inputs));
@@ -307,6 +313,7 @@ status plan::place_inputs(std::span<const tensor> inputs) {
 
 status plan::bind_inputs(std::span<const tensor> inputs) {
   TROUPE_RETURN_IF_ERROR(check_inputs(inputs));
+  TROUPE_RETURN_IF_ERROR(evicted(*device_));
   TROUPE_RETURN_IF_ERROR(place_inputs(inputs));
   return device_->synchronize();
 }
@@ -324,6 +331,8 @@ status plan::run(std::span<const tensor> inputs, std::span<tensor> outputs) {
     }
   }
   const bool on_host = device_->kind() == kernels::backend::cpu;
+  // Before any input is copied into the arena: a copy to discarded arena addresses would fault.
+  TROUPE_RETURN_IF_ERROR(evicted(*device_));
   TROUPE_RETURN_IF_ERROR(place_inputs(inputs));
   TROUPE_RETURN_IF_ERROR(run_steps());
   for (size_t o = 0; o < outputs.size(); ++o) {

@@ -69,6 +69,7 @@ status session::init() {
   TROUPE_RETURN_IF_ERROR(apply_input_normalizations(graph_, options_.input_normalizations));
   device_options dopt;
   dopt.evictable_constants = options_.evictable_weights;
+  dopt.evictable_arenas = options_.evictable_arenas;
   TROUPE_ASSIGN_OR_RETURN(device_, make_device(options_.where, options_.device_index, dopt));
   // Callers keep seeing the model's own input/output types: the boundary casts live inside.
   for (int v : graph_.inputs) {
@@ -159,6 +160,20 @@ bool session::weights_resident() const {
   return device_->constants_resident();
 }
 
+expected<size_t> session::discard_arenas() {
+  std::lock_guard<std::mutex> lock(mutex_);  // no run or compile of this instance meanwhile
+  return device_->discard_arenas();
+}
+
+expected<size_t> session::restore_arenas() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return device_->restore_arenas();
+}
+
+bool session::arenas_resident() const {
+  return device_->arenas_resident();
+}
+
 int64_t session::bucket_for(int64_t rows) const {
   if (rows <= 0) return rows;
   auto it = std::lower_bound(buckets_.begin(), buckets_.end(), rows);
@@ -211,6 +226,10 @@ expected<std::shared_ptr<plan>> session::prepare(const std::vector<tensor_info>&
     return make_error(error_code::unavailable,
                       "the model's weights are evicted to host memory: page them in before "
                       "compiling a plan");
+  if (!device_->arenas_resident())
+    return make_error(error_code::unavailable,
+                      "the model's activation arenas are evicted: restore them before compiling "
+                      "a plan");
   graph g = graph_;  // shares the constants' bytes
   TROUPE_RETURN_IF_ERROR(specialize(g, input_infos));
   pass_options po;
@@ -261,6 +280,9 @@ instance_memory session::memory_report() const {
   }
   m.weights_host_bytes = d.shared_constant_host_bytes;
   m.weights_resident = d.constants_resident;
+  m.arena_footprint_bytes = d.arena_footprint_bytes;
+  m.arena_reserved_bytes = d.arena_reserved_bytes;
+  m.arenas_resident = d.arenas_resident;
   std::lock_guard<std::mutex> lock(mutex_);
   plans_.for_each([&m](const plan& p) {
     m.arena_bytes += p.memory().planned_arena_bytes;

@@ -54,6 +54,9 @@ struct session_options {
   /// runtime/device.hpp's device_options::evictable_constants). Instances made by
   /// create_instance share them, and their state.
   bool evictable_weights = false;
+  /// This instance's plan arenas can be discarded between runs and restored (discard_arenas,
+  /// restore_arenas; device_options::evictable_arenas). Each instance its own.
+  bool evictable_arenas = false;
 };
 
 /// A graph input or output as callers see it.
@@ -97,6 +100,12 @@ struct instance_memory {
   size_t weights_footprint_bytes = 0;
   size_t weights_host_bytes = 0;  // pinned host memory holding evicted copies (GPU)
   bool weights_resident = true;   // false while evicted
+  /// Evictable arenas (session_options::evictable_arenas): the device memory they take when
+  /// resident, the part of own_reserved_bytes they hold now, and whether they are resident.
+  /// own_reserved_bytes - arena_reserved_bytes is what stays however the arenas go.
+  size_t arena_footprint_bytes = 0;
+  size_t arena_reserved_bytes = 0;
+  bool arenas_resident = true;
 };
 
 class plan;    // runtime/plan.hpp
@@ -162,6 +171,16 @@ class session {
   /// device cannot hold them.
   expected<size_t> page_in_weights();
   bool weights_resident() const;
+
+  /// With session_options::evictable_arenas: gives this instance's plan arenas' device memory
+  /// back (activations and workspace: nothing in them outlives a run); returns the bytes
+  /// released. No run of this instance may be in flight; until restore_arenas, runs fail
+  /// `unavailable` and no plan is compiled. unsupported without evictable_arenas.
+  expected<size_t> discard_arenas();
+  /// Maps device memory under the arenas again, at the addresses the plans (and their CUDA
+  /// graphs) use; returns the bytes mapped. out_of_memory (still discarded) when it does not fit.
+  expected<size_t> restore_arenas();
+  bool arenas_resident() const;
 
   /// The batch a run of `rows` rows executes at: the smallest bucket >= rows, or rows itself
   /// without buckets, above the largest bucket, or for rows <= 0.

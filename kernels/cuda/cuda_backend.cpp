@@ -11,6 +11,7 @@
 #include <string>
 
 #include "kernels/cuda/constant_store.hpp"
+#include "kernels/cuda/evictable_heap.hpp"
 #include "kernels/cuda/cuda_common.hpp"
 
 namespace troupe::kernels::cuda {
@@ -59,6 +60,7 @@ cuda_context::~cuda_context() {
   // is no one left to report to.
   if (cudaSetDevice(device_) != cudaSuccess) return;
   if (stream_) (void)cudaStreamSynchronize(stream_);
+  arenas_.reset();  // unmaps under a stream that still exists
   if (lt_) (void)cublasLtDestroy(lt_);
   if (cudnn_) (void)cudnnDestroy(cudnn_);
   // A pool with live allocations is released once they are freed (cudaMemPoolDestroy's contract).
@@ -188,6 +190,11 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index,
       cudaMemPoolSetAttribute(ctx->pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
   TROUPE_ASSIGN_OR_RETURN(ctx->constants_,
                           constant_store::create(device_index, options.evictable_constants));
+  if (options.evictable_arenas) {
+    TROUPE_ASSIGN_OR_RETURN(ctx->arenas_,
+                            evictable_heap::create(device_index, ctx->stream_,
+                                                   evictable_heap::contents::discard));
+  }
   return std::unique_ptr<backend_context>(std::move(ctx));
 }
 
@@ -195,7 +202,9 @@ expected<std::unique_ptr<backend_context>> create_sibling_context(backend_contex
   if (sibling.kind() != backend::cuda)
     return internal_error("create_sibling_context: not a CUDA context");
   const auto& first = static_cast<const cuda_context&>(sibling);
-  TROUPE_ASSIGN_OR_RETURN(auto base, create_context(first.device()));
+  context_options o;
+  o.evictable_arenas = first.arenas() != nullptr;  // each sibling its own arenas, alike
+  TROUPE_ASSIGN_OR_RETURN(auto base, create_context(first.device(), o));
   auto& ctx = static_cast<cuda_context&>(*base);
   ctx.constants_ = first.constants_;  // the fresh store is dropped unused
   return base;
@@ -227,8 +236,54 @@ void device_free(backend_context& base, void* p) {
   if (p == nullptr) return;
   cuda_context& ctx = as_cuda(base);
   if (!ctx.make_current().is_ok()) return;
+  if (evictable_heap* arenas = ctx.arenas(); arenas && arenas->owns(p)) {
+    // The heap reuses the range at once: the runs enqueued before this free end first (plans
+    // are dropped rarely, never on the hot path).
+    (void)cudaStreamSynchronize(ctx.stream());
+    arenas->free(p);
+    (void)cudaGetLastError();
+    return;
+  }
   // A failure here means the device is already in an error state; the next checked call says so.
   (void)cudaFreeAsync(p, ctx.stream());
+}
+
+expected<void*> arena_malloc(backend_context& base, size_t bytes) {
+  cuda_context& ctx = as_cuda(base);
+  evictable_heap* arenas = ctx.arenas();
+  if (arenas == nullptr || bytes == 0) return device_malloc(base, bytes);
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  return arenas->allocate(bytes);
+}
+
+arena_stats arena_heap_stats(backend_context& base) {
+  arena_stats s;
+  const evictable_heap* arenas = as_cuda(base).arenas();
+  if (arenas == nullptr) return s;
+  s.evictable = true;
+  s.resident = arenas->resident();
+  s.footprint_bytes = arenas->footprint_bytes();
+  s.mapped_bytes = arenas->mapped_bytes();
+  return s;
+}
+
+expected<size_t> discard_arenas(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  if (ctx.arenas() == nullptr) return unsupported("this context's arenas are not evictable");
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  return ctx.arenas()->evict();
+}
+
+expected<size_t> restore_arenas(backend_context& base) {
+  cuda_context& ctx = as_cuda(base);
+  if (ctx.arenas() == nullptr) return unsupported("this context's arenas are not evictable");
+  TROUPE_RETURN_IF_ERROR(ctx.make_current());
+  return ctx.arenas()->page_in();
+}
+
+bool arenas_resident(backend_context& base) {
+  const evictable_heap* arenas = as_cuda(base).arenas();
+  return arenas == nullptr || arenas->resident();
 }
 
 status copy_to_device(backend_context& base, void* dst, const void* src, size_t bytes) {
@@ -304,6 +359,7 @@ status release_unused_memory(backend_context& base) {
   TROUPE_CUDA_CHECK(cudaMemPoolTrimTo(ctx.pool(), 0));
   uint64_t zero = 0;  // the only value the high watermark accepts: resets it to the current use
   TROUPE_CUDA_CHECK(cudaMemPoolSetAttribute(ctx.pool(), cudaMemPoolAttrUsedMemHigh, &zero));
+  if (ctx.arenas()) ctx.arenas()->trim();
   return ctx.constants().trim();
 }
 

@@ -42,6 +42,11 @@ struct context_options {
   /// evictable_heap.hpp): evict_constants / page_in_constants move them to pinned host memory
   /// and back at the same addresses. Off: a stream-ordered pool, as always.
   bool evictable_constants = false;
+  /// The context's plan arenas (arena_malloc) live in a discarding evictable heap:
+  /// discard_arenas gives their device memory back between runs and restore_arenas maps fresh
+  /// memory at the same addresses (arenas hold nothing from one run to the next). Off: arenas
+  /// come from the pool like every other allocation.
+  bool evictable_arenas = false;
 };
 
 /// A context on device `device_index`: its own non-blocking stream, cuDNN and cuBLASLt handles
@@ -54,7 +59,28 @@ expected<std::unique_ptr<backend_context>> create_context(int device_index,
 /// context's stream after this call. out_of_memory when the pool cannot grow; 0 bytes gives null.
 expected<void*> device_malloc(backend_context& ctx, size_t bytes);
 /// Stream-ordered free: the bytes return to the pool once the work enqueued before it has run.
+/// An arena from the evictable arena heap is freed once the stream has drained.
 void device_free(backend_context& ctx, void* p);
+/// A plan's arena: from the context's evictable arena heap (context_options::evictable_arenas),
+/// else as device_malloc. Freed with device_free. unavailable while the arenas are discarded.
+expected<void*> arena_malloc(backend_context& ctx, size_t bytes);
+
+struct arena_stats {
+  bool evictable = false;      // made with context_options::evictable_arenas
+  bool resident = true;        // false while discarded
+  size_t footprint_bytes = 0;  // device memory the live arenas take when resident
+  size_t mapped_bytes = 0;     // device memory mapped under the arena heap now
+};
+arena_stats arena_heap_stats(backend_context& ctx);
+/// Waits for the context's stream, then unmaps every arena (their bytes are lost: nothing of a
+/// run outlives it there); returns the device bytes released. Until restore_arenas no run may
+/// start (plans refuse) and no plan may be built. unsupported without evictable_arenas.
+expected<size_t> discard_arenas(backend_context& ctx);
+/// Maps device memory under the arenas again, at their addresses; returns the bytes mapped.
+/// out_of_memory (still discarded) when the device cannot hold them.
+expected<size_t> restore_arenas(backend_context& ctx);
+/// False while the arenas are discarded.
+bool arenas_resident(backend_context& ctx);
 
 /// Copies enqueued on the context's stream. A pageable host source may be reused as soon as
 /// copy_to_device returns; copy_to_host's destination is complete only after synchronize().

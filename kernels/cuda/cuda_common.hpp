@@ -41,6 +41,7 @@ namespace troupe::kernels::cuda {
 // ---- context -----------------------------------------------------------------------------------
 
 class constant_store;    // constant_store.hpp
+class evictable_heap;    // evictable_heap.hpp
 struct context_options;  // cuda_backend.hpp
 
 /// What create_context builds. Owns its stream, handles and pool; kernels created with it keep a
@@ -71,6 +72,9 @@ class cuda_context final : public backend_context {
   /// Device copies of constants shared with every sibling context (create_sibling_context) and
   /// every plan built on them; see device_buffer::shared_as.
   constant_store& constants() const { return *constants_; }
+  /// This context's plan arenas when they are evictable (context_options::evictable_arenas);
+  /// null otherwise (arenas come from the pool).
+  evictable_heap* arenas() const { return arenas_.get(); }
 
  private:
   friend expected<std::unique_ptr<backend_context>> create_context(int device_index,
@@ -90,6 +94,8 @@ class cuda_context final : public backend_context {
   // Shared with sibling contexts; destroyed after this context's own resources (member order),
   // when the last context and the last entry holder are gone.
   std::shared_ptr<constant_store> constants_;
+  // Its own; destroyed (explicitly, first) while the stream it synchronises still exists.
+  std::unique_ptr<evictable_heap> arenas_;
 };
 
 /// Bits of cuda_context::fault_word.

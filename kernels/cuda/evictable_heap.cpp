@@ -110,30 +110,32 @@ struct evictable_heap::host_block {
 };
 
 evictable_heap::evictable_heap(int device, cudaStream_t stream, uintptr_t base, size_t reserved,
-                               size_t chunk_bytes)
+                               size_t chunk_bytes, contents what)
     : device_(device),
       stream_(stream),
+      what_(what),
       base_(base),
       reserved_(reserved),
       chunk_bytes_(chunk_bytes),
       arena_(reserved, chunk_bytes, 256) {}
 
-expected<std::unique_ptr<evictable_heap>> evictable_heap::create(int device, cudaStream_t stream) {
+expected<std::unique_ptr<evictable_heap>> evictable_heap::create(int device, cudaStream_t stream,
+                                                                contents what) {
   TROUPE_ASSIGN_OR_RETURN(const vmm_api* api, vmm());
   TROUPE_CUDA_CHECK(cudaSetDevice(device));
   const CUmemAllocationProp prop = device_memory(device);
   size_t granularity = 0;
   TROUPE_CU_CHECK(*api, api->granularity(&granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
   const size_t chunk = round_up(size_t{2} << 20, std::max<size_t>(granularity, 1));
-  // Address space for as many weights as the device has memory: a model's weights cannot need
-  // more, and reserving addresses costs no memory.
+  // Address space for as much as the device has memory: a model's weights (or a context's
+  // arenas) cannot need more, and reserving addresses costs no memory.
   size_t free_bytes = 0, total_bytes = 0;
   TROUPE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const size_t reserved = round_up(std::max(total_bytes, chunk), chunk);
   CUdeviceptr base = 0;
   TROUPE_CU_CHECK(*api, api->reserve(&base, reserved, chunk, 0, 0));
   return std::unique_ptr<evictable_heap>(
-      new evictable_heap(device, stream, static_cast<uintptr_t>(base), reserved, chunk));
+      new evictable_heap(device, stream, static_cast<uintptr_t>(base), reserved, chunk, what));
 }
 
 evictable_heap::~evictable_heap() {
@@ -191,7 +193,7 @@ void evictable_heap::unmap_chunk(size_t c) {
 expected<void*> evictable_heap::allocate(size_t bytes) {
   if (!resident_)
     return make_error(error_code::unavailable,
-                      "the model's weights are evicted to host memory: page them in first");
+                      std::string("the model's ") + what_name() + " are evicted: page them in first");
   TROUPE_CUDA_CHECK(cudaSetDevice(device_));
   TROUPE_ASSIGN_OR_RETURN(chunked_arena::grant g, arena_.allocate(bytes));
   // First fit keeps allocations low in the range: the states grow to the highest chunk used,
@@ -204,15 +206,15 @@ expected<void*> evictable_heap::allocate(size_t bytes) {
     if (status s = map_chunk(c); !s.is_ok()) {
       for (size_t e : arena_.free(g.offset)) chunks_[e].host.reset();
       return s.with_context("mapping " + std::to_string(chunk_bytes_) +
-                            " bytes of device memory for weights");
+                            " bytes of device memory for " + what_name());
     }
   }
   return reinterpret_cast<void*>(base_ + g.offset);
 }
 
 void evictable_heap::free(const void* p) {
+  if (!owns(p)) return;
   const auto at = reinterpret_cast<uintptr_t>(p);
-  if (p == nullptr || at < base_ || at >= base_ + reserved_) return;
   for (size_t c : arena_.free(at - base_)) {
     chunks_[c].host.reset();
     chunks_[c].host_valid = false;
@@ -229,10 +231,12 @@ void evictable_heap::trim() {
 expected<size_t> evictable_heap::evict() {
   if (!resident_) return size_t{0};
   TROUPE_CUDA_CHECK(cudaSetDevice(device_));
-  TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // uploads of the store complete
+  // The store's uploads (or the arenas' last run) complete before anything is unmapped.
+  TROUPE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   std::vector<size_t> stale;
-  for (size_t c : arena_.live_chunks())
-    if (!chunks_[c].host_valid || !chunks_[c].host) stale.push_back(c);
+  if (what_ == contents::keep)
+    for (size_t c : arena_.live_chunks())
+      if (!chunks_[c].host_valid || !chunks_[c].host) stale.push_back(c);
   if (!stale.empty()) {
     const size_t bytes = stale.size() * chunk_bytes_;
     TROUPE_ASSIGN_OR_RETURN(void* p, pinned_host_alloc(device_, bytes));
@@ -262,10 +266,12 @@ expected<size_t> evictable_heap::page_in() {
   if (resident_) return size_t{0};
   TROUPE_CUDA_CHECK(cudaSetDevice(device_));
   const std::vector<size_t> live = arena_.live_chunks();
-  for (size_t c : live)
-    if (!chunks_[c].host || !chunks_[c].host_valid)
-      return internal_error("evicted weights: chunk " + std::to_string(c) +
-                            " has no host copy to page in from");
+  const bool copy = what_ == contents::keep;
+  if (copy)
+    for (size_t c : live)
+      if (!chunks_[c].host || !chunks_[c].host_valid)
+        return internal_error("evicted weights: chunk " + std::to_string(c) +
+                              " has no host copy to page in from");
   std::vector<size_t> mapped_here;
   auto undo = [&] {
     for (size_t c : mapped_here) unmap_chunk(c);
@@ -274,9 +280,13 @@ expected<size_t> evictable_heap::page_in() {
     if (status s = map_chunk(c); !s.is_ok()) {
       undo();
       return s.with_context("paging in " + std::to_string(live.size() * chunk_bytes_) +
-                            " bytes of weights");
+                            " bytes of " + what_name());
     }
     mapped_here.push_back(c);
+  }
+  if (!copy) {
+    resident_ = true;
+    return live.size() * chunk_bytes_;
   }
   status copied = status::ok();
   for (size_t c : live) {

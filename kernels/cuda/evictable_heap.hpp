@@ -1,7 +1,10 @@
 #pragma once
 /// Internal to the CUDA backend: device memory for a model's weights that can be evicted to
 /// pinned host memory and paged back in at the same device addresses. The constant store
-/// (constant_store.hpp) allocates its entries here when it was made evictable.
+/// (constant_store.hpp) allocates its entries here when it was made evictable. A second kind,
+/// made with contents::discard, holds a context's plan arenas (activations and kernel workspace):
+/// their bytes mean nothing between runs, so eviction only unmaps them and page-in maps fresh
+/// memory at the same addresses, with no copy either way.
 ///
 /// Why the same addresses: every consumer of a weight holds its raw device pointer (kernels'
 /// device_buffer views, the plan's constant table) and a captured CUDA graph has it baked into
@@ -43,10 +46,15 @@ namespace troupe::kernels::cuda {
 
 class evictable_heap {
  public:
-  /// A heap on device `device` whose copies are enqueued on `stream` (the store's; the caller
-  /// keeps it alive for the heap's life). device_error where the driver lacks virtual memory
-  /// management.
-  static expected<std::unique_ptr<evictable_heap>> create(int device, cudaStream_t stream);
+  /// What eviction does with the bytes: keep them in pinned host memory and copy them back
+  /// (weights), or drop them (arenas: scratch between runs; no host memory is ever held).
+  enum class contents { keep, discard };
+
+  /// A heap on device `device` whose copies are enqueued on `stream` (the store's, or the
+  /// context's whose arenas it holds: the only stream that uses them; the caller keeps it alive
+  /// for the heap's life). device_error where the driver lacks virtual memory management.
+  static expected<std::unique_ptr<evictable_heap>> create(int device, cudaStream_t stream,
+                                                          contents what = contents::keep);
   ~evictable_heap();
   evictable_heap(const evictable_heap&) = delete;
   evictable_heap& operator=(const evictable_heap&) = delete;
@@ -60,15 +68,20 @@ class evictable_heap {
   /// Unmaps the chunks that hold no allocation (resident heap only).
   void trim();
 
-  /// Copies the live chunks without a valid host copy to pinned host memory, then unmaps every
-  /// chunk: returns the device bytes released. No-op (0) when already evicted.
+  /// Copies the live chunks without a valid host copy to pinned host memory (contents::keep),
+  /// then unmaps every chunk: returns the device bytes released. No-op (0) when already evicted.
   expected<size_t> evict();
-  /// Maps the live chunks again at their addresses and copies their bytes back: returns the
-  /// device bytes mapped. No-op (0) when resident. On failure (out_of_memory) nothing stays
+  /// Maps the live chunks again at their addresses and copies their bytes back (contents::keep;
+  /// a discarding heap's come back with undefined bytes): returns the device bytes mapped. No-op (0) when resident. On failure (out_of_memory) nothing stays
   /// mapped and the heap is still evicted.
   expected<size_t> page_in();
 
   bool resident() const { return resident_; }
+  /// Whether `p` lies in this heap's address range (it may have been freed).
+  bool owns(const void* p) const {
+    const auto at = reinterpret_cast<uintptr_t>(p);
+    return p != nullptr && at >= base_ && at < base_ + reserved_;
+  }
   /// Device memory mapped now.
   size_t mapped_bytes() const { return mapped_chunks_ * chunk_bytes_; }
   /// Device memory the live allocations need when resident (what a page-in maps).
@@ -89,13 +102,15 @@ class evictable_heap {
   };
 
   evictable_heap(int device, cudaStream_t stream, uintptr_t base, size_t reserved,
-                 size_t chunk_bytes);
+                 size_t chunk_bytes, contents what);
+  const char* what_name() const { return what_ == contents::keep ? "weights" : "activation arenas"; }
   status map_chunk(size_t c);
   void unmap_chunk(size_t c);
   uintptr_t address_of(size_t c) const { return base_ + c * chunk_bytes_; }
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
+  contents what_ = contents::keep;
   uintptr_t base_ = 0;  // CUdeviceptr of the reserved range
   size_t reserved_ = 0;
   size_t chunk_bytes_ = 0;

@@ -30,6 +30,32 @@ TEST(ReplicaResidency, CountsOwnBytesAndResidentWeightsOncePerGroup) {
   EXPECT_EQ(r.group_of(1), std::nullopt);
 }
 
+TEST(ReplicaResidency, ArenasAreCountedAndEvictedWithTheirGroup) {
+  replica_residency r(1000);
+  r.add(1, 10, 50, 200, 100);
+  r.add(2, 10, 60, 200, 120);  // a second instance: its own arenas, the same weights
+  r.add(3, 20, 70, 300, 80);
+  EXPECT_EQ(r.resident_bytes(), 50u + 60 + 70 + 200 + 100 + 120 + 300 + 80);
+  EXPECT_EQ(r.evictable_bytes(10), 200u + 100 + 120);
+  EXPECT_EQ(r.evictable_bytes(20), 300u + 80);
+  r.set_resident(10, false);
+  EXPECT_EQ(r.resident_bytes(), 50u + 60 + 70 + 300 + 80)
+      << "an evicted group's arenas are not counted; fixed bytes are";
+  r.set_resident(10, true);
+  // 980 resident: 400 more needs 380 back. Group 10's weights alone (200) would not do; with
+  // its arenas (420) they do.
+  r.touch(20);
+  auto v = r.victims_for(400);
+  ASSERT_TRUE(v) << v.error().to_string();
+  EXPECT_EQ(*v, (groups{10}));
+  r.update(3, 70, 300, 500);  // a plan for a larger shape
+  EXPECT_EQ(r.evictable_bytes(20), 800u);
+  // Fixed bytes alone beyond the budget: nothing helps.
+  v = r.victims_for(1000 - 180 + 1);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code(), error_code::out_of_memory);
+}
+
 TEST(ReplicaResidency, NoBudgetFitsEverything) {
   replica_residency r(0);
   r.add(1, 1, 1 << 30, 1 << 30);

@@ -75,7 +75,10 @@ class weight_residency_cpu : public ::testing::Test {
       const replica_memory mem = replicas_.back()->memory();
       own_.push_back(mem.own_device_bytes);
       weights_.push_back(mem.weights_footprint_bytes);
+      arenas_.push_back(mem.arena_footprint_bytes);
       ASSERT_GT(mem.weights_footprint_bytes, 0u);
+      ASSERT_GT(mem.arena_footprint_bytes, 0u) << "a budget makes the arenas evictable too";
+      ASSERT_LE(mem.arena_reserved_bytes, mem.own_device_bytes);
     }
   }
 
@@ -84,7 +87,7 @@ class weight_residency_cpu : public ::testing::Test {
 
   three_models models_;
   std::vector<std::shared_ptr<replica>> replicas_;
-  std::vector<size_t> own_, weights_;
+  std::vector<size_t> own_, weights_, arenas_;
 };
 
 TEST_F(weight_residency_cpu, evicts_the_least_recently_used_idle_weights_and_pages_them_back) {
@@ -100,9 +103,11 @@ TEST_F(weight_residency_cpu, evicts_the_least_recently_used_idle_weights_and_pag
   ASSERT_TRUE(w.admit(1, replicas_[1]).is_ok());
   EXPECT_EQ(w.evictions(), 0u);
   ASSERT_TRUE(w.admit(2, replicas_[2]).is_ok());
-  // Three sets of weights do not fit: the oldest (model 0) went.
+  // Three sets of weights do not fit: the oldest (model 0) went, its arenas with them.
   EXPECT_EQ(w.evictions(), 1u);
   EXPECT_FALSE(replicas_[0]->weights_resident());
+  EXPECT_FALSE(replicas_[0]->arenas_resident());
+  EXPECT_TRUE(replicas_[1]->arenas_resident());
   EXPECT_TRUE(replicas_[1]->weights_resident());
   EXPECT_TRUE(replicas_[2]->weights_resident());
   EXPECT_LE(w.resident_bytes(), o.budget_bytes);
@@ -116,7 +121,9 @@ TEST_F(weight_residency_cpu, evicts_the_least_recently_used_idle_weights_and_pag
   // A batch for model 0: its weights come back, model 1's (now the oldest) go.
   ASSERT_TRUE(w.acquire(*replicas_[0], "a batch").is_ok());
   EXPECT_TRUE(replicas_[0]->weights_resident());
+  EXPECT_TRUE(replicas_[0]->arenas_resident());
   EXPECT_FALSE(replicas_[1]->weights_resident());
+  EXPECT_FALSE(replicas_[1]->arenas_resident());
   EXPECT_EQ(w.page_ins(), 1u);
   EXPECT_EQ(w.evictions(), 2u);
   EXPECT_TRUE(run_checked(*replicas_[0], models_, 0, 2, 2).is_ok());
@@ -181,6 +188,40 @@ TEST_F(weight_residency_cpu, held_weights_stay_and_a_load_that_cannot_fit_is_ref
   EXPECT_EQ(w.evictions(), 1u);
 }
 
+TEST_F(weight_residency_cpu, a_budget_for_one_model_in_use_serves_three_by_evicting_arenas_too) {
+  // Every replica's fixed bytes and room for one model's weights and arenas: before arenas were
+  // evictable, every replica's arenas stayed and the second load was refused.
+  size_t budget = 0, largest = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    budget += own_[i] - arenas_[i];
+    largest = std::max(largest, weights_[i] + arenas_[i]);
+  }
+  weight_residency::options o;
+  o.budget_bytes = budget + largest;
+  o.device_label = "cpu";
+  weight_residency w(o);
+  for (uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(w.admit(i, replicas_[i]).is_ok()) << i;
+  EXPECT_EQ(w.evictions(), 2u);
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 3; ++i) {
+      replica& r = *replicas_[static_cast<size_t>(i)];
+      ASSERT_TRUE(w.acquire(r, "a batch").is_ok());
+      for (int k = 0; k < 3; ++k)
+        EXPECT_EQ(replicas_[static_cast<size_t>(k)]->arenas_resident(), k == i)
+            << "only the model in use holds its arenas";
+      EXPECT_TRUE(run_checked(r, models_, i, 2, static_cast<uint32_t>(20 + 3 * round + i)).is_ok());
+      w.release(r);
+      EXPECT_LE(w.resident_bytes(), o.budget_bytes);
+    }
+  // Arenas discarded: a run is refused (not run on memory that is gone), as for weights.
+  replica& away = *replicas_[0];
+  ASSERT_FALSE(away.arenas_resident());
+  ASSERT_TRUE(away.page_in_weights());  // weights back, arenas not: still refused
+  const status refused = run_checked(away, models_, 0, 1, 3);
+  EXPECT_EQ(refused.code(), error_code::unavailable) << refused.to_string();
+  EXPECT_NE(refused.message().find("arenas"), std::string::npos) << refused.message();
+}
+
 TEST_F(weight_residency_cpu, instances_sharing_weights_move_together) {
   replica::options o = options_for(models_, 2);
   o.weights_from = replicas_[2].get();
@@ -202,8 +243,12 @@ TEST_F(weight_residency_cpu, instances_sharing_weights_move_together) {
   w.release(*replicas_[0]);
   EXPECT_FALSE(replicas_[2]->weights_resident());
   EXPECT_FALSE(twin->weights_resident());
+  EXPECT_FALSE(replicas_[2]->arenas_resident());
+  EXPECT_FALSE(twin->arenas_resident()) << "each instance's own arenas go with the group";
   // A batch on the twin brings them back for both.
   ASSERT_TRUE(w.acquire(*twin, "a batch").is_ok());
+  EXPECT_TRUE(twin->arenas_resident());
+  EXPECT_TRUE(replicas_[2]->arenas_resident());
   EXPECT_TRUE(run_checked(*twin, models_, 2, 2, 5).is_ok());
   w.release(*twin);
   EXPECT_TRUE(replicas_[2]->weights_resident());

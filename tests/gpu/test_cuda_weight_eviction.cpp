@@ -32,13 +32,15 @@ namespace {
 using runtime::precision;
 
 expected<std::unique_ptr<runtime::session>> evictable_session(const std::string& bytes, precision p,
-                                                              bool evictable = true) {
+                                                              bool evictable = true,
+                                                              bool evictable_arenas = false) {
   TROUPE_ASSIGN_OR_RETURN(runtime::graph g,
                           runtime::load_onnx_bytes(bytes.data(), bytes.size(), ""));
   runtime::session_options o;
   o.where = kernels::backend::cuda;
   o.compute_precision = p;
   o.evictable_weights = evictable;
+  o.evictable_arenas = evictable_arenas;
   return runtime::session::create_from_graph(std::move(g), o);
 }
 
@@ -158,6 +160,91 @@ TEST(CudaWeightEviction, ResNet50RoundTripsBitIdentical) {
   if (bytes.empty()) GTEST_SKIP() << "resnet50.onnx is not on disk";
   expect_eviction_round_trips("resnet50 fp16", bytes, random_input({8, 3, 224, 224}, 24),
                               precision::fp16, 3);
+}
+
+/// Discards and restores the arenas of a session (session_options::evictable_arenas) `cycles`
+/// times around runs of `x`: the device gets the arenas' memory back, runs and compiles are
+/// refused meanwhile, and after a restore the plan (its CUDA graph, baked with the arenas'
+/// addresses) runs as it was and gives the same bytes.
+void expect_arena_round_trips(const std::string& name, const std::string& bytes, const tensor& x,
+                              precision p, int cycles) {
+  SCOPED_TRACE(name);
+  auto s = evictable_session(bytes, p, /*evictable=*/true, /*evictable_arenas=*/true);
+  ASSERT_TRUE(s) << s.error().to_string();
+  std::shared_ptr<runtime::plan> plan = plan_for(**s, x);
+  ASSERT_NE(plan, nullptr);
+  expected<tensor> want = internal_error("not run");
+  for (int i = 0; i < 3; ++i) {
+    want = run_plan(*plan, x);
+    ASSERT_TRUE(want) << want.error().to_string();
+  }
+  const auto mode = plan->mode();
+  const size_t graph_nodes = plan->graph_node_count();
+  const runtime::instance_memory before = (*s)->memory_report();
+  ASSERT_GE(before.arena_footprint_bytes, before.arena_bytes) << "every plan's arena in the heap";
+  ASSERT_GT(before.arena_footprint_bytes, 0u);
+  EXPECT_GE(before.arena_reserved_bytes, before.arena_footprint_bytes);
+  EXPECT_GE(before.own_reserved_bytes, before.arena_reserved_bytes);
+  EXPECT_TRUE(before.arenas_resident);
+
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    SCOPED_TRACE("cycle " + std::to_string(cycle));
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const size_t free_before = device_free_bytes();
+    auto t0 = std::chrono::steady_clock::now();
+    auto released = (*s)->discard_arenas();
+    const double discard_ms = ms_since(t0);
+    ASSERT_TRUE(released) << released.error().to_string();
+    EXPECT_GE(*released, before.arena_footprint_bytes);
+    const runtime::instance_memory away = (*s)->memory_report();
+    EXPECT_FALSE(away.arenas_resident);
+    EXPECT_EQ(away.arena_reserved_bytes, 0u);
+    EXPECT_EQ(away.arena_footprint_bytes, before.arena_footprint_bytes);
+    EXPECT_TRUE(away.weights_resident) << "the weights are another matter";
+    const size_t free_away = device_free_bytes();
+    const size_t slack = std::max(*released / 10, size_t{4} << 20);
+    if (*released >= (size_t{16} << 20)) EXPECT_GE(free_away + slack, free_before + *released);
+
+    auto refused = run_plan(*plan, x);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), error_code::unavailable) << refused.error().to_string();
+    EXPECT_NE(refused.error().message().find("arenas"), std::string::npos);
+    tensor other = random_input({x.dim(0) + 1, x.dim(1), x.dim(2), x.dim(3)}, 98);
+    auto compiled = (*s)->prepare({other.info()});
+    ASSERT_FALSE(compiled);
+    EXPECT_EQ(compiled.error().code(), error_code::unavailable);
+
+    t0 = std::chrono::steady_clock::now();
+    auto mapped = (*s)->restore_arenas();
+    const double restore_ms = ms_since(t0);
+    ASSERT_TRUE(mapped) << mapped.error().to_string();
+    EXPECT_EQ(*mapped, before.arena_footprint_bytes);
+    EXPECT_TRUE((*s)->arenas_resident());
+    std::printf("%s cycle %d: %.1f MiB of arenas, discarded in %.2f ms, restored in %.2f ms\n",
+                name.c_str(), cycle, static_cast<double>(*mapped) / (1 << 20), discard_ms,
+                restore_ms);
+
+    auto got = run_plan(*plan, x);
+    ASSERT_TRUE(got) << got.error().to_string();
+    EXPECT_TRUE(same_bytes(*got, *want)) << "rel L2 " << rel_l2(*got, *want);
+    EXPECT_EQ(plan->mode(), mode) << "the plan was not rebuilt";
+    EXPECT_EQ(plan->graph_node_count(), graph_nodes) << "the CUDA graph was not re-captured";
+  }
+}
+
+TEST(CudaArenaEviction, SmallConvModelRoundTripsBitIdentical) {
+  TROUPE_REQUIRE_GPU();
+  for (precision p : {precision::fp32, precision::fp16})
+    expect_arena_round_trips(p == precision::fp16 ? "conv_matmul fp16" : "conv_matmul fp32",
+                             conv_matmul_model(), random_input({4, 8, 12, 12}, 7), p, 3);
+}
+
+TEST(CudaArenaEviction, ResNet50RoundTripsBitIdentical) {
+  TROUPE_REQUIRE_GPU();
+  const std::string bytes = filled_model("resnet50");
+  if (bytes.empty()) GTEST_SKIP() << "resnet50.onnx is not on disk";
+  expect_arena_round_trips("resnet50 fp16", bytes, random_input({32, 3, 224, 224}, 25),
+                           precision::fp16, 3);
 }
 
 // Instances share the weights and their state: evicted through one, refused on both; paged in

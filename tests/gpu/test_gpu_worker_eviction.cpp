@@ -1,12 +1,13 @@
 // A gpu_worker with a memory budget (worker_options::memory_budget_bytes, node.yaml
-// worker_memory_budget_mb) on a real device: three models whose weights do not all fit are
-// served round robin; every batch is right (fp32, against the reference in double), a batch on
+// worker_memory_budget_mb) on a real device: three models whose weights and arenas do not all
+// fit are served round robin; every batch is right (fp32, against the reference in double), a batch on
 // the same inputs gives the same bytes before its model's weights were evicted and after they
 // were paged back, and the device memory the replicas hold stays within the budget. On the test
 // coordinator, as the CPU version (tests/actors/test_weight_residency.cpp).
 #include <gtest/gtest.h>
 
 #include <prometheus/counter.h>
+#include <prometheus/registry.h>
 
 #include <cmath>
 #include <cstring>
@@ -53,12 +54,12 @@ class gpu_worker_budget : public testing::actor_fixture {
     return s;
   }
 
-  /// The budget: what each replica holds alone and its weights, measured on replicas made here
-  /// as the worker makes them; room for all three replicas' own memory and two models' weights,
+  /// The budget: what each replica holds however it goes (kernel-owned memory), measured on
+  /// replicas made here as the worker makes them, and room for two models' weights and arenas,
   /// not three.
   size_t budget_for_two() {
     EXPECT_TRUE(gpu_device_traits(0).thread_setup().is_ok());
-    size_t own = 0, weights = 0;
+    size_t fixed = 0, group = 0;
     for (int i = 0; i < 3; ++i) {
       replica::options o;
       o.model_name = name(i);
@@ -71,12 +72,14 @@ class gpu_worker_budget : public testing::actor_fixture {
       auto r = replica::create(o);
       EXPECT_TRUE(r) << r.error().to_string();
       if (!r) return 0;
-      own += (*r)->memory().own_device_bytes;
-      weights = std::max(weights, (*r)->memory().weights_footprint_bytes);
+      const replica_memory m = (*r)->memory();
+      EXPECT_GT(m.arena_footprint_bytes, 0u) << "a budget's replicas keep their arenas evictable";
+      fixed += m.own_device_bytes - m.arena_reserved_bytes;
+      group = std::max(group, m.weights_footprint_bytes + m.arena_footprint_bytes);
     }
     // Slack for the worker's replicas holding a little more of their own than these (kernel
-    // scratch): far less than a third model's weights (4 MiB: two chunks).
-    return own + 2 * weights + (size_t{1} << 20);
+    // scratch): far less than a third model's weights and arenas.
+    return fixed + 2 * group + (size_t{1} << 20);
   }
 
   void start(size_t budget) {
@@ -171,6 +174,16 @@ TEST_F(gpu_worker_budget, three_models_round_robin_from_a_budget_that_holds_two)
   EXPECT_EQ(std::memcmp(first.data(), again.data(), first.size() * sizeof(float)), 0)
       << "the same inputs after an eviction and a page-in give the same bytes";
   EXPECT_GE(total(&version_metrics::weight_page_ins), 9);
+  // What the worker counts against its budget, as it publishes it, stayed within it.
+  double resident = -1, budget_published = -1;
+  for (const auto& family : metrics_.registry()->Collect())
+    for (const auto& m : family.metric) {
+      if (family.name == "troupe_worker_resident_bytes") resident = m.gauge.value;
+      if (family.name == "troupe_worker_memory_budget_bytes") budget_published = m.gauge.value;
+    }
+  EXPECT_EQ(budget_published, static_cast<double>(budget));
+  EXPECT_GT(resident, 0);
+  EXPECT_LE(resident, static_cast<double>(budget));
 }
 
 }  // namespace
