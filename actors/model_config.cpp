@@ -255,7 +255,7 @@ model_config parse_model_node(const YAML::Node& root) {
   if (!root || root.IsNull()) return c;
   check_keys(root, "config",
              {"name", "max_batch_size", "dynamic_batching", "instance_group", "instance_count",
-              "batch_buckets", "version_policy", "traffic", "backend", "platform", "device",
+              "batch_buckets", "batch_slice_rows", "version_policy", "traffic", "backend", "platform", "device",
               "precision", "input_normalization", "shape_cache", "load_timeout_s", "rollback",
               "fault_injection", "scaling"});
   if (root["max_batch_size"])
@@ -290,6 +290,8 @@ model_config parse_model_node(const YAML::Node& root) {
     c.input_normalization = parse_input_normalization(root["input_normalization"]);
   if (root["batch_buckets"])
     c.batch_buckets = get_int_list(root["batch_buckets"], "batch_buckets", 1, 1 << 20);
+  if (root["batch_slice_rows"])
+    c.batch_slice_rows = get_int(root["batch_slice_rows"], "batch_slice_rows", 0, 1 << 20);
   if (root["version_policy"]) parse_version_policy(root["version_policy"], c);
   if (root["traffic"]) parse_traffic(root["traffic"], c);
   if (root["rollback"]) {
@@ -354,6 +356,11 @@ model_config parse_model_node(const YAML::Node& root) {
       if (b > std::max<int64_t>(c.max_batch_size, 1))
         fail("batch_buckets",
              std::to_string(b) + " exceeds max_batch_size " + std::to_string(c.max_batch_size));
+    if (c.batch_slice_rows > 0 && c.max_batch_size == 0)
+      fail("batch_slice_rows", "needs batching (max_batch_size above 0): slices are of the batch");
+    if (c.batch_slice_rows > std::max<int64_t>(c.max_batch_size, 1))
+      fail("batch_slice_rows", std::to_string(c.batch_slice_rows) + " exceeds max_batch_size " +
+                                   std::to_string(c.max_batch_size));
   }
   if (c.adaptive.enabled && !(c.adaptive.slo_p99_ms > 0))
     fail("dynamic_batching.adaptive", "enabled needs slo_p99_ms > 0");

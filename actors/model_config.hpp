@@ -82,6 +82,11 @@ struct model_config {
   uint32_t instance_count = 1;         // replicas per worker (Triton: instance_group[].count)
   std::vector<int64_t> batch_buckets;  // batch sizes with a compiled plan; empty: powers of two,
                                        // the preferred sizes and max_batch_size
+  /// `batch_slice_rows`: a batch bucket larger than this runs as slices of this many rows, one
+  /// after another through one plan compiled for the slice (its arena sized for the slice, not
+  /// the bucket). 0, the default: only when a bucket's plan does not fit (the device's memory or
+  /// the worker's memory budget), halving until it does.
+  int64_t batch_slice_rows = 0;
   int64_t latest_versions = 1;         // version_policy.latest.num_versions; 0 with `all`
   std::vector<int64_t> specific_versions;  // version_policy.specific.versions
   traffic_policy traffic;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "actors/log_fields.hpp"
 #include "actors/metrics.hpp"
 #include "runtime/plan.hpp"
 
@@ -125,6 +126,7 @@ status replica::init(const options& o) {
   if (fv.empty() || std::find(fv.begin(), fv.end(), o.version) != fv.end())
     fault_error_ratio_ = o.config.fault_error_ratio;
   precision_ = o.compute_precision;
+  slice_rows_ = o.config.batch_slice_rows;
   if (o.weights_from) {
     if (!o.weights_from->can_share_weights(o))
       return internal_error("replica of '" + o.model_name +
@@ -140,6 +142,7 @@ status replica::init(const options& o) {
     // A budget evicts a replica's arenas with its weights: an idle replica then holds next to
     // nothing on the device (instances made below inherit the option).
     so.evictable_arenas = o.evictable_weights;
+    so.max_arena_bytes = o.max_arena_bytes;
     // The signature below comes from the session's inputs: a normalised input shows the client
     // type.
     if (o.config.input_normalization)
@@ -242,32 +245,70 @@ status replica::init(const options& o) {
     }
     // One untimed run, then the timed ones: the mean is the latency the adaptive policy starts
     // from.
-    TROUPE_RETURN_IF_ERROR(b->pinned->run(inputs, outputs).with_context("warm-up"));
+    TROUPE_RETURN_IF_ERROR(
+        run_bucket(*b, *b->pinned, inputs, outputs, b->rows).with_context("warm-up"));
     double total_us = 0;
     for (uint32_t i = 0; i < o.warmup_runs; ++i) {
       const auto start = std::chrono::steady_clock::now();
-      TROUPE_RETURN_IF_ERROR(b->pinned->run(inputs, outputs).with_context("warm-up"));
+      TROUPE_RETURN_IF_ERROR(
+          run_bucket(*b, *b->pinned, inputs, outputs, b->rows).with_context("warm-up"));
       total_us +=
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
               .count();
     }
-    if (o.warmup_runs > 0) warmup_.push_back({rows, total_us / o.warmup_runs});
+    if (o.warmup_runs > 0) warmup_.push_back({b->rows, total_us / o.warmup_runs});
   }
   std::reverse(warmup_.begin(), warmup_.end());  // by rows, ascending
+  // A sliced bucket rounds its rows up to whole slices: the buckets are what was built.
+  bucket_rows_.clear();
+  for (const auto& b : buckets_) bucket_rows_.push_back(b->rows);
+  std::sort(bucket_rows_.begin(), bucket_rows_.end());
+  bucket_rows_.erase(std::unique(bucket_rows_.begin(), bucket_rows_.end()), bucket_rows_.end());
   return status::ok();
 }
 
 expected<replica::bucket_lease> replica::build_bucket(std::vector<shape_t> input_shapes,
                                                       int64_t rows) {
+  const bool batched = signature_->max_batch_size > 0;
+  int64_t slice = rows;
+  if (batched && slice_rows_ > 0 && rows > slice_rows_) slice = slice_rows_;
+  for (;;) {
+    auto built = build_bucket_at(input_shapes, rows, slice);
+    // Sliced automatically only without batch_slice_rows, and only for want of memory.
+    if (built || !batched || slice_rows_ > 0 || slice <= 1 ||
+        built.error().code() != error_code::out_of_memory)
+      return built;
+    const int64_t half = (slice + 1) / 2;
+    log_event(log_level::warn, "batches sliced",
+              {{"model", signature_->model},
+               {"version", version_},
+               {"bucket_rows", rows},
+               {"slice_rows", half},
+               {"reason", built.error().message()}});
+    slice = half;
+  }
+}
+
+expected<replica::bucket_lease> replica::build_bucket_at(const std::vector<shape_t>& input_shapes,
+                                                         int64_t rows, int64_t slice_rows) {
   const model_signature& sig = *signature_;
-  std::vector<tensor_info> infos;
-  for (size_t i = 0; i < sig.inputs.size(); ++i)
-    infos.push_back({sig.inputs[i].type, input_shapes[i]});
-  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<runtime::plan> p, session_->prepare(infos));
+  const bool batched = sig.max_batch_size > 0;
+  // Whole slices: the staging and the output block hold them all (padding rows past `rows`).
+  const int64_t full = batched ? (rows + slice_rows - 1) / slice_rows * slice_rows : rows;
+  std::vector<tensor_info> infos, slice_infos;
+  for (size_t i = 0; i < sig.inputs.size(); ++i) {
+    shape_t s = input_shapes[i];
+    if (batched && !s.empty()) s[0] = full;
+    infos.push_back({sig.inputs[i].type, s});
+    if (batched && !s.empty()) s[0] = slice_rows;
+    slice_infos.push_back({sig.inputs[i].type, std::move(s)});
+  }
+  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<runtime::plan> p, session_->prepare(slice_infos));
 
   auto b = std::make_unique<bucket>();
-  b->rows = rows;
-  b->plan_key = runtime::session::plan_key(infos);
+  b->rows = full;
+  b->slice_rows = batched ? slice_rows : full;
+  b->plan_key = runtime::session::plan_key(slice_infos);
   for (const auto& info : infos) {
     if (!external_staging_) {
       TROUPE_ASSIGN_OR_RETURN(runtime::host_buffer mem,
@@ -276,29 +317,60 @@ expected<replica::bucket_lease> replica::build_bucket(std::vector<shape_t> input
       b->staging.push_back(tensor::borrow(info.type, info.shape, mem.data()));
       b->staging_memory.push_back(std::move(mem));
     }
-    const int64_t lead =
-        sig.max_batch_size > 0 && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
+    const int64_t lead = batched && !info.shape.empty() ? std::max<int64_t>(info.shape[0], 1) : 1;
     b->input_row_bytes.push_back(info.bytes() / static_cast<size_t>(lead));
   }
-  b->input_shapes = std::move(input_shapes);
+  for (auto& s : b->input_shapes = input_shapes)
+    if (batched && !s.empty()) s[0] = full;
   b->input_infos = std::move(infos);
-  b->output_infos = p->output_infos();
+  b->slice_input_infos = std::move(slice_infos);
+  b->slice_output_infos = p->output_infos();
   size_t offset = 0;
-  for (size_t k = 0; k < b->output_infos.size(); ++k) {
-    const tensor_info& oi = b->output_infos[k];
-    if (sig.max_batch_size > 0 && (oi.shape.empty() || oi.shape[0] != rows))
+  for (size_t k = 0; k < b->slice_output_infos.size(); ++k) {
+    tensor_info oi = b->slice_output_infos[k];
+    if (batched && (oi.shape.empty() || oi.shape[0] != slice_rows))
       return invalid_argument("model '" + sig.model + "': output '" + sig.outputs[k].name +
                               "' has shape " + shape_to_string(oi.shape) + " for a batch of " +
-                              std::to_string(rows) +
+                              std::to_string(slice_rows) +
                               ": it does not carry the batch dim, serve it with max_batch_size: 0");
+    const size_t row_bytes = batched ? oi.bytes() / static_cast<size_t>(slice_rows) : oi.bytes();
+    if (batched) oi.shape[0] = full;
     b->output_offsets.push_back(offset);
-    b->output_row_bytes.push_back(sig.max_batch_size > 0 ? oi.bytes() / static_cast<size_t>(rows)
-                                                         : oi.bytes());
+    b->output_row_bytes.push_back(row_bytes);
     offset += align_up(oi.bytes());
+    b->output_infos.push_back(std::move(oi));
   }
   b->block_bytes = offset;
   buckets_.push_back(std::move(b));
   return bucket_lease{buckets_.back().get(), std::move(p)};
+}
+
+status replica::run_bucket(const bucket& b, runtime::plan& p, std::span<const tensor> inputs,
+                           std::span<tensor> outputs, int64_t used_rows) {
+  if (b.slice_rows >= b.rows) return p.run(inputs, outputs);
+  for (int64_t first = 0; first < std::max<int64_t>(used_rows, 1); first += b.slice_rows) {
+    slice_inputs_.clear();
+    slice_outputs_.clear();
+    const auto row = static_cast<size_t>(first);
+    for (size_t i = 0; i < inputs.size(); ++i)
+      slice_inputs_.push_back(tensor::borrow(
+          b.slice_input_infos[i].type, b.slice_input_infos[i].shape,
+          static_cast<std::byte*>(const_cast<void*>(inputs[i].raw())) + row * b.input_row_bytes[i]));
+    for (size_t k = 0; k < outputs.size(); ++k)
+      slice_outputs_.push_back(tensor::borrow(
+          b.slice_output_infos[k].type, b.slice_output_infos[k].shape,
+          static_cast<std::byte*>(outputs[k].raw()) + row * b.output_row_bytes[k]));
+    TROUPE_RETURN_IF_ERROR(p.run(slice_inputs_, slice_outputs_));
+  }
+  return status::ok();
+}
+
+std::vector<std::pair<int64_t, int64_t>> replica::bucket_slices() const {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (const auto& b : buckets_)
+    if (b->pinned) out.emplace_back(b->rows, b->slice_rows);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void replica::drop_evicted_buckets() {
@@ -401,7 +473,7 @@ status replica::run(batch& bt) {
     }
     TROUPE_RETURN_IF_ERROR(gather_.gather(bt.jobs, gather_dst_, gather_capacity_));
     TROUPE_ASSIGN_OR_RETURN(block_slot * slot, free_block(*b));
-    TROUPE_RETURN_IF_ERROR(lease.plan->run(b->staging, slot->outputs));
+    TROUPE_RETURN_IF_ERROR(run_bucket(*b, *lease.plan, b->staging, slot->outputs, bt.rows));
     slot->block->retain();  // the batcher's reference, handed over with the results
     bt.block = slot->block;
     bt.bucket_rows = b->rows;
@@ -456,7 +528,7 @@ status replica::run_staged(int64_t bucket_rows, std::span<std::byte* const> inpu
   for (size_t k = 0; k < b->output_infos.size(); ++k)
     staged_outputs_.push_back(tensor::borrow(b->output_infos[k].type, b->output_infos[k].shape,
                                              output_block + b->output_offsets[k]));
-  return b->pinned->run(staged_inputs_, staged_outputs_);
+  return run_bucket(*b, *b->pinned, staged_inputs_, staged_outputs_, b->rows);
 }
 
 replica_memory replica::memory() const {

@@ -123,6 +123,11 @@ class replica {
     /// replica keeps none of its own (the warm-up borrows some for its runs and gives it back).
     /// Only models whose non-batch dims are all fixed: their buckets are known at load.
     bool external_staging = false;
+    /// > 0: a plan's arena may take at most this (the worker's memory budget, less what the rest
+    /// of the worker holds for good and the weights): a bucket whose plan would need more runs
+    /// as slices of the batch (model_config::batch_slice_rows). A fresh load's only; instances
+    /// share their first replica's.
+    size_t max_arena_bytes = 0;
     /// The weights can be evicted to host memory and paged back (evict_weights): a worker with
     /// a memory budget loads its replicas so (runtime::session_options::evictable_weights).
     /// A replica made with weights_from takes its sibling's setting.
@@ -157,6 +162,9 @@ class replica {
   status run(batch& b);
   /// The buckets compiled at load (static shapes), ascending by rows: what run_staged runs.
   std::vector<bucket_layout> layouts() const;
+  /// (bucket rows, rows per run) of the load-time buckets, ascending: a bucket whose rows per
+  /// run are fewer runs its batches as slices (model_config::batch_slice_rows).
+  std::vector<std::pair<int64_t, int64_t>> bucket_slices() const;
   /// Runs the load-time bucket of `bucket_rows` rows on inputs already staged: inputs[i] holds
   /// input i of that bucket's layout, and the outputs go to `output_block` (block_bytes, at the
   /// layout's offsets). For replicas made with external_staging. Thread-safety as `run`.
@@ -197,6 +205,11 @@ class replica {
   };
   struct bucket {
     int64_t rows = 0;
+    /// Rows of one run of the plan: `rows`, or fewer when the bucket runs as slices (rows is
+    /// then a multiple of it). The plan, plan_key and slice_*_infos are the slice's.
+    int64_t slice_rows = 0;
+    std::vector<tensor_info> slice_input_infos;
+    std::vector<tensor_info> slice_output_infos;
     std::vector<shape_t> input_shapes;     // full shapes (rows included)
     std::vector<tensor_info> input_infos;  // the same with the inputs' types
     std::string plan_key;                  // the plan in the session's cache (session::plan_key)
@@ -223,7 +236,16 @@ class replica {
   status init(const options& o);
   expected<bucket_lease> find_or_build_bucket(int64_t rows,
                                               const std::vector<input_view>& first_inputs);
+  /// Builds the bucket of `rows` rows (`input_shapes` carry them), sliced as batch_slice_rows
+  /// says; without it, a plan that does not fit (out_of_memory) is built for half the rows,
+  /// down to one, and the bucket runs as slices of that.
   expected<bucket_lease> build_bucket(std::vector<shape_t> input_shapes, int64_t rows);
+  expected<bucket_lease> build_bucket_at(const std::vector<shape_t>& input_shapes, int64_t rows,
+                                         int64_t slice_rows);
+  /// Runs `p` on a bucket's full inputs and outputs: once, or once per slice covering the first
+  /// `used_rows` rows (the rows past them are padding nobody reads).
+  status run_bucket(const bucket& b, runtime::plan& p, std::span<const tensor> inputs,
+                    std::span<tensor> outputs, int64_t used_rows);
   /// Drops the dynamic-shape buckets whose plan the session's cache no longer holds.
   void drop_evicted_buckets();
   /// Adds the session's evictions since the last call to the model version's counter.
@@ -247,6 +269,10 @@ class replica {
   /// run_staged's borrowed views of the caller's memory; reused batch after batch.
   std::vector<tensor> staged_inputs_;
   std::vector<tensor> staged_outputs_;
+  /// run_bucket's views of one slice; reused batch after batch.
+  std::vector<tensor> slice_inputs_;
+  std::vector<tensor> slice_outputs_;
+  int64_t slice_rows_ = 0;  // model_config::batch_slice_rows
   kernels::backend where_ = kernels::backend::cpu;
   int device_index_ = 0;
   // What can_share_weights compares.

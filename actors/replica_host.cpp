@@ -122,6 +122,10 @@ void replica_host::load(const worker_load& l) {
       if (status held = residency_->acquire(*sibling, reason); !held.is_ok()) return fail(held);
     residency_->make_room(
         weight_residency::build_estimate(sibling.get(), nullptr, ro.compute_precision, 1), reason);
+    // A fresh load's plans take at most what the budget can give them (else: slices).
+    if (!sibling)
+      ro.max_arena_bytes = residency_->arena_room(
+          weight_residency::file_weights_estimate(l.path, ro.compute_precision));
   }
   auto created = replica::create(ro);
   if (residency_ && sibling) residency_->release(*sibling);

@@ -112,6 +112,12 @@ size_t replica_residency::resident_bytes() const {
   return total;
 }
 
+size_t replica_residency::fixed_bytes() const {
+  size_t total = 0;
+  for (const auto& [id, m] : replicas_) total += m.fixed_bytes;
+  return total;
+}
+
 bool replica_residency::fits(size_t extra_bytes) const {
   return budget_ == 0 || resident_bytes() + extra_bytes <= budget_;
 }

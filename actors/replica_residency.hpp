@@ -65,6 +65,8 @@ class replica_residency {
 
   /// Bytes counted against the budget now.
   size_t resident_bytes() const;
+  /// Of those, what the replicas hold however their groups go (their fixed bytes).
+  size_t fixed_bytes() const;
   /// Whether `extra_bytes` more fit the budget now (always, without one).
   bool fits(size_t extra_bytes) const;
   /// The resident groups to evict, least recently used first, so that resident_bytes() +

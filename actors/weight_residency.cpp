@@ -2,6 +2,7 @@
 #include "actors/weight_residency.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <utility>
 
 #include "actors/log_fields.hpp"
@@ -129,6 +130,21 @@ void weight_residency::make_room(size_t bytes, const std::string& reason) {
   if (!victims) return;
   (void)evict(*victims, reason);
   publish();
+}
+
+size_t weight_residency::arena_room(size_t weights_bytes) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const size_t taken = state_.fixed_bytes() + weights_bytes;
+  return state_.budget_bytes() > taken ? state_.budget_bytes() - taken : 1;
+}
+
+size_t weight_residency::file_weights_estimate(const std::string& path,
+                                               runtime::precision precision) {
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  if (ec) return 0;
+  const bool half = precision == runtime::precision::fp16 || precision == runtime::precision::bf16;
+  return half ? static_cast<size_t>(bytes / 2) : static_cast<size_t>(bytes);
 }
 
 size_t weight_residency::build_estimate(const replica* sibling, const runtime::graph* graph,

@@ -89,6 +89,15 @@ class weight_residency {
   /// replica's figures when it compiled (or dropped) plans meanwhile.
   void release(const replica& r);
 
+  /// The most a new model's plan arena may take (replica::options::max_arena_bytes): the budget
+  /// less every replica's fixed bytes and the new model's weights (`weights_bytes`, estimated),
+  /// so that it fits once every idle model is evicted. A bucket needing more runs as slices.
+  /// At least 1 (then every plan is refused and the load fails out_of_memory).
+  size_t arena_room(size_t weights_bytes) const;
+  /// The weights of the model file at `path`, estimated from its size (halved for a 16-bit
+  /// precision): for a load whose graph is not read yet.
+  static size_t file_weights_estimate(const std::string& path, runtime::precision precision);
+
   size_t budget_bytes() const { return state_.budget_bytes(); }
   size_t resident_bytes() const;
   /// Evictions and page-ins so far (also in the metrics), for tests.

@@ -277,6 +277,12 @@ void post_build(worker_ptr self, std::string path, std::vector<waiting_load> loa
   auto slot = std::make_shared<build_slot>();
   std::vector<replica::options> options;
   for (const auto& l : loads) options.push_back(l.options);
+  // Memory budget: a fresh load's plans take at most what the budget can give them; a bucket
+  // needing more runs as slices (instances share their sibling's plans' bound).
+  if (st.residency && !sibling && graph)
+    for (auto& o : options)
+      o.max_arena_bytes = st.residency->arena_room(
+          weight_residency::build_estimate(nullptr, graph.get(), o.compute_precision, 1));
   // Owns what it uses: it may run after the worker is gone (then its (built, n) is dropped, and
   // the replicas it made go with the job, on the build thread).
   auto job = [slot, options = std::move(options), sibling = std::move(sibling),
@@ -413,6 +419,12 @@ worker_actor::behavior_type worker(worker_ptr self, worker_options o, device_tra
           }
           auto held = st.prepare_build(sibling, ro.graph.get(), ro.compute_precision, 1,
                                        spec.path);  // memory budget
+          if (st.residency && !sibling)
+            ro.max_arena_bytes = st.residency->arena_room(
+                ro.graph ? weight_residency::build_estimate(nullptr, ro.graph.get(),
+                                                            ro.compute_precision, 1)
+                         : weight_residency::file_weights_estimate(spec.path,
+                                                                   ro.compute_precision));
           if (!held) return to_caf_error(held.error().with_context(where));
           auto info = st.add_replica(ro, where);
           st.build_done(*held);

@@ -19,7 +19,8 @@ void* plan::storage_pointer(const value_storage& s) const {
   }
 }
 
-expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev) {
+expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev,
+                                            size_t max_arena_bytes) {
   std::unique_ptr<plan> p(new plan());
   p->device_ = std::move(dev);
   const bool on_host = p->device_->kind() == kernels::backend::cpu;
@@ -86,6 +87,11 @@ expected<std::unique_ptr<plan>> plan::build(graph g, std::shared_ptr<device> dev
       }
     }
   }
+  if (max_arena_bytes > 0 && p->layout_.arena_bytes > max_arena_bytes)
+    return status(error_code::out_of_memory,
+                  "the plan's arena of " + std::to_string(p->layout_.arena_bytes) +
+                      " bytes exceeds the " + std::to_string(max_arena_bytes) +
+                      " bytes its model may take (the worker's memory budget)");
   if (p->layout_.arena_bytes > 0) {
     TROUPE_ASSIGN_OR_RETURN(void* arena, p->device_->allocate_arena(p->layout_.arena_bytes));
     p->arena_ = device_buffer(p->device_, arena);

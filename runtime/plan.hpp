@@ -35,7 +35,10 @@ namespace troupe::runtime {
 class plan {
  public:
   /// `g` must be specialised (runtime/specialize.hpp) and passed through the graph passes.
-  static expected<std::unique_ptr<plan>> build(graph g, std::shared_ptr<device> dev);
+  /// `max_arena_bytes` > 0: a plan whose arena would be larger fails out_of_memory before
+  /// allocating it (a replica's share of a memory budget; the caller may then slice batches).
+  static expected<std::unique_ptr<plan>> build(graph g, std::shared_ptr<device> dev,
+                                               size_t max_arena_bytes = 0);
   ~plan();
 
   /// Inputs are host tensors in the order of the graph's inputs, with the infos the plan was built

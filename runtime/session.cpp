@@ -236,7 +236,7 @@ expected<std::shared_ptr<plan>> session::prepare(const std::vector<tensor_info>&
   po.where = options_.where;
   po.enable_fusion = options_.enable_fusion;
   TROUPE_RETURN_IF_ERROR(run_graph_passes(g, po));
-  TROUPE_ASSIGN_OR_RETURN(auto p, plan::build(std::move(g), device_));
+  TROUPE_ASSIGN_OR_RETURN(auto p, plan::build(std::move(g), device_, options_.max_arena_bytes));
   return plans_.insert(std::move(key), std::move(p));
 }
 

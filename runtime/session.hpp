@@ -57,6 +57,9 @@ struct session_options {
   /// This instance's plan arenas can be discarded between runs and restored (discard_arenas,
   /// restore_arenas; device_options::evictable_arenas). Each instance its own.
   bool evictable_arenas = false;
+  /// > 0: plans whose arena would be larger are refused out_of_memory (plan::build), before
+  /// they allocate it. Instances share the bound.
+  size_t max_arena_bytes = 0;
 };
 
 /// A graph input or output as callers see it.

@@ -29,6 +29,21 @@ double ms_since(clock_type::time_point start) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
 }
 
+/// Views of the rows [first, first + rows) of each tensor (batch-major: the rows are contiguous).
+std::vector<tensor> row_views(const std::vector<tensor>& full, int64_t first, int64_t rows) {
+  std::vector<tensor> out;
+  out.reserve(full.size());
+  for (const tensor& t : full) {
+    shape_t shape = t.shape();
+    const size_t row_bytes = t.bytes() / static_cast<size_t>(std::max<int64_t>(shape[0], 1));
+    shape[0] = rows;
+    out.push_back(tensor::borrow(t.type(), std::move(shape),
+                                 static_cast<std::byte*>(const_cast<void*>(t.raw())) +
+                                     static_cast<size_t>(first) * row_bytes));
+  }
+  return out;
+}
+
 /// "  top5: 281:0.9120 282:0.0513 …" over the first row of a float output of rank <= 2 (the
 /// whole vector for rank 1, the value for rank 0); empty for other outputs.
 std::string top5_of_first_row(const tensor& t) {
@@ -176,6 +191,20 @@ status run_model_impl(const run_options& o, const std::vector<std::string>& norm
   std::vector<tensor_info> infos;
   infos.reserve(ordered.size());
   for (const tensor& t : ordered) infos.push_back(t.info());
+  // --slice-rows: the plan is the slice's; each run goes through it once per slice.
+  const int64_t batch = ordered.empty() || ordered[0].rank() == 0 ? 0 : ordered[0].dim(0);
+  const int64_t slice = o.slice_rows > 0 ? o.slice_rows : batch;
+  if (o.slice_rows > 0) {
+    for (size_t i = 0; i < ordered.size(); ++i)
+      if (ordered[i].rank() == 0 || ordered[i].dim(0) != batch)
+        return invalid_argument("--slice-rows: input '" + session->inputs()[i].name +
+                                "' does not share the batch dim of the first input (" +
+                                std::to_string(batch) + ")");
+    if (batch % o.slice_rows != 0)
+      return invalid_argument("--slice-rows " + std::to_string(o.slice_rows) +
+                              " does not divide the inputs' batch of " + std::to_string(batch));
+    for (auto& info : infos) info.shape[0] = o.slice_rows;
+  }
   const auto compile_start = clock_type::now();
   auto plan = session->prepare(infos);
   if (!plan) return plan.error();
@@ -192,8 +221,27 @@ status run_model_impl(const run_options& o, const std::vector<std::string>& norm
     }
   }
 
+  // One run: whole, or slice by slice through the slice's plan into whole outputs.
+  auto run_once = [&]() -> expected<std::vector<tensor>> {
+    if (o.slice_rows <= 0) return session->run(ordered);
+    std::vector<tensor> out;
+    for (const tensor_info& info : (*plan)->output_infos()) {
+      shape_t shape = info.shape;
+      if (shape.empty() || shape[0] != slice)
+        return invalid_argument("--slice-rows: an output of shape " + shape_to_string(shape) +
+                                " does not carry the batch dim");
+      shape[0] = batch;
+      out.push_back(tensor::allocate(info.type, std::move(shape)));
+    }
+    for (int64_t first = 0; first < batch; first += slice) {
+      std::vector<tensor> in = row_views(ordered, first, slice);
+      std::vector<tensor> part = row_views(out, first, slice);
+      TROUPE_RETURN_IF_ERROR((*plan)->run(in, part));
+    }
+    return out;
+  };
   for (int i = 0; i < o.warmup; ++i) {
-    auto r = session->run(ordered);
+    auto r = run_once();
     if (!r) return r.error().with_context("warm-up run");
   }
   std::vector<double> latencies_ms;
@@ -202,20 +250,27 @@ status run_model_impl(const run_options& o, const std::vector<std::string>& norm
   if (o.timing == "device") {
     // One full run for the outputs; then only the plan's steps are timed, each on inputs bound
     // (uploaded) beforehand outside the timing: the arena reuses the inputs' bytes during a run.
-    auto r = session->run(ordered);
+    auto r = run_once();
     if (!r) return r.error();
     outputs = std::move(*r);
     for (int i = 0; i < o.repeat; ++i) {
-      TROUPE_RETURN_IF_ERROR((*plan)->bind_inputs(ordered));
-      const auto start = clock_type::now();
-      status s = (*plan)->execute();
-      latencies_ms.push_back(ms_since(start));
-      if (!s.is_ok()) return s;
+      // Sliced: the slices' step times added up, each slice's inputs bound outside the timing.
+      double ms = 0;
+      for (int64_t first = 0; first < std::max<int64_t>(batch, 1); first += std::max<int64_t>(slice, 1)) {
+        TROUPE_RETURN_IF_ERROR((*plan)->bind_inputs(
+            o.slice_rows > 0 ? row_views(ordered, first, slice) : ordered));
+        const auto start = clock_type::now();
+        status s = (*plan)->execute();
+        ms += ms_since(start);
+        if (!s.is_ok()) return s;
+        if (o.slice_rows <= 0) break;
+      }
+      latencies_ms.push_back(ms);
     }
   } else if (o.timing == "end-to-end") {
     for (int i = 0; i < o.repeat; ++i) {
       const auto start = clock_type::now();
-      auto r = session->run(ordered);
+      auto r = run_once();
       latencies_ms.push_back(ms_since(start));
       if (!r) return r.error();
       outputs = std::move(*r);
@@ -224,7 +279,12 @@ status run_model_impl(const run_options& o, const std::vector<std::string>& norm
     return invalid_argument("--timing must be end-to-end or device, got '" + o.timing + "'");
   }
 
-  if (o.profile_runs > 0) TROUPE_RETURN_IF_ERROR(print_profile(**plan, o.profile_runs, ordered));
+  if (o.profile_runs > 0)
+    TROUPE_RETURN_IF_ERROR(print_profile(
+        **plan, o.profile_runs, o.slice_rows > 0 ? row_views(ordered, 0, slice) : ordered));
+  if (o.slice_rows > 0)
+    std::printf("slices: %lld of %lld rows per run (the plan and its memory are a slice's)\n",
+                static_cast<long long>(batch / slice), static_cast<long long>(slice));
 
   const auto& descs = session->outputs();
   if (outputs.size() != descs.size())
@@ -320,6 +380,10 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tuning-records-file", o->tuning_records_path,
                   "Read recorded convolution choices from this file before compiling (a missing "
                   "file: none yet) and write them back after; prints a `tuning:` line");
+  cmd->add_option("--slice-rows", o->slice_rows,
+                  "Run the batch as slices of N rows through one plan compiled for N rows (less "
+                  "memory: a model's batch_slice_rows); N must divide the inputs' batch")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--threads,-t", o->threads, "OpenMP threads (0: OpenMP's default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

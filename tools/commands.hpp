@@ -43,6 +43,10 @@ struct run_options {
   /// Recorded convolution choices read before the model compiles and written after it
   /// (runtime/tuning_records_file.hpp); "" = none.
   std::string tuning_records_path;
+  /// > 0: the batch runs as slices of this many rows through one plan compiled for the slice
+  /// (a model's batch_slice_rows, forced): its memory and time, measured. The inputs' batch must
+  /// be a multiple of it.
+  int64_t slice_rows = 0;
 };
 
 /// Loads, compiles, warms up, times `repeat` runs and writes the last run's outputs.

@@ -185,7 +185,8 @@ def slicing_flag(args):
         return args.sliced_args.split() if args.sliced_args else None
     h = subprocess.run([args.troupe, "run", "--help"], capture_output=True, text=True).stdout
     m = re.search(r"(--[a-z0-9][a-z0-9-]*slice[a-z0-9-]*)", h)
-    return [m.group(1), "4"] if m else None
+    # --slice-rows N: rows per slice; four slices of the batch (the figure the issue cites).
+    return [m.group(1), str(max(args.batch // 4, 1))] if m else None
 
 
 # ---- 2. PyTorch --------------------------------------------------------------------------------
@@ -731,7 +732,7 @@ def main():
     ap.add_argument("--load-timeout-s", type=float, default=300)
     ap.add_argument("--sliced-args", default="auto",
                     help="`troupe run` arguments of a batch-sliced ResNet-50 variant; auto: an option named "
-                         "*slice* in `troupe run --help`, with 4; empty: none")
+                         "*slice* in `troupe run --help`, with a quarter of --batch (four slices); empty: none")
     ap.add_argument("--many-models", type=int, default=20)
     ap.add_argument("--budget-replicas", type=int, default=5, help="replicas the memory budget holds")
     ap.add_argument("--rr-rows", type=int, default=None,

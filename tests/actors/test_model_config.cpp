@@ -312,6 +312,23 @@ TEST(model_config, device_and_precision) {
   EXPECT_EQ(cpu->device, device_preference::cpu);
 }
 
+TEST(model_config, batch_slice_rows) {
+  auto plain = parse_model_config("max_batch_size: 4\n", "test");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(plain->batch_slice_rows, 0);
+  auto c = parse_model_config("max_batch_size: 128\nbatch_slice_rows: 32\n", "test");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(c->batch_slice_rows, 32);
+  for (const char* yaml : {"max_batch_size: 8\nbatch_slice_rows: 16\n",
+                           "max_batch_size: 0\nbatch_slice_rows: 1\n",
+                           "max_batch_size: 8\nbatch_slice_rows: -1\n"}) {
+    auto bad = parse_model_config(yaml, "test");
+    ASSERT_FALSE(bad.has_value()) << yaml;
+    EXPECT_NE(bad.error().message().find("batch_slice_rows"), std::string::npos)
+        << bad.error().message();
+  }
+}
+
 TEST(model_config, shape_cache) {
   auto plain = parse_model_config("max_batch_size: 4\n", "test");
   ASSERT_TRUE(plain.has_value());

@@ -157,3 +157,26 @@ def test_text_model_rejects_out_of_range_token(standin_dir, filled_models, binar
     feeds["input_ids"][0, 3] = 10**6
     r = harness.run_troupe(model, feeds, binary=binary)
     _assert_clean_error(r, "token id out of range")
+
+
+# ---- --slice-rows: the batch as slices through one plan compiled for the slice --------------------
+
+def test_slice_rows_matches_onnxruntime(standin_dir, filled_models, binary):
+    model = _cnn(standin_dir, filled_models)
+    feeds = {"input": np.random.default_rng(3).standard_normal((6, 3, 32, 32)).astype(np.float32)}
+    expected = harness.ort_run(model, feeds)
+    for timing in ("end-to-end", "device"):
+        got = harness.run_troupe(model, feeds, binary=binary,
+                                 extra_args=["--slice-rows", "2", "--timing", timing, "--repeat", "2"])
+        assert got.returncode == 0, got.describe()
+        assert "slices: 3 of 2 rows per run" in got.text, got.text[-2000:]
+        for out_name, ref in expected.items():
+            reason, err = harness.compare(out_name, got.outputs.get(out_name), ref, TOLERANCE)
+            assert not reason, f"--slice-rows 2 --timing {timing}: {reason}"
+
+
+def test_slice_rows_that_do_not_divide_the_batch_are_an_error(standin_dir, filled_models, binary):
+    r = harness.run_troupe(_cnn(standin_dir, filled_models), _cnn_input(batch=5), binary=binary,
+                           extra_args=["--slice-rows", "2"])
+    _assert_clean_error(r, "--slice-rows 2 of a batch of 5")
+    assert "does not divide" in r.error_line(), r.error_line()
