@@ -396,6 +396,20 @@ struct nvml_memory {
 };
 using nvml_device = void*;
 
+/// Bytes per second one lane of a PCIe link carries each way at generation `gen` (after line
+/// encoding: 8b/10b up to gen 2, 128b/130b from gen 3; gen 6's FLIT mode taken as 128/130 too).
+double pcie_lane_bytes_per_s(unsigned int gen) {
+  switch (gen) {
+    case 1: return 250e6;
+    case 2: return 500e6;
+    case 3: return 8e9 / 8 * 128 / 130;
+    case 4: return 16e9 / 8 * 128 / 130;
+    case 5: return 32e9 / 8 * 128 / 130;
+    case 6: return 64e9 / 8 * 128 / 130;
+    default: return 0;
+  }
+}
+
 class nvml_collector final : public prometheus::Collectable {
  public:
   static std::shared_ptr<nvml_collector> load() {
@@ -422,7 +436,11 @@ class nvml_collector final : public prometheus::Collectable {
       nvml_utilization u{};
       nvml_memory m{};
       if (util_(devices_[i], &u) != 0 || mem_(devices_[i], &m) != 0) continue;
-      out.push_back({static_cast<uint32_t>(i), u.gpu / 100.0, m.free, m.total});
+      out.push_back({static_cast<uint32_t>(i), u.gpu / 100.0, m.free, m.total, std::nullopt});
+      const pcie p = pcie_of(devices_[i]);
+      if (p.known && p.link_bytes_per_s > 0)
+        out.back().pcie_utilization =
+            std::min(1.0, std::max(p.tx_bytes_per_s, p.rx_bytes_per_s) / p.link_bytes_per_s);
     }
     return out;
   }
@@ -450,14 +468,59 @@ class nvml_collector final : public prometheus::Collectable {
         mem.metric.push_back(cm);
       }
     }
+    prometheus::MetricFamily link{std::string(gpu_pcie_family),
+                                  "PCIe throughput of the GPU's link, by direction (tx: from "
+                                  "the GPU), over NVML's sample period",
+                                  prometheus::MetricType::Gauge,
+                                  {}};
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      const pcie p = pcie_of(devices_[i]);
+      if (!p.known) continue;
+      for (const auto& [direction, value] :
+           {std::pair<const char*, double>{"tx", p.tx_bytes_per_s}, {"rx", p.rx_bytes_per_s}}) {
+        prometheus::ClientMetric cm;
+        cm.label.push_back({std::string(gpu_label), std::to_string(i)});
+        cm.label.push_back({"direction", direction});
+        cm.gauge.value = value;
+        link.metric.push_back(std::move(cm));
+      }
+    }
     std::vector<prometheus::MetricFamily> out;
     if (!util.metric.empty()) out.push_back(std::move(util));
     if (!mem.metric.empty()) out.push_back(std::move(mem));
+    if (!link.metric.empty()) out.push_back(std::move(link));
     return out;
   }
 
  private:
+  struct pcie {
+    bool known = false;  // NVML gave the throughput (older GPUs and drivers do not)
+    double tx_bytes_per_s = 0, rx_bytes_per_s = 0;
+    double link_bytes_per_s = 0;  // one direction's bandwidth at the current gen and width
+  };
+  pcie pcie_of(nvml_device d) const {
+    pcie p;
+    unsigned int tx_kb = 0, rx_kb = 0, gen = 0, width = 0;
+    // nvmlPcieUtilCounter_t: 0 = NVML_PCIE_UTIL_TX_BYTES, 1 = NVML_PCIE_UTIL_RX_BYTES (KB/s).
+    if (!pcie_throughput_ || pcie_throughput_(d, 0, &tx_kb) != 0 ||
+        pcie_throughput_(d, 1, &rx_kb) != 0)
+      return p;
+    p.known = true;
+    p.tx_bytes_per_s = tx_kb * 1024.0;
+    p.rx_bytes_per_s = rx_kb * 1024.0;
+    if (link_gen_ && link_width_ && link_gen_(d, &gen) == 0 && link_width_(d, &width) == 0)
+      p.link_bytes_per_s = pcie_lane_bytes_per_s(gen) * width;
+    return p;
+  }
+
   explicit nvml_collector(void* lib) : lib_(lib) {
+    // Optional: without them the PCIe figures are absent.
+    pcie_throughput_ = reinterpret_cast<int (*)(nvml_device, int, unsigned int*)>(
+        dlsym(lib, "nvmlDeviceGetPcieThroughput"));
+    link_gen_ = reinterpret_cast<int (*)(nvml_device, unsigned int*)>(
+        dlsym(lib, "nvmlDeviceGetCurrPcieLinkGeneration"));
+    link_width_ = reinterpret_cast<int (*)(nvml_device, unsigned int*)>(
+        dlsym(lib, "nvmlDeviceGetCurrPcieLinkWidth"));
     init_ = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlInit_v2"));
     shutdown_ = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlShutdown"));
     count_ = reinterpret_cast<int (*)(unsigned int*)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
@@ -476,6 +539,9 @@ class nvml_collector final : public prometheus::Collectable {
   int (*handle_)(unsigned int, nvml_device*) = nullptr;
   int (*util_)(nvml_device, nvml_utilization*) = nullptr;
   int (*mem_)(nvml_device, nvml_memory*) = nullptr;
+  int (*pcie_throughput_)(nvml_device, int, unsigned int*) = nullptr;
+  int (*link_gen_)(nvml_device, unsigned int*) = nullptr;
+  int (*link_width_)(nvml_device, unsigned int*) = nullptr;
   std::vector<nvml_device> devices_;
 };
 

@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -56,6 +57,7 @@ inline constexpr size_t error_code_count = 13;  // error_code::ok .. device_erro
 /// The families the NVML collector exports (only where NVML loads: a GPU machine).
 inline constexpr std::string_view gpu_utilization_family = "troupe_gpu_utilization_ratio";
 inline constexpr std::string_view gpu_memory_family = "troupe_gpu_memory_used_bytes";
+inline constexpr std::string_view gpu_pcie_family = "troupe_gpu_pcie_bytes_per_second";
 inline constexpr std::string_view gpu_label = "gpu";  // NVML's device index
 
 /// Exact sums per model version in Triton's statistics shape (KServe's model statistics
@@ -162,6 +164,9 @@ class serving_metrics {
     double utilization = 0;  // 0..1 over NVML's sample period
     uint64_t free_bytes = 0;
     uint64_t total_bytes = 0;
+    /// The busier direction of its PCIe link over NVML's sample period (about 20 ms), as a share
+    /// of the link's bandwidth at its current generation and width; none where NVML does not say.
+    std::optional<double> pcie_utilization;
   };
   /// Every GPU NVML sees; empty without NVML.
   std::vector<gpu_reading> gpu_readings() const;

@@ -85,11 +85,15 @@ replica_demand decide_one(self_ptr self, const scaled_version& sv, const batcher
     // candidate device (exact where the node's NVML sees only its own GPUs, as in a pod).
     uint64_t free = 0;
     double util = 1;
-    for (const auto& g : gpus)
+    std::optional<double> pcie;  // the least busy link, where NVML reports links
+    for (const auto& g : gpus) {
       free = std::max(free, g.free_bytes), util = std::min(util, g.utilization);
+      if (g.pcie_utilization) pcie = std::min(pcie.value_or(1.0), *g.pcie_utilization);
+    }
     s.memory_headroom_bytes = free;
     s.replica_bytes = sv.replica_bytes;
     s.gpu_utilization = util;
+    s.pcie_utilization = pcie;
   }
 
   const uint32_t from = track.policy.replicas();

@@ -223,6 +223,18 @@ TEST_F(scaler_test, gpu_memory_caps_a_scale_up_and_counts_in_the_nodes_needed) {
   EXPECT_GE(
       metric("troupe_scaler_decisions_total", {{"action", "hold"}, {"reason", "gpu_saturated"}}),
       1);
+  // Memory and compute to spare, but every GPU's PCIe link is busy (weights paged in and out):
+  // another replica there would wait on the link too.
+  gpus_ = {{0, 0.5, 60ull << 30, 80ull << 30, 0.95}, {1, 0.6, 50ull << 30, 80ull << 30, 0.92}};
+  tick(550);
+  EXPECT_EQ(w_->scales.size(), 1u);
+  EXPECT_GE(
+      metric("troupe_scaler_decisions_total", {{"action", "hold"}, {"reason", "pcie_saturated"}}),
+      1);
+  // One link with room is enough.
+  gpus_ = {{0, 0.5, 60ull << 30, 80ull << 30, 0.95}, {1, 0.6, 50ull << 30, 80ull << 30, 0.3}};
+  tick(700);
+  EXPECT_EQ(w_->scales.size(), 2u);
 }
 
 TEST_F(scaler_test, a_reloaded_version_gets_a_fresh_policy) {
