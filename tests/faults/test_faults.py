@@ -13,6 +13,7 @@ TROUPE_FAULTS_GPU=1 (scripts/gpu-host.sh faults) and skip here with a message.""
 import json
 import os
 import subprocess
+import time
 from collections import Counter
 
 import numpy as np
@@ -31,9 +32,10 @@ class Node:
         make_mlp(os.path.join(self.models, "mlp", "1", "model.onnx"), seed=31)
         write(os.path.join(self.models, "mlp", "config.yaml"),
               "max_batch_size: 8\ndynamic_batching:\n  max_queue_delay_microseconds: 200\n")
-        for name in models_extra or []:
+        # models_extra: {name: config.yaml}; loaded only when a test asks.
+        for name, config in (models_extra or {}).items():
             make_mlp(os.path.join(self.models, name, "1", "model.onnx"), seed=32)
-            write(os.path.join(self.models, name, "config.yaml"), "max_batch_size: 8\n")
+            write(os.path.join(self.models, name, "config.yaml"), config)
         self.management = f"tcp://127.0.0.1:{free_port()}"
         node_yaml = str(tmp_path / "node.yaml")
         write(node_yaml,
@@ -116,7 +118,8 @@ def test_a_hung_worker_is_killed_by_the_watchdog(tmp_path, processes):
 
 
 def test_failed_allocations_fail_a_load_without_a_restart(tmp_path):
-    node = Node(tmp_path, models_extra=["other"])
+    # One row per batch: no smaller plan to fall back to (batch slicing), so the load fails.
+    node = Node(tmp_path, models_extra={"other": "max_batch_size: 1\n"})
     try:
         loop = ClosedLoop(node.server.endpoint)
         result = {}
@@ -141,6 +144,40 @@ def test_failed_allocations_fail_a_load_without_a_restart(tmp_path):
         assert any(c != 0 and "out_of_memory" in out for c, out in loads), loads
         assert all(c == 0 or "out_of_memory" in out for c, out in loads), loads
         assert loads[-1][0] == 0, f"no load succeeded after the failure: {loads}"
+        assert not any(r.get("msg") == "worker restarted" for r in node.server.log_records())
+    finally:
+        node.stop()
+
+
+def test_a_failed_allocation_at_load_slices_the_bucket_instead(tmp_path):
+    """Memory short for a batch bucket's plan: the bucket runs as slices of a smaller plan (one
+    failed allocation is enough to show it); the load succeeds, nothing restarts."""
+    node = Node(tmp_path, models_extra={"big": "max_batch_size: 8\n"})
+    try:
+        loop = ClosedLoop(node.server.endpoint)
+        result = {}
+
+        def fired():
+            return metric_value(node.server.metrics(), "troupe_faults_fired_total", kind="fail_allocations")
+
+        def fire():
+            inject(node.management, "fail_allocations", "worker:0", allocations=1)
+            # The rule fires with the loop's next batch (or a load): the process arms it before
+            # it reads the load below, which comes after on the same link.
+            deadline = time.monotonic() + 10
+            while fired() < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)  # polls the node's counter: the event waited for
+            r = subprocess.run([troupe_bin(), "models", "load", "big", "--server", node.management],
+                               capture_output=True, text=True, timeout=60)
+            result["load"] = (r.returncode, r.stdout + r.stderr)
+        loop.run(3.0, events=[(0.5, fire)])
+        s = loop.summary("fail_allocations at a load (sliced)", loop.event_times[0])
+        check(loop, s)
+        assert fired() >= 1
+        assert result["load"][0] == 0, result["load"]
+        sliced = [r for r in node.server.log_records() if r.get("msg") == "batches sliced"]
+        assert sliced and sliced[0].get("model") == "big", sliced
+        assert sliced[0].get("bucket_rows") == 8 and sliced[0].get("slice_rows") == 4, sliced
         assert not any(r.get("msg") == "worker restarted" for r in node.server.log_records())
     finally:
         node.stop()
