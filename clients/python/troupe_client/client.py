@@ -1,9 +1,16 @@
-"""A client for troupe serving nodes: one ZeroMQ DEALER connection, many requests in flight.
+"""A client for troupe serving nodes: ZeroMQ DEALER connections, many requests in flight.
 
-The socket belongs to one background I/O thread (ZeroMQ sockets are not thread-safe); callers on
+The sockets belong to one background I/O thread (ZeroMQ sockets are not thread-safe); callers on
 any thread hand it requests through a queue and get `concurrent.futures.Future`s back. Replies may
 arrive in any order; they are matched to their futures by request id. The protocol is
 docs/protocol.md in the troupe repository.
+
+Several endpoints (nodes serving the same models) may be given: requests go to the first one that
+is connected, in the order given. When its connection drops, the requests waiting on it are sent
+again, with the same ids, to the next connected endpoint, and later ones go there too; a node that
+comes back is preferred again for new requests. A request is answered to its caller once: a late
+second reply (the lost node had answered after all) is dropped. A request sent again may have run
+on the lost node too: at-least-once execution, exactly-once replies.
 
 Every request has a client-side timeout (DEFAULT_TIMEOUT_S unless the Client or the call says
 otherwise): ZeroMQ connects in the background and queues requests for a node that is not there, so
@@ -95,15 +102,25 @@ class Client:
     """
 
     def __init__(self, address="tcp://127.0.0.1:5555", context=None, timeout=DEFAULT_TIMEOUT_S):
-        self.address = address
+        # One endpoint, several separated by commas, or a list of them (failover order).
+        if isinstance(address, str):
+            self.addresses = [a.strip() for a in address.split(",") if a.strip()]
+        else:
+            self.addresses = [str(a) for a in address]
+        if not self.addresses:
+            raise InvalidArgument(pb.INVALID_ARGUMENT, "no endpoint to connect to")
+        self.address = ",".join(self.addresses)
         self.timeout = timeout
         self._context = context or zmq.Context.instance()
         self._outgoing = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._pending = {}  # id -> (future, kind, deadline, timeout); touched by the I/O thread only
-        self._connected = False  # the I/O thread's view of the connection (socket monitor)
+        # id -> [future, kind, deadline, timeout, frames, endpoint index or None (not sent yet)];
+        # touched by the I/O thread only.
+        self._pending = {}
+        self._connected = [False] * len(self.addresses)  # per endpoint (socket monitors)
         self._ever_connected = False
+        self._failovers = 0  # requests sent again after their endpoint was lost
         self._ids = itertools.count(1)
         self._closed = False
         self._lock = threading.Lock()
@@ -114,6 +131,11 @@ class Client:
         self._ready.wait()
         if self._error:
             raise self._error
+
+    @property
+    def failovers(self):
+        """Requests sent again to another endpoint after theirs was lost, so far."""
+        return self._failovers
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -207,42 +229,47 @@ class Client:
             pass
 
     def _run(self):
-        sock = monitor = None
+        socks, monitors = [], []
         try:
-            sock = self._context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-            # Connection events tell "the node cannot be reached" from "the node did not answer";
-            # the monitor must exist before connect() to see the first connection.
-            monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-            sock.connect(self.address)
+            for address in self.addresses:
+                sock = self._context.socket(zmq.DEALER)
+                socks.append(sock)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, 0)
+                sock.setsockopt(zmq.RCVHWM, 0)
+                # Connection events tell "the node cannot be reached" from "the node did not
+                # answer", and drive the failover; the monitor must exist before connect() to see
+                # the first connection.
+                monitors.append(sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED))
+                sock.connect(address)
         except zmq.ZMQError as e:
             self._error = InvalidArgument(pb.INVALID_ARGUMENT, f"cannot connect to {self.address}: {e}")
-            for s in (monitor, sock):
-                if s is not None:
-                    s.close(0)
+            for s in monitors + socks:
+                s.close(0)
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
+        for s in socks + monitors:
+            poller.register(s, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         try:
             while True:
                 events = dict(poller.poll(self._poll_ms()))
-                if monitor in events:
-                    self._read_monitor(monitor)
+                for i, monitor in enumerate(monitors):
+                    if monitor in events:
+                        self._read_monitor(i, monitor)
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):
                             pass
                     except BlockingIOError:
                         pass
-                self._send_pending(sock)
-                if sock in events:
-                    self._receive_all(sock)
+                self._take_outgoing()
+                self._send_unsent(socks)
+                for sock in socks:
+                    if sock in events:
+                        self._receive_all(sock)
                 self._expire(time.monotonic())
                 if self._closed:
                     break
@@ -251,47 +278,56 @@ class Client:
                 if not future.done():
                     future.set_exception(error_for(pb.CANCELLED, "the client was closed before the reply came", rid))
             self._pending.clear()
-            sock.disable_monitor()
-            monitor.close(0)
-            sock.close(0)
+            for sock, monitor in zip(socks, monitors):
+                sock.disable_monitor()
+                monitor.close(0)
+                sock.close(0)
 
     def _poll_ms(self):
         """Until the next request deadline, at most 200 ms."""
-        deadlines = [d for (_, _, d, _) in self._pending.values() if d is not None]
+        deadlines = [p[2] for p in self._pending.values() if p[2] is not None]
         if not deadlines:
             return 200
         return max(0, min(200, int((min(deadlines) - time.monotonic()) * 1000) + 1))
 
-    def _read_monitor(self, monitor):
+    def _read_monitor(self, index, monitor):
         while True:
             try:
                 event = recv_monitor_message(monitor, flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
             if event["event"] == zmq.EVENT_CONNECTED:
-                self._connected = self._ever_connected = True
+                self._connected[index] = self._ever_connected = True
             elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self._connected = False
+                self._connected[index] = False
+                # What waited on the lost node goes to another one (the next _send_unsent).
+                for entry in self._pending.values():
+                    if entry[5] == index:
+                        entry[5] = None
+                        if len(self.addresses) > 1:
+                            self._failovers += 1
 
     def _expire(self, now):
-        for rid, (future, kind, deadline, timeout) in list(self._pending.items()):
+        for rid, (future, kind, deadline, timeout, _, _) in list(self._pending.items()):
             if deadline is None or now < deadline:
                 continue
             del self._pending[rid]  # a late reply finds no entry and is dropped
+            where = f"the node at {self.addresses[0]}" if len(self.addresses) == 1 else \
+                f"any of the nodes at {self.address}"
             if not self._ever_connected:
-                error = Unavailable(pb.UNAVAILABLE, f"cannot reach the node at {self.address}: no connection "
+                error = Unavailable(pb.UNAVAILABLE, f"cannot reach {where}: no connection "
                                     f"within {timeout:g} s (is `troupe serve` running there, and is the "
                                     f"address right?)", rid)
-            elif not self._connected:
-                error = Unavailable(pb.UNAVAILABLE, f"lost the connection to the node at {self.address}; "
+            elif not any(self._connected):
+                error = Unavailable(pb.UNAVAILABLE, f"lost the connection to {where}; "
                                     f"no reply within {timeout:g} s", rid)
             else:
-                error = DeadlineExceeded(pb.DEADLINE_EXCEEDED, f"the node at {self.address} did not answer "
+                error = DeadlineExceeded(pb.DEADLINE_EXCEEDED, f"{where} did not answer "
                                          f"this {kind} request within {timeout:g} s", rid)
             if not future.done():
                 future.set_exception(error)
 
-    def _send_pending(self, sock):
+    def _take_outgoing(self):
         while True:
             try:
                 rid, future, kind, deadline, timeout, frames = self._outgoing.get_nowait()
@@ -300,9 +336,23 @@ class Client:
             if rid in self._pending:
                 future.set_exception(ValueError(f"request id '{rid}' is already in flight"))
                 continue
-            self._pending[rid] = (future, kind, deadline, timeout)
-            # copy=False: large arrays are sent from their own memory (pyzmq keeps them alive).
-            sock.send_multipart(frames, copy=False)
+            self._pending[rid] = [future, kind, deadline, timeout, frames, None]
+
+    def _send_unsent(self, socks):
+        """Sends what no connected endpoint has: to the first connected one in the order given.
+        With one endpoint, requests go to its socket at once (ZeroMQ queues them until it
+        connects, as a single connection always did)."""
+        if len(socks) == 1:
+            target = 0
+        else:
+            target = next((i for i, up in enumerate(self._connected) if up), None)
+            if target is None:
+                return  # kept until an endpoint connects, or their deadline
+        for entry in self._pending.values():
+            if entry[5] is None:
+                entry[5] = target
+                # copy=False: large arrays are sent from their own memory (pyzmq keeps them alive).
+                socks[target].send_multipart(entry[4], copy=False)
 
     def _receive_all(self, sock):
         while True:
@@ -319,8 +369,8 @@ class Client:
                 continue
             entry = self._pending.pop(reply.id, None)
             if entry is None:
-                continue  # an answer to a request we no longer wait for
-            future, kind, _, _ = entry
+                continue  # an answer to a request we no longer wait for (or answered already)
+            future, kind = entry[0], entry[1]
             if reply.HasField("error"):
                 future.set_exception(error_for(reply.error.code, reply.error.message, reply.id))
             elif kind == "infer" and reply.HasField("infer"):
