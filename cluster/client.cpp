@@ -1,6 +1,9 @@
 #include "cluster/client.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <unordered_map>
 #include <zmq.hpp>
 
 #include "proto/troupe.pb.h"
@@ -52,12 +55,31 @@ zmq::message_t serialize(const google::protobuf::MessageLite& m) {
 
 class client::impl {
  public:
-  zmq::context_t ctx{1};
-  zmq::socket_t socket{ctx, zmq::socket_type::dealer};
-  std::vector<zmq::message_t> frames;
+  /// One node: its socket and the monitor that says whether it is connected.
+  struct endpoint {
+    std::string address;
+    zmq::socket_t socket;
+    zmq::socket_t monitor;  // PAIR on the socket's monitor (inproc); only with several endpoints
+    bool connected = false;
+  };
+  /// An inference request sent and not answered yet (several endpoints only): kept to be sent
+  /// again where its endpoint is lost.
+  struct in_flight {
+    zmq::message_t envelope;
+    std::vector<zmq::message_t> tensors;  // share the caller's bytes (reference counted)
+    int endpoint = -1;                    // -1: waiting for a connected endpoint
+  };
 
-  status send_frames(zmq::message_t& envelope, std::vector<zmq::message_t>& tensors,
-                     bool copy_tensors) {
+  zmq::context_t ctx{1};
+  std::vector<endpoint> endpoints;
+  std::vector<zmq::message_t> frames;
+  std::unordered_map<std::string, in_flight> pending;
+  uint64_t failovers = 0;
+
+  bool tracking() const { return endpoints.size() > 1; }
+
+  static status send_on(zmq::socket_t& socket, zmq::message_t& envelope,
+                        std::vector<zmq::message_t>& tensors, bool copy_tensors) {
     try {
       socket.send(envelope, tensors.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
       for (size_t i = 0; i < tensors.size(); ++i) {
@@ -77,24 +99,126 @@ class client::impl {
     return status::ok();
   }
 
-  /// One whole reply, or nullopt after `timeout`.
-  expected<bool> receive_frames(std::chrono::milliseconds timeout) {
-    zmq_pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    try {
-      if (zmq::poll(&item, 1, timeout) == 0) return false;
-      size_t n = 0;
-      bool more = true;
-      while (more) {
-        if (n == frames.size()) frames.emplace_back();
-        if (!socket.recv(frames[n], zmq::recv_flags::none)) return io_error("receive failed");
-        more = frames[n].more();
-        ++n;
+  /// The first connected endpoint, in the order given; -1 when none is.
+  int target() const {
+    for (size_t i = 0; i < endpoints.size(); ++i)
+      if (endpoints[i].connected) return static_cast<int>(i);
+    return -1;
+  }
+
+  /// Sends an inference request `id`: on the one socket, or (several endpoints) tracked and sent
+  /// to the first connected endpoint, else kept until one connects.
+  status send_request(const std::string& id, zmq::message_t& envelope,
+                      std::vector<zmq::message_t>& tensors, bool copy_tensors) {
+    if (!tracking()) return send_on(endpoints[0].socket, envelope, tensors, copy_tensors);
+    in_flight r;
+    r.envelope.copy(envelope);
+    for (auto& t : tensors) {
+      r.tensors.emplace_back();
+      r.tensors.back().copy(t);
+    }
+    auto [it, fresh] = pending.insert_or_assign(id, std::move(r));
+    (void)fresh;
+    poll_monitors();
+    return send_unsent();
+  }
+
+  /// Sends the requests that wait for an endpoint to the first connected one.
+  status send_unsent() {
+    const int to = target();
+    if (to < 0) return status::ok();
+    for (auto& [id, r] : pending) {
+      if (r.endpoint >= 0) continue;
+      zmq::message_t envelope;
+      envelope.copy(r.envelope);
+      TROUPE_RETURN_IF_ERROR(send_on(endpoints[static_cast<size_t>(to)].socket, envelope,
+                                     r.tensors, true));
+      r.endpoint = to;
+    }
+    return status::ok();
+  }
+
+  /// Reads the monitors' events: connections made and lost. A lost endpoint's requests wait for
+  /// the next send_unsent.
+  void poll_monitors() {
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      endpoint& e = endpoints[i];
+      if (!e.monitor) continue;
+      for (;;) {
+        zmq::message_t event, address;
+        try {
+          if (!e.monitor.recv(event, zmq::recv_flags::dontwait)) break;
+          if (event.more()) (void)e.monitor.recv(address, zmq::recv_flags::none);
+        } catch (const zmq::error_t&) {
+          break;
+        }
+        if (event.size() < sizeof(uint16_t)) continue;
+        uint16_t what = 0;
+        std::memcpy(&what, event.data(), sizeof(what));
+        if (what == ZMQ_EVENT_CONNECTED) e.connected = true;
+        if (what == ZMQ_EVENT_DISCONNECTED) {
+          e.connected = false;
+          for (auto& [id, r] : pending)
+            if (r.endpoint == static_cast<int>(i)) {
+              r.endpoint = -1;
+              ++failovers;
+            }
+        }
       }
-      frames.resize(n);
+    }
+  }
+
+  /// One whole reply, or false after `timeout`. Several endpoints: polls them all and their
+  /// monitors, sends again what a lost endpoint held, and skips replies to requests answered
+  /// already.
+  expected<bool> receive_frames(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<zmq_pollitem_t> items;
+    for (auto& e : endpoints) items.push_back({e.socket.handle(), 0, ZMQ_POLLIN, 0});
+    for (auto& e : endpoints)
+      if (e.monitor) items.push_back({e.monitor.handle(), 0, ZMQ_POLLIN, 0});
+    try {
+      for (;;) {
+        const auto left = std::max(std::chrono::milliseconds(0),
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       deadline - std::chrono::steady_clock::now()));
+        for (auto& item : items) item.revents = 0;
+        if (zmq::poll(items.data(), items.size(), left) == 0) return false;
+        if (tracking()) {
+          poll_monitors();
+          TROUPE_RETURN_IF_ERROR(send_unsent());
+        }
+        for (size_t i = 0; i < endpoints.size(); ++i) {
+          if (!(items[i].revents & ZMQ_POLLIN)) continue;
+          size_t n = 0;
+          bool more = true;
+          while (more) {
+            if (n == frames.size()) frames.emplace_back();
+            if (!endpoints[i].socket.recv(frames[n], zmq::recv_flags::none))
+              return io_error("receive failed");
+            more = frames[n].more();
+            ++n;
+          }
+          frames.resize(n);
+          if (!tracking() || claim_reply()) return true;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+      }
     } catch (const zmq::error_t& e) {
       return io_error(std::string("receive failed: ") + e.what());
     }
-    return true;
+  }
+
+  /// Several endpoints: true when the reply in `frames` answers a request still waiting (it is
+  /// then no longer), or is not an inference reply; false for a second answer.
+  bool claim_reply() {
+    const size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
+    pb::ServerMessage m;
+    if (frames.empty() ||
+        !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
+      return true;  // the caller reports it
+    if (!m.has_infer() && !m.has_error()) return true;
+    return pending.erase(m.id()) > 0 || (m.has_error() && m.id().empty());
   }
 
   expected<pb::ServerMessage> receive_message(std::chrono::milliseconds timeout) {
@@ -109,6 +233,13 @@ class client::impl {
       return io_error("the server's reply is not a troupe.v1.ServerMessage");
     return m;
   }
+
+  /// Metadata and health go to one node: the first connected (the first given, before any).
+  zmq::socket_t& control_socket() {
+    if (tracking()) poll_monitors();
+    const int to = target();
+    return endpoints[static_cast<size_t>(std::max(to, 0))].socket;
+  }
 };
 
 client::client(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
@@ -116,15 +247,44 @@ client::~client() = default;
 
 expected<std::unique_ptr<client>> client::connect(const std::string& address) {
   auto p = std::make_unique<impl>();
-  try {
-    p->socket.set(zmq::sockopt::linger, 0);
-    p->socket.set(zmq::sockopt::sndhwm, 0);
-    p->socket.set(zmq::sockopt::rcvhwm, 0);
-    p->socket.connect(address);
-  } catch (const zmq::error_t& e) {
-    return invalid_argument("cannot connect to '" + address + "': " + e.what());
+  std::vector<std::string> addresses;
+  for (size_t start = 0; start <= address.size();) {
+    size_t comma = address.find(',', start);
+    if (comma == std::string::npos) comma = address.size();
+    std::string a = address.substr(start, comma - start);
+    while (!a.empty() && a.front() == ' ') a.erase(a.begin());
+    while (!a.empty() && a.back() == ' ') a.pop_back();
+    if (!a.empty()) addresses.push_back(std::move(a));
+    start = comma + 1;
+  }
+  if (addresses.empty()) return invalid_argument("no endpoint to connect to in '" + address + "'");
+  static std::atomic<uint64_t> monitors{0};
+  for (const std::string& a : addresses) {
+    impl::endpoint e{a, zmq::socket_t(p->ctx, zmq::socket_type::dealer), zmq::socket_t(), false};
+    try {
+      e.socket.set(zmq::sockopt::linger, 0);
+      e.socket.set(zmq::sockopt::sndhwm, 0);
+      e.socket.set(zmq::sockopt::rcvhwm, 0);
+      if (addresses.size() > 1) {
+        // Before connect(): the first connection is an event too.
+        const std::string name = "inproc://troupe-client-monitor-" + std::to_string(++monitors);
+        if (zmq_socket_monitor(e.socket.handle(), name.c_str(),
+                               ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+          return io_error("cannot monitor the connection to '" + a + "'");
+        e.monitor = zmq::socket_t(p->ctx, zmq::socket_type::pair);
+        e.monitor.connect(name);
+      }
+      e.socket.connect(a);
+    } catch (const zmq::error_t& err) {
+      return invalid_argument("cannot connect to '" + a + "': " + err.what());
+    }
+    p->endpoints.push_back(std::move(e));
   }
   return std::unique_ptr<client>(new client(std::move(p)));
+}
+
+uint64_t client::failovers() const {
+  return impl_->failovers;
 }
 
 status client::send(const infer_request& r) {
@@ -133,7 +293,7 @@ status client::send(const infer_request& r) {
   zmq::message_t e = serialize(env);
   std::vector<zmq::message_t> tensors;
   for (const auto& [name, t] : r.inputs) tensors.emplace_back(t.raw(), t.bytes());  // copies
-  return impl_->send_frames(e, tensors, false);
+  return impl_->send_request(r.id, e, tensors, false);
 }
 
 expected<std::shared_ptr<client::prepared>> client::prepare(const infer_request& r) {
@@ -149,7 +309,7 @@ status client::send(const prepared& p, const std::string& id) {
   env.CopyFrom(p.envelope);
   env.mutable_infer()->set_id(id);
   zmq::message_t e = serialize(env);
-  return impl_->send_frames(e, const_cast<std::vector<zmq::message_t>&>(p.frames), true);
+  return impl_->send_request(id, e, const_cast<std::vector<zmq::message_t>&>(p.frames), true);
 }
 
 expected<std::optional<infer_reply>> client::receive(std::chrono::milliseconds timeout,
@@ -218,7 +378,7 @@ expected<model_metadata> client::metadata(const std::string& model, int64_t vers
   env.mutable_metadata()->set_version(version);
   zmq::message_t e = serialize(env);
   std::vector<zmq::message_t> none;
-  TROUPE_RETURN_IF_ERROR(impl_->send_frames(e, none, false));
+  TROUPE_RETURN_IF_ERROR(impl::send_on(impl_->control_socket(), e, none, false));
   TROUPE_ASSIGN_OR_RETURN(pb::ServerMessage m, impl_->receive_message(timeout));
   if (m.has_error()) return from_proto(m.error());
   if (!m.has_metadata()) return io_error("expected a metadata reply");
@@ -246,7 +406,7 @@ expected<health_status> client::health(std::chrono::milliseconds timeout) {
   env.mutable_health();
   zmq::message_t e = serialize(env);
   std::vector<zmq::message_t> none;
-  TROUPE_RETURN_IF_ERROR(impl_->send_frames(e, none, false));
+  TROUPE_RETURN_IF_ERROR(impl::send_on(impl_->control_socket(), e, none, false));
   TROUPE_ASSIGN_OR_RETURN(pb::ServerMessage m, impl_->receive_message(timeout));
   if (m.has_error()) return from_proto(m.error());
   if (!m.has_health()) return io_error("expected a health reply");

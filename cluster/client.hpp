@@ -1,7 +1,13 @@
 #pragma once
-/// A C++ client of the protocol in docs/protocol.md: one DEALER socket, many requests in flight,
+/// A C++ client of the protocol in docs/protocol.md: DEALER sockets, many requests in flight,
 /// replies matched by id (they may arrive in any order). Used by `troupe infer` and `troupe bench`.
-/// Not thread-safe: one thread owns a client (the socket belongs to it).
+/// Not thread-safe: one thread owns a client (the sockets belong to it).
+///
+/// Several endpoints ("tcp://a:5555,tcp://b:5555": nodes serving the same models), as the Python
+/// client: inference requests go to the first connected endpoint in the order given; when its
+/// connection drops, the requests waiting on it are sent again (same ids) to the next connected
+/// one. Each request's reply is delivered once (a late second one is dropped); a request sent
+/// again may have run twice. With one endpoint nothing is tracked: requests go straight out.
 
 #include <chrono>
 #include <cstdint>
@@ -63,7 +69,10 @@ struct health_status {
 
 class client {
  public:
+  /// `address`: one endpoint, or several separated by commas (failover order).
   static expected<std::unique_ptr<client>> connect(const std::string& address);
+  /// Inference requests sent again to another endpoint after theirs was lost, so far.
+  uint64_t failovers() const;
   ~client();
 
   /// Encodes and sends one request (tensor bytes copied once into the frames).

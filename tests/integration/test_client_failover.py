@@ -68,3 +68,42 @@ def test_an_endpoint_where_nothing_listens_is_passed_over(tmp_path):
             assert client.failovers == 0, "nothing was sent to the endpoint that never connected"
     finally:
         assert server.terminate() == 0
+
+
+def test_troupe_bench_over_two_nodes_survives_the_loss_of_one(tmp_path):
+    """The C++ client (troupe bench, troupe infer) takes the same comma-separated endpoints."""
+    import json
+    import subprocess
+    import time
+
+    from conftest import troupe_bin
+
+    models, node_yaml = build(str(tmp_path))
+    first = Server(models, node_yaml, str(tmp_path / "first.log"))
+    second = Server(models, node_yaml, str(tmp_path / "second.log"))
+    out_json = tmp_path / "bench.json"
+    try:
+        bench = subprocess.Popen([troupe_bin(), "bench", "mlp", "--server", f"{first.endpoint},{second.endpoint}",
+                                  "--concurrency", "8", "--connections", "2", "--duration", "3", "--warmup", "0.2",
+                                  "--json", str(out_json), "--quiet"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The event: the first node has served a good share of the load (polled on its counter).
+        deadline = time.monotonic() + 30
+        while served(first) < 200 and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.02)
+        assert served(first) >= 200, "the first endpoint is preferred while it is up"
+        first.proc.send_signal(signal.SIGKILL)
+        out, err = bench.communicate(timeout=120)
+        assert bench.returncode == 0, err
+        j = json.loads(out_json.read_text())
+        assert j["errors"] == 0 and j["lost"] == 0, j
+        assert served(second) > 0, "the rest went to the second node"
+        # One node alone behind the same flag: troupe infer answers from the second node too.
+        x = tmp_path / "x.npz"
+        np.savez(x, x=np.ones((1, 16), np.float32))
+        r = subprocess.run([troupe_bin(), "infer", "mlp", "--inputs", str(x), "--server",
+                            f"{first.endpoint},{second.endpoint}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    finally:
+        first.terminate()
+        assert second.terminate() == 0
