@@ -107,3 +107,34 @@ def test_troupe_bench_over_two_nodes_survives_the_loss_of_one(tmp_path):
     finally:
         first.terminate()
         assert second.terminate() == 0
+
+
+def test_a_node_that_stops_answering_with_its_connection_open_is_passed_over(tmp_path):
+    """SIGSTOP keeps the node's sockets open: only the client's heartbeats see it is gone."""
+    models, node_yaml = build(str(tmp_path))
+    first = Server(models, node_yaml, str(tmp_path / "first.log"))
+    second = Server(models, node_yaml, str(tmp_path / "second.log"))
+    try:
+        client = Client([first.endpoint, second.endpoint], timeout=60, heartbeat=0.1, heartbeat_timeout=0.5)
+        rng = np.random.default_rng(4)
+        inputs = [rng.standard_normal((1, 16)).astype(np.float32) for _ in range(300)]
+        futures = []
+        for i, x in enumerate(inputs):
+            futures.append(client.submit("mlp", {"x": x}))
+            if i >= 8:
+                futures[i - 8].result()  # within heartbeat_timeout plus a request: never 60 s
+            if i == 100:
+                first.proc.send_signal(signal.SIGSTOP)
+            if i == 250:
+                first.proc.send_signal(signal.SIGCONT)  # its late replies are dropped
+        for i, f in enumerate(futures):
+            np.testing.assert_allclose(f.result().outputs["y"],
+                                       reference(models, "mlp", 1, {"x": inputs[i]})["y"],
+                                       rtol=1e-4, atol=1e-4, err_msg=f"request {i}")
+        assert client.failovers > 0, "the requests the stopped node held were sent again"
+        assert served(second) > 0
+        client.close()
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+        assert first.terminate() == 0
+        assert second.terminate() == 0

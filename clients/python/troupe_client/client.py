@@ -8,9 +8,12 @@ docs/protocol.md in the troupe repository.
 Several endpoints (nodes serving the same models) may be given: requests go to the first one that
 is connected, in the order given. When its connection drops, the requests waiting on it are sent
 again, with the same ids, to the next connected endpoint, and later ones go there too; a node that
-comes back is preferred again for new requests. A request is answered to its caller once: a late
-second reply (the lost node had answered after all) is dropped. A request sent again may have run
-on the lost node too: at-least-once execution, exactly-once replies.
+comes back is preferred again for new requests. With several endpoints the client also probes each
+connected node's health every `heartbeat` seconds: a node that answers nothing (no probe, no
+reply) for `heartbeat_timeout` seconds while its connection stays open (hung, stopped, its host
+cut off) is treated as lost the same way, until it answers again. A request is answered to its
+caller once: a late second reply (the lost node had answered after all) is dropped. A request sent
+again may have run on the lost node too: at-least-once execution, exactly-once replies.
 
 Every request has a client-side timeout (DEFAULT_TIMEOUT_S unless the Client or the call says
 otherwise): ZeroMQ connects in the background and queues requests for a node that is not there, so
@@ -35,6 +38,7 @@ from .errors import DeadlineExceeded, InvalidArgument, TroupeError, Unavailable,
 
 DEFAULT_TIMEOUT_S = 30.0  # a request's client-side timeout unless the Client or the call sets one
 _DEFAULT = object()  # "the Client's timeout" as an argument default
+_HEARTBEAT_ID = "troupe-client.heartbeat."  # ids of the health probes of several endpoints
 
 # proto DataType (ONNX TensorProto numbers) <-> numpy. BFLOAT16 has no numpy type: its raw 16-bit
 # words travel as uint16 (send uint16 arrays for bfloat16 inputs; outputs come back as uint16).
@@ -101,7 +105,8 @@ class Client:
     each call may pass its own.
     """
 
-    def __init__(self, address="tcp://127.0.0.1:5555", context=None, timeout=DEFAULT_TIMEOUT_S):
+    def __init__(self, address="tcp://127.0.0.1:5555", context=None, timeout=DEFAULT_TIMEOUT_S,
+                 heartbeat=1.0, heartbeat_timeout=3.0):
         # One endpoint, several separated by commas, or a list of them (failover order).
         if isinstance(address, str):
             self.addresses = [a.strip() for a in address.split(",") if a.strip()]
@@ -119,6 +124,14 @@ class Client:
         # touched by the I/O thread only.
         self._pending = {}
         self._connected = [False] * len(self.addresses)  # per endpoint (socket monitors)
+        # Heartbeats (several endpoints): per endpoint, whether it answers, when it last did, and
+        # when the probe now out was sent (None: none out).
+        self.heartbeat = float(heartbeat)
+        self.heartbeat_timeout = float(heartbeat_timeout)
+        self._responsive = [True] * len(self.addresses)
+        self._last_heard = [0.0] * len(self.addresses)
+        self._probe_sent = [None] * len(self.addresses)
+        self._probes = itertools.count(1)
         self._ever_connected = False
         self._failovers = 0  # requests sent again after their endpoint was lost
         self._ids = itertools.count(1)
@@ -266,10 +279,12 @@ class Client:
                     except BlockingIOError:
                         pass
                 self._take_outgoing()
-                self._send_unsent(socks)
-                for sock in socks:
+                for i, sock in enumerate(socks):
                     if sock in events:
-                        self._receive_all(sock)
+                        self._receive_all(i, sock)
+                if len(socks) > 1:
+                    self._heartbeats(socks, time.monotonic())
+                self._send_unsent(socks)
                 self._expire(time.monotonic())
                 if self._closed:
                     break
@@ -284,7 +299,7 @@ class Client:
                 sock.close(0)
 
     def _poll_ms(self):
-        """Until the next request deadline, at most 200 ms."""
+        """Until the next request deadline, at most 200 ms (heartbeats are checked as often)."""
         deadlines = [p[2] for p in self._pending.values() if p[2] is not None]
         if not deadlines:
             return 200
@@ -298,14 +313,38 @@ class Client:
                 return
             if event["event"] == zmq.EVENT_CONNECTED:
                 self._connected[index] = self._ever_connected = True
+                self._responsive[index] = True
+                self._last_heard[index] = time.monotonic()
+                self._probe_sent[index] = None
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._connected[index] = False
-                # What waited on the lost node goes to another one (the next _send_unsent).
-                for entry in self._pending.values():
-                    if entry[5] == index:
-                        entry[5] = None
-                        if len(self.addresses) > 1:
-                            self._failovers += 1
+                self._lose(index)
+
+    def _lose(self, index):
+        """What waited on endpoint `index` goes to another one (the next _send_unsent)."""
+        for entry in self._pending.values():
+            if entry[5] == index:
+                entry[5] = None
+                if len(self.addresses) > 1:
+                    self._failovers += 1
+
+    def _heartbeats(self, socks, now):
+        for i, sock in enumerate(socks):
+            if not self._connected[i]:
+                continue
+            sent = self._probe_sent[i]
+            if sent is None and now - self._last_heard[i] >= self.heartbeat:
+                probe = pb.ClientMessage()
+                probe.id = f"{_HEARTBEAT_ID}{i}.{next(self._probes)}"
+                probe.health.SetInParent()
+                sock.send(probe.SerializeToString())
+                self._probe_sent[i] = now
+            elif sent is not None and self._responsive[i] and \
+                    now - max(sent, self._last_heard[i]) >= self.heartbeat_timeout:
+                # Connected, yet silent: hung, stopped or cut off. Its requests go elsewhere
+                # until it answers again (a late probe reply brings it back).
+                self._responsive[i] = False
+                self._lose(i)
 
     def _expire(self, now):
         for rid, (future, kind, deadline, timeout, _, _) in list(self._pending.items()):
@@ -345,7 +384,7 @@ class Client:
         if len(socks) == 1:
             target = 0
         else:
-            target = next((i for i, up in enumerate(self._connected) if up), None)
+            target = next((i for i, up in enumerate(self._connected) if up and self._responsive[i]), None)
             if target is None:
                 return  # kept until an endpoint connects, or their deadline
         for entry in self._pending.values():
@@ -354,7 +393,7 @@ class Client:
                 # copy=False: large arrays are sent from their own memory (pyzmq keeps them alive).
                 socks[target].send_multipart(entry[4], copy=False)
 
-    def _receive_all(self, sock):
+    def _receive_all(self, index, sock):
         while True:
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
@@ -366,6 +405,12 @@ class Client:
             try:
                 reply.ParseFromString(frames[0].bytes)
             except Exception:  # noqa: BLE001 - a corrupt reply cannot be matched to a request
+                continue
+            # Anything from a node says it is alive; a heartbeat reply says nothing else.
+            self._last_heard[index] = time.monotonic()
+            self._responsive[index] = True
+            if reply.id.startswith(_HEARTBEAT_ID):
+                self._probe_sent[index] = None
                 continue
             entry = self._pending.pop(reply.id, None)
             if entry is None:
