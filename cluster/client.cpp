@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <unordered_map>
 #include <zmq.hpp>
 
@@ -61,7 +63,17 @@ class client::impl {
     zmq::socket_t socket;
     zmq::socket_t monitor;  // PAIR on the socket's monitor (inproc); only with several endpoints
     bool connected = false;
+    // Heartbeats (several endpoints): whether it answers, when it last did, the probe out.
+    bool responsive = true;
+    std::chrono::steady_clock::time_point last_heard{};
+    std::optional<std::chrono::steady_clock::time_point> probe_sent;
   };
+  /// A connected node is probed when it said nothing for this long, and passed over (its
+  /// requests sent again elsewhere) when it answered nothing for heartbeat_timeout: hung, or its
+  /// host cut off, with the connection still open. The Python client's defaults.
+  static constexpr std::chrono::milliseconds heartbeat{1000};
+  static constexpr std::chrono::milliseconds heartbeat_timeout{3000};
+  static constexpr std::string_view heartbeat_id = "troupe-client.heartbeat.";
   /// An inference request sent and not answered yet (several endpoints only): kept to be sent
   /// again where its endpoint is lost.
   struct in_flight {
@@ -75,6 +87,7 @@ class client::impl {
   std::vector<zmq::message_t> frames;
   std::unordered_map<std::string, in_flight> pending;
   uint64_t failovers = 0;
+  uint64_t probes = 0;
   std::vector<zmq_pollitem_t> items;  // the sockets, then the monitors (receive_frames)
 
   bool tracking() const { return endpoints.size() > 1; }
@@ -103,7 +116,7 @@ class client::impl {
   /// The first connected endpoint, in the order given; -1 when none is.
   int target() const {
     for (size_t i = 0; i < endpoints.size(); ++i)
-      if (endpoints[i].connected) return static_cast<int>(i);
+      if (endpoints[i].connected && endpoints[i].responsive) return static_cast<int>(i);
     return -1;
   }
 
@@ -156,17 +169,50 @@ class client::impl {
         if (event.size() < sizeof(uint16_t)) continue;
         uint16_t what = 0;
         std::memcpy(&what, event.data(), sizeof(what));
-        if (what == ZMQ_EVENT_CONNECTED) e.connected = true;
+        if (what == ZMQ_EVENT_CONNECTED) {
+          e.connected = e.responsive = true;
+          e.last_heard = std::chrono::steady_clock::now();
+          e.probe_sent.reset();
+        }
         if (what == ZMQ_EVENT_DISCONNECTED) {
           e.connected = false;
-          for (auto& [id, r] : pending)
-            if (r.endpoint == static_cast<int>(i)) {
-              r.endpoint = -1;
-              ++failovers;
-            }
+          lose(i);
         }
       }
     }
+  }
+
+  /// What waited on endpoint `i` waits for the next send_unsent.
+  void lose(size_t i) {
+    for (auto& [id, r] : pending)
+      if (r.endpoint == static_cast<int>(i)) {
+        r.endpoint = -1;
+        ++failovers;
+      }
+  }
+
+  /// Probes the connected endpoints that were silent for `heartbeat`; passes over those that
+  /// answered nothing for heartbeat_timeout.
+  status heartbeats() {
+    const auto now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      endpoint& e = endpoints[i];
+      if (!e.connected) continue;
+      if (!e.probe_sent && now - e.last_heard >= heartbeat) {
+        pb::ClientMessage probe;
+        probe.set_id(std::string(heartbeat_id) + std::to_string(i) + "." + std::to_string(++probes));
+        probe.mutable_health();
+        zmq::message_t m = serialize(probe);
+        std::vector<zmq::message_t> none;
+        TROUPE_RETURN_IF_ERROR(send_on(e.socket, m, none, false));
+        e.probe_sent = now;
+      } else if (e.probe_sent && e.responsive &&
+                 now - std::max(*e.probe_sent, e.last_heard) >= heartbeat_timeout) {
+        e.responsive = false;
+        lose(i);
+      }
+    }
+    return status::ok();
   }
 
   /// One whole reply, or false after `timeout`. Several endpoints: polls them all and their
@@ -185,9 +231,14 @@ class client::impl {
                                    std::chrono::duration_cast<std::chrono::milliseconds>(
                                        deadline - std::chrono::steady_clock::now()));
         for (auto& item : items) item.revents = 0;
-        if (zmq::poll(items.data(), items.size(), left) == 0) return false;
+        // Several endpoints: wake at least every 100 ms for the heartbeats.
+        const int ready =
+            zmq::poll(items.data(), items.size(),
+                      tracking() ? std::min(left, std::chrono::milliseconds(100)) : left);
+        if (ready == 0 && !tracking()) return false;
         if (tracking()) {
           poll_monitors();
+          TROUPE_RETURN_IF_ERROR(heartbeats());
           TROUPE_RETURN_IF_ERROR(send_unsent());
         }
         for (size_t i = 0; i < endpoints.size(); ++i) {
@@ -202,7 +253,7 @@ class client::impl {
             ++n;
           }
           frames.resize(n);
-          if (!tracking() || claim_reply()) return true;
+          if (!tracking() || claim_reply(i)) return true;
         }
         if (std::chrono::steady_clock::now() >= deadline) return false;
       }
@@ -211,14 +262,22 @@ class client::impl {
     }
   }
 
-  /// Several endpoints: true when the reply in `frames` answers a request still waiting (it is
-  /// then no longer), or is not an inference reply; false for a second answer.
-  bool claim_reply() {
+  /// Several endpoints: true when the reply in `frames` (from endpoint `from`) answers a request
+  /// still waiting (it is then no longer), or is not an inference reply; false for a second
+  /// answer and for heartbeat replies. Anything from a node says it is alive.
+  bool claim_reply(size_t from) {
+    endpoint& e = endpoints[from];
+    e.last_heard = std::chrono::steady_clock::now();
+    e.responsive = true;
     const size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
     pb::ServerMessage m;
     if (frames.empty() ||
         !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
       return true;  // the caller reports it
+    if (m.id().rfind(heartbeat_id, 0) == 0) {
+      e.probe_sent.reset();
+      return false;
+    }
     if (!m.has_infer() && !m.has_error()) return true;
     return pending.erase(m.id()) > 0 || (m.has_error() && m.id().empty());
   }

@@ -138,3 +138,37 @@ def test_a_node_that_stops_answering_with_its_connection_open_is_passed_over(tmp
         first.proc.send_signal(signal.SIGCONT)
         assert first.terminate() == 0
         assert second.terminate() == 0
+
+
+def test_troupe_bench_passes_over_a_stopped_node(tmp_path):
+    """The C++ client's heartbeats (1 s, passed over after 3 s of silence), as the Python one's."""
+    import json
+    import subprocess
+    import time
+
+    from conftest import troupe_bin
+
+    models, node_yaml = build(str(tmp_path))
+    first = Server(models, node_yaml, str(tmp_path / "first.log"))
+    second = Server(models, node_yaml, str(tmp_path / "second.log"))
+    out_json = tmp_path / "bench.json"
+    try:
+        bench = subprocess.Popen([troupe_bin(), "bench", "mlp", "--server", f"{first.endpoint},{second.endpoint}",
+                                  "--concurrency", "4", "--connections", "1", "--duration", "6", "--warmup", "0.2",
+                                  "--json", str(out_json), "--quiet"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while served(first) < 200 and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.02)
+        assert served(first) >= 200
+        first.proc.send_signal(signal.SIGSTOP)
+        before = served(second)
+        out, err = bench.communicate(timeout=120)
+        assert bench.returncode == 0, err
+        j = json.loads(out_json.read_text())
+        assert j["errors"] == 0 and j["lost"] == 0, j
+        assert served(second) > before, "after the heartbeat timeout the second node served the rest"
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+        assert first.terminate() == 0
+        assert second.terminate() == 0
