@@ -295,9 +295,26 @@ class client::impl {
     return m;
   }
 
-  /// Metadata and health go to one node: the first connected (the first given, before any).
-  zmq::socket_t& control_socket() {
-    if (tracking()) poll_monitors();
+  /// Metadata and health go to one node: the first connected one, waited for up to `timeout`
+  /// (several endpoints: the monitors' events); the first given when none connects in time.
+  zmq::socket_t& control_socket(std::chrono::milliseconds timeout) {
+    if (tracking()) {
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      std::vector<zmq_pollitem_t> monitors;
+      for (auto& e : endpoints) monitors.push_back({e.monitor.handle(), 0, ZMQ_POLLIN, 0});
+      poll_monitors();
+      while (target() < 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        try {
+          (void)zmq::poll(monitors.data(), monitors.size(), left);
+        } catch (const zmq::error_t&) {
+          break;
+        }
+        poll_monitors();
+      }
+    }
     const int to = target();
     return endpoints[static_cast<size_t>(std::max(to, 0))].socket;
   }
@@ -439,7 +456,7 @@ expected<model_metadata> client::metadata(const std::string& model, int64_t vers
   env.mutable_metadata()->set_version(version);
   zmq::message_t e = serialize(env);
   std::vector<zmq::message_t> none;
-  TROUPE_RETURN_IF_ERROR(impl::send_on(impl_->control_socket(), e, none, false));
+  TROUPE_RETURN_IF_ERROR(impl::send_on(impl_->control_socket(timeout), e, none, false));
   TROUPE_ASSIGN_OR_RETURN(pb::ServerMessage m, impl_->receive_message(timeout));
   if (m.has_error()) return from_proto(m.error());
   if (!m.has_metadata()) return io_error("expected a metadata reply");
@@ -467,7 +484,7 @@ expected<health_status> client::health(std::chrono::milliseconds timeout) {
   env.mutable_health();
   zmq::message_t e = serialize(env);
   std::vector<zmq::message_t> none;
-  TROUPE_RETURN_IF_ERROR(impl::send_on(impl_->control_socket(), e, none, false));
+  TROUPE_RETURN_IF_ERROR(impl::send_on(impl_->control_socket(timeout), e, none, false));
   TROUPE_ASSIGN_OR_RETURN(pb::ServerMessage m, impl_->receive_message(timeout));
   if (m.has_error()) return from_proto(m.error());
   if (!m.has_health()) return io_error("expected a health reply");

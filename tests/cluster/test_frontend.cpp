@@ -131,6 +131,33 @@ TEST_F(frontend_test, round_trip_metadata_and_health) {
   EXPECT_EQ(missing.error().code(), error_code::not_found);
 }
 
+// Several endpoints: one where nothing listens, then the frontend. Requests, metadata and health
+// reach the frontend (the first connected endpoint); an address list with no endpoint is refused.
+TEST_F(frontend_test, a_client_over_several_endpoints_uses_the_connected_one) {
+  start();
+  zmq::context_t ctx;
+  zmq::socket_t probe(ctx, zmq::socket_type::router);
+  probe.bind("tcp://127.0.0.1:*");
+  const std::string unused = probe.get(zmq::sockopt::last_endpoint);
+  probe.close();  // the port is free again: nothing listens there
+  auto c = client::connect(unused + "," + fe_->endpoint());
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  auto md = (*c)->metadata("mlp", 0, 10s);
+  ASSERT_TRUE(md.has_value()) << md.error().to_string();
+  EXPECT_EQ(md->max_batch_size, 4u);
+  auto r = request(2, "two");
+  auto reply = (*c)->infer(r, 10s);
+  ASSERT_TRUE(reply.has_value()) << reply.error().to_string();
+  expect_matches(r, *reply);
+  auto h = (*c)->health(10s);
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  EXPECT_TRUE(h->ready);
+  EXPECT_EQ((*c)->failovers(), 0u);
+  auto none = client::connect(" , ");
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), error_code::invalid_argument);
+}
+
 // The frontend listens before the repository loads: live, not ready ("loading"); requests and
 // metadata are answered UNAVAILABLE; after the load the same socket serves.
 TEST_F(frontend_test, live_and_not_ready_before_the_load) {
