@@ -135,11 +135,16 @@ TEST_F(frontend_test, round_trip_metadata_and_health) {
 // reach the frontend (the first connected endpoint); an address list with no endpoint is refused.
 TEST_F(frontend_test, a_client_over_several_endpoints_uses_the_connected_one) {
   start();
-  zmq::context_t ctx;
-  zmq::socket_t probe(ctx, zmq::socket_type::router);
-  probe.bind("tcp://127.0.0.1:*");
-  const std::string unused = probe.get(zmq::sockopt::last_endpoint);
-  probe.close();  // the port is free again: nothing listens there
+  std::string unused;
+  {
+    // A port that was free a moment ago: bound, then released with its context (zmq_ctx_term
+    // waits until the listener is gone, so nothing accepts connections there any more).
+    zmq::context_t ctx;
+    zmq::socket_t probe(ctx, zmq::socket_type::router);
+    probe.set(zmq::sockopt::linger, 0);
+    probe.bind("tcp://127.0.0.1:*");
+    unused = probe.get(zmq::sockopt::last_endpoint);
+  }
   auto c = client::connect(unused + "," + fe_->endpoint());
   ASSERT_TRUE(c.has_value()) << c.error().to_string();
   auto md = (*c)->metadata("mlp", 0, 10s);
