@@ -55,6 +55,7 @@ struct tally {
   uint64_t sent = 0;
   uint64_t ok = 0;
   uint64_t lost = 0;  // no reply before the end
+  uint64_t failovers = 0;  // requests sent again to another endpoint (several endpoints)
   // Sums over the successful measured replies of what the server reported in them.
   uint64_t batch_rows = 0;  // rows of the batch each request ran in
   uint64_t queue_us = 0, compute_us = 0, server_total_us = 0;
@@ -72,6 +73,8 @@ class bench_connection {
   virtual status send(const std::string& id) = 0;
   /// One reply (outputs not decoded), or nullopt after `wait` without one.
   virtual expected<std::optional<cluster::infer_reply>> receive(std::chrono::milliseconds wait) = 0;
+  /// Requests sent again to another endpoint after theirs was lost (several endpoints).
+  virtual uint64_t failovers() const { return 0; }
 };
 
 /// The door the bench drives: `--server tcp://...` (troupe's ZeroMQ protocol) or grpc://host:port
@@ -96,6 +99,7 @@ class zmq_connection final : public bench_connection {
   expected<std::optional<cluster::infer_reply>> receive(std::chrono::milliseconds wait) override {
     return client_->receive(wait, /*decode_outputs=*/false);
   }
+  uint64_t failovers() const override { return client_->failovers(); }
 
  private:
   std::unique_ptr<cluster::client> client_;
@@ -281,6 +285,7 @@ status drive(const bench_options& o, bench_target& target, const cluster::infer_
       TROUPE_RETURN_IF_ERROR(send_one());
   }
   out.lost = in_flight;
+  out.failovers = c->failovers();
   return status::ok();
 }
 
@@ -350,6 +355,7 @@ status run_bench(const bench_options& o) {
     all.sent += t.sent;
     all.ok += t.ok;
     all.lost += t.lost;
+    all.failovers += t.failovers;
     all.batch_rows += t.batch_rows;
     all.queue_us += t.queue_us;
     all.compute_us += t.compute_us;
@@ -382,6 +388,7 @@ status run_bench(const bench_options& o) {
   j["errors"] = errors;
   j["errors_by_code"] = all.errors;
   j["lost"] = all.lost;
+  j["failovers"] = all.failovers;
   j["throughput_rps"] = throughput;
   j["latency_ms"] = {{"mean", mean},
                      {"p50", percentile(all.latencies_ms, 50)},
@@ -415,7 +422,11 @@ status run_bench(const bench_options& o) {
   std::printf("errors: %llu", static_cast<unsigned long long>(errors));
   for (const auto& [code, count] : all.errors)
     std::printf(" %s=%llu", code.c_str(), static_cast<unsigned long long>(count));
-  std::printf("  lost: %llu\n", static_cast<unsigned long long>(all.lost));
+  std::printf("  lost: %llu", static_cast<unsigned long long>(all.lost));
+  if (all.failovers > 0)
+    std::printf("  sent again after a lost endpoint: %llu",
+                static_cast<unsigned long long>(all.failovers));
+  std::printf("\n");
   std::fflush(stdout);
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);

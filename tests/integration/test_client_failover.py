@@ -97,6 +97,7 @@ def test_troupe_bench_over_two_nodes_survives_the_loss_of_one(tmp_path):
         assert bench.returncode == 0, err
         j = json.loads(out_json.read_text())
         assert j["errors"] == 0 and j["lost"] == 0, j
+        assert j["failovers"] > 0, j  # the requests in flight on the killed node
         assert served(second) > 0, "the rest went to the second node"
         # One node alone behind the same flag: troupe infer answers from the second node too.
         x = tmp_path / "x.npz"
