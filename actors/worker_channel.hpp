@@ -39,6 +39,10 @@ struct worker_process_spec {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
   size_t memory_budget_bytes = 0;  // worker_options::memory_budget_bytes (0: none)
+  /// worker_options::idle_spin_us: after a message, the link's thread on each side polls
+  /// without blocking for this long before it sleeps (a batch that comes back within it costs
+  /// no thread wake-up); 0: never.
+  uint32_t idle_spin_us = 0;
 };
 
 /// Called on the channel's own thread: they must be thread-safe and must not block (the proxy's

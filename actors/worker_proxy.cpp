@@ -574,6 +574,7 @@ status start_process(proxy_ptr self) {
   spec.heartbeat_interval = p.heartbeat_interval;
   spec.heartbeat_timeout = p.heartbeat_timeout;
   spec.memory_budget_bytes = st.options.memory_budget_bytes;
+  spec.idle_spin_us = st.options.idle_spin_us;
   worker_channel_events events;
   const worker_actor me = caf::actor_cast<worker_actor>(self);
   events.on_message = [me](worker_message m) {

@@ -120,6 +120,10 @@ class worker_link final : public worker_channel {
                                   "--log-level",
                                   shared_->log_level};
     if (spec_.fault_injection) argv.push_back("--fault-injection");
+    if (spec_.idle_spin_us > 0) {
+      argv.push_back("--idle-spin-us");
+      argv.push_back(std::to_string(spec_.idle_spin_us));
+    }
     if (!spec_.tuning_records_file.empty()) {
       argv.push_back("--tuning-records-file");
       argv.push_back(spec_.tuning_records_file);
@@ -157,6 +161,7 @@ class worker_link final : public worker_channel {
     auto last_heard = clock_type::now();
     auto next_beat = last_heard + interval;
     uint64_t beats = 0;
+    auto spin_until = last_heard;  // in the past: no spinning before the first message
     while (!stopping_.load() && !closed_) {
       zmq_pollitem_t items[3] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, outbox_.fd(), ZMQ_POLLIN, 0},
@@ -165,8 +170,15 @@ class worker_link final : public worker_channel {
       auto wait =
           std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock_type::now());
       if (child_.exit_fd() < 0) wait = std::min(wait, std::chrono::milliseconds(100));
+      // Within the spin window after a message: no sleep, so an answer that comes soon costs
+      // no wake-up (worker_process_spec::idle_spin_us).
+      if (clock_type::now() < spin_until) wait = std::chrono::milliseconds(0);
       try {
-        zmq::poll(items, count, std::max(wait, std::chrono::milliseconds(0)));
+        const int ready = zmq::poll(items, count, std::max(wait, std::chrono::milliseconds(0)));
+        if (ready == 0 && wait.count() == 0) {
+          std::this_thread::yield();
+          if (clock_type::now() < spin_until) continue;
+        }
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         close(status(error_code::unavailable, std::string("worker link poll: ") + e.what()));
@@ -183,6 +195,8 @@ class worker_link final : public worker_channel {
       if (items[0].revents & ZMQ_POLLIN) drain(socket, last_heard);
       if (closed_) break;
       if (items[1].revents & ZMQ_POLLIN) flush(socket);
+      if ((items[0].revents | items[1].revents) & ZMQ_POLLIN)
+        spin_until = clock_type::now() + std::chrono::microseconds(spec_.idle_spin_us);
       const auto now = clock_type::now();
       if (now - last_heard > spec_.heartbeat_timeout) {
         close(status(error_code::unavailable, "the worker process sent nothing for " +

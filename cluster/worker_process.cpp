@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <memory>
+#include <thread>
 #include <zmq.hpp>
 
 #include "actors/log_fields.hpp"
@@ -103,18 +104,28 @@ status run_worker_process(const worker_main_options& o) {
         why = std::string("send: ") + e.what();
       }
     };
+    // After a message, poll without sleeping for idle_spin_us: the run's answer (or the next
+    // run) that comes within it costs no wake-up of this thread.
+    auto spin_until = last_heard;
     while (why.empty()) {
       zmq_pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, outbox.fd(), ZMQ_POLLIN, 0}};
-      const auto wait =
+      auto wait =
           std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock_type::now());
+      if (clock_type::now() < spin_until) wait = std::chrono::milliseconds(0);
       try {
-        zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+        const int ready = zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+        if (ready == 0 && wait.count() == 0) {
+          std::this_thread::yield();
+          if (clock_type::now() < spin_until) continue;
+        }
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         why = std::string("poll: ") + e.what();
         break;
       }
+      if ((items[0].revents | items[1].revents) & ZMQ_POLLIN)
+        spin_until = clock_type::now() + std::chrono::microseconds(o.idle_spin_us);
       if (items[1].revents & ZMQ_POLLIN)
         for (const std::string& envelope : outbox.take()) send(envelope);
       if (items[0].revents & ZMQ_POLLIN) {

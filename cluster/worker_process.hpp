@@ -30,6 +30,7 @@ struct worker_main_options {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
   std::string log_level = "info";
+  uint32_t idle_spin_us = 0;  // worker_process_spec::idle_spin_us
 };
 
 /// Serves until the node goes; returns why (an error when it could not start or the node broke

@@ -38,6 +38,8 @@ void add_worker_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 3600000));
   cmd->add_option("--heartbeat-timeout-ms", o->heartbeat_timeout_ms)->check(CLI::Range(1, 3600000));
   cmd->add_option("--log-level", o->worker.log_level);
+  cmd->add_option("--idle-spin-us", o->worker.idle_spin_us,
+                  "After a message, poll without blocking this long before sleeping (0: never)");
   cmd->callback([o, &exit_code] {
     o->worker.kind = o->kind == "gpu" ? actors::worker_kind::gpu : actors::worker_kind::cpu;
     o->worker.heartbeat_interval = std::chrono::milliseconds(o->heartbeat_interval_ms);
