@@ -143,4 +143,8 @@ if want density; then
   echo "== density (troupe vs PyTorch: memory per replica, throughput, replicas per GPU)"
   PYTHONUNBUFFERED=1 timeout "${DENSITY_TIMEOUT_S:-480}" python3 bench/density/run.py --troupe build-gpu/troupe \
     --out "$OUT" ${DENSITY_ARGS:-} 2>&1 | tee "$OUT/density.log" | tail -70
+  # The device tool brings back at most 8 files: the run's many logs travel as one archive, so
+  # that density.md and density.json come back beside them.
+  (cd "$OUT" && tar czf density-logs.tgz density-*.log density.log 2>/dev/null &&
+    rm -f density-*.log density.log)
 fi
