@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -86,6 +87,10 @@ class client::impl {
   std::vector<endpoint> endpoints;
   std::vector<zmq::message_t> frames;
   std::unordered_map<std::string, in_flight> pending;
+  std::deque<std::string> unsent;  // ids of pending requests without an endpoint, in order
+  // The envelope of the reply in `frames`, parsed once (reply_envelope).
+  pb::ServerMessage reply;
+  bool reply_parsed = false, reply_ok = false;
   uint64_t failovers = 0;
   uint64_t probes = 0;
   std::vector<zmq_pollitem_t> items;  // the sockets, then the monitors (receive_frames)
@@ -131,8 +136,8 @@ class client::impl {
       r.tensors.emplace_back();
       r.tensors.back().copy(t);
     }
-    auto [it, fresh] = pending.insert_or_assign(id, std::move(r));
-    (void)fresh;
+    pending.insert_or_assign(id, std::move(r));
+    unsent.push_back(id);
     poll_monitors();
     return send_unsent();
   }
@@ -141,8 +146,10 @@ class client::impl {
   status send_unsent() {
     const int to = target();
     if (to < 0) return status::ok();
-    for (auto& [id, r] : pending) {
-      if (r.endpoint >= 0) continue;
+    for (; !unsent.empty(); unsent.pop_front()) {
+      auto it = pending.find(unsent.front());
+      if (it == pending.end() || it->second.endpoint >= 0) continue;  // answered meanwhile
+      in_flight& r = it->second;
       zmq::message_t envelope;
       envelope.copy(r.envelope);
       TROUPE_RETURN_IF_ERROR(send_on(endpoints[static_cast<size_t>(to)].socket, envelope,
@@ -187,6 +194,7 @@ class client::impl {
     for (auto& [id, r] : pending)
       if (r.endpoint == static_cast<int>(i)) {
         r.endpoint = -1;
+        unsent.push_back(id);
         ++failovers;
       }
   }
@@ -253,6 +261,7 @@ class client::impl {
             ++n;
           }
           frames.resize(n);
+          reply_parsed = false;
           if (!tracking() || claim_reply(i)) return true;
         }
         if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -269,17 +278,26 @@ class client::impl {
     endpoint& e = endpoints[from];
     e.last_heard = std::chrono::steady_clock::now();
     e.responsive = true;
-    const size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
-    pb::ServerMessage m;
-    if (frames.empty() ||
-        !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
-      return true;  // the caller reports it
-    if (m.id().rfind(heartbeat_id, 0) == 0) {
+    const pb::ServerMessage* m = reply_envelope();
+    if (!m) return true;  // the caller reports it
+    if (m->id().rfind(heartbeat_id, 0) == 0) {
       e.probe_sent.reset();
       return false;
     }
-    if (!m.has_infer() && !m.has_error()) return true;
-    return pending.erase(m.id()) > 0 || (m.has_error() && m.id().empty());
+    if (!m->has_infer() && !m->has_error()) return true;
+    return pending.erase(m->id()) > 0 || (m->has_error() && m->id().empty());
+  }
+
+  /// The envelope of the reply in `frames`, parsed at its first use; null when it is not a
+  /// troupe.v1.ServerMessage.
+  const pb::ServerMessage* reply_envelope() {
+    if (!reply_parsed) {
+      const size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
+      reply_ok = !frames.empty() &&
+                 reply.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size()));
+      reply_parsed = true;
+    }
+    return reply_ok ? &reply : nullptr;
   }
 
   expected<pb::ServerMessage> receive_message(std::chrono::milliseconds timeout) {
@@ -287,12 +305,9 @@ class client::impl {
     if (!got)
       return make_error(error_code::deadline_exceeded,
                         "no reply within " + std::to_string(timeout.count()) + " ms");
-    pb::ServerMessage m;
-    size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
-    if (frames.empty() ||
-        !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
-      return io_error("the server's reply is not a troupe.v1.ServerMessage");
-    return m;
+    const pb::ServerMessage* m = reply_envelope();
+    if (!m) return io_error("the server's reply is not a troupe.v1.ServerMessage");
+    return *m;
   }
 
   /// Metadata and health go to one node: the first connected one, waited for up to `timeout`
@@ -396,9 +411,9 @@ expected<std::optional<infer_reply>> client::receive(std::chrono::milliseconds t
   if (!got) return std::optional<infer_reply>();
   auto& frames = impl_->frames;
   const size_t env = frames.size() > 1 && frames[0].size() == 0 ? 1 : 0;
-  pb::ServerMessage m;
-  if (frames.empty() || !m.ParseFromArray(frames[env].data(), static_cast<int>(frames[env].size())))
-    return io_error("the server's reply is not a troupe.v1.ServerMessage");
+  const pb::ServerMessage* parsed = impl_->reply_envelope();
+  if (!parsed) return io_error("the server's reply is not a troupe.v1.ServerMessage");
+  const pb::ServerMessage& m = *parsed;
   infer_reply out;
   out.id = m.id();
   if (m.has_error()) {

@@ -22,6 +22,7 @@ if the connection to the node was never made (or was lost), else with DeadlineEx
 typed (troupe_client.errors).
 """
 
+import collections
 import itertools
 import os
 import queue
@@ -123,6 +124,7 @@ class Client:
         # id -> [future, kind, deadline, timeout, frames, endpoint index or None (not sent yet)];
         # touched by the I/O thread only.
         self._pending = {}
+        self._unsent = collections.deque()  # ids whose entry has no endpoint: _send_unsent's work
         self._connected = [False] * len(self.addresses)  # per endpoint (socket monitors)
         # Heartbeats (several endpoints): per endpoint, whether it answers, when it last did, and
         # when the probe now out was sent (None: none out).
@@ -322,9 +324,10 @@ class Client:
 
     def _lose(self, index):
         """What waited on endpoint `index` goes to another one (the next _send_unsent)."""
-        for entry in self._pending.values():
+        for rid, entry in self._pending.items():
             if entry[5] == index:
                 entry[5] = None
+                self._unsent.append(rid)
                 if len(self.addresses) > 1:
                     self._failovers += 1
 
@@ -376,6 +379,7 @@ class Client:
                 future.set_exception(ValueError(f"request id '{rid}' is already in flight"))
                 continue
             self._pending[rid] = [future, kind, deadline, timeout, frames, None]
+            self._unsent.append(rid)
 
     def _send_unsent(self, socks):
         """Sends what no connected endpoint has: to the first connected one in the order given.
@@ -387,11 +391,13 @@ class Client:
             target = next((i for i, up in enumerate(self._connected) if up and self._responsive[i]), None)
             if target is None:
                 return  # kept until an endpoint connects, or their deadline
-        for entry in self._pending.values():
-            if entry[5] is None:
-                entry[5] = target
-                # copy=False: large arrays are sent from their own memory (pyzmq keeps them alive).
-                socks[target].send_multipart(entry[4], copy=False)
+        while self._unsent:
+            entry = self._pending.get(self._unsent.popleft())
+            if entry is None or entry[5] is not None:
+                continue  # answered or expired meanwhile
+            entry[5] = target
+            # copy=False: large arrays are sent from their own memory (pyzmq keeps them alive).
+            socks[target].send_multipart(entry[4], copy=False)
 
     def _receive_all(self, index, sock):
         while True:
