@@ -53,6 +53,29 @@ class actor_fixture : public ::testing::Test {
     sched_.run();
   }
 
+  /// Asks `worker` to load `spec` and runs until it answers: the replica, or its error.
+  expected<actors::replica_info> load_replica(const actors::worker_actor& worker,
+                                              const actors::replica_spec& spec) {
+    caf::scoped_actor self{sys_};
+    auto h = self->request(worker, caf::infinite, actors::load_atom::value, spec);
+    run();
+    expected<actors::replica_info> out = internal_error("no answer");
+    h.receive([&](actors::replica_info& info) { out = std::move(info); },
+              [&](caf::error& e) { out = actors::from_caf_error(sys_, e); });
+    return out;
+  }
+
+  /// Sends batch `b` to `worker` and runs until it is handled: whether (done) came back for it.
+  bool run_batch_on(const actors::worker_actor& worker, const std::shared_ptr<actors::batch>& b) {
+    caf::scoped_actor self{sys_};
+    self->send(worker, actors::run_atom::value, actors::batch_ref{b});
+    run();
+    bool done = false;
+    self->receive([&](actors::done_atom, actors::batch_ref r) { done = r.ptr == b; },
+                  caf::after(std::chrono::seconds(0)) >> [] {});
+    return done;
+  }
+
   caf::actor_system_config cfg_;
   caf::actor_system sys_;
   caf::scheduler::test_coordinator& sched_;

@@ -10,6 +10,7 @@
 #include "actors/batcher.hpp"
 #include "actors/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/fake_manager.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -44,23 +45,9 @@ struct wake_log {
 };
 
 manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<wake_log> log) {
-  return sys.spawn([log](manager_actor::pointer) -> manager_actor::behavior_type {
-    return {
-        [](load_atom, const std::string&) { return load_report{}; },
-        [](replaced_atom, uint32_t, const worker_actor&) {},
-        [](mload_atom, const std::string&, const std::string&) { return true; },
-        [](munload_atom, const std::string&) { return true; },
-        [](index_atom) { return model_index{}; },
-        [](poll_atom) {},
-        [](traffic_atom, const traffic_change&) { return traffic_report{}; },
-        [](rollchk_atom, const std::string&) {},
-        [](scaled_atom) { return scaled_versions{}; },
-        [](scale_atom, const std::string&, int64_t, uint32_t) { return true; },
-        [log](wake_atom, const std::string& m, int64_t v) { log->wakes.emplace_back(m, v); },
-        [](subscr_atom, const scaler_actor&) {},
-        [](watch_atom) {},
-    };
-  });
+  testing::fake_manager_hooks h;
+  h.wake = [log](const std::string& m, int64_t v) { log->wakes.emplace_back(m, v); };
+  return testing::spawn_fake_manager(sys, std::move(h));
 }
 
 class batcher_scaling_test : public testing::actor_fixture {

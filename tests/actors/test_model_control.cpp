@@ -10,6 +10,7 @@
 
 #include "actors/model_control.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/fake_manager.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -21,40 +22,14 @@ struct asked_log {
 };
 
 manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<asked_log> log) {
-  return sys.spawn([log](manager_actor::pointer self) -> manager_actor::behavior_type {
-    auto note = [self, log] {
-      log->askers.push_back(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-    };
-    return {
-        [](load_atom, const std::string&) -> load_report { return {}; },
-        [](replaced_atom, uint32_t, const worker_actor&) {},
-        [note, log](mload_atom, const std::string& name, const std::string&) -> caf::result<bool> {
-          note();
-          log->loads.push_back(name);
-          if (name == "broken") return to_caf_error(invalid_argument("model 'broken' is broken"));
-          return true;
-        },
-        [note](munload_atom, const std::string&) {
-          note();
-          return true;
-        },
-        [note](index_atom) {
-          note();
-          return model_index{};
-        },
-        [](poll_atom) {},
-        [note](traffic_atom, const traffic_change&) {
-          note();
-          return traffic_report{};
-        },
-        [](rollchk_atom, const std::string&) {},
-        [](scaled_atom) { return scaled_versions{}; },
-        [](scale_atom, const std::string&, int64_t, uint32_t) { return true; },
-        [](wake_atom, const std::string&, int64_t) {},
-        [](subscr_atom, const scaler_actor&) {},
-        [](watch_atom) {},
-    };
-  });
+  testing::fake_manager_hooks h;
+  h.asked = [log](const caf::actor_addr& asker) { log->askers.push_back(asker); };
+  h.mload = [log](const std::string& name) -> caf::result<bool> {
+    log->loads.push_back(name);
+    if (name == "broken") return to_caf_error(invalid_argument("model 'broken' is broken"));
+    return true;
+  };
+  return testing::spawn_fake_manager(sys, std::move(h));
 }
 
 class model_control_test : public testing::actor_fixture {

@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include <prometheus/registry.h>
 
 #include <filesystem>
 
@@ -15,6 +14,7 @@
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/metrics_test_util.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -91,17 +91,7 @@ class model_scaling_test : public testing::actor_fixture {
   }
 
   double metric(const std::string& name, const std::map<std::string, std::string>& labels) {
-    for (const auto& f : metrics_.registry()->Collect()) {
-      if (f.name != name) continue;
-      for (const auto& m : f.metric) {
-        bool all = true;
-        for (const auto& [k, v] : labels)
-          all = all && std::any_of(m.label.begin(), m.label.end(),
-                                   [&](const auto& l) { return l.name == k && l.value == v; });
-        if (all) return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-      }
-    }
-    return -1;
+    return testing::metric_sample(metrics_, name, labels);
   }
   double replicas(const std::string& model = "mlp") {
     return metric("troupe_replicas", {{"model", model}, {"version", "1"}});

@@ -4,7 +4,6 @@
 // block a reply still reads outlives the eviction of its bucket.
 
 #include <gtest/gtest.h>
-#include <prometheus/registry.h>
 
 #include <cstring>
 #include <map>
@@ -12,6 +11,7 @@
 #include "actors/metrics.hpp"
 #include "actors/replica.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/metrics_test_util.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -29,15 +29,8 @@ std::string wide_model_bytes() {
 }
 
 double evictions_counted(const serving_metrics& metrics) {
-  for (const auto& family : metrics.registry()->Collect()) {
-    if (family.name != "troupe_shape_cache_evictions_total") continue;
-    for (const auto& m : family.metric) {
-      std::map<std::string, std::string> labels;
-      for (const auto& l : m.label) labels[l.name] = l.value;
-      if (labels["model"] == "wide" && labels["version"] == "1") return m.counter.value;
-    }
-  }
-  return -1;  // no such series
+  return testing::metric_sample(metrics, "troupe_shape_cache_evictions_total",
+                                {{"model", "wide"}, {"version", "1"}});
 }
 
 class replica_shape_cache : public ::testing::Test {

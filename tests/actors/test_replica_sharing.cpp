@@ -177,15 +177,7 @@ class worker_sharing : public testing::actor_fixture {
     return s;
   }
 
-  expected<replica_info> load(const replica_spec& s) {
-    caf::scoped_actor self{sys_};
-    auto h = self->request(worker_, caf::infinite, load_atom::value, s);
-    run();
-    expected<replica_info> out = internal_error("no answer");
-    h.receive([&](replica_info& info) { out = std::move(info); },
-              [&](caf::error& e) { out = from_caf_error(sys_, e); });
-    return out;
-  }
+  expected<replica_info> load(const replica_spec& s) { return load_replica(worker_, s); }
 
   testing::temp_dir dir_;
   testing::mlp_weights weights_;
@@ -212,13 +204,7 @@ TEST_F(worker_sharing, a_second_replica_of_a_loaded_model_does_not_read_the_file
   b->jobs.push_back(&j.job);
   b->rows = 2;
   b->replica_id = second->id;
-  caf::scoped_actor self{sys_};
-  self->send(worker_, run_atom::value, batch_ref{b});
-  run();
-  bool done = false;
-  self->receive([&](done_atom, batch_ref r) { done = r.ptr == b; },
-                caf::after(std::chrono::seconds(0)) >> [] {});
-  ASSERT_TRUE(done);
+  ASSERT_TRUE(run_batch_on(worker_, b));
   testing::expect_mlp_batch(*b, weights_, j);
 }
 

@@ -7,11 +7,12 @@
 
 #include <gtest/gtest.h>
 
-#include <prometheus/registry.h>
 
 #include "actors/metrics.hpp"
 #include "actors/scaler.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/metrics_test_util.hpp"
+#include "tests/actors/fake_manager.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -42,27 +43,14 @@ batcher_actor spawn_fake_batcher(caf::actor_system& sys, std::shared_ptr<world> 
 }
 
 manager_actor spawn_fake_manager(caf::actor_system& sys, std::shared_ptr<world> w) {
-  return sys.spawn([w](manager_actor::pointer) -> manager_actor::behavior_type {
-    return {
-        [](load_atom, const std::string&) { return load_report{}; },
-        [](replaced_atom, uint32_t, const worker_actor&) {},
-        [](mload_atom, const std::string&, const std::string&) { return true; },
-        [](munload_atom, const std::string&) { return true; },
-        [](index_atom) { return model_index{}; },
-        [](poll_atom) {},
-        [](traffic_atom, const traffic_change&) { return traffic_report{}; },
-        [](rollchk_atom, const std::string&) {},
-        [w](scaled_atom) { return w->list; },
-        [w](scale_atom, const std::string&, int64_t, uint32_t n) {
-          w->scales.push_back(n);
-          if (w->carry_out) w->list[0].wanted = w->list[0].ready = n;
-          return true;
-        },
-        [](wake_atom, const std::string&, int64_t) {},
-        [](subscr_atom, const scaler_actor&) {},
-        [](watch_atom) {},
-    };
-  });
+  testing::fake_manager_hooks h;
+  h.scaled = [w] { return w->list; };
+  h.scale = [w](const std::string&, int64_t, uint32_t n) {
+    w->scales.push_back(n);
+    if (w->carry_out) w->list[0].wanted = w->list[0].ready = n;
+    return true;
+  };
+  return testing::spawn_fake_manager(sys, std::move(h));
 }
 
 class scaler_test : public testing::actor_fixture {
@@ -107,17 +95,7 @@ class scaler_test : public testing::actor_fixture {
   }
 
   double metric(const std::string& name, const std::map<std::string, std::string>& labels) {
-    for (const auto& f : metrics_.registry()->Collect()) {
-      if (f.name != name) continue;
-      for (const auto& m : f.metric) {
-        bool all = true;
-        for (const auto& [k, v] : labels)
-          all = all && std::any_of(m.label.begin(), m.label.end(),
-                                   [&](const auto& l) { return l.name == k && l.value == v; });
-        if (all) return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-      }
-    }
-    return -1;
+    return testing::metric_sample(metrics_, name, labels);
   }
 
   static scaling_config bounds(uint32_t min, uint32_t max) {

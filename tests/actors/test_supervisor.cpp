@@ -5,7 +5,6 @@
 // request under device faults in a row. Time is the actor clock's: the tests advance it.
 
 #include <gtest/gtest.h>
-#include <prometheus/registry.h>
 
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
@@ -13,6 +12,7 @@
 #include "actors/readiness.hpp"
 #include "actors/supervisor.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/metrics_test_util.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -37,16 +37,8 @@ TEST(restart_delay, doubles_from_the_initial_delay_up_to_the_cap) {
 
 /// The value of one sample of the registry (`worker` label when given); -1 when absent.
 double sample(const serving_metrics& m, const std::string& name, const std::string& worker = "") {
-  for (const auto& f : m.registry()->Collect()) {
-    if (f.name != name) continue;
-    for (const auto& x : f.metric) {
-      bool match = worker.empty();
-      for (const auto& l : x.label) match = match || (l.name == "worker" && l.value == worker);
-      if (!match) continue;
-      return f.type == prometheus::MetricType::Counter ? x.counter.value : x.gauge.value;
-    }
-  }
-  return -1;
+  if (worker.empty()) return testing::metric_sample(m, name);
+  return testing::metric_sample(m, name, {{"worker", worker}});
 }
 
 class supervisor_test : public testing::actor_fixture {

@@ -281,13 +281,7 @@ class worker_budget : public testing::actor_fixture {
     s.path = models_.path(i);
     s.config.max_batch_size = 2;
     s.warmup_runs = 1;
-    caf::scoped_actor self{sys_};
-    auto h = self->request(worker_, caf::infinite, load_atom::value, s);
-    run();
-    expected<replica_info> out = internal_error("no answer");
-    h.receive([&](replica_info& info) { out = std::move(info); },
-              [&](caf::error& e) { out = from_caf_error(sys_, e); });
-    return out;
+    return load_replica(worker_, s);
   }
 
   /// One batch of model `i` on replica `id`: its status, outputs checked when OK.
@@ -298,13 +292,7 @@ class worker_budget : public testing::actor_fixture {
     b->jobs.push_back(&j.job);
     b->rows = rows;
     b->replica_id = id;
-    caf::scoped_actor self{sys_};
-    self->send(worker_, run_atom::value, batch_ref{b});
-    run();
-    bool done = false;
-    self->receive([&](done_atom, batch_ref r) { done = r.ptr == b; },
-                  caf::after(std::chrono::seconds(0)) >> [] {});
-    if (!done) return internal_error("no (done) from the worker");
+    if (!run_batch_on(worker_, b)) return internal_error("no (done) from the worker");
     if (b->result.is_ok())
       testing::expect_mlp_batch(*b, models_.weights[static_cast<size_t>(i)], j);
     return b->result;

@@ -5,7 +5,6 @@
 // GPU failing its loads with a typed error instead of crashing.
 
 #include <gtest/gtest.h>
-#include <prometheus/registry.h>
 
 #include <cstring>
 #include <map>
@@ -18,6 +17,7 @@
 #include "actors/replica.hpp"
 #include "runtime/host_staging.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "tests/actors/metrics_test_util.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -246,18 +246,9 @@ TEST(replica_external_staging, runs_on_staged_inputs_as_the_in_process_replica_d
 TEST(worker_memory, workers_report_device_pool_and_staging_bytes) {
   serving_metrics metrics;
   metrics.set_worker_memory(3, "cuda:1", 1000, 24);
-  bool pool = false, staging = false;
-  for (const auto& family : metrics.registry()->Collect()) {
-    for (const auto& m : family.metric) {
-      std::map<std::string, std::string> labels;
-      for (const auto& l : m.label) labels[l.name] = l.value;
-      if (labels["worker"] != "3" || labels["device"] != "cuda:1") continue;
-      if (family.name == "troupe_pool_bytes") pool = m.gauge.value == 1000;
-      if (family.name == "troupe_staging_bytes") staging = m.gauge.value == 24;
-    }
-  }
-  EXPECT_TRUE(pool);
-  EXPECT_TRUE(staging);
+  const std::map<std::string, std::string> labels{{"worker", "3"}, {"device", "cuda:1"}};
+  EXPECT_EQ(testing::metric_sample(metrics, "troupe_pool_bytes", labels), 1000);
+  EXPECT_EQ(testing::metric_sample(metrics, "troupe_staging_bytes", labels), 24);
 }
 
 class placement_test : public testing::actor_fixture {

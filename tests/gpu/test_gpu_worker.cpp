@@ -170,13 +170,8 @@ class gpu_worker_sharing : public testing::actor_fixture {
     spec.path = (dir_.path() / "m.onnx").string();
     spec.config.max_batch_size = 4;
     spec.warmup_runs = 1;
-    caf::scoped_actor self{sys_};
-    auto h = self->request(worker_, caf::infinite, load_atom::value, spec);
-    run();
-    status out = internal_error("no answer");
-    h.receive([&](replica_info&) { out = status::ok(); },
-              [&](caf::error& e) { out = from_caf_error(sys_, e); });
-    return out;
+    auto loaded = load_replica(worker_, spec);
+    return loaded ? status::ok() : loaded.error();
   }
   testing::temp_dir dir_;
   worker_actor worker_;

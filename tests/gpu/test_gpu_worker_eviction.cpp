@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <prometheus/counter.h>
-#include <prometheus/registry.h>
 
 #include <cmath>
 #include <cstring>
@@ -18,6 +17,7 @@
 #include "actors/worker.hpp"
 #include "tests/actors/actor_test_util.hpp"
 #include "tests/gpu/gpu_test_util.hpp"
+#include "tests/actors/metrics_test_util.hpp"
 
 namespace troupe::actors {
 namespace {
@@ -92,15 +92,7 @@ class gpu_worker_budget : public testing::actor_fixture {
     worker_ = spawn_worker(sys_, o, /*detached=*/false);
   }
 
-  expected<replica_info> load(int i) {
-    caf::scoped_actor self{sys_};
-    auto h = self->request(worker_, caf::infinite, load_atom::value, spec(i));
-    run();
-    expected<replica_info> out = internal_error("no answer");
-    h.receive([&](replica_info& info) { out = std::move(info); },
-              [&](caf::error& e) { out = from_caf_error(sys_, e); });
-    return out;
-  }
+  expected<replica_info> load(int i) { return load_replica(worker_, spec(i)); }
 
   /// One batch of model `i` (inputs from `seed`); returns its output rows, checked against the
   /// reference.
@@ -110,12 +102,7 @@ class gpu_worker_budget : public testing::actor_fixture {
     b->jobs.push_back(&j.job);
     b->rows = rows;
     b->replica_id = id;
-    caf::scoped_actor self{sys_};
-    self->send(worker_, run_atom::value, batch_ref{b});
-    run();
-    bool done = false;
-    self->receive([&](done_atom, batch_ref r) { done = r.ptr == b; },
-                  caf::after(std::chrono::seconds(0)) >> [] {});
+    const bool done = run_batch_on(worker_, b);
     EXPECT_TRUE(done);
     EXPECT_TRUE(b->result.is_ok()) << b->result.to_string();
     if (!done || !b->result.is_ok()) return {};
@@ -175,12 +162,9 @@ TEST_F(gpu_worker_budget, three_models_round_robin_from_a_budget_that_holds_two)
       << "the same inputs after an eviction and a page-in give the same bytes";
   EXPECT_GE(total(&version_metrics::weight_page_ins), 9);
   // What the worker counts against its budget, as it publishes it, stayed within it.
-  double resident = -1, budget_published = -1;
-  for (const auto& family : metrics_.registry()->Collect())
-    for (const auto& m : family.metric) {
-      if (family.name == "troupe_worker_resident_bytes") resident = m.gauge.value;
-      if (family.name == "troupe_worker_memory_budget_bytes") budget_published = m.gauge.value;
-    }
+  const double resident = testing::metric_sample(metrics_, "troupe_worker_resident_bytes");
+  const double budget_published =
+      testing::metric_sample(metrics_, "troupe_worker_memory_budget_bytes");
   EXPECT_EQ(budget_published, static_cast<double>(budget));
   EXPECT_GT(resident, 0);
   EXPECT_LE(resident, static_cast<double>(budget));
