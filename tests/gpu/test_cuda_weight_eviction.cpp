@@ -61,6 +61,36 @@ expected<tensor> run_plan(runtime::plan& p, const tensor& x) {
   return out[0];
 }
 
+/// A plan for `x` run three times (eager, then captured, then replayed) and what a run after its
+/// memory came back must match: the graph's output and how it launched.
+struct warmed_plan {
+  std::shared_ptr<runtime::plan> plan;
+  tensor want;
+  runtime::plan::launch_mode mode{};
+  size_t graph_nodes = 0;
+};
+
+void warm_up(runtime::session& s, const tensor& x, warmed_plan& out) {
+  out.plan = plan_for(s, x);
+  ASSERT_NE(out.plan, nullptr);
+  for (int i = 0; i < 3; ++i) {
+    auto y = run_plan(*out.plan, x);
+    ASSERT_TRUE(y) << y.error().to_string();
+    out.want = *y;
+  }
+  out.mode = out.plan->mode();
+  out.graph_nodes = out.plan->graph_node_count();
+}
+
+/// The same bytes as before, from the same plan and CUDA graph (nothing rebuilt or re-captured).
+void expect_as_before(const warmed_plan& w, const tensor& x) {
+  auto got = run_plan(*w.plan, x);
+  ASSERT_TRUE(got) << got.error().to_string();
+  EXPECT_TRUE(same_bytes(*got, w.want)) << "rel L2 " << rel_l2(*got, w.want);
+  EXPECT_EQ(w.plan->mode(), w.mode) << "the plan was not rebuilt";
+  EXPECT_EQ(w.plan->graph_node_count(), w.graph_nodes) << "the CUDA graph was not re-captured";
+}
+
 /// Evicts and pages in `bytes`'s weights `cycles` times around runs of input `x`; every output
 /// after a page-in equals the first bit for bit.
 void expect_eviction_round_trips(const std::string& name, const std::string& bytes, const tensor& x,
@@ -68,16 +98,8 @@ void expect_eviction_round_trips(const std::string& name, const std::string& byt
   SCOPED_TRACE(name);
   auto s = evictable_session(bytes, p);
   ASSERT_TRUE(s) << s.error().to_string();
-  std::shared_ptr<runtime::plan> plan = plan_for(**s, x);
-  ASSERT_NE(plan, nullptr);
-  // Eager, then captured, then replayed: the outputs compared are the graph's.
-  expected<tensor> want = internal_error("not run");
-  for (int i = 0; i < 3; ++i) {
-    want = run_plan(*plan, x);
-    ASSERT_TRUE(want) << want.error().to_string();
-  }
-  const auto mode = plan->mode();
-  const size_t graph_nodes = plan->graph_node_count();
+  warmed_plan w;
+  ASSERT_NO_FATAL_FAILURE(warm_up(**s, x, w));
   const runtime::instance_memory before = (*s)->memory_report();
   ASSERT_GT(before.weights_footprint_bytes, 0u);
   EXPECT_GE(before.weights_footprint_bytes, before.weights_bytes);
@@ -113,7 +135,7 @@ void expect_eviction_round_trips(const std::string& name, const std::string& byt
     }
 
     // While evicted: runs and compiles are refused, typed, and the context stays healthy.
-    auto refused = run_plan(*plan, x);
+    auto refused = run_plan(*w.plan, x);
     ASSERT_FALSE(refused);
     EXPECT_EQ(refused.error().code(), error_code::unavailable) << refused.error().to_string();
     tensor other = random_input({x.dim(0) + 1, x.dim(1), x.dim(2), x.dim(3)}, 99);
@@ -139,11 +161,7 @@ void expect_eviction_round_trips(const std::string& name, const std::string& byt
         name.c_str(), cycle, static_cast<double>(*mapped) / (1 << 20), evict_ms, page_in_ms,
         static_cast<double>(*mapped) / (page_in_ms * 1e6));
 
-    auto got = run_plan(*plan, x);
-    ASSERT_TRUE(got) << got.error().to_string();
-    EXPECT_TRUE(same_bytes(*got, *want)) << "rel L2 " << rel_l2(*got, *want);
-    EXPECT_EQ(plan->mode(), mode) << "the plan was not rebuilt";
-    EXPECT_EQ(plan->graph_node_count(), graph_nodes) << "the CUDA graph was not re-captured";
+    expect_as_before(w, x);
   }
 }
 
@@ -171,15 +189,8 @@ void expect_arena_round_trips(const std::string& name, const std::string& bytes,
   SCOPED_TRACE(name);
   auto s = evictable_session(bytes, p, /*evictable=*/true, /*evictable_arenas=*/true);
   ASSERT_TRUE(s) << s.error().to_string();
-  std::shared_ptr<runtime::plan> plan = plan_for(**s, x);
-  ASSERT_NE(plan, nullptr);
-  expected<tensor> want = internal_error("not run");
-  for (int i = 0; i < 3; ++i) {
-    want = run_plan(*plan, x);
-    ASSERT_TRUE(want) << want.error().to_string();
-  }
-  const auto mode = plan->mode();
-  const size_t graph_nodes = plan->graph_node_count();
+  warmed_plan w;
+  ASSERT_NO_FATAL_FAILURE(warm_up(**s, x, w));
   const runtime::instance_memory before = (*s)->memory_report();
   ASSERT_GE(before.arena_footprint_bytes, before.arena_bytes) << "every plan's arena in the heap";
   ASSERT_GT(before.arena_footprint_bytes, 0u);
@@ -205,7 +216,7 @@ void expect_arena_round_trips(const std::string& name, const std::string& bytes,
     const size_t slack = std::max(*released / 10, size_t{4} << 20);
     if (*released >= (size_t{16} << 20)) EXPECT_GE(free_away + slack, free_before + *released);
 
-    auto refused = run_plan(*plan, x);
+    auto refused = run_plan(*w.plan, x);
     ASSERT_FALSE(refused);
     EXPECT_EQ(refused.error().code(), error_code::unavailable) << refused.error().to_string();
     EXPECT_NE(refused.error().message().find("arenas"), std::string::npos);
@@ -224,11 +235,7 @@ void expect_arena_round_trips(const std::string& name, const std::string& bytes,
                 name.c_str(), cycle, static_cast<double>(*mapped) / (1 << 20), discard_ms,
                 restore_ms);
 
-    auto got = run_plan(*plan, x);
-    ASSERT_TRUE(got) << got.error().to_string();
-    EXPECT_TRUE(same_bytes(*got, *want)) << "rel L2 " << rel_l2(*got, *want);
-    EXPECT_EQ(plan->mode(), mode) << "the plan was not rebuilt";
-    EXPECT_EQ(plan->graph_node_count(), graph_nodes) << "the CUDA graph was not re-captured";
+    expect_as_before(w, x);
   }
 }
 
