@@ -65,6 +65,19 @@ class actor_fixture : public ::testing::Test {
     return out;
   }
 
+  /// Asks `manager` to load the repository at `path` and runs until it answers; a failed request
+  /// fails the test (and an empty report comes back).
+  actors::load_report load_repository_on(const actors::manager_actor& manager,
+                                         const std::string& path) {
+    caf::scoped_actor self{sys_};
+    auto h = self->request(manager, caf::infinite, actors::load_atom::value, path);
+    run();
+    actors::load_report out;
+    h.receive([&](actors::load_report& r) { out = std::move(r); },
+              [&](caf::error& e) { ADD_FAILURE() << "loading " << path << ": " << sys_.render(e); });
+    return out;
+  }
+
   /// Sends batch `b` to `worker` and runs until it is handled: whether (done) came back for it.
   bool run_batch_on(const actors::worker_actor& worker, const std::shared_ptr<actors::batch>& b) {
     caf::scoped_actor self{sys_};

@@ -35,11 +35,7 @@ class lifecycle_test : public testing::actor_fixture {
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);
     run();
-    caf::scoped_actor self{sys_};
-    auto h = self->request(node_.manager, caf::infinite, load_atom::value, repo_.path().string());
-    run();
-    h.receive([&](load_report& r) { ASSERT_TRUE(r.failures.empty()); },
-              [&](caf::error& e) { FAIL() << sys_.render(e); });
+    ASSERT_TRUE(load_repository_on(node_.manager, repo_.path().string()).failures.empty());
   }
 
   void TearDown() override {

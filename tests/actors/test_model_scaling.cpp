@@ -44,11 +44,8 @@ class model_scaling_test : public testing::actor_fixture {
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);
     run();
-    caf::scoped_actor self{sys_};
-    auto h = self->request(node_.manager, caf::infinite, load_atom::value, repo_.path().string());
-    run();
-    h.receive([&](load_report& r) { ASSERT_TRUE(r.failures.empty()) << r.failures[0]; },
-              [&](caf::error& e) { FAIL() << sys_.render(e); });
+    const load_report r = load_repository_on(node_.manager, repo_.path().string());
+    ASSERT_TRUE(r.failures.empty()) << r.failures[0];
   }
 
   void TearDown() override {

@@ -59,11 +59,7 @@ class supervisor_test : public testing::actor_fixture {
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);
     run();
-    caf::scoped_actor self{sys_};
-    auto h = self->request(node_.manager, caf::infinite, load_atom::value, repo_.path().string());
-    run();
-    h.receive([&](load_report& r) { EXPECT_EQ(r.versions_ready, 1u); },
-              [&](caf::error& e) { FAIL() << sys_.render(e); });
+    EXPECT_EQ(load_repository_on(node_.manager, repo_.path().string()).versions_ready, 1u);
     ASSERT_TRUE(ready());
   }
 

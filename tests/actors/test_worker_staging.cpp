@@ -271,13 +271,7 @@ class placement_test : public testing::actor_fixture {
     o.holder = &holder_;
     node_ = spawn_node(sys_, o);
     run();
-    caf::scoped_actor self{sys_};
-    load_report report;
-    auto h = self->request(node_.manager, caf::infinite, load_atom::value, repo_.path().string());
-    run();
-    h.receive([&](load_report& r) { report = r; },
-              [&](caf::error& e) { ADD_FAILURE() << sys_.render(e); });
-    return report;
+    return load_repository_on(node_.manager, repo_.path().string());
   }
 
   void TearDown() override {

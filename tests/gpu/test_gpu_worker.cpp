@@ -206,11 +206,7 @@ class gpu_node : public testing::actor_fixture {
     node_ = spawn_node(sys_, o);
     probe_ = testing::spawn_probe(sys_, log_);
     run();
-    caf::scoped_actor self{sys_};
-    auto h = self->request(node_.manager, caf::infinite, load_atom::value, repo_.path().string());
-    run();
-    h.receive([&](load_report& r) { report_ = r; },
-              [&](caf::error& e) { FAIL() << sys_.render(e); });
+    report_ = load_repository_on(node_.manager, repo_.path().string());
   }
 
   void TearDown() override {
