@@ -235,7 +235,7 @@ status evicted(const device& d) {
 }  // namespace
 
 status plan::run_steps() {
-  TROUPE_RETURN_IF_ERROR(evicted(*device_));
+  // Callers check evicted() first (run before it copies any input, execute here).
   switch (mode_) {
     case launch_mode::graph:
       return recorded_->launch();
@@ -291,6 +291,7 @@ expected<std::vector<plan::step_time>> plan::profile(int runs, std::span<const t
 }
 
 status plan::execute() {
+  TROUPE_RETURN_IF_ERROR(evicted(*device_));
   TROUPE_RETURN_IF_ERROR(run_steps());
   return device_->synchronize();
 }
