@@ -5,6 +5,7 @@
 #include <cstring>
 #include <deque>
 #include <optional>
+#include <sstream>
 #include <string_view>
 #include <unordered_map>
 #include <zmq.hpp>
@@ -341,14 +342,10 @@ client::~client() = default;
 expected<std::unique_ptr<client>> client::connect(const std::string& address) {
   auto p = std::make_unique<impl>();
   std::vector<std::string> addresses;
-  for (size_t start = 0; start <= address.size();) {
-    size_t comma = address.find(',', start);
-    if (comma == std::string::npos) comma = address.size();
-    std::string a = address.substr(start, comma - start);
-    while (!a.empty() && a.front() == ' ') a.erase(a.begin());
-    while (!a.empty() && a.back() == ' ') a.pop_back();
-    if (!a.empty()) addresses.push_back(std::move(a));
-    start = comma + 1;
+  std::istringstream list(address);
+  for (std::string a; std::getline(list, a, ',');) {
+    const size_t first = a.find_first_not_of(' '), last = a.find_last_not_of(' ');
+    if (first != std::string::npos) addresses.push_back(a.substr(first, last - first + 1));
   }
   if (addresses.empty()) return invalid_argument("no endpoint to connect to in '" + address + "'");
   static std::atomic<uint64_t> monitors{0};
