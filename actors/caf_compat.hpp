@@ -57,6 +57,7 @@ using scaled_atom = caf::atom_constant<caf::atom("scaled")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using detach_atom = caf::atom_constant<caf::atom("detach")>;
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
+using joined_atom = caf::atom_constant<caf::atom("joined")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -116,6 +117,8 @@ struct batcher_stats {
 struct load_report {
   uint32_t versions_ready = 0;
   std::vector<std::string> failures;  // "model/version: code: message"
+  /// A control node of a cluster: versions that load once a worker of their kind joins.
+  uint32_t versions_waiting = 0;
 };
 
 using table_ptr = std::shared_ptr<const model_table>;
@@ -218,6 +221,7 @@ using scaler_actor =
 using manager_actor =
     caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
                      caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
+                     caf::reacts_to<joined_atom, uint32_t, worker_actor, bool>,
                      caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
                      caf::replies_to<munload_atom, std::string>::with<bool>,
                      caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,

@@ -446,7 +446,17 @@ node_config parse_node_node(const YAML::Node& root) {
               "scaler_interval_ms",
               "worker_watchdog_multiple",
               "worker_watchdog_min_ms",
-              "worker_memory_budget_mb"});
+              "worker_memory_budget_mb",
+              "role",
+              "join",
+              "workers_listen",
+              "node_name",
+              "model_cache_dir",
+              "node_heartbeat_interval_ms",
+              "node_heartbeat_timeout_ms",
+              "curve_secret_key_file",
+              "curve_server_key_file",
+              "curve_authorized_keys_file"});
   if (root["models"]) c.models_dir = get<std::string>(root["models"], "models");
   if (root["listen"]) c.listen = get<std::string>(root["listen"], "listen");
   if (root["metrics_port"])
@@ -531,6 +541,35 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["worker_memory_budget_mb"])
     c.worker_memory_budget_mb = static_cast<uint64_t>(
         get_int(root["worker_memory_budget_mb"], "worker_memory_budget_mb", 0, int64_t{1} << 30));
+  if (root["role"]) {
+    auto r = parse_node_role(get<std::string>(root["role"], "role"));
+    if (!r) fail("role", "all, control or worker");
+    c.role = *r;
+  }
+  if (root["join"]) {
+    if (root["join"].IsSequence()) {
+      for (const auto& e : root["join"]) c.join.push_back(get<std::string>(e, "join"));
+    } else {
+      c.join.push_back(get<std::string>(root["join"], "join"));
+    }
+  }
+  if (root["workers_listen"])
+    c.workers_listen = get<std::string>(root["workers_listen"], "workers_listen");
+  if (root["node_name"]) c.node_name = get<std::string>(root["node_name"], "node_name");
+  if (root["model_cache_dir"])
+    c.model_cache_dir = get<std::string>(root["model_cache_dir"], "model_cache_dir");
+  if (root["node_heartbeat_interval_ms"])
+    c.node_heartbeat_interval = std::chrono::milliseconds(
+        get_int(root["node_heartbeat_interval_ms"], "node_heartbeat_interval_ms", 10, 600'000));
+  if (root["node_heartbeat_timeout_ms"])
+    c.node_heartbeat_timeout = std::chrono::milliseconds(
+        get_int(root["node_heartbeat_timeout_ms"], "node_heartbeat_timeout_ms", 10, 3'600'000));
+  for (auto [key, field] : {std::pair{"curve_secret_key_file", &c.curve_secret_key_file},
+                            std::pair{"curve_server_key_file", &c.curve_server_key_file},
+                            std::pair{"curve_authorized_keys_file", &c.curve_authorized_keys_file}})
+    if (root[key]) *field = get<std::string>(root[key], key);
+  if (c.node_heartbeat_timeout <= c.node_heartbeat_interval)
+    fail("node_heartbeat_timeout_ms", "longer than node_heartbeat_interval_ms");
   if (root["log_level"]) c.log_level = get<std::string>(root["log_level"], "log_level");
   if (root["readiness"]) {
     const auto word = get<std::string>(root["readiness"], "readiness");
@@ -669,6 +708,13 @@ expected<node_config> parse_node_config(const std::string& yaml_text, const std:
 expected<node_config> load_node_config(const std::string& path) {
   TROUPE_ASSIGN_OR_RETURN(std::string text, read_text(path));
   return parse_node_config(text, path);
+}
+
+expected<node_role> parse_node_role(const std::string& word) {
+  if (word == "all") return node_role::all;
+  if (word == "control") return node_role::control;
+  if (word == "worker") return node_role::worker;
+  return invalid_argument("role '" + word + "': all, control or worker");
 }
 
 }  // namespace troupe::actors

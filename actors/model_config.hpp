@@ -147,6 +147,9 @@ std::string_view model_control_mode_name(model_control_mode m);
 expected<model_control_mode> parse_model_control_mode(std::string_view word);
 
 /// The node: where it listens and how many of each resource it runs.
+enum class node_role : uint8_t { all, control, worker };
+expected<node_role> parse_node_role(const std::string& word);
+
 struct node_config {
   std::string models_dir;
   std::string listen = "tcp://*:5555";
@@ -206,6 +209,26 @@ struct node_config {
   /// least recently used first, and paged back in for their next batch; a load that cannot fit
   /// fails out_of_memory (docs/serving.md, Memory budget). 0 (default): no budget.
   uint64_t worker_memory_budget_mb = 0;
+  // ---- the node in a cluster (docs/cluster.md) ----
+  /// all: frontends, actors and workers in one node (the default); control: frontends and
+  /// actors, workers join from worker nodes; worker: worker processes for this host's devices,
+  /// joined to the control nodes of `join`.
+  node_role role = node_role::all;
+  std::vector<std::string> join;  // worker: the control nodes' tcp:// endpoints for workers
+  /// Where a control node listens for workers; unset: tcp://*:5600 for `control`, none for `all`.
+  std::optional<std::string> workers_listen;
+  std::string node_name;        // a worker node's name in its workers' hellos ("": host name)
+  std::string model_cache_dir;  // a worker node's model files ("": ~/.cache/troupe/models)
+  /// Between control nodes and the workers of worker nodes: a heartbeat this often each way; a
+  /// peer silent for the timeout is gone (a control node re-places its replicas).
+  std::chrono::milliseconds node_heartbeat_interval{1000};
+  std::chrono::milliseconds node_heartbeat_timeout{3000};
+  /// CURVE between control and worker nodes (docs/cluster.md, Security); off unless
+  /// curve_secret_key_file is set. A control node then also needs curve_authorized_keys_file
+  /// (the workers' public keys), a worker node curve_server_key_file (the control node's).
+  std::string curve_secret_key_file;
+  std::string curve_server_key_file;
+  std::string curve_authorized_keys_file;
   /// When the node is ready (actors/readiness.hpp): every model version it was asked to serve is
   /// ready (strict, the default), or at least one (any).
   readiness_policy readiness = readiness_policy::strict;

@@ -48,6 +48,9 @@ struct version_record {
   std::vector<uint32_t> starting_on;  // worker index of each replica load in flight for scaling
   caf::actor_clock::time_point retry_loads_at{};  // a scaling load failed: none before this
   uint64_t replica_bytes = 0;                     // the largest pool_bytes of its replicas
+  /// A control node of a cluster (manager_options::cluster_control) with no worker of the
+  /// version's kind yet: it loads on the first one that joins (docs/cluster.md).
+  bool awaiting_workers = false;
 
   version_state current() const { return static_cast<version_state>(state->load()); }
   void set(version_state s) { state->store(static_cast<uint8_t>(s), std::memory_order_release); }
@@ -105,6 +108,9 @@ struct manager_state {
   /// By worker index: bumped by every (replaced): a reload answered by an earlier replacement,
   /// failed since, is left to the current one.
   std::vector<uint64_t> worker_generation;
+  /// By worker index: false once a worker of a worker node is gone (until one joins in its
+  /// place); local workers are always live (the supervisor replaces them).
+  std::vector<bool> worker_live;
   scaler_actor scaler;  // (subscribe, scaler): gets the (wake) of versions scaled to zero
   static inline const char* name = "model_manager";
 };
@@ -265,13 +271,17 @@ worker_kind kind_of(const manager_state& st, uint32_t w) {
   return w < st.options.worker_kinds.size() ? st.options.worker_kinds[w] : worker_kind::cpu;
 }
 
+bool live(const manager_state& st, uint32_t w) {
+  return w < st.options.workers.size() && (w >= st.worker_live.size() || st.worker_live[w]);
+}
+
 /// The workers that get replicas of `m`, or unavailable when the node has none of its kind.
 expected<std::vector<uint32_t>> placement(const manager_state& st, const model_record& m) {
   const auto n = static_cast<uint32_t>(st.options.workers.size());
   auto of_kind = [&](worker_kind k) {
     std::vector<uint32_t> out;
     for (uint32_t w = 0; w < n; ++w)
-      if (kind_of(st, w) == k) out.push_back(w);
+      if (kind_of(st, w) == k && live(st, w)) out.push_back(w);
     return out;
   };
   std::vector<uint32_t> chosen;
@@ -287,6 +297,7 @@ expected<std::vector<uint32_t>> placement(const manager_state& st, const model_r
       if (chosen.empty()) chosen = of_kind(worker_kind::cpu);
       break;
   }
+  if (chosen.empty() && st.options.cluster_control) return chosen;  // it waits for one to join
   if (chosen.empty())
     return status(error_code::unavailable,
                   "model '" + m.name + "' asks for device " +
@@ -449,6 +460,10 @@ void load_versions(self_ptr self, const model_record& m, std::vector<version_ptr
     for (const auto& v : todo) {
       if (v->batcher) {
         batchers.push_back(v->batcher);
+      } else if (v->awaiting_workers) {
+        // Not failed: it loads when a worker of its kind joins (it stays LOADING meanwhile).
+        v->error = status(error_code::unavailable,
+                          "waiting for a worker of a worker node to join (docs/cluster.md)");
       } else {
         if (v->error.is_ok()) v->error = internal_error("no replica loaded");
         v->set(version_state::failed);
@@ -467,7 +482,9 @@ void load_versions(self_ptr self, const model_record& m, std::vector<version_ptr
   std::vector<std::vector<uint32_t>> replica_workers;  // by version of `todo`: one per replica
   size_t total = 0;
   for (const auto& v : todo) {
-    replica_workers.push_back(first_replicas(st, m, *where));
+    v->awaiting_workers = where->empty();
+    replica_workers.push_back(where->empty() ? std::vector<uint32_t>{}
+                                             : first_replicas(st, m, *where));
     v->wanted = static_cast<uint32_t>(replica_workers.back().size());
     total += replica_workers.back().size();
   }
@@ -1004,10 +1021,18 @@ void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
                     return;  // that worker failed since: its replacement loads the replica
                   --ver->missing[index];
                   log_load(model_name, ver->version, index, started, status::ok(), info.id, true);
-                  if (ver->batcher)
+                  if (ver->batcher) {
                     adopt_replica(self, *ver, index, info);
-                  else  // retired meanwhile: the replica is not needed
+                  } else if (ver->awaiting_workers) {
+                    // The first worker of its kind joined: its first replica, its batcher, and
+                    // the table that routes to it.
+                    ver->awaiting_workers = false;
+                    ver->error = status::ok();
+                    adopt_replica(self, *ver, index, info);
+                    publish(self);
+                  } else {  // retired meanwhile: the replica is not needed
                     self->send(st.options.workers[index], unload_atom::value, info.id);
+                  }
                 },
                 [=](caf::error& err) {
                   // Still missing: the next replacement of this worker tries again.
@@ -1017,6 +1042,75 @@ void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
       }
     }
   }
+}
+
+// ---- workers of worker nodes (docs/cluster.md) ------------------------------------------------
+//
+// A control node's workers come and go: each joins as a proxy of a remote worker process
+// (joined) and is watched here, not by the supervisor (nothing of it runs on this node to
+// restart). A worker that joins gets instance_count replicas of every version without `scaling:`
+// that its kind serves, and the first replicas of versions that waited for a worker; one that
+// rejoins in the place of a lost one (same node and device) gets what that one held. A worker
+// that is lost takes its replicas along: those of versions without `scaling:` come back when a
+// worker takes its place; those of scaled versions are re-placed on the others by the scaler's
+// next tick (they no longer count).
+
+void lose_worker(self_ptr self, uint32_t index);
+
+void join_worker(self_ptr self, uint32_t index, worker_actor w, worker_kind kind) {
+  auto& st = self->state;
+  if (index >= st.options.workers.size()) {
+    st.options.workers.resize(index + 1);
+    st.options.worker_kinds.resize(index + 1, worker_kind::cpu);
+    st.worker_live.resize(index + 1, false);
+  }
+  // Joined in the place of one still taken for live (its loss not seen yet): that one is lost now.
+  if (live(st, index) && st.options.workers[index] && st.options.workers[index] != w)
+    lose_worker(self, index);
+  st.options.worker_kinds[index] = kind;
+  st.worker_live[index] = true;
+  st.options.workers[index] = w;
+  self->monitor(w);
+  log_event(log_level::info, "worker joined",
+            {{"worker", index}, {"kind", worker_kind_name(kind)}});
+  for (auto& [name, m] : st.models) {
+    if (m.unloaded || !m.error.is_ok()) continue;
+    auto where = placement(st, m);
+    if (!where || std::find(where->begin(), where->end(), index) == where->end()) continue;
+    for (auto& v : m.versions) {
+      if (!v->batcher && !v->awaiting_workers) continue;  // failed, or not loaded
+      if (!m.config.scaling) {
+        v->missing[index] = m.config.instance_count;
+      } else if (v->awaiting_workers && v->missing.empty()) {
+        v->wanted = std::max<uint32_t>(m.config.scaling->min_replicas, 1);
+        v->missing[index] = v->wanted;
+      }
+    }
+  }
+  reload_replicas(self, index, std::move(w));
+}
+
+void lose_worker(self_ptr self, uint32_t index) {
+  auto& st = self->state;
+  st.worker_live[index] = false;
+  if (st.worker_generation.size() <= index) st.worker_generation.resize(index + 1);
+  ++st.worker_generation[index];  // its loads in flight, if they answer, are not adopted
+  uint32_t lost_replicas = 0;
+  for (auto& [name, m] : st.models) {
+    for (auto& v : m.versions) {
+      const auto lost = std::count_if(v->replicas.begin(), v->replicas.end(),
+                                      [&](const auto& r) { return r.first == index; });
+      if (lost == 0) continue;
+      lost_replicas += static_cast<uint32_t>(lost);
+      v->replicas.erase(std::remove_if(v->replicas.begin(), v->replicas.end(),
+                                       [&](const auto& r) { return r.first == index; }),
+                        v->replicas.end());
+      show_replicas(*v);
+      if (!m.config.scaling) v->missing[index] = m.config.instance_count;
+    }
+  }
+  log_event(log_level::warn, "worker lost",
+            {{"worker", index}, {"replicas", static_cast<int64_t>(lost_replicas)}});
 }
 
 // ---- scaling: the scaler's replica counts carried out (docs/scaling.md) ---------------------------
@@ -1110,7 +1204,7 @@ void reconcile_replicas(self_ptr self, const model_record& m, const version_ptr&
   if (have < v->wanted) {
     if (self->clock().now() < v->retry_loads_at) return;
     auto where = placement(st, m);
-    if (!where) return;
+    if (!where || where->empty()) return;
     for (uint32_t i = have; i < v->wanted; ++i) start_replica(self, m, v, *where);
   } else {
     for (uint32_t i = v->wanted; i < attached; ++i) detach_replica(self, m.name, v);
@@ -1143,7 +1237,7 @@ scaled_versions list_scaled(const manager_state& st) {
   for (const auto& [name, m] : st.models) {
     if (m.unloaded || !m.config.scaling) continue;
     auto where = placement(st, m);
-    if (!where) continue;
+    if (!where || where->empty()) continue;
     for (const auto& v : m.versions) {
       if (!v->batcher) continue;
       scaled_version s;
@@ -1178,6 +1272,14 @@ void wake_version(self_ptr self, const std::string& model, int64_t version) {
 
 manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
   self->state.options = std::move(o);
+  self->state.worker_live.assign(self->state.options.workers.size(), true);
+  // Workers of worker nodes (joined) are watched here: one that goes down is lost.
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    for (uint32_t w = 0; w < st.options.workers.size(); ++w)
+      if (st.options.workers[w] && st.options.workers[w].address() == dm.source && live(st, w))
+        lose_worker(self, w);
+  });
   // The batchers live as long as the manager (a retired one stops earlier): stopped when it exits.
   self->attach_functor([batchers = self->state.batchers](const caf::error&) {
     for (const auto& b : *batchers) caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
@@ -1210,6 +1312,8 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
             for (const auto& v : m.versions) {
               if (v->batcher)
                 ++report->versions_ready;
+              else if (v->awaiting_workers)
+                ++report->versions_waiting;
               else
                 report->failures.push_back(name + "/" + std::to_string(v->version) + ": " +
                                            v->error.to_string());
@@ -1278,6 +1382,9 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
       },
       [=](replaced_atom, uint32_t index, worker_actor fresh) {
         reload_replicas(self, index, std::move(fresh));
+      },
+      [=](joined_atom, uint32_t index, worker_actor w, bool gpu) {
+        join_worker(self, index, std::move(w), gpu ? worker_kind::gpu : worker_kind::cpu);
       },
       [=](scaled_atom) -> scaled_versions { return list_scaled(self->state); },
       [=](scale_atom, const std::string& model, int64_t version,

@@ -29,6 +29,10 @@
 ///   (index)                every model of the repository and every version's state.
 ///   (poll)                 poll mode: rescans the repository and applies what changed.
 /// Operations on one model run one at a time, in arrival order; different models' run at once.
+/// Workers of worker nodes (docs/cluster.md):
+///   (joined, index, worker, gpu)  a remote worker's proxy joined as worker `index` (new, or in the
+///                          place of a lost one of the same node and device): replicas are placed
+///                          on it; it is monitored, and lost when it goes down.
 /// Version states: actors/model_table.hpp.
 
 #include <chrono>
@@ -77,6 +81,9 @@ struct manager_options {
   /// the API, in poll mode) have all answered, whatever their outcome; may be empty. Must return at
   /// once: the node saves its tuning records there, in the background.
   std::function<void()> after_model_load;
+  /// A control node of a cluster (docs/cluster.md): workers join at run time (joined, index,
+  /// worker, gpu), so a model whose kind no worker serves yet waits for one instead of failing.
+  bool cluster_control = false;
 };
 
 manager_actor spawn_model_manager(caf::actor_system& sys, manager_options o);

@@ -57,6 +57,7 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.watchdog_min = o.config.worker_watchdog_min;
   // A quarter of the minimum limit (at most 250 ms): a hung batch is found within 1.25 x its limit.
   mo.watchdog_interval = std::min(std::chrono::milliseconds(250), o.config.worker_watchdog_min / 4);
+  mo.cluster_control = o.cluster_control;
   h.manager = spawn_model_manager(sys, std::move(mo));
   caf::anon_send(h.supervisor, subscr_atom::value, h.manager);
   scaler_options sc;
@@ -66,6 +67,26 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   h.scaler = spawn_scaler(sys, std::move(sc));
   caf::anon_send(h.manager, subscr_atom::value, h.scaler);
   return h;
+}
+
+worker_actor join_remote_worker(caf::actor_system& sys, const node_handles& node,
+                                const node_spawn_options& o, const remote_worker_spec& w) {
+  worker_options wo;
+  wo.kind = w.kind;
+  wo.index = w.index;
+  wo.device_index = w.device_index;
+  wo.fault_injection = o.config.fault_injection;
+  wo.idle_spin_us = o.worker_idle_spin_us;
+  wo.metrics = o.metrics;
+  wo.memory_budget_bytes = static_cast<size_t>(o.config.worker_memory_budget_mb) << 20;
+  wo.faults = o.faults;
+  auto processes = std::make_shared<worker_process_options>();
+  processes->channels = w.channel;
+  processes->shared_memory_bytes = w.staging_bytes;
+  wo.processes = std::move(processes);
+  worker_actor proxy = spawn_worker(sys, wo, o.detached_workers);
+  caf::anon_send(node.manager, joined_atom::value, w.index, proxy, w.kind == worker_kind::gpu);
+  return proxy;
 }
 
 expected<load_report> load_repository(caf::actor_system& sys, const node_handles& node,

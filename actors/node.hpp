@@ -15,6 +15,7 @@
 #include "actors/model_config.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/worker.hpp"
+#include "actors/worker_channel.hpp"
 
 namespace troupe::actors {
 
@@ -52,9 +53,28 @@ struct node_spawn_options {
   /// The fault plan (config.fault_injection on; null otherwise), shared with the workers, the
   /// batchers (through model_manager), the frontend and the management socket.
   std::shared_ptr<fault_plan> faults;
+  /// A control node of a cluster (docs/cluster.md): workers of worker nodes join it at run time
+  /// (join_remote_worker), and models wait for a worker of their kind instead of failing.
+  bool cluster_control = false;
 };
 
 node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o);
+
+/// A worker process of a worker node that joined this control node (docs/cluster.md).
+struct remote_worker_spec {
+  worker_kind kind = worker_kind::cpu;
+  int device_index = 0;
+  uint32_t index = 0;  // its place among the node's workers (after the local ones)
+  /// Hands out the connection it joined on (cluster/worker_listener.hpp), once.
+  worker_channel_factory channel;
+  size_t staging_bytes = size_t{1} << 30;  // the proxy's arena, where batches are gathered
+};
+
+/// Spawns the remote worker's proxy (actors/worker_proxy.hpp) and hands it to model_manager,
+/// which places replicas on it and watches it. Thread-safe (the worker listener's thread calls
+/// it). Returns the proxy, which the caller stops when the node stops.
+worker_actor join_remote_worker(caf::actor_system& sys, const node_handles& node,
+                                const node_spawn_options& o, const remote_worker_spec& w);
 
 /// Loads the repository and waits for the report (blocks the calling thread: not for actors or
 /// the test coordinator).

@@ -5,7 +5,10 @@
 /// protobuf envelopes and back, checking what a peer sent; the actors see only these structs.
 ///
 /// Tensor bytes are never in a message: a data_ref names a region of the process's shared memory
-/// (actors/shared_arena.hpp), or, for a worker on another host later, a frame after the envelope.
+/// (actors/shared_arena.hpp), or, for a worker on another host (docs/cluster.md), a frame after
+/// the envelope. Over tcp the links on both sides translate: the proxy still names regions of its
+/// own arena, the control node's link sends their bytes as frames, and the remote process's link
+/// copies them into regions of its arena before its serving loop sees the run.
 
 #include <cstdint>
 #include <iterator>
@@ -27,7 +30,9 @@ namespace troupe::actors {
 inline constexpr uint32_t worker_protocol_version = 1;
 
 struct data_ref {
-  enum class kind : uint8_t { shm = 0, frame = 1 };
+  /// none: no data named (a run's outputs over tcp: the worker allocates them; a done without a
+  /// block).
+  enum class kind : uint8_t { shm = 0, frame = 1, none = 2 };
   kind where = kind::shm;
   shm_region region;   // kind::shm
   uint32_t frame = 0;  // kind::frame: the frame's index after the envelope
@@ -37,6 +42,11 @@ struct worker_hello {
   uint32_t worker_index = 0;
   int64_t pid = 0;
   std::string device;
+  // A worker on another host (docs/cluster.md); empty / 0 over ipc.
+  std::string node;
+  uint64_t incarnation = 0;
+  uint64_t memory_total_bytes = 0;
+  uint64_t memory_free_bytes = 0;
 };
 
 struct worker_load {
@@ -48,6 +58,23 @@ struct worker_load {
   uint32_t warmup_runs = 3;
   uint64_t load_timeout_ms = 0;
   std::optional<injected_fault> injected;  // fault injection: before the load (fail_allocations)
+  /// A worker on another host: the file's SHA-256 (64 hex digits) and size, by which its cache
+  /// keeps it; "" over ipc (the process reads `path`).
+  std::string content_sha256;
+  uint64_t file_bytes = 0;
+};
+
+/// A remote worker's cache lacks a load's model file.
+struct worker_file_wanted {
+  uint64_t request = 0;
+  std::string content_sha256;
+};
+
+/// The file's bytes (a frame), or why the control node cannot send them.
+struct worker_file_data {
+  std::string content_sha256;
+  data_ref data{data_ref::kind::none, {}, 0};
+  status result;
 };
 
 struct worker_loaded {
@@ -77,6 +104,8 @@ struct worker_run {
   std::string fault;  // fault injection: "crash", "device"; "" none
   uint32_t sleep_ms = 0;
   std::optional<injected_fault> injected;  // fault injection: carried out before the run
+  /// Over tcp (outputs.where == none): the size of the output block the worker allocates.
+  uint64_t output_bytes = 0;
 };
 
 struct worker_done {
@@ -85,19 +114,28 @@ struct worker_done {
   uint64_t compute_us = 0;
   int64_t bucket_rows = 0;
   std::vector<batch::output_layout> outputs;
+  /// Over tcp: the output block's frame (none over ipc, and on failure).
+  data_ref block{data_ref::kind::none, {}, 0};
 };
 
 struct worker_heartbeat {
   uint64_t sequence = 0;
 };
 
-using worker_message = std::variant<worker_hello, worker_load, worker_loaded, worker_unload,
-                                    worker_run, worker_done, worker_heartbeat>;
+/// A peer lets go on purpose (docs/cluster.md).
+struct worker_bye {
+  std::string reason;
+};
+
+using worker_message =
+    std::variant<worker_hello, worker_load, worker_loaded, worker_unload, worker_run, worker_done,
+                 worker_heartbeat, worker_file_wanted, worker_file_data, worker_bye>;
 
 /// The message's name in logs and errors ("hello", "run", ...).
 inline const char* worker_message_name(const worker_message& m) {
-  static constexpr const char* names[] = {"hello", "load", "loaded",   "unload",
-                                          "run",   "done", "heartbeat"};
+  static constexpr const char* names[] = {"hello",     "load",        "loaded",    "unload",
+                                          "run",       "done",        "heartbeat", "file_wanted",
+                                          "file_data", "bye"};
   static_assert(std::size(names) == std::variant_size_v<worker_message>);
   return names[m.index()];
 }

@@ -571,6 +571,7 @@ status start_process(proxy_ptr self) {
   spec.tuning_records_file = p.tuning_records_file;
   spec.shm_fd = st.arena->fd();
   spec.shm_bytes = st.arena->bytes();
+  spec.arena = st.arena;
   spec.heartbeat_interval = p.heartbeat_interval;
   spec.heartbeat_timeout = p.heartbeat_timeout;
   spec.memory_budget_bytes = st.options.memory_budget_bytes;

@@ -121,4 +121,8 @@ std::string child_process::kill_and_reap() {
   return r == pid_ ? how_it_ended(st) : "gone";
 }
 
+void child_process::send_signal(int sig) {
+  if (pid_ > 0 && !reaped_) ::kill(pid_, sig);
+}
+
 }  // namespace troupe::cluster

@@ -43,6 +43,8 @@ class child_process {
   std::string reap();
   /// SIGKILL and wait for the child (no-op once reaped); returns how it ended.
   std::string kill_and_reap();
+  /// Sends `sig` to a child still running (no-op once reaped).
+  void send_signal(int sig);
 
  private:
   pid_t pid_ = -1;

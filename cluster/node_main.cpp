@@ -39,7 +39,9 @@
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
 #include "runtime/tuning_records_file.hpp"
+#include "cluster/remote_workers.hpp"
 #include "cluster/worker_link.hpp"
+#include "cluster/worker_node.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -265,13 +267,14 @@ class front_doors {
 /// a hung mount keeps a thread of its own, which holds up neither the actors nor the exit).
 void drain_and_stop(int sig, front_doors& doors, actors::table_holder& holder,
                     caf::actor_system& sys, const actors::node_handles& node,
-                    std::chrono::milliseconds drain_timeout) {
+                    std::chrono::milliseconds drain_timeout, remote_workers* joined) {
   if (sig != 0) spdlog::info("signal {}: draining ({} requests in flight)", sig, doors.inflight());
   holder.draining.store(true);
   doors.begin_drain();
   if (!doors.wait_idle(drain_timeout))
     spdlog::warn("drain timeout: {} requests still in flight are cancelled", doors.inflight());
   doors.stop_before_actors();
+  if (joined) joined->stop();
   actors::stop_node(sys, node);
   sys.await_all_actors_done();
   doors.stop();
@@ -361,6 +364,34 @@ status run_serve(const serve_options& o) {
     cfg.max_outstanding_per_connection = *o.max_outstanding_per_connection;
   if (o.worker_processes) cfg.worker_processes = *o.worker_processes;
   if (o.worker_memory_budget_mb) cfg.worker_memory_budget_mb = *o.worker_memory_budget_mb;
+  if (o.role) {
+    TROUPE_ASSIGN_OR_RETURN(cfg.role, actors::parse_node_role(*o.role));
+  }
+  if (!o.join.empty()) cfg.join = o.join;
+  if (o.workers_listen) cfg.workers_listen = *o.workers_listen;
+  if (o.node_name) cfg.node_name = *o.node_name;
+  if (o.model_cache_dir) cfg.model_cache_dir = *o.model_cache_dir;
+  if (cfg.role == actors::node_role::worker) {
+    if (o.gpus) {
+      TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
+    }
+    TROUPE_RETURN_IF_ERROR(setup_json_logging(cfg.log_level));
+    const sigset_t signals = waited_signals();
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    worker_node_options wo;
+    TROUPE_ASSIGN_OR_RETURN(wo.gpus, actors::resolve_gpus(cfg.gpus));
+    wo.config = cfg;
+    return run_worker_node(wo);
+  }
+  if (!cfg.join.empty()) return invalid_argument("--join is for worker nodes (--role worker)");
+  // A control node serves through workers of worker nodes only; `all` may take them too.
+  std::optional<std::string> workers_listen = cfg.workers_listen;
+  if (cfg.role == actors::node_role::control) {
+    cfg.gpus = std::vector<int>{};
+    cfg.cpu_workers = 0;
+    if (!workers_listen) workers_listen = "tcp://*:5600";
+  }
+  if (workers_listen && workers_listen->empty()) workers_listen.reset();
   if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {
@@ -468,7 +499,21 @@ status run_serve(const serve_options& o) {
     so.after_model_load = [tuning_records] { tuning_records->save_in_background(); };
   so.worker_processes = processes;
   so.faults = faults;
+  so.cluster_control = workers_listen.has_value();
   actors::node_handles node = actors::spawn_node(sys, so);
+
+  // Workers of worker nodes join here (docs/cluster.md); stopped before the actors.
+  std::unique_ptr<remote_workers> joined;
+  if (workers_listen) {
+    auto r = remote_workers::start(sys, node, so, *workers_listen);
+    if (!r) {
+      actors::stop_node(sys, node);
+      sys.await_all_actors_done();
+      return r.error();
+    }
+    joined = std::move(*r);
+    spdlog::info("control node: workers join at {}", joined->endpoint());
+  }
 
   front_doors doors;
   if (status s = doors.start(sys, node, holder, &metrics, cfg, idle_spin_us, faults); !s.is_ok()) {
@@ -476,6 +521,7 @@ status run_serve(const serve_options& o) {
     // (returning at once crashed a node that failed to start, in 6 of 60 starts), after the doors
     // that did start have let go of the actors (as drain_and_stop does).
     doors.stop_before_actors();
+    if (joined) joined->stop();
     actors::stop_node(sys, node);
     sys.await_all_actors_done();
     doors.stop();
@@ -483,8 +529,10 @@ status run_serve(const serve_options& o) {
   }
   spdlog::info("listening on {} (metrics port {}); loading model repository {}", doors.endpoint(),
                metrics_port, cfg.models_dir);
-  std::printf("{\"event\":\"listening\",%s,\"metrics_port\":%d}\n", doors.json_fields().c_str(),
-              metrics_port);
+  const std::string workers_field =
+      joined ? ",\"workers_endpoint\":" + json_string(joined->endpoint()) : std::string();
+  std::printf("{\"event\":\"listening\",%s,\"metrics_port\":%d%s}\n", doors.json_fields().c_str(),
+              metrics_port, workers_field.c_str());
   std::fflush(stdout);
 
   // The load runs on the actors; this thread waits for it or for a signal, whichever comes first.
@@ -498,36 +546,39 @@ status run_serve(const serve_options& o) {
                                 });
   if (const int sig = wait_for_shutdown(signals, &loaded); sig != 0) {
     spdlog::info("signal {} while loading the model repository: stopping", sig);
-    drain_and_stop(sig, doors, holder, sys, node, cfg.drain_timeout);
+    drain_and_stop(sig, doors, holder, sys, node, cfg.drain_timeout, joined.get());
     spdlog::info("stopped");
     spdlog::default_logger()->flush();
     return status::ok();
   }
   expected<actors::load_report> report = loaded.get();
   if (!report) {
-    drain_and_stop(0, doors, holder, sys, node, cfg.drain_timeout);
+    drain_and_stop(0, doors, holder, sys, node, cfg.drain_timeout, joined.get());
     return report.error();
   }
   for (const auto& f : report->failures) spdlog::error("model failed to load: {}", f);
   spdlog::info("{} model versions ready, {} failures", report->versions_ready,
                report->failures.size());
+  if (report->versions_waiting > 0)
+    spdlog::info("{} model versions wait for a worker of their kind to join", report->versions_waiting);
 
   const actors::node_readiness readiness = actors::evaluate_readiness(holder, cfg.readiness);
   if (readiness.ready) {
     spdlog::info("ready: serving on {} (metrics port {})", doors.endpoint(), metrics_port);
-    std::printf("{\"event\":\"ready\",%s,\"metrics_port\":%d}\n", doors.json_fields().c_str(),
-                metrics_port);
+    std::printf("{\"event\":\"ready\",%s,\"metrics_port\":%d%s}\n", doors.json_fields().c_str(),
+                metrics_port, workers_field.c_str());
   } else {
     // Triton keeps serving the models that loaded; so does troupe, reporting not ready.
     spdlog::warn("not ready (readiness {}): {}; serving the models that loaded on {}",
                  actors::readiness_policy_name(cfg.readiness), readiness.reason, doors.endpoint());
-    std::printf("{\"event\":\"loaded\",\"ready\":false,%s,\"metrics_port\":%d,\"reason\":%s}\n",
-                doors.json_fields().c_str(), metrics_port, json_string(readiness.reason).c_str());
+    std::printf("{\"event\":\"loaded\",\"ready\":false,%s,\"metrics_port\":%d%s,\"reason\":%s}\n",
+                doors.json_fields().c_str(), metrics_port, workers_field.c_str(),
+                json_string(readiness.reason).c_str());
   }
   std::fflush(stdout);
 
   const int sig = wait_for_shutdown(signals, nullptr);
-  drain_and_stop(sig, doors, holder, sys, node, cfg.drain_timeout);
+  drain_and_stop(sig, doors, holder, sys, node, cfg.drain_timeout, joined.get());
   spdlog::info("stopped");
   spdlog::default_logger()->flush();
   return status::ok();

@@ -32,6 +32,12 @@ struct serve_options {
   std::optional<bool> worker_processes;                    // overrides `worker_processes`
   /// Overrides `worker_memory_budget_mb`.
   std::optional<uint64_t> worker_memory_budget_mb;
+  // The node in a cluster (docs/cluster.md); each overrides the node config's key.
+  std::optional<std::string> role;  // all, control, worker
+  std::vector<std::string> join;    // `join` when not empty
+  std::optional<std::string> workers_listen;
+  std::optional<std::string> node_name;
+  std::optional<std::string> model_cache_dir;
 };
 
 /// Runs the node until SIGTERM/SIGINT. Prints JSON lines to stdout (docs/serving.md, Readiness):
@@ -42,7 +48,9 @@ struct serve_options {
 ///   per the policy
 ///   {"event":"loaded","ready":false,"endpoint":...,"grpc_port":N,"http_port":N,"metrics_port":N,"reason":"..."}
 /// (not ready: the models that loaded are served all the same). A signal during loading ends the
-/// process (0) with neither. A port 0: that door is off.
+/// process (0) with neither. A port 0: that door is off. A control node's lines also carry
+/// "workers_endpoint" (where workers join). A worker node (role worker) runs
+/// cluster/worker_node.hpp's loop instead and prints its "joining" line.
 status run_serve(const serve_options& o);
 
 }  // namespace troupe::cluster

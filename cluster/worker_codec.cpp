@@ -45,6 +45,7 @@ void put_fault(const injected_fault& f, wpb::InjectedFault* out) {
 }
 
 void put_ref(const data_ref& r, wpb::DataRef* out) {
+  if (r.where == data_ref::kind::none) return;
   if (r.where == data_ref::kind::frame) {
     out->set_frame(r.frame);
     return;
@@ -63,6 +64,10 @@ struct encoder {
     o->set_worker_index(h.worker_index);
     o->set_pid(h.pid);
     o->set_device(h.device);
+    o->set_node(h.node);
+    o->set_incarnation(h.incarnation);
+    o->set_memory_total_bytes(h.memory_total_bytes);
+    o->set_memory_free_bytes(h.memory_free_bytes);
   }
   void operator()(const worker_load& l) {
     auto* o = m.mutable_load();
@@ -74,7 +79,21 @@ struct encoder {
     o->set_warmup_runs(l.warmup_runs);
     o->set_load_timeout_ms(l.load_timeout_ms);
     if (l.injected) put_fault(*l.injected, o->mutable_injected());
+    o->set_content_sha256(l.content_sha256);
+    o->set_file_bytes(l.file_bytes);
   }
+  void operator()(const worker_file_wanted& f) {
+    auto* o = m.mutable_file_wanted();
+    o->set_request(f.request);
+    o->set_content_sha256(f.content_sha256);
+  }
+  void operator()(const worker_file_data& f) {
+    auto* o = m.mutable_file_data();
+    o->set_content_sha256(f.content_sha256);
+    put_ref(f.data, o->mutable_data());
+    put_status(f.result, o->mutable_error());
+  }
+  void operator()(const worker_bye& b) { m.mutable_bye()->set_reason(b.reason); }
   void operator()(const worker_loaded& l) {
     auto* o = m.mutable_loaded();
     o->set_request(l.request);
@@ -108,10 +127,11 @@ struct encoder {
     o->set_rows(r.rows);
     o->set_bucket_rows(r.bucket_rows);
     for (const auto& in : r.inputs) put_ref(in, o->add_inputs());
-    put_ref(r.outputs, o->mutable_outputs());
+    if (r.outputs.where != data_ref::kind::none) put_ref(r.outputs, o->mutable_outputs());
     o->set_fault(r.fault);
     o->set_sleep_ms(r.sleep_ms);
     if (r.injected) put_fault(*r.injected, o->mutable_injected());
+    o->set_output_bytes(r.output_bytes);
   }
   void operator()(const worker_done& d) {
     auto* o = m.mutable_done();
@@ -125,6 +145,7 @@ struct encoder {
       x->set_offset(l.offset);
       x->set_row_bytes(l.row_bytes);
     }
+    if (d.block.where != data_ref::kind::none) put_ref(d.block, o->mutable_block());
   }
   void operator()(const worker_heartbeat& h) { m.mutable_heartbeat()->set_sequence(h.sequence); }
 };
@@ -203,6 +224,21 @@ expected<data_ref> get_ref(const wpb::DataRef& r, const char* where) {
   }
 }
 
+/// A DataRef that may be unset (kind none then).
+expected<data_ref> get_optional_ref(bool present, const wpb::DataRef& r, const char* where) {
+  if (!present || r.where_case() == wpb::DataRef::WHERE_NOT_SET)
+    return data_ref{data_ref::kind::none, {}, 0};
+  return get_ref(r, where);
+}
+
+/// A SHA-256 in hex, as the cache names files: 64 lowercase hex digits (a peer's string becomes a
+/// file name: nothing else may pass).
+bool sha256_hex_ok(const std::string& h) {
+  return h.size() == 64 && std::all_of(h.begin(), h.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 bool rows_ok(int64_t rows) {
   return rows >= 0 && rows <= max_dim;
 }
@@ -263,8 +299,35 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
   switch (m.body_case()) {
     case wpb::WorkerMessage::kHello: {
       const auto& o = m.hello();
-      return worker_message(worker_hello{o.worker_index(), o.pid(), o.device()});
+      worker_hello h;
+      h.worker_index = o.worker_index();
+      h.pid = o.pid();
+      h.device = o.device();
+      h.node = o.node();
+      h.incarnation = o.incarnation();
+      h.memory_total_bytes = o.memory_total_bytes();
+      h.memory_free_bytes = o.memory_free_bytes();
+      return worker_message(std::move(h));
     }
+    case wpb::WorkerMessage::kFileWanted: {
+      const auto& o = m.file_wanted();
+      if (!sha256_hex_ok(o.content_sha256())) return bad("file_wanted: not a SHA-256");
+      return worker_message(worker_file_wanted{o.request(), o.content_sha256()});
+    }
+    case wpb::WorkerMessage::kFileData: {
+      const auto& o = m.file_data();
+      if (!sha256_hex_ok(o.content_sha256())) return bad("file_data: not a SHA-256");
+      worker_file_data f;
+      f.content_sha256 = o.content_sha256();
+      TROUPE_ASSIGN_OR_RETURN(f.data, get_optional_ref(o.has_data(), o.data(), "file data"));
+      TROUPE_ASSIGN_OR_RETURN(sent_status result, get_status(o.error()));
+      f.result = std::move(result.value);
+      if (f.result.is_ok() && f.data.where != data_ref::kind::frame)
+        return bad("file_data: neither a frame nor an error");
+      return worker_message(std::move(f));
+    }
+    case wpb::WorkerMessage::kBye:
+      return worker_message(worker_bye{m.bye().reason()});
     case wpb::WorkerMessage::kLoad: {
       const auto& o = m.load();
       worker_load l;
@@ -278,6 +341,10 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       if (o.has_injected()) {
         TROUPE_ASSIGN_OR_RETURN(l.injected, get_fault(o.injected()));
       }
+      if (!o.content_sha256().empty() && !sha256_hex_ok(o.content_sha256()))
+        return bad("load: content_sha256 is not a SHA-256");
+      l.content_sha256 = o.content_sha256();
+      l.file_bytes = o.file_bytes();
       return worker_message(std::move(l));
     }
     case wpb::WorkerMessage::kLoaded:
@@ -299,7 +366,12 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
         TROUPE_ASSIGN_OR_RETURN(data_ref ref, get_ref(in, "run input"));
         r.inputs.push_back(ref);
       }
-      TROUPE_ASSIGN_OR_RETURN(r.outputs, get_ref(o.outputs(), "run outputs"));
+      TROUPE_ASSIGN_OR_RETURN(r.outputs,
+                              get_optional_ref(o.has_outputs(), o.outputs(), "run outputs"));
+      r.output_bytes = o.output_bytes();
+      if (r.outputs.where == data_ref::kind::none &&
+          (r.output_bytes == 0 || r.output_bytes > max_tensor_bytes))
+        return bad("run outputs: names no data");
       r.fault = o.fault();
       r.sleep_ms = o.sleep_ms();
       if (o.has_injected()) {
@@ -324,6 +396,7 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
         l.row_bytes = x.row_bytes();
         d.outputs.push_back(std::move(l));
       }
+      TROUPE_ASSIGN_OR_RETURN(d.block, get_optional_ref(o.has_block(), o.block(), "done block"));
       return worker_message(std::move(d));
     }
     case wpb::WorkerMessage::kHeartbeat:

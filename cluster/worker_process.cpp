@@ -1,19 +1,28 @@
 #include "cluster/worker_process.hpp"
 
 #include <spdlog/spdlog.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <optional>
+#include <random>
 #include <thread>
+#include <vector>
 #include <zmq.hpp>
 
 #include "actors/log_fields.hpp"
 #include "actors/replica_host.hpp"
 #include "actors/shared_arena.hpp"
+#include "cluster/curve_keys.hpp"
 #include "cluster/logging.hpp"
 #include "cluster/message_outbox.hpp"
+#include "cluster/model_file_cache.hpp"
+#include "cluster/remote_run_staging.hpp"
 #include "cluster/worker_codec.hpp"
 #include "runtime/host_staging.hpp"
 #include "runtime/tuning_records_file.hpp"
@@ -23,15 +32,44 @@ namespace troupe::cluster {
 using namespace troupe::actors;
 using clock_type = std::chrono::steady_clock;
 
+namespace {
+
+/// A number no earlier start of this worker used: a control node tells a rejoin by it.
+uint64_t fresh_incarnation() {
+  std::random_device rd;
+  const uint64_t r = (uint64_t{rd()} << 32) ^ rd();
+  return r ^ static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+}
+
+}  // namespace
+
 status run_worker_process(const worker_main_options& o) {
   TROUPE_RETURN_IF_ERROR(setup_json_logging(o.log_level));
-  TROUPE_ASSIGN_OR_RETURN(std::shared_ptr<shared_arena> arena,
-                          shared_arena::attach(o.shm_fd, o.shm_bytes));
+  const bool remote = !o.join.empty();
+  // Joined over tcp, SIGTERM and SIGINT are read from a descriptor (a bye, then exit): blocked
+  // first, so that every thread started from here on (CUDA's, the host's) has them blocked too.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  if (remote) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::shared_ptr<shared_arena> arena;
+  std::optional<model_file_cache> cache;
+  if (remote) {
+    // No memory shared with the control node: an arena of the process's own, where the runs'
+    // frames are staged and the output blocks sent from.
+    TROUPE_ASSIGN_OR_RETURN(arena, shared_arena::create(o.shm_bytes, "troupe-remote-worker"));
+    TROUPE_ASSIGN_OR_RETURN(model_file_cache c, model_file_cache::open(o.cache_dir));
+    cache.emplace(std::move(c));
+  } else {
+    TROUPE_ASSIGN_OR_RETURN(arena, shared_arena::attach(o.shm_fd, o.shm_bytes));
+  }
   const device_traits traits = o.kind == worker_kind::gpu ? gpu_device_traits(o.device_index)
                                                           : cpu_device_traits(o.compute_threads);
   if (o.kind == worker_kind::gpu) {
-    // The node gathers the batches' inputs into this memory and sends the replies from it: pinned,
-    // the uploads and downloads are DMAs straight from and into it.
+    // The node gathers the batches' inputs into this memory and sends the replies from it (over
+    // tcp the link copies the frames into it): pinned, the uploads and downloads are DMAs
+    // straight from and into it.
     const status pinned = runtime::register_host_memory(traits.backend, o.device_index,
                                                         arena->base(), arena->bytes());
     if (!pinned.is_ok())
@@ -59,6 +97,13 @@ status run_worker_process(const worker_main_options& o) {
                 {{"records", static_cast<int64_t>(*loaded)}});
   }
 
+  const std::string& peer = remote ? o.join : o.endpoint;
+  std::optional<curve_keypair> curve;
+  std::string server_key;
+  if (remote && !o.curve_secret_key_file.empty()) {
+    TROUPE_ASSIGN_OR_RETURN(curve, read_curve_secret_key(o.curve_secret_key_file));
+    TROUPE_ASSIGN_OR_RETURN(server_key, read_curve_public_key(o.curve_server_key_file));
+  }
   zmq::context_t context(1);
   zmq::socket_t socket;
   try {
@@ -66,12 +111,23 @@ status run_worker_process(const worker_main_options& o) {
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndhwm, 0);
     socket.set(zmq::sockopt::rcvhwm, 0);
-    socket.connect(o.endpoint);
+    if (remote) socket.set(zmq::sockopt::maxmsgsize, o.max_frame_bytes);
+    if (curve) {
+      socket.set(zmq::sockopt::curve_serverkey, server_key);
+      socket.set(zmq::sockopt::curve_publickey, curve->public_key);
+      socket.set(zmq::sockopt::curve_secretkey, curve->secret_key);
+    }
+    socket.connect(peer);
   } catch (const zmq::error_t& e) {
-    return io_error("worker process: connecting to " + o.endpoint + ": " + e.what());
+    return io_error("worker process: connecting to " + peer + ": " + e.what());
   }
-  message_outbox outbox;
+  basic_outbox<outgoing_message> outbox;
   if (!outbox.ok()) return io_error("worker process: eventfd failed");
+  std::optional<remote_run_staging> staging;
+  if (remote) staging.emplace(arena);
+  auto post = [&outbox](const worker_message& m) {
+    (void)outbox.post(outgoing_message{encode_worker_message(m), std::nullopt});
+  };
 
   {
     replica_host_options ho;
@@ -83,13 +139,24 @@ status run_worker_process(const worker_main_options& o) {
     ho.arena = arena;
     if (tuning_records)
       ho.after_load = [records = tuning_records.get()] { records->save_in_background(); };
-    ho.send = [&outbox](worker_message m) { (void)outbox.post(encode_worker_message(m)); };
+    // Over tcp an answer takes its output block along as a frame.
+    ho.send = [&outbox, &staging, post](worker_message m) {
+      if (auto* d = std::get_if<worker_done>(&m); d && staging) {
+        (void)outbox.post(staging->answer(std::move(*d)));
+        return;
+      }
+      post(m);
+    };
     replica_host host(std::move(ho));
     worker_hello hello;
     hello.worker_index = o.index;
     hello.pid = getpid();
     hello.device = traits.device_label;
-    (void)outbox.post(encode_worker_message(hello));
+    if (remote) {
+      hello.node = o.node_name;
+      hello.incarnation = fresh_incarnation();
+    }
+    post(hello);
 
     const auto interval = std::max(o.heartbeat_interval, std::chrono::milliseconds(1));
     auto last_heard = clock_type::now();
@@ -97,24 +164,98 @@ status run_worker_process(const worker_main_options& o) {
     uint64_t beats = 0;
     std::string why;
     status ended = status::ok();
-    auto send = [&](const std::string& envelope) {
+    auto send = [&](outgoing_message& m) {
       try {
-        socket.send(zmq::buffer(envelope), zmq::send_flags::none);
+        socket.send(zmq::buffer(m.envelope),
+                    m.frame ? zmq::send_flags::sndmore : zmq::send_flags::none);
+        if (m.frame) socket.send(*m.frame, zmq::send_flags::none);
       } catch (const zmq::error_t& e) {
         why = std::string("send: ") + e.what();
       }
     };
+
+    // Remote mode: a load whose file the cache holds goes to the host with the cached path;
+    // the others wait for their file, which is asked for once.
+    std::map<std::string, std::vector<worker_load>> waiting;  // by SHA-256
+    auto load_cached = [&](worker_load l) {
+      const std::string path = cache->find(l.content_sha256, l.file_bytes);
+      if (!path.empty()) {
+        l.path = path;
+        return host.handle(worker_message(std::move(l)));
+      }
+      auto& loads = waiting[l.content_sha256];
+      if (loads.empty()) post(worker_file_wanted{l.request, l.content_sha256});
+      loads.push_back(std::move(l));
+      return status::ok();
+    };
+    auto file_arrived = [&](const worker_file_data& f, const std::vector<zmq::message_t>& frames) {
+      auto it = waiting.find(f.content_sha256);
+      if (it == waiting.end()) return;
+      std::vector<worker_load> loads = std::move(it->second);
+      waiting.erase(it);
+      expected<std::string> path = f.result;
+      if (f.result.is_ok()) {
+        if (f.data.frame >= frames.size())
+          path = invalid_argument("the control node named a frame it did not send");
+        else
+          path = cache->store(f.content_sha256, frames[f.data.frame].data(),
+                              frames[f.data.frame].size());
+      }
+      if (path)
+        log_event(log_level::info, "worker process: model file cached",
+                  {{"path", *path}, {"bytes", static_cast<int64_t>(frames[f.data.frame].size())}});
+      for (worker_load& l : loads) {
+        if (!path) {
+          worker_loaded failed;
+          failed.request = l.request;
+          failed.result =
+              path.error().with_context("fetching " + l.path + " from the control node");
+          post(failed);
+          continue;
+        }
+        l.path = *path;
+        (void)host.handle(worker_message(std::move(l)));
+      }
+    };
+    // One message of the peer (its frames after the envelope: tcp only).
+    auto handle = [&](worker_message m, const std::vector<zmq::message_t>& frames) -> status {
+      if (!remote) {
+        if (!frames.empty()) return internal_error("the node sent frames over ipc");
+        return host.handle(std::move(m));
+      }
+      if (auto* f = std::get_if<worker_file_data>(&m)) {
+        file_arrived(*f, frames);
+        return status::ok();
+      }
+      if (auto* l = std::get_if<worker_load>(&m)) return load_cached(std::move(*l));
+      if (auto* r = std::get_if<worker_run>(&m)) {
+        const uint64_t batch = r->batch;
+        auto staged = staging->stage(std::move(*r), frames);
+        if (staged) return host.handle(worker_message(std::move(*staged)));
+        worker_done failed;
+        failed.batch = batch;
+        failed.result = staged.error();
+        post(failed);
+        return status::ok();
+      }
+      return host.handle(std::move(m));
+    };
+
     // After a message, poll without sleeping for idle_spin_us: the run's answer (or the next
     // run) that comes within it costs no wake-up of this thread.
     auto spin_until = last_heard;
+    // Joined over tcp: SIGTERM (its worker node stops) ends the process with a bye.
+    const int stop_fd = remote ? signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK) : -1;
     while (why.empty()) {
-      zmq_pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
-                                 {nullptr, outbox.fd(), ZMQ_POLLIN, 0}};
+      zmq_pollitem_t items[3] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, outbox.fd(), ZMQ_POLLIN, 0},
+                                 {nullptr, stop_fd, ZMQ_POLLIN, 0}};
       auto wait =
           std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock_type::now());
       if (clock_type::now() < spin_until) wait = std::chrono::milliseconds(0);
       try {
-        const int ready = zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+        const int ready =
+            zmq::poll(items, stop_fd >= 0 ? 3 : 2, std::max(wait, std::chrono::milliseconds(0)));
         if (ready == 0 && wait.count() == 0) {
           std::this_thread::yield();
           if (clock_type::now() < spin_until) continue;
@@ -124,15 +265,27 @@ status run_worker_process(const worker_main_options& o) {
         why = std::string("poll: ") + e.what();
         break;
       }
+      if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) {
+        why = "its worker node stops";
+        break;
+      }
       if ((items[0].revents | items[1].revents) & ZMQ_POLLIN)
         spin_until = clock_type::now() + std::chrono::microseconds(o.idle_spin_us);
       if (items[1].revents & ZMQ_POLLIN)
-        for (const std::string& envelope : outbox.take()) send(envelope);
+        for (outgoing_message& m : outbox.take()) send(m);
       if (items[0].revents & ZMQ_POLLIN) {
         for (;;) {
           zmq::message_t envelope;
+          std::vector<zmq::message_t> frames;
           try {
             if (!socket.recv(envelope, zmq::recv_flags::dontwait)) break;
+            bool more = envelope.more();
+            while (more) {
+              zmq::message_t f;
+              (void)socket.recv(f, zmq::recv_flags::none);
+              more = f.more();
+              frames.push_back(std::move(f));
+            }
           } catch (const zmq::error_t& e) {
             why = std::string("receive: ") + e.what();
             break;
@@ -145,9 +298,19 @@ status run_worker_process(const worker_main_options& o) {
             break;
           }
           if (std::holds_alternative<worker_heartbeat>(*m)) continue;
-          if (status s = host.handle(std::move(*m)); !s.is_ok())
+          if (auto* b = std::get_if<worker_bye>(&*m)) {
+            why = "the control node let go: " + b->reason;
+            break;
+          }
+          const status handled = handle(std::move(*m), frames);
+          if (!handled.is_ok() && handled.code() == error_code::internal) {
+            ended = handled;
+            why = ended.to_string();
+            break;
+          }
+          if (!handled.is_ok())
             log_event(log_level::warn, "worker process: message refused",
-                      {{"reason", s.to_string()}});
+                      {{"reason", handled.to_string()}});
         }
       }
       const auto now = clock_type::now();
@@ -158,10 +321,23 @@ status run_worker_process(const worker_main_options& o) {
       }
       if (now >= next_beat) {
         next_beat = now + interval;
-        send(encode_worker_message(worker_heartbeat{++beats}));
+        outgoing_message beat{encode_worker_message(worker_heartbeat{++beats}), std::nullopt};
+        send(beat);
       }
     }
     log_event(log_level::warn, "worker process exits", {{"worker", o.index}, {"reason", why}});
+    if (remote && why.rfind("the control node let go", 0) != 0) {
+      // The control node hears it at once rather than by its heartbeat timeout.
+      outgoing_message bye{encode_worker_message(worker_bye{why}), std::nullopt};
+      send(bye);
+      // Up to half a second for it to leave (a closed socket with a linger keeps sending).
+      try {
+        socket.set(zmq::sockopt::linger, 500);
+        socket.close();
+        context.close();
+      } catch (const zmq::error_t&) {
+      }
+    }
     spdlog::default_logger()->flush();
     // A build may be blocked on a hung file system and a run in a kernel: nobody waits for
     // their answers any more, so the process does not wait for them either.

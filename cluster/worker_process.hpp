@@ -6,6 +6,13 @@
 /// go back; heartbeats both ways. It exits when the node stops answering heartbeats (and dies
 /// with the node anyway: its parent-death signal), or when the node sends what is not the
 /// worker protocol.
+///
+/// On a worker node (`troupe serve --role worker`, cluster/worker_node.hpp; docs/cluster.md) the
+/// process joins a control node over tcp:// instead (`join`): no memory is shared, so it makes an
+/// arena of its own and its runs' tensors travel as frames (cluster/remote_run_staging.hpp); its
+/// hello names its node and a fresh incarnation; the model files it lacks come from the control
+/// node into its cache (cluster/model_file_cache.hpp). It exits when the control node releases it
+/// (a bye) or falls silent, and its worker node starts a fresh one, which joins again.
 
 #include <chrono>
 #include <cstdint>
@@ -19,7 +26,16 @@ namespace troupe::cluster {
 struct worker_main_options {
   std::string endpoint;  // the node's ipc:// endpoint
   int shm_fd = -1;       // the inherited shared memory
-  size_t shm_bytes = 0;
+  size_t shm_bytes = 0;  // its size; joined over tcp: the size of the process's own arena
+  // Joined to a control node (docs/cluster.md); `endpoint` and `shm_fd` are then unused.
+  std::string join;       // the control node's tcp:// endpoint ("": a local worker process)
+  std::string node_name;  // the worker node's name, in the hello
+  std::string cache_dir;  // where model files sent by the control node are kept
+  int64_t max_frame_bytes = int64_t{4} << 30;  // the largest frame taken (a model file)
+  /// CURVE (docs/cluster.md, Security): this worker's secret key and the control node's public
+  /// key, both files; "" (both): no CURVE.
+  std::string curve_secret_key_file;
+  std::string curve_server_key_file;
   actors::worker_kind kind = actors::worker_kind::cpu;
   uint32_t index = 0;
   int device_index = 0;

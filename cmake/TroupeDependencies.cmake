@@ -55,9 +55,10 @@ find_library(ZMQ_LIBRARY zmq)
 find_package(prometheus-cpp CONFIG QUIET)
 find_package(nlohmann_json CONFIG QUIET)
 find_package(Boost 1.74 CONFIG QUIET)  # Boost::headers
+find_package(OpenSSL QUIET COMPONENTS Crypto)  # SHA-256 of model files sent to worker nodes
 set(TROUPE_HAVE_SERVING OFF)
 if(CAF_INCLUDE_DIR AND CAF_CORE_LIBRARY AND CAF_IO_LIBRARY AND ZMQ_INCLUDE_DIR AND ZMQ_LIBRARY
-   AND prometheus-cpp_FOUND AND nlohmann_json_FOUND AND Boost_FOUND)
+   AND prometheus-cpp_FOUND AND nlohmann_json_FOUND AND Boost_FOUND AND OpenSSL_FOUND)
   set(TROUPE_HAVE_SERVING ON)
   add_library(troupe_caf INTERFACE)
   target_include_directories(troupe_caf SYSTEM INTERFACE ${CAF_INCLUDE_DIR})
@@ -67,7 +68,7 @@ if(CAF_INCLUDE_DIR AND CAF_CORE_LIBRARY AND CAF_IO_LIBRARY AND ZMQ_INCLUDE_DIR A
   target_link_libraries(troupe_zmq INTERFACE ${ZMQ_LIBRARY})
   message(STATUS "troupe: serving ON (CAF ${CAF_CORE_LIBRARY}, ZeroMQ ${ZMQ_LIBRARY})")
 else()
-  message(STATUS "troupe: CAF, ZeroMQ, prometheus-cpp, nlohmann-json or Boost missing, serving OFF")
+  message(STATUS "troupe: CAF, ZeroMQ, prometheus-cpp, nlohmann-json, Boost or OpenSSL missing, serving OFF")
 endif()
 
 # KServe gRPC door: libgrpc++ (its CMake package, which honours CMAKE_PREFIX_PATH) and protoc's

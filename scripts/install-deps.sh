@@ -9,7 +9,7 @@ packages=(
   libcaf-dev libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler
   libonnx-dev libonnx-testdata libdnnl-dev ocl-icd-opencl-dev zlib1g-dev
   prometheus-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev nlohmann-json3-dev
-  libboost-dev libgrpc++-dev protobuf-compiler-grpc prometheus
+  libboost-dev libssl-dev libgrpc++-dev protobuf-compiler-grpc prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-venv python3-pip
 )

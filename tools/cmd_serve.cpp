@@ -24,6 +24,11 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     uint32_t max_outstanding_per_connection = 0;
     std::string worker_processes;
     int64_t worker_memory_budget_mb = -1;
+    std::string role;
+    std::string join;
+    std::string workers_listen;
+    std::string node_name;
+    std::string model_cache_dir;
   };
   auto o = std::make_shared<options>();
   CLI::App* cmd =
@@ -72,6 +77,21 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "models' weights are evicted to host memory and paged back in on their next "
                   "request (node.yaml worker_memory_budget_mb; 0: no budget, the default)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd->add_option("--role", o->role,
+                  "all (default: one node serves), control (frontends and actors; workers join "
+                  "it) or worker (worker processes for this host's devices, joined to --join)")
+      ->check(CLI::IsMember({"all", "control", "worker"}));
+  cmd->add_option("--join", o->join,
+                  "worker role: the control nodes' endpoints for workers, "
+                  "tcp://HOST:PORT[,tcp://HOST:PORT...]");
+  cmd->add_option("--workers-listen", o->workers_listen,
+                  "control role: where workers join (default tcp://*:5600; with role all, off "
+                  "unless given)");
+  cmd->add_option("--node-name", o->node_name,
+                  "worker role: this node's name in the cluster (default: the host name)");
+  cmd->add_option("--model-cache-dir", o->model_cache_dir,
+                  "worker role: where model files sent by control nodes are kept "
+                  "(default ~/.cache/troupe/models)");
   cmd->add_option("--repository-poll-secs", o->repository_poll_secs,
                   "poll mode: seconds between repository scans (default 15)")
       ->check(CLI::Range(1, 86400));
@@ -83,7 +103,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       "0.\n\n"
       "Example:\n"
       "  troupe serve --models ./models --listen tcp://*:5555 --http-port 8000 \\\n"
-      "               --metrics-port 8002");
+      "               --metrics-port 8002\n"
+      "Two nodes (docs/cluster.md):\n"
+      "  troupe serve --role control --models ./models            # on host a\n"
+      "  troupe serve --role worker --join tcp://a:5600            # on host b");
   cmd->callback([o, &exit_code] {
     if (!o->listen.empty()) o->serve.listen = o->listen;
     if (o->metrics_port >= 0) o->serve.metrics_port = o->metrics_port;
@@ -98,6 +121,19 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (!o->worker_processes.empty()) o->serve.worker_processes = o->worker_processes == "on";
     if (o->worker_memory_budget_mb >= 0)
       o->serve.worker_memory_budget_mb = static_cast<uint64_t>(o->worker_memory_budget_mb);
+    if (!o->role.empty()) o->serve.role = o->role;
+    if (!o->join.empty()) {
+      std::string rest = o->join;
+      for (size_t at = 0; at != std::string::npos;) {
+        const size_t comma = rest.find(',', at);
+        const std::string one = rest.substr(at, comma == std::string::npos ? comma : comma - at);
+        if (!one.empty()) o->serve.join.push_back(one);
+        at = comma == std::string::npos ? comma : comma + 1;
+      }
+    }
+    if (!o->workers_listen.empty()) o->serve.workers_listen = o->workers_listen;
+    if (!o->node_name.empty()) o->serve.node_name = o->node_name;
+    if (!o->model_cache_dir.empty()) o->serve.model_cache_dir = o->model_cache_dir;
     const status s = cluster::run_serve(o->serve);
     exit_code = s.is_ok() ? exit_ok : report_error(s);
   });

@@ -16,6 +16,7 @@ void add_bench_command(CLI::App& app, int& exit_code);
 void add_models_command(CLI::App& app, int& exit_code);
 void add_faults_command(CLI::App& app, int& exit_code);
 void add_worker_command(CLI::App& app, int& exit_code);
+void add_keygen_command(CLI::App& app, int& exit_code);
 }  // namespace troupe::tools
 #endif
 
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   add_models_command(app, exit_code);
   add_faults_command(app, exit_code);
   add_worker_command(app, exit_code);
+  add_keygen_command(app, exit_code);
 #endif
   // Set after the subcommands: CLI11 copies a parent's footer into subcommands made after it.
   app.footer(

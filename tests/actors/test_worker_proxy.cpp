@@ -114,7 +114,7 @@ class worker_proxy_test : public testing::actor_fixture {
     process_->events.on_message(std::move(m));
     run();
   }
-  void hello() { deliver(worker_hello{1, 4242, "cpu"}); }
+  void hello() { deliver(worker_hello{1, 4242, "cpu", "", 0, 0, 0}); }
 
   /// Asks for a load of the MLP; the answer lands in load_result_.
   void request_load(std::chrono::milliseconds timeout = 10s) {
@@ -357,7 +357,7 @@ TEST_F(worker_proxy_test, protocol_violations_end_the_proxy) {
 
 TEST_F(worker_proxy_test, a_hello_from_another_worker_ends_the_proxy) {
   start();
-  deliver(worker_hello{9, 4242, "cpu"});
+  deliver(worker_hello{9, 4242, "cpu", "", 0, 0, 0});
   ASSERT_TRUE(down_->has_value());
 }
 

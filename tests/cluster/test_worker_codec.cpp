@@ -28,7 +28,7 @@ T round_trip(const T& in) {
 }
 
 TEST(worker_codec, hello_load_unload_and_heartbeat_round_trip) {
-  const auto h = round_trip(worker_hello{3, 4242, "cuda:1"});
+  const auto h = round_trip(worker_hello{3, 4242, "cuda:1", "", 0, 0, 0});
   EXPECT_EQ(h.worker_index, 3u);
   EXPECT_EQ(h.pid, 4242);
   EXPECT_EQ(h.device, "cuda:1");
@@ -164,7 +164,7 @@ TEST(worker_codec, garbage_is_a_typed_error) {
     (void)decode_worker_message(bytes.data(), bytes.size());
   }
   // A valid envelope cut short.
-  const std::string whole = encode_worker_message(worker_message(worker_hello{1, 2, "cpu"}));
+  const std::string whole = encode_worker_message(worker_message(worker_hello{1, 2, "cpu", "", 0, 0, 0}));
   for (size_t n = 1; n < whole.size(); ++n) (void)decode_worker_message(whole.data(), n);
 }
 
@@ -245,6 +245,113 @@ TEST(worker_codec, values_out_of_range_are_refused) {
     r->set_bucket_rows(1);
     EXPECT_NE(decode_error(m.SerializeAsString()).message().find("names no data"),
               std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace troupe::cluster
+
+namespace troupe::cluster {
+namespace {
+
+// What a worker on another host adds (docs/cluster.md): its place and incarnation in the hello,
+// a load's file by content hash, the file's bytes as a frame, runs and answers whose tensors
+// travel as frames, and a bye.
+TEST(worker_codec, remote_worker_messages_round_trip) {
+  worker_hello h{1, 99, "cuda:0", "gpu-node-3", 0xfeedbeefULL, 80ULL << 30, 79ULL << 30};
+  const auto h2 = round_trip(h);
+  EXPECT_EQ(h2.node, "gpu-node-3");
+  EXPECT_EQ(h2.incarnation, 0xfeedbeefULL);
+  EXPECT_EQ(h2.memory_total_bytes, 80ULL << 30);
+  EXPECT_EQ(h2.memory_free_bytes, 79ULL << 30);
+
+  const std::string sha(64, 'a');
+  worker_load l;
+  l.request = 4;
+  l.path = "resnet/1/model.onnx";
+  l.content_sha256 = sha;
+  l.file_bytes = 12345;
+  const auto l2 = round_trip(l);
+  EXPECT_EQ(l2.content_sha256, sha);
+  EXPECT_EQ(l2.file_bytes, 12345u);
+
+  const auto w = round_trip(worker_file_wanted{4, sha});
+  EXPECT_EQ(w.request, 4u);
+  EXPECT_EQ(w.content_sha256, sha);
+
+  worker_file_data f;
+  f.content_sha256 = sha;
+  f.data = data_ref{data_ref::kind::frame, {}, 0};
+  const auto f2 = round_trip(f);
+  EXPECT_TRUE(f2.result.is_ok());
+  EXPECT_EQ(f2.data.where, data_ref::kind::frame);
+  worker_file_data refused;
+  refused.content_sha256 = sha;
+  refused.result = not_found("gone from the repository");
+  const auto r2 = round_trip(refused);
+  EXPECT_EQ(r2.result.code(), error_code::not_found);
+  EXPECT_EQ(r2.data.where, data_ref::kind::none);
+
+  worker_run run;
+  run.batch = 8;
+  run.rows = 2;
+  run.bucket_rows = 4;
+  run.inputs = {data_ref{data_ref::kind::frame, {}, 0}, data_ref{data_ref::kind::frame, {}, 1}};
+  run.outputs = data_ref{data_ref::kind::none, {}, 0};
+  run.output_bytes = 4096;
+  const auto run2 = round_trip(run);
+  EXPECT_EQ(run2.outputs.where, data_ref::kind::none);
+  EXPECT_EQ(run2.output_bytes, 4096u);
+  ASSERT_EQ(run2.inputs.size(), 2u);
+  EXPECT_EQ(run2.inputs[1].frame, 1u);
+
+  worker_done d;
+  d.batch = 8;
+  d.bucket_rows = 4;
+  d.block = data_ref{data_ref::kind::frame, {}, 0};
+  EXPECT_EQ(round_trip(d).block.where, data_ref::kind::frame);
+  worker_done ipc;
+  ipc.batch = 9;
+  EXPECT_EQ(round_trip(ipc).block.where, data_ref::kind::none);
+
+  EXPECT_EQ(round_trip(worker_bye{"node draining"}).reason, "node draining");
+}
+
+TEST(worker_codec, remote_worker_messages_are_checked) {
+  auto envelope = [] {
+    wpb::WorkerMessage m;
+    m.set_protocol_version(worker_protocol_version);
+    return m;
+  };
+  auto code_of = [](const wpb::WorkerMessage& m) {
+    const std::string bytes = m.SerializeAsString();
+    auto out = decode_worker_message(bytes.data(), bytes.size());
+    return out ? error_code::ok : out.error().code();
+  };
+  {
+    auto m = envelope();  // a hash that would be a path in the cache
+    m.mutable_file_wanted()->set_content_sha256("../../etc/passwd");
+    EXPECT_EQ(code_of(m), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();
+    m.mutable_load()->set_content_sha256(std::string(63, 'a') + "G");
+    EXPECT_EQ(code_of(m), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();  // file data with neither bytes nor an error
+    m.mutable_file_data()->set_content_sha256(std::string(64, '0'));
+    EXPECT_EQ(code_of(m), error_code::invalid_argument);
+  }
+  {
+    auto m = envelope();  // outputs over tcp need their size
+    auto* r = m.mutable_run();
+    r->set_rows(1);
+    r->set_bucket_rows(1);
+    r->set_output_bytes(0);
+    EXPECT_EQ(code_of(m), error_code::invalid_argument);
+    r->set_output_bytes(64);
+    EXPECT_EQ(code_of(m), error_code::ok);
   }
 }
 

@@ -1,0 +1,231 @@
+#include "cluster/worker_node.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+
+#include "actors/log_fields.hpp"
+#include "actors/supervisor.hpp"
+#include "cluster/child_process.hpp"
+#include "cluster/curve_keys.hpp"
+
+namespace troupe::cluster {
+
+using namespace troupe::actors;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+/// One worker process of the node: a device, joined to one control node.
+struct member {
+  std::vector<std::string> argv;
+  std::string label;  // "cuda:0 -> tcp://control:5600"
+  std::optional<child_process> child;
+  uint32_t failures = 0;                 // in a row
+  clock_type::time_point started{};      // of the running process
+  clock_type::time_point restart_at{};   // when not running
+};
+
+std::string default_cache_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/troupe/models";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/troupe/models";
+  return "/tmp/troupe-models-" + std::to_string(getuid());
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "worker";
+  return name;
+}
+
+std::string json_list(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ",\"" : "\"") + v[i] + "\"";
+  return out + "]";
+}
+
+}  // namespace
+
+status run_worker_node(const worker_node_options& o) {
+  const node_config& cfg = o.config;
+  if (cfg.join.empty())
+    return invalid_argument("a worker node needs --join tcp://CONTROL:5600 (the control nodes)");
+  for (const auto& j : cfg.join)
+    if (j.rfind("tcp://", 0) != 0)
+      return invalid_argument("--join " + j + ": a control node's tcp://HOST:PORT endpoint");
+  if (cfg.curve_secret_key_file.empty() != cfg.curve_server_key_file.empty())
+    return invalid_argument(
+        "CURVE on a worker node needs both curve_secret_key_file (its key) and "
+        "curve_server_key_file (the control node's public key)");
+  if (!cfg.curve_secret_key_file.empty()) {
+    // Read once here, so that a wrong file is an error at start, not a restart loop.
+    TROUPE_RETURN_IF_ERROR(read_curve_secret_key(cfg.curve_secret_key_file).take_status());
+    TROUPE_RETURN_IF_ERROR(read_curve_public_key(cfg.curve_server_key_file).take_status());
+  }
+  if (o.gpus.empty() && cfg.cpu_workers == 0)
+    return invalid_argument("a worker node with no GPU and cpu_workers 0 has nothing to offer");
+  std::string executable = o.executable;
+  if (executable.empty()) {
+    std::error_code ec;
+    executable = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (ec) return io_error("cannot find the troupe binary (/proc/self/exe): " + ec.message());
+  }
+  const std::string name = cfg.node_name.empty() ? host_name() : cfg.node_name;
+  const std::string cache = cfg.model_cache_dir.empty() ? default_cache_dir() : cfg.model_cache_dir;
+
+  // The caller blocked SIGTERM and SIGINT in every thread: they are read here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  const int stop_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (stop_fd < 0) return io_error(std::string("signalfd: ") + std::strerror(errno));
+
+  std::vector<member> members;
+  uint32_t index = 0;
+  auto add = [&](worker_kind kind, int device) {
+    for (const std::string& control : cfg.join) {
+      member m;
+      const std::string device_label =
+          kind == worker_kind::gpu ? "cuda:" + std::to_string(device) : "cpu";
+      m.label = device_label + " -> " + control;
+      m.argv = {executable,
+                "worker",
+                "--join",
+                control,
+                "--node-name",
+                // Several CPU workers of one node: each its own place in the cluster.
+                kind == worker_kind::cpu && cfg.cpu_workers > 1 ? name + "/cpu" + std::to_string(index)
+                                                                : name,
+                "--cache-dir",
+                cache,
+                "--shm-bytes",
+                std::to_string(uint64_t{cfg.worker_shared_memory_mb} << 20),
+                "--kind",
+                std::string(worker_kind_name(kind)),
+                "--index",
+                std::to_string(index),
+                "--device",
+                std::to_string(device),
+                "--compute-threads",
+                std::to_string(cfg.compute_threads),
+                "--heartbeat-interval-ms",
+                std::to_string(cfg.node_heartbeat_interval.count()),
+                "--heartbeat-timeout-ms",
+                std::to_string(cfg.node_heartbeat_timeout.count()),
+                "--log-level",
+                cfg.log_level};
+      if (cfg.fault_injection) m.argv.push_back("--fault-injection");
+      if (cfg.worker_memory_budget_mb > 0) {
+        m.argv.push_back("--memory-budget-bytes");
+        m.argv.push_back(std::to_string(cfg.worker_memory_budget_mb << 20));
+      }
+      if (!cfg.curve_secret_key_file.empty()) {
+        m.argv.insert(m.argv.end(), {"--curve-secret-key-file", cfg.curve_secret_key_file,
+                                     "--curve-server-key-file", cfg.curve_server_key_file});
+      }
+      if (!cfg.tuning_records_file.empty()) {
+        m.argv.push_back("--tuning-records-file");
+        m.argv.push_back(cfg.tuning_records_file);
+      }
+      members.push_back(std::move(m));
+    }
+    ++index;
+  };
+  for (int g : o.gpus) add(worker_kind::gpu, g);
+  for (uint32_t i = 0; i < cfg.cpu_workers; ++i) add(worker_kind::cpu, 0);
+
+  auto start = [&](member& m) {
+    auto child = child_process::start(m.argv, -1, -1);
+    if (!child) {
+      ++m.failures;
+      const auto delay = restart_delay(restart_backoff{}, m.failures);
+      m.restart_at = clock_type::now() + delay;
+      log_event(log_level::error, "worker node: cannot start a worker process",
+                {{"worker", m.label}, {"reason", child.error().to_string()}});
+      return;
+    }
+    m.child.emplace(std::move(*child));
+    m.started = clock_type::now();
+    log_event(log_level::info, "worker node: worker process started",
+              {{"worker", m.label}, {"pid", static_cast<int64_t>(m.child->pid())}});
+  };
+  for (member& m : members) start(m);
+  spdlog::info("worker node {}: {} worker process(es) joining {}", name, members.size(),
+               json_list(cfg.join));
+  std::printf("{\"event\":\"joining\",\"node\":\"%s\",\"join\":%s,\"workers\":%zu}\n", name.c_str(),
+              json_list(cfg.join).c_str(), members.size());
+  std::fflush(stdout);
+
+  const restart_backoff backoff;
+  bool stopping = false;
+  while (!stopping) {
+    std::vector<pollfd> fds{{stop_fd, POLLIN, 0}};
+    std::vector<member*> polled;
+    auto next = clock_type::now() + std::chrono::seconds(1);
+    for (member& m : members) {
+      if (m.child && m.child->exit_fd() >= 0) {
+        fds.push_back({m.child->exit_fd(), POLLIN, 0});
+        polled.push_back(&m);
+      } else if (!m.child) {
+        next = std::min(next, m.restart_at);
+      }
+    }
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - clock_type::now());
+    const int ready = ::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(wait.count(), 0)));
+    if (ready < 0 && errno != EINTR) return io_error(std::string("poll: ") + std::strerror(errno));
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      [[maybe_unused]] ssize_t n = read(stop_fd, &info, sizeof(info));
+      spdlog::info("worker node: signal {}: stopping", info.ssi_signo);
+      stopping = true;
+      break;
+    }
+    const auto now = clock_type::now();
+    for (member& m : members) {
+      if (m.child) {
+        const std::string ended = m.child->reap();
+        if (ended.empty()) continue;
+        // Up long enough: healthy again, its next failure waits the initial delay.
+        if (now - m.started >= backoff.reset_after) m.failures = 0;
+        ++m.failures;
+        const auto delay = restart_delay(backoff, m.failures);
+        m.restart_at = now + delay;
+        m.child.reset();
+        log_event(log_level::warn, "worker node: worker process ended",
+                  {{"worker", m.label}, {"how", ended}, {"attempt", m.failures},
+                   {"restart_in_ms", static_cast<int64_t>(delay.count())}});
+      } else if (now >= m.restart_at) {
+        start(m);
+      }
+    }
+  }
+  // Each process says bye to its control node on SIGTERM; what is still there after the grace
+  // period is killed.
+  for (member& m : members)
+    if (m.child) m.child->send_signal(SIGTERM);
+  const auto deadline = clock_type::now() + o.stop_grace;
+  for (member& m : members) {
+    while (m.child && clock_type::now() < deadline) {
+      if (!m.child->reap().empty()) m.child.reset();
+      else ::poll(nullptr, 0, 20);
+    }
+    if (m.child) (void)m.child->kill_and_reap();
+  }
+  ::close(stop_fd);
+  spdlog::info("worker node {}: stopped", name);
+  spdlog::default_logger()->flush();
+  return status::ok();
+}
+
+}  // namespace troupe::cluster

@@ -1,0 +1,256 @@
+"""Control and worker nodes on loopback (docs/cluster.md): `troupe serve --role control` serves
+through worker processes of worker nodes (`troupe serve --role worker --join`) that join it over
+tcp://, with tensors as frames and model files sent by content hash. Results equal a single node's
+(ONNX Runtime's); a worker killed under a closed-loop load costs no request (each answered exactly
+once, right), is declared gone within the heartbeat timeout, restarted by its node and placed again;
+a whole worker node lost leaves the others serving; a worker node restarted under the same name takes
+its place again."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import Server, free_port, make_mlp, metric_value, reference, troupe_bin, write
+from troupe_client import Client, TroupeError
+
+HEARTBEAT_TIMEOUT_MS = 1500
+
+
+def build(root):
+    models = os.path.join(root, "models")
+    make_mlp(os.path.join(models, "mlp", "1", "model.onnx"), seed=61)
+    write(os.path.join(models, "mlp", "config.yaml"), "max_batch_size: 8\n")
+    node_yaml = os.path.join(root, "node.yaml")
+    write(node_yaml, "cpu_workers: 1\ngpus: none\ncompute_threads: 1\nwarmup_runs: 1\n"
+          "node_heartbeat_interval_ms: 250\n"
+          f"node_heartbeat_timeout_ms: {HEARTBEAT_TIMEOUT_MS}\n")
+    return models, node_yaml
+
+
+class WorkerNode:
+    """A `troupe serve --role worker` process; it prints `joining` once its processes start."""
+
+    def __init__(self, root, node_yaml, name, join):
+        self.name = name
+        self.cache = os.path.join(root, f"cache-{name}")
+        self.log = open(os.path.join(root, f"{name}.log"), "a")
+        self.proc = subprocess.Popen(
+            [troupe_bin(), "serve", "--role", "worker", "--join", join, "--config", node_yaml,
+             "--node-name", name, "--model-cache-dir", self.cache],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        assert '"event":"joining"' in line, line + open(self.log.name).read()[-3000:]
+
+    def worker_pids(self):
+        """The node's worker processes (its children)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def terminate(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.log.close()
+        return code
+
+
+class Cluster:
+    def __init__(self, tmp_path, workers=2):
+        self.root = str(tmp_path)
+        self.models, self.node_yaml = build(self.root)
+        self.join = f"tcp://127.0.0.1:{free_port()}"
+        self.control = Server(self.models, self.node_yaml, os.path.join(self.root, "control.log"),
+                              extra_args=("--role", "control", "--workers-listen", self.join))
+        assert not self.control.ready, "no worker has joined yet: not ready"
+        self.workers = [WorkerNode(self.root, self.node_yaml, f"w{i}", self.join) for i in range(workers)]
+
+    def replicas(self):
+        return metric_value(self.control.metrics(), "troupe_replicas", model="mlp", version="1") or 0
+
+    def wait_replicas(self, n, timeout=60):
+        deadline = time.monotonic() + timeout
+        while self.replicas() != n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.replicas() == n, f"{self.replicas()} replicas, not {n}"
+
+    def log_records(self, msg):
+        return [r for r in self.control.log_records() if r.get("msg") == msg]
+
+    def stop(self):
+        for w in self.workers:
+            if w.proc.poll() is None:
+                assert w.terminate() == 0
+        assert self.control.terminate() == 0
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def check(models, client, rng, rows):
+    x = rng.standard_normal((rows, 16)).astype(np.float32)
+    np.testing.assert_allclose(client.infer("mlp", {"x": x})["y"],
+                               reference(models, "mlp", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+
+
+def closed_loop(models, client, count, seed, events, in_flight=8):
+    """`count` one-row requests, `in_flight` at a time; events[i]() after request i is sent; then
+    every reply checked: one answer each (a future resolves once), right."""
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal((1, 16)).astype(np.float32) for _ in range(count)]
+    futures = []
+    for i, x in enumerate(inputs):
+        futures.append(client.submit("mlp", {"x": x}))
+        if i >= in_flight:
+            futures[i - in_flight].result()
+        if i in events:
+            events[i]()
+    for i, f in enumerate(futures):
+        np.testing.assert_allclose(f.result().outputs["y"], reference(models, "mlp", 1, {"x": inputs[i]})["y"],
+                                   rtol=1e-4, atol=1e-4, err_msg=f"request {i}")
+
+
+def test_remote_workers_serve_like_a_single_node(cluster, tmp_path):
+    cluster.wait_replicas(2)  # one per worker process (instance_count 1 on each)
+    rng = np.random.default_rng(1)
+    with Client(cluster.control.endpoint, timeout=30) as client:
+        for rows in (1, 3, 8, 5):
+            check(cluster.models, client, rng, rows)
+    # The same requests through a single node give the same answers (both equal ONNX Runtime's
+    # within float tolerance; here exactly, the same kernels on the same host).
+    single = Server(cluster.models, cluster.node_yaml, str(tmp_path / "single.log"))
+    try:
+        x = rng.standard_normal((6, 16)).astype(np.float32)
+        with Client(cluster.control.endpoint) as a, Client(single.endpoint) as b:
+            np.testing.assert_array_equal(a.infer("mlp", {"x": x})["y"], b.infer("mlp", {"x": x})["y"])
+    finally:
+        assert single.terminate() == 0
+    # The model file went to each worker node's cache, named by its SHA-256.
+    for w in cluster.workers:
+        cached = [f for f in os.listdir(w.cache) if f.endswith(".onnx")]
+        assert len(cached) == 1 and len(cached[0]) == 64 + 5, cached
+    assert len(cluster.log_records("model file sent to a remote worker")) == 2
+
+
+def test_a_killed_worker_process_costs_no_request_and_is_placed_again(cluster):
+    cluster.wait_replicas(2)
+    victim = cluster.workers[0]
+    [pid] = victim.worker_pids()
+    killed_at = {}
+
+    def kill():
+        killed_at["t"] = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+
+    with Client(cluster.control.endpoint, timeout=60) as client:
+        closed_loop(cluster.models, client, 600, 7, {150: kill})
+    # Its node starts a fresh process, which joins in the same place and gets the replica back.
+    cluster.wait_replicas(2)
+    gone = cluster.log_records("remote worker gone")
+    assert gone, "the control node saw the worker go"
+    assert any(r.get("node") == "w0" for r in cluster.log_records("remote worker placed again"))
+    assert victim.worker_pids() and victim.worker_pids() != [pid]
+    with Client(cluster.control.endpoint, timeout=30) as client:
+        check(cluster.models, client, np.random.default_rng(2), 4)
+
+
+def test_a_lost_worker_node_is_declared_dead_within_the_timeout(cluster):
+    """SIGKILL of the worker node: its worker process dies with it (parent-death signal), no bye is
+    sent, and only the missed heartbeats tell the control node."""
+    cluster.wait_replicas(2)
+    victim = cluster.workers[1]
+    stop = threading.Event()
+    answered, failed = [], []
+
+    def load():
+        with Client(cluster.control.endpoint, timeout=60) as client:
+            rng = np.random.default_rng(3)
+            while not stop.is_set():
+                x = rng.standard_normal((2, 16)).astype(np.float32)
+                try:
+                    y = client.infer("mlp", {"x": x})["y"]
+                    np.testing.assert_allclose(y, reference(cluster.models, "mlp", 1, {"x": x})["y"],
+                                               rtol=1e-4, atol=1e-4)
+                    answered.append(1)
+                except TroupeError as e:
+                    failed.append(str(e))
+
+    t = threading.Thread(target=load)
+    t.start()
+    deadline = time.monotonic() + 30
+    while len(answered) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed_at = time.monotonic()
+    victim.proc.kill()
+    victim.proc.wait()
+    # Declared gone within the timeout (plus a heartbeat interval and scheduling slack).
+    deadline = killed_at + 20
+    while not any(r.get("node") == "w1" for r in cluster.log_records("remote worker gone")) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    noticed_after_s = time.monotonic() - killed_at
+    assert any(r.get("node") == "w1" for r in cluster.log_records("remote worker gone"))
+    assert noticed_after_s < HEARTBEAT_TIMEOUT_MS / 1000 + 1.5, noticed_after_s
+    cluster.wait_replicas(1)
+    before = len(answered)
+    deadline = time.monotonic() + 30
+    while len(answered) < before + 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    t.join(60)
+    assert not failed, failed[:3]
+    assert len(answered) >= before + 50, "the other worker node serves on"
+    print(f"worker node declared dead {noticed_after_s:.2f} s after SIGKILL")
+
+
+def test_a_worker_node_restarted_under_its_name_takes_its_place_again(cluster):
+    cluster.wait_replicas(2)
+    old = cluster.workers[0]
+    assert old.terminate() == 0  # SIGTERM: its process says bye, the control node forgets it at once
+    cluster.wait_replicas(1, timeout=10)
+    assert any("left" in r.get("reason", "") for r in cluster.log_records("remote worker gone"))
+    cluster.workers[0] = WorkerNode(cluster.root, cluster.node_yaml, "w0", cluster.join)
+    cluster.wait_replicas(2)
+    assert any(r.get("node") == "w0" for r in cluster.log_records("remote worker placed again"))
+    # The restarted node found the model file in its cache: nothing more was sent.
+    assert len(cluster.log_records("model file sent to a remote worker")) == 2
+    with Client(cluster.control.endpoint, timeout=30) as client:
+        check(cluster.models, client, np.random.default_rng(5), 3)
+
+
+def test_a_control_node_without_workers_answers_unavailable(tmp_path):
+    models, node_yaml = build(str(tmp_path))
+    join = f"tcp://127.0.0.1:{free_port()}"
+    control = Server(models, node_yaml, str(tmp_path / "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", join))
+    try:
+        assert not control.ready
+        with Client(control.endpoint, timeout=10) as client:
+            with pytest.raises(TroupeError) as e:
+                client.infer("mlp", {"x": np.ones((1, 16), np.float32)})
+            assert e.value.code_name == "UNAVAILABLE", e.value
+    finally:
+        assert control.terminate() == 0
+
+
+def test_a_worker_node_needs_a_tcp_control_endpoint(tmp_path):
+    _, node_yaml = build(str(tmp_path))
+    for join in ("", "ipc:///tmp/x"):
+        args = [troupe_bin(), "serve", "--role", "worker", "--config", node_yaml]
+        if join:
+            args += ["--join", join]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert "--join" in out.stderr, out.stderr
