@@ -610,6 +610,7 @@ void load_model(self_ptr self, const std::string& name, const std::string& overr
       std::vector<version_ptr> old = std::move(cur.versions);
       cur.versions.clear();
       cur.config = cand.config;
+      cur.config_text = cand.config_text;
       const bool absent = !fs::is_directory(fs::path(st.repository) / name);
       cur.error = absent || on_request ? status::ok() : cand.error;
       cur.unloaded = !absent && on_request;
@@ -641,13 +642,16 @@ void load_model(self_ptr self, const std::string& name, const std::string& overr
     std::vector<version_ptr> old = std::move(cur.versions);
     cur.versions = next;
     cur.config = cand.config;
+    cur.config_text = cand.config_text;
     cur.error = status::ok();
     cur.unloaded = false;
     publish(self);
     for (auto& v : old) retire_version(self, name, v, nullptr);
   }
   auto config = cand.config;
-  load_versions(self, cand, to_load, [self, name, next, serving, config, on_request, done]() mutable {
+  auto config_text = cand.config_text;
+  load_versions(self, cand, to_load, [self, name, next, serving, config, config_text, on_request,
+                                      done]() mutable {
     auto& st = self->state;
     model_record& cur = st.models[name];
     std::vector<std::string> errors;
@@ -682,7 +686,10 @@ void load_model(self_ptr self, const std::string& name, const std::string& overr
     for (const auto& v : cur.versions)
       if (std::find(next.begin(), next.end(), v) == next.end()) leaving.push_back(v);
     cur.versions = next;
+    // With its text: replicas loaded later (onto a replaced or joining worker, or by the scaler)
+    // are made from the same configuration.
     cur.config = config;
+    cur.config_text = config_text;
     cur.error = status::ok();
     cur.unloaded = false;
     publish(self);

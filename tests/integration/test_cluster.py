@@ -24,7 +24,7 @@ HEARTBEAT_TIMEOUT_MS = 1500
 def build(root):
     models = os.path.join(root, "models")
     make_mlp(os.path.join(models, "mlp", "1", "model.onnx"), seed=61)
-    write(os.path.join(models, "mlp", "config.yaml"), "max_batch_size: 8\n")
+    write(os.path.join(models, "mlp", "config.yaml"), "max_batch_size: 4\n")
     node_yaml = os.path.join(root, "node.yaml")
     write(node_yaml, "cpu_workers: 1\ngpus: none\ncompute_threads: 1\nwarmup_runs: 1\n"
           "node_heartbeat_interval_ms: 250\n"
@@ -126,13 +126,16 @@ def test_remote_workers_serve_like_a_single_node(cluster, tmp_path):
     cluster.wait_replicas(2)  # one per worker process (instance_count 1 on each)
     rng = np.random.default_rng(1)
     with Client(cluster.control.endpoint, timeout=30) as client:
-        for rows in (1, 3, 8, 5):
+        for rows in (1, 3, 4, 2):
             check(cluster.models, client, rng, rows)
+        # The replicas made on the workers follow the model's config.yaml (its text travels with
+        # each load): the signature the node serves says so.
+        assert client.metadata("mlp")["max_batch_size"] == 4
     # The same requests through a single node give the same answers (both equal ONNX Runtime's
     # within float tolerance; here exactly, the same kernels on the same host).
     single = Server(cluster.models, cluster.node_yaml, str(tmp_path / "single.log"))
     try:
-        x = rng.standard_normal((6, 16)).astype(np.float32)
+        x = rng.standard_normal((4, 16)).astype(np.float32)
         with Client(cluster.control.endpoint) as a, Client(single.endpoint) as b:
             np.testing.assert_array_equal(a.infer("mlp", {"x": x})["y"], b.infer("mlp", {"x": x})["y"])
     finally:
@@ -254,3 +257,89 @@ def test_a_worker_node_needs_a_tcp_control_endpoint(tmp_path):
         out = subprocess.run(args, capture_output=True, text=True, timeout=30)
         assert out.returncode != 0
         assert "--join" in out.stderr, out.stderr
+
+
+def keygen(root, name):
+    subprocess.run([troupe_bin(), "keygen", os.path.join(root, name)], check=True, capture_output=True)
+    return os.path.join(root, name + ".key"), os.path.join(root, name + ".pub")
+
+
+def test_curve_lets_in_only_authorized_workers(tmp_path):
+    """CURVE between the nodes: the worker whose key the control node lists joins and serves; one
+    with another key is refused in ZeroMQ's handshake and never joins."""
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    base = open(node_yaml).read()
+    control_key, control_pub = keygen(root, "control")
+    good_key, good_pub = keygen(root, "good")
+    bad_key, _ = keygen(root, "bad")
+    authorized = os.path.join(root, "workers.keys")
+    write(authorized, "# the workers allowed in\n" + open(good_pub).read().strip() + " good-worker\n")
+    write(os.path.join(root, "control.yaml"),
+          base + f"curve_secret_key_file: {control_key}\ncurve_authorized_keys_file: {authorized}\n")
+    for name, key in (("good", good_key), ("bad", bad_key)):
+        write(os.path.join(root, f"{name}.yaml"),
+              base + f"curve_secret_key_file: {key}\ncurve_server_key_file: {control_pub}\n")
+    join = f"tcp://127.0.0.1:{free_port()}"
+    control = Server(models, os.path.join(root, "control.yaml"), os.path.join(root, "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", join))
+    workers = []
+    try:
+        workers.append(WorkerNode(root, os.path.join(root, "good.yaml"), "good", join))
+        deadline = time.monotonic() + 60
+        while metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1") != 1 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with Client(control.endpoint, timeout=30) as client:
+            check(models, client, np.random.default_rng(8), 2)
+        workers.append(WorkerNode(root, os.path.join(root, "bad.yaml"), "bad", join))
+        deadline = time.monotonic() + 30
+        refused = []
+        while not refused and time.monotonic() < deadline:
+            refused = [r for r in control.log_records()
+                       if r.get("msg") == "worker refused: its CURVE key is not authorized"]
+            time.sleep(0.05)
+        assert refused, "the unknown key was refused"
+        joined = [r.get("node") for r in control.log_records() if r.get("msg") == "remote worker joined"]
+        assert joined == ["good"], joined
+        assert metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1") == 1
+    finally:
+        for w in workers:
+            assert w.terminate() == 0
+        assert control.terminate() == 0
+
+
+def test_two_control_nodes_see_every_worker_and_clients_fail_over(tmp_path):
+    """Two control nodes, three worker nodes joined to both: each control node places replicas on
+    every worker; a control node killed under a closed loop costs no request (the client sends what
+    waited on it to the other)."""
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    joins = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    controls = [Server(models, node_yaml, os.path.join(root, f"control{i}.log"),
+                       extra_args=("--role", "control", "--workers-listen", joins[i])) for i in range(2)]
+    workers = [WorkerNode(root, node_yaml, f"w{i}", ",".join(joins)) for i in range(3)]
+    killed = []
+    try:
+        for c in controls:
+            deadline = time.monotonic() + 60
+            while metric_value(c.metrics(), "troupe_replicas", model="mlp", version="1") != 3 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert metric_value(c.metrics(), "troupe_replicas", model="mlp", version="1") == 3
+
+        def kill_first():
+            controls[0].proc.kill()
+            killed.append(True)
+
+        with Client([c.endpoint for c in controls], timeout=60) as client:
+            closed_loop(models, client, 500, 9, {150: kill_first})
+            assert client.failovers > 0 or metric_value(
+                controls[1].metrics(), "troupe_requests_total", model="mlp", version="1", outcome="ok") > 0
+        assert metric_value(controls[1].metrics(), "troupe_requests_total", model="mlp", version="1",
+                            outcome="ok") > 0, "the second control node took the load"
+    finally:
+        for w in workers:
+            assert w.terminate() == 0
+        controls[0].terminate()
+        assert controls[1].terminate() == 0
