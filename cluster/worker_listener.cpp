@@ -477,19 +477,27 @@ void worker_listener::shared::run() {
   const auto interval = std::max(options.heartbeat_interval, std::chrono::milliseconds(1));
   auto next_beat = clock_type::now() + interval;
   uint64_t beats = 0;
+  auto spin_until = clock_type::now();
   while (!stopping.load()) {
     zmq_pollitem_t items[3] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, outbox.fd(), ZMQ_POLLIN, 0},
                                {zap ? zap.handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock_type::now());
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock_type::now());
+    if (clock_type::now() < spin_until) wait = std::chrono::milliseconds(0);
     try {
-      zmq::poll(items, zap ? 3 : 2, std::max(wait, std::chrono::milliseconds(0)));
+      const int ready = zmq::poll(items, zap ? 3 : 2, std::max(wait, std::chrono::milliseconds(0)));
+      if (ready == 0 && wait.count() == 0) {
+        std::this_thread::yield();
+        if (clock_type::now() < spin_until) continue;
+      }
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       log_event(log_level::error, "worker listener: poll failed", {{"reason", e.what()}});
       break;
     }
     if (stopping.load()) break;
+    if ((items[0].revents | items[1].revents) & ZMQ_POLLIN)
+      spin_until = clock_type::now() + std::chrono::microseconds(options.idle_spin_us);
     if (zap && (items[2].revents & ZMQ_POLLIN)) answer_zap();
     if (items[0].revents & ZMQ_POLLIN) drain();
     if (items[1].revents & ZMQ_POLLIN)

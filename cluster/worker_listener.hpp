@@ -55,6 +55,9 @@ struct worker_listener_options {
   /// The largest frame a worker may send (an output block, an envelope): a larger one drops its
   /// connection (ZeroMQ's maxmsgsize).
   int64_t max_frame_bytes = int64_t{4} << 30;
+  /// After a message, the listener's thread polls without sleeping this long (as a worker link's
+  /// does: a batch answered within it costs no wake-up); 0: never.
+  uint32_t idle_spin_us = 0;
   /// CURVE (docs/cluster.md, Security): set, every connection is encrypted with this node's key
   /// pair, and only workers whose public key `authorized_workers` lists are let in (ZeroMQ's ZAP
   /// handshake, answered on the listener's thread); the others are refused before they can send

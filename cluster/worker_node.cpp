@@ -126,6 +126,9 @@ status run_worker_node(const worker_node_options& o) {
                 "--log-level",
                 cfg.log_level};
       if (cfg.fault_injection) m.argv.push_back("--fault-injection");
+      // As a local worker process's: polls this long after a message before it sleeps.
+      const uint32_t spin = cfg.idle_spin_us.value_or(default_idle_spin_us());
+      if (spin > 0) m.argv.insert(m.argv.end(), {"--idle-spin-us", std::to_string(spin)});
       if (cfg.worker_memory_budget_mb > 0) {
         m.argv.push_back("--memory-budget-bytes");
         m.argv.push_back(std::to_string(cfg.worker_memory_budget_mb << 20));

@@ -2,8 +2,9 @@
 # Builds troupe on the offline GPU host and runs the GPU tests and benches, writing logs and result
 # files to $OUT (default /tmp/troupe-out). The Debian packages come along in .deps/ (downloaded on a
 # Debian 12 machine with `scripts/fetch-gpu-host-debs.sh`) and are unpacked into a prefix, never into /.
-#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|density|faults|all]...
-#          (default: all, which is every step but profile, serving, kserve, lifecycle, density and faults)
+#   usage: scripts/gpu-host.sh [build|test|models|profile|bench|serving|kserve|lifecycle|density|faults|cluster|all]...
+#          (default: all, which is every step but profile, serving, kserve, lifecycle, density, faults
+#          and cluster)
 #   faults: FAULTS_TESTS (default tests/faults; e.g. tests/faults/test_gpu_faults.py)
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
 #        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
@@ -20,7 +21,8 @@ want() {
   for s in "${steps[@]}"; do
     [ "$s" = "$1" ] && return 0
     [ "$s" = all ] && [ "$1" != profile ] && [ "$1" != serving ] && [ "$1" != kserve ] &&
-      [ "$1" != lifecycle ] && [ "$1" != density ] && [ "$1" != faults ] && return 0
+      [ "$1" != lifecycle ] && [ "$1" != density ] && [ "$1" != faults ] && [ "$1" != cluster ] &&
+      return 0
   done
   return 1
 }
@@ -65,7 +67,8 @@ if want test; then
   echo "== GPU tests"
   nvidia-smi -L
   ctest --test-dir build-gpu -L gpu --output-on-failure --timeout 600 2>&1 | tee "$OUT/gpu-tests.log" | tail -30
-  for t in build-gpu/tests/gpu/test_*; do
+  # GPU_MEMCHECK=0: the GPU tests only, without compute-sanitizer (when device time is short).
+  [ "${GPU_MEMCHECK:-1}" = 0 ] || for t in build-gpu/tests/gpu/test_*; do
     [ -x "$t" ] || continue
     case "$t" in *bench*) continue ;; esac  # benchmarks only: their tests are disabled
     case "$t" in *sticky_fault*) continue ;; esac  # traps on purpose: an error to the sanitizer
@@ -147,4 +150,17 @@ if want density; then
   # that density.md and density.json come back beside them.
   (cd "$OUT" && tar czf density-logs.tgz density-*.log density.log 2>/dev/null &&
     rm -f density-*.log density.log)
+fi
+
+if want cluster; then
+  # Issue 13's GPU bench: ResNet-50 fp16 through a control node and a worker node on this host
+  # (tcp:// on loopback, tensors as frames) vs the single node, one after the other in one call:
+  # OUT/serving-gpu.{md,json} and OUT/serving-gpu-cluster.{md,json}.
+  echo "== cluster (control + worker node vs one node, ResNet-50)"
+  for mode in off on; do
+    PYTHONUNBUFFERED=1 timeout "${CLUSTER_TIMEOUT_S:-240}" python3 bench/serving/gpu_run.py \
+      --troupe build-gpu/troupe --out "$OUT" --cluster "$mode" --concurrency 1,16,64,128,192,256 \
+      --duration 3 --warmup 1 --batch1-duration 4 --time-budget-s 170 ${CLUSTER_ARGS:-} 2>&1 |
+      tee "$OUT/cluster-$mode.log" | tail -25
+  done
 fi

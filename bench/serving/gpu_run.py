@@ -207,6 +207,40 @@ class node:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if getattr(self, "worker_node", None) is not None:
+            stop_process(self.worker_node)
+
+
+def stop_process(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cluster_node(args, models, node_yaml, tmp, model_name):
+    """--cluster on: a control node (frontends, batching; no worker of its own) and a worker node
+    with this host's GPUs joined to it over tcp:// on loopback (docs/cluster.md): the same requests
+    cross one more hop, tensors as ZeroMQ frames."""
+    join = f"tcp://127.0.0.1:{free_port()}"
+    srv = node(args.troupe, models, node_yaml, os.path.join(tmp, "serve.log"), args.start_timeout_s,
+               extra_args=["--grpc-port", "0", "--http-port", "0", "--role", "control", "--workers-listen", join])
+    wlog = open(os.path.join(tmp, "worker-node.log"), "w")
+    srv.worker_node = subprocess.Popen([args.troupe, "serve", "--role", "worker", "--join", join, "--config", node_yaml,
+                                        "--node-name", "gpu-worker", "--model-cache-dir", os.path.join(tmp, "cache")],
+                                       stdout=subprocess.DEVNULL, stderr=wlog)
+    deadline = time.time() + args.start_timeout_s
+    while metric(srv.metrics(), "troupe_model_ready", model=model_name, version="1") != 1:
+        if time.time() > deadline or srv.worker_node.poll() is not None:
+            srv.stop()
+            wlog.flush()
+            raise bench_error("the worker node's replica did not become ready:\n" +
+                              open(wlog.name).read()[-3000:] + srv.log_tail())
+        time.sleep(0.2)
+    return srv
 
 
 def metric(text, name, **labels):
@@ -431,6 +465,8 @@ def main():
     ap.add_argument("--instances", type=int, default=1, help="replicas per worker (instance_group.count)")
     ap.add_argument("--worker-processes", default="off", choices=["on", "off"],
                     help="node.yaml worker_processes: each worker in a `troupe worker` process")
+    ap.add_argument("--cluster", default="off", choices=["on", "off"],
+                    help="on: a control node and a worker node on this host (docs/cluster.md)")
     ap.add_argument("--actor-threads", type=int, default=2)
     ap.add_argument("--idle-spin-us", type=int, default=None,
                     help="node.yaml idle_spin_us (default: the node's own, 500 on >= 8 hardware threads)")
@@ -458,7 +494,7 @@ def main():
     if not os.access(args.troupe, os.X_OK):
         sys.exit(f"no troupe binary at {args.troupe}")
     os.makedirs(args.out, exist_ok=True)
-    tag = "cpu" if args.cpu else "gpu"
+    tag = ("cpu" if args.cpu else "gpu") + ("-cluster" if args.cluster == "on" else "")
     tmp = tempfile.mkdtemp(prefix="troupe-serving-")
     notes = []
     try:
@@ -512,10 +548,13 @@ def run(args, tmp, notes, tag):
     # 2. the node
     root = os.path.join(tmp, "repo")
     model_file, config_text = write_repository(root, model_name, src, args, dtype)
-    log(f"starting troupe serve ({dtype} requests)")
+    log(f"starting troupe serve ({dtype} requests{', control + worker node' if args.cluster == 'on' else ''})")
     try:
-        srv = node(args.troupe, os.path.join(root, "models"), node_yaml, os.path.join(tmp, "serve.log"),
-                   args.start_timeout_s)
+        if args.cluster == "on":
+            srv = cluster_node(args, os.path.join(root, "models"), node_yaml, tmp, model_name)
+        else:
+            srv = node(args.troupe, os.path.join(root, "models"), node_yaml, os.path.join(tmp, "serve.log"),
+                       args.start_timeout_s)
         srv.check_ready(model_name)
     except bench_error as e:
         if dtype != "uint8" or "input_normalization" not in str(e):
@@ -620,7 +659,7 @@ def run(args, tmp, notes, tag):
                      "threads for large batches), then runs it: the GPU waits while the next batch is "
                      "staged (no overlap of one batch's staging with the previous batch's run yet)")
     return {
-        "cpu_mode": args.cpu, "worker_processes": args.worker_processes, "machine": machine(args.cpu),
+        "cpu_mode": args.cpu, "worker_processes": args.worker_processes, "cluster": args.cluster, "machine": machine(args.cpu),
         "model": {"name": model_name, "source": args.model_path, "precision": args.precision,
                   "weights_calibrated": calibrated},
         "requests": {"dtype": dtype, "shape": [1] + chw, "bytes": int(one.nbytes)},
