@@ -449,6 +449,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "worker_memory_budget_mb",
               "role",
               "join",
+              "join_dns",
               "workers_listen",
               "node_name",
               "model_cache_dir",
@@ -553,6 +554,7 @@ node_config parse_node_node(const YAML::Node& root) {
       c.join.push_back(get<std::string>(root["join"], "join"));
     }
   }
+  if (root["join_dns"]) c.join_dns = get<std::string>(root["join_dns"], "join_dns");
   if (root["workers_listen"])
     c.workers_listen = get<std::string>(root["workers_listen"], "workers_listen");
   if (root["node_name"]) c.node_name = get<std::string>(root["node_name"], "node_name");

@@ -215,6 +215,9 @@ struct node_config {
   /// joined to the control nodes of `join`.
   node_role role = node_role::all;
   std::vector<std::string> join;  // worker: the control nodes' tcp:// endpoints for workers
+  /// worker: NAME:PORT, every IPv4 address the name resolves to (re-resolved every 5 s): a
+  /// Kubernetes headless Service of the control nodes.
+  std::string join_dns;
   /// Where a control node listens for workers; unset: tcp://*:5600 for `control`, none for `all`.
   std::optional<std::string> workers_listen;
   std::string node_name;        // a worker node's name in its workers' hellos ("": host name)

@@ -368,6 +368,7 @@ status run_serve(const serve_options& o) {
     TROUPE_ASSIGN_OR_RETURN(cfg.role, actors::parse_node_role(*o.role));
   }
   if (!o.join.empty()) cfg.join = o.join;
+  if (o.join_dns) cfg.join_dns = *o.join_dns;
   if (o.workers_listen) cfg.workers_listen = *o.workers_listen;
   if (o.node_name) cfg.node_name = *o.node_name;
   if (o.model_cache_dir) cfg.model_cache_dir = *o.model_cache_dir;
@@ -383,7 +384,8 @@ status run_serve(const serve_options& o) {
     wo.config = cfg;
     return run_worker_node(wo);
   }
-  if (!cfg.join.empty()) return invalid_argument("--join is for worker nodes (--role worker)");
+  if (!cfg.join.empty() || !cfg.join_dns.empty())
+    return invalid_argument("--join and --join-dns are for worker nodes (--role worker)");
   // A control node serves through workers of worker nodes only; `all` may take them too.
   std::optional<std::string> workers_listen = cfg.workers_listen;
   if (cfg.role == actors::node_role::control) {

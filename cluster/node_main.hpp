@@ -35,6 +35,7 @@ struct serve_options {
   // The node in a cluster (docs/cluster.md); each overrides the node config's key.
   std::optional<std::string> role;  // all, control, worker
   std::vector<std::string> join;    // `join` when not empty
+  std::optional<std::string> join_dns;
   std::optional<std::string> workers_listen;
   std::optional<std::string> node_name;
   std::optional<std::string> model_cache_dir;

@@ -26,6 +26,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     int64_t worker_memory_budget_mb = -1;
     std::string role;
     std::string join;
+    std::string join_dns;
     std::string workers_listen;
     std::string node_name;
     std::string model_cache_dir;
@@ -84,6 +85,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--join", o->join,
                   "worker role: the control nodes' endpoints for workers, "
                   "tcp://HOST:PORT[,tcp://HOST:PORT...]");
+  cmd->add_option("--join-dns", o->join_dns,
+                  "worker role: NAME:PORT, every address the name resolves to is a control node "
+                  "(re-resolved every 5 s: a Kubernetes headless Service)");
   cmd->add_option("--workers-listen", o->workers_listen,
                   "control role: where workers join (default tcp://*:5600; with role all, off "
                   "unless given)");
@@ -131,6 +135,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
         at = comma == std::string::npos ? comma : comma + 1;
       }
     }
+    if (!o->join_dns.empty()) o->serve.join_dns = o->join_dns;
     if (!o->workers_listen.empty()) o->serve.workers_listen = o->workers_listen;
     if (!o->node_name.empty()) o->serve.node_name = o->node_name;
     if (!o->model_cache_dir.empty()) o->serve.model_cache_dir = o->model_cache_dir;

@@ -35,12 +35,12 @@ def build(root):
 class WorkerNode:
     """A `troupe serve --role worker` process; it prints `joining` once its processes start."""
 
-    def __init__(self, root, node_yaml, name, join):
+    def __init__(self, root, node_yaml, name, join, join_flag="--join"):
         self.name = name
         self.cache = os.path.join(root, f"cache-{name}")
         self.log = open(os.path.join(root, f"{name}.log"), "a")
         self.proc = subprocess.Popen(
-            [troupe_bin(), "serve", "--role", "worker", "--join", join, "--config", node_yaml,
+            [troupe_bin(), "serve", "--role", "worker", join_flag, join, "--config", node_yaml,
              "--node-name", name, "--model-cache-dir", self.cache],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
@@ -250,13 +250,32 @@ def test_a_control_node_without_workers_answers_unavailable(tmp_path):
 
 def test_a_worker_node_needs_a_tcp_control_endpoint(tmp_path):
     _, node_yaml = build(str(tmp_path))
-    for join in ("", "ipc:///tmp/x"):
-        args = [troupe_bin(), "serve", "--role", "worker", "--config", node_yaml]
-        if join:
-            args += ["--join", join]
-        out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    for flags in ([], ["--join", "ipc:///tmp/x"], ["--join-dns", "control"], ["--join-dns", "control:x"]):
+        out = subprocess.run([troupe_bin(), "serve", "--role", "worker", "--config", node_yaml, *flags],
+                             capture_output=True, text=True, timeout=30)
         assert out.returncode != 0
         assert "--join" in out.stderr, out.stderr
+
+
+def test_a_worker_node_finds_its_control_nodes_by_dns_name(tmp_path):
+    """--join-dns NAME:PORT (a Kubernetes headless Service): every IPv4 address of the name is a
+    control node; here localhost, 127.0.0.1."""
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    port = free_port()
+    control = Server(models, node_yaml, os.path.join(root, "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", f"tcp://127.0.0.1:{port}"))
+    worker = WorkerNode(root, node_yaml, "dns", f"localhost:{port}", join_flag="--join-dns")
+    try:
+        deadline = time.monotonic() + 60
+        while metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1") != 1 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with Client(control.endpoint, timeout=30) as client:
+            check(models, client, np.random.default_rng(12), 2)
+    finally:
+        assert worker.terminate() == 0
+        assert control.terminate() == 0
 
 
 def keygen(root, name):
