@@ -362,3 +362,104 @@ def test_two_control_nodes_see_every_worker_and_clients_fail_over(tmp_path):
             assert w.terminate() == 0
         controls[0].terminate()
         assert controls[1].terminate() == 0
+
+
+class Partition:
+    """A network namespace of the test's own, joined to this one by a veth pair: a worker node
+    runs inside it; taking the link down cuts it off (no RST, no FIN: only silence)."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.ns = f"troupe-part-{tag}"
+        self.host_if, self.ns_if = f"trh{tag}", f"trn{tag}"
+        self.host_ip, self.ns_ip = "10.213.77.1", "10.213.77.2"
+        cmds = [["ip", "netns", "add", self.ns],
+                ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
+                ["ip", "link", "set", self.ns_if, "netns", self.ns],
+                ["ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if],
+                ["ip", "link", "set", self.host_if, "up"],
+                ["ip", "netns", "exec", self.ns, "ip", "addr", "add", f"{self.ns_ip}/24", "dev", self.ns_if],
+                ["ip", "netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up"],
+                ["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"]]
+        for c in cmds:
+            out = subprocess.run(c, capture_output=True, text=True)
+            if out.returncode != 0:
+                self.close()
+                raise OSError(" ".join(c) + ": " + out.stderr.strip())
+
+    def link(self, up):
+        subprocess.run(["ip", "link", "set", self.host_if, "up" if up else "down"], check=True)
+
+    def close(self):
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def test_a_partitioned_worker_is_declared_dead_and_rejoins_when_the_link_heals(tmp_path):
+    """A worker node in a network namespace of its own loses its link under a closed-loop load:
+    the control node declares it dead within the timeout and the other worker node serves on;
+    when the link comes back, its old connection is told to go (nothing late from it is taken),
+    its process restarts and joins again. Every request is answered exactly once, right."""
+    try:
+        part = Partition()
+    except (OSError, FileNotFoundError) as e:
+        pytest.skip(f"network namespaces cannot be made here ({e}): the partition test needs root "
+                    "and iproute2")
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    join = f"tcp://{part.host_ip}:{free_port()}"
+    control = Server(models, node_yaml, os.path.join(root, "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", join))
+    inside = outside = None
+    try:
+        outside = WorkerNode(root, node_yaml, "outside", join)
+        log = open(os.path.join(root, "inside.log"), "a")
+        inside = subprocess.Popen(["ip", "netns", "exec", part.ns, troupe_bin(), "serve", "--role", "worker",
+                                   "--join", join, "--config", node_yaml, "--node-name", "inside",
+                                   "--model-cache-dir", os.path.join(root, "cache-inside")],
+                                  stdout=subprocess.PIPE, stderr=log, text=True)
+        assert '"event":"joining"' in inside.stdout.readline()
+
+        def replicas():
+            return metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1")
+
+        def wait(cond, timeout, what):
+            deadline = time.monotonic() + timeout
+            while not cond() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert cond(), what
+
+        def records(msg, node):
+            return [r for r in control.log_records() if r.get("msg") == msg and r.get("node") == node]
+
+        wait(lambda: replicas() == 2, 60, "both workers joined")
+        cut = {}
+
+        def partition():
+            cut["at"] = time.monotonic()
+            part.link(False)
+
+        def heal():
+            wait(lambda: records("remote worker gone", "inside"), 20, "the cut-off worker declared dead")
+            cut["noticed_s"] = time.monotonic() - cut["at"]
+            part.link(True)
+
+        with Client(control.endpoint, timeout=60) as client:
+            closed_loop(models, client, 700, 21, {150: partition, 400: heal})
+        assert cut["noticed_s"] < HEARTBEAT_TIMEOUT_MS / 1000 + 1.5, cut
+        wait(lambda: records("remote worker placed again", "inside"), 60, "the worker rejoined")
+        wait(lambda: replicas() == 2, 60, "its replica is back")
+        served = metric_value(control.metrics(), "troupe_requests_total", model="mlp", version="1", outcome="ok")
+        assert served == 700, f"{served} answers for 700 requests: none twice, none lost"
+        print(f"partitioned worker declared dead {cut['noticed_s']:.2f} s after the cut")
+    finally:
+        if inside is not None:
+            inside.send_signal(signal.SIGTERM)
+            try:
+                inside.wait(30)
+            except subprocess.TimeoutExpired:
+                inside.kill()
+        if outside is not None:
+            outside.terminate()
+        control.terminate()
+        part.close()
