@@ -3,23 +3,28 @@ deploy/kubernetes uses: Debian 12 ships no kustomize (its kubectl is 1.20), and 
 be checked on a bare Debian 12 machine. Anything outside the subset is an error, never ignored:
 
   resources            files and directories (a directory is rendered as a kustomization)
-  configMapGenerator   name + files (key = file name, or KEY=PATH), with
+  configMapGenerator   name + files (key = file name, or KEY=PATH), and behavior create (the
+                       default) or replace (a ConfigMap of that name from the resources); with
+  secretGenerator      the same, made into an Opaque Secret (values base64, as `data`)
   generatorOptions     disableNameSuffixHash: true only (no hash suffix to reproduce)
   images               name + newName and/or newTag, on containers' and initContainers' images
   patches              path: a strategic-merge patch naming its target by kind and metadata.name
 
 Strategic merge follows Kubernetes' merge keys for the lists that have one here (containers and
-initContainers, volumes and env by name, ports by containerPort, volumeMounts by mountPath); other
-lists are replaced, maps merged recursively, as the API server's strategic merge does. Where a real
-kustomize is installed, tests/deploy/test_kubernetes.py also compares this output with it.
+initContainers, volumes and env by name, ports by containerPort, volumeMounts by mountPath), in
+kustomize's order (the patch's items first, then the base's others); other lists are replaced,
+maps merged recursively, as the API server's strategic merge does. Where a real kustomize is
+installed, tests/deploy/test_kubernetes.py also compares this output with it (Secrets' values
+decoded: kustomize wraps their base64 lines).
 """
+import base64
 import copy
 import os
 
 import yaml
 
-KNOWN_KEYS = {"apiVersion", "kind", "resources", "configMapGenerator", "generatorOptions", "images",
-              "patches"}
+KNOWN_KEYS = {"apiVersion", "kind", "resources", "configMapGenerator", "secretGenerator",
+              "generatorOptions", "images", "patches"}
 MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "env": "name",
               "ports": "containerPort", "volumeMounts": "mountPath"}
 
@@ -46,20 +51,42 @@ def _kustomization(directory):
     raise KustomizeError(f"{directory}: no kustomization.yaml")
 
 
-def _config_map(directory, spec, options):
-    if set(spec) - {"name", "files"}:
-        raise KustomizeError(f"configMapGenerator {spec.get('name')}: only name and files are implemented")
+def _generated(directory, spec, options, kind):
+    """A ConfigMap or Secret of configMapGenerator or secretGenerator, and its behavior."""
+    if set(spec) - {"name", "files", "behavior"}:
+        raise KustomizeError(f"{kind} generator {spec.get('name')}: only name, files and behavior are "
+                             "implemented")
+    behavior = spec.get("behavior", "create")
+    if behavior not in ("create", "replace"):
+        raise KustomizeError(f"{kind} generator {spec['name']}: behavior {behavior} is not implemented")
     if options.get("disableNameSuffixHash") is not True:
-        raise KustomizeError("configMapGenerator needs generatorOptions.disableNameSuffixHash: true")
+        raise KustomizeError(f"{kind} generators need generatorOptions.disableNameSuffixHash: true")
     data = {}
     for entry in spec.get("files", []):
         key, _, rel = entry.partition("=") if "=" in entry else (os.path.basename(entry), "", entry)
         real = os.path.realpath(os.path.join(directory, rel))
         if not real.startswith(os.path.realpath(directory) + os.sep):
             raise KustomizeError(f"{entry}: kustomize refuses files outside the kustomization's directory")
-        with open(real) as f:
-            data[key] = f.read()
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": spec["name"]}, "data": data}
+        with open(real, "rb") as f:
+            content = f.read()
+        data[key] = content.decode() if kind == "ConfigMap" else base64.b64encode(content).decode()
+    doc = {"apiVersion": "v1", "kind": kind, "metadata": {"name": spec["name"]}, "data": data}
+    if kind == "Secret":
+        doc["type"] = "Opaque"
+    return doc, behavior
+
+
+def _add_generated(docs, doc, behavior):
+    same = [i for i, d in enumerate(docs)
+            if d["kind"] == doc["kind"] and d["metadata"]["name"] == doc["metadata"]["name"]]
+    if behavior == "create" and same:
+        raise KustomizeError(f"{doc['kind']} {doc['metadata']['name']} exists already: behavior replace?")
+    if behavior == "replace":
+        if len(same) != 1:
+            raise KustomizeError(f"{doc['kind']} {doc['metadata']['name']}: nothing to replace")
+        docs[same[0]] = doc
+    else:
+        docs.append(doc)
 
 
 def _merge(base, patch, key=None):
@@ -69,15 +96,15 @@ def _merge(base, patch, key=None):
             out[k] = _merge(base[k], v, k) if k in base else copy.deepcopy(v)
         return out
     if isinstance(base, list) and isinstance(patch, list) and key in MERGE_KEYS:
+        # As kustomize (kyaml) orders them: the patch's items in its order, each merged with the
+        # base's item of the same key, then the base's other items in theirs.
         mk = MERGE_KEYS[key]
-        out = [copy.deepcopy(item) for item in base]
+        patched = {item.get(mk) for item in patch}
+        out = []
         for item in patch:
-            match = [i for i, b in enumerate(out) if b.get(mk) == item.get(mk)]
-            if match:
-                out[match[0]] = _merge(out[match[0]], item)
-            else:
-                out.append(copy.deepcopy(item))
-        return out
+            match = [b for b in base if b.get(mk) == item.get(mk)]
+            out.append(_merge(match[0], item) if match else copy.deepcopy(item))
+        return out + [copy.deepcopy(b) for b in base if b.get(mk) not in patched]
     return copy.deepcopy(patch)
 
 
@@ -104,8 +131,9 @@ def render(directory):
     options = k.get("generatorOptions", {})
     if set(options) - {"disableNameSuffixHash"}:
         raise KustomizeError(f"generatorOptions: only disableNameSuffixHash is implemented: {options}")
-    for spec in k.get("configMapGenerator", []):
-        docs.append(_config_map(directory, spec, options))
+    for field, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
+        for spec in k.get(field, []):
+            _add_generated(docs, *_generated(directory, spec, options, kind))
     for p in k.get("patches", []):
         if set(p) != {"path"}:
             raise KustomizeError(f"patches: only `path` (a strategic-merge patch) is implemented: {p}")
