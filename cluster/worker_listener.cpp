@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -82,6 +83,7 @@ struct worker_listener::shared : std::enable_shared_from_this<worker_listener::s
   std::map<uint64_t, peer> peers;             // by the listener's id
   std::map<std::string, uint64_t> by_routing;  // routing id -> peer id
   uint64_t last_peer = 0;
+  std::mutex digests_mutex;  // digests_ is filled by the proxies' threads too
   std::map<std::string, known_digest> digests;  // by path
 
   void run();
@@ -115,6 +117,9 @@ class remote_channel final : public worker_channel {
     (void)shared_->outbox.post(std::move(item));
   }
   status send(worker_message m) override {
+    // A load's file is hashed here, on the proxy's thread, not on the listener's (which then
+    // finds the digest known); an error is the listener's to answer.
+    if (auto* l = std::get_if<worker_load>(&m)) (void)shared_->digest_of(l->path);
     listener_item item;
     item.kind = listener_item::what::send;
     item.peer = peer_;
@@ -172,14 +177,18 @@ expected<known_digest> worker_listener::shared::digest_of(const std::string& pat
   if (::stat(path.c_str(), &s) != 0)
     return not_found("model file '" + path + "': " + std::strerror(errno));
   const int64_t mtime = int64_t{s.st_mtim.tv_sec} * 1'000'000'000 + s.st_mtim.tv_nsec;
-  auto it = digests.find(path);
-  if (it != digests.end() && it->second.bytes == static_cast<uint64_t>(s.st_size) &&
-      it->second.mtime_ns == mtime)
-    return it->second;
-  // On this thread: a large file holds up the other workers' traffic while it is read (about a
-  // second per GB), once per file and change.
+  {
+    std::lock_guard<std::mutex> lock(digests_mutex);
+    auto it = digests.find(path);
+    if (it != digests.end() && it->second.bytes == static_cast<uint64_t>(s.st_size) &&
+        it->second.mtime_ns == mtime)
+      return it->second;
+  }
+  // Hashing reads the whole file (about a second per GB): a channel does it on its proxy's
+  // thread before the load reaches the listener's, which then finds it here.
   TROUPE_ASSIGN_OR_RETURN(file_digest d, sha256_of_file(path));
   known_digest k{d.bytes, mtime, d.sha256};
+  std::lock_guard<std::mutex> lock(digests_mutex);
   digests[path] = k;
   return k;
 }
