@@ -36,6 +36,14 @@ void remote_run_staging::release(const staged& s, bool outputs_too) {
 
 expected<worker_run> remote_run_staging::stage(worker_run r,
                                                const std::vector<zmq::message_t>& frames) {
+  if (r.output_bytes == 0)
+    return invalid_argument("run outputs: a worker over tcp needs the output block's size");
+  {
+    // A second copy of a run in flight (the link duplicated it): the first one's regions stay.
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (runs_.count(r.batch))
+      return invalid_argument("run " + std::to_string(r.batch) + " is staged already");
+  }
   staged s;
   auto undo = [&](status why) {
     release(s, true);

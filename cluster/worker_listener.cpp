@@ -33,6 +33,7 @@ struct listener_item {
   uint64_t peer = 0;
   worker_process_spec spec;       // bind
   worker_channel_events events;   // bind
+  std::shared_ptr<std::atomic<bool>> closed;  // bind: set once the worker is gone
   std::optional<worker_message> message;  // send
 };
 
@@ -47,6 +48,7 @@ struct peer {
   clock_type::time_point last_heard;
   std::map<uint64_t, shm_region> outputs;    // by run number: where its outputs go
   std::map<std::string, std::string> files;  // SHA-256 -> path, of the loads sent
+  std::shared_ptr<std::atomic<bool>> closed;  // its channel's: sends refused once set
 };
 
 /// A file's digest, kept while its size and modification time stay.
@@ -108,8 +110,9 @@ namespace {
 /// A proxy's channel to a worker of another host: everything goes through the listener's thread.
 class remote_channel final : public worker_channel {
  public:
-  remote_channel(std::shared_ptr<worker_listener::shared> s, uint64_t peer, int64_t pid)
-      : shared_(std::move(s)), peer_(peer), pid_(pid) {}
+  remote_channel(std::shared_ptr<worker_listener::shared> s, uint64_t peer, int64_t pid,
+                 std::shared_ptr<std::atomic<bool>> closed)
+      : shared_(std::move(s)), peer_(peer), pid_(pid), closed_(std::move(closed)) {}
   ~remote_channel() override {
     listener_item item;
     item.kind = listener_item::what::release;
@@ -117,6 +120,7 @@ class remote_channel final : public worker_channel {
     (void)shared_->outbox.post(std::move(item));
   }
   status send(worker_message m) override {
+    if (closed_->load()) return status(error_code::unavailable, "the remote worker is gone");
     // A load's file is hashed here, on the proxy's thread, not on the listener's (which then
     // finds the digest known); an error is the listener's to answer.
     if (auto* l = std::get_if<worker_load>(&m)) (void)shared_->digest_of(l->path);
@@ -134,6 +138,7 @@ class remote_channel final : public worker_channel {
   std::shared_ptr<worker_listener::shared> shared_;
   uint64_t peer_;
   int64_t pid_;
+  std::shared_ptr<std::atomic<bool>> closed_;
 };
 
 }  // namespace
@@ -168,6 +173,7 @@ void worker_listener::shared::drop(uint64_t id, const status& why, bool say_bye)
             {{"node", p.info.node}, {"device", p.info.device}, {"worker", p.index},
              {"incarnation", static_cast<int64_t>(p.info.incarnation)},
              {"reason", why.message()}});
+  if (p.closed) p.closed->store(true);
   if (say_bye) bye(p.routing, why.message());
   if (p.bound && p.events.on_closed) p.events.on_closed(why);
 }
@@ -314,7 +320,8 @@ void worker_listener::shared::on_hello(const std::string& routing, const worker_
     item.peer = id;
     item.spec = spec;
     item.events = std::move(events);
-    auto channel = std::make_unique<remote_channel>(s, id, pid);
+    item.closed = std::make_shared<std::atomic<bool>>(false);
+    auto channel = std::make_unique<remote_channel>(s, id, pid, item.closed);
     if (!s->outbox.post(std::move(item)))
       return status(error_code::unavailable, "the worker listener has stopped");
     return std::unique_ptr<worker_channel>(std::move(channel));
@@ -327,6 +334,7 @@ void worker_listener::shared::on_item(listener_item& item) {
     case listener_item::what::bind: {
       if (it == peers.end()) {
         // Gone between its hello and its proxy's start: the proxy hears it at once.
+        item.closed->store(true);
         if (item.events.on_closed)
           item.events.on_closed(status(error_code::unavailable,
                                        "the remote worker left before its proxy started"));
@@ -334,6 +342,7 @@ void worker_listener::shared::on_item(listener_item& item) {
       }
       peer& p = it->second;
       p.bound = true;
+      p.closed = item.closed;
       p.events = std::move(item.events);
       p.arena = item.spec.arena;
       p.index = item.spec.index;
