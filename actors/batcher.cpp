@@ -42,7 +42,7 @@ struct in_flight_batch {
   time_point sent{};
 };
 
-/// Jobs to send back, grouped by their reply_to (in practice one frontend): one message per group.
+/// Jobs to send back, grouped by their reply_to (in practice one frontend): one call per group.
 class outbox {
  public:
   void add(infer_job* j, bool release) {
@@ -57,18 +57,17 @@ class outbox {
     list.push_back(j);
     groups.emplace_back(j->reply_to, list);
   }
-  /// The origin is a dynamically typed actor (the frontend's bridge, a test's probe): typed actors
-  /// reach those with anon_send.
   void flush() {
-    for (auto& [to, list] : replies_) caf::anon_send(to, reply_atom::value, list);
-    for (auto& [to, list] : releases_) caf::anon_send(to, release_atom::value, list);
+    // The sinks are held here through the calls: the jobs handed over may be reused at once.
+    for (auto& [to, list] : replies_) to->replied(list);
+    for (auto& [to, list] : releases_) to->released(list);
     replies_.clear();
     releases_.clear();
   }
 
  private:
-  std::vector<std::pair<caf::actor, job_list>> replies_;
-  std::vector<std::pair<caf::actor, job_list>> releases_;
+  std::vector<std::pair<std::shared_ptr<job_sink>, job_list>> replies_;
+  std::vector<std::pair<std::shared_ptr<job_sink>, job_list>> releases_;
 };
 
 struct batcher_state {

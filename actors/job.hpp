@@ -3,17 +3,18 @@
 ///
 /// Ownership: a job belongs to exactly one party at a time. The origin (the frontend) fills it and
 /// submits it to the router; the router hands it to one batcher (or answers it at once); the
-/// batcher owns it until it sends it back to `reply_to`. Jobs travel as intrusive lists
+/// batcher owns it until it hands it back to `reply_to`, the origin's job_sink: a plain C++
+/// interface, so that the doors see submit and complete, not actors. Jobs travel as intrusive lists
 /// (`job_list`), so a message carries any number of jobs for one allocation (CAF's own) and the job
 /// memory itself is pooled by the origin: no per-request heap allocation on the path.
 ///
-/// Exactly one reply: the batcher answers a job once, in a (reply_atom, list). Normally that also
-/// hands the job back (the origin may reuse it). A job whose deadline passes while a worker still
-/// reads its inputs is answered early (`early_reply`), and handed back later in a
-/// (release_atom, list) linked through `release_next`, so the two lists never share a link field.
+/// Exactly one reply: the batcher answers a job once, in a job_sink::replied(list). Normally that
+/// also hands the job back (the origin may reuse it). A job whose deadline passes while a worker
+/// still reads its inputs is answered early (`early_reply`), and handed back later in a
+/// job_sink::released(list) linked through `release_next`, so the two lists never share a link
+/// field.
 
 #include <atomic>
-#include <caf/actor.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +30,7 @@
 namespace troupe::actors {
 
 struct version_metrics;  // metrics.hpp
+class job_sink;          // below
 
 /// CAF's actor clock is a steady_clock; the test coordinator simulates one with the same types.
 using clock_type = std::chrono::steady_clock;
@@ -109,7 +111,9 @@ struct infer_job {
   std::vector<int> requested_outputs;  // signature output indices; empty = all
   int64_t rows = 1;  // the batch dim (validated by the origin); 1 without batching
   time_point arrival{};
-  caf::actor reply_to;    // gets this job back in a (reply_atom / release_atom, list)
+  /// Gets this job back (replied, or released after an early reply). Shared by the origin's
+  /// jobs: it lives as long as any of them is out.
+  std::shared_ptr<job_sink> reply_to;
   uint64_t sequence = 0;  // the origin's request number, for logs
 
   // ---- set by the origin to what it validated against; replaced by the router's choice ----
@@ -185,6 +189,21 @@ struct job_list {
     return j;
   }
   infer_job*& link(infer_job* j) const { return release ? j->release_next : j->next; }
+};
+
+/// Where jobs go back to their origin (a door: cluster/frontend.cpp, cluster/request_gateway.cpp;
+/// a test's probe). Called on the answering actor's thread (router, batcher), one list at a time
+/// of jobs that share this sink: thread-safe, and quick (it hands the list to the origin's own
+/// thread). actors/actor_job_sink.hpp makes one that forwards to an actor.
+class job_sink {
+ public:
+  virtual ~job_sink() = default;
+  /// Answered jobs, each with its result and outputs set; the origin replies and may reuse them
+  /// (those with early_reply set only once released too).
+  virtual void replied(job_list jobs) = 0;
+  /// Jobs answered early whose batch no longer reads their inputs (`jobs.release`: linked
+  /// through release_next): the origin may reuse them now.
+  virtual void released(job_list jobs) = 0;
 };
 
 /// A batch as the batcher lends it to a worker for one run. The batcher owns it (a pool of them);

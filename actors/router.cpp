@@ -13,7 +13,7 @@ struct router_state {
   table_ptr table;
   uint64_t round_robin = 0;
   std::vector<std::pair<batcher_actor, job_list>> to_batchers;  // capacity kept between lists
-  std::vector<std::pair<caf::actor, job_list>> answers;
+  std::vector<std::pair<std::shared_ptr<job_sink>, job_list>> answers;
   static inline const char* name = "router";
 
   void answer(infer_job* j, status s) {
@@ -93,7 +93,7 @@ router_actor::behavior_type router(router_actor::stateful_pointer<router_state> 
             st.forward(target, j);
         }
         for (auto& [to, list] : st.to_batchers) self->send(to, submit_atom::value, list);
-        for (auto& [to, list] : st.answers) caf::anon_send(to, reply_atom::value, list);
+        for (auto& [to, list] : st.answers) to->replied(list);
         st.to_batchers.clear();
         st.answers.clear();
       },

@@ -38,8 +38,9 @@ namespace {
 /// here for ordinary requests, so parsing and building them allocates nothing.
 constexpr size_t arena_block_bytes = 4096;
 
-/// Where the bridge actor leaves completed jobs for the I/O thread. Shared (not owned by the
-/// frontend) so that a bridge message arriving after the frontend stopped finds a live queue.
+/// Where the actors that answer jobs (router, batchers) leave them for the I/O thread, through
+/// the frontend's job_sink. Shared (not owned by the frontend) so that an answer arriving after
+/// the frontend stopped finds a live queue.
 /// The eventfd is written only while the I/O thread sleeps (or is about to): a busy I/O thread
 /// picks completions up between reads without a system call on either side.
 class completion_queue {
@@ -90,6 +91,21 @@ class completion_queue {
   std::mutex mutex_;
   std::vector<job_list> pending_;
   std::atomic<bool> sleeping_{false};
+};
+
+/// The frontend's job_sink: answered jobs go straight into the completion queue, from the thread
+/// of the actor that answered them (no actor in between).
+class queue_sink final : public actors::job_sink {
+ public:
+  explicit queue_sink(std::shared_ptr<completion_queue> q) : q_(std::move(q)) {}
+  void replied(job_list jobs) override { q_->post(jobs); }
+  void released(job_list jobs) override {
+    jobs.release = true;
+    q_->post(jobs);
+  }
+
+ private:
+  std::shared_ptr<completion_queue> q_;
 };
 
 /// One pooled request: the job the actors see plus everything transport-side.
@@ -188,24 +204,12 @@ class frontend::impl {
 
   status start() {
     if (!completions_->ok()) return io_error("eventfd failed");
-    auto q = completions_;
-    bridge_ = sys_.spawn([q](caf::event_based_actor*) -> caf::behavior {
-      return {
-          [q](actors::reply_atom, job_list l) { q->post(l); },
-          [q](actors::release_atom, job_list l) {
-            l.release = true;
-            q->post(l);
-          },
-      };
-    });
+    sink_ = std::make_shared<queue_sink>(completions_);
     std::promise<status> bound;
     auto result = bound.get_future();
     thread_ = std::thread([this, &bound] { loop(bound); });
     status s = result.get();
-    if (!s.is_ok()) {
-      thread_.join();
-      caf::anon_send_exit(bridge_, caf::exit_reason::user_shutdown);
-    }
+    if (!s.is_ok()) thread_.join();
     return s;
   }
 
@@ -231,7 +235,6 @@ class frontend::impl {
     stop_.store(true);
     completions_->wake();
     thread_.join();
-    caf::anon_send_exit(bridge_, caf::exit_reason::user_shutdown);
   }
 
  private:
@@ -551,7 +554,7 @@ class frontend::impl {
     f.routing_key = view_of(r.routing_key());
     f.parameters = parameters_;
     TROUPE_RETURN_IF_ERROR(actors::bind_request(table_.get(), f, *s));
-    s->reply_to = caf::actor_cast<caf::actor>(bridge_);
+    s->reply_to = sink_;
     s->sequence = ++sequence_;
     return status::ok();
   }
@@ -790,7 +793,7 @@ class frontend::impl {
   frontend_options options_;
   connection_budget budget_;  // I/O thread only, but for the counts' reply_left
   std::shared_ptr<completion_queue> completions_;
-  caf::actor bridge_;
+  std::shared_ptr<actors::job_sink> sink_;  // the completion queue's, shared by every job
   zmq::context_t ctx_;               // options_.io_threads I/O threads
   zmq::socket_t* socket_ = nullptr;  // the I/O thread's socket, valid while it runs
   std::string endpoint_;

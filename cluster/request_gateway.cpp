@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "actors/actor_job_sink.hpp"
 #include "actors/caf_compat.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
@@ -37,6 +38,7 @@ struct request_gateway::shared_state {
   actors::serving_metrics* metrics;
   gateway_options options;
   std::vector<caf::actor> bridges;
+  std::vector<std::shared_ptr<actors::job_sink>> sinks;  // one per bridge: jobs' reply_to
   std::atomic<uint64_t> next_bridge{0};
   std::atomic<uint64_t> sequence{0};
   std::atomic<bool> draining{false};
@@ -129,6 +131,7 @@ expected<std::unique_ptr<request_gateway>> request_gateway::create(caf::actor_sy
           [s](actors::release_atom, job_list l) { s->on_release_list(l); },
       };
     }));
+    st->sinks.push_back(actors::make_actor_job_sink(st->bridges.back()));
   }
   return std::unique_ptr<request_gateway>(new request_gateway(std::move(st)));
 }
@@ -168,8 +171,7 @@ void request_gateway::submit(gateway_request* r, const actors::request_fields& f
   if (status s = actors::bind_request(table.get(), f, *p); !s.is_ok())
     return answer_now(r, std::move(s));
   p->sequence = st.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-  p->reply_to =
-      st.bridges[st.next_bridge.fetch_add(1, std::memory_order_relaxed) % st.bridges.size()];
+  p->reply_to = st.sinks[st.next_bridge.fetch_add(1, std::memory_order_relaxed) % st.sinks.size()];
   {
     std::lock_guard<std::mutex> lock(st.mutex);
     p->out = true;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/actor_job_sink.hpp"
 #include "actors/caf_compat.hpp"
 #include "actors/job.hpp"
 #include "tests/runtime/model_builder.hpp"
@@ -132,7 +133,7 @@ struct owned_job {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> dist(-1, 1);
     job.model = model;
-    job.reply_to = std::move(reply_to);
+    job.reply_to = actors::make_actor_job_sink(std::move(reply_to));
     job.arrival = arrival;
     for (auto& s : shapes) {
       std::vector<float> v(static_cast<size_t>(element_count(s)));
