@@ -582,5 +582,59 @@ TEST(node_config, the_deployed_node_yaml_parses) {
   EXPECT_EQ(n->load_timeout, default_load_timeout);
 }
 
+
+// The cluster keys (docs/cluster.md): roles, joining, heartbeats, CURVE files.
+TEST(node_config, cluster_keys_parse_and_are_checked) {
+  auto n = parse_node_config(
+      "role: worker\njoin: [tcp://a:5600, tcp://b:5600]\njoin_dns: control:5600\n"
+      "node_name: gpu-7\nmodel_cache_dir: /var/cache/troupe\nnode_heartbeat_interval_ms: 200\n"
+      "node_heartbeat_timeout_ms: 900\ncurve_secret_key_file: w.key\ncurve_server_key_file: c.pub\n",
+      "node.yaml");
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  EXPECT_EQ(n->role, node_role::worker);
+  EXPECT_EQ(n->join, (std::vector<std::string>{"tcp://a:5600", "tcp://b:5600"}));
+  EXPECT_EQ(n->join_dns, "control:5600");
+  EXPECT_EQ(n->node_name, "gpu-7");
+  EXPECT_EQ(n->model_cache_dir, "/var/cache/troupe");
+  EXPECT_EQ(n->node_heartbeat_interval, std::chrono::milliseconds(200));
+  EXPECT_EQ(n->node_heartbeat_timeout, std::chrono::milliseconds(900));
+  EXPECT_EQ(n->curve_secret_key_file, "w.key");
+  EXPECT_EQ(n->curve_server_key_file, "c.pub");
+
+  auto one = parse_node_config("role: control\nworkers_listen: tcp://*:5700\njoin: tcp://x:1\n", "n");
+  ASSERT_TRUE(one.has_value()) << one.error().to_string();
+  EXPECT_EQ(one->role, node_role::control);
+  EXPECT_EQ(one->workers_listen, std::optional<std::string>("tcp://*:5700"));
+  EXPECT_EQ(one->join, std::vector<std::string>{"tcp://x:1"});  // a single endpoint, not a list
+
+  auto defaults = parse_node_config("{}", "n");
+  ASSERT_TRUE(defaults.has_value());
+  EXPECT_EQ(defaults->role, node_role::all);
+  EXPECT_FALSE(defaults->workers_listen.has_value());
+  EXPECT_EQ(defaults->node_heartbeat_timeout, std::chrono::milliseconds(3000));
+
+  for (const char* bad : {"role: leader\n", "node_heartbeat_interval_ms: 1000\nnode_heartbeat_timeout_ms: 500\n",
+                          "node_heartbeat_interval_ms: 1\n", "join: {a: 1}\n"}) {
+    auto r = parse_node_config(bad, "node.yaml");
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().code(), error_code::invalid_argument) << bad;
+  }
+}
+
+// The Kubernetes cluster overlay's node.yaml of each role parses with the node's own parser.
+TEST(node_config, the_cluster_overlays_node_yamls_parse) {
+  const std::string dir = std::string(TROUPE_SOURCE_DIR) + "/deploy/kubernetes/overlays/cluster/";
+  auto control = load_node_config(dir + "control-node.yaml");
+  ASSERT_TRUE(control.has_value()) << control.error().to_string();
+  EXPECT_EQ(control->role, node_role::control);
+  EXPECT_EQ(control->workers_listen, std::optional<std::string>("tcp://*:5600"));
+  EXPECT_FALSE(control->curve_authorized_keys_file.empty());
+  auto worker = load_node_config(dir + "worker-node.yaml");
+  ASSERT_TRUE(worker.has_value()) << worker.error().to_string();
+  EXPECT_EQ(worker->role, node_role::worker);
+  EXPECT_EQ(worker->join_dns, "troupe-control-workers:5600");
+  EXPECT_FALSE(worker->curve_server_key_file.empty());
+}
+
 }  // namespace
 }  // namespace troupe::actors
