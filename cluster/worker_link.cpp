@@ -17,6 +17,7 @@
 #include "cluster/child_process.hpp"
 #include "cluster/message_outbox.hpp"
 #include "cluster/worker_codec.hpp"
+#include "cluster/worker_process.hpp"
 
 namespace troupe::cluster {
 
@@ -97,41 +98,22 @@ class worker_link final : public worker_channel {
       started.set_value(io_error("worker endpoint " + endpoint + ": " + e.what()));
       return;
     }
-    std::vector<std::string> argv{shared_->executable,
-                                  "worker",
-                                  "--endpoint",
-                                  endpoint,
-                                  "--shm-fd",
-                                  std::to_string(worker_shm_fd),
-                                  "--shm-bytes",
-                                  std::to_string(spec_.shm_bytes),
-                                  "--kind",
-                                  std::string(worker_kind_name(spec_.kind)),
-                                  "--index",
-                                  std::to_string(spec_.index),
-                                  "--device",
-                                  std::to_string(spec_.device_index),
-                                  "--compute-threads",
-                                  std::to_string(spec_.compute_threads),
-                                  "--heartbeat-interval-ms",
-                                  std::to_string(spec_.heartbeat_interval.count()),
-                                  "--heartbeat-timeout-ms",
-                                  std::to_string(spec_.heartbeat_timeout.count()),
-                                  "--log-level",
-                                  shared_->log_level};
-    if (spec_.fault_injection) argv.push_back("--fault-injection");
-    if (spec_.idle_spin_us > 0) {
-      argv.push_back("--idle-spin-us");
-      argv.push_back(std::to_string(spec_.idle_spin_us));
-    }
-    if (!spec_.tuning_records_file.empty()) {
-      argv.push_back("--tuning-records-file");
-      argv.push_back(spec_.tuning_records_file);
-    }
-    if (spec_.memory_budget_bytes > 0) {
-      argv.push_back("--memory-budget-bytes");
-      argv.push_back(std::to_string(spec_.memory_budget_bytes));
-    }
+    worker_main_options w;
+    w.endpoint = endpoint;
+    w.shm_fd = worker_shm_fd;
+    w.shm_bytes = spec_.shm_bytes;
+    w.kind = spec_.kind;
+    w.index = spec_.index;
+    w.device_index = spec_.device_index;
+    w.compute_threads = spec_.compute_threads;
+    w.fault_injection = spec_.fault_injection;
+    w.tuning_records_file = spec_.tuning_records_file;
+    w.memory_budget_bytes = spec_.memory_budget_bytes;
+    w.heartbeat_interval = spec_.heartbeat_interval;
+    w.heartbeat_timeout = spec_.heartbeat_timeout;
+    w.log_level = shared_->log_level;
+    w.idle_spin_us = spec_.idle_spin_us;
+    const std::vector<std::string> argv = worker_command_line(shared_->executable, w);
     auto child = child_process::start(argv, spec_.shm_fd, worker_shm_fd);
     if (!child) {
       started.set_value(child.error());

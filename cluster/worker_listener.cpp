@@ -11,7 +11,9 @@
 #include <optional>
 #include <thread>
 #include <vector>
+#include <iterator>
 #include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include "actors/log_fields.hpp"
 #include "cluster/content_digest.hpp"
@@ -430,16 +432,8 @@ void worker_listener::shared::drain() {
   for (;;) {
     std::vector<zmq::message_t> frames;
     try {
-      zmq::message_t first;
-      if (!socket.recv(first, zmq::recv_flags::dontwait)) return;
-      bool more = first.more();
-      frames.push_back(std::move(first));
-      while (more) {
-        zmq::message_t next;
-        (void)socket.recv(next, zmq::recv_flags::none);
-        more = next.more();
-        frames.push_back(std::move(next));
-      }
+      if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait))
+        return;
     } catch (const zmq::error_t& e) {
       log_event(log_level::error, "worker listener: receive failed", {{"reason", e.what()}});
       return;
@@ -454,16 +448,7 @@ void worker_listener::shared::answer_zap() {
   for (;;) {
     std::vector<zmq::message_t> frames;
     try {
-      zmq::message_t first;
-      if (!zap.recv(first, zmq::recv_flags::dontwait)) return;
-      bool more = first.more();
-      frames.push_back(std::move(first));
-      while (more) {
-        zmq::message_t next;
-        (void)zap.recv(next, zmq::recv_flags::none);
-        more = next.more();
-        frames.push_back(std::move(next));
-      }
+      if (!zmq::recv_multipart(zap, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
     } catch (const zmq::error_t& e) {
       log_event(log_level::error, "worker listener: ZAP receive failed", {{"reason", e.what()}});
       return;

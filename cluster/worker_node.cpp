@@ -20,6 +20,7 @@
 #include "actors/supervisor.hpp"
 #include "cluster/child_process.hpp"
 #include "cluster/curve_keys.hpp"
+#include "cluster/worker_process.hpp"
 
 namespace troupe::cluster {
 
@@ -144,44 +145,29 @@ status run_worker_node(const worker_node_options& o) {
     const std::string device_label =
         d.kind == worker_kind::gpu ? "cuda:" + std::to_string(d.device) : "cpu";
     m.label = device_label + " -> " + control;
-    m.argv = {executable,
-              "worker",
-              "--join",
-              control,
-              "--node-name",
-              // Several CPU workers of one node: each its own place in the cluster.
-              d.kind == worker_kind::cpu && cfg.cpu_workers > 1 ? name + "/cpu" + std::to_string(d.index)
-                                                                : name,
-              "--cache-dir",
-              cache,
-              "--shm-bytes",
-              std::to_string(uint64_t{cfg.worker_shared_memory_mb} << 20),
-              "--kind",
-              std::string(worker_kind_name(d.kind)),
-              "--index",
-              std::to_string(d.index),
-              "--device",
-              std::to_string(d.device),
-              "--compute-threads",
-              std::to_string(cfg.compute_threads),
-              "--heartbeat-interval-ms",
-              std::to_string(cfg.node_heartbeat_interval.count()),
-              "--heartbeat-timeout-ms",
-              std::to_string(cfg.node_heartbeat_timeout.count()),
-              "--log-level",
-              cfg.log_level};
-    if (cfg.fault_injection) m.argv.push_back("--fault-injection");
+    worker_main_options w;
+    w.join = control;
+    // Several CPU workers of one node: each its own place in the cluster.
+    w.node_name = d.kind == worker_kind::cpu && cfg.cpu_workers > 1
+                      ? name + "/cpu" + std::to_string(d.index)
+                      : name;
+    w.cache_dir = cache;
+    w.shm_bytes = size_t{cfg.worker_shared_memory_mb} << 20;
+    w.kind = d.kind;
+    w.index = d.index;
+    w.device_index = d.device;
+    w.compute_threads = cfg.compute_threads;
+    w.fault_injection = cfg.fault_injection;
+    w.tuning_records_file = cfg.tuning_records_file;
+    w.memory_budget_bytes = static_cast<size_t>(cfg.worker_memory_budget_mb) << 20;
+    w.heartbeat_interval = cfg.node_heartbeat_interval;
+    w.heartbeat_timeout = cfg.node_heartbeat_timeout;
+    w.log_level = cfg.log_level;
     // As a local worker process's: polls this long after a message before it sleeps.
-    const uint32_t spin = cfg.idle_spin_us.value_or(default_idle_spin_us());
-    if (spin > 0) m.argv.insert(m.argv.end(), {"--idle-spin-us", std::to_string(spin)});
-    if (cfg.worker_memory_budget_mb > 0)
-      m.argv.insert(m.argv.end(),
-                    {"--memory-budget-bytes", std::to_string(cfg.worker_memory_budget_mb << 20)});
-    if (!cfg.curve_secret_key_file.empty())
-      m.argv.insert(m.argv.end(), {"--curve-secret-key-file", cfg.curve_secret_key_file,
-                                   "--curve-server-key-file", cfg.curve_server_key_file});
-    if (!cfg.tuning_records_file.empty())
-      m.argv.insert(m.argv.end(), {"--tuning-records-file", cfg.tuning_records_file});
+    w.idle_spin_us = cfg.idle_spin_us.value_or(default_idle_spin_us());
+    w.curve_secret_key_file = cfg.curve_secret_key_file;
+    w.curve_server_key_file = cfg.curve_server_key_file;
+    m.argv = worker_command_line(executable, w);
     return m;
   };
 

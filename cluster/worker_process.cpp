@@ -13,7 +13,9 @@
 #include <random>
 #include <thread>
 #include <vector>
+#include <iterator>
 #include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include "actors/log_fields.hpp"
 #include "actors/replica_host.hpp"
@@ -42,6 +44,40 @@ uint64_t fresh_incarnation() {
 }
 
 }  // namespace
+
+std::vector<std::string> worker_command_line(const std::string& executable,
+                                             const worker_main_options& o) {
+  std::vector<std::string> argv{executable, "worker"};
+  auto flag = [&](const char* name, const std::string& value) {
+    argv.push_back(name);
+    argv.push_back(value);
+  };
+  if (o.join.empty()) {
+    flag("--endpoint", o.endpoint);
+    flag("--shm-fd", std::to_string(o.shm_fd));
+  } else {
+    flag("--join", o.join);
+    flag("--node-name", o.node_name);
+    flag("--cache-dir", o.cache_dir);
+  }
+  flag("--shm-bytes", std::to_string(o.shm_bytes));
+  flag("--kind", std::string(worker_kind_name(o.kind)));
+  flag("--index", std::to_string(o.index));
+  flag("--device", std::to_string(o.device_index));
+  flag("--compute-threads", std::to_string(o.compute_threads));
+  flag("--heartbeat-interval-ms", std::to_string(o.heartbeat_interval.count()));
+  flag("--heartbeat-timeout-ms", std::to_string(o.heartbeat_timeout.count()));
+  flag("--log-level", o.log_level);
+  if (o.fault_injection) argv.push_back("--fault-injection");
+  if (o.idle_spin_us > 0) flag("--idle-spin-us", std::to_string(o.idle_spin_us));
+  if (!o.tuning_records_file.empty()) flag("--tuning-records-file", o.tuning_records_file);
+  if (o.memory_budget_bytes > 0) flag("--memory-budget-bytes", std::to_string(o.memory_budget_bytes));
+  if (!o.curve_secret_key_file.empty()) {
+    flag("--curve-secret-key-file", o.curve_secret_key_file);
+    flag("--curve-server-key-file", o.curve_server_key_file);
+  }
+  return argv;
+}
 
 status run_worker_process(const worker_main_options& o) {
   TROUPE_RETURN_IF_ERROR(setup_json_logging(o.log_level));
@@ -275,21 +311,16 @@ status run_worker_process(const worker_main_options& o) {
         for (outgoing_message& m : outbox.take()) send(m);
       if (items[0].revents & ZMQ_POLLIN) {
         for (;;) {
-          zmq::message_t envelope;
-          std::vector<zmq::message_t> frames;
+          std::vector<zmq::message_t> frames;  // the envelope, then tensor frames (tcp only)
           try {
-            if (!socket.recv(envelope, zmq::recv_flags::dontwait)) break;
-            bool more = envelope.more();
-            while (more) {
-              zmq::message_t f;
-              (void)socket.recv(f, zmq::recv_flags::none);
-              more = f.more();
-              frames.push_back(std::move(f));
-            }
+            if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait))
+              break;
           } catch (const zmq::error_t& e) {
             why = std::string("receive: ") + e.what();
             break;
           }
+          const zmq::message_t envelope = std::move(frames.front());
+          frames.erase(frames.begin());
           last_heard = clock_type::now();
           auto m = decode_worker_message(envelope.data(), envelope.size());
           if (!m) {

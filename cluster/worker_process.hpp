@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "actors/device_traits.hpp"
 #include "core/status.hpp"
@@ -48,6 +49,11 @@ struct worker_main_options {
   std::string log_level = "info";
   uint32_t idle_spin_us = 0;  // worker_process_spec::idle_spin_us
 };
+
+/// The command line that starts a worker process with `o` (`executable worker ...`): what
+/// tools/cmd_worker.cpp reads back. The ipc link and the worker node both start theirs with it.
+std::vector<std::string> worker_command_line(const std::string& executable,
+                                             const worker_main_options& o);
 
 /// Serves until the node goes; returns why (an error when it could not start or the node broke
 /// the protocol).

@@ -32,6 +32,22 @@ def build(root):
     return models, node_yaml
 
 
+def wait_for(cond, timeout, what):
+    """Polls `cond` (a node's metrics, its log) until it holds, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cond(), what
+
+
+def replicas_of(node):
+    return metric_value(node.metrics(), "troupe_replicas", model="mlp", version="1") or 0
+
+
+def wait_replicas(node, n, timeout=60):
+    wait_for(lambda: replicas_of(node) == n, timeout, f"{replicas_of(node)} replicas, not {n}")
+
+
 class WorkerNode:
     """A `troupe serve --role worker` process; it prints `joining` once its processes start."""
 
@@ -73,14 +89,8 @@ class Cluster:
         assert not self.control.ready, "no worker has joined yet: not ready"
         self.workers = [WorkerNode(self.root, self.node_yaml, f"w{i}", self.join) for i in range(workers)]
 
-    def replicas(self):
-        return metric_value(self.control.metrics(), "troupe_replicas", model="mlp", version="1") or 0
-
     def wait_replicas(self, n, timeout=60):
-        deadline = time.monotonic() + timeout
-        while self.replicas() != n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.replicas() == n, f"{self.replicas()} replicas, not {n}"
+        wait_replicas(self.control, n, timeout)
 
     def log_records(self, msg):
         return [r for r in self.control.log_records() if r.get("msg") == msg]
@@ -192,29 +202,21 @@ def test_a_lost_worker_node_is_declared_dead_within_the_timeout(cluster):
 
     t = threading.Thread(target=load)
     t.start()
-    deadline = time.monotonic() + 30
-    while len(answered) < 50 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(answered) >= 50, 30, "the load is served")
     killed_at = time.monotonic()
     victim.proc.kill()
     victim.proc.wait()
     # Declared gone within the timeout (plus a heartbeat interval and scheduling slack).
-    deadline = killed_at + 20
-    while not any(r.get("node") == "w1" for r in cluster.log_records("remote worker gone")) \
-            and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: any(r.get("node") == "w1" for r in cluster.log_records("remote worker gone")), 20,
+             "the killed worker node declared gone")
     noticed_after_s = time.monotonic() - killed_at
-    assert any(r.get("node") == "w1" for r in cluster.log_records("remote worker gone"))
     assert noticed_after_s < HEARTBEAT_TIMEOUT_MS / 1000 + 1.5, noticed_after_s
     cluster.wait_replicas(1)
     before = len(answered)
-    deadline = time.monotonic() + 30
-    while len(answered) < before + 50 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(answered) >= before + 50 or failed, 30, "the other worker node serves on")
     stop.set()
     t.join(60)
     assert not failed, failed[:3]
-    assert len(answered) >= before + 50, "the other worker node serves on"
     print(f"worker node declared dead {noticed_after_s:.2f} s after SIGKILL")
 
 
@@ -267,10 +269,7 @@ def test_a_worker_node_finds_its_control_nodes_by_dns_name(tmp_path):
                      extra_args=("--role", "control", "--workers-listen", f"tcp://127.0.0.1:{port}"))
     worker = WorkerNode(root, node_yaml, "dns", f"localhost:{port}", join_flag="--join-dns")
     try:
-        deadline = time.monotonic() + 60
-        while metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1") != 1 \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_replicas(control, 1)
         with Client(control.endpoint, timeout=30) as client:
             check(models, client, np.random.default_rng(12), 2)
     finally:
@@ -305,20 +304,12 @@ def test_curve_lets_in_only_authorized_workers(tmp_path):
     workers = []
     try:
         workers.append(WorkerNode(root, os.path.join(root, "good.yaml"), "good", join))
-        deadline = time.monotonic() + 60
-        while metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1") != 1 \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_replicas(control, 1)
         with Client(control.endpoint, timeout=30) as client:
             check(models, client, np.random.default_rng(8), 2)
         workers.append(WorkerNode(root, os.path.join(root, "bad.yaml"), "bad", join))
-        deadline = time.monotonic() + 30
-        refused = []
-        while not refused and time.monotonic() < deadline:
-            refused = [r for r in control.log_records()
-                       if r.get("msg") == "worker refused: its CURVE key is not authorized"]
-            time.sleep(0.05)
-        assert refused, "the unknown key was refused"
+        wait_for(lambda: any(r.get("msg") == "worker refused: its CURVE key is not authorized"
+                             for r in control.log_records()), 30, "the unknown key was refused")
         joined = [r.get("node") for r in control.log_records() if r.get("msg") == "remote worker joined"]
         assert joined == ["good"], joined
         assert metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1") == 1
@@ -341,11 +332,7 @@ def test_two_control_nodes_see_every_worker_and_clients_fail_over(tmp_path):
     killed = []
     try:
         for c in controls:
-            deadline = time.monotonic() + 60
-            while metric_value(c.metrics(), "troupe_replicas", model="mlp", version="1") != 3 \
-                    and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert metric_value(c.metrics(), "troupe_replicas", model="mlp", version="1") == 3
+            wait_replicas(c, 3)
 
         def kill_first():
             controls[0].proc.kill()
@@ -420,19 +407,10 @@ def test_a_partitioned_worker_is_declared_dead_and_rejoins_when_the_link_heals(t
                                   stdout=subprocess.PIPE, stderr=log, text=True)
         assert '"event":"joining"' in inside.stdout.readline()
 
-        def replicas():
-            return metric_value(control.metrics(), "troupe_replicas", model="mlp", version="1")
-
-        def wait(cond, timeout, what):
-            deadline = time.monotonic() + timeout
-            while not cond() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert cond(), what
-
         def records(msg, node):
             return [r for r in control.log_records() if r.get("msg") == msg and r.get("node") == node]
 
-        wait(lambda: replicas() == 2, 60, "both workers joined")
+        wait_replicas(control, 2)
         cut = {}
 
         def partition():
@@ -440,15 +418,15 @@ def test_a_partitioned_worker_is_declared_dead_and_rejoins_when_the_link_heals(t
             part.link(False)
 
         def heal():
-            wait(lambda: records("remote worker gone", "inside"), 20, "the cut-off worker declared dead")
+            wait_for(lambda: records("remote worker gone", "inside"), 20, "the cut-off worker declared dead")
             cut["noticed_s"] = time.monotonic() - cut["at"]
             part.link(True)
 
         with Client(control.endpoint, timeout=60) as client:
             closed_loop(models, client, 700, 21, {150: partition, 400: heal})
         assert cut["noticed_s"] < HEARTBEAT_TIMEOUT_MS / 1000 + 1.5, cut
-        wait(lambda: records("remote worker placed again", "inside"), 60, "the worker rejoined")
-        wait(lambda: replicas() == 2, 60, "its replica is back")
+        wait_for(lambda: records("remote worker placed again", "inside"), 60, "the worker rejoined")
+        wait_replicas(control, 2)
         served = metric_value(control.metrics(), "troupe_requests_total", model="mlp", version="1", outcome="ok")
         assert served == 700, f"{served} answers for 700 requests: none twice, none lost"
         print(f"partitioned worker declared dead {cut['noticed_s']:.2f} s after the cut")
