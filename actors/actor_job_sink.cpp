@@ -18,7 +18,23 @@ class actor_job_sink final : public job_sink {
   caf::actor to_;
 };
 
+class router_target final : public job_target {
+ public:
+  explicit router_target(router_actor r) : router_(std::move(r)) {}
+  void submit(job_list jobs) override { caf::anon_send(router_, submit_atom::value, jobs); }
+  void submit_after(std::chrono::milliseconds delay, job_list jobs) override {
+    caf::delayed_anon_send(router_, delay, submit_atom::value, jobs);
+  }
+
+ private:
+  router_actor router_;
+};
+
 }  // namespace
+
+std::shared_ptr<job_target> make_router_target(router_actor router) {
+  return std::make_shared<router_target>(std::move(router));
+}
 
 std::shared_ptr<job_sink> make_actor_job_sink(caf::actor to) {
   return std::make_shared<actor_job_sink>(std::move(to));

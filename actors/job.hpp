@@ -206,6 +206,16 @@ class job_sink {
   virtual void released(job_list jobs) = 0;
 };
 
+/// Where an origin submits its jobs: the node's router, behind a plain C++ interface (the doors
+/// know no actors). actors/actor_job_sink.hpp makes the router's. Thread-safe; returns at once.
+class job_target {
+ public:
+  virtual ~job_target() = default;
+  virtual void submit(job_list jobs) = 0;
+  /// The same, `delay` later (fault injection: a slow hop between the door and the router).
+  virtual void submit_after(std::chrono::milliseconds delay, job_list jobs) = 0;
+};
+
 /// A batch as the batcher lends it to a worker for one run. The batcher owns it (a pool of them);
 /// the worker fills the results and sends it back with (done_atom). A batch is never shared:
 /// between the two messages only the worker touches it.

@@ -15,6 +15,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "actors/actor_job_sink.hpp"
 #include "actors/caf_compat.hpp"
 #include "actors/fault_sites.hpp"
 #include "actors/metrics.hpp"
@@ -192,7 +193,7 @@ class frontend::impl {
   impl(caf::actor_system& sys, const actors::node_handles& node, actors::table_holder& holder,
        actors::serving_metrics* metrics, frontend_options o)
       : sys_(sys),
-        router_(node.router),
+        router_(actors::make_router_target(node.router)),
         holder_(holder),
         metrics_(metrics),
         options_(std::move(o)),
@@ -421,10 +422,10 @@ class frontend::impl {
     if (options_.faults)
       if (auto f = actors::take_message_fault(*options_.faults, "frontend_router")) {
         if (f->kind == actors::fault_kind::drop) return;
-        caf::delayed_anon_send(router_, f->delay, actors::submit_atom::value, submit);
+        router_->submit_after(f->delay, submit);
         return;
       }
-    caf::anon_send(router_, actors::submit_atom::value, submit);
+    router_->submit(submit);
   }
 
   /// Answers DEADLINE_EXCEEDED the jobs held past lost_after (see lost_request_grace). Their
@@ -787,7 +788,7 @@ class frontend::impl {
   }
 
   caf::actor_system& sys_;
-  actors::router_actor router_;
+  std::shared_ptr<actors::job_target> router_;  // where requests go; answers come to sink_
   actors::table_holder& holder_;
   actors::serving_metrics* metrics_;
   frontend_options options_;

@@ -33,7 +33,7 @@ struct pooled_request : gateway_request {
 /// gateway stopped still finds live memory.
 struct request_gateway::shared_state {
   caf::actor_system& sys;
-  actors::router_actor router;
+  std::shared_ptr<actors::job_target> router;
   actors::table_holder& holder;
   actors::serving_metrics* metrics;
   gateway_options options;
@@ -53,7 +53,7 @@ struct request_gateway::shared_state {
 
   shared_state(caf::actor_system& s, const actors::node_handles& node, actors::table_holder& h,
                actors::serving_metrics* m, gateway_options o)
-      : sys(s), router(node.router), holder(h), metrics(m), options(o) {}
+      : sys(s), router(actors::make_router_target(node.router)), holder(h), metrics(m), options(o) {}
 
   const actors::version_metrics* metrics_of(const infer_job& j) const {
     if (j.metrics) return j.metrics;
@@ -180,7 +180,7 @@ void request_gateway::submit(gateway_request* r, const actors::request_fields& f
   }
   job_list l;
   l.push_back(p);
-  caf::anon_send(st.router, actors::submit_atom::value, l);
+  st.router->submit(l);
 }
 
 std::shared_ptr<const actors::model_table> request_gateway::table() const {
