@@ -54,7 +54,7 @@ void remote_workers::join(const remote_worker_info& info, worker_channel_factory
   w.staging_bytes = size_t{spawn_.config.worker_shared_memory_mb} << 20;
   log_event(log_level::info, fresh ? "remote worker placed" : "remote worker placed again",
             {{"node", info.node}, {"device", info.device}, {"worker", w.index}});
-  proxies_.push_back(join_remote_worker(sys_, node_, spawn_, w));
+  proxies_[w.index] = join_remote_worker(sys_, node_, spawn_, w);
 }
 
 void remote_workers::stop() {
@@ -66,7 +66,7 @@ void remote_workers::stop() {
   // The listener's thread ends first (no join after this), saying bye to every worker.
   listener_.reset();
   std::lock_guard<std::mutex> lock(mutex_);
-  for (const auto& p : proxies_) caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+  for (const auto& [index, p] : proxies_) caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
   proxies_.clear();
 }
 

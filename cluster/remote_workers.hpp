@@ -12,7 +12,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "actors/node.hpp"
 #include "cluster/worker_listener.hpp"
@@ -45,7 +44,9 @@ class remote_workers {
   std::mutex mutex_;  // guards the three below
   bool stopped_ = false;
   std::map<std::string, uint32_t> places_;  // "node|device" -> worker index
-  std::vector<actors::worker_actor> proxies_;
+  /// By place: the proxy of the worker joined there last (an earlier one there is gone or going:
+  /// its connection was superseded or lost).
+  std::map<uint32_t, actors::worker_actor> proxies_;
 };
 
 }  // namespace troupe::cluster

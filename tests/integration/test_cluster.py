@@ -441,3 +441,34 @@ def test_a_partitioned_worker_is_declared_dead_and_rejoins_when_the_link_heals(t
             outside.terminate()
         control.terminate()
         part.close()
+
+
+def test_models_load_and_unload_at_run_time_on_the_workers(tmp_path):
+    """Triton's repository API on a control node (explicit mode): a model loaded at run time gets
+    replicas on the joined workers (its file sent to them), serves, and unloads from them."""
+    httpclient = pytest.importorskip("tritonclient.http")
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    make_mlp(os.path.join(models, "later", "1", "model.onnx"), seed=62)
+    join = f"tcp://127.0.0.1:{free_port()}"
+    control = Server(models, node_yaml, os.path.join(root, "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", join,
+                                 "--model-control-mode", "explicit", "--load-model", "mlp"))
+    worker = WorkerNode(root, node_yaml, "w0", join)
+    try:
+        wait_replicas(control, 1)
+        h = httpclient.InferenceServerClient(control.http_url)
+        h.load_model("later")
+        assert h.is_model_ready("later")
+        x = np.random.default_rng(13).standard_normal((3, 16)).astype(np.float32)
+        with Client(control.endpoint, timeout=30) as client:
+            np.testing.assert_allclose(client.infer("later", {"x": x})["y"],
+                                       reference(models, "later", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+        assert len([f for f in os.listdir(worker.cache) if f.endswith(".onnx")]) == 2
+        h.unload_model("later")
+        wait_for(lambda: not h.is_model_ready("later"), 30, "unloaded")
+        wait_for(lambda: metric_value(control.metrics(), "troupe_replicas", model="later", version="1") == 0,
+                 30, "its replica left the worker")
+    finally:
+        assert worker.terminate() == 0
+        assert control.terminate() == 0
