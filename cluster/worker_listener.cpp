@@ -30,13 +30,18 @@ namespace {
 
 /// What a channel (a proxy's thread) or an accept hands to the listener's thread.
 struct listener_item {
-  enum class what : uint8_t { bind, send, release };
+  enum class what : uint8_t { bind, send, release, file_read };
   what kind = what::send;
   uint64_t peer = 0;
   worker_process_spec spec;       // bind
   worker_channel_events events;   // bind
   std::shared_ptr<std::atomic<bool>> closed;  // bind: set once the worker is gone
   std::optional<worker_message> message;  // send
+  // file_read: a model file a worker asked for, read off the listener's thread.
+  std::string sha256;
+  std::string path;
+  std::optional<zmq::message_t> bytes;
+  status read;
 };
 
 /// A worker that said hello, as the listener's thread keeps it.
@@ -104,6 +109,7 @@ struct worker_listener::shared : std::enable_shared_from_this<worker_listener::s
   /// Forgets `id`: its proxy hears `why` (when one holds it), the worker a bye (when asked).
   void drop(uint64_t id, const status& why, bool say_bye);
   void send_file(peer& p, const worker_file_wanted& w);
+  void file_read(peer& p, listener_item& item);
   expected<known_digest> digest_of(const std::string& path);
 };
 
@@ -239,31 +245,55 @@ void worker_listener::shared::send_to(peer& p, worker_message m) {
 }
 
 void worker_listener::shared::send_file(peer& p, const worker_file_wanted& w) {
-  worker_file_data answer;
-  answer.content_sha256 = w.content_sha256;
-  std::vector<zmq::message_t> frames;
   auto it = p.files.find(w.content_sha256);
   if (it == p.files.end()) {
+    worker_file_data answer;
+    answer.content_sha256 = w.content_sha256;
     answer.result = not_found("no load sent to this worker names a file of SHA-256 " +
                               w.content_sha256);
+    send_raw(p.routing, encode_worker_message(answer));
+    return;
+  }
+  // Read on a thread of its own (a large file takes seconds from a cold disk: the heartbeats of
+  // every worker go through this thread meanwhile), then sent from here (file_read).
+  listener_item item;
+  item.kind = listener_item::what::file_read;
+  item.peer = by_routing.at(p.routing);
+  item.sha256 = w.content_sha256;
+  item.path = it->second;
+  std::weak_ptr<shared> weak = weak_from_this();
+  try {
+    std::thread([weak, item = std::move(item)]() mutable {
+      auto f = runtime::regular_file::open(item.path, "'" + item.path + "'", error_code::not_found);
+      item.read = f ? status::ok() : f.error();
+      if (item.read.is_ok()) {
+        item.bytes.emplace(static_cast<size_t>(f->size()));
+        item.read = f->read_at(0, item.bytes->data(), item.bytes->size());
+      }
+      if (auto s = weak.lock()) (void)s->outbox.post(std::move(item));
+    }).detach();
+  } catch (const std::system_error& e) {
+    worker_file_data answer;
+    answer.content_sha256 = w.content_sha256;
+    answer.result = internal_error(std::string("cannot start a thread to read the model file: ") +
+                                   e.what());
+    send_raw(p.routing, encode_worker_message(answer));
+  }
+}
+
+void worker_listener::shared::file_read(peer& p, listener_item& item) {
+  worker_file_data answer;
+  answer.content_sha256 = item.sha256;
+  std::vector<zmq::message_t> frames;
+  // The file may have changed since the load named it: the worker checks the hash again.
+  if (item.read.is_ok() && item.bytes) {
+    frames.push_back(std::move(*item.bytes));
+    answer.data = data_ref{data_ref::kind::frame, {}, 0};
+    log_event(log_level::info, "model file sent to a remote worker",
+              {{"node", p.info.node}, {"device", p.info.device}, {"path", item.path},
+               {"bytes", static_cast<int64_t>(frames.back().size())}});
   } else {
-    auto f = runtime::regular_file::open(it->second, "'" + it->second + "'", error_code::not_found);
-    status read = f ? status::ok() : f.error();
-    zmq::message_t bytes;
-    if (read.is_ok()) {
-      bytes.rebuild(static_cast<size_t>(f->size()));
-      read = f->read_at(0, bytes.data(), bytes.size());
-    }
-    // The file may have changed since the load named it: the worker checks the hash again.
-    if (read.is_ok()) {
-      frames.push_back(std::move(bytes));
-      answer.data = data_ref{data_ref::kind::frame, {}, 0};
-      log_event(log_level::info, "model file sent to a remote worker",
-                {{"node", p.info.node}, {"device", p.info.device}, {"path", it->second},
-                 {"bytes", static_cast<int64_t>(frames.back().size())}});
-    } else {
-      answer.result = read;
-    }
+    answer.result = item.read;
   }
   send_raw(p.routing, encode_worker_message(answer), std::move(frames));
 }
@@ -360,6 +390,9 @@ void worker_listener::shared::on_item(listener_item& item) {
     }
     case listener_item::what::send:
       if (it != peers.end() && item.message) send_to(it->second, std::move(*item.message));
+      return;
+    case listener_item::what::file_read:
+      if (it != peers.end()) file_read(it->second, item);  // else: the worker left meanwhile
       return;
     case listener_item::what::release:
       if (it == peers.end()) return;
