@@ -472,3 +472,16 @@ def test_models_load_and_unload_at_run_time_on_the_workers(tmp_path):
     finally:
         assert worker.terminate() == 0
         assert control.terminate() == 0
+
+
+def test_workers_join_a_control_node_that_restarts(cluster):
+    """A control node killed and started again on the same endpoint: its workers' connections
+    reconnect, are told to start afresh (a bye), and join the new control node."""
+    cluster.wait_replicas(2)
+    cluster.control.proc.kill()
+    cluster.control.terminate()
+    cluster.control = Server(cluster.models, cluster.node_yaml, os.path.join(cluster.root, "control-2.log"),
+                             extra_args=("--role", "control", "--workers-listen", cluster.join))
+    cluster.wait_replicas(2)
+    with Client(cluster.control.endpoint, timeout=30) as client:
+        check(cluster.models, client, np.random.default_rng(14), 3)
