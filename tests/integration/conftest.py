@@ -3,6 +3,7 @@ process on loopback (TROUPE_BIN, else build*/troupe). The Python client comes fr
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -125,8 +126,32 @@ def build_repository(root):
     return models, node_yaml
 
 
+def _ephemeral_floor():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_port_rng = random.Random(os.getpid())
+
+
 def free_port():
-    with socket.socket() as s:
+    """A port free now, below the kernel's ephemeral range: a port the kernel handed out for
+    binding port 0 may be taken, before the node binds it, by any outgoing connection (the
+    clusters' workers make many), which gets its local port from that range."""
+    floor = _ephemeral_floor()
+    low = max(1024, floor - 12000)
+    for _ in range(200):
+        port = _port_rng.randrange(low, floor)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
+    with socket.socket() as s:  # a machine whose low ports are all taken: the old way
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
