@@ -344,6 +344,18 @@ void serving_metrics::set_worker_residency(uint32_t worker, const std::string& d
   families_->memory_budget_bytes->Add(labels).Set(budget_bytes);
 }
 
+void serving_metrics::set_worker_budget_room(uint32_t worker, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  budget_room_[worker] = bytes;
+}
+
+std::optional<uint64_t> serving_metrics::budget_room() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::optional<uint64_t> best;
+  for (const auto& [worker, bytes] : budget_room_) best = std::max(best.value_or(0), bytes);
+  return best;
+}
+
 void serving_metrics::count_worker_restart() {
   restarts_->Increment();
 }

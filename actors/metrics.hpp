@@ -33,6 +33,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -141,6 +142,12 @@ class serving_metrics {
   /// own device memory and their resident weights) and the budget.
   void set_worker_residency(uint32_t worker, const std::string& device, double resident_bytes,
                             double budget_bytes);
+  /// A GPU worker with a memory budget: the most a new replica could get there, once every idle
+  /// version's weights and arenas are evicted (its budget less the bytes no eviction frees).
+  void set_worker_budget_room(uint32_t worker, uint64_t bytes);
+  /// The largest of those over the GPU workers with a budget; none without one (the scaler's
+  /// memory headroom is then NVML's alone).
+  std::optional<uint64_t> budget_room() const;
   void count_worker_restart();
   /// The restart backoff of worker `worker` (actors/supervisor.hpp), in seconds.
   void set_worker_restart_backoff(uint32_t worker, double seconds);
@@ -176,7 +183,8 @@ class serving_metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<families> families_;
-  std::mutex mutex_;  // guards creation of labelled metrics
+  mutable std::mutex mutex_;  // guards creation of labelled metrics and budget_room_
+  std::map<uint32_t, uint64_t> budget_room_;  // by worker
   std::shared_ptr<version_metrics> unrouted_;
   prometheus::Gauge* inflight_ = nullptr;
   std::array<std::atomic<uint32_t>, 2> inflight_by_door_{};

@@ -57,7 +57,8 @@ std::vector<batch_service_time> profile_of(const batcher_stats& s) {
 /// One version's decision at `now` from its batcher's answer; returns its demand on the node.
 replica_demand decide_one(self_ptr self, const scaled_version& sv, const batcher_stats& stats,
                           scaling_clock::time_point now,
-                          const std::vector<serving_metrics::gpu_reading>& gpus) {
+                          const std::vector<serving_metrics::gpu_reading>& gpus,
+                          std::optional<uint64_t> budget_room) {
   auto& st = self->state;
   const auto key = std::make_pair(sv.model, sv.version);
   auto it = st.versions.find(key);
@@ -90,6 +91,9 @@ replica_demand decide_one(self_ptr self, const scaled_version& sv, const batcher
       free = std::max(free, g.free_bytes), util = std::min(util, g.utilization);
       if (g.pcie_utilization) pcie = std::min(pcie.value_or(1.0), *g.pcie_utilization);
     }
+    // Under a memory budget the worker, not the device, is the limit (the budget is smaller
+    // than the device, and evicting idle versions makes room up to it).
+    if (budget_room) free = std::min(free, *budget_room);
     s.memory_headroom_bytes = free;
     s.replica_bytes = sv.replica_bytes;
     s.gpu_utilization = util;
@@ -155,17 +159,22 @@ void decide_all(self_ptr self, const scaled_versions& list,
   auto& st = self->state;
   const scaling_clock::time_point now = self->clock().now();
   std::vector<serving_metrics::gpu_reading> gpus;  // asked only where a version is on GPUs
+  std::optional<uint64_t> budget_room;
   if (std::any_of(list.begin(), list.end(), [](const scaled_version& v) { return v.gpu; })) {
     if (st.options.gpus)
       gpus = st.options.gpus();
     else if (st.options.metrics)
       gpus = st.options.metrics->gpu_readings();
+    if (st.options.budget_room)
+      budget_room = st.options.budget_room();
+    else if (st.options.metrics)
+      budget_room = st.options.metrics->budget_room();
   }
   std::vector<replica_demand> demand;
   std::map<std::pair<std::string, int64_t>, version_track> kept;
   for (size_t i = 0; i < list.size(); ++i) {
     if (!stats[i]) continue;  // its batcher went (a reload, an unload): next tick's list says
-    demand.push_back(decide_one(self, list[i], *stats[i], now, gpus));
+    demand.push_back(decide_one(self, list[i], *stats[i], now, gpus, budget_room));
     const auto key = std::make_pair(list[i].model, list[i].version);
     kept.insert_or_assign(key, std::move(st.versions.at(key)));
   }

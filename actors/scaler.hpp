@@ -39,6 +39,10 @@ struct scaler_options {
   /// The node's GPUs now (memory free and total, utilisation). Null: metrics->gpu_readings()
   /// (NVML) when metrics are set, else none. Tests give their own. Called on the actor's thread.
   std::function<std::vector<serving_metrics::gpu_reading>()> gpus;
+  /// Under GPU workers' memory budgets, the most a new replica could get on one of them
+  /// (serving_metrics::budget_room); none: no budget. Null: metrics->budget_room() when metrics
+  /// are set. Tests give their own. The memory headroom is the smaller of this and NVML's free.
+  std::function<std::optional<uint64_t>()> budget_room;
 };
 
 /// Spawns the scaler; its first tick comes one interval later.

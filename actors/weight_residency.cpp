@@ -61,10 +61,16 @@ std::shared_ptr<version_metrics> weight_residency::metrics_of(const replica& r) 
 }
 
 void weight_residency::publish() {
-  if (options_.metrics)
+  if (options_.metrics) {
     options_.metrics->set_worker_residency(options_.worker, options_.device_label,
                                            static_cast<double>(state_.resident_bytes()),
                                            static_cast<double>(state_.budget_bytes()));
+    // What a new replica could get: the scaler's headroom under a budget (actors/scaler.cpp).
+    if (options_.device_label != "cpu") {
+      const size_t fixed = state_.fixed_bytes(), budget = state_.budget_bytes();
+      options_.metrics->set_worker_budget_room(options_.worker, budget > fixed ? budget - fixed : 0);
+    }
+  }
   if (options_.moved) options_.moved();
 }
 

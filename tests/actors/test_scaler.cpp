@@ -72,6 +72,7 @@ class scaler_test : public testing::actor_fixture {
     o.metrics = &metrics_;
     o.interval = 1s;
     o.gpus = [this] { return gpus_; };
+    o.budget_room = [this] { return budget_room_; };
     manager_ = o.manager;
     scaler_ = spawn_scaler(sys_, o);
     run();
@@ -110,6 +111,7 @@ class scaler_test : public testing::actor_fixture {
 
   serving_metrics metrics_;
   std::vector<serving_metrics::gpu_reading> gpus_;  // what "NVML" says
+  std::optional<uint64_t> budget_room_;              // what the workers' memory budgets leave
   std::shared_ptr<world> w_ = std::make_shared<world>();
   manager_actor manager_;
   scaler_actor scaler_;
@@ -182,6 +184,22 @@ TEST_F(scaler_test, a_count_not_reached_is_asked_again_every_tick) {
   for (uint32_t n : w_->scales) EXPECT_EQ(n, 4u);
   EXPECT_EQ(metric("troupe_scaler_decisions_total", {{"action", "up"}}), 1)
       << "one decision; the count is only asked again";
+}
+
+TEST_F(scaler_test, a_memory_budget_caps_a_scale_up_where_the_device_has_room) {
+  start(bounds(1, 8), 1, /*workers=*/1);
+  w_->list[0].gpu = true;
+  w_->list[0].replica_bytes = 1ull << 30;
+  gpus_ = {{0, 0.5, 60ull << 30, 80ull << 30}};  // the device: room for dozens
+  budget_room_ = (1ull << 30) + (512ull << 20);   // the budget: room for one more
+  tick(0);
+  tick(250);
+  ASSERT_EQ(w_->scales, std::vector<uint32_t>{2});
+  EXPECT_EQ(metric("troupe_scaler_decisions_total", {{"action", "up"}, {"reason", "memory"}}), 1);
+  budget_room_ = 256ull << 20;  // less than a replica: held, however busy
+  tick(400);
+  EXPECT_EQ(w_->scales.size(), 1u);
+  EXPECT_GE(metric("troupe_scaler_decisions_total", {{"action", "hold"}, {"reason", "memory"}}), 1);
 }
 
 TEST_F(scaler_test, gpu_memory_caps_a_scale_up_and_counts_in_the_nodes_needed) {
