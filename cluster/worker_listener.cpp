@@ -335,7 +335,9 @@ void worker_listener::shared::on_hello(const std::string& routing, const worker_
   by_routing[routing] = id;
   log_event(log_level::info, "remote worker joined",
             {{"node", info.node}, {"device", info.device}, {"pid", info.pid},
-             {"incarnation", static_cast<int64_t>(info.incarnation)}});
+             {"incarnation", static_cast<int64_t>(info.incarnation)},
+             {"memory_free_bytes", static_cast<int64_t>(info.memory_free_bytes)},
+             {"memory_total_bytes", static_cast<int64_t>(info.memory_total_bytes)}});
   if (!options.on_join) return;
   auto used = std::make_shared<std::atomic<bool>>(false);
   std::weak_ptr<shared> weak = weak_from_this();

@@ -26,6 +26,7 @@
 #include "cluster/model_file_cache.hpp"
 #include "cluster/remote_run_staging.hpp"
 #include "cluster/worker_codec.hpp"
+#include "runtime/device.hpp"
 #include "runtime/host_staging.hpp"
 #include "runtime/tuning_records_file.hpp"
 
@@ -191,6 +192,13 @@ status run_worker_process(const worker_main_options& o) {
     if (remote) {
       hello.node = o.node_name;
       hello.incarnation = fresh_incarnation();
+      // What the control node is told of the device (with a memory budget, no more than it).
+      if (auto m = runtime::device_memory(traits.backend, o.device_index)) {
+        hello.memory_total_bytes = m->total_bytes;
+        hello.memory_free_bytes = m->free_bytes;
+        if (o.memory_budget_bytes > 0)
+          hello.memory_free_bytes = std::min<uint64_t>(hello.memory_free_bytes, o.memory_budget_bytes);
+      }
     }
     post(hello);
 

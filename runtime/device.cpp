@@ -1,5 +1,7 @@
 #include "runtime/device.hpp"
 
+#include <sys/sysinfo.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -278,6 +280,25 @@ expected<std::shared_ptr<device>> make_device(kernels::backend where, int device
   return std::shared_ptr<device>(std::make_shared<cuda_device>(std::move(ctx)));
 #else
   return status(error_code::unavailable, "this troupe was built without the CUDA backend (no nvcc at build time)");
+#endif
+}
+
+expected<device_memory_snapshot> device_memory(kernels::backend where, int device_index) {
+  if (where == kernels::backend::cpu) {
+    struct sysinfo si {};
+    if (sysinfo(&si) != 0) return io_error("sysinfo failed");
+    const uint64_t unit = si.mem_unit ? si.mem_unit : 1;
+    // freeram leaves out the page cache the kernel gives back on demand: the lower bound.
+    return device_memory_snapshot{(uint64_t{si.freeram} + si.bufferram) * unit,
+                                  uint64_t{si.totalram} * unit};
+  }
+#ifdef TROUPE_HAVE_CUDA
+  TROUPE_ASSIGN_OR_RETURN(kernels::cuda::device_memory_info m,
+                          kernels::cuda::device_memory(device_index));
+  return device_memory_snapshot{m.free_bytes, m.total_bytes};
+#else
+  (void)device_index;
+  return status(error_code::unavailable, "this troupe was built without the CUDA backend");
 #endif
 }
 

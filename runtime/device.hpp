@@ -148,6 +148,15 @@ class device {
 expected<std::shared_ptr<device>> make_device(kernels::backend where, int device_index,
                                               const device_options& options = {});
 
+/// A device's memory as a whole now (not one context's pool): the GPU's free and total bytes
+/// (CUDA), or the host's available and total memory (CPU). What a worker that joins a control
+/// node advertises (docs/cluster.md).
+struct device_memory_snapshot {
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+};
+expected<device_memory_snapshot> device_memory(kernels::backend where, int device_index);
+
 /// Host memory released through `device::release` when the last owner goes.
 class device_buffer {
  public:

@@ -139,6 +139,18 @@ int device_count() {
   return count;
 }
 
+expected<device_memory_info> device_memory(int device_index) {
+  TROUPE_RETURN_IF_ERROR(set_current_device(device_index));
+  device_memory_info m;
+  const cudaError_t e = cudaMemGetInfo(&m.free_bytes, &m.total_bytes);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return status(error_code::device_error,
+                  std::string("cudaMemGetInfo: ") + cudaGetErrorString(e));
+  }
+  return m;
+}
+
 status set_current_device(int device_index) {
   const int count = device_count();
   if (device_index < 0 || device_index >= count) {

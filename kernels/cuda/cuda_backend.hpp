@@ -29,6 +29,14 @@ int device_count();
 /// what recorded convolution choices are valid for. Needs no device.
 tuning_environment library_versions();
 
+/// Device `device_index`'s memory now (cudaMemGetInfo): free and total bytes. Makes the device
+/// current on the calling thread (creating its primary context if there is none yet).
+struct device_memory_info {
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+};
+expected<device_memory_info> device_memory(int device_index);
+
 /// Makes device `device_index` current on the calling thread (a gpu_worker's own thread does this
 /// once at start). invalid_argument for a device that does not exist, device_error otherwise.
 status set_current_device(int device_index);

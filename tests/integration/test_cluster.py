@@ -155,6 +155,9 @@ def test_remote_workers_serve_like_a_single_node(cluster, tmp_path):
         cached = [f for f in os.listdir(w.cache) if f.endswith(".onnx")]
         assert len(cached) == 1 and len(cached[0]) == 64 + 5, cached
     assert len(cluster.log_records("model file sent to a remote worker")) == 2
+    # Each worker advertised its device's memory (the host's, for a CPU worker) when it joined.
+    joined = cluster.log_records("remote worker joined")
+    assert joined and all(0 < r["memory_free_bytes"] <= r["memory_total_bytes"] for r in joined), joined
 
 
 def test_a_killed_worker_process_costs_no_request_and_is_placed_again(cluster):
