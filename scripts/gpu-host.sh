@@ -160,7 +160,7 @@ if want cluster; then
   for mode in off on; do
     PYTHONUNBUFFERED=1 timeout "${CLUSTER_TIMEOUT_S:-240}" python3 bench/serving/gpu_run.py \
       --troupe build-gpu/troupe --out "$OUT" --cluster "$mode" --concurrency 1,16,64,128,192,256 \
-      --duration 3 --warmup 1 --batch1-duration 4 --time-budget-s 170 ${CLUSTER_ARGS:-} 2>&1 |
+      --duration 3 --warmup 1 --batch1-duration 4 --time-budget-s 170 --no-executor ${CLUSTER_ARGS:-} 2>&1 |
       tee "$OUT/cluster-$mode.log" | tail -25
   done
 fi

@@ -412,15 +412,20 @@ def markdown(r):
         lines.append(f"| {p['concurrency']}{mark} | {p['connections']} | {p['throughput_rps']:,.0f} | {p['p50_ms']:.2f} | "
                      f"{p['p90_ms']:.2f} | {p['p99_ms']:.2f} | {p['batch_rows_mean']:.1f} | {p['request_batch_rows_mean']:.1f} | "
                      f"{p['server_queue_ms_mean']:.2f} | {p['server_compute_ms_mean']:.2f} | {p['errors']} |")
-    lines += ["", "Executor alone (`troupe run`, the same model file and input type; host = --timing end-to-end: "
-              "input copy in, run, output copy out, from pageable memory; device = the plan's steps on inputs "
-              "already on the device):", "",
-              "| batch | timing | median ms | images/s |", "|---:|---|---:|---:|"]
+    if r["executor"]:
+        lines += ["", "Executor alone (`troupe run`, the same model file and input type; host = --timing end-to-end: "
+                  "input copy in, run, output copy out, from pageable memory; device = the plan's steps on inputs "
+                  "already on the device):", "",
+                  "| batch | timing | median ms | images/s |", "|---:|---|---:|---:|"]
     for e in r["executor"]:
         lines.append(f"| {e['batch']} | {'host' if e['timing'] == 'end-to-end' else 'device'} | {e['median_ms']:.3f} | "
                      f"{e['throughput_per_s']:,.0f} |")
     lines.append("")
-    if op:
+    if op and "ratio_host" not in op:
+        lines.append(f"Operating point (best throughput with p99 <= {t['p99_ms']} ms): {op['concurrency']} in flight, "
+                     f"{op['throughput_rps']:,.0f} req/s, p99 {op['p99_ms']:.2f} ms, "
+                     f"{op['batch_rows_mean']:.1f} rows per batch.")
+    elif op:
         lines += [f"Operating point (best throughput with p99 <= {t['p99_ms']} ms): {op['concurrency']} in flight, "
                   f"{op['throughput_rps']:,.0f} req/s, p99 {op['p99_ms']:.2f} ms, "
                   f"{op['batch_rows_mean']:.1f} rows per batch -> executor at batch {op['batch']}: "
@@ -431,7 +436,9 @@ def markdown(r):
     else:
         lines.append(f"No sweep point kept p99 <= {t['p99_ms']} ms: no operating point.")
     b1 = r.get("batch1")
-    if b1:
+    if b1 and "executor_host_ms" not in b1:
+        lines.append(f"- batch 1: e2e p50 {b1['e2e_p50_ms']:.3f} ms (p99 {b1['e2e_p99_ms']:.3f}).")
+    elif b1:
         lines.append(f"- batch 1: e2e p50 {b1['e2e_p50_ms']:.3f} ms (p99 {b1['e2e_p99_ms']:.3f}) vs executor "
                      f"{b1['executor_host_ms']:.3f} ms host / {b1['executor_device_ms']:.3f} ms device: overhead "
                      f"**{b1['overhead_us']:.0f} us** (target <= {t['batch1_overhead_us']} us: "
@@ -480,6 +487,8 @@ def main():
     ap.add_argument("--p99-limit-ms", type=float, default=15.0)
     ap.add_argument("--time-budget-s", type=float, default=500, help="optional steps are skipped past this")
     ap.add_argument("--start-timeout-s", type=float, default=300)
+    ap.add_argument("--no-executor", action="store_true",
+                    help="skip the executor-alone timings (the cluster bench compares two nodes' sweeps)")
     ap.add_argument("--quick", action="store_true", help="short durations (with --cpu: the script check)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (its path is printed)")
     args = ap.parse_args()
@@ -618,6 +627,12 @@ def run(args, tmp, notes, tag):
             write_repository(os.path.join(tmp, "exec_u8_repo"), model_name, src, args, "uint8-graph")
             exec_model = os.path.join(tmp, "exec_u8_repo", "models", model_name, "1", "model.onnx")
             notes.append("`troupe run` has no --normalize-input: the executor ran the uint8-graph model")
+    if args.no_executor:
+        notes.append("executor-alone timings skipped (--no-executor)")
+        op = None
+        if op_point:
+            op = {k: op_point[k] for k in ("concurrency", "throughput_rps", "p99_ms", "batch_rows_mean")}
+        return result_of(args, model_name, calibrated, dtype, one, chw, config_text, sweep, [], op, batch1, notes)
     batches = [1]
     if op_point:
         batches.append(max(1, int(round(op_point["batch_rows_mean"]))))
@@ -658,6 +673,11 @@ def run(args, tmp, notes, tag):
         notes.append("a gpu_worker stages a batch (copies the requests' bytes into pinned memory, several "
                      "threads for large batches), then runs it: the GPU waits while the next batch is "
                      "staged (no overlap of one batch's staging with the previous batch's run yet)")
+    return result_of(args, model_name, calibrated, dtype, one, chw, config_text, sweep, executor_runs, op, batch1,
+                     notes)
+
+
+def result_of(args, model_name, calibrated, dtype, one, chw, config_text, sweep, executor_runs, op, batch1, notes):
     return {
         "cpu_mode": args.cpu, "worker_processes": args.worker_processes, "cluster": args.cluster, "machine": machine(args.cpu),
         "model": {"name": model_name, "source": args.model_path, "precision": args.precision,
