@@ -1043,8 +1043,14 @@ void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
                 },
                 [=](caf::error& err) {
                   // Still missing: the next replacement of this worker tries again.
-                  log_load(model_name, ver->version, index, started,
-                           from_caf_error(self->system(), err), 0, true);
+                  status failed = from_caf_error(self->system(), err);
+                  log_load(model_name, ver->version, index, started, failed, 0, true);
+                  // A version still waiting for its first replica says why the worker that
+                  // joined could not load it (it keeps waiting: another worker may).
+                  if (ver->awaiting_workers && !ver->batcher) {
+                    ver->error = std::move(failed);
+                    publish(self);
+                  }
                 });
       }
     }

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -49,6 +50,31 @@ struct worker_hello {
   uint64_t memory_free_bytes = 0;
 };
 
+/// A file a model reads beside its model.onnx (ONNX external data), sent to a remote worker with
+/// the model file: its path relative to the model's folder, its SHA-256 and its size.
+struct model_data_file {
+  std::string name;
+  std::string content_sha256;
+  uint64_t bytes = 0;
+};
+
+/// A data file's name as a worker lays it out under a directory of its cache: relative, no "."
+/// or ".." component, no empty one, and not model.onnx itself (the model file is the load's).
+inline bool data_file_name_ok(std::string_view name) {
+  if (name.empty() || name.size() > 4096 || name.front() == '/' || name == "model.onnx")
+    return false;
+  if (name.find('\0') != std::string_view::npos) return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('/', start);
+    if (end == std::string_view::npos) end = name.size();
+    const std::string_view part(name.data() + start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
 struct worker_load {
   uint64_t request = 0;
   std::string model;
@@ -62,6 +88,9 @@ struct worker_load {
   /// keeps it; "" over ipc (the process reads `path`).
   std::string content_sha256;
   uint64_t file_bytes = 0;
+  /// A worker on another host: the other files of the model's version folder (external data),
+  /// which the worker's cache must hold too before the load.
+  std::vector<model_data_file> data_files;
 };
 
 /// A remote worker's cache lacks a load's model file.

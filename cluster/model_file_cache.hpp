@@ -11,7 +11,9 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
+#include "actors/worker_protocol.hpp"
 #include "core/status.hpp"
 
 namespace troupe::cluster {
@@ -26,6 +28,14 @@ class model_file_cache {
   /// Keeps `data` as the file of `sha256`: invalid_argument when its hash is another (the bytes
   /// are then dropped), io_error when it cannot be written. Returns its path.
   expected<std::string> store(const std::string& sha256, const void* data, size_t bytes);
+  /// A model with data files (ONNX external data, read relative to model.onnx and only from
+  /// inside its folder): the path of a model.onnx in a folder of its own under `models/`, beside
+  /// each data file under its name, as hard links to the cached files (copies where links cannot
+  /// be made). Every file must be cached already (not_found otherwise). The folder is made under
+  /// a temporary name and renamed, so a reader sees it whole; one made before is reused. Names
+  /// must be relative paths without "." or ".." (the worker codec checks them).
+  expected<std::string> assemble(const std::string& model_sha256, uint64_t model_bytes,
+                                 const std::vector<actors::model_data_file>& files);
 
   const std::string& directory() const { return directory_; }
 

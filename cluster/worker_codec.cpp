@@ -17,6 +17,8 @@ namespace pb = troupe::v1;
 using namespace troupe::actors;
 
 constexpr int64_t max_dim = int64_t{1} << 40;
+/// More data files than any model has: a load naming more is refused.
+constexpr int max_data_files = 100000;
 constexpr uint64_t max_tensor_bytes = uint64_t{1} << 50;
 
 // ---- encoding ----------------------------------------------------------------------------------
@@ -80,6 +82,12 @@ struct encoder {
     o->set_load_timeout_ms(l.load_timeout_ms);
     if (l.injected) put_fault(*l.injected, o->mutable_injected());
     o->set_content_sha256(l.content_sha256);
+    for (const model_data_file& f : l.data_files) {
+      auto* d = o->add_data_files();
+      d->set_name(f.name);
+      d->set_content_sha256(f.content_sha256);
+      d->set_bytes(f.bytes);
+    }
     o->set_file_bytes(l.file_bytes);
   }
   void operator()(const worker_file_wanted& f) {
@@ -345,6 +353,14 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
         return bad("load: content_sha256 is not a SHA-256");
       l.content_sha256 = o.content_sha256();
       l.file_bytes = o.file_bytes();
+      if (o.data_files_size() > max_data_files) return bad("load: too many data files");
+      for (const auto& d : o.data_files()) {
+        if (!data_file_name_ok(d.name()))
+          return bad("load: a data file's name is not a relative path inside the model's folder");
+        if (!sha256_hex_ok(d.content_sha256()))
+          return bad("load: a data file's content_sha256 is not a SHA-256");
+        l.data_files.push_back({d.name(), d.content_sha256(), d.bytes()});
+      }
       return worker_message(std::move(l));
     }
     case wpb::WorkerMessage::kLoaded:

@@ -2,10 +2,12 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -25,6 +27,7 @@ namespace troupe::cluster {
 
 using namespace troupe::actors;
 using clock_type = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -111,6 +114,10 @@ struct worker_listener::shared : std::enable_shared_from_this<worker_listener::s
   void send_file(peer& p, const worker_file_wanted& w);
   void file_read(peer& p, listener_item& item);
   expected<known_digest> digest_of(const std::string& path);
+  /// Names the load's files by content: the model file and the other regular files of its
+  /// folder (ONNX external data; the whole version folder goes, as a model repository's version
+  /// is its folder), hashed or found hashed.
+  status describe_files(worker_load& l);
 };
 
 namespace {
@@ -131,7 +138,7 @@ class remote_channel final : public worker_channel {
     if (closed_->load()) return status(error_code::unavailable, "the remote worker is gone");
     // A load's file is hashed here, on the proxy's thread, not on the listener's (which then
     // finds the digest known); an error is the listener's to answer.
-    if (auto* l = std::get_if<worker_load>(&m)) (void)shared_->digest_of(l->path);
+    if (auto* l = std::get_if<worker_load>(&m)) (void)shared_->describe_files(*l);
     listener_item item;
     item.kind = listener_item::what::send;
     item.peer = peer_;
@@ -207,6 +214,42 @@ expected<known_digest> worker_listener::shared::digest_of(const std::string& pat
   return k;
 }
 
+status worker_listener::shared::describe_files(worker_load& l) {
+  TROUPE_ASSIGN_OR_RETURN(known_digest model, digest_of(l.path));
+  std::vector<model_data_file> files;
+  const fs::path folder = fs::path(l.path).parent_path();
+  std::error_code ec;
+  // As on a single node (runtime/onnx_loader.hpp), a file whose real path leaves the folder (a
+  // symbolic link out of it) is not the model's: it is not sent, and a load that needs it fails.
+  const fs::path real_folder = fs::canonical(folder, ec);
+  if (ec) return not_found("model folder " + folder.string() + ": " + ec.message());
+  auto inside = [&](const fs::path& p) {
+    std::error_code e;
+    const fs::path real = fs::canonical(p, e);
+    if (e) return false;
+    auto [a, b] = std::mismatch(real_folder.begin(), real_folder.end(), real.begin(), real.end());
+    return a == real_folder.end();
+  };
+  fs::recursive_directory_iterator it(folder, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code broken;  // a dangling link, say: not a file of the model's
+    if (!it->is_regular_file(broken) || it->path() == fs::path(l.path) || !inside(it->path()))
+      continue;
+    const std::string name = it->path().lexically_relative(folder).generic_string();
+    if (!data_file_name_ok(name)) continue;  // none from a folder walk; the protocol's rule
+    TROUPE_ASSIGN_OR_RETURN(known_digest d, digest_of(it->path().string()));
+    files.push_back({name, d.sha256, d.bytes});
+  }
+  if (ec)
+    return io_error("listing the model's folder " + folder.string() + ": " + ec.message());
+  std::sort(files.begin(), files.end(),
+            [](const model_data_file& a, const model_data_file& b) { return a.name < b.name; });
+  l.content_sha256 = model.sha256;
+  l.file_bytes = model.bytes;
+  l.data_files = std::move(files);
+  return status::ok();
+}
+
 void worker_listener::shared::send_to(peer& p, worker_message m) {
   std::vector<zmq::message_t> frames;
   if (auto* r = std::get_if<worker_run>(&m)) {
@@ -229,17 +272,17 @@ void worker_listener::shared::send_to(peer& p, worker_message m) {
       r->outputs = data_ref{data_ref::kind::none, {}, 0};
     }
   } else if (auto* l = std::get_if<worker_load>(&m)) {
-    auto d = digest_of(l->path);
-    if (!d) {
+    status described = l->content_sha256.empty() ? describe_files(*l) : status::ok();
+    if (!described.is_ok()) {
       worker_loaded failed;
       failed.request = l->request;
-      failed.result = d.error();
+      failed.result = std::move(described);
       deliver(p, std::move(failed));
       return;
     }
-    l->content_sha256 = d->sha256;
-    l->file_bytes = d->bytes;
-    p.files[d->sha256] = l->path;
+    p.files[l->content_sha256] = l->path;
+    const fs::path folder = fs::path(l->path).parent_path();
+    for (const model_data_file& f : l->data_files) p.files[f.content_sha256] = folder / f.name;
   }
   send_raw(p.routing, encode_worker_message(m), std::move(frames));
 }

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <random>
@@ -218,24 +219,53 @@ status run_worker_process(const worker_main_options& o) {
       }
     };
 
-    // Remote mode: a load whose file the cache holds goes to the host with the cached path;
-    // the others wait for their file, which is asked for once.
-    std::map<std::string, std::vector<worker_load>> waiting;  // by SHA-256
-    auto load_cached = [&](worker_load l) {
-      const std::string path = cache->find(l.content_sha256, l.file_bytes);
-      if (!path.empty()) {
-        l.path = path;
-        return host.handle(worker_message(std::move(l)));
+    // Remote mode: a load whose files (the model file and its data files) the cache holds goes
+    // to the host with the cached path; the others wait for their missing files, each asked for
+    // once however many loads wait for it.
+    struct pending_load {
+      worker_load load;
+      std::set<std::string> missing;  // SHA-256s
+    };
+    std::map<uint64_t, pending_load> pending;                    // by the load's request
+    std::map<std::string, std::vector<uint64_t>> waiting;         // SHA-256 -> loads waiting
+    auto fail_load = [&](uint64_t request, status why) {
+      worker_loaded failed;
+      failed.request = request;
+      failed.result = std::move(why);
+      post(failed);
+    };
+    auto load_from_cache = [&](worker_load l) -> status {
+      expected<std::string> path =
+          l.data_files.empty() ? expected<std::string>(cache->find(l.content_sha256, l.file_bytes))
+                               : cache->assemble(l.content_sha256, l.file_bytes, l.data_files);
+      if (!path || path->empty()) {
+        fail_load(l.request, path ? not_found("the cached model file of " + l.path + " is gone")
+                                  : path.error().with_context("laying out " + l.path));
+        return status::ok();
       }
-      auto& loads = waiting[l.content_sha256];
-      if (loads.empty()) post(worker_file_wanted{l.request, l.content_sha256});
-      loads.push_back(std::move(l));
+      l.path = *path;
+      return host.handle(worker_message(std::move(l)));
+    };
+    auto load_cached = [&](worker_load l) -> status {
+      pending_load p;
+      if (cache->find(l.content_sha256, l.file_bytes).empty()) p.missing.insert(l.content_sha256);
+      for (const model_data_file& f : l.data_files)
+        if (cache->find(f.content_sha256, f.bytes).empty()) p.missing.insert(f.content_sha256);
+      if (p.missing.empty()) return load_from_cache(std::move(l));
+      for (const std::string& sha : p.missing) {
+        auto& loads = waiting[sha];
+        if (loads.empty()) post(worker_file_wanted{l.request, sha});
+        loads.push_back(l.request);
+      }
+      const uint64_t request = l.request;
+      p.load = std::move(l);
+      pending[request] = std::move(p);
       return status::ok();
     };
     auto file_arrived = [&](const worker_file_data& f, const std::vector<zmq::message_t>& frames) {
       auto it = waiting.find(f.content_sha256);
       if (it == waiting.end()) return;
-      std::vector<worker_load> loads = std::move(it->second);
+      std::vector<uint64_t> requests = std::move(it->second);
       waiting.erase(it);
       expected<std::string> path = f.result;
       if (f.result.is_ok()) {
@@ -248,17 +278,21 @@ status run_worker_process(const worker_main_options& o) {
       if (path)
         log_event(log_level::info, "worker process: model file cached",
                   {{"path", *path}, {"bytes", static_cast<int64_t>(frames[f.data.frame].size())}});
-      for (worker_load& l : loads) {
+      for (uint64_t request : requests) {
+        auto p = pending.find(request);
+        if (p == pending.end()) continue;  // failed already, for another of its files
         if (!path) {
-          worker_loaded failed;
-          failed.request = l.request;
-          failed.result =
-              path.error().with_context("fetching " + l.path + " from the control node");
-          post(failed);
+          fail_load(request,
+                    path.error().with_context("fetching a file of " + p->second.load.path +
+                                              " from the control node"));
+          pending.erase(p);
           continue;
         }
-        l.path = *path;
-        (void)host.handle(worker_message(std::move(l)));
+        p->second.missing.erase(f.content_sha256);
+        if (!p->second.missing.empty()) continue;
+        worker_load l = std::move(p->second.load);
+        pending.erase(p);
+        (void)load_from_cache(std::move(l));
       }
     };
     // One message of the peer (its frames after the envelope: tcp only).

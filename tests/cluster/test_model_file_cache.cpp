@@ -136,5 +136,53 @@ TEST_F(model_file_cache_test, bytes_of_another_hash_are_refused_and_leave_nothin
   EXPECT_EQ(contents_of(*right), "abc");
 }
 
+// A model with external data: its folder under models/ holds model.onnx and each data file under
+// its name (a subfolder too), the same bytes as the cached files; made once and reused; a data
+// file missing from the cache, or a name that would leave the folder, is an error and leaves no
+// folder behind.
+TEST_F(model_file_cache_test, assemble_lays_out_a_model_beside_its_data_files) {
+  auto cache = model_file_cache::open((root_ / "cache").string());
+  ASSERT_TRUE(cache.has_value()) << cache.error().to_string();
+  auto keep = [&](const std::string& bytes) {
+    const std::string sha = sha256_hex(bytes.data(), bytes.size());
+    auto stored = cache->store(sha, bytes.data(), bytes.size());
+    EXPECT_TRUE(stored.has_value()) << stored.error().to_string();
+    return sha;
+  };
+  const std::string model = "the graph", weights = "the weights", more = "more weights";
+  const std::string model_sha = keep(model);
+  const std::vector<actors::model_data_file> files{{"weights.bin", keep(weights), weights.size()},
+                                                   {"data/part-1", keep(more), more.size()}};
+  auto path = cache->assemble(model_sha, model.size(), files);
+  ASSERT_TRUE(path.has_value()) << path.error().to_string();
+  const fs::path folder = fs::path(*path).parent_path();
+  EXPECT_EQ(fs::path(*path).filename(), "model.onnx");
+  EXPECT_EQ(folder.parent_path(), root_ / "cache" / "models");
+  EXPECT_EQ(contents_of(*path), model);
+  EXPECT_EQ(contents_of((folder / "weights.bin").string()), weights);
+  EXPECT_EQ(contents_of((folder / "data" / "part-1").string()), more);
+  EXPECT_EQ(names_in(root_ / "cache" / "models"), std::vector<std::string>{folder.filename()});
+
+  auto again = cache->assemble(model_sha, model.size(), files);
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(*again, *path);
+  // Other data files: another folder.
+  auto other = cache->assemble(model_sha, model.size(), {files[0]});
+  ASSERT_TRUE(other.has_value()) << other.error().to_string();
+  EXPECT_NE(*other, *path);
+
+  auto missing = cache->assemble(
+      model_sha, model.size(), {{"weights.bin", std::string(64, 'b'), 5}});
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), error_code::not_found) << missing.error().to_string();
+  for (const char* bad : {"../escape", "/etc/passwd", "a/../../b", "model.onnx", "", "a//b"}) {
+    auto refused = cache->assemble(model_sha, model.size(), {{bad, files[0].content_sha256,
+                                                              weights.size()}});
+    ASSERT_FALSE(refused.has_value()) << bad;
+    EXPECT_EQ(refused.error().code(), error_code::invalid_argument) << bad;
+  }
+  EXPECT_EQ(names_in(root_ / "cache" / "models").size(), 2u);  // no temporary folder left
+}
+
 }  // namespace
 }  // namespace troupe::cluster

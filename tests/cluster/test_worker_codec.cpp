@@ -271,9 +271,15 @@ TEST(worker_codec, remote_worker_messages_round_trip) {
   l.path = "resnet/1/model.onnx";
   l.content_sha256 = sha;
   l.file_bytes = 12345;
+  l.data_files = {{"weights.bin", std::string(64, 'b'), 1u << 30}, {"data/part-2", sha, 7}};
   const auto l2 = round_trip(l);
   EXPECT_EQ(l2.content_sha256, sha);
   EXPECT_EQ(l2.file_bytes, 12345u);
+  ASSERT_EQ(l2.data_files.size(), 2u);
+  EXPECT_EQ(l2.data_files[0].name, "weights.bin");
+  EXPECT_EQ(l2.data_files[0].content_sha256, std::string(64, 'b'));
+  EXPECT_EQ(l2.data_files[0].bytes, 1u << 30);
+  EXPECT_EQ(l2.data_files[1].name, "data/part-2");
 
   const auto w = round_trip(worker_file_wanted{4, sha});
   EXPECT_EQ(w.request, 4u);
@@ -336,6 +342,22 @@ TEST(worker_codec, remote_worker_messages_are_checked) {
   {
     auto m = envelope();
     m.mutable_load()->set_content_sha256(std::string(63, 'a') + "G");
+    EXPECT_EQ(code_of(m), error_code::invalid_argument);
+  }
+  // A data file's name is laid out under the worker's cache: nothing that leaves its folder.
+  for (const std::string& name : std::vector<std::string>{"../x", "/abs", "a/../../x", "a//b", "./a", "model.onnx", "",
+                                 std::string("a\0b", 3)}) {
+    auto m = envelope();
+    auto* f = m.mutable_load()->add_data_files();
+    f->set_name(name);
+    f->set_content_sha256(std::string(64, 'a'));
+    EXPECT_EQ(code_of(m), error_code::invalid_argument) << name;
+  }
+  {
+    auto m = envelope();
+    auto* f = m.mutable_load()->add_data_files();
+    f->set_name("weights.bin");
+    f->set_content_sha256("not a hash");
     EXPECT_EQ(code_of(m), error_code::invalid_argument);
   }
   {

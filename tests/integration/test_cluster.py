@@ -488,3 +488,60 @@ def test_workers_join_a_control_node_that_restarts(cluster):
     cluster.wait_replicas(2)
     with Client(cluster.control.endpoint, timeout=30) as client:
         check(cluster.models, client, np.random.default_rng(14), 3)
+
+
+def test_a_model_with_external_data_reaches_the_workers_with_its_data_files(tmp_path):
+    """A model whose weights are ONNX external data (data/weights.bin beside model.onnx): the
+    worker receives the version folder's files by content hash, lays them out beside the model in
+    its cache and serves it like a single node. A data file that is a symbolic link out of the
+    model's folder is not sent (a single node refuses to read it too): that model fails to load."""
+    onnx = pytest.importorskip("onnx")
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    folder = os.path.join(models, "external", "1")
+    make_mlp(os.path.join(folder, "model.onnx"), seed=63)
+    model = onnx.load(os.path.join(folder, "model.onnx"))
+    os.makedirs(os.path.join(folder, "data"))
+    onnx.save(model, os.path.join(folder, "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="data/weights.bin", size_threshold=0)
+    escape = os.path.join(models, "escape", "1")
+    make_mlp(os.path.join(escape, "model.onnx"), seed=64)
+    onnx.save(onnx.load(os.path.join(escape, "model.onnx")), os.path.join(escape, "model.onnx"),
+              save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
+              size_threshold=0)
+    os.rename(os.path.join(escape, "weights.bin"), os.path.join(root, "secret.bin"))
+    os.symlink(os.path.join(root, "secret.bin"), os.path.join(escape, "weights.bin"))
+    join = f"tcp://127.0.0.1:{free_port()}"
+    control = Server(models, node_yaml, os.path.join(root, "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", join))
+    worker = WorkerNode(root, node_yaml, "w0", join)
+    try:
+        wait_for(lambda: metric_value(control.metrics(), "troupe_replicas", model="external", version="1") == 1,
+                 60, "the external-data model's replica on the worker")
+        x = np.random.default_rng(14).standard_normal((3, 16)).astype(np.float32)
+        with Client(control.endpoint, timeout=30) as client:
+            np.testing.assert_allclose(client.infer("external", {"x": x})["y"],
+                                       reference(models, "external", 1, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+            # The version waits for a worker that can load it, and says why this one could not.
+            def refusal():
+                with pytest.raises(TroupeError) as refused:
+                    client.infer("escape", {"x": x})
+                return str(refused.value)
+            wait_for(lambda: "invalid_model" in refusal(), 30, "the worker's load error: " + refusal())
+        laid_out = os.path.join(worker.cache, "models")
+        folders = os.listdir(laid_out)
+        assert len(folders) == 1, folders  # the external model's; escape's was never complete
+        with open(os.path.join(laid_out, folders[0], "data", "weights.bin"), "rb") as a, \
+                open(os.path.join(folder, "data", "weights.bin"), "rb") as b:
+            assert a.read() == b.read()
+        # The secret's bytes never left the control node.
+        with open(os.path.join(root, "secret.bin"), "rb") as f:
+            secret = f.read()
+        for name in os.listdir(worker.cache):
+            path = os.path.join(worker.cache, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    assert f.read() != secret, name
+    finally:
+        assert worker.terminate() == 0
+        assert control.terminate() == 0
