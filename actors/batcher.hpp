@@ -39,6 +39,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "actors/caf_compat.hpp"
 
@@ -74,5 +75,14 @@ struct batcher_options {
 };
 
 batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);
+
+/// A version's batcher as the model table holds it (version_entry::batcher, which sees only the
+/// declaration: the table needs no CAF). model_manager makes one per batcher it spawns; every
+/// table snapshot of that version shares it.
+class batcher_ref {
+ public:
+  explicit batcher_ref(batcher_actor a) : actor(std::move(a)) {}
+  const batcher_actor actor;
+};
 
 }  // namespace troupe::actors

@@ -15,12 +15,11 @@
 
 #include "actors/job.hpp"
 #include "actors/model_config.hpp"
+#include "actors/model_table.hpp"
 #include "actors/signature.hpp"
 #include "core/status.hpp"
 
 namespace troupe::actors {
-
-class model_table;  // model_table.hpp
 
 // ---- atoms (<= 10 characters) -------------------------------------------------------------------
 
@@ -120,8 +119,6 @@ struct load_report {
   /// A control node of a cluster: versions that load once a worker of their kind joins.
   uint32_t versions_waiting = 0;
 };
-
-using table_ptr = std::shared_ptr<const model_table>;
 
 /// One line of the repository index (KServe's repository extension): a model version the node
 /// serves or served, or a model of the repository it never loaded (version 0, state "").

@@ -13,13 +13,15 @@
 #include <string_view>
 #include <vector>
 
-#include "actors/caf_compat.hpp"
 #include "actors/signature.hpp"
 #include "core/status.hpp"
 
 namespace troupe::actors {
 
 struct version_metrics;  // metrics.hpp
+/// A version's batcher (an actor): opaque here, so that the table needs no CAF. actors/batcher.hpp
+/// defines it; the router and model_manager are the ones that look inside.
+class batcher_ref;
 
 /// Numbers match proto ModelState. draining and unloading are states of a version on its way out
 /// (model_manager's records and index): a published table holds only loading, ready, unavailable
@@ -41,7 +43,7 @@ std::string_view to_string(version_state s);
 struct version_entry {
   int64_t version = 0;
   std::shared_ptr<const model_signature> signature;  // null when the version failed to load
-  batcher_actor batcher;                             // invalid when failed
+  std::shared_ptr<const batcher_ref> batcher;        // null when failed
   std::shared_ptr<std::atomic<uint8_t>> state;       // version_state, set by the batcher
   status load_error;                                 // why it failed
   std::shared_ptr<version_metrics> metrics;
@@ -62,6 +64,9 @@ struct model_entry {
   /// The newest ready version, else the newest loaded one (requests then get UNAVAILABLE).
   const version_entry* default_version() const;
 };
+
+class model_table;
+using table_ptr = std::shared_ptr<const model_table>;
 
 class model_table {
  public:

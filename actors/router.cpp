@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/batcher.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 
@@ -76,7 +77,7 @@ status route_one(router_state& st, infer_job& j, time_point now, batcher_actor& 
     return make_error(
         error_code::deadline_exceeded,
         "deadline of " + std::to_string(timeout.count()) + " us passed before routing");
-  target = v->batcher;
+  target = v->batcher ? v->batcher->actor : batcher_actor{};  // a routed version has its batcher
   return status::ok();
 }
 

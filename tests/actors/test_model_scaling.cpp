@@ -10,6 +10,7 @@
 
 #include <filesystem>
 
+#include "actors/batcher.hpp"
 #include "actors/metrics.hpp"
 #include "actors/model_table.hpp"
 #include "actors/node.hpp"
@@ -79,7 +80,7 @@ class model_scaling_test : public testing::actor_fixture {
 
   batcher_stats stats() {
     caf::scoped_actor self{sys_};
-    auto h = self->request(holder_.get()->find("mlp")->versions[0].batcher, caf::infinite,
+    auto h = self->request(holder_.get()->find("mlp")->versions[0].batcher->actor, caf::infinite,
                            stats_atom::value);
     run();
     batcher_stats out;
