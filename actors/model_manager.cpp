@@ -13,15 +13,32 @@
 #include <optional>
 #include <tuple>
 
-#include "actors/batcher.hpp"
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
 #include <prometheus/client_metric.h>
 #include <prometheus/histogram.h>
-#include "actors/model_table.hpp"
+#include "actors/batcher.hpp"
 #include "runtime/regular_file.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::actors {
+
+using serving::device_preference;
+using serving::fault_plan;
+using serving::load_model_config;
+using serving::log_level;
+using serving::model_config;
+using serving::model_control_mode;
+using serving::model_entry;
+using serving::model_signature;
+using serving::model_table;
+using serving::parse_model_config;
+using serving::table_ptr;
+using serving::traffic_match;
+using serving::version_entry;
+using serving::version_metrics;
+using serving::version_state;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -36,7 +53,7 @@ struct version_record {
   batcher_actor batcher;
   /// `batcher` as the published tables hold it: made when the batcher is spawned, shared by every
   /// snapshot of the table, reset with `batcher`.
-  std::shared_ptr<const batcher_ref> table_batcher;
+  std::shared_ptr<const serving::batcher_ref> table_batcher;
   std::shared_ptr<std::atomic<uint8_t>> state =
       std::make_shared<std::atomic<uint8_t>>(static_cast<uint8_t>(version_state::loading));
   status error;
@@ -371,7 +388,7 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.watchdog_multiple = st.options.watchdog_multiple;
     bo.watchdog_min = st.options.watchdog_min;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
-    v.table_batcher = std::make_shared<const batcher_ref>(v.batcher);
+    v.table_batcher = std::make_shared<const serving::batcher_ref>(v.batcher);
     st.batchers->push_back(v.batcher);
   }
   v.replicas.emplace_back(worker_index, info.id);

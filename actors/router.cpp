@@ -4,10 +4,22 @@
 #include <vector>
 
 #include "actors/batcher.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::actors {
+
+using serving::infer_job;
+using serving::job_list;
+using serving::job_sink;
+using serving::model_entry;
+using serving::model_signature;
+using serving::model_table;
+using serving::no_deadline;
+using serving::table_ptr;
+using serving::time_point;
+using serving::version_entry;
+
 namespace {
 
 struct router_state {

@@ -6,11 +6,18 @@
 #include <gtest/gtest.h>
 
 #include "actors/batcher.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::infer_job;
+using serving::model_entry;
+using serving::serving_metrics;
+using serving::table_holder;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;

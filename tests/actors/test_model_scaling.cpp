@@ -11,13 +11,21 @@
 #include <filesystem>
 
 #include "actors/batcher.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
-#include "tests/actors/metrics_test_util.hpp"
+#include "tests/serving/metrics_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::infer_job;
+using serving::job_list;
+using serving::model_entry;
+using serving::serving_metrics;
+using serving::table_holder;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;
