@@ -3,6 +3,11 @@
 #include <caf/send.hpp>
 
 namespace troupe::actors {
+
+using serving::job_list;
+using serving::job_sink;
+using serving::job_target;
+
 namespace {
 
 class actor_job_sink final : public job_sink {

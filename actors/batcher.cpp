@@ -6,15 +6,33 @@
 #include <utility>
 #include <vector>
 
-#include "actors/batch_scheduler.hpp"
 #include "actors/fault_injection.hpp"
 #include "actors/fault_sites.hpp"
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
-#include "actors/replica.hpp"
+#include "serving/batch_scheduler.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/replica.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_decision;
+using serving::batch_ref;
+using serving::batch_scheduler;
+using serving::fault_kind;
+using serving::fault_plan;
+using serving::infer_job;
+using serving::job_list;
+using serving::job_sink;
+using serving::log_level;
+using serving::model_signature;
+using serving::no_deadline;
+using serving::output_slice;
+using serving::time_point;
+using serving::version_metrics;
+using serving::version_state;
+
 namespace {
 
 using std::chrono::duration_cast;

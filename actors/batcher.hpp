@@ -1,7 +1,7 @@
 #pragma once
 /// batcher: one per served model version. Queues jobs by priority (bounded: a full level answers
 /// OVERLOADED at once), forms batches by Triton's rules or the adaptive policy
-/// (actors/batch_scheduler.hpp), sends each batch to the replica with the least outstanding work,
+/// (serving/batch_scheduler.hpp), sends each batch to the replica with the least outstanding work,
 /// and answers every job exactly once: its outputs, its error, DEADLINE_EXCEEDED when its timeout
 /// passes (queued or running: a running job is answered at its deadline and released when its
 /// batch returns), or UNAVAILABLE when no replica is left.
@@ -39,19 +39,21 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "actors/caf_compat.hpp"
 
+namespace troupe::serving {
+class fault_plan;
+struct version_metrics;
+}  // namespace troupe::serving
+
 namespace troupe::actors {
 
-class fault_plan;
-
-struct version_metrics;
-
 struct batcher_options {
-  std::shared_ptr<const model_signature> signature;
+  std::shared_ptr<const serving::model_signature> signature;
   std::shared_ptr<std::atomic<uint8_t>> state;  // version_state the batcher keeps current
-  std::shared_ptr<version_metrics> metrics;     // may be null
+  std::shared_ptr<serving::version_metrics> metrics;  // may be null
   /// Batches a replica may hold at once: 2 lets the next batch be staged while one runs, without
   /// taking requests from the queue that a later, fuller batch could carry.
   int max_batches_per_replica = 2;
@@ -59,8 +61,8 @@ struct batcher_options {
   /// (see above) when their own deadline is later.
   std::chrono::milliseconds recovery_wait{30'000};
   /// The node's fault plan (node fault_injection: true; null otherwise): the batcher asks it at
-  /// each batch it sends for a fault on the batcher_worker hop (actors/fault_plan.hpp).
-  std::shared_ptr<fault_plan> faults;
+  /// each batch it sends for a fault on the batcher_worker hop (serving/fault_plan.hpp).
+  std::shared_ptr<serving::fault_plan> faults;
   /// Told (wake, model, version) when a job reaches the version while it is cold (above); may be
   /// null (tests of the batcher alone: the job waits for a replica all the same).
   manager_actor manager;
@@ -76,3 +78,16 @@ struct batcher_options {
 batcher_actor spawn_batcher(caf::actor_system& sys, batcher_options o);
 
 }  // namespace troupe::actors
+
+namespace troupe::serving {
+
+/// A version's batcher as the model table holds it (serving::version_entry::batcher, which sees
+/// only the declaration: serving/ knows no actors). model_manager makes one per batcher it spawns;
+/// every table snapshot of that version shares it.
+class batcher_ref {
+ public:
+  explicit batcher_ref(actors::batcher_actor a) : actor(std::move(a)) {}
+  const actors::batcher_actor actor;
+};
+
+}  // namespace troupe::serving

@@ -13,14 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "actors/job.hpp"
-#include "actors/model_config.hpp"
-#include "actors/signature.hpp"
 #include "core/status.hpp"
+#include "serving/job.hpp"
+#include "serving/model_config.hpp"
+#include "serving/model_table.hpp"
+#include "serving/signature.hpp"
 
 namespace troupe::actors {
-
-class model_table;  // model_table.hpp
 
 // ---- atoms (<= 10 characters) -------------------------------------------------------------------
 
@@ -71,14 +70,14 @@ struct replica_spec {
   std::string model;
   int64_t version = 0;
   std::string path;  // model.onnx
-  model_config config;
+  serving::model_config config;
   /// The YAML `config` was parsed from (config.yaml, or a load request's override; "" when it
   /// came from no text: the defaults, or a test's struct). A worker process rebuilds `config`
   /// from it with the same parser.
   std::string config_text;
   uint32_t warmup_runs = 3;
   /// Reading the model file may take this long (config.load_timeout, else the node's).
-  std::chrono::milliseconds load_timeout = default_load_timeout;
+  std::chrono::milliseconds load_timeout = serving::default_load_timeout;
 };
 
 struct replica_latency {
@@ -89,7 +88,7 @@ struct replica_latency {
 /// A loaded replica as its worker reports it.
 struct replica_info {
   uint32_t id = 0;
-  std::shared_ptr<const model_signature> signature;
+  std::shared_ptr<const serving::model_signature> signature;
   std::vector<int64_t> bucket_rows;
   std::vector<replica_latency> warmup;
   uint64_t pool_bytes = 0;
@@ -120,8 +119,6 @@ struct load_report {
   /// A control node of a cluster: versions that load once a worker of their kind joins.
   uint32_t versions_waiting = 0;
 };
-
-using table_ptr = std::shared_ptr<const model_table>;
 
 /// One line of the repository index (KServe's repository extension): a model version the node
 /// serves or served, or a model of the repository it never loaded (version 0, state "").
@@ -159,9 +156,10 @@ struct traffic_report {
 /// channel reports (a message of the process, or that the process is gone).
 using worker_actor =
     caf::typed_actor<caf::replies_to<load_atom, replica_spec>::with<replica_info>,
-                     caf::reacts_to<unload_atom, uint32_t>, caf::reacts_to<run_atom, batch_ref>,
-                     caf::reacts_to<crash_atom>, caf::reacts_to<read_atom, uint64_t>,
-                     caf::reacts_to<overdue_atom, uint64_t>, caf::reacts_to<built_atom, uint64_t>,
+                     caf::reacts_to<unload_atom, uint32_t>,
+                     caf::reacts_to<run_atom, serving::batch_ref>, caf::reacts_to<crash_atom>,
+                     caf::reacts_to<read_atom, uint64_t>, caf::reacts_to<overdue_atom, uint64_t>,
+                     caf::reacts_to<built_atom, uint64_t>,
                      caf::reacts_to<wevent_atom, worker_event>>;
 
 /// A replica as a batcher addresses it.
@@ -175,7 +173,7 @@ struct replica_handle {
 /// (detach, worker index, replica id): no new batch goes to that replica; answered once none of
 /// its batches runs (model_manager then unloads it: a scale-down).
 using batcher_actor = caf::typed_actor<
-    caf::reacts_to<submit_atom, job_list>, caf::reacts_to<done_atom, batch_ref>,
+    caf::reacts_to<submit_atom, serving::job_list>, caf::reacts_to<done_atom, serving::batch_ref>,
     caf::reacts_to<tick_atom, uint64_t>, caf::reacts_to<replica_atom, replica_handle>,
     caf::replies_to<stats_atom>::with<batcher_stats>, caf::replies_to<retire_atom>::with<bool>,
     caf::replies_to<detach_atom, uint32_t, uint32_t>::with<bool>, caf::reacts_to<watch_atom>>;
@@ -185,9 +183,9 @@ using batcher_actor = caf::typed_actor<
 struct scaled_version {
   std::string model;
   int64_t version = 0;
-  scaling_config scaling;
+  serving::scaling_config scaling;
   batcher_actor batcher;
-  std::shared_ptr<version_metrics> metrics;  // may be null (a node without metrics)
+  std::shared_ptr<serving::version_metrics> metrics;  // may be null (a node without metrics)
   uint32_t wanted = 0;                       // the replica count model_manager is carrying out
   uint32_t ready = 0;                        // replicas attached to the batcher
   uint32_t starting = 0;       // loads in flight, and replicas a failed worker took, not back yet
@@ -201,9 +199,9 @@ using scaled_versions = std::vector<scaled_version>;
 /// (retire, b): forwarded to batcher `b` after every job the router sent it, so the batcher's
 /// answer (it has drained) means no job will reach it again, once the router has a table without
 /// it.
-using router_actor =
-    caf::typed_actor<caf::reacts_to<submit_atom, job_list>, caf::reacts_to<table_atom, table_ptr>,
-                     caf::replies_to<retire_atom, batcher_actor>::with<bool>>;
+using router_actor = caf::typed_actor<caf::reacts_to<submit_atom, serving::job_list>,
+                                      caf::reacts_to<table_atom, serving::table_ptr>,
+                                      caf::replies_to<retire_atom, batcher_actor>::with<bool>>;
 
 /// scaler (one per node, actors/scaler.hpp): every interval (tick) measures the scaled model
 /// versions, asks the scaling policy and hands model_manager the replica counts.
@@ -267,8 +265,8 @@ inline status from_caf_error(caf::actor_system& sys, const caf::error& e) {
 
 }  // namespace troupe::actors
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::job_list)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batch_ref)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::serving::job_list)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::serving::batch_ref)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_spec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_event)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_info)
@@ -278,6 +276,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::load_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::model_index)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::traffic_change)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::traffic_report)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::table_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::serving::table_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::scaled_versions)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_actor>)

@@ -14,7 +14,7 @@
 #include <cstdint>
 
 #include "actors/caf_compat.hpp"
-#include "actors/job.hpp"
+#include "serving/job.hpp"
 
 namespace troupe::actors {
 
@@ -23,8 +23,8 @@ class deadline_wakeup {
   /// Sends `self` an (overdue_atom, generation) at `earliest` unless a wake-up at or before it is
   /// pending already (no_deadline: nothing to wait for).
   template <class Self>
-  void arm(Self* self, time_point earliest) {
-    if (earliest == no_deadline || earliest >= at_) return;
+  void arm(Self* self, serving::time_point earliest) {
+    if (earliest == serving::no_deadline || earliest >= at_) return;
     at_ = earliest;
     const auto now = self->clock().now();
     const auto delay = earliest > now ? std::chrono::duration_cast<std::chrono::microseconds>(
@@ -36,12 +36,12 @@ class deadline_wakeup {
   /// Whether the wake-up with `generation` is the one pending (then none is any more).
   bool fired(uint64_t generation) {
     if (generation != generation_) return false;
-    at_ = no_deadline;
+    at_ = serving::no_deadline;
     return true;
   }
 
  private:
-  time_point at_ = no_deadline;  // of the pending wake-up; no_deadline: none
+  serving::time_point at_ = serving::no_deadline;  // of the pending wake-up; no_deadline: none
   uint64_t generation_ = 0;
 };
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include "actors/model_config.hpp"
 #include "core/status.hpp"
 #include "kernels/kernel.hpp"
 #include "runtime/session.hpp"
+#include "serving/model_config.hpp"
 
 namespace troupe::actors {
 
@@ -31,7 +31,7 @@ struct device_traits {
   std::function<status()> thread_setup;
 
   /// The compute precision of a replica with config `c`.
-  expected<runtime::precision> precision_for(const model_config& c) const {
+  expected<runtime::precision> precision_for(const serving::model_config& c) const {
     if (!takes_gpu_precision || c.gpu_precision.empty()) return default_precision;
     return runtime::parse_precision(c.gpu_precision);
   }

@@ -3,9 +3,14 @@
 #include <string>
 #include <utility>
 
-#include "actors/log_fields.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::actors {
+
+using serving::fault_plan;
+using serving::fault_rule;
+using serving::fault_rule_state;
+using serving::log_level;
 
 fault_control::fault_control(std::shared_ptr<fault_plan> plan) : plan_(std::move(plan)) {}
 

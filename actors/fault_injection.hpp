@@ -9,16 +9,16 @@
 #include <string>
 #include <string_view>
 
-#include "actors/job.hpp"
+#include "serving/job.hpp"
 
 namespace troupe::actors {
 
 /// troupe.sleep_ms=N (the largest N in the batch, at most a minute): the worker takes that much
 /// longer, simulating a slow model, so that tests of queueing, timeouts and draining do not
 /// depend on how fast the kernels are.
-inline std::chrono::milliseconds requested_sleep(const batch& b) {
+inline std::chrono::milliseconds requested_sleep(const serving::batch& b) {
   long ms = 0;
-  for (const infer_job* j : b.jobs)
+  for (const serving::infer_job* j : b.jobs)
     for (const auto& [name, value] : j->parameters)
       if (name == "troupe.sleep_ms")
         ms = std::max(ms, std::strtol(std::string(value).c_str(), nullptr, 10));
@@ -29,8 +29,8 @@ inline std::chrono::milliseconds requested_sleep(const batch& b) {
 /// batch, "device" fails the run as a device error (the worker answers the batch, then exits);
 /// "crash_once" and "device_once" do so on the request's first attempt only (its retry then
 /// succeeds, elsewhere or on the replacement). Empty: none.
-inline std::string_view requested_fault(const batch& b) {
-  for (const infer_job* j : b.jobs)
+inline std::string_view requested_fault(const serving::batch& b) {
+  for (const serving::infer_job* j : b.jobs)
     for (const auto& [name, value] : j->parameters)
       if (name == "troupe.fault") {
         if (value == "crash_once" || value == "device_once")

@@ -6,10 +6,16 @@
 #include <cstdlib>
 #include <thread>
 
-#include "actors/log_fields.hpp"
 #include "runtime/fault_hooks.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::actors {
+
+using serving::fault_kind;
+using serving::fault_plan;
+using serving::fault_rule;
+using serving::log_level;
+
 namespace {
 
 std::optional<injected_fault> take(fault_plan& plan, fault_kind kind, std::string_view site) {

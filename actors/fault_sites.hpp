@@ -17,15 +17,15 @@
 #include <string>
 #include <string_view>
 
-#include "actors/fault_plan.hpp"
 #include "core/status.hpp"
 #include "kernels/kernel.hpp"
+#include "serving/fault_plan.hpp"
 
 namespace troupe::actors {
 
 /// A fault as carried out: what a rule that fired asks of its site.
 struct injected_fault {
-  fault_kind kind = fault_kind::hang;
+  serving::fault_kind kind = serving::fault_kind::hang;
   std::chrono::milliseconds delay{0};  // hang, delay, slow_link
   uint32_t allocations = 1;            // fail_allocations
 };
@@ -35,11 +35,12 @@ std::string hop_site(std::string_view hop, uint32_t worker_index);
 
 /// A worker's chance before a batch: the first of abort, segfault, hang, device_trap (GPU
 /// workers only) and fail_allocations that fires.
-std::optional<injected_fault> take_batch_fault(fault_plan& plan, uint32_t worker_index, bool gpu);
+std::optional<injected_fault> take_batch_fault(serving::fault_plan& plan, uint32_t worker_index,
+                                               bool gpu);
 /// A worker's chance before a load: fail_allocations.
-std::optional<injected_fault> take_load_fault(fault_plan& plan, uint32_t worker_index);
+std::optional<injected_fault> take_load_fault(serving::fault_plan& plan, uint32_t worker_index);
 /// A message's chance on a hop: the first of drop, duplicate, delay and slow_link that fires.
-std::optional<injected_fault> take_message_fault(fault_plan& plan, std::string_view site);
+std::optional<injected_fault> take_message_fault(serving::fault_plan& plan, std::string_view site);
 
 /// Carries out a worker fault in this process, on the thread that runs the batch:
 /// - abort: SIGABRT; segfault: SIGSEGV (default actions: the process dies, a core if enabled);

@@ -4,6 +4,9 @@
 #include <utility>
 
 namespace troupe::actors {
+
+using serving::model_control_mode;
+
 namespace {
 
 /// One request to the manager from a short-lived actor: `deliver` runs once, with the answer, or

@@ -9,16 +9,16 @@
 #include <string>
 
 #include "actors/caf_compat.hpp"
-#include "actors/model_config.hpp"
 #include "core/status.hpp"
+#include "serving/model_config.hpp"
 
 namespace troupe::actors {
 
 class model_control {
  public:
-  model_control(caf::actor_system& sys, manager_actor manager, model_control_mode mode);
+  model_control(caf::actor_system& sys, manager_actor manager, serving::model_control_mode mode);
 
-  model_control_mode mode() const { return mode_; }
+  serving::model_control_mode mode() const { return mode_; }
 
   /// The bearer token the HTTP and gRPC doors require for load, unload and traffic changes (node
   /// management_token_file); "" when none is configured (then those doors are open, like Triton's,
@@ -45,7 +45,7 @@ class model_control {
 
   caf::actor_system& sys_;
   manager_actor manager_;
-  model_control_mode mode_;
+  serving::model_control_mode mode_;
   std::string token_;
 };
 

@@ -13,15 +13,32 @@
 #include <optional>
 #include <tuple>
 
-#include "actors/batcher.hpp"
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
 #include <prometheus/client_metric.h>
 #include <prometheus/histogram.h>
-#include "actors/model_table.hpp"
+#include "actors/batcher.hpp"
 #include "runtime/regular_file.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::actors {
+
+using serving::device_preference;
+using serving::fault_plan;
+using serving::load_model_config;
+using serving::log_level;
+using serving::model_config;
+using serving::model_control_mode;
+using serving::model_entry;
+using serving::model_signature;
+using serving::model_table;
+using serving::parse_model_config;
+using serving::table_ptr;
+using serving::traffic_match;
+using serving::version_entry;
+using serving::version_metrics;
+using serving::version_state;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -34,6 +51,9 @@ struct version_record {
   std::string fingerprint;  // model.onnx's size and mtime, and the model's configuration
   std::shared_ptr<const model_signature> signature;
   batcher_actor batcher;
+  /// `batcher` as the published tables hold it: made when the batcher is spawned, shared by every
+  /// snapshot of the table, reset with `batcher`.
+  std::shared_ptr<const serving::batcher_ref> table_batcher;
   std::shared_ptr<std::atomic<uint8_t>> state =
       std::make_shared<std::atomic<uint8_t>>(static_cast<uint8_t>(version_state::loading));
   status error;
@@ -254,7 +274,7 @@ void publish(self_ptr self) {
       version_entry ve;
       ve.version = v->version;
       ve.signature = v->signature;
-      ve.batcher = v->batcher;
+      ve.batcher = v->table_batcher;
       ve.state = v->state;
       ve.load_error = v->error;
       ve.metrics = v->metrics;
@@ -368,6 +388,7 @@ void adopt_replica(self_ptr self, version_record& v, uint32_t worker_index,
     bo.watchdog_multiple = st.options.watchdog_multiple;
     bo.watchdog_min = st.options.watchdog_min;
     v.batcher = spawn_batcher(self->system(), std::move(bo));
+    v.table_batcher = std::make_shared<const serving::batcher_ref>(v.batcher);
     st.batchers->push_back(v.batcher);
   }
   v.replicas.emplace_back(worker_index, info.id);
@@ -537,6 +558,7 @@ void retire_version(self_ptr self, const std::string& model, version_ptr v,
     all.erase(std::remove(all.begin(), all.end(), v->batcher), all.end());
     self->send_exit(v->batcher, caf::exit_reason::user_shutdown);
     v->batcher = nullptr;
+    v->table_batcher = nullptr;
     st.retiring.erase(std::remove_if(st.retiring.begin(), st.retiring.end(),
                                      [&](const retiring_version& r) { return r.v == v; }),
                       st.retiring.end());

@@ -1,7 +1,7 @@
 #pragma once
 /// model_manager: owns the model repository.
 ///
-///   models/<name>/config.yaml          optional (actors/model_config.hpp); defaults without it
+///   models/<name>/config.yaml          optional (serving/model_config.hpp); defaults without it
 ///   models/<name>/<version>/model.onnx versions are positive integers
 ///
 /// (load, dir) scans the repository, applies each model's version policy, asks every worker of the
@@ -33,7 +33,7 @@
 ///   (joined, index, worker, gpu)  a remote worker's proxy joined as worker `index` (new, or in the
 ///                          place of a lost one of the same node and device): replicas are placed
 ///                          on it; it is monitored, and lost when it goes down.
-/// Version states: actors/model_table.hpp.
+/// Version states: serving/model_table.hpp.
 
 #include <chrono>
 #include <functional>
@@ -42,29 +42,31 @@
 #include <vector>
 
 #include "actors/caf_compat.hpp"
-#include "actors/model_config.hpp"
 #include "actors/worker.hpp"
+#include "serving/model_config.hpp"
+
+namespace troupe::serving {
+class serving_metrics;
+class table_holder;
+}  // namespace troupe::serving
 
 namespace troupe::actors {
 
-class serving_metrics;
-class table_holder;
-
 struct manager_options {
   router_actor router;
-  table_holder* holder = nullptr;      // outlives the actor
-  serving_metrics* metrics = nullptr;  // may be null; outlives the actor
+  serving::table_holder* holder = nullptr;      // outlives the actor
+  serving::serving_metrics* metrics = nullptr;  // may be null; outlives the actor
   std::vector<worker_actor> workers;
   std::vector<worker_kind> worker_kinds;  // by worker index; missing entries are cpu
   uint32_t warmup_runs = 3;
   /// Reading a model file may take this long unless its config.yaml says otherwise
   /// (model_config::load_timeout).
-  std::chrono::milliseconds load_timeout = default_load_timeout;
+  std::chrono::milliseconds load_timeout = serving::default_load_timeout;
   int max_batches_per_replica = 2;
   /// batcher_options::recovery_wait of every batcher.
   std::chrono::milliseconds recovery_wait{30'000};
   /// batcher_options::faults of every batcher (null: fault injection off).
-  std::shared_ptr<fault_plan> faults;
+  std::shared_ptr<serving::fault_plan> faults;
   /// How often every batcher is asked to check its running batches (batcher_options' watchdog);
   /// 0: never. At most this late, a hung batch is found.
   std::chrono::milliseconds watchdog_interval{250};
@@ -72,7 +74,7 @@ struct manager_options {
   double watchdog_multiple = 10;
   std::chrono::milliseconds watchdog_min{2'000};
   /// What (load, dir) loads at start and whether the manager rescans (model_config.hpp).
-  model_control_mode control_mode = model_control_mode::none;
+  serving::model_control_mode control_mode = serving::model_control_mode::none;
   std::vector<std::string> load_models;  // explicit mode: loaded at start ("*": all)
   std::chrono::milliseconds repository_poll{15000};
   /// The node's labels (node.yaml `labels`): traffic rules with `node_label` match them.

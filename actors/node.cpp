@@ -1,13 +1,18 @@
 #include "actors/node.hpp"
 
 #include "actors/model_manager.hpp"
-#include "actors/model_table.hpp"
 #include "actors/router.hpp"
 #include "actors/scaler.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/worker.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::actors {
+
+using serving::fault_plan;
+using serving::model_control_mode;
+using serving::serving_metrics;
+using serving::table_holder;
 
 node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   node_handles h;

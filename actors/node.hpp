@@ -12,16 +12,18 @@
 #include <vector>
 
 #include "actors/caf_compat.hpp"
-#include "actors/model_config.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/worker.hpp"
 #include "actors/worker_channel.hpp"
+#include "serving/model_config.hpp"
 
-namespace troupe::actors {
-
+namespace troupe::serving {
 class fault_plan;
 class serving_metrics;
 class table_holder;
+}  // namespace troupe::serving
+
+namespace troupe::actors {
 
 struct node_handles {
   router_actor router;
@@ -32,7 +34,7 @@ struct node_handles {
 };
 
 struct node_spawn_options {
-  node_config config;
+  serving::node_config config;
   /// CUDA ordinals that get a gpu_worker each, already checked (resolve_gpus in gpu_worker.hpp
   /// turns config.gpus into this). Empty: CPU workers only (tests, CPU builds, no GPU).
   std::vector<int> gpus;
@@ -43,8 +45,8 @@ struct node_spawn_options {
   /// How long jobs wait for their version's replicas to come back after a worker failure
   /// (batcher_options::recovery_wait).
   std::chrono::milliseconds recovery_wait{30'000};
-  table_holder* holder = nullptr;
-  serving_metrics* metrics = nullptr;
+  serving::table_holder* holder = nullptr;
+  serving::serving_metrics* metrics = nullptr;
   std::function<void()> after_model_load;  // manager_options::after_model_load
   /// Set (node.yaml worker_processes: on): every worker runs in a process of its own, started
   /// through these options' channel factory (cluster/worker_link.hpp); the actors spawned are
@@ -52,7 +54,7 @@ struct node_spawn_options {
   std::shared_ptr<const worker_process_options> worker_processes;
   /// The fault plan (config.fault_injection on; null otherwise), shared with the workers, the
   /// batchers (through model_manager), the frontend and the management socket.
-  std::shared_ptr<fault_plan> faults;
+  std::shared_ptr<serving::fault_plan> faults;
   /// A control node of a cluster (docs/cluster.md): workers of worker nodes join it at run time
   /// (join_remote_worker), and models wait for a worker of their kind instead of failing.
   bool cluster_control = false;

@@ -5,9 +5,18 @@
 #include <thread>
 #include <utility>
 
-#include "actors/log_fields.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::actors {
+
+using serving::bucket_layout;
+using serving::log_level;
+using serving::model_config;
+using serving::model_signature;
+using serving::parse_model_config;
+using serving::replica;
+using serving::weight_residency;
+
 namespace {
 
 /// A hang without a delay in a worker process: until the node kills it (its watchdog).

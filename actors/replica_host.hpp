@@ -11,7 +11,7 @@
 /// of a file finds the first one's replica).
 ///
 /// Memory budget (replica_host_options::memory_budget_bytes): as in the in-process worker
-/// (actors/weight_residency.hpp), a build holds its sibling's weights, a batch pages its
+/// (serving/weight_residency.hpp), a build holds its sibling's weights, a batch pages its
 /// replica's weights in first, a load that cannot fit fails out_of_memory. The process has no
 /// metrics registry: its evictions and page-ins are log lines only.
 ///
@@ -31,11 +31,11 @@
 #include <vector>
 
 #include "actors/device_traits.hpp"
-#include "actors/replica.hpp"
-#include "actors/shared_arena.hpp"
-#include "actors/weight_residency.hpp"
 #include "actors/worker_protocol.hpp"
 #include "runtime/serial_thread.hpp"
+#include "serving/replica.hpp"
+#include "serving/shared_arena.hpp"
+#include "serving/weight_residency.hpp"
 
 namespace troupe::actors {
 
@@ -46,10 +46,10 @@ struct replica_host_options {
   bool fault_injection = false;
   uint32_t worker_index = 0;  // the worker's position in the node (log lines)
   /// The worker's memory budget (worker_options::memory_budget_bytes): idle weights are evicted
-  /// to host memory beyond it and paged back for their next batch (actors/weight_residency.hpp).
+  /// to host memory beyond it and paged back for their next batch (serving/weight_residency.hpp).
   /// 0: none.
   size_t memory_budget_bytes = 0;
-  std::shared_ptr<shared_arena> arena;
+  std::shared_ptr<serving::shared_arena> arena;
   /// Runs on the build thread after each successful load (saves the tuning records). May be null.
   std::function<void()> after_load;
   /// Answers to the node (loaded, done). Thread-safe; must outlive the host.
@@ -76,8 +76,8 @@ class replica_host {
   /// A live replica and its buckets' layouts. Immutable once built (runs use it after the
   /// lock, an unload drops the table's reference): shared.
   struct hosted {
-    std::shared_ptr<replica> r;
-    std::vector<bucket_layout> layouts;  // ascending by rows
+    std::shared_ptr<serving::replica> r;
+    std::vector<serving::bucket_layout> layouts;  // ascending by rows
   };
 
   void load(const worker_load& l);
@@ -97,7 +97,7 @@ class replica_host {
   uint64_t last_run_ = 0;           // the last run's batch number; handle()'s (the link thread)
   /// The memory budget (null without one). Called from the build and run threads; it locks
   /// itself, so a run waits for an eviction or page-in in progress.
-  std::unique_ptr<weight_residency> residency_;
+  std::unique_ptr<serving::weight_residency> residency_;
   // Declared last, destroyed first: their jobs use the members above.
   runtime::serial_thread builds_;
   runtime::serial_thread runs_;

@@ -3,10 +3,23 @@
 #include <utility>
 #include <vector>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
+#include "actors/batcher.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::actors {
+
+using serving::infer_job;
+using serving::job_list;
+using serving::job_sink;
+using serving::model_entry;
+using serving::model_signature;
+using serving::model_table;
+using serving::no_deadline;
+using serving::table_ptr;
+using serving::time_point;
+using serving::version_entry;
+
 namespace {
 
 struct router_state {
@@ -76,7 +89,7 @@ status route_one(router_state& st, infer_job& j, time_point now, batcher_actor& 
     return make_error(
         error_code::deadline_exceeded,
         "deadline of " + std::to_string(timeout.count()) + " us passed before routing");
-  target = v->batcher;
+  target = v->batcher ? v->batcher->actor : batcher_actor{};  // a routed version has its batcher
   return status::ok();
 }
 

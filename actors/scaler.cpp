@@ -11,10 +11,20 @@
 #include <string>
 #include <utility>
 
-#include "actors/log_fields.hpp"
 #include "actors/scaler_signals.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::actors {
+
+using serving::batch_service_time;
+using serving::log_level;
+using serving::scaling_clock;
+using serving::scaling_decision;
+using serving::scaling_policy;
+using serving::scaling_signals;
+using serving::serving_metrics;
+using serving::version_metrics;
+
 namespace {
 
 /// A request of a tick (to model_manager, to a batcher) that gets no answer within this long is

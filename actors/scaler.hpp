@@ -8,7 +8,7 @@
 /// signals (actors/scaler_signals.hpp: arrival rate, queue, p99 of the requests answered in the
 /// window, busy fraction, a replica's capacity at the SLO from the measured latency per batch
 /// size; ready and starting replicas from model_manager; GPU memory free and utilisation from
-/// NVML where it loads), asks the version's scaling_policy (actors/scaling_policy.hpp), and sends
+/// NVML where it loads), asks the version's scaling_policy (serving/scaling_policy.hpp), and sends
 /// model_manager (scale, model, version, n) whenever n differs from what it holds or carries out.
 /// A (wake, model, version) (a request reached a version scaled to zero) runs a tick at once.
 ///
@@ -25,20 +25,20 @@
 #include <vector>
 
 #include "actors/caf_compat.hpp"
-#include "actors/metrics.hpp"
-#include "actors/scaling_policy.hpp"
+#include "serving/metrics.hpp"
+#include "serving/scaling_policy.hpp"
 
 namespace troupe::actors {
 
 struct scaler_options {
   manager_actor manager;
-  serving_metrics* metrics = nullptr;  // may be null; outlives the actor
+  serving::serving_metrics* metrics = nullptr;  // may be null; outlives the actor
   /// Time between ticks: the measuring window of the rates.
   std::chrono::milliseconds interval{1000};
-  scaling_tuning tuning;
+  serving::scaling_tuning tuning;
   /// The node's GPUs now (memory free and total, utilisation). Null: metrics->gpu_readings()
   /// (NVML) when metrics are set, else none. Tests give their own. Called on the actor's thread.
-  std::function<std::vector<serving_metrics::gpu_reading>()> gpus;
+  std::function<std::vector<serving::serving_metrics::gpu_reading>()> gpus;
   /// Under GPU workers' memory budgets, the most a new replica could get on one of them
   /// (serving_metrics::budget_room); none: no budget. Null: metrics->budget_room() when metrics
   /// are set. Tests give their own. The memory headroom is the smaller of this and NVML's free.

@@ -5,6 +5,9 @@
 
 namespace troupe::actors {
 
+using serving::batch_service_time;
+using serving::scaling_signals;
+
 std::optional<double> p99_between_ms(const latency_histogram& before,
                                      const latency_histogram& now) {
   const size_t n = now.cumulative.size();

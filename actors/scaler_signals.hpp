@@ -12,7 +12,7 @@
 #include <span>
 #include <vector>
 
-#include "actors/scaling_policy.hpp"
+#include "serving/scaling_policy.hpp"
 
 namespace troupe::actors {
 
@@ -24,7 +24,7 @@ struct latency_histogram {
 
 /// One reading of a version.
 struct version_reading {
-  scaling_clock::time_point at{};
+  serving::scaling_clock::time_point at{};
   uint64_t submitted_jobs = 0;               // batcher_stats::submitted_jobs
   uint64_t busy_us = 0;                      // batcher_stats::busy_us
   uint64_t queued = 0;                       // batcher_stats::queued_jobs
@@ -40,9 +40,10 @@ std::optional<double> p99_between_ms(const latency_histogram& before, const late
 /// rates are then 0): arrival rate, queue, p99, busy fraction over `ready` replicas, and a
 /// replica's capacity at the SLO from the batcher's measured latency per batch bucket. The caller
 /// fills in the replica counts' other half (starting) and the device figures.
-scaling_signals signals_between(const version_reading& before, const version_reading& now,
-                                uint32_t ready, std::span<const batch_service_time> profile,
-                                double slo_p99_ms);
+serving::scaling_signals signals_between(const version_reading& before, const version_reading& now,
+                                         uint32_t ready,
+                                         std::span<const serving::batch_service_time> profile,
+                                         double slo_p99_ms);
 
 /// One scaled version's demand on the node.
 struct replica_demand {

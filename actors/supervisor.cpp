@@ -3,10 +3,14 @@
 #include <algorithm>
 #include <string>
 
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
 
 namespace troupe::actors {
+
+using serving::log_level;
+using serving::time_point;
+
 namespace {
 
 /// What the supervisor keeps per worker index.

@@ -38,7 +38,7 @@ struct supervisor_options {
   std::vector<worker_options> worker_settings;  // how to spawn each again (kind included)
   bool detached_workers = true;
   restart_backoff backoff;
-  serving_metrics* metrics = nullptr;
+  serving::serving_metrics* metrics = nullptr;
 };
 
 supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_options o);

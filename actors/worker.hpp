@@ -29,10 +29,12 @@
 #include "actors/worker_channel.hpp"
 #include "runtime/graph.hpp"
 
-namespace troupe::actors {
-
+namespace troupe::serving {
 class fault_plan;
 class serving_metrics;
+}  // namespace troupe::serving
+
+namespace troupe::actors {
 
 /// How long the threads of the request path (a detached worker after a run, the frontend after
 /// its last request or reply) poll for the next piece of work, yielding their core, before they
@@ -63,11 +65,11 @@ struct worker_options {
   /// A detached worker waits this long for its next batch by polling its mailbox (yielding the
   /// core) after each run before it blocks: see worker_core.cpp. Ignored on scheduler threads.
   uint32_t idle_spin_us = default_idle_spin_us();
-  serving_metrics* metrics = nullptr;
+  serving::serving_metrics* metrics = nullptr;
   /// The worker's memory budget (node.yaml worker_memory_budget_mb), in bytes: what its
   /// replicas hold on the device (their own memory and their resident weights) stays within it
   /// by evicting idle weights to host memory, least recently used first, and paging them back
-  /// in for their next batch (actors/weight_residency.hpp); a load that cannot fit fails
+  /// in for their next batch (serving/weight_residency.hpp); a load that cannot fit fails
   /// out_of_memory. 0 (the default): no budget, and replicas are loaded as always.
   size_t memory_budget_bytes = 0;
   /// Set: the worker runs in a process of its own, a child of the node, and the actor spawned is
@@ -75,8 +77,8 @@ struct worker_options {
   std::shared_ptr<const worker_process_options> processes;
   /// The node's fault plan (fault_injection on; null otherwise): the worker (or its process, on
   /// the proxy's word) asks it before each batch for the faults of its site "worker:<index>", and
-  /// a proxy asks it for faults on the worker_link hop (actors/fault_plan.hpp, docs/faults.md).
-  std::shared_ptr<fault_plan> faults;
+  /// a proxy asks it for faults on the worker_link hop (serving/fault_plan.hpp, docs/faults.md).
+  std::shared_ptr<serving::fault_plan> faults;
 };
 
 /// Spawns the worker `o.kind` names (its proxy, with worker processes on): detached (its own

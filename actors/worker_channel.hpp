@@ -18,9 +18,9 @@
 #include <string>
 
 #include "actors/device_traits.hpp"
-#include "actors/shared_arena.hpp"
 #include "actors/worker_protocol.hpp"
 #include "core/status.hpp"
+#include "serving/shared_arena.hpp"
 
 namespace troupe::actors {
 
@@ -34,13 +34,13 @@ struct worker_process_spec {
   /// Recorded convolution choices (runtime/tuning_records_file.hpp) the process adopts at start
   /// and adds to after its loads, so that a restarted process does not time them again; "": none.
   std::string tuning_records_file;
-  /// The shared memory (actors/shared_arena.hpp): the process inherits this descriptor.
+  /// The shared memory (serving/shared_arena.hpp): the process inherits this descriptor.
   int shm_fd = -1;
   size_t shm_bytes = 0;
   /// The same memory, mapped in the node: a channel to a worker on another host (tcp://,
   /// cluster/worker_listener.hpp) shares none, and sends the bytes of the regions a run names as
   /// frames instead, writing the outputs that come back into the region the run named.
-  std::shared_ptr<shared_arena> arena;
+  std::shared_ptr<serving::shared_arena> arena;
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10000};
   size_t memory_budget_bytes = 0;  // worker_options::memory_budget_bytes (0: none)

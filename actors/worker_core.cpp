@@ -17,16 +17,27 @@
 #include "actors/fault_injection.hpp"
 #include "actors/fault_sites.hpp"
 #include "actors/gpu_worker.hpp"
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
-#include "actors/replica.hpp"
-#include "actors/weight_residency.hpp"
 #include "actors/worker_proxy.hpp"
 #include "runtime/background_read.hpp"
 #include "runtime/onnx_loader.hpp"
 #include "runtime/serial_thread.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
+#include "serving/replica.hpp"
+#include "serving/weight_residency.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_ref;
+using serving::log_level;
+using serving::no_deadline;
+using serving::replica;
+using serving::replica_memory;
+using serving::serving_metrics;
+using serving::time_point;
+using serving::weight_residency;
+
 namespace {
 
 /// A load waiting for its model file to be read or its replica to be built.
@@ -100,7 +111,7 @@ struct worker_state {
   /// The reads' load timeouts: one wake-up at a time (actors/deadline_wakeup.hpp).
   deadline_wakeup overdue;
   /// The memory budget (options.memory_budget_bytes > 0; null without one): which replicas'
-  /// weights are on the device, evictions and page-ins (actors/weight_residency.hpp). Used on
+  /// weights are on the device, evictions and page-ins (serving/weight_residency.hpp). Used on
   /// this actor's thread only.
   std::unique_ptr<weight_residency> residency;
   static inline const char* name = "worker";

@@ -5,7 +5,7 @@
 /// protobuf envelopes and back, checking what a peer sent; the actors see only these structs.
 ///
 /// Tensor bytes are never in a message: a data_ref names a region of the process's shared memory
-/// (actors/shared_arena.hpp), or, for a worker on another host (docs/cluster.md), a frame after
+/// (serving/shared_arena.hpp), or, for a worker on another host (docs/cluster.md), a frame after
 /// the envelope. Over tcp the links on both sides translate: the proxy still names regions of its
 /// own arena, the control node's link sends their bytes as frames, and the remote process's link
 /// copies them into regions of its arena before its serving loop sees the run.
@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "actors/fault_sites.hpp"
-#include "actors/job.hpp"
-#include "actors/replica.hpp"
-#include "actors/shared_arena.hpp"
-#include "actors/signature.hpp"
 #include "core/status.hpp"
+#include "serving/job.hpp"
+#include "serving/replica.hpp"
+#include "serving/shared_arena.hpp"
+#include "serving/signature.hpp"
 
 namespace troupe::actors {
 
@@ -35,7 +35,7 @@ struct data_ref {
   /// block).
   enum class kind : uint8_t { shm = 0, frame = 1, none = 2 };
   kind where = kind::shm;
-  shm_region region;   // kind::shm
+  serving::shm_region region;  // kind::shm
   uint32_t frame = 0;  // kind::frame: the frame's index after the envelope
 };
 
@@ -110,13 +110,13 @@ struct worker_loaded {
   uint64_t request = 0;
   status result;  // not OK: the load failed, nothing below is set
   uint32_t replica = 0;
-  std::vector<tensor_spec> inputs;
-  std::vector<tensor_spec> outputs;
+  std::vector<serving::tensor_spec> inputs;
+  std::vector<serving::tensor_spec> outputs;
   int64_t max_batch_size = 0;
   std::vector<int64_t> bucket_rows;
-  std::vector<bucket_latency> warmup;
+  std::vector<serving::bucket_latency> warmup;
   uint64_t pool_bytes = 0;
-  std::vector<bucket_layout> buckets;
+  std::vector<serving::bucket_layout> buckets;
 };
 
 struct worker_unload {
@@ -142,7 +142,7 @@ struct worker_done {
   status result;
   uint64_t compute_us = 0;
   int64_t bucket_rows = 0;
-  std::vector<batch::output_layout> outputs;
+  std::vector<serving::batch::output_layout> outputs;
   /// Over tcp: the output block's frame (none over ipc, and on failure).
   data_ref block{data_ref::kind::none, {}, 0};
 };

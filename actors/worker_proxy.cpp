@@ -14,15 +14,28 @@
 #include <string>
 #include <vector>
 
-#include "actors/batch_gather.hpp"
 #include "actors/fault_injection.hpp"
 #include "actors/fault_sites.hpp"
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
-#include "actors/shared_arena.hpp"
 #include "actors/worker_channel.hpp"
+#include "serving/batch_gather.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
+#include "serving/shared_arena.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_gather;
+using serving::batch_ref;
+using serving::bucket_layout;
+using serving::fault_kind;
+using serving::log_level;
+using serving::model_signature;
+using serving::no_deadline;
+using serving::output_block;
+using serving::shared_arena;
+using serving::shm_region;
+using serving::time_point;
 
 /// What the channel reports: a message of the process, or (no message) that it is gone.
 struct worker_event_body {

@@ -5,7 +5,7 @@
 /// not know the difference, and reaches its process through a worker_channel
 /// (actors/worker_channel.hpp) that the node injects (worker_options::processes).
 ///
-/// - Memory: the proxy creates the process's shared memory (actors/shared_arena.hpp) and owns
+/// - Memory: the proxy creates the process's shared memory (serving/shared_arena.hpp) and owns
 ///   the allocation of its regions: per replica and batch bucket, two staging regions (the next
 ///   batch is gathered while the process runs the current one: the batcher lends a replica two
 ///   batches at once) and a pool of output blocks, which replies are sent from and which go back

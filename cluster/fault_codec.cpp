@@ -6,8 +6,8 @@
 
 namespace troupe::cluster {
 
-void encode_fault_rule(const actors::fault_rule& r, v1::FaultRule& out) {
-  out.set_kind(std::string(actors::to_string(r.kind)));
+void encode_fault_rule(const serving::fault_rule& r, v1::FaultRule& out) {
+  out.set_kind(std::string(serving::to_string(r.kind)));
   out.set_target(r.target);
   out.set_times(r.times);
   out.set_probability(r.probability);
@@ -16,9 +16,9 @@ void encode_fault_rule(const actors::fault_rule& r, v1::FaultRule& out) {
   out.set_allocations(r.allocations);
 }
 
-expected<actors::fault_rule> decode_fault_rule(const v1::FaultRule& m) {
-  actors::fault_rule r;
-  auto kind = actors::parse_fault_kind(m.kind());
+expected<serving::fault_rule> decode_fault_rule(const v1::FaultRule& m) {
+  serving::fault_rule r;
+  auto kind = serving::parse_fault_kind(m.kind());
   if (!kind) return invalid_argument("kind: " + kind.error().message());
   r.kind = *kind;
   r.target = m.target();
@@ -30,7 +30,7 @@ expected<actors::fault_rule> decode_fault_rule(const v1::FaultRule& m) {
   return r;
 }
 
-void encode_fault_rule_state(const actors::fault_rule_state& s, v1::FaultRuleState& out) {
+void encode_fault_rule_state(const serving::fault_rule_state& s, v1::FaultRuleState& out) {
   out.set_id(s.id);
   encode_fault_rule(s.rule, *out.mutable_rule());
   out.set_chances(s.chances);
@@ -38,8 +38,8 @@ void encode_fault_rule_state(const actors::fault_rule_state& s, v1::FaultRuleSta
   out.set_spent(s.spent());
 }
 
-expected<actors::fault_rule_state> decode_fault_rule_state(const v1::FaultRuleState& m) {
-  actors::fault_rule_state s;
+expected<serving::fault_rule_state> decode_fault_rule_state(const v1::FaultRuleState& m) {
+  serving::fault_rule_state s;
   s.id = m.id();
   TROUPE_ASSIGN_OR_RETURN(s.rule, decode_fault_rule(m.rule()));
   s.chances = m.chances();

@@ -8,8 +8,8 @@
 /// fault_plan's validate(), asked when the rule is added. Errors start with the field, as
 /// validate()'s do ("kind: unknown fault kind 'x' ...").
 
-#include "actors/fault_plan.hpp"
 #include "core/status.hpp"
+#include "serving/fault_plan.hpp"
 
 namespace troupe::v1 {
 class FaultRule;
@@ -19,10 +19,10 @@ class FaultRuleState;
 namespace troupe::cluster {
 
 /// Every field of `r`, the optional ones set.
-void encode_fault_rule(const actors::fault_rule& r, v1::FaultRule& out);
-expected<actors::fault_rule> decode_fault_rule(const v1::FaultRule& m);
+void encode_fault_rule(const serving::fault_rule& r, v1::FaultRule& out);
+expected<serving::fault_rule> decode_fault_rule(const v1::FaultRule& m);
 
-void encode_fault_rule_state(const actors::fault_rule_state& s, v1::FaultRuleState& out);
-expected<actors::fault_rule_state> decode_fault_rule_state(const v1::FaultRuleState& m);
+void encode_fault_rule_state(const serving::fault_rule_state& s, v1::FaultRuleState& out);
+expected<serving::fault_rule_state> decode_fault_rule_state(const v1::FaultRuleState& m);
 
 }  // namespace troupe::cluster

@@ -18,19 +18,19 @@
 #include "actors/actor_job_sink.hpp"
 #include "actors/caf_compat.hpp"
 #include "actors/fault_sites.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
-#include "actors/readiness.hpp"
-#include "actors/request_binding.hpp"
 #include "cluster/connection_budget.hpp"
 #include "proto/troupe.pb.h"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/readiness.hpp"
+#include "serving/request_binding.hpp"
 
 namespace troupe::cluster {
 
 namespace pb = troupe::v1;
-using actors::infer_job;
-using actors::job_list;
+using serving::infer_job;
+using serving::job_list;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -96,7 +96,7 @@ class completion_queue {
 
 /// The frontend's job_sink: answered jobs go straight into the completion queue, from the thread
 /// of the actor that answered them (no actor in between).
-class queue_sink final : public actors::job_sink {
+class queue_sink final : public serving::job_sink {
  public:
   explicit queue_sink(std::shared_ptr<completion_queue> q) : q_(std::move(q)) {}
   void replied(job_list jobs) override { q_->post(jobs); }
@@ -139,7 +139,7 @@ struct job_slot : infer_job {
   bool out = false;  // held by the actors
   /// When a job the actors hold and have not answered counts as lost (see sweep_lost); the
   /// frontend's own copy: the job's deadline is the router's to set. no_deadline: never.
-  actors::time_point lost_after = actors::no_deadline;
+  serving::time_point lost_after = serving::no_deadline;
 };
 
 /// The actors answer every job by its deadline (the batcher answers a running one at it); a job
@@ -151,11 +151,11 @@ std::string_view view_of(const std::string& s) {
   return {s.data(), s.size()};
 }
 
-pb::ModelState to_proto(actors::version_state s) {
+pb::ModelState to_proto(serving::version_state s) {
   return static_cast<pb::ModelState>(static_cast<int>(s));
 }
 
-void fill_specs(const std::vector<actors::tensor_spec>& specs,
+void fill_specs(const std::vector<serving::tensor_spec>& specs,
                 google::protobuf::RepeatedPtrField<pb::TensorSpec>* out) {
   for (const auto& s : specs) {
     pb::TensorSpec* t = out->Add();
@@ -171,7 +171,7 @@ uint32_t zmq_io_threads(uint32_t asked) {
 }
 
 void free_output_block(void* /*data*/, void* hint) {
-  static_cast<actors::output_block*>(hint)->release();
+  static_cast<serving::output_block*>(hint)->release();
 }
 
 /// A reply's envelope: its release (ZeroMQ's I/O thread, once the envelope has left the queue
@@ -190,8 +190,8 @@ constexpr size_t max_message_frames = 65536;
 
 class frontend::impl {
  public:
-  impl(caf::actor_system& sys, const actors::node_handles& node, actors::table_holder& holder,
-       actors::serving_metrics* metrics, frontend_options o)
+  impl(caf::actor_system& sys, const actors::node_handles& node, serving::table_holder& holder,
+       serving::serving_metrics* metrics, frontend_options o)
       : sys_(sys),
         router_(actors::make_router_target(node.router)),
         holder_(holder),
@@ -286,7 +286,7 @@ class frontend::impl {
         idle_cv_.notify_all();
       }
       if (metrics_)
-        metrics_->set_inflight(actors::serving_metrics::door::zeromq,
+        metrics_->set_inflight(serving::serving_metrics::door::zeromq,
                                inflight_.load(std::memory_order_relaxed));
       if (const auto now = clock_type::now(); now - last_sweep >= lost_request_grace / 4) {
         last_sweep = now;
@@ -421,7 +421,7 @@ class frontend::impl {
   void send_to_router(job_list& submit) {
     if (options_.faults)
       if (auto f = actors::take_message_fault(*options_.faults, "frontend_router")) {
-        if (f->kind == actors::fault_kind::drop) return;
+        if (f->kind == serving::fault_kind::drop) return;
         router_->submit_after(f->delay, submit);
         return;
       }
@@ -431,7 +431,7 @@ class frontend::impl {
   /// Answers DEADLINE_EXCEEDED the jobs held past lost_after (see lost_request_grace). Their
   /// slots stay out until the job comes back (then it is released without a second reply); one
   /// that never does stays allocated: the cost of a message lost in the node.
-  void sweep_lost(actors::time_point now) {
+  void sweep_lost(serving::time_point now) {
     for (auto& p : slots_) {
       job_slot* s = p.get();
       if (!s->out || s->replied || s->lost_after > now) continue;
@@ -491,8 +491,8 @@ class frontend::impl {
     if (status st = build_job(s); !st.is_ok()) return answer_now(s, std::move(st));
     const auto timeout = s->signature ? s->signature->effective_timeout(s->timeout)
                                       : std::chrono::microseconds(0);
-    s->lost_after = timeout.count() > 0 ? s->arrival + timeout + lost_request_grace
-                                        : actors::no_deadline;
+    s->lost_after =
+        timeout.count() > 0 ? s->arrival + timeout + lost_request_grace : serving::no_deadline;
     s->out = true;
     inflight_.fetch_add(1, std::memory_order_acq_rel);
     submit.push_back(s);
@@ -533,7 +533,7 @@ class frontend::impl {
       auto type = dtype_from_onnx(d.dtype());
       if (!type) return invalid_argument("input '" + d.name() + "': " + type.error().message());
       const zmq::message_t& frame = s->frames[s->envelope_index + 1 + i];
-      actors::request_tensor& t = request_tensors_[i];
+      serving::request_tensor& t = request_tensors_[i];
       t.name = view_of(d.name());
       t.type = *type;
       t.shape = std::span<const int64_t>(d.shape().data(), static_cast<size_t>(d.shape_size()));
@@ -544,7 +544,7 @@ class frontend::impl {
     for (const std::string& name : r.outputs()) output_names_.push_back(view_of(name));
     parameters_.clear();
     for (const auto& [k, val] : r.parameters()) parameters_.emplace_back(view_of(k), view_of(val));
-    actors::request_fields f;
+    serving::request_fields f;
     f.model = view_of(r.model());
     f.version = r.version();
     f.inputs = request_tensors_;
@@ -554,7 +554,7 @@ class frontend::impl {
         static_cast<int64_t>(std::min<uint64_t>(r.timeout_us(), uint64_t{1} << 50)));
     f.routing_key = view_of(r.routing_key());
     f.parameters = parameters_;
-    TROUPE_RETURN_IF_ERROR(actors::bind_request(table_.get(), f, *s));
+    TROUPE_RETURN_IF_ERROR(serving::bind_request(table_.get(), f, *s));
     s->reply_to = sink_;
     s->sequence = ++sequence_;
     return status::ok();
@@ -601,7 +601,7 @@ class frontend::impl {
     return true;
   }
 
-  const actors::version_metrics* metrics_of(const job_slot* s) const {
+  const serving::version_metrics* metrics_of(const job_slot* s) const {
     if (s->metrics) return s->metrics;
     return metrics_ ? &metrics_->unrouted() : nullptr;
   }
@@ -623,7 +623,7 @@ class frontend::impl {
 
   void send_error(job_slot* s, const status& st) { send_error(s, st, metrics_of(s)); }
 
-  void send_error(job_slot* s, const status& st, const actors::version_metrics* counted_in) {
+  void send_error(job_slot* s, const status& st, const serving::version_metrics* counted_in) {
     auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
     m->set_id(reply_id(s));
     m->mutable_error()->set_code(static_cast<pb::ErrorCode>(static_cast<int>(st.code())));
@@ -642,14 +642,14 @@ class frontend::impl {
     recycle(s);
   }
 
-  /// `ready` and `reason` come from actors::evaluate_readiness (the answer every front door
+  /// `ready` and `reason` come from serving::evaluate_readiness (the answer every front door
   /// gives); the per-version list is this protocol's own detail.
   void answer_health(job_slot* s) {
     auto* m = google::protobuf::Arena::CreateMessage<pb::ServerMessage>(&s->arena);
     m->set_id(reply_id(s));
     pb::Health* h = m->mutable_health();
-    const actors::node_readiness readiness =
-        actors::evaluate_readiness(holder_, options_.readiness);
+    const serving::node_readiness readiness =
+        serving::evaluate_readiness(holder_, options_.readiness);
     h->set_live(readiness.live);
     h->set_ready(readiness.ready);
     h->set_reason(readiness.reason);
@@ -671,7 +671,7 @@ class frontend::impl {
           v->set_version(ver.version);
           const auto state = ver.current_state();
           v->set_state(to_proto(state));
-          if (state == actors::version_state::failed) {
+          if (state == serving::version_state::failed) {
             v->mutable_error()->set_code(
                 static_cast<pb::ErrorCode>(static_cast<int>(ver.load_error.code())));
             v->mutable_error()->set_message(ver.load_error.message());
@@ -688,9 +688,9 @@ class frontend::impl {
     if (!table_)
       return answer_now(
           s, make_error(error_code::unavailable, "the node is still loading its models"));
-    const actors::model_entry* model = table_->find(r.model());
+    const serving::model_entry* model = table_->find(r.model());
     if (!model) return answer_now(s, table_->unknown_model(r.model()));
-    const actors::version_entry* v =
+    const serving::version_entry* v =
         r.version() > 0 ? model->find(r.version()) : model->default_version();
     if (!v && !model->versions.empty()) v = &model->versions.back();
     if (!v) return answer_now(s, not_found("model '" + r.model() + "' has no such version"));
@@ -788,13 +788,13 @@ class frontend::impl {
   }
 
   caf::actor_system& sys_;
-  std::shared_ptr<actors::job_target> router_;  // where requests go; answers come to sink_
-  actors::table_holder& holder_;
-  actors::serving_metrics* metrics_;
+  std::shared_ptr<serving::job_target> router_;  // where requests go; answers come to sink_
+  serving::table_holder& holder_;
+  serving::serving_metrics* metrics_;
   frontend_options options_;
   connection_budget budget_;  // I/O thread only, but for the counts' reply_left
   std::shared_ptr<completion_queue> completions_;
-  std::shared_ptr<actors::job_sink> sink_;  // the completion queue's, shared by every job
+  std::shared_ptr<serving::job_sink> sink_;  // the completion queue's, shared by every job
   zmq::context_t ctx_;               // options_.io_threads I/O threads
   zmq::socket_t* socket_ = nullptr;  // the I/O thread's socket, valid while it runs
   std::string endpoint_;
@@ -812,19 +812,19 @@ class frontend::impl {
   std::vector<std::unique_ptr<job_slot>> slots_;
   std::vector<job_slot*> free_;
   job_slot overflow_;  // reads (and refuses) requests beyond max_inflight
-  actors::table_ptr table_;
+  serving::table_ptr table_;
   uint64_t table_generation_ = ~uint64_t{0};
   uint64_t sequence_ = 0;
   std::vector<zmq::message_t> tensors_;
-  std::vector<actors::request_tensor> request_tensors_;
+  std::vector<serving::request_tensor> request_tensors_;
   std::vector<std::string_view> output_names_;
   std::vector<std::pair<std::string_view, std::string_view>> parameters_;
 };
 
 expected<std::unique_ptr<frontend>> frontend::create(caf::actor_system& sys,
                                                      const actors::node_handles& node,
-                                                     actors::table_holder& holder,
-                                                     actors::serving_metrics* metrics,
+                                                     serving::table_holder& holder,
+                                                     serving::serving_metrics* metrics,
                                                      frontend_options o) {
   auto p = std::make_unique<impl>(sys, node, holder, metrics, std::move(o));
   TROUPE_RETURN_IF_ERROR(p->start());

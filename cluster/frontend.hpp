@@ -23,8 +23,8 @@
 #include <memory>
 #include <string>
 
-#include "actors/readiness.hpp"
 #include "core/status.hpp"
+#include "serving/readiness.hpp"
 
 namespace caf {
 class actor_system;
@@ -32,13 +32,13 @@ class actor_system;
 
 namespace troupe::actors {
 struct node_handles;
-class table_holder;
-class serving_metrics;
 }  // namespace troupe::actors
 
-namespace troupe::actors {
+namespace troupe::serving {
+class table_holder;
+class serving_metrics;
 class fault_plan;
-}  // namespace troupe::actors
+}  // namespace troupe::serving
 
 namespace troupe::cluster {
 
@@ -62,11 +62,11 @@ struct frontend_options {
   /// without a thread wake-up. 0: block at once. `troupe serve` sets
   /// actors::default_idle_spin_us() (actors/worker.hpp: why and when).
   uint32_t idle_spin_us = 0;
-  /// How the health answer's `ready` is decided (actors/readiness.hpp; node.yaml `readiness`).
-  actors::readiness_policy readiness = actors::readiness_policy::strict;
+  /// How the health answer's `ready` is decided (serving/readiness.hpp; node.yaml `readiness`).
+  serving::readiness_policy readiness = serving::readiness_policy::strict;
   /// The node's fault plan (fault_injection on; null otherwise): the frontend_router hop's
   /// faults (drop, delay, slow_link) apply to the job lists this door sends the router.
-  std::shared_ptr<actors::fault_plan> faults;
+  std::shared_ptr<serving::fault_plan> faults;
 };
 
 class frontend {
@@ -75,8 +75,8 @@ class frontend {
   /// bound.
   static expected<std::unique_ptr<frontend>> create(caf::actor_system& sys,
                                                     const actors::node_handles& node,
-                                                    actors::table_holder& holder,
-                                                    actors::serving_metrics* metrics,
+                                                    serving::table_holder& holder,
+                                                    serving::serving_metrics* metrics,
                                                     frontend_options o);
   /// Stops the thread if still running. The node's actors must no longer hold jobs (drained, or
   /// stopped and awaited): the job memory lives here.

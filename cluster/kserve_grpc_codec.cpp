@@ -8,11 +8,11 @@
 #include <type_traits>
 #include <utility>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
-#include "actors/readiness.hpp"
 #include "cluster/kserve_types.hpp"
 #include "proto/kserve/grpc_service.pb.h"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/readiness.hpp"
 
 #ifndef TROUPE_VERSION
 #define TROUPE_VERSION "unknown"
@@ -145,7 +145,8 @@ expected<shared_memory_span> shared_memory_of(std::string_view what, std::string
 /// layouts agree, else converted (range-checked) into an owned buffer.
 template <class To, class From>
 status take_contents(std::string_view name, const google::protobuf::RepeatedField<From>& values,
-                     size_t expected_bytes, decoded_infer_request& out, actors::request_tensor& t) {
+                     size_t expected_bytes, decoded_infer_request& out,
+                     serving::request_tensor& t) {
   const size_t count = static_cast<size_t>(values.size());
   if (count * sizeof(To) != expected_bytes)
     return invalid_argument("input " + in_quotes(name) + ": contents hold " +
@@ -206,7 +207,7 @@ std::string_view contents_field_of(dtype t) {
 }
 
 status decode_contents(std::string_view name, dtype type, const pb::InferTensorContents& c,
-                       size_t bytes, decoded_infer_request& out, actors::request_tensor& t) {
+                       size_t bytes, decoded_infer_request& out, serving::request_tensor& t) {
   const std::string_view field = contents_field_of(type);
   if (field.empty())
     return invalid_argument("input " + in_quotes(name) + ": " + std::string(dtype_to_name(type)) +
@@ -257,14 +258,14 @@ status decode_contents(std::string_view name, dtype type, const pb::InferTensorC
 }
 
 /// The version of `name` a metadata request means, or why there is none.
-expected<const actors::version_entry*> find_version(const actors::model_table* table,
-                                                    std::string_view name,
-                                                    std::string_view version_text) {
+expected<const serving::version_entry*> find_version(const serving::model_table* table,
+                                                     std::string_view name,
+                                                     std::string_view version_text) {
   TROUPE_ASSIGN_OR_RETURN(const int64_t version, parse_version(version_text));
   if (!table) return make_error(error_code::unavailable, "the node is still loading its models");
-  const actors::model_entry* m = table->find(name);
+  const serving::model_entry* m = table->find(name);
   if (!m) return not_found("no model " + in_quotes(name));
-  const actors::version_entry* v = version > 0 ? m->find(version) : m->default_version();
+  const serving::version_entry* v = version > 0 ? m->find(version) : m->default_version();
   if (!v && version == 0 && !m->versions.empty()) v = &m->versions.back();
   if (!v) {
     if (version > 0)
@@ -316,14 +317,14 @@ pb::DataType config_type(dtype t) {
 }
 
 template <class Field>
-void fill_dims(const actors::tensor_spec& s, bool batched, Field* dims) {
+void fill_dims(const serving::tensor_spec& s, bool batched, Field* dims) {
   for (size_t i = batched ? 1 : 0; i < s.shape.size(); ++i) dims->Add(s.shape[i]);
 }
 
 }  // namespace
 
 void decoded_infer_request::clear() {
-  fields = actors::request_fields{};
+  fields = serving::request_fields{};
   id = {};
   outputs.clear();
   tensors.clear();
@@ -374,7 +375,7 @@ status decode_infer_request(const pb::ModelInferRequest& m, const shared_memory_
   int raw_index = 0;
   for (int i = 0; i < m.inputs_size(); ++i) {
     const pb::ModelInferRequest::InferInputTensor& in = m.inputs(i);
-    actors::request_tensor& t = out.tensors[static_cast<size_t>(i)];
+    serving::request_tensor& t = out.tensors[static_cast<size_t>(i)];
     t.name = view_of(in.name());
     if (in.name().empty()) return invalid_argument("input " + std::to_string(i) + " has no name");
     auto type = dtype_from_name(in.datatype());
@@ -429,9 +430,9 @@ status decode_infer_request(const pb::ModelInferRequest& m, const shared_memory_
   return status::ok();
 }
 
-status encode_infer_response(const actors::infer_job& job, const decoded_infer_request& d,
+status encode_infer_response(const serving::infer_job& job, const decoded_infer_request& d,
                              pb::ModelInferResponse& out) {
-  const actors::model_signature& sig = *job.signature;
+  const serving::model_signature& sig = *job.signature;
   out.set_model_name(sig.model);
   out.set_model_version(std::to_string(sig.version));
   out.set_id(std::string(d.id));
@@ -443,8 +444,8 @@ status encode_infer_response(const actors::infer_job& job, const decoded_infer_r
   // raw_output_contents[i] belongs to outputs[i], as in Triton: an output written to shared
   // memory keeps its (empty) entry. tritonclient's C++ InferResultGrpc (perf_analyzer) indexes
   // raw_output_contents by the output's position without a bounds check.
-  for (const actors::output_slice& o : job.outputs) {
-    const actors::tensor_spec& spec = sig.outputs[static_cast<size_t>(o.output_index)];
+  for (const serving::output_slice& o : job.outputs) {
+    const serving::tensor_spec& spec = sig.outputs[static_cast<size_t>(o.output_index)];
     const requested_output* target = target_of(spec.name);
     const bool in_shm = target && target->shm.region;
     const size_t bytes = o.info.bytes();
@@ -474,16 +475,16 @@ status encode_infer_response(const actors::infer_job& job, const decoded_infer_r
   return status::ok();
 }
 
-status encode_model_metadata(const actors::model_table* table, std::string_view name,
+status encode_model_metadata(const serving::model_table* table, std::string_view name,
                              std::string_view version, pb::ModelMetadataResponse& out) {
-  TROUPE_ASSIGN_OR_RETURN(const actors::version_entry* v, find_version(table, name, version));
-  const actors::model_entry& m = *table->find(name);
-  const actors::model_signature& sig = *v->signature;
+  TROUPE_ASSIGN_OR_RETURN(const serving::version_entry* v, find_version(table, name, version));
+  const serving::model_entry& m = *table->find(name);
+  const serving::model_signature& sig = *v->signature;
   out.set_name(m.name);
   for (const auto& x : m.versions) out.add_versions(std::to_string(x.version));
   out.set_platform(std::string(platform_name));
-  const auto fill = [](const std::vector<actors::tensor_spec>& specs, auto* list) {
-    for (const actors::tensor_spec& s : specs) {
+  const auto fill = [](const std::vector<serving::tensor_spec>& specs, auto* list) {
+    for (const serving::tensor_spec& s : specs) {
       auto* t = list->Add();
       t->set_name(s.name);
       t->set_datatype(std::string(dtype_to_name(s.type)));
@@ -495,11 +496,11 @@ status encode_model_metadata(const actors::model_table* table, std::string_view 
   return status::ok();
 }
 
-status encode_model_config(const actors::model_table* table, std::string_view name,
+status encode_model_config(const serving::model_table* table, std::string_view name,
                            std::string_view version, pb::ModelConfigResponse& out) {
-  TROUPE_ASSIGN_OR_RETURN(const actors::version_entry* v, find_version(table, name, version));
-  const actors::model_signature& sig = *v->signature;
-  const actors::model_config& c = sig.config;
+  TROUPE_ASSIGN_OR_RETURN(const serving::version_entry* v, find_version(table, name, version));
+  const serving::model_signature& sig = *v->signature;
+  const serving::model_config& c = sig.config;
   pb::ModelConfig* mc = out.mutable_config();
   mc->set_name(sig.model);
   mc->set_platform(std::string(platform_name));
@@ -507,13 +508,13 @@ status encode_model_config(const actors::model_table* table, std::string_view na
   const bool batched = sig.max_batch_size > 0;
   mc->set_max_batch_size(static_cast<int32_t>(
       std::min<int64_t>(sig.max_batch_size, std::numeric_limits<int32_t>::max())));
-  for (const actors::tensor_spec& s : sig.inputs) {
+  for (const serving::tensor_spec& s : sig.inputs) {
     pb::ModelInput* in = mc->add_input();
     in->set_name(s.name);
     in->set_data_type(config_type(s.type));
     fill_dims(s, batched, in->mutable_dims());
   }
-  for (const actors::tensor_spec& s : sig.outputs) {
+  for (const serving::tensor_spec& s : sig.outputs) {
     pb::ModelOutput* o = mc->add_output();
     o->set_name(s.name);
     o->set_data_type(config_type(s.type));
@@ -534,13 +535,13 @@ status encode_model_config(const actors::model_table* table, std::string_view na
   g->set_name(sig.model);
   g->set_count(static_cast<int32_t>(c.instance_count));
   switch (c.device) {
-    case actors::device_preference::cpu:
+    case serving::device_preference::cpu:
       g->set_kind(pb::ModelInstanceGroup::KIND_CPU);
       break;
-    case actors::device_preference::gpu:
+    case serving::device_preference::gpu:
       g->set_kind(pb::ModelInstanceGroup::KIND_GPU);
       break;
-    case actors::device_preference::any:
+    case serving::device_preference::any:
       g->set_kind(pb::ModelInstanceGroup::KIND_AUTO);
       break;
   }
@@ -555,13 +556,13 @@ status encode_model_config(const actors::model_table* table, std::string_view na
   return status::ok();
 }
 
-expected<bool> model_is_ready(const actors::model_table* table, std::string_view name,
+expected<bool> model_is_ready(const serving::model_table* table, std::string_view name,
                               std::string_view version) {
   TROUPE_ASSIGN_OR_RETURN(const int64_t v, parse_version(version));
-  return table && actors::model_ready(*table, name, v);
+  return table && serving::model_ready(*table, name, v);
 }
 
-status encode_model_statistics(const actors::model_table* table, std::string_view name,
+status encode_model_statistics(const serving::model_table* table, std::string_view name,
                                std::string_view version_text, pb::ModelStatisticsResponse& out) {
   TROUPE_ASSIGN_OR_RETURN(const int64_t version, parse_version(version_text));
   if (!table) return make_error(error_code::unavailable, "the node is still loading its models");
@@ -573,16 +574,16 @@ status encode_model_statistics(const actors::model_table* table, std::string_vie
   };
   for (const auto& [model, m] : table->models) {
     if (!name.empty() && model != name) continue;
-    for (const actors::version_entry& v : m.versions) {
+    for (const serving::version_entry& v : m.versions) {
       if (version > 0 && v.version != version) continue;
       pb::ModelStatistics* s = out.add_model_stats();
       s->set_name(model);
       s->set_version(std::to_string(v.version));
       // Staging the inputs and reading the outputs back are inside compute_infer, as in the HTTP
       // door's statistics: compute_input and compute_output count the same requests with 0 ns.
-      const actors::version_metrics* vm = v.metrics.get();
+      const serving::version_metrics* vm = v.metrics.get();
       if (!vm) continue;
-      const actors::version_statistics& st = vm->stats;
+      const serving::version_statistics& st = vm->stats;
       s->set_last_inference(st.last_inference_ms.load(relaxed));
       s->set_inference_count(st.inference_count.load(relaxed));
       s->set_execution_count(st.execution_count.load(relaxed));

@@ -12,10 +12,10 @@
 #include <utility>
 #include <vector>
 
-#include "actors/job.hpp"
-#include "actors/request_binding.hpp"
 #include "cluster/shared_memory_registry.hpp"
 #include "core/status.hpp"
+#include "serving/job.hpp"
+#include "serving/request_binding.hpp"
 
 namespace inference {
 class ModelInferRequest;
@@ -27,7 +27,7 @@ class ServerMetadataResponse;
 class SystemSharedMemoryStatusResponse;
 }  // namespace inference
 
-namespace troupe::actors {
+namespace troupe::serving {
 class model_table;
 }
 
@@ -52,13 +52,13 @@ struct requested_output {
 /// datatype's, parameters converted to text). Keep the message and this object alive, unmoved,
 /// until the request's reply has been built: the views point into both.
 struct decoded_infer_request {
-  actors::request_fields fields;
+  serving::request_fields fields;
   std::string_view id;
   /// As the request lists them; empty when it names none (every output, in the response).
   std::vector<requested_output> outputs;
 
   // ---- what `fields` views; capacity kept across clear() ----
-  std::vector<actors::request_tensor> tensors;
+  std::vector<serving::request_tensor> tensors;
   std::vector<std::string_view> output_names;
   std::vector<std::pair<std::string_view, std::string_view>> parameters;
   std::deque<std::string> owned_text;  // a deque: elements never move
@@ -83,30 +83,30 @@ status decode_infer_request(const inference::ModelInferRequest& m,
 /// tensor per job output. Outputs bound for shared memory are copied there and listed after the
 /// others (so raw_output_contents[i] stays the i-th listed output, as tritonclient reads it), with
 /// their region parameters echoed. invalid_argument when an output does not fit its range.
-status encode_infer_response(const actors::infer_job& job, const decoded_infer_request& d,
+status encode_infer_response(const serving::infer_job& job, const decoded_infer_request& d,
                              inference::ModelInferResponse& out);
 
 /// ModelMetadata of `name` at `version` ("" : the version requests would get, else the newest).
 /// not_found for an unknown model or version; invalid_argument for a malformed version;
 /// unavailable for a version that failed to load (it has no signature).
-status encode_model_metadata(const actors::model_table* table, std::string_view name,
+status encode_model_metadata(const serving::model_table* table, std::string_view name,
                              std::string_view version, inference::ModelMetadataResponse& out);
 
 /// Triton's ModelConfig subset for the same version: name, platform, backend, max_batch_size,
 /// inputs and outputs (TYPE_* and dims without the batch dim), dynamic batching, the instance group
 /// and the version policy, from the configuration the version was loaded with.
-status encode_model_config(const actors::model_table* table, std::string_view name,
+status encode_model_config(const serving::model_table* table, std::string_view name,
                            std::string_view version, inference::ModelConfigResponse& out);
 
 /// Whether `name` at `version` is ready; false for an unknown model or version, invalid_argument
 /// for a malformed version.
-expected<bool> model_is_ready(const actors::model_table* table, std::string_view name,
+expected<bool> model_is_ready(const serving::model_table* table, std::string_view name,
                               std::string_view version);
 
-/// Triton's statistics extension from the versions' exact sums (actors::version_statistics,
+/// Triton's statistics extension from the versions' exact sums (serving::version_statistics,
 /// cumulative since the node started): every version of every model when `name` is empty, every
 /// version of `name` when `version` is empty. not_found for an unknown model or version.
-status encode_model_statistics(const actors::model_table* table, std::string_view name,
+status encode_model_statistics(const serving::model_table* table, std::string_view name,
                                std::string_view version, inference::ModelStatisticsResponse& out);
 
 /// The server's name, version and the protocol extensions this door serves.

@@ -10,12 +10,12 @@
 #include <cstdint>
 #include <mutex>
 
-#include "actors/model_table.hpp"
 #include "cluster/kserve_grpc_codec.hpp"
 #include "cluster/kserve_grpc_status.hpp"
 #include "cluster/kserve_grpc_stream.hpp"
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::cluster {
 
@@ -111,7 +111,7 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
                                        const pb::ServerLiveRequest*,
                                        pb::ServerLiveResponse* r) override {
-    r->set_live(actors::evaluate_readiness(gateway_.holder(), options_.readiness).live);
+    r->set_live(serving::evaluate_readiness(gateway_.holder(), options_.readiness).live);
     return finish(ctx, status::ok());
   }
 
@@ -119,7 +119,7 @@ class kserve_grpc_server::impl final : public pb::GRPCInferenceService::Callback
                                         const pb::ServerReadyRequest*,
                                         pb::ServerReadyResponse* r) override {
     r->set_ready(!gateway_.draining() &&
-                 actors::evaluate_readiness(gateway_.holder(), options_.readiness).ready);
+                 serving::evaluate_readiness(gateway_.holder(), options_.readiness).ready);
     return finish(ctx, status::ok());
   }
 

@@ -18,8 +18,8 @@
 #include <string>
 
 #include "actors/model_control.hpp"
-#include "actors/readiness.hpp"
 #include "core/status.hpp"
+#include "serving/readiness.hpp"
 
 namespace troupe::cluster {
 
@@ -33,7 +33,7 @@ struct grpc_server_options {
   /// batches): the node's max_message_bytes.
   /// Also sets what gRPC may hold in memory for all its connections: grpc_memory_quota_bytes.
   uint64_t max_message_bytes = 256ull << 20;
-  actors::readiness_policy readiness = actors::readiness_policy::strict;
+  serving::readiness_policy readiness = serving::readiness_policy::strict;
   /// The repository extension (RepositoryIndex, RepositoryModelLoad/Unload): null, UNIMPLEMENTED.
   /// Outlives the server.
   const actors::model_control* control = nullptr;

@@ -9,14 +9,14 @@
 #include <string_view>
 #include <vector>
 
-#include "actors/job.hpp"
-#include "actors/model_table.hpp"
 #include "cluster/http_compression.hpp"
 #include "cluster/kserve_json_codec.hpp"
 #include "cluster/kserve_metadata.hpp"
 #include "cluster/kserve_types.hpp"
 #include "cluster/request_gateway.hpp"
 #include "cluster/shared_memory_registry.hpp"
+#include "serving/job.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -67,7 +67,7 @@ std::optional<std::vector<std::string>> split_path(std::string_view path) {
 
 /// Holds the output blocks a reply's tail points into; releases them once the bytes have left.
 struct output_refs {
-  std::vector<actors::output_block*> blocks;
+  std::vector<serving::output_block*> blocks;
   output_refs() = default;
   output_refs(const output_refs&) = delete;
   output_refs& operator=(const output_refs&) = delete;
@@ -86,7 +86,7 @@ struct infer_call {
   std::vector<shared_memory_span> input_regions;
   /// Output name -> where it goes in shared memory (resolved when the request arrives).
   std::vector<std::pair<std::string, shared_memory_span>> output_regions;
-  std::vector<actors::request_tensor> tensors;
+  std::vector<serving::request_tensor> tensors;
   std::vector<std::string_view> output_names;
   std::vector<std::pair<std::string_view, std::string_view>> parameters;
   std::string model;
@@ -105,7 +105,7 @@ struct infer_call {
 /// (taken from the request), their names (the signature) and the call.
 struct infer_reply {
   std::shared_ptr<infer_call> call;
-  std::shared_ptr<const actors::model_signature> signature;
+  std::shared_ptr<const serving::model_signature> signature;
   std::string model;
   int64_t version = 0;
   struct output {
@@ -199,7 +199,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
   }
 
   http_response server_ready() const {
-    actors::node_readiness r = actors::evaluate_readiness(gateway_.holder(), options_.readiness);
+    serving::node_readiness r = serving::evaluate_readiness(gateway_.holder(), options_.readiness);
     if (gateway_.draining()) {
       r.ready = false;
       r.reason = "draining";
@@ -227,12 +227,12 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     const auto table = gateway_.table();
     auto v = kserve::find_version(table.get(), model, version);
     if (!v) return error_response(v.error());
-    const actors::version_state state = (*v)->current_state();
+    const serving::version_state state = (*v)->current_state();
     nlohmann::json j = {{"name", model},
                         {"version", std::to_string((*v)->version)},
-                        {"ready", state == actors::version_state::ready}};
-    if (state != actors::version_state::ready) j["state"] = std::string(actors::to_string(state));
-    return json_response(state == actors::version_state::ready ? 200 : 503,
+                        {"ready", state == serving::version_state::ready}};
+    if (state != serving::version_state::ready) j["state"] = std::string(serving::to_string(state));
+    return json_response(state == serving::version_state::ready ? 200 : 503,
                          j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
 
@@ -245,7 +245,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     return json_response(200, std::move(*body));
   }
 
-  static status failed_version(const std::string& model, const actors::version_entry& v) {
+  static status failed_version(const std::string& model, const serving::version_entry& v) {
     return make_error(error_code::unavailable, "model '" + model + "' version " +
                                                    std::to_string(v.version) +
                                                    " failed to load: " + v.load_error.to_string());
@@ -403,7 +403,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
     g->on_reply = [self = shared_from_this(), call](gateway_request& r) {
       self->on_reply(call, r);
     };
-    actors::request_fields f;
+    serving::request_fields f;
     bool too_large = false;
     if (status s = prepare(*call, f, too_large); !s.is_ok()) {
       if (too_large) {  // 413 like a body over the limit (http_status has no code for it)
@@ -417,7 +417,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
   }
 
   /// Decodes the body into `call` and points `f` at it.
-  status prepare(infer_call& call, actors::request_fields& f, bool& too_large) {
+  status prepare(infer_call& call, serving::request_fields& f, bool& too_large) {
     const http_request& req = call.request;
     std::string_view body = req.body;
     TROUPE_ASSIGN_OR_RETURN(content_coding coding,
@@ -447,7 +447,7 @@ class kserve_http::router : public std::enable_shared_from_this<kserve_http::rou
         in.bytes = span.bytes;
         call.input_regions.push_back(std::move(span));
       }
-      actors::request_tensor& t = call.tensors[i];
+      serving::request_tensor& t = call.tensors[i];
       t.name = in.name;
       t.type = in.type;
       t.shape = in.shape;

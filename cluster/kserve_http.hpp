@@ -30,9 +30,9 @@
 #include <string>
 
 #include "actors/model_control.hpp"
-#include "actors/readiness.hpp"
 #include "cluster/http_server.hpp"
 #include "core/status.hpp"
+#include "serving/readiness.hpp"
 
 namespace troupe::cluster {
 
@@ -45,7 +45,7 @@ struct kserve_http_options {
   http_server_options server;
   std::string server_version;  // GET /v2's "version"
   /// Readiness rule of GET /v2/health/ready.
-  actors::readiness_policy readiness = actors::readiness_policy::strict;
+  serving::readiness_policy readiness = serving::readiness_policy::strict;
   /// The repository extension (/v2/repository/...): null, it answers unsupported. Outlives the
   /// door.
   const actors::model_control* control = nullptr;

@@ -6,11 +6,11 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
-#include "actors/readiness.hpp"
 #include "cluster/kserve_types.hpp"
 #include "cluster/shared_memory_registry.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/readiness.hpp"
 
 namespace troupe::cluster::kserve {
 namespace {
@@ -22,22 +22,22 @@ std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-json tensor_metadata(const actors::tensor_spec& s) {
+json tensor_metadata(const serving::tensor_spec& s) {
   return {{"name", s.name}, {"datatype", dtype_to_name(s.type)}, {"shape", s.shape}};
 }
 
-json tensor_config(const actors::tensor_spec& s, bool batched) {
+json tensor_config(const serving::tensor_spec& s, bool batched) {
   std::vector<int64_t> dims(s.shape.begin() + (batched && !s.shape.empty() ? 1 : 0), s.shape.end());
   return {{"name", s.name}, {"data_type", config_type_name(dtype_to_name(s.type))}, {"dims", dims}};
 }
 
-std::string_view instance_kind(actors::device_preference d) {
+std::string_view instance_kind(serving::device_preference d) {
   switch (d) {
-    case actors::device_preference::cpu:
+    case serving::device_preference::cpu:
       return "KIND_CPU";
-    case actors::device_preference::gpu:
+    case serving::device_preference::gpu:
       return "KIND_GPU";
-    case actors::device_preference::any:
+    case serving::device_preference::any:
       break;
   }
   return "KIND_AUTO";
@@ -60,19 +60,19 @@ std::string server_metadata_json(std::string_view version,
   return dump({{"name", "troupe"}, {"version", version}, {"extensions", ext}});
 }
 
-expected<const actors::version_entry*> find_version(const actors::model_table* table,
-                                                    std::string_view model, int64_t version) {
+expected<const serving::version_entry*> find_version(const serving::model_table* table,
+                                                     std::string_view model, int64_t version) {
   if (!table) return make_error(error_code::unavailable, "the node is still loading its models");
-  const actors::model_entry* m = table->find(model);
+  const serving::model_entry* m = table->find(model);
   if (!m) return table->unknown_model(model);
   if (version > 0) {
-    const actors::version_entry* v = m->find(version);
+    const serving::version_entry* v = m->find(version);
     if (!v)
       return not_found("model '" + std::string(model) + "' has no version " +
                        std::to_string(version));
     return v;
   }
-  if (const actors::version_entry* v = m->default_version()) return v;
+  if (const serving::version_entry* v = m->default_version()) return v;
   if (!m->load_error.is_ok())
     return make_error(
         error_code::unavailable,
@@ -81,7 +81,7 @@ expected<const actors::version_entry*> find_version(const actors::model_table* t
                     "model '" + std::string(model) + "' has no loaded version");
 }
 
-std::string model_metadata_json(const actors::model_entry& m, const actors::version_entry& v) {
+std::string model_metadata_json(const serving::model_entry& m, const serving::version_entry& v) {
   json versions = json::array();
   for (const auto& x : m.versions) versions.push_back(std::to_string(x.version));
   json inputs = json::array(), outputs = json::array();
@@ -96,14 +96,14 @@ std::string model_metadata_json(const actors::model_entry& m, const actors::vers
                {"outputs", outputs}});
 }
 
-std::string model_config_json(const actors::model_entry& m, const actors::version_entry& v) {
+std::string model_config_json(const serving::model_entry& m, const serving::version_entry& v) {
   json c = {{"name", m.name}, {"platform", "troupe_onnx"}, {"backend", "troupe"}};
   if (!v.signature) {
     c["max_batch_size"] = 0;
     return dump(c);
   }
-  const actors::model_signature& sig = *v.signature;
-  const actors::model_config& cfg = sig.config;
+  const serving::model_signature& sig = *v.signature;
+  const serving::model_config& cfg = sig.config;
   const bool batched = sig.max_batch_size > 0;
   c["max_batch_size"] = sig.max_batch_size;
   json in = json::array(), out = json::array();
@@ -139,15 +139,15 @@ json duration(uint64_t count, uint64_t ns) {
   return {{"count", count}, {"ns", ns}};
 }
 
-json version_statistics(const std::string& model, const actors::version_entry& v) {
-  // Exact sums kept beside the histograms (actors::version_statistics). Staging the inputs and
+json version_statistics(const std::string& model, const serving::version_entry& v) {
+  // Exact sums kept beside the histograms (serving::version_statistics). Staging the inputs and
   // reading the outputs back are inside compute_infer: compute_input and compute_output count the
   // same requests with 0 ns.
   uint64_t ok = 0, ok_ns = 0, failed = 0, failed_ns = 0, queued = 0, queue_ns = 0, computed = 0,
            compute_ns = 0, executions = 0, inferences = 0, last_ms = 0;
-  if (const actors::version_metrics* m = v.metrics.get()) {
+  if (const serving::version_metrics* m = v.metrics.get()) {
     constexpr auto relaxed = std::memory_order_relaxed;
-    const actors::version_statistics& st = m->stats;
+    const serving::version_statistics& st = m->stats;
     ok = st.success_count.load(relaxed);
     ok_ns = st.success_ns.load(relaxed);
     failed = st.fail_count.load(relaxed);
@@ -179,7 +179,7 @@ json version_statistics(const std::string& model, const actors::version_entry& v
 
 }  // namespace
 
-expected<std::string> model_statistics_json(const actors::model_table& table,
+expected<std::string> model_statistics_json(const serving::model_table& table,
                                             std::string_view model, int64_t version) {
   json stats = json::array();
   for (const auto& [name, m] : table.models) {
@@ -207,7 +207,7 @@ std::string_view config_type_name(std::string_view datatype) {
   return "TYPE_INVALID";
 }
 
-std::string readiness_json(const actors::node_readiness& r) {
+std::string readiness_json(const serving::node_readiness& r) {
   json j = {{"live", r.live}, {"ready", r.ready}};
   if (!r.ready) j["reason"] = r.reason;
   return dump(j);

@@ -12,8 +12,8 @@
 #include <string_view>
 #include <variant>
 
-#include "actors/log_fields.hpp"
 #include "cluster/log_rate_limiter.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
 namespace {
@@ -60,12 +60,12 @@ class json_message final : public spdlog::custom_flag_formatter {
   }
 };
 
-/// %~ : the line's structured fields (actors::current_log_fields()) as `,"key":value` pairs.
+/// %~ : the line's structured fields (serving::current_log_fields()) as `,"key":value` pairs.
 class json_fields final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg&, const std::tm&,
               spdlog::memory_buf_t& dest) override {
-    for (const actors::log_field& f : actors::current_log_fields()) {
+    for (const serving::log_field& f : serving::current_log_fields()) {
       dest.append(std::string_view(",\""));
       append_json_escaped(f.key, dest);
       dest.append(std::string_view("\":"));
@@ -139,14 +139,14 @@ void protobuf_log_handler(google::protobuf::LogLevel level, const char* filename
   std::string_view text(message);
   const bool cut = text.size() > protobuf_log_max_bytes;
   if (cut) text = text.substr(0, protobuf_log_max_bytes);
-  const actors::log_field fields[] = {
+  const serving::log_field fields[] = {
       {"source_file", filename ? filename : ""},
       {"source_line", line},
       {"suppressed", d.suppressed_before},
   };
   // "suppressed" only when lines were dropped.
-  actors::scoped_log_fields scope(
-      std::span<const actors::log_field>(fields, d.suppressed_before > 0 ? 3 : 2));
+  serving::scoped_log_fields scope(
+      std::span<const serving::log_field>(fields, d.suppressed_before > 0 ? 3 : 2));
   logger->log(to_spdlog(level), "{}{}", text, cut ? " [cut]" : "");
 }
 
@@ -166,7 +166,7 @@ status setup_json_logging(const std::string& level, std::shared_ptr<spdlog::sink
     return logger;
   };
   spdlog::set_default_logger(make_logger("troupe"));
-  actors::set_log_fields_formatted(true);
+  serving::set_log_fields_formatted(true);
   {
     auto& state = protobuf_state();
     std::lock_guard<std::mutex> lock(state.mutex);

@@ -3,8 +3,8 @@
 /// without a grok pattern:
 ///   {"time":"...","level":"info","logger":"troupe","msg":"model loaded","model":"mlp",
 ///    "version":1,"code":"ok","duration_ms":812.4}
-/// The message is JSON-escaped; structured fields come from actors::log_event
-/// (actors/log_fields.hpp). protobuf's own log output goes through the same formatter (logger
+/// The message is JSON-escaped; structured fields come from serving::log_event
+/// (serving/log_fields.hpp). protobuf's own log output goes through the same formatter (logger
 /// "protobuf", with source_file and source_line), rate-limited, so that no client can fill the log
 /// with plain text by sending malformed messages.
 

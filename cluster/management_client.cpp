@@ -110,7 +110,7 @@ expected<traffic_state> management_client::traffic(const std::string& name, traf
   return out;
 }
 
-expected<uint64_t> management_client::inject_fault(const actors::fault_rule& rule,
+expected<uint64_t> management_client::inject_fault(const serving::fault_rule& rule,
                                                    std::chrono::milliseconds timeout) {
   pb::ControlRequest q;
   encode_fault_rule(rule, *q.mutable_inject_fault());
@@ -118,12 +118,12 @@ expected<uint64_t> management_client::inject_fault(const actors::fault_rule& rul
   return r.fault_id();
 }
 
-expected<std::vector<actors::fault_rule_state>> management_client::list_faults(
+expected<std::vector<serving::fault_rule_state>> management_client::list_faults(
     std::chrono::milliseconds timeout) {
   pb::ControlRequest q;
   q.mutable_list_faults();
   TROUPE_ASSIGN_OR_RETURN(pb::ControlReply r, impl_->call(q, timeout));
-  std::vector<actors::fault_rule_state> out;
+  std::vector<serving::fault_rule_state> out;
   for (const auto& f : r.faults()) {
     auto s = decode_fault_rule_state(f);
     if (!s) return io_error("management socket: a listed fault rule: " + s.error().message());

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "actors/fault_plan.hpp"
 #include "core/status.hpp"
+#include "serving/fault_plan.hpp"
 
 namespace troupe::cluster {
 
@@ -47,9 +47,9 @@ class management_client {
 
   /// Fault injection (docs/faults.md); a node without it answers unsupported.
   /// Adds `rule` to the node's fault plan; the new rule's id.
-  expected<uint64_t> inject_fault(const actors::fault_rule& rule,
+  expected<uint64_t> inject_fault(const serving::fault_rule& rule,
                                   std::chrono::milliseconds timeout);
-  expected<std::vector<actors::fault_rule_state>> list_faults(std::chrono::milliseconds timeout);
+  expected<std::vector<serving::fault_rule_state>> list_faults(std::chrono::milliseconds timeout);
   /// not_found when the node has no rule `id`.
   status remove_fault(uint64_t id, std::chrono::milliseconds timeout);
   /// How many rules there were.

@@ -241,7 +241,7 @@ class management_socket::impl {
                      ? invalid_argument("inject_fault." + s.message())
                      : s;
         };
-        expected<actors::fault_rule> rule = decode_fault_rule(q.inject_fault());
+        expected<serving::fault_rule> rule = decode_fault_rule(q.inject_fault());
         if (!rule) {
           set_error(r, named(rule.error()));
         } else if (auto id = faults_.inject(std::move(*rule)); !id) {

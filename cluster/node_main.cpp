@@ -19,15 +19,15 @@
 
 #include "actors/caf_compat.hpp"
 #include "actors/fault_control.hpp"
-#include "actors/fault_plan.hpp"
 #include "actors/gpu_worker.hpp"
-#include "actors/log_fields.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
-#include "actors/readiness.hpp"
 #include "actors/worker.hpp"
 #include "cluster/frontend.hpp"
+#include "serving/fault_plan.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/readiness.hpp"
 #if TROUPE_HAVE_GRPC
 #include "cluster/kserve_grpc_server.hpp"
 #endif
@@ -118,7 +118,7 @@ uint32_t http_io_threads(uint32_t asked) {
 }
 
 /// The node's listeners. All of them bind before the repository loads, so the node is live (and
-/// not ready: actors::evaluate_readiness, which every door asks) while its models load; they
+/// not ready: serving::evaluate_readiness, which every door asks) while its models load; they
 /// drain together on SIGTERM.
 ///
 /// The KServe doors share one request gateway and one shared-memory registry. Ownership and
@@ -129,9 +129,9 @@ uint32_t http_io_threads(uint32_t asked) {
 class front_doors {
  public:
   status start(caf::actor_system& sys, const actors::node_handles& node,
-               actors::table_holder& holder, actors::serving_metrics* metrics,
-               const actors::node_config& cfg, uint32_t idle_spin_us,
-               std::shared_ptr<actors::fault_plan> faults) {
+               serving::table_holder& holder, serving::serving_metrics* metrics,
+               const serving::node_config& cfg, uint32_t idle_spin_us,
+               std::shared_ptr<serving::fault_plan> faults) {
     frontend_options fo;
     fo.faults = faults;
     fo.listen = cfg.listen;
@@ -152,7 +152,7 @@ class front_doors {
       // One token for the management socket and the HTTP and gRPC repository endpoints.
       TROUPE_ASSIGN_OR_RETURN(std::string token, read_token_file(cfg.management_token_file));
       control_->set_token(std::move(token));
-    } else if (cfg.control_mode == actors::model_control_mode::explicit_ &&
+    } else if (cfg.control_mode == serving::model_control_mode::explicit_ &&
                (cfg.http_port > 0 || cfg.grpc_port > 0)) {
       spdlog::warn(
           "model control over HTTP and gRPC is open to whoever reaches their ports (explicit "
@@ -265,7 +265,7 @@ class front_doors {
 /// of compiling a replica finishes that compile first (it cannot be interrupted); the manager's
 /// other pending loads are abandoned, and so are model files still being read (a read blocked on
 /// a hung mount keeps a thread of its own, which holds up neither the actors nor the exit).
-void drain_and_stop(int sig, front_doors& doors, actors::table_holder& holder,
+void drain_and_stop(int sig, front_doors& doors, serving::table_holder& holder,
                     caf::actor_system& sys, const actors::node_handles& node,
                     std::chrono::milliseconds drain_timeout, remote_workers* joined) {
   if (sig != 0) spdlog::info("signal {}: draining ({} requests in flight)", sig, doors.inflight());
@@ -307,9 +307,9 @@ std::shared_ptr<runtime::tuning_records_file> open_tuning_records(const std::str
 /// `faults:`, each firing counted (troupe_faults_fired_total{kind,site}) and logged ("fault
 /// fired"). The observer refers to `metrics`, which outlives every holder of the plan (the
 /// actors are awaited and the doors stopped before run_serve returns).
-expected<std::shared_ptr<actors::fault_plan>> make_fault_plan(const actors::node_config& cfg,
-                                                              actors::serving_metrics& metrics) {
-  auto plan = std::make_shared<actors::fault_plan>();
+expected<std::shared_ptr<serving::fault_plan>> make_fault_plan(const serving::node_config& cfg,
+                                                               serving::serving_metrics& metrics) {
+  auto plan = std::make_shared<serving::fault_plan>();
   for (size_t i = 0; i < cfg.faults.size(); ++i)
     if (auto id = plan->add(cfg.faults[i]); !id)  // parse_node_config checked them already
       return id.error().with_context("faults[" + std::to_string(i) + "]");
@@ -317,20 +317,20 @@ expected<std::shared_ptr<actors::fault_plan>> make_fault_plan(const actors::node
   // firing, the log takes about 20 lines a second of them and says how many it left out.
   auto lines = std::make_shared<log_rate_limiter>(20.0, 100.0);
   plan->set_observer(
-      [&metrics, lines](const actors::fault_rule& r, uint64_t id, std::string_view site) {
-        const std::string_view kind = actors::to_string(r.kind);
+      [&metrics, lines](const serving::fault_rule& r, uint64_t id, std::string_view site) {
+        const std::string_view kind = serving::to_string(r.kind);
         metrics.count_fault_fired(kind, site);
         const log_rate_limiter::decision d = lines->admit(log_rate_limiter::clock::now());
         if (!d.admit) return;
-        actors::log_event(actors::log_level::warn, "fault fired",
-                          {{"kind", kind},
-                           {"target", r.target},
-                           {"site", site},
-                           {"rule", id},
-                           {"suppressed_before", d.suppressed_before}});
+        serving::log_event(serving::log_level::warn, "fault fired",
+                           {{"kind", kind},
+                            {"target", r.target},
+                            {"site", site},
+                            {"rule", id},
+                            {"suppressed_before", d.suppressed_before}});
       });
-  actors::log_event(
-      actors::log_level::warn,
+  serving::log_event(
+      serving::log_level::warn,
       "FAULT INJECTION IS ON: this node fails, delays, drops or duplicates work on purpose when "
       "told to (node.yaml faults:, the management socket, troupe.fault request parameters). For "
       "tests only: never on a node that serves real traffic",
@@ -343,9 +343,9 @@ expected<std::shared_ptr<actors::fault_plan>> make_fault_plan(const actors::node
 }  // namespace
 
 status run_serve(const serve_options& o) {
-  actors::node_config cfg;
+  serving::node_config cfg;
   if (!o.config_path.empty()) {
-    TROUPE_ASSIGN_OR_RETURN(cfg, actors::load_node_config(o.config_path));
+    TROUPE_ASSIGN_OR_RETURN(cfg, serving::load_node_config(o.config_path));
   }
   if (!o.models_dir.empty()) cfg.models_dir = o.models_dir;
   if (o.listen) cfg.listen = *o.listen;
@@ -354,7 +354,7 @@ status run_serve(const serve_options& o) {
   if (o.http_port) cfg.http_port = *o.http_port;
   if (o.log_level) cfg.log_level = *o.log_level;
   if (o.control_mode) {
-    TROUPE_ASSIGN_OR_RETURN(cfg.control_mode, actors::parse_model_control_mode(*o.control_mode));
+    TROUPE_ASSIGN_OR_RETURN(cfg.control_mode, serving::parse_model_control_mode(*o.control_mode));
   }
   if (!o.load_models.empty()) cfg.load_models = o.load_models;
   if (o.repository_poll_secs) cfg.repository_poll = std::chrono::seconds(*o.repository_poll_secs);
@@ -365,14 +365,14 @@ status run_serve(const serve_options& o) {
   if (o.worker_processes) cfg.worker_processes = *o.worker_processes;
   if (o.worker_memory_budget_mb) cfg.worker_memory_budget_mb = *o.worker_memory_budget_mb;
   if (o.role) {
-    TROUPE_ASSIGN_OR_RETURN(cfg.role, actors::parse_node_role(*o.role));
+    TROUPE_ASSIGN_OR_RETURN(cfg.role, serving::parse_node_role(*o.role));
   }
   if (!o.join.empty()) cfg.join = o.join;
   if (o.join_dns) cfg.join_dns = *o.join_dns;
   if (o.workers_listen) cfg.workers_listen = *o.workers_listen;
   if (o.node_name) cfg.node_name = *o.node_name;
   if (o.model_cache_dir) cfg.model_cache_dir = *o.model_cache_dir;
-  if (cfg.role == actors::node_role::worker) {
+  if (cfg.role == serving::node_role::worker) {
     if (o.gpus) {
       TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
     }
@@ -388,13 +388,13 @@ status run_serve(const serve_options& o) {
     return invalid_argument("--join and --join-dns are for worker nodes (--role worker)");
   // A control node serves through workers of worker nodes only; `all` may take them too.
   std::optional<std::string> workers_listen = cfg.workers_listen;
-  if (cfg.role == actors::node_role::control) {
+  if (cfg.role == serving::node_role::control) {
     cfg.gpus = std::vector<int>{};
     cfg.cpu_workers = 0;
     if (!workers_listen) workers_listen = "tcp://*:5600";
   }
   if (workers_listen && workers_listen->empty()) workers_listen.reset();
-  if (!cfg.load_models.empty() && cfg.control_mode != actors::model_control_mode::explicit_)
+  if (!cfg.load_models.empty() && cfg.control_mode != serving::model_control_mode::explicit_)
     return invalid_argument("--load-model (load_models) needs --model-control-mode explicit");
   if (o.gpus) {
     TROUPE_ASSIGN_OR_RETURN(cfg.gpus, parse_gpus(*o.gpus));
@@ -447,7 +447,7 @@ status run_serve(const serve_options& o) {
   caf_cfg.set("logger.console-verbosity", caf::atom("quiet"));
   caf::actor_system sys{caf_cfg};
 
-  actors::serving_metrics metrics;
+  serving::serving_metrics metrics;
   std::unique_ptr<metrics_http> metrics_door;
   int metrics_port = 0;
   if (cfg.metrics_port > 0) {
@@ -463,7 +463,7 @@ status run_serve(const serve_options& o) {
 
   // Declared after `metrics`, which its observer refers to. Null: fault injection off (then
   // node.yaml has no `faults:`: parse_node_config refuses them without fault_injection).
-  std::shared_ptr<actors::fault_plan> faults;
+  std::shared_ptr<serving::fault_plan> faults;
   if (cfg.fault_injection) {
     TROUPE_ASSIGN_OR_RETURN(faults, make_fault_plan(cfg, metrics));
   }
@@ -489,7 +489,7 @@ status run_serve(const serve_options& o) {
     spdlog::info("worker processes on: one per worker, endpoints in {}", launcher->directory());
   }
 
-  actors::table_holder holder;
+  serving::table_holder holder;
   actors::node_spawn_options so;
   so.config = cfg;
   so.gpus = gpus;
@@ -564,7 +564,7 @@ status run_serve(const serve_options& o) {
   if (report->versions_waiting > 0)
     spdlog::info("{} model versions wait for a worker of their kind to join", report->versions_waiting);
 
-  const actors::node_readiness readiness = actors::evaluate_readiness(holder, cfg.readiness);
+  const serving::node_readiness readiness = serving::evaluate_readiness(holder, cfg.readiness);
   if (readiness.ready) {
     spdlog::info("ready: serving on {} (metrics port {})", doors.endpoint(), metrics_port);
     std::printf("{\"event\":\"ready\",%s,\"metrics_port\":%d%s}\n", doors.json_fields().c_str(),
@@ -572,7 +572,7 @@ status run_serve(const serve_options& o) {
   } else {
     // Triton keeps serving the models that loaded; so does troupe, reporting not ready.
     spdlog::warn("not ready (readiness {}): {}; serving the models that loaded on {}",
-                 actors::readiness_policy_name(cfg.readiness), readiness.reason, doors.endpoint());
+                 serving::readiness_policy_name(cfg.readiness), readiness.reason, doors.endpoint());
     std::printf("{\"event\":\"loaded\",\"ready\":false,%s,\"metrics_port\":%d%s,\"reason\":%s}\n",
                 doors.json_fields().c_str(), metrics_port, workers_field.c_str(),
                 json_string(readiness.reason).c_str());

@@ -1,7 +1,7 @@
 #pragma once
 /// `troupe serve`: one node (control and worker roles) in this process. Listens first (live, not
 /// ready: requests are answered UNAVAILABLE "loading"), then loads the repository; ready follows
-/// the node's readiness policy (actors/readiness.hpp). On SIGTERM (or SIGINT), also while
+/// the node's readiness policy (serving/readiness.hpp). On SIGTERM (or SIGINT), also while
 /// loading, it stops accepting work (readiness false, new requests answered UNAVAILABLE),
 /// finishes the requests in flight (up to the node's drain_timeout; what is left then is answered
 /// CANCELLED), stops the actors and returns 0.

@@ -7,6 +7,7 @@
 namespace troupe::cluster {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 
 namespace {
 

@@ -18,9 +18,9 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "actors/shared_arena.hpp"
 #include "actors/worker_protocol.hpp"
 #include "core/status.hpp"
+#include "serving/shared_arena.hpp"
 
 namespace troupe::cluster {
 
@@ -32,7 +32,7 @@ struct outgoing_message {
 
 class remote_run_staging {
  public:
-  explicit remote_run_staging(std::shared_ptr<actors::shared_arena> arena)
+  explicit remote_run_staging(std::shared_ptr<serving::shared_arena> arena)
       : arena_(std::move(arena)) {}
   ~remote_run_staging();
 
@@ -46,12 +46,12 @@ class remote_run_staging {
 
  private:
   struct staged {
-    std::vector<actors::shm_region> inputs;
-    actors::shm_region outputs;
+    std::vector<serving::shm_region> inputs;
+    serving::shm_region outputs;
   };
   void release(const staged& s, bool outputs_too);
 
-  std::shared_ptr<actors::shared_arena> arena_;
+  std::shared_ptr<serving::shared_arena> arena_;
   std::mutex mutex_;  // guards runs_
   std::map<uint64_t, staged> runs_;  // by run number
 };

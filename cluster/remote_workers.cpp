@@ -1,11 +1,12 @@
 #include "cluster/remote_workers.hpp"
 
-#include "actors/log_fields.hpp"
 #include "cluster/curve_keys.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 
 expected<std::unique_ptr<remote_workers>> remote_workers::start(caf::actor_system& sys,
                                                                 const node_handles& node,

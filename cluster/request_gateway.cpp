@@ -8,14 +8,14 @@
 
 #include "actors/actor_job_sink.hpp"
 #include "actors/caf_compat.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 
 namespace troupe::cluster {
 
-using actors::infer_job;
-using actors::job_list;
+using serving::infer_job;
+using serving::job_list;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -33,12 +33,12 @@ struct pooled_request : gateway_request {
 /// gateway stopped still finds live memory.
 struct request_gateway::shared_state {
   caf::actor_system& sys;
-  std::shared_ptr<actors::job_target> router;
-  actors::table_holder& holder;
-  actors::serving_metrics* metrics;
+  std::shared_ptr<serving::job_target> router;
+  serving::table_holder& holder;
+  serving::serving_metrics* metrics;
   gateway_options options;
   std::vector<caf::actor> bridges;
-  std::vector<std::shared_ptr<actors::job_sink>> sinks;  // one per bridge: jobs' reply_to
+  std::vector<std::shared_ptr<serving::job_sink>> sinks;  // one per bridge: jobs' reply_to
   std::atomic<uint64_t> next_bridge{0};
   std::atomic<uint64_t> sequence{0};
   std::atomic<bool> draining{false};
@@ -51,11 +51,15 @@ struct request_gateway::shared_state {
   std::vector<std::unique_ptr<pooled_request>> pool;
   std::vector<pooled_request*> free;
 
-  shared_state(caf::actor_system& s, const actors::node_handles& node, actors::table_holder& h,
-               actors::serving_metrics* m, gateway_options o)
-      : sys(s), router(actors::make_router_target(node.router)), holder(h), metrics(m), options(o) {}
+  shared_state(caf::actor_system& s, const actors::node_handles& node, serving::table_holder& h,
+               serving::serving_metrics* m, gateway_options o)
+      : sys(s),
+        router(actors::make_router_target(node.router)),
+        holder(h),
+        metrics(m),
+        options(o) {}
 
-  const actors::version_metrics* metrics_of(const infer_job& j) const {
+  const serving::version_metrics* metrics_of(const infer_job& j) const {
     if (j.metrics) return j.metrics;
     return metrics ? &metrics->unrouted() : nullptr;
   }
@@ -92,7 +96,7 @@ struct request_gateway::shared_state {
     if (r->out) {
       r->out = false;
       const uint32_t left = inflight.fetch_sub(1, std::memory_order_acq_rel) - 1;
-      if (metrics) metrics->set_inflight(actors::serving_metrics::door::kserve, left);
+      if (metrics) metrics->set_inflight(serving::serving_metrics::door::kserve, left);
       if (left == 0) idle.notify_all();
     }
     free.push_back(r);
@@ -115,11 +119,9 @@ request_gateway::~request_gateway() {
   stop();
 }
 
-expected<std::unique_ptr<request_gateway>> request_gateway::create(caf::actor_system& sys,
-                                                                   const actors::node_handles& node,
-                                                                   actors::table_holder& holder,
-                                                                   actors::serving_metrics* metrics,
-                                                                   gateway_options o) {
+expected<std::unique_ptr<request_gateway>> request_gateway::create(
+    caf::actor_system& sys, const actors::node_handles& node, serving::table_holder& holder,
+    serving::serving_metrics* metrics, gateway_options o) {
   if (o.max_inflight == 0) return invalid_argument("gateway max_inflight must be at least 1");
   auto st = std::make_shared<shared_state>(sys, node, holder, metrics, o);
   const uint32_t bridges = std::max<uint32_t>(o.bridges, 1);
@@ -154,21 +156,21 @@ void request_gateway::discard(gateway_request* r) {
 }
 
 void request_gateway::answer_now(gateway_request* r, status s) {
-  if (r->arrival == actors::time_point{}) r->arrival = clock_type::now();
+  if (r->arrival == serving::time_point{}) r->arrival = clock_type::now();
   r->result = std::move(s);
   r->outputs.clear();
   state_->deliver(static_cast<pooled_request*>(r));
 }
 
-void request_gateway::submit(gateway_request* r, const actors::request_fields& f) {
+void request_gateway::submit(gateway_request* r, const serving::request_fields& f) {
   auto& st = *state_;
   auto* p = static_cast<pooled_request*>(r);
   p->arrival = clock_type::now();
   if (st.draining.load(std::memory_order_acquire))
     return answer_now(r,
                       make_error(error_code::unavailable, "the node is draining (shutting down)"));
-  const actors::table_ptr table = st.holder.get();
-  if (status s = actors::bind_request(table.get(), f, *p); !s.is_ok())
+  const serving::table_ptr table = st.holder.get();
+  if (status s = serving::bind_request(table.get(), f, *p); !s.is_ok())
     return answer_now(r, std::move(s));
   p->sequence = st.sequence.fetch_add(1, std::memory_order_relaxed) + 1;
   p->reply_to = st.sinks[st.next_bridge.fetch_add(1, std::memory_order_relaxed) % st.sinks.size()];
@@ -176,18 +178,18 @@ void request_gateway::submit(gateway_request* r, const actors::request_fields& f
     std::lock_guard<std::mutex> lock(st.mutex);
     p->out = true;
     const uint32_t now = st.inflight.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if (st.metrics) st.metrics->set_inflight(actors::serving_metrics::door::kserve, now);
+    if (st.metrics) st.metrics->set_inflight(serving::serving_metrics::door::kserve, now);
   }
   job_list l;
   l.push_back(p);
   st.router->submit(l);
 }
 
-std::shared_ptr<const actors::model_table> request_gateway::table() const {
+std::shared_ptr<const serving::model_table> request_gateway::table() const {
   return state_->holder.get();
 }
 
-actors::table_holder& request_gateway::holder() const {
+serving::table_holder& request_gateway::holder() const {
   return state_->holder;
 }
 

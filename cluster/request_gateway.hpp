@@ -1,7 +1,7 @@
 #pragma once
 /// Where the KServe v2 doors (HTTP and gRPC) hand their requests to the node: the same jobs, the
 /// same router and batchers as the ZeroMQ frontend, so every door is one serving path. A door
-/// decodes its wire format into actors::request_fields, takes a pooled request here, and gets
+/// decodes its wire format into serving::request_fields, takes a pooled request here, and gets
 /// exactly one reply back through a callback.
 ///
 /// Thread-safety: acquire, submit, begin_drain, inflight, wait_idle and stop may be called from any
@@ -20,9 +20,9 @@
 #include <memory>
 #include <string>
 
-#include "actors/job.hpp"
-#include "actors/request_binding.hpp"
 #include "core/status.hpp"
+#include "serving/job.hpp"
+#include "serving/request_binding.hpp"
 
 namespace caf {
 class actor_system;
@@ -30,15 +30,18 @@ class actor_system;
 
 namespace troupe::actors {
 struct node_handles;
+}  // namespace troupe::actors
+
+namespace troupe::serving {
 class table_holder;
 class serving_metrics;
 class model_table;
-}  // namespace troupe::actors
+}  // namespace troupe::serving
 
 namespace troupe::cluster {
 
 /// A pooled request of a KServe door.
-struct gateway_request : actors::infer_job {
+struct gateway_request : serving::infer_job {
   /// Keeps alive what the input views point into (the request body, a decoded buffer, a mapped
   /// shared-memory region). Dropped by the gateway after `on_reply` has run.
   std::shared_ptr<void> input_owner;
@@ -61,8 +64,8 @@ class request_gateway {
  public:
   static expected<std::unique_ptr<request_gateway>> create(caf::actor_system& sys,
                                                            const actors::node_handles& node,
-                                                           actors::table_holder& holder,
-                                                           actors::serving_metrics* metrics,
+                                                           serving::table_holder& holder,
+                                                           serving::serving_metrics* metrics,
                                                            gateway_options o);
   /// Destroy only after the node's actors have stopped (they may hold requests until then).
   ~request_gateway();
@@ -74,14 +77,14 @@ class request_gateway {
   /// Binds `f` against the current table and hands the request to the router; a request that
   /// cannot be bound (unknown model, bad tensor...) or arrives while draining is answered at once,
   /// on this thread. `f`'s views must stay valid until `on_reply` (r->input_owner keeps them).
-  void submit(gateway_request* r, const actors::request_fields& f);
+  void submit(gateway_request* r, const serving::request_fields& f);
   /// Answers a request that the door itself refuses before binding (undecodable body...), counted
   /// in the metrics like every other reply.
   void answer_now(gateway_request* r, status s);
 
   /// The current routing table (null before the first load): metadata and readiness read it.
-  std::shared_ptr<const actors::model_table> table() const;
-  actors::table_holder& holder() const;
+  std::shared_ptr<const serving::model_table> table() const;
+  serving::table_holder& holder() const;
 
   /// From now on new requests are answered UNAVAILABLE; in-flight ones complete.
   void begin_drain();

@@ -15,6 +15,7 @@ namespace {
 namespace wpb = troupe::worker::v1;
 namespace pb = troupe::v1;
 using namespace troupe::actors;
+using namespace troupe::serving;
 
 constexpr int64_t max_dim = int64_t{1} << 40;
 /// More data files than any model has: a load naming more is refused.

@@ -13,15 +13,16 @@
 #include <thread>
 #include <zmq.hpp>
 
-#include "actors/log_fields.hpp"
 #include "cluster/child_process.hpp"
 #include "cluster/message_outbox.hpp"
 #include "cluster/worker_codec.hpp"
 #include "cluster/worker_process.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 using clock_type = std::chrono::steady_clock;
 
 /// The descriptor number the shared memory has in a worker process (its --shm-fd).

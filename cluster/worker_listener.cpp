@@ -17,15 +17,16 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "actors/log_fields.hpp"
 #include "cluster/content_digest.hpp"
 #include "cluster/message_outbox.hpp"
 #include "cluster/worker_codec.hpp"
 #include "runtime/regular_file.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 using clock_type = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 

@@ -16,15 +16,16 @@
 #include <optional>
 #include <set>
 
-#include "actors/log_fields.hpp"
 #include "actors/supervisor.hpp"
 #include "cluster/child_process.hpp"
 #include "cluster/curve_keys.hpp"
 #include "cluster/worker_process.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 using clock_type = std::chrono::steady_clock;
 
 namespace {

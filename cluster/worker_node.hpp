@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "actors/model_config.hpp"
 #include "core/status.hpp"
+#include "serving/model_config.hpp"
 
 namespace troupe::cluster {
 
 struct worker_node_options {
-  actors::node_config config;  // role worker: join, node_name, model_cache_dir, gpus, cpu_workers
+  serving::node_config config;  // role worker: join, node_name, model_cache_dir, gpus, cpu_workers
   std::vector<int> gpus;       // resolved CUDA ordinals
   std::string executable;      // the `troupe` binary ("": this process's own)
   std::chrono::milliseconds stop_grace{5000};  // SIGTERM to SIGKILL when the node stops

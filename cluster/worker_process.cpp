@@ -18,9 +18,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "actors/log_fields.hpp"
 #include "actors/replica_host.hpp"
-#include "actors/shared_arena.hpp"
 #include "cluster/curve_keys.hpp"
 #include "cluster/logging.hpp"
 #include "cluster/message_outbox.hpp"
@@ -30,10 +28,13 @@
 #include "runtime/device.hpp"
 #include "runtime/host_staging.hpp"
 #include "runtime/tuning_records_file.hpp"
+#include "serving/log_fields.hpp"
+#include "serving/shared_arena.hpp"
 
 namespace troupe::cluster {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 using clock_type = std::chrono::steady_clock;
 
 namespace {

@@ -43,7 +43,7 @@ class host_buffer {
 };
 
 /// Page-locks `bytes` of host memory someone else allocated (a worker process's shared memory,
-/// actors/shared_arena.hpp) for transfers to `where`, so that uploads from it and downloads into
+/// serving/shared_arena.hpp) for transfers to `where`, so that uploads from it and downloads into
 /// it are DMAs like those of a pinned host_buffer. A no-op for the CPU. Errors: out_of_memory,
 /// device_error, unavailable (CUDA in a build without it).
 status register_host_memory(kernels::backend where, int device_index, void* p, size_t bytes);

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "actors/fault_plan.hpp"
+#include "serving/fault_plan.hpp"
 #include "tools/commands.hpp"
 #include "tools/management_connection.hpp"
 
@@ -18,14 +18,14 @@ namespace {
 struct faults_options {
   management_connection_options connection;
   std::string kind;
-  actors::fault_rule rule;  // inject: all but the kind, with fault_rule's defaults
+  serving::fault_rule rule;  // inject: all but the kind, with fault_rule's defaults
   uint32_t delay_ms = 0;
   bool json = false;
   uint64_t id = 0;
 };
 
 status run_inject(faults_options& o) {
-  auto kind = actors::parse_fault_kind(o.kind);
+  auto kind = serving::parse_fault_kind(o.kind);
   if (!kind) return kind.error().with_context("--kind");
   o.rule.kind = *kind;
   o.rule.delay = std::chrono::milliseconds(o.delay_ms);
@@ -36,10 +36,10 @@ status run_inject(faults_options& o) {
   return status::ok();
 }
 
-nlohmann::json to_json(const actors::fault_rule_state& s) {
-  const actors::fault_rule& r = s.rule;
+nlohmann::json to_json(const serving::fault_rule_state& s) {
+  const serving::fault_rule& r = s.rule;
   return {{"id", s.id},
-          {"kind", std::string(actors::to_string(r.kind))},
+          {"kind", std::string(serving::to_string(r.kind))},
           {"target", r.target},
           {"times", r.times},
           {"probability", r.probability},
@@ -64,10 +64,10 @@ status run_list(const faults_options& o) {
               "TIMES", "PROBABILITY", "SEED", "DELAY_MS", "ALLOCATIONS", "CHANCES", "FIRED",
               "STATE");
   for (const auto& s : rules) {
-    const actors::fault_rule& r = s.rule;
+    const serving::fault_rule& r = s.rule;
     std::printf("%-6llu %-16s %-20s %6s %11g %10llu %8lld %11u %8llu %8llu  %s\n",
                 static_cast<unsigned long long>(s.id),
-                std::string(actors::to_string(r.kind)).c_str(), r.target.c_str(),
+                std::string(serving::to_string(r.kind)).c_str(), r.target.c_str(),
                 r.times == 0 ? "-" : std::to_string(r.times).c_str(), r.probability,
                 static_cast<unsigned long long>(r.seed), static_cast<long long>(r.delay.count()),
                 r.allocations, static_cast<unsigned long long>(s.chances),

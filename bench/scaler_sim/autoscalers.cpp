@@ -4,19 +4,19 @@
 
 namespace troupe::scaler_sim {
 
-troupe_autoscaler::troupe_autoscaler(actors::scaling_config config, uint32_t initial,
-                                     std::vector<actors::batch_service_time> profile,
-                                     actors::scaling_tuning tuning)
+troupe_autoscaler::troupe_autoscaler(serving::scaling_config config, uint32_t initial,
+                                     std::vector<serving::batch_service_time> profile,
+                                     serving::scaling_tuning tuning)
     : policy_(config, initial, tuning),
       capacity_rps_(
-          actors::replica_capacity_rps(profile, config.slo_p99_ms, tuning.slo_latency_share)) {}
+          serving::replica_capacity_rps(profile, config.slo_p99_ms, tuning.slo_latency_share)) {}
 
 uint32_t troupe_autoscaler::tick(const cluster_view& v) {
   // Simulated seconds onto the policy's steady clock; the warm-up's negative times stay positive.
-  const auto now = actors::scaling_clock::time_point{} +
-                   std::chrono::duration_cast<actors::scaling_clock::duration>(
+  const auto now = serving::scaling_clock::time_point{} +
+                   std::chrono::duration_cast<serving::scaling_clock::duration>(
                        std::chrono::duration<double>(v.now_s + 1e6));
-  actors::scaling_signals s;
+  serving::scaling_signals s;
   s.arrival_rps = v.window_s > 0 ? static_cast<double>(v.arrivals) / v.window_s : 0;
   s.queued = v.queued;
   s.p99_ms = v.p99_ms;

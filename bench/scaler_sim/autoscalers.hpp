@@ -1,12 +1,12 @@
 #pragma once
-/// The simulator's own autoscalers: troupe's (the real actors/scaling_policy, fed what the scaler
+/// The simulator's own autoscalers: troupe's (the real serving/scaling_policy, fed what the scaler
 /// actor will measure) and static provisioning. Ray Serve's is in ray_serve_policy.hpp.
 
 #include <string>
 #include <vector>
 
-#include "actors/scaling_policy.hpp"
 #include "bench/scaler_sim/simulator.hpp"
+#include "serving/scaling_policy.hpp"
 
 namespace troupe::scaler_sim {
 
@@ -15,16 +15,16 @@ namespace troupe::scaler_sim {
 /// profile at the SLO. No memory, GPU or PCIe signals: each simulated replica has its own GPU.
 class troupe_autoscaler final : public autoscaler {
  public:
-  troupe_autoscaler(actors::scaling_config config, uint32_t initial,
-                    std::vector<actors::batch_service_time> profile,
-                    actors::scaling_tuning tuning = {});
+  troupe_autoscaler(serving::scaling_config config, uint32_t initial,
+                    std::vector<serving::batch_service_time> profile,
+                    serving::scaling_tuning tuning = {});
   std::string name() const override { return "troupe"; }
   double tick_s() const override { return 1.0; }
   uint32_t tick(const cluster_view& v) override;
   double capacity_rps() const { return capacity_rps_; }
 
  private:
-  actors::scaling_policy policy_;
+  serving::scaling_policy policy_;
   double capacity_rps_;
 };
 

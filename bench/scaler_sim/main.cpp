@@ -42,7 +42,7 @@ struct options {
   std::vector<std::string> traces;
   uint32_t min_replicas = 1, max_replicas = 16;
   double upscale_delay_s = 2, downscale_delay_s = 600;
-  actors::scaling_tuning tuning;
+  serving::scaling_tuning tuning;
 };
 
 int usage(const char* argv0) {
@@ -137,18 +137,19 @@ int main(int argc, char** argv) {
   if (o.short_run) p.warmup_s = 60;
   const auto profile = measured_profile(p.service, p.max_batch);
 
-  actors::scaling_config tc;
+  serving::scaling_config tc;
   tc.min_replicas = o.min_replicas;
   tc.max_replicas = o.max_replicas;
   tc.slo_p99_ms = p.slo_ms;
   tc.upscale_delay = std::chrono::milliseconds(std::llround(o.upscale_delay_s * 1000));
   tc.downscale_delay = std::chrono::milliseconds(std::llround(o.downscale_delay_s * 1000));
-  if (auto st = actors::check_scaling_config(tc); !st.is_ok()) {
+  if (auto st = serving::check_scaling_config(tc); !st.is_ok()) {
     std::fprintf(stderr, "%s\n", st.to_string().c_str());
     return 2;
   }
-  const actors::scaling_tuning tuning = o.tuning;
-  const double capacity = actors::replica_capacity_rps(profile, p.slo_ms, tuning.slo_latency_share);
+  const serving::scaling_tuning tuning = o.tuning;
+  const double capacity =
+      serving::replica_capacity_rps(profile, p.slo_ms, tuning.slo_latency_share);
   const double planned = capacity * tuning.target_utilization;
   // Static provisioning plans what troupe's policy plans per replica (the same utilisation).
   const auto provision = [&](double rps) {

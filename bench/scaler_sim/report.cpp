@@ -228,7 +228,7 @@ std::string report_markdown(const std::vector<report_row>& rows,
   std::ostringstream md;
   md << "# Scaler: troupe's policy against Ray Serve's default autoscaling and static "
         "provisioning\n\n";
-  md << "Simulated by `bench/scaler_sim` (the real `actors/scaling_policy` linked in), " << c.date
+  md << "Simulated by `bench/scaler_sim` (the real `serving/scaling_policy` linked in), " << c.date
      << ", on " << c.machine << "; seed " << c.seed
      << (c.short_run ? "; **short run** (every trace at a tenth of its length)" : "")
      << ". The figures depend on the seed, not on the machine. Reproduce: `build/bench/scaler_sim/"
@@ -348,7 +348,7 @@ std::string report_markdown(const std::vector<report_row>& rows,
        << ".\n";
   md << "- **Policies**, all within [" << c.troupe.min_replicas << ", " << c.troupe.max_replicas
      << "] replicas:\n";
-  md << "  - `troupe`: `actors/scaling_policy` as it is, ticked every second with what the scaler "
+  md << "  - `troupe`: `serving/scaling_policy` as it is, ticked every second with what the scaler "
         "actor will measure (the second's arrival rate, the queue, the p99, busy fraction, ready "
         "and starting replicas, the capacity of the measured profile); `scaling: {min_replicas: "
      << c.troupe.min_replicas << ", max_replicas: " << c.troupe.max_replicas

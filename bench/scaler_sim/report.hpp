@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "actors/scaling_policy.hpp"
 #include "bench/scaler_sim/ray_serve_policy.hpp"
 #include "bench/scaler_sim/simulator.hpp"
+#include "serving/scaling_policy.hpp"
 
 namespace troupe::scaler_sim {
 
@@ -24,8 +24,8 @@ struct report_context {
   bool short_run = false;
   std::string machine, date;
   sim_params params;
-  actors::scaling_config troupe;
-  actors::scaling_tuning tuning;
+  serving::scaling_config troupe;
+  serving::scaling_tuning tuning;
   ray_serve_config ray;
   double ray_tuned_target = 0;
   double capacity_rps = 0;

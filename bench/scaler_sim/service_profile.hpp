@@ -18,7 +18,7 @@
 #include <span>
 #include <vector>
 
-#include "actors/scaling_policy.hpp"
+#include "serving/scaling_policy.hpp"
 
 namespace troupe::scaler_sim {
 
@@ -48,9 +48,9 @@ inline double service_ms(std::span<const service_point> table, double rows) {
 
 /// The profile the batcher would hand the scaler: the service time at each integer batch size
 /// the table covers, up to `max_batch`.
-inline std::vector<actors::batch_service_time> measured_profile(
+inline std::vector<serving::batch_service_time> measured_profile(
     std::span<const service_point> table, int64_t max_batch) {
-  std::vector<actors::batch_service_time> out;
+  std::vector<serving::batch_service_time> out;
   for (int64_t rows : {1, 2, 4, 8, 16, 32, 48, 64})
     if (rows <= max_batch) out.push_back({rows, service_ms(table, static_cast<double>(rows))});
   return out;

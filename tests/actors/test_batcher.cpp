@@ -7,11 +7,24 @@
 #include <cstring>
 
 #include "actors/batcher.hpp"
-#include "actors/fault_plan.hpp"
-#include "actors/model_table.hpp"
+#include "serving/fault_plan.hpp"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_ref;
+using serving::fault_kind;
+using serving::fault_plan;
+using serving::fault_rule;
+using serving::infer_job;
+using serving::model_signature;
+using serving::no_deadline;
+using serving::output_block;
+using serving::output_slice;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -8,11 +8,20 @@
 #include <gtest/gtest.h>
 
 #include "actors/batcher.hpp"
-#include "actors/model_table.hpp"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
 #include "tests/actors/fake_manager.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_ref;
+using serving::infer_job;
+using serving::model_signature;
+using serving::no_deadline;
+using serving::output_block;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -8,6 +8,11 @@
 #include "runtime/fault_hooks.hpp"
 
 namespace troupe::actors {
+
+using serving::fault_kind;
+using serving::fault_plan;
+using serving::fault_rule;
+
 namespace {
 
 using namespace std::chrono_literals;

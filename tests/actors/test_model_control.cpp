@@ -13,6 +13,9 @@
 #include "tests/actors/fake_manager.hpp"
 
 namespace troupe::actors {
+
+using serving::model_control_mode;
+
 namespace {
 
 /// The actors that asked the fake manager, by weak reference (their memory blocks).

@@ -10,13 +10,22 @@
 
 #include <filesystem>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
+#include "actors/batcher.hpp"
 #include "actors/node.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
-#include "tests/actors/metrics_test_util.hpp"
+#include "tests/serving/metrics_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::infer_job;
+using serving::job_list;
+using serving::model_entry;
+using serving::serving_metrics;
+using serving::table_holder;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -79,7 +88,7 @@ class model_scaling_test : public testing::actor_fixture {
 
   batcher_stats stats() {
     caf::scoped_actor self{sys_};
-    auto h = self->request(holder_.get()->find("mlp")->versions[0].batcher, caf::infinite,
+    auto h = self->request(holder_.get()->find("mlp")->versions[0].batcher->actor, caf::infinite,
                            stats_atom::value);
     run();
     batcher_stats out;

@@ -5,11 +5,19 @@
 
 #include <gtest/gtest.h>
 
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::infer_job;
+using serving::model_entry;
+using serving::serving_metrics;
+using serving::table_holder;
+using serving::version_entry;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -136,7 +144,7 @@ TEST_F(node_test, concurrent_requests_share_a_batch_and_each_gets_its_rows) {
   start();
   std::vector<std::unique_ptr<owned_job>> js;
   for (uint32_t i = 0; i < 4; ++i) js.push_back(job("mlp", {1, 4}, 100 + i));
-  actors::job_list l;
+  serving::job_list l;
   for (auto& j : js) l.push_back(&j->job);
   caf::anon_send(node_.router, submit_atom::value, l);
   run();  // 4 rows = max_batch_size: no waiting

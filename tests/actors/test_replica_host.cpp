@@ -13,11 +13,19 @@
 #include <deque>
 #include <mutex>
 
-#include "actors/batch_gather.hpp"
 #include "runtime/fault_hooks.hpp"
+#include "serving/batch_gather.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch_gather;
+using serving::bucket_layout;
+using serving::fault_kind;
+using serving::infer_job;
+using serving::shared_arena;
+using serving::time_point;
+
 namespace {
 
 /// What the host sent, in order; `next` waits for the next message (30 s deadline).

@@ -8,12 +8,18 @@
 
 #include <cstring>
 
-#include "actors/replica.hpp"
 #include "actors/worker.hpp"
 #include "actors/worker_core.hpp"
+#include "serving/replica.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::replica;
+using serving::replica_memory;
+using serving::time_point;
+
 namespace {
 
 using testing::owned_job;

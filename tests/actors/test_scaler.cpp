@@ -7,14 +7,19 @@
 
 #include <gtest/gtest.h>
 
-
-#include "actors/metrics.hpp"
 #include "actors/scaler.hpp"
+#include "serving/metrics.hpp"
 #include "tests/actors/actor_test_util.hpp"
-#include "tests/actors/metrics_test_util.hpp"
 #include "tests/actors/fake_manager.hpp"
+#include "tests/serving/metrics_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch_ref;
+using serving::job_list;
+using serving::scaling_config;
+using serving::serving_metrics;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -9,6 +9,11 @@
 #include <limits>
 
 namespace troupe::actors {
+
+using serving::batch_service_time;
+using serving::scaling_clock;
+using serving::scaling_signals;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -6,15 +6,24 @@
 
 #include <gtest/gtest.h>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
-#include "actors/readiness.hpp"
 #include "actors/supervisor.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/readiness.hpp"
 #include "tests/actors/actor_test_util.hpp"
-#include "tests/actors/metrics_test_util.hpp"
+#include "tests/serving/metrics_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::clock_type;
+using serving::infer_job;
+using serving::job_list;
+using serving::node_readiness;
+using serving::readiness_policy;
+using serving::serving_metrics;
+using serving::table_holder;
+
 namespace {
 
 using namespace std::chrono_literals;

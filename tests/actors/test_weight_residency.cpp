@@ -1,22 +1,31 @@
-// A worker's memory budget on the CPU backend (actors/weight_residency.hpp): replicas counted,
+// A worker's memory budget on the CPU backend (serving/weight_residency.hpp): replicas counted,
 // idle weights evicted least recently used first, paged back in before a batch, held weights
 // never evicted, loads that cannot fit refused; and the same through the worker actor on the
 // test coordinator, with the metrics it counts. On the CPU nothing moves (the weights are host
 // memory already: runtime/device.hpp), but every decision and every check runs, and a run of
 // evicted weights is refused, so a missing page-in fails these tests.
-#include "actors/weight_residency.hpp"
+#include "serving/weight_residency.hpp"
 
 #include <gtest/gtest.h>
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 
 #include "actors/cpu_worker.hpp"
-#include "actors/metrics.hpp"
-#include "actors/replica.hpp"
 #include "actors/worker.hpp"
+#include "serving/metrics.hpp"
+#include "serving/replica.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::replica;
+using serving::replica_memory;
+using serving::serving_metrics;
+using serving::time_point;
+using serving::version_metrics;
+using serving::weight_residency;
+
 namespace {
 
 using testing::owned_job;

@@ -21,6 +21,11 @@
 #include "tests/eventually.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_ref;
+using serving::time_point;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -12,12 +12,21 @@
 
 #include <cstring>
 
-#include "actors/shared_arena.hpp"
 #include "actors/worker.hpp"
 #include "actors/worker_channel.hpp"
+#include "serving/shared_arena.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_ref;
+using serving::bucket_layout;
+using serving::fault_kind;
+using serving::fault_plan;
+using serving::fault_rule;
+using serving::shared_arena;
+
 namespace {
 
 using namespace std::chrono_literals;

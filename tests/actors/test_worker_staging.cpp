@@ -9,17 +9,30 @@
 #include <cstring>
 #include <map>
 
-#include "actors/batch_gather.hpp"
 #include "actors/gpu_worker.hpp"
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
-#include "actors/replica.hpp"
 #include "runtime/host_staging.hpp"
+#include "serving/batch_gather.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/replica.hpp"
 #include "tests/actors/actor_test_util.hpp"
-#include "tests/actors/metrics_test_util.hpp"
+#include "tests/serving/metrics_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::batch_gather;
+using serving::bucket_layout;
+using serving::infer_job;
+using serving::output_block;
+using serving::replica;
+using serving::replica_memory;
+using serving::serving_metrics;
+using serving::table_holder;
+using serving::time_point;
+using serving::version_state;
+
 namespace {
 
 using testing::owned_job;

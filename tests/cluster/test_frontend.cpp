@@ -12,11 +12,11 @@
 #include <thread>
 #include <zmq.hpp>
 
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
 #include "cluster/client.hpp"
 #include "cluster/frontend.hpp"
 #include "proto/troupe.pb.h"
+#include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace troupe::cluster {
@@ -104,7 +104,7 @@ class frontend_test : public ::testing::Test {
   caf::actor_system sys_;
   testing::temp_dir repo_;
   testing::mlp_weights weights_;
-  actors::table_holder holder_;
+  serving::table_holder holder_;
   actors::node_handles node_;
   std::unique_ptr<frontend> fe_;
   std::unique_ptr<client> client_;

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
 #include "cluster/kserve_grpc_codec.hpp"
 #include "proto/kserve/grpc_service.pb.h"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
 #include "tests/cluster/shm_test_object.hpp"
 
 namespace troupe::cluster::kserve {
@@ -64,7 +64,7 @@ TEST(kserve_grpc_codec, raw_contents_of_every_datatype_are_viewed_in_place) {
     decoded_infer_request d;
     ASSERT_TRUE(decode(m, d).is_ok()) << name;
     ASSERT_EQ(d.fields.inputs.size(), 1u);
-    const actors::request_tensor& t = d.fields.inputs[0];
+    const serving::request_tensor& t = d.fields.inputs[0];
     EXPECT_EQ(t.name, "x");
     EXPECT_EQ(t.type, type) << name;
     EXPECT_EQ(std::vector<int64_t>(t.shape.begin(), t.shape.end()), (std::vector<int64_t>{2, 3}));
@@ -174,7 +174,7 @@ TEST(kserve_grpc_codec, missing_and_surplus_tensor_data_are_refused) {
 // ---- inputs: typed contents ---------------------------------------------------------------------
 
 template <class T>
-std::vector<T> read_values(const actors::request_tensor& t) {
+std::vector<T> read_values(const serving::request_tensor& t) {
   std::vector<T> v(t.bytes / sizeof(T));
   std::memcpy(v.data(), t.data, t.bytes);
   return v;
@@ -427,8 +427,8 @@ TEST(kserve_grpc_codec, shared_memory_parameter_errors) {
 
 // ---- the response -------------------------------------------------------------------------------
 
-std::shared_ptr<actors::model_signature> two_output_signature() {
-  auto sig = std::make_shared<actors::model_signature>();
+std::shared_ptr<serving::model_signature> two_output_signature() {
+  auto sig = std::make_shared<serving::model_signature>();
   sig->model = "m";
   sig->version = 4;
   sig->inputs = {{"x", dtype::f32, {-1, 2}}};
@@ -453,12 +453,12 @@ TEST(kserve_grpc_codec, response_keeps_a_raw_entry_per_output_and_writes_shared_
   ASSERT_TRUE(decode(m, d, &registry).is_ok());
 
   // The job as the batcher hands it back: two slices of one output block.
-  auto* block = new actors::output_block(64);
+  auto* block = new serving::output_block(64);
   const float yv[2] = {1.5f, -2.5f};
   const int64_t wv = 42;
   std::memcpy(block->data(), yv, 8);
   std::memcpy(block->data() + 16, &wv, 8);
-  actors::infer_job job;
+  serving::infer_job job;
   job.signature = two_output_signature();
   job.outputs.resize(2);
   job.outputs[0] = {0, {dtype::f32, {1, 2}}, block, 0};
@@ -495,12 +495,12 @@ TEST(kserve_grpc_codec, response_keeps_a_raw_entry_per_output_and_writes_shared_
 
 // ---- metadata, configuration, readiness ---------------------------------------------------------
 
-actors::model_table make_table() {
-  actors::model_table t;
-  actors::model_entry& e = t.models["m"];
+serving::model_table make_table() {
+  serving::model_table t;
+  serving::model_entry& e = t.models["m"];
   e.name = "m";
   for (int64_t v : {1, 2}) {
-    actors::version_entry ve;
+    serving::version_entry ve;
     ve.version = v;
     auto sig = two_output_signature();
     sig->version = v;
@@ -508,18 +508,18 @@ actors::model_table make_table() {
     sig->config.preferred_batch_sizes = {4, 8};
     sig->config.max_queue_delay = std::chrono::microseconds(100);
     sig->config.instance_count = 2;
-    sig->config.device = actors::device_preference::cpu;
+    sig->config.device = serving::device_preference::cpu;
     sig->config.latest_versions = 0;
     ve.signature = sig;
     ve.state = std::make_shared<std::atomic<uint8_t>>(static_cast<uint8_t>(
-        v == 2 ? actors::version_state::ready : actors::version_state::unavailable));
+        v == 2 ? serving::version_state::ready : serving::version_state::unavailable));
     e.versions.push_back(ve);
   }
   return t;
 }
 
 TEST(kserve_grpc_codec, model_metadata_from_the_signature) {
-  const actors::model_table t = make_table();
+  const serving::model_table t = make_table();
   pb::ModelMetadataResponse r;
   ASSERT_TRUE(encode_model_metadata(&t, "m", "", r).is_ok());
   EXPECT_EQ(r.name(), "m");
@@ -541,7 +541,7 @@ TEST(kserve_grpc_codec, model_metadata_from_the_signature) {
 }
 
 TEST(kserve_grpc_codec, model_config_subset_for_perf_analyzer) {
-  const actors::model_table t = make_table();
+  const serving::model_table t = make_table();
   pb::ModelConfigResponse r;
   ASSERT_TRUE(encode_model_config(&t, "m", "1", r).is_ok());
   const pb::ModelConfig& c = r.config();
@@ -566,8 +566,8 @@ TEST(kserve_grpc_codec, model_config_subset_for_perf_analyzer) {
   EXPECT_TRUE(c.version_policy().has_all());
 
   // Without batching: full shapes, no dynamic batching.
-  actors::model_table fixed = make_table();
-  auto sig = std::make_shared<actors::model_signature>(*fixed.models["m"].versions[1].signature);
+  serving::model_table fixed = make_table();
+  auto sig = std::make_shared<serving::model_signature>(*fixed.models["m"].versions[1].signature);
   sig->max_batch_size = 0;
   sig->inputs = {{"x", dtype::u8, {1, 3}}};
   fixed.models["m"].versions[1].signature = sig;
@@ -580,7 +580,7 @@ TEST(kserve_grpc_codec, model_config_subset_for_perf_analyzer) {
 }
 
 TEST(kserve_grpc_codec, readiness_and_server_metadata) {
-  const actors::model_table t = make_table();
+  const serving::model_table t = make_table();
   EXPECT_TRUE(*model_is_ready(&t, "m", ""));
   EXPECT_TRUE(*model_is_ready(&t, "m", "2"));
   EXPECT_FALSE(*model_is_ready(&t, "m", "1"));
@@ -607,8 +607,8 @@ namespace troupe::cluster::kserve {
 namespace {
 
 TEST(kserve_grpc_codec, model_statistics_from_the_exact_sums) {
-  actors::model_table t = make_table();
-  auto vm = std::make_shared<actors::version_metrics>();
+  serving::model_table t = make_table();
+  auto vm = std::make_shared<serving::version_metrics>();
   vm->stats.success_count = 3;
   vm->stats.success_ns = 3000;
   vm->stats.fail_count = 1;

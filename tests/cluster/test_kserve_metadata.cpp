@@ -8,18 +8,18 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
-#include "actors/metrics.hpp"
-#include "actors/model_table.hpp"
-#include "actors/readiness.hpp"
 #include "cluster/kserve_metadata.hpp"
+#include "serving/metrics.hpp"
+#include "serving/model_table.hpp"
+#include "serving/readiness.hpp"
 
 namespace troupe::cluster::kserve {
 namespace {
 
 using json = nlohmann::json;
 
-actors::version_entry version(int64_t v, int64_t max_batch, actors::version_state state) {
-  auto sig = std::make_shared<actors::model_signature>();
+serving::version_entry version(int64_t v, int64_t max_batch, serving::version_state state) {
+  auto sig = std::make_shared<serving::model_signature>();
   sig->model = "mlp";
   sig->version = v;
   sig->max_batch_size = max_batch;
@@ -30,27 +30,27 @@ actors::version_entry version(int64_t v, int64_t max_batch, actors::version_stat
   sig->config.max_queue_delay = std::chrono::microseconds(500);
   sig->config.preferred_batch_sizes = {4, 8};
   sig->config.instance_count = 2;
-  sig->config.device = actors::device_preference::cpu;
+  sig->config.device = serving::device_preference::cpu;
   sig->config.latest_versions = 0;
-  actors::version_entry e;
+  serving::version_entry e;
   e.version = v;
   e.signature = sig;
   e.state = std::make_shared<std::atomic<uint8_t>>(static_cast<uint8_t>(state));
   return e;
 }
 
-actors::model_table table() {
-  actors::model_table t;
-  actors::model_entry m;
+serving::model_table table() {
+  serving::model_table t;
+  serving::model_entry m;
   m.name = "mlp";
-  m.versions.push_back(version(1, 8, actors::version_state::ready));
-  m.versions.push_back(version(2, 8, actors::version_state::ready));
+  m.versions.push_back(version(1, 8, serving::version_state::ready));
+  m.versions.push_back(version(2, 8, serving::version_state::ready));
   t.models.emplace("mlp", std::move(m));
-  actors::model_entry fixed;
+  serving::model_entry fixed;
   fixed.name = "fixed";
-  fixed.versions.push_back(version(1, 0, actors::version_state::ready));
+  fixed.versions.push_back(version(1, 0, serving::version_state::ready));
   t.models.emplace("fixed", std::move(fixed));
-  actors::model_entry broken;
+  serving::model_entry broken;
   broken.name = "broken";
   broken.load_error = invalid_argument("bad config.yaml");
   t.models.emplace("broken", std::move(broken));
@@ -118,7 +118,7 @@ TEST(kserve_metadata, server_metadata_and_readiness) {
   const auto off = http_extensions(false);
   EXPECT_EQ(std::find(off.begin(), off.end(), "system_shared_memory"), off.end());
 
-  actors::node_readiness r;
+  serving::node_readiness r;
   r.ready = false;
   r.reason = "loading";
   EXPECT_EQ(json::parse(readiness_json(r)),
@@ -130,7 +130,7 @@ TEST(kserve_metadata, server_metadata_and_readiness) {
 
 TEST(kserve_metadata, statistics_from_the_version_metrics) {
   auto t = table();
-  actors::serving_metrics metrics;
+  serving::serving_metrics metrics;
   auto vm = metrics.for_version("mlp", 1);
   t.models.at("mlp").versions[0].metrics = vm;
   vm->record_request(error_code::ok, 0.25);

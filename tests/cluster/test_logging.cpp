@@ -10,16 +10,16 @@
 #include <string>
 #include <vector>
 
-#include "actors/log_fields.hpp"
 #include "cluster/log_rate_limiter.hpp"
 #include "cluster/logging.hpp"
+#include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
 namespace {
 
 using namespace std::chrono_literals;
-using actors::log_event;
-using actors::log_level;
+using serving::log_event;
+using serving::log_level;
 
 /// Logs into a string for the test's lifetime (then back to plain stderr for other tests).
 class captured_log {

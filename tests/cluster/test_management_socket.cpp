@@ -56,7 +56,8 @@ class management_socket_test : public testing::actor_fixture {};
 
 TEST_F(management_socket_test, beyond_loopback_without_a_token_does_not_start) {
   // No request reaches the manager: a null handle is enough for the refusal.
-  actors::model_control control(sys_, actors::manager_actor{}, actors::model_control_mode::explicit_);
+  actors::model_control control(sys_, actors::manager_actor{},
+                                serving::model_control_mode::explicit_);
   actors::fault_control faults(nullptr);
   management_options o;
   o.listen = "tcp://0.0.0.0:0";
@@ -77,10 +78,10 @@ constexpr auto kAnswer = 10s;  // fault operations answer at once; this only bou
 /// off). Model operations are not asked here: the manager handle stays null.
 class fault_socket_test : public testing::actor_fixture {
  protected:
-  void start(std::shared_ptr<actors::fault_plan> plan, std::string token = "") {
+  void start(std::shared_ptr<serving::fault_plan> plan, std::string token = "") {
     plan_ = plan;
     control_ = std::make_unique<actors::model_control>(sys_, actors::manager_actor{},
-                                                       actors::model_control_mode::explicit_);
+                                                       serving::model_control_mode::explicit_);
     if (!token.empty()) control_->set_token(std::move(token));
     faults_ = std::make_unique<actors::fault_control>(std::move(plan));
     management_options o;
@@ -112,30 +113,30 @@ class fault_socket_test : public testing::actor_fixture {
     return r;
   }
 
-  static actors::fault_rule rule(actors::fault_kind kind, std::string target) {
-    actors::fault_rule r;
+  static serving::fault_rule rule(serving::fault_kind kind, std::string target) {
+    serving::fault_rule r;
     r.kind = kind;
     r.target = std::move(target);
     return r;
   }
 
-  std::shared_ptr<actors::fault_plan> plan_;
+  std::shared_ptr<serving::fault_plan> plan_;
   std::unique_ptr<actors::model_control> control_;
   std::unique_ptr<actors::fault_control> faults_;
   std::unique_ptr<management_socket> socket_;  // declared last: goes first
 };
 
 TEST_F(fault_socket_test, inject_list_remove_clear) {
-  start(std::make_shared<actors::fault_plan>());
+  start(std::make_shared<serving::fault_plan>());
   auto c = client();
   ASSERT_TRUE(c);
-  actors::fault_rule delay = rule(actors::fault_kind::delay, "frontend_router");
+  serving::fault_rule delay = rule(serving::fault_kind::delay, "frontend_router");
   delay.times = 0;
   delay.delay = 50ms;
   auto first = c->inject_fault(delay, kAnswer);
   ASSERT_TRUE(first) << first.error().to_string();
   EXPECT_EQ(*first, 1u) << "ids count from 1";
-  actors::fault_rule hang = rule(actors::fault_kind::hang, "worker:1");
+  serving::fault_rule hang = rule(serving::fault_kind::hang, "worker:1");
   hang.probability = 0.5;
   hang.seed = 7;
   hang.times = 3;
@@ -143,24 +144,24 @@ TEST_F(fault_socket_test, inject_list_remove_clear) {
   ASSERT_TRUE(second) << second.error().to_string();
   EXPECT_EQ(*second, 2u);
   // The rules are the node's plan's: its sites see them.
-  ASSERT_TRUE(plan_->fire(actors::fault_kind::delay, "frontend_router"));
-  ASSERT_TRUE(plan_->fire(actors::fault_kind::delay, "frontend_router"));
+  ASSERT_TRUE(plan_->fire(serving::fault_kind::delay, "frontend_router"));
+  ASSERT_TRUE(plan_->fire(serving::fault_kind::delay, "frontend_router"));
 
   auto listed = c->list_faults(kAnswer);
   ASSERT_TRUE(listed) << listed.error().to_string();
   ASSERT_EQ(listed->size(), 2u);
-  const actors::fault_rule_state& d = (*listed)[0];
+  const serving::fault_rule_state& d = (*listed)[0];
   EXPECT_EQ(d.id, 1u);
-  EXPECT_EQ(d.rule.kind, actors::fault_kind::delay);
+  EXPECT_EQ(d.rule.kind, serving::fault_kind::delay);
   EXPECT_EQ(d.rule.target, "frontend_router");
   EXPECT_EQ(d.rule.times, 0u);
   EXPECT_EQ(d.rule.delay, 50ms);
   EXPECT_EQ(d.chances, 2u);
   EXPECT_EQ(d.fired, 2u);
   EXPECT_FALSE(d.spent());
-  const actors::fault_rule_state& h = (*listed)[1];
+  const serving::fault_rule_state& h = (*listed)[1];
   EXPECT_EQ(h.id, 2u);
-  EXPECT_EQ(h.rule.kind, actors::fault_kind::hang);
+  EXPECT_EQ(h.rule.kind, serving::fault_kind::hang);
   EXPECT_EQ(h.rule.target, "worker:1");
   EXPECT_EQ(h.rule.times, 3u);
   EXPECT_EQ(h.rule.probability, 0.5);
@@ -172,9 +173,9 @@ TEST_F(fault_socket_test, inject_list_remove_clear) {
   EXPECT_EQ(again.code(), error_code::not_found) << again.to_string();
   EXPECT_NE(again.message().find("no fault rule 1"), std::string::npos) << again.message();
   EXPECT_EQ(plan_->list().size(), 1u);
-  EXPECT_FALSE(plan_->may_fire(actors::fault_kind::delay)) << "removed from the node's plan";
+  EXPECT_FALSE(plan_->may_fire(serving::fault_kind::delay)) << "removed from the node's plan";
 
-  auto third = c->inject_fault(rule(actors::fault_kind::abort, "worker"), kAnswer);
+  auto third = c->inject_fault(rule(serving::fault_kind::abort, "worker"), kAnswer);
   ASSERT_TRUE(third);
   EXPECT_EQ(*third, 3u) << "ids are never reused";
   auto cleared = c->clear_faults(kAnswer);
@@ -187,22 +188,22 @@ TEST_F(fault_socket_test, inject_list_remove_clear) {
 }
 
 TEST_F(fault_socket_test, a_rule_that_is_not_valid_is_refused_naming_the_field) {
-  start(std::make_shared<actors::fault_plan>());
+  start(std::make_shared<serving::fault_plan>());
   auto c = client();
   ASSERT_TRUE(c);
-  auto refused = [&](const actors::fault_rule& r, std::string_view field) {
+  auto refused = [&](const serving::fault_rule& r, std::string_view field) {
     auto id = c->inject_fault(r, kAnswer);
     ASSERT_FALSE(id) << "accepted: " << r.target;
     EXPECT_EQ(id.error().code(), error_code::invalid_argument);
     EXPECT_EQ(id.error().message().rfind("inject_fault." + std::string(field) + ": ", 0), 0u)
         << id.error().message();
   };
-  actors::fault_rule p = rule(actors::fault_kind::hang, "worker");
+  serving::fault_rule p = rule(serving::fault_kind::hang, "worker");
   p.probability = 0;
   refused(p, "probability");
-  refused(rule(actors::fault_kind::drop, "worker:1"), "target");
-  refused(rule(actors::fault_kind::slow_link, "worker_link"), "delay_ms");
-  actors::fault_rule a = rule(actors::fault_kind::fail_allocations, "worker:0");
+  refused(rule(serving::fault_kind::drop, "worker:1"), "target");
+  refused(rule(serving::fault_kind::slow_link, "worker_link"), "delay_ms");
+  serving::fault_rule a = rule(serving::fault_kind::fail_allocations, "worker:0");
   a.allocations = 0;
   refused(a, "allocations");
   EXPECT_TRUE(plan_->list().empty()) << "nothing refused reached the plan";
@@ -217,7 +218,7 @@ TEST_F(fault_socket_test, a_rule_that_is_not_valid_is_refused_naming_the_field) 
 }
 
 TEST_F(fault_socket_test, unset_optional_fields_take_the_defaults) {
-  start(std::make_shared<actors::fault_plan>());
+  start(std::make_shared<serving::fault_plan>());
   pb::ControlRequest q;
   q.mutable_inject_fault()->set_kind("hang");
   q.mutable_inject_fault()->set_target("worker:0");
@@ -249,8 +250,8 @@ TEST_F(fault_socket_test, a_node_without_fault_injection_says_how_to_turn_it_on)
     EXPECT_NE(s.message().find("fault injection is off"), std::string::npos) << s.message();
     EXPECT_NE(s.message().find("fault_injection: true"), std::string::npos) << s.message();
   };
-  off(c->inject_fault(rule(actors::fault_kind::hang, "worker"), kAnswer).error());
-  actors::fault_rule bad = rule(actors::fault_kind::hang, "worker");
+  off(c->inject_fault(rule(serving::fault_kind::hang, "worker"), kAnswer).error());
+  serving::fault_rule bad = rule(serving::fault_kind::hang, "worker");
   bad.probability = 7;
   off(c->inject_fault(bad, kAnswer).error());  // off before the rule is judged
   off(c->list_faults(kAnswer).error());
@@ -259,7 +260,7 @@ TEST_F(fault_socket_test, a_node_without_fault_injection_says_how_to_turn_it_on)
 }
 
 TEST_F(fault_socket_test, fault_operations_need_the_token_like_the_others) {
-  start(std::make_shared<actors::fault_plan>(), "s3cret");
+  start(std::make_shared<serving::fault_plan>(), "s3cret");
   for (const char* wrong : {"", "s3cre", "s3cret!"}) {
     auto c = client(wrong);
     ASSERT_TRUE(c);
@@ -268,7 +269,7 @@ TEST_F(fault_socket_test, fault_operations_need_the_token_like_the_others) {
       EXPECT_NE(s.message().find("management token is missing or wrong"), std::string::npos)
           << s.message();
     };
-    refused(c->inject_fault(rule(actors::fault_kind::hang, "worker"), kAnswer).error());
+    refused(c->inject_fault(rule(serving::fault_kind::hang, "worker"), kAnswer).error());
     refused(c->list_faults(kAnswer).error());
     refused(c->remove_fault(1, kAnswer));
     refused(c->clear_faults(kAnswer).error());
@@ -276,7 +277,7 @@ TEST_F(fault_socket_test, fault_operations_need_the_token_like_the_others) {
   EXPECT_TRUE(plan_->list().empty()) << "a refused inject adds nothing";
   auto c = client("s3cret");
   ASSERT_TRUE(c);
-  auto id = c->inject_fault(rule(actors::fault_kind::hang, "worker"), kAnswer);
+  auto id = c->inject_fault(rule(serving::fault_kind::hang, "worker"), kAnswer);
   ASSERT_TRUE(id) << id.error().to_string();
   auto listed = c->list_faults(kAnswer);
   ASSERT_TRUE(listed);

@@ -18,6 +18,7 @@ namespace troupe::cluster {
 namespace {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 
 zmq::message_t frame_of(const std::string& bytes) {
   return zmq::message_t(bytes.data(), bytes.size());

@@ -15,6 +15,7 @@ namespace troupe::cluster {
 namespace {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 namespace wpb = troupe::worker::v1;
 
 template <class T>

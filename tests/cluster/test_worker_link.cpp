@@ -16,12 +16,13 @@
 #include <fstream>
 #include <mutex>
 
-#include "actors/shared_arena.hpp"
+#include "serving/shared_arena.hpp"
 
 namespace troupe::cluster {
 namespace {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 
 #ifdef TROUPE_PYTHON
 

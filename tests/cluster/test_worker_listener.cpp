@@ -28,6 +28,7 @@ namespace troupe::cluster {
 namespace {
 
 using namespace troupe::actors;
+using namespace troupe::serving;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 

@@ -1,4 +1,4 @@
-// Prints the Prometheus text exposition of the node's metrics (actors/metrics.cpp), as a serving
+// Prints the Prometheus text exposition of the node's metrics (serving/metrics.cpp), as a serving
 // node with one model version and one worker exports them, for the checks of the shipped
 // Prometheus rules and Grafana dashboard (tests/deploy/metrics_catalog.py): the metric names and
 // labels those reference must be ones troupe really exports. The NVML families exist only on a
@@ -9,11 +9,11 @@
 
 #include <iostream>
 
-#include "actors/metrics.hpp"
+#include "serving/metrics.hpp"
 
 int main() {
   using namespace troupe;
-  actors::serving_metrics metrics;
+  serving::serving_metrics metrics;
   auto v = metrics.for_version("example", 1);
   v->set_ready(true);
   v->record_request(error_code::ok, 0.002);
@@ -22,7 +22,7 @@ int main() {
   v->observe_batch(4);
   v->set_queue_length(0);
   metrics.unrouted().count(error_code::not_found);
-  metrics.set_inflight(actors::serving_metrics::door::zeromq, 0);
+  metrics.set_inflight(serving::serving_metrics::door::zeromq, 0);
   metrics.set_worker_memory(0, "cpu", 1 << 20, 1 << 16);
   metrics.set_worker_restart_backoff(0, 0);
   v->set_replicas(1);
@@ -37,9 +37,9 @@ int main() {
   if (!metrics.gpu_collector()) {
     // No NVML here: the families the collector exports where it loads, with its label, as a
     // GPU 0 at rest would show them.
-    for (std::string_view name : {actors::gpu_utilization_family, actors::gpu_memory_family})
+    for (std::string_view name : {serving::gpu_utilization_family, serving::gpu_memory_family})
       std::cout << "# TYPE " << name << " gauge\n"
-                << name << "{" << actors::gpu_label << "=\"0\"} 0\n";
+                << name << "{" << serving::gpu_label << "=\"0\"} 0\n";
   } else {
     std::cout << prometheus::TextSerializer().Serialize(metrics.gpu_collector()->Collect());
   }

@@ -1,6 +1,6 @@
 """What the Prometheus rules and the Grafana dashboard may refer to: the metrics and labels troupe
 really exports, read from a real scrape of the node's registry (troupe_dump_metrics, built from
-actors/metrics.cpp), plus what Prometheus itself adds (`up`, the target labels). And a small reader
+serving/metrics.cpp), plus what Prometheus itself adds (`up`, the target labels). And a small reader
 of the metric names and label names a PromQL expression uses.
 """
 import glob

@@ -4,7 +4,7 @@ Both render (tests/deploy/kustomize_lite.py); the HPA, and the HPA behaviour KED
 valid against Kubernetes' own schema (kubernetes-validate, strict); the ScaledObject has the fields
 KEDA's CRD defines (no schema of it ships offline: the fields are checked by name); both point at
 the Deployment the overlays create; every PromQL query parses (promtool) and uses only metrics
-troupe exports (a real scrape of actors/metrics.cpp's registry).
+troupe exports (a real scrape of serving/metrics.cpp's registry).
 """
 import os
 import shutil

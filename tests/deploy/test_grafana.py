@@ -1,6 +1,6 @@
 """deploy/grafana/troupe-dashboard.json: every query parses as PromQL (each one, with Grafana's
 variables filled in, becomes a recording rule that `promtool check rules` must accept), uses only
-metrics and labels troupe exports (a real scrape of actors/metrics.cpp's registry), and the
+metrics and labels troupe exports (a real scrape of serving/metrics.cpp's registry), and the
 dashboard covers what operators need to see.
 """
 import json

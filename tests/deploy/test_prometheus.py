@@ -1,6 +1,6 @@
 """deploy/prometheus judged by promtool: the shipped config is valid and loads the shipped rules, the
 alert unit tests pass and cover every alert both ways (fires on a failure, silent when healthy), a
-healthy node's real series (a scrape of actors/metrics.cpp's registry) fire no alert, and every
+healthy node's real series (a scrape of serving/metrics.cpp's registry) fire no alert, and every
 metric and label the rules use is one troupe exports.
 """
 import os

@@ -11,15 +11,24 @@
 #include <cstring>
 
 #include "actors/gpu_worker.hpp"
-#include "actors/model_table.hpp"
 #include "actors/node.hpp"
-#include "actors/replica.hpp"
 #include "kernels/cuda/host_staging.hpp"
 #include "runtime/host_staging.hpp"
+#include "serving/model_table.hpp"
+#include "serving/replica.hpp"
 #include "tests/actors/actor_test_util.hpp"
 #include "tests/gpu/gpu_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::output_slice;
+using serving::replica;
+using serving::replica_memory;
+using serving::table_holder;
+using serving::time_point;
+using serving::version_state;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -12,14 +12,21 @@
 #include <cstring>
 
 #include "actors/gpu_worker.hpp"
-#include "actors/metrics.hpp"
-#include "actors/replica.hpp"
 #include "actors/worker.hpp"
+#include "serving/metrics.hpp"
+#include "serving/replica.hpp"
 #include "tests/actors/actor_test_util.hpp"
 #include "tests/gpu/gpu_test_util.hpp"
-#include "tests/actors/metrics_test_util.hpp"
+#include "tests/serving/metrics_test_util.hpp"
 
 namespace troupe::actors {
+
+using serving::batch;
+using serving::replica;
+using serving::replica_memory;
+using serving::serving_metrics;
+using serving::version_metrics;
+
 namespace {
 
 using testing::owned_job;
