@@ -94,6 +94,17 @@ struct replica_info {
   uint64_t pool_bytes = 0;
 };
 
+/// A worker of a worker node that joined (docs/cluster.md), as model_manager places replicas on it.
+struct joined_worker {
+  bool gpu = false;
+  std::string node;    // its node's name
+  std::string device;  // "cuda:0", "cpu"
+  /// What it advertised when it joined (its device's, no more than its memory budget); 0 when
+  /// it advertised nothing.
+  uint64_t memory_total_bytes = 0;
+  uint64_t memory_free_bytes = 0;
+};
+
 /// What a batcher reports about itself (tests, metrics, the scaler).
 struct batcher_stats {
   uint64_t queued_jobs = 0;
@@ -219,7 +230,7 @@ using scaler_actor =
 using manager_actor =
     caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
                      caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
-                     caf::reacts_to<joined_atom, uint32_t, worker_actor, bool>,
+                     caf::reacts_to<joined_atom, uint32_t, worker_actor, joined_worker>,
                      caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
                      caf::replies_to<munload_atom, std::string>::with<bool>,
                      caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,
@@ -270,6 +281,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::serving::batch_ref)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_spec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_event)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::joined_worker)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::replica_handle)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::batcher_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::load_report)

@@ -20,9 +20,11 @@
 #include "serving/log_fields.hpp"
 #include "serving/metrics.hpp"
 #include "serving/model_table.hpp"
+#include "serving/replica_placement.hpp"
 
 namespace troupe::actors {
 
+using serving::choose_worker;
 using serving::device_preference;
 using serving::fault_plan;
 using serving::load_model_config;
@@ -33,6 +35,7 @@ using serving::model_entry;
 using serving::model_signature;
 using serving::model_table;
 using serving::parse_model_config;
+using serving::placement_candidate;
 using serving::table_ptr;
 using serving::traffic_match;
 using serving::version_entry;
@@ -131,6 +134,9 @@ struct manager_state {
   /// By worker index: false once a worker of a worker node is gone (until one joins in its
   /// place); local workers are always live (the supervisor replaces them).
   std::vector<bool> worker_live;
+  /// By worker index: where a joined worker is (node, device) and what memory it advertised;
+  /// empty for the node's own workers.
+  std::map<uint32_t, joined_worker> joined;
   scaler_actor scaler;  // (subscribe, scaler): gets the (wake) of versions scaled to zero
   static inline const char* name = "model_manager";
 };
@@ -418,21 +424,52 @@ uint32_t replicas_on(const manager_state& st, uint32_t w, const version_record* 
   return n;
 }
 
-/// Where a new replica of `v` goes among `where`: the worker with the fewest replicas of `v`, then
-/// the fewest replicas overall, then the lowest index. Each worker runs one batch at a time, so
-/// replicas spread over workers add throughput and replicas stacked on one do not.
-uint32_t pick_worker(const manager_state& st, const std::vector<uint32_t>& where,
-                     const version_record& v, const std::map<uint32_t, uint32_t>& extra = {}) {
-  uint32_t best = where.front();
-  std::pair<uint32_t, uint32_t> best_key{UINT32_MAX, UINT32_MAX};
-  for (uint32_t w : where) {
+/// What a joined worker can still hold: what it advertised when it joined, less the replicas
+/// placed on it since (each the largest pool its version's replicas reported; a worker's
+/// replicas all came after its join: they leave with it). Unknown for the node's own workers.
+std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
+  auto it = st.joined.find(w);
+  if (it == st.joined.end() || it->second.memory_total_bytes == 0) return std::nullopt;
+  uint64_t used = 0;
+  for (const auto& [name, m] : st.models)
+    for (const auto& v : m.versions) used += uint64_t{replicas_on(st, w, v.get())} * v->replica_bytes;
+  const uint64_t advertised = it->second.memory_free_bytes;
+  return advertised > used ? advertised - used : 0;
+}
+
+/// Where a new replica of `m`'s version `v` goes among `where` (serving/replica_placement.hpp):
+/// a worker with room for it, the fewest replicas of `v` there and on its node, the fewest
+/// replicas overall, then the node's own workers by index and joined ones by rendezvous hash.
+/// Each worker runs one batch at a time, so replicas spread over workers add throughput and
+/// replicas stacked on one do not. `extra`: replicas being placed in the same round, by worker.
+expected<uint32_t> pick_worker(const manager_state& st, const model_record& m,
+                               const std::vector<uint32_t>& where, const version_record& v,
+                               const std::map<uint32_t, uint32_t>& extra = {}) {
+  auto added_on = [&](uint32_t w) {
     const auto e = extra.find(w);
-    const uint32_t added = e == extra.end() ? 0 : e->second;
-    const std::pair<uint32_t, uint32_t> key{replicas_on(st, w, &v) + added,
-                                            replicas_on(st, w) + added};
-    if (key < best_key) best_key = key, best = w;
+    return e == extra.end() ? 0u : e->second;
+  };
+  std::vector<placement_candidate> candidates;
+  std::map<std::string, uint32_t> of_version_by_node;
+  for (uint32_t w : where) {
+    placement_candidate c;
+    c.worker = w;
+    auto j = st.joined.find(w);
+    c.local = j == st.joined.end();
+    if (!c.local) c.node = j->second.node, c.device = j->second.device;
+    c.replicas_of_version = replicas_on(st, w, &v) + added_on(w);
+    c.replicas = replicas_on(st, w) + added_on(w);
+    c.memory_free_bytes = memory_free_on(st, w);
+    if (c.memory_free_bytes) {
+      const uint64_t placed = uint64_t{added_on(w)} * v.replica_bytes;
+      *c.memory_free_bytes = *c.memory_free_bytes > placed ? *c.memory_free_bytes - placed : 0;
+    }
+    of_version_by_node[c.node] += c.replicas_of_version;
+    candidates.push_back(std::move(c));
   }
-  return best;
+  for (auto& c : candidates)
+    c.replicas_of_version_on_node = of_version_by_node[c.node];
+  return choose_worker(candidates, {m.name, v.version, v.replica_bytes});
 }
 
 /// The workers of the replicas a version loads first, one entry per replica: `instance_count` on
@@ -440,17 +477,19 @@ uint32_t pick_worker(const manager_state& st, const std::vector<uint32_t>& where
 /// one: the first replica gives the version its signature and batcher) spread by pick_worker; the
 /// scaler decides the count from then on.
 std::vector<uint32_t> first_replicas(const manager_state& st, const model_record& m,
-                                     const std::vector<uint32_t>& where) {
+                                     const version_record& v, const std::vector<uint32_t>& where) {
   std::vector<uint32_t> out;
   if (!m.config.scaling) {
     for (uint32_t w : where)
       for (uint32_t i = 0; i < m.config.instance_count; ++i) out.push_back(w);
     return out;
   }
-  const version_record none;
   std::map<uint32_t, uint32_t> placed;
   for (uint32_t i = 0; i < std::max<uint32_t>(m.config.scaling->min_replicas, 1); ++i) {
-    const uint32_t w = pick_worker(st, where, none, placed);
+    // A version's first replicas have no known size yet, so no worker lacks room for them: only
+    // an empty `where` could fail, and it is not empty here.
+    const auto picked = pick_worker(st, m, where, v, placed);
+    const uint32_t w = picked ? *picked : where.front();
     ++placed[w];
     out.push_back(w);
   }
@@ -505,7 +544,7 @@ void load_versions(self_ptr self, const model_record& m, std::vector<version_ptr
   for (const auto& v : todo) {
     v->awaiting_workers = where->empty();
     replica_workers.push_back(where->empty() ? std::vector<uint32_t>{}
-                                             : first_replicas(st, m, *where));
+                                             : first_replicas(st, m, *v, *where));
     v->wanted = static_cast<uint32_t>(replica_workers.back().size());
     total += replica_workers.back().size();
   }
@@ -1170,7 +1209,15 @@ uint64_t generation_of(const manager_state& st, uint32_t w) {
 void start_replica(self_ptr self, const model_record& m, const version_ptr& v,
                    const std::vector<uint32_t>& where) {
   auto& st = self->state;
-  const uint32_t w = pick_worker(st, where, *v);
+  const auto picked = pick_worker(st, m, where, *v);
+  if (!picked) {
+    // No worker has room for it now: the scaler asks again, after scaling_load_retry.
+    log_event(log_level::warn, "replica not placed",
+              {{"model", m.name}, {"version", v->version}, {"error", picked.error().message()}});
+    v->retry_loads_at = self->clock().now() + scaling_load_retry;
+    return;
+  }
+  const uint32_t w = *picked;
   v->starting_on.push_back(w);
   const uint64_t generation = generation_of(st, w);
   const auto started = std::chrono::steady_clock::now();
@@ -1418,8 +1465,9 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
       [=](replaced_atom, uint32_t index, worker_actor fresh) {
         reload_replicas(self, index, std::move(fresh));
       },
-      [=](joined_atom, uint32_t index, worker_actor w, bool gpu) {
-        join_worker(self, index, std::move(w), gpu ? worker_kind::gpu : worker_kind::cpu);
+      [=](joined_atom, uint32_t index, worker_actor w, joined_worker& where) {
+        self->state.joined[index] = where;
+        join_worker(self, index, std::move(w), where.gpu ? worker_kind::gpu : worker_kind::cpu);
       },
       [=](scaled_atom) -> scaled_versions { return list_scaled(self->state); },
       [=](scale_atom, const std::string& model, int64_t version,

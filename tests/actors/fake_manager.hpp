@@ -34,7 +34,7 @@ inline actors::manager_actor spawn_fake_manager(caf::actor_system& sys, fake_man
     return {
         [](load_atom, const std::string&) { return load_report{}; },
         [](replaced_atom, uint32_t, const worker_actor&) {},
-        [](joined_atom, uint32_t, const worker_actor&, bool) {},
+        [](joined_atom, uint32_t, const worker_actor&, const joined_worker&) {},
         [asked, h](mload_atom, const std::string& name, const std::string&) -> caf::result<bool> {
           asked();
           return h.mload ? h.mload(name) : caf::result<bool>(true);

@@ -12,6 +12,7 @@
 
 #include "actors/batcher.hpp"
 #include "actors/node.hpp"
+#include "actors/worker.hpp"
 #include "serving/metrics.hpp"
 #include "serving/model_table.hpp"
 #include "tests/actors/actor_test_util.hpp"
@@ -181,6 +182,46 @@ TEST_F(model_scaling_test, scale_up_spreads_replicas_and_scale_down_answers_ever
   auto after = job(40);
   submit(after->job);
   expect_mlp(after->job, *after);
+}
+
+// Workers of worker nodes (docs/cluster.md) join with the memory they advertise: a scale-up spreads
+// the version over nodes (the joined node without one of its replicas first) and never places a
+// replica on a worker without room for it (the size known from the version's first replica).
+TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory_they_advertise) {
+  start("{min_replicas: 1, max_replicas: 6, slo_p99_ms: 50}");
+  auto join = [&](uint32_t index, const std::string& node, uint64_t free_bytes) {
+    worker_options wo;
+    wo.kind = worker_kind::cpu;
+    wo.index = index;
+    wo.metrics = &metrics_;
+    wo.background_model_reads = false;  // the test coordinator: reads on the worker
+    joined_worker where;
+    where.node = node;
+    where.device = "cpu";
+    where.memory_total_bytes = uint64_t{64} << 30;
+    where.memory_free_bytes = free_bytes;
+    caf::anon_send(node_.manager, joined_atom::value, index, spawn_worker(sys_, wo, false), where);
+    run();
+  };
+  join(3, "small", 1);                   // room for nothing
+  join(4, "big", uint64_t{64} << 30);
+  EXPECT_EQ(replicas("plain"), 10) << "instance_count 2 on every worker, joined ones too";
+  const double big_before = pool_bytes(4);
+  const double local_before = pool_bytes(1);  // plain's two replicas, as on every worker
+  EXPECT_EQ(pool_bytes(3), local_before);
+  // mlp's first replica is on worker 0 (the node's own workers are one node): the next goes to
+  // the node `big`, the one after to the own workers in index order; `small` gets none.
+  ASSERT_TRUE(scale(2).is_ok());
+  EXPECT_EQ(replicas(), 2);
+  EXPECT_GT(pool_bytes(4), big_before);
+  EXPECT_EQ(pool_bytes(1), local_before);
+  ASSERT_TRUE(scale(6).is_ok());
+  EXPECT_EQ(replicas(), 6);
+  EXPECT_EQ(pool_bytes(3), local_before) << "no room there: plain's replicas alone";
+  EXPECT_EQ(stats().alive_replicas, 6u);
+  auto j = job(60);
+  submit(j->job);
+  expect_mlp(j->job, *j);
 }
 
 TEST_F(model_scaling_test, an_idle_version_goes_to_zero_and_a_request_brings_it_back) {
