@@ -57,6 +57,7 @@ using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using detach_atom = caf::atom_constant<caf::atom("detach")>;
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
 using joined_atom = caf::atom_constant<caf::atom("joined")>;
+using memory_atom = caf::atom_constant<caf::atom("memory")>;
 
 // ---- message types
 // -------------------------------------------------------------------------------
@@ -103,6 +104,9 @@ struct joined_worker {
   /// it advertised nothing.
   uint64_t memory_total_bytes = 0;
   uint64_t memory_free_bytes = 0;
+  /// What its heartbeats reported last (memory), 0 before any: other processes' use of the
+  /// device shows there, not in what this control node placed.
+  uint64_t memory_reported_free_bytes = 0;
 };
 
 /// What a batcher reports about itself (tests, metrics, the scaler).
@@ -231,6 +235,7 @@ using manager_actor =
     caf::typed_actor<caf::replies_to<load_atom, std::string>::with<load_report>,
                      caf::reacts_to<replaced_atom, uint32_t, worker_actor>,
                      caf::reacts_to<joined_atom, uint32_t, worker_actor, joined_worker>,
+                     caf::reacts_to<memory_atom, uint32_t, uint64_t>,
                      caf::replies_to<mload_atom, std::string, std::string>::with<bool>,
                      caf::replies_to<munload_atom, std::string>::with<bool>,
                      caf::replies_to<index_atom>::with<model_index>, caf::reacts_to<poll_atom>,

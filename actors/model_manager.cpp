@@ -424,17 +424,26 @@ uint32_t replicas_on(const manager_state& st, uint32_t w, const version_record* 
   return n;
 }
 
-/// What a joined worker can still hold: what it advertised when it joined, less the replicas
-/// placed on it since (each the largest pool its version's replicas reported; a worker's
-/// replicas all came after its join: they leave with it). Unknown for the node's own workers.
+/// What a joined worker can still hold, the smaller of two bounds: what it advertised when it
+/// joined less the replicas placed on it since (each the largest pool its version's replicas
+/// reported; a worker's replicas all came after its join: they leave with it), and what its
+/// heartbeats reported last less the loads in flight there (which the report may not show yet;
+/// the report shows what other processes took). Unknown for the node's own workers.
 std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
   auto it = st.joined.find(w);
   if (it == st.joined.end() || it->second.memory_total_bytes == 0) return std::nullopt;
-  uint64_t used = 0;
+  uint64_t placed = 0, starting = 0;
   for (const auto& [name, m] : st.models)
-    for (const auto& v : m.versions) used += uint64_t{replicas_on(st, w, v.get())} * v->replica_bytes;
-  const uint64_t advertised = it->second.memory_free_bytes;
-  return advertised > used ? advertised - used : 0;
+    for (const auto& v : m.versions) {
+      placed += uint64_t{replicas_on(st, w, v.get())} * v->replica_bytes;
+      starting += uint64_t(std::count(v->starting_on.begin(), v->starting_on.end(), w)) *
+                  v->replica_bytes;
+    }
+  auto less = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
+  uint64_t free_bytes = less(it->second.memory_free_bytes, placed);
+  if (it->second.memory_reported_free_bytes > 0)
+    free_bytes = std::min(free_bytes, less(it->second.memory_reported_free_bytes, starting));
+  return free_bytes;
 }
 
 /// Where a new replica of `m`'s version `v` goes among `where` (serving/replica_placement.hpp):
@@ -1464,6 +1473,10 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
       },
       [=](replaced_atom, uint32_t index, worker_actor fresh) {
         reload_replicas(self, index, std::move(fresh));
+      },
+      [=](memory_atom, uint32_t index, uint64_t free_bytes) {
+        auto it = self->state.joined.find(index);
+        if (it != self->state.joined.end()) it->second.memory_reported_free_bytes = free_bytes;
       },
       [=](joined_atom, uint32_t index, worker_actor w, joined_worker& where) {
         self->state.joined[index] = where;

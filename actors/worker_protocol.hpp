@@ -149,6 +149,9 @@ struct worker_done {
 
 struct worker_heartbeat {
   uint64_t sequence = 0;
+  /// A worker on another host: its device's free memory now (with a memory budget, no more than
+  /// the budget), as in its hello; 0 = not reported.
+  uint64_t memory_free_bytes = 0;
 };
 
 /// A peer lets go on purpose (docs/cluster.md).

@@ -33,6 +33,9 @@ expected<std::unique_ptr<remote_workers>> remote_workers::start(caf::actor_syste
   lo.on_join = [raw = r.get()](const remote_worker_info& info, worker_channel_factory accept) {
     raw->join(info, std::move(accept));
   };
+  lo.on_memory = [raw = r.get()](const remote_worker_info& info, uint64_t free_bytes) {
+    raw->memory(info, free_bytes);
+  };
   TROUPE_ASSIGN_OR_RETURN(r->listener_, worker_listener::create(std::move(lo)));
   return r;
 }
@@ -60,6 +63,14 @@ void remote_workers::join(const remote_worker_info& info, worker_channel_factory
   log_event(log_level::info, fresh ? "remote worker placed" : "remote worker placed again",
             {{"node", info.node}, {"device", info.device}, {"worker", w.index}});
   proxies_[w.index] = join_remote_worker(sys_, node_, spawn_, w);
+}
+
+void remote_workers::memory(const remote_worker_info& info, uint64_t free_bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stopped_) return;
+  auto it = places_.find(info.node + "|" + info.device);
+  if (it == places_.end()) return;
+  caf::anon_send(node_.manager, memory_atom::value, it->second, free_bytes);
 }
 
 void remote_workers::stop() {

@@ -36,6 +36,8 @@ class remote_workers {
                  const actors::node_spawn_options& spawn)
       : sys_(sys), node_(node), spawn_(spawn) {}
   void join(const remote_worker_info& info, actors::worker_channel_factory accept);
+  /// A joined worker's heartbeats report other free memory: model_manager hears it.
+  void memory(const remote_worker_info& info, uint64_t free_bytes);
 
   caf::actor_system& sys_;
   const actors::node_handles& node_;

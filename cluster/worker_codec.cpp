@@ -156,7 +156,10 @@ struct encoder {
     }
     if (d.block.where != data_ref::kind::none) put_ref(d.block, o->mutable_block());
   }
-  void operator()(const worker_heartbeat& h) { m.mutable_heartbeat()->set_sequence(h.sequence); }
+  void operator()(const worker_heartbeat& h) {
+    m.mutable_heartbeat()->set_sequence(h.sequence);
+    m.mutable_heartbeat()->set_memory_free_bytes(h.memory_free_bytes);
+  }
 };
 
 // ---- decoding ----------------------------------------------------------------------------------
@@ -417,7 +420,8 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       return worker_message(std::move(d));
     }
     case wpb::WorkerMessage::kHeartbeat:
-      return worker_message(worker_heartbeat{m.heartbeat().sequence()});
+      return worker_message(
+          worker_heartbeat{m.heartbeat().sequence(), m.heartbeat().memory_free_bytes()});
     default:
       return bad("no body (an unknown message?)");
   }

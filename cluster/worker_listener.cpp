@@ -59,6 +59,7 @@ struct peer {
   clock_type::time_point last_heard;
   std::map<uint64_t, shm_region> outputs;    // by run number: where its outputs go
   std::map<std::string, std::string> files;  // SHA-256 -> path, of the loads sent
+  uint64_t memory_reported_bytes = 0;          // the free memory on_memory was told last
   std::shared_ptr<std::atomic<bool>> closed;  // its channel's: sends refused once set
 };
 
@@ -115,6 +116,7 @@ struct worker_listener::shared : std::enable_shared_from_this<worker_listener::s
   void send_file(peer& p, const worker_file_wanted& w);
   void file_read(peer& p, listener_item& item);
   expected<known_digest> digest_of(const std::string& path);
+  void memory_report(peer& p, const worker_heartbeat& h);
   /// Names the load's files by content: the model file and the other regular files of its
   /// folder (ONNX external data; the whole version folder goes, as a model repository's version
   /// is its folder), hashed or found hashed.
@@ -213,6 +215,17 @@ expected<known_digest> worker_listener::shared::digest_of(const std::string& pat
   std::lock_guard<std::mutex> lock(digests_mutex);
   digests[path] = k;
   return k;
+}
+
+void worker_listener::shared::memory_report(peer& p, const worker_heartbeat& h) {
+  constexpr uint64_t material_bytes = uint64_t{16} << 20;
+  if (h.memory_free_bytes == 0 || !options.on_memory) return;
+  const uint64_t last = p.memory_reported_bytes;
+  if ((last > h.memory_free_bytes ? last - h.memory_free_bytes : h.memory_free_bytes - last) <
+      material_bytes)
+    return;
+  p.memory_reported_bytes = h.memory_free_bytes;
+  options.on_memory(p.info, h.memory_free_bytes);
 }
 
 status worker_listener::shared::describe_files(worker_load& l) {
@@ -373,6 +386,7 @@ void worker_listener::shared::on_hello(const std::string& routing, const worker_
   p.info.pid = h.pid;
   p.info.memory_total_bytes = h.memory_total_bytes;
   p.info.memory_free_bytes = h.memory_free_bytes;
+  p.memory_reported_bytes = h.memory_free_bytes;
   p.last_heard = clock_type::now();
   const remote_worker_info info = p.info;
   peers.emplace(id, std::move(p));
@@ -471,7 +485,7 @@ void worker_listener::shared::on_frames(std::vector<zmq::message_t>& frames) {
   }
   p.last_heard = clock_type::now();
   const size_t extra = frames.size() - 2;
-  if (std::holds_alternative<worker_heartbeat>(*m)) return;
+  if (auto* h = std::get_if<worker_heartbeat>(&*m)) return memory_report(p, *h);
   if (auto* b = std::get_if<worker_bye>(&*m))
     return drop(id, status(error_code::unavailable, "the remote worker left: " + b->reason), false);
   if (std::holds_alternative<worker_hello>(*m))

@@ -67,6 +67,9 @@ struct worker_listener_options {
   /// Called on the listener's thread for each hello: `accept` makes the worker's channel once
   /// (the proxy calls it as its channel factory; later calls fail). Must not block.
   std::function<void(const remote_worker_info&, actors::worker_channel_factory accept)> on_join;
+  /// Called on the listener's thread when a joined worker's heartbeats report free memory that
+  /// differs from what it reported last (its hello's at first) by 16 MiB or more. Must not block.
+  std::function<void(const remote_worker_info&, uint64_t memory_free_bytes)> on_memory;
 };
 
 class worker_listener {

@@ -187,6 +187,12 @@ status run_worker_process(const worker_main_options& o) {
       post(m);
     };
     replica_host host(std::move(ho));
+    // What the control node is told of the device's free memory (with a memory budget, no more
+    // than it): in the hello, and again with each heartbeat.
+    auto free_memory_to_report = [&o](const runtime::device_memory_snapshot& m) -> uint64_t {
+      return o.memory_budget_bytes > 0 ? std::min<uint64_t>(m.free_bytes, o.memory_budget_bytes)
+                                       : m.free_bytes;
+    };
     worker_hello hello;
     hello.worker_index = o.index;
     hello.pid = getpid();
@@ -197,9 +203,7 @@ status run_worker_process(const worker_main_options& o) {
       // What the control node is told of the device (with a memory budget, no more than it).
       if (auto m = runtime::device_memory(traits.backend, o.device_index)) {
         hello.memory_total_bytes = m->total_bytes;
-        hello.memory_free_bytes = m->free_bytes;
-        if (o.memory_budget_bytes > 0)
-          hello.memory_free_bytes = std::min<uint64_t>(hello.memory_free_bytes, o.memory_budget_bytes);
+        hello.memory_free_bytes = free_memory_to_report(*m);
       }
     }
     post(hello);
@@ -395,7 +399,11 @@ status run_worker_process(const worker_main_options& o) {
       }
       if (now >= next_beat) {
         next_beat = now + interval;
-        outgoing_message beat{encode_worker_message(worker_heartbeat{++beats}), std::nullopt};
+        worker_heartbeat hb{++beats, 0};
+        if (remote)
+          if (auto m = runtime::device_memory(traits.backend, o.device_index))
+            hb.memory_free_bytes = std::max<uint64_t>(free_memory_to_report(*m), 1);
+        outgoing_message beat{encode_worker_message(hb), std::nullopt};
         send(beat);
       }
     }

@@ -35,6 +35,7 @@ inline actors::manager_actor spawn_fake_manager(caf::actor_system& sys, fake_man
         [](load_atom, const std::string&) { return load_report{}; },
         [](replaced_atom, uint32_t, const worker_actor&) {},
         [](joined_atom, uint32_t, const worker_actor&, const joined_worker&) {},
+        [](memory_atom, uint32_t, uint64_t) {},
         [asked, h](mload_atom, const std::string& name, const std::string&) -> caf::result<bool> {
           asked();
           return h.mload ? h.mload(name) : caf::result<bool>(true);

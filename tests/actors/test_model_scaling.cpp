@@ -184,9 +184,10 @@ TEST_F(model_scaling_test, scale_up_spreads_replicas_and_scale_down_answers_ever
   expect_mlp(after->job, *after);
 }
 
-// Workers of worker nodes (docs/cluster.md) join with the memory they advertise: a scale-up spreads
-// the version over nodes (the joined node without one of its replicas first) and never places a
-// replica on a worker without room for it (the size known from the version's first replica).
+// Workers of worker nodes (docs/cluster.md) join with the memory they advertise and report it again
+// in their heartbeats: a scale-up spreads the version over nodes (a node without one of its
+// replicas first) and never places a replica on a worker without room for it (the size known
+// from the version's first replica).
 TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory_they_advertise) {
   start("{min_replicas: 1, max_replicas: 6, slo_p99_ms: 50}");
   auto join = [&](uint32_t index, const std::string& node, uint64_t free_bytes) {
@@ -209,12 +210,22 @@ TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory
   const double big_before = pool_bytes(4);
   const double local_before = pool_bytes(1);  // plain's two replicas, as on every worker
   EXPECT_EQ(pool_bytes(3), local_before);
-  // mlp's first replica is on worker 0 (the node's own workers are one node): the next goes to
-  // the node `big`, the one after to the own workers in index order; `small` gets none.
+  // mlp's first replica is on worker 0 (the node's own workers are one node). `big` reports in
+  // its heartbeats that something else took its memory: the next replica goes to worker 1.
+  auto report = [&](uint32_t index, uint64_t free_bytes) {
+    caf::anon_send(node_.manager, memory_atom::value, index, free_bytes);
+    run();
+  };
+  report(4, 1);
   ASSERT_TRUE(scale(2).is_ok());
   EXPECT_EQ(replicas(), 2);
+  EXPECT_EQ(pool_bytes(4), big_before);
+  EXPECT_GT(pool_bytes(1), local_before);
+  // Its memory back, `big` gets the next one (a node without a replica of the version first).
+  report(4, uint64_t{64} << 30);
+  ASSERT_TRUE(scale(3).is_ok());
   EXPECT_GT(pool_bytes(4), big_before);
-  EXPECT_EQ(pool_bytes(1), local_before);
+  EXPECT_EQ(pool_bytes(2), local_before);
   ASSERT_TRUE(scale(6).is_ok());
   EXPECT_EQ(replicas(), 6);
   EXPECT_EQ(pool_bytes(3), local_before) << "no room there: plain's replicas alone";

@@ -322,6 +322,9 @@ TEST(worker_codec, remote_worker_messages_round_trip) {
   EXPECT_EQ(round_trip(ipc).block.where, data_ref::kind::none);
 
   EXPECT_EQ(round_trip(worker_bye{"node draining"}).reason, "node draining");
+  const auto beat = round_trip(worker_heartbeat{3, 5ULL << 30});
+  EXPECT_EQ(beat.sequence, 3u);
+  EXPECT_EQ(beat.memory_free_bytes, 5ULL << 30);
 }
 
 TEST(worker_codec, remote_worker_messages_are_checked) {

@@ -75,6 +75,11 @@ class worker_listener_test : public ::testing::Test {
       joins_.push_back({info, std::move(accept)});
       cv_.notify_all();
     };
+    o.on_memory = [this](const remote_worker_info& info, uint64_t free_bytes) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      memory_reports_.emplace_back(info.node, free_bytes);
+      cv_.notify_all();
+    };
     auto l = worker_listener::create(std::move(o));
     ASSERT_TRUE(l.has_value()) << l.error().to_string();
     listener_ = std::move(*l);
@@ -179,6 +184,7 @@ class worker_listener_test : public ::testing::Test {
   std::vector<join> joins_;
   std::vector<worker_message> messages_;
   std::vector<status> closed_;
+  std::vector<std::pair<std::string, uint64_t>> memory_reports_;  // node, free bytes
   std::unique_ptr<worker_channel> channel_;
   std::unique_ptr<worker_listener> listener_;
 };
@@ -484,6 +490,27 @@ TEST_F(worker_listener_test, a_worker_that_answers_heartbeats_stays) {
   ASSERT_TRUE(wait_for([&] { return !closed_.empty(); }));
   std::lock_guard<std::mutex> lock(mutex_);
   EXPECT_EQ(closed_[0].code(), error_code::unavailable);
+}
+
+// A worker's heartbeats carry its free memory: on_memory hears a change of 16 MiB or more from what
+// it said last (its hello's 12 GiB at first), not the small moves, nor a heartbeat without it.
+TEST_F(worker_listener_test, heartbeats_report_free_memory_when_it_changed) {
+  start();
+  zmq::socket_t w = dealer();
+  join_from(w, hello_of("n1", "cpu", 1));
+  bind(0);
+  constexpr uint64_t gib = uint64_t{1} << 30, mib = uint64_t{1} << 20;
+  for (uint64_t free_bytes : {12 * gib + mib, uint64_t{0}, 10 * gib, 10 * gib - 15 * mib, 11 * gib})
+    send(w, worker_heartbeat{1, free_bytes});
+  ASSERT_TRUE(wait_for([&] { return memory_reports_.size() >= 2; }));
+  // A small move, then a bye on the same connection: once the bye closed the channel, every
+  // heartbeat before it was handled.
+  send(w, worker_heartbeat{2, 11 * gib + mib});
+  send(w, worker_message(worker_bye{"done"}));
+  ASSERT_TRUE(wait_for([&] { return !closed_.empty(); }));
+  std::lock_guard<std::mutex> lock(mutex_);
+  const std::vector<std::pair<std::string, uint64_t>> expected{{"n1", 10 * gib}, {"n1", 11 * gib}};
+  EXPECT_EQ(memory_reports_, expected);
 }
 
 TEST_F(worker_listener_test, a_worker_that_says_bye_is_closed) {
