@@ -1156,6 +1156,9 @@ void join_worker(self_ptr self, uint32_t index, worker_actor w, worker_kind kind
   self->monitor(w);
   log_event(log_level::info, "worker joined",
             {{"worker", index}, {"kind", worker_kind_name(kind)}});
+  // Versions without `scaling:` get instance_count replicas here as far as the worker's memory
+  // holds them (once a replica told their size); the rest are not placed, with a warning.
+  std::optional<uint64_t> room = memory_free_on(st, index);
   for (auto& [name, m] : st.models) {
     if (m.unloaded || !m.error.is_ok()) continue;
     auto where = placement(st, m);
@@ -1163,7 +1166,19 @@ void join_worker(self_ptr self, uint32_t index, worker_actor w, worker_kind kind
     for (auto& v : m.versions) {
       if (!v->batcher && !v->awaiting_workers) continue;  // failed, or not loaded
       if (!m.config.scaling) {
-        v->missing[index] = m.config.instance_count;
+        uint64_t n = m.config.instance_count;
+        if (room && v->replica_bytes > 0) {
+          n = std::min<uint64_t>(n, *room / v->replica_bytes);
+          *room -= n * v->replica_bytes;
+          if (n < m.config.instance_count)
+            log_event(log_level::warn, "replicas not placed",
+                      {{"model", name}, {"version", v->version}, {"worker", index},
+                       {"instance_count", m.config.instance_count},
+                       {"placed", static_cast<int64_t>(n)},
+                       {"replica_bytes", static_cast<int64_t>(v->replica_bytes)},
+                       {"error", "the worker has no room for more"}});
+        }
+        v->missing[index] = static_cast<uint32_t>(n);
       } else if (v->awaiting_workers && v->missing.empty()) {
         v->wanted = std::max<uint32_t>(m.config.scaling->min_replicas, 1);
         v->missing[index] = v->wanted;

@@ -206,10 +206,11 @@ TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory
   };
   join(3, "small", 1);                   // room for nothing
   join(4, "big", uint64_t{64} << 30);
-  EXPECT_EQ(replicas("plain"), 10) << "instance_count 2 on every worker, joined ones too";
+  EXPECT_EQ(replicas("plain"), 8) << "instance_count 2 on every worker with room: not on small";
   const double big_before = pool_bytes(4);
   const double local_before = pool_bytes(1);  // plain's two replicas, as on every worker
-  EXPECT_EQ(pool_bytes(3), local_before);
+  EXPECT_EQ(big_before, local_before);
+  EXPECT_LE(pool_bytes(3), 0) << "nothing loaded on small";
   // mlp's first replica is on worker 0 (the node's own workers are one node). `big` reports in
   // its heartbeats that something else took its memory: the next replica goes to worker 1.
   auto report = [&](uint32_t index, uint64_t free_bytes) {
@@ -228,7 +229,7 @@ TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory
   EXPECT_EQ(pool_bytes(2), local_before);
   ASSERT_TRUE(scale(6).is_ok());
   EXPECT_EQ(replicas(), 6);
-  EXPECT_EQ(pool_bytes(3), local_before) << "no room there: plain's replicas alone";
+  EXPECT_LE(pool_bytes(3), 0) << "no room there: no replica";
   EXPECT_EQ(stats().alive_replicas, 6u);
   auto j = job(60);
   submit(j->job);
