@@ -436,8 +436,8 @@ std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
   for (const auto& [name, m] : st.models)
     for (const auto& v : m.versions) {
       placed += uint64_t{replicas_on(st, w, v.get())} * v->replica_bytes;
-      starting += uint64_t(std::count(v->starting_on.begin(), v->starting_on.end(), w)) *
-                  v->replica_bytes;
+      starting +=
+          uint64_t(std::count(v->starting_on.begin(), v->starting_on.end(), w)) * v->replica_bytes;
     }
   auto less = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
   uint64_t free_bytes = less(it->second.memory_free_bytes, placed);
@@ -476,8 +476,7 @@ expected<uint32_t> pick_worker(const manager_state& st, const model_record& m,
     of_version_by_node[c.node] += c.replicas_of_version;
     candidates.push_back(std::move(c));
   }
-  for (auto& c : candidates)
-    c.replicas_of_version_on_node = of_version_by_node[c.node];
+  for (auto& c : candidates) c.replicas_of_version_on_node = of_version_by_node[c.node];
   return choose_worker(candidates, {m.name, v.version, v.replica_bytes});
 }
 
@@ -1172,7 +1171,9 @@ void join_worker(self_ptr self, uint32_t index, worker_actor w, worker_kind kind
           *room -= n * v->replica_bytes;
           if (n < m.config.instance_count)
             log_event(log_level::warn, "replicas not placed",
-                      {{"model", name}, {"version", v->version}, {"worker", index},
+                      {{"model", name},
+                       {"version", v->version},
+                       {"worker", index},
                        {"instance_count", m.config.instance_count},
                        {"placed", static_cast<int64_t>(n)},
                        {"replica_bytes", static_cast<int64_t>(v->replica_bytes)},

@@ -74,7 +74,8 @@ namespace {
 status place_file(const std::string& from, const fs::path& to) {
   std::error_code ec;
   fs::create_directories(to.parent_path(), ec);
-  if (ec) return io_error("model file cache: making " + to.parent_path().string() + ": " + ec.message());
+  if (ec)
+    return io_error("model file cache: making " + to.parent_path().string() + ": " + ec.message());
   fs::create_hard_link(from, to, ec);
   if (!ec) return status::ok();
   ec.clear();
@@ -85,9 +86,9 @@ status place_file(const std::string& from, const fs::path& to) {
 
 }  // namespace
 
-expected<std::string> model_file_cache::assemble(const std::string& model_sha256,
-                                                 uint64_t model_bytes,
-                                                 const std::vector<actors::model_data_file>& files) {
+expected<std::string> model_file_cache::assemble(
+    const std::string& model_sha256, uint64_t model_bytes,
+    const std::vector<actors::model_data_file>& files) {
   std::vector<std::string> cached;
   std::string key_text = model_sha256 + "\n";
   const std::string model = find(model_sha256, model_bytes);

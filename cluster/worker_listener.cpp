@@ -8,12 +8,12 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
-#include <iterator>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -59,7 +59,7 @@ struct peer {
   clock_type::time_point last_heard;
   std::map<uint64_t, shm_region> outputs;    // by run number: where its outputs go
   std::map<std::string, std::string> files;  // SHA-256 -> path, of the loads sent
-  uint64_t memory_reported_bytes = 0;          // the free memory on_memory was told last
+  uint64_t memory_reported_bytes = 0;        // the free memory on_memory was told last
   std::shared_ptr<std::atomic<bool>> closed;  // its channel's: sends refused once set
 };
 
@@ -254,8 +254,7 @@ status worker_listener::shared::describe_files(worker_load& l) {
     TROUPE_ASSIGN_OR_RETURN(known_digest d, digest_of(it->path().string()));
     files.push_back({name, d.sha256, d.bytes});
   }
-  if (ec)
-    return io_error("listing the model's folder " + folder.string() + ": " + ec.message());
+  if (ec) return io_error("listing the model's folder " + folder.string() + ": " + ec.message());
   std::sort(files.begin(), files.end(),
             [](const model_data_file& a, const model_data_file& b) { return a.name < b.name; });
   l.content_sha256 = model.sha256;

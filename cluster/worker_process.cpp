@@ -7,14 +7,14 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <iterator>
 #include <map>
-#include <set>
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
-#include <iterator>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -231,8 +231,8 @@ status run_worker_process(const worker_main_options& o) {
       worker_load load;
       std::set<std::string> missing;  // SHA-256s
     };
-    std::map<uint64_t, pending_load> pending;                    // by the load's request
-    std::map<std::string, std::vector<uint64_t>> waiting;         // SHA-256 -> loads waiting
+    std::map<uint64_t, pending_load> pending;              // by the load's request
+    std::map<std::string, std::vector<uint64_t>> waiting;  // SHA-256 -> loads waiting
     auto fail_load = [&](uint64_t request, status why) {
       worker_loaded failed;
       failed.request = request;
@@ -287,9 +287,8 @@ status run_worker_process(const worker_main_options& o) {
         auto p = pending.find(request);
         if (p == pending.end()) continue;  // failed already, for another of its files
         if (!path) {
-          fail_load(request,
-                    path.error().with_context("fetching a file of " + p->second.load.path +
-                                              " from the control node"));
+          fail_load(request, path.error().with_context("fetching a file of " + p->second.load.path +
+                                                       " from the control node"));
           pending.erase(p);
           continue;
         }

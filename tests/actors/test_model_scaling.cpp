@@ -204,7 +204,7 @@ TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory
     caf::anon_send(node_.manager, joined_atom::value, index, spawn_worker(sys_, wo, false), where);
     run();
   };
-  join(3, "small", 1);                   // room for nothing
+  join(3, "small", 1);  // room for nothing
   join(4, "big", uint64_t{64} << 30);
   EXPECT_EQ(replicas("plain"), 8) << "instance_count 2 on every worker with room: not on small";
   const double big_before = pool_bytes(4);

@@ -171,13 +171,13 @@ TEST_F(model_file_cache_test, assemble_lays_out_a_model_beside_its_data_files) {
   ASSERT_TRUE(other.has_value()) << other.error().to_string();
   EXPECT_NE(*other, *path);
 
-  auto missing = cache->assemble(
-      model_sha, model.size(), {{"weights.bin", std::string(64, 'b'), 5}});
+  auto missing =
+      cache->assemble(model_sha, model.size(), {{"weights.bin", std::string(64, 'b'), 5}});
   ASSERT_FALSE(missing.has_value());
   EXPECT_EQ(missing.error().code(), error_code::not_found) << missing.error().to_string();
   for (const char* bad : {"../escape", "/etc/passwd", "a/../../b", "model.onnx", "", "a//b"}) {
-    auto refused = cache->assemble(model_sha, model.size(), {{bad, files[0].content_sha256,
-                                                              weights.size()}});
+    auto refused =
+        cache->assemble(model_sha, model.size(), {{bad, files[0].content_sha256, weights.size()}});
     ASSERT_FALSE(refused.has_value()) << bad;
     EXPECT_EQ(refused.error().code(), error_code::invalid_argument) << bad;
   }

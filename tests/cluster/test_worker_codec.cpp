@@ -349,8 +349,8 @@ TEST(worker_codec, remote_worker_messages_are_checked) {
     EXPECT_EQ(code_of(m), error_code::invalid_argument);
   }
   // A data file's name is laid out under the worker's cache: nothing that leaves its folder.
-  for (const std::string& name : std::vector<std::string>{"../x", "/abs", "a/../../x", "a//b", "./a", "model.onnx", "",
-                                 std::string("a\0b", 3)}) {
+  for (const std::string& name : std::vector<std::string>{
+           "../x", "/abs", "a/../../x", "a//b", "./a", "model.onnx", "", std::string("a\0b", 3)}) {
     auto m = envelope();
     auto* f = m.mutable_load()->add_data_files();
     f->set_name(name);
