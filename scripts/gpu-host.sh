@@ -9,6 +9,7 @@
 #   env: BENCH_MODELS (default resnet50,bert_base), BENCH_BATCHES (default 1,8,32,128,256);
 #        serving: SERVING_INPUT_DTYPE (uint8, uint8-graph, fp16, fp32; default uint8),
 #        SERVING_ARGS (more bench/serving/gpu_run.py options, e.g. "--instances 2 --connections 16");
+#        build: BUILD_TARGETS (default every target; e.g. "troupe" for the benches alone)
 #        density: DENSITY_ARGS (more bench/density/run.py options, e.g. "--compile-cap-s 100 --skip-many")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +60,7 @@ if want build; then
     -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" \
     -DPython3_EXECUTABLE="$(command -v python3)" >"$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
   grep -E "troupe: (KServe gRPC|serving|CUDA)" "$OUT/configure.log"
-  cmake --build build-gpu -j "$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
+  cmake --build build-gpu -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} >"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
   echo "built in $(( $(date +%s) - start )) s"
 fi
 
