@@ -104,9 +104,6 @@ struct joined_worker {
   /// it advertised nothing.
   uint64_t memory_total_bytes = 0;
   uint64_t memory_free_bytes = 0;
-  /// What its heartbeats reported last (memory), 0 before any: other processes' use of the
-  /// device shows there, not in what this control node placed.
-  uint64_t memory_reported_free_bytes = 0;
 };
 
 /// What a batcher reports about itself (tests, metrics, the scaler).

@@ -134,9 +134,15 @@ struct manager_state {
   /// By worker index: false once a worker of a worker node is gone (until one joins in its
   /// place); local workers are always live (the supervisor replaces them).
   std::vector<bool> worker_live;
-  /// By worker index: where a joined worker is (node, device) and what memory it advertised;
-  /// empty for the node's own workers.
-  std::map<uint32_t, joined_worker> joined;
+  /// A joined worker as placement sees it: what it said when it joined (node, device, memory),
+  /// and the free memory its heartbeats reported last (memory; 0 before any): other processes'
+  /// use of the device shows there, not in what this control node placed.
+  struct joined_place {
+    joined_worker joined;
+    uint64_t memory_reported_free_bytes = 0;
+  };
+  /// By worker index; none for the node's own workers.
+  std::map<uint32_t, joined_place> joined;
   scaler_actor scaler;  // (subscribe, scaler): gets the (wake) of versions scaled to zero
   static inline const char* name = "model_manager";
 };
@@ -431,7 +437,7 @@ uint32_t replicas_on(const manager_state& st, uint32_t w, const version_record* 
 /// the report shows what other processes took). Unknown for the node's own workers.
 std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
   auto it = st.joined.find(w);
-  if (it == st.joined.end() || it->second.memory_total_bytes == 0) return std::nullopt;
+  if (it == st.joined.end() || it->second.joined.memory_total_bytes == 0) return std::nullopt;
   uint64_t placed = 0, starting = 0;
   for (const auto& [name, m] : st.models)
     for (const auto& v : m.versions) {
@@ -440,7 +446,7 @@ std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
           uint64_t(std::count(v->starting_on.begin(), v->starting_on.end(), w)) * v->replica_bytes;
     }
   auto less = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
-  uint64_t free_bytes = less(it->second.memory_free_bytes, placed);
+  uint64_t free_bytes = less(it->second.joined.memory_free_bytes, placed);
   if (it->second.memory_reported_free_bytes > 0)
     free_bytes = std::min(free_bytes, less(it->second.memory_reported_free_bytes, starting));
   return free_bytes;
@@ -465,7 +471,7 @@ expected<uint32_t> pick_worker(const manager_state& st, const model_record& m,
     c.worker = w;
     auto j = st.joined.find(w);
     c.local = j == st.joined.end();
-    if (!c.local) c.node = j->second.node, c.device = j->second.device;
+    if (!c.local) c.node = j->second.joined.node, c.device = j->second.joined.device;
     c.replicas_of_version = replicas_on(st, w, &v) + added_on(w);
     c.replicas = replicas_on(st, w) + added_on(w);
     c.memory_free_bytes = memory_free_on(st, w);
@@ -1495,7 +1501,7 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         if (it != self->state.joined.end()) it->second.memory_reported_free_bytes = free_bytes;
       },
       [=](joined_atom, uint32_t index, worker_actor w, joined_worker& where) {
-        self->state.joined[index] = where;
+        self->state.joined[index] = {where, 0};
         join_worker(self, index, std::move(w), where.gpu ? worker_kind::gpu : worker_kind::cpu);
       },
       [=](scaled_atom) -> scaled_versions { return list_scaled(self->state); },

@@ -90,13 +90,9 @@ worker_actor join_remote_worker(caf::actor_system& sys, const node_handles& node
   processes->shared_memory_bytes = w.staging_bytes;
   wo.processes = std::move(processes);
   worker_actor proxy = spawn_worker(sys, wo, o.detached_workers);
-  joined_worker joined;
-  joined.gpu = w.kind == worker_kind::gpu;
-  joined.node = w.node;
-  joined.device = w.device;
-  joined.memory_total_bytes = w.memory_total_bytes;
-  joined.memory_free_bytes = w.memory_free_bytes;
-  caf::anon_send(node.manager, joined_atom::value, w.index, proxy, std::move(joined));
+  joined_worker where = w.where;
+  where.gpu = w.kind == worker_kind::gpu;
+  caf::anon_send(node.manager, joined_atom::value, w.index, proxy, std::move(where));
   return proxy;
 }
 

@@ -70,10 +70,9 @@ struct remote_worker_spec {
   /// Hands out the connection it joined on (cluster/worker_listener.hpp), once.
   worker_channel_factory channel;
   size_t staging_bytes = size_t{1} << 30;  // the proxy's arena, where batches are gathered
-  std::string node;    // its node's name, and its device ("cuda:0"): where placement sees it
-  std::string device;
-  uint64_t memory_total_bytes = 0;  // as it advertised them when it joined
-  uint64_t memory_free_bytes = 0;
+  /// Its node, device and advertised memory, as model_manager's placement sees them (`gpu` is
+  /// set from `kind`).
+  joined_worker where;
 };
 
 /// Spawns the remote worker's proxy (actors/worker_proxy.hpp) and hands it to model_manager,

@@ -100,10 +100,7 @@ class queue_sink final : public serving::job_sink {
  public:
   explicit queue_sink(std::shared_ptr<completion_queue> q) : q_(std::move(q)) {}
   void replied(job_list jobs) override { q_->post(jobs); }
-  void released(job_list jobs) override {
-    jobs.release = true;
-    q_->post(jobs);
-  }
+  void released(job_list jobs) override { q_->post(jobs); }
 
  private:
   std::shared_ptr<completion_queue> q_;

@@ -56,10 +56,10 @@ void remote_workers::join(const remote_worker_info& info, worker_channel_factory
   w.index = it->second;
   w.channel = std::move(accept);
   w.staging_bytes = size_t{spawn_.config.worker_shared_memory_mb} << 20;
-  w.node = info.node;
-  w.device = info.device;
-  w.memory_total_bytes = info.memory_total_bytes;
-  w.memory_free_bytes = info.memory_free_bytes;
+  w.where.node = info.node;
+  w.where.device = info.device;
+  w.where.memory_total_bytes = info.memory_total_bytes;
+  w.where.memory_free_bytes = info.memory_free_bytes;
   log_event(log_level::info, fresh ? "remote worker placed" : "remote worker placed again",
             {{"node", info.node}, {"device", info.device}, {"worker", w.index}});
   proxies_[w.index] = join_remote_worker(sys_, node_, spawn_, w);

@@ -200,7 +200,6 @@ status run_worker_process(const worker_main_options& o) {
     if (remote) {
       hello.node = o.node_name;
       hello.incarnation = fresh_incarnation();
-      // What the control node is told of the device (with a memory budget, no more than it).
       if (auto m = runtime::device_memory(traits.backend, o.device_index)) {
         hello.memory_total_bytes = m->total_bytes;
         hello.memory_free_bytes = free_memory_to_report(*m);

@@ -201,8 +201,8 @@ class job_sink {
   /// Answered jobs, each with its result and outputs set; the origin replies and may reuse them
   /// (those with early_reply set only once released too).
   virtual void replied(job_list jobs) = 0;
-  /// Jobs answered early whose batch no longer reads their inputs (`jobs.release`: linked
-  /// through release_next): the origin may reuse them now.
+  /// Jobs answered early whose batch no longer reads their inputs (`jobs.release` is set: they
+  /// are linked through release_next): the origin may reuse them now.
   virtual void released(job_list jobs) = 0;
 };
 
