@@ -99,8 +99,8 @@ class replica_host {
   /// itself, so a run waits for an eviction or page-in in progress.
   std::unique_ptr<serving::weight_residency> residency_;
   // Declared last, destroyed first: their jobs use the members above.
-  runtime::serial_thread builds_;
-  runtime::serial_thread runs_;
+  runtime::serial_thread builds_{"replica-build"};
+  runtime::serial_thread runs_{"replica-run"};
 };
 
 }  // namespace troupe::actors

@@ -107,7 +107,7 @@ struct worker_state {
   std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
   /// Where replicas are built when model reads run in the background (a node); started by the
   /// first build. Its destructor drops the builds not started and waits for the running one.
-  runtime::serial_thread build_thread;
+  runtime::serial_thread build_thread{"replica-build"};
   /// The reads' load timeouts: one wake-up at a time (actors/deadline_wakeup.hpp).
   deadline_wakeup overdue;
   /// The memory budget (options.memory_budget_bytes > 0; null without one): which replicas'

@@ -48,6 +48,8 @@ struct worker_hello {
   uint64_t incarnation = 0;
   uint64_t memory_total_bytes = 0;
   uint64_t memory_free_bytes = 0;
+  /// Over tcp: 0, the worker's first connection; 1.., one of its data lanes (docs/cluster.md).
+  uint32_t lane = 0;
 };
 
 /// A file a model reads beside its model.onnx (ONNX external data), sent to a remote worker with

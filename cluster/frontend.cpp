@@ -20,6 +20,7 @@
 #include "actors/fault_sites.hpp"
 #include "actors/node.hpp"
 #include "cluster/connection_budget.hpp"
+#include "core/thread_name.hpp"
 #include "proto/troupe.pb.h"
 #include "serving/metrics.hpp"
 #include "serving/model_table.hpp"
@@ -205,7 +206,10 @@ class frontend::impl {
     sink_ = std::make_shared<queue_sink>(completions_);
     std::promise<status> bound;
     auto result = bound.get_future();
-    thread_ = std::thread([this, &bound] { loop(bound); });
+    thread_ = std::thread([this, &bound] {
+      name_this_thread("frontend");
+      loop(bound);
+    });
     status s = result.get();
     if (!s.is_ok()) thread_.join();
     return s;

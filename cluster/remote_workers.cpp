@@ -18,6 +18,7 @@ expected<std::unique_ptr<remote_workers>> remote_workers::start(caf::actor_syste
   lo.heartbeat_interval = spawn.config.node_heartbeat_interval;
   lo.heartbeat_timeout = spawn.config.node_heartbeat_timeout;
   lo.idle_spin_us = spawn.worker_idle_spin_us;
+  lo.io_threads = spawn.config.node_link_connections;
   const node_config& cfg = spawn.config;
   if (!cfg.curve_secret_key_file.empty()) {
     if (cfg.curve_authorized_keys_file.empty())

@@ -71,6 +71,7 @@ struct encoder {
     o->set_incarnation(h.incarnation);
     o->set_memory_total_bytes(h.memory_total_bytes);
     o->set_memory_free_bytes(h.memory_free_bytes);
+    o->set_lane(h.lane);
   }
   void operator()(const worker_load& l) {
     auto* o = m.mutable_load();
@@ -319,6 +320,7 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       h.incarnation = o.incarnation();
       h.memory_total_bytes = o.memory_total_bytes();
       h.memory_free_bytes = o.memory_free_bytes();
+      h.lane = o.lane();
       return worker_message(std::move(h));
     }
     case wpb::WorkerMessage::kFileWanted: {

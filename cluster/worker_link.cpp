@@ -17,6 +17,7 @@
 #include "cluster/message_outbox.hpp"
 #include "cluster/worker_codec.hpp"
 #include "cluster/worker_process.hpp"
+#include "core/thread_name.hpp"
 #include "serving/log_fields.hpp"
 
 namespace troupe::cluster {
@@ -66,7 +67,10 @@ class worker_link final : public worker_channel {
     std::promise<status> started;
     auto result = started.get_future();
     try {
-      thread_ = std::thread([this, &started] { run(started); });
+      thread_ = std::thread([this, &started] {
+        name_this_thread("worker-link-" + std::to_string(spec_.index));
+        run(started);
+      });
     } catch (const std::system_error& e) {
       return internal_error(std::string("cannot start the worker link's thread: ") + e.what());
     }

@@ -20,6 +20,7 @@
 #include "cluster/content_digest.hpp"
 #include "cluster/message_outbox.hpp"
 #include "cluster/worker_codec.hpp"
+#include "core/thread_name.hpp"
 #include "runtime/regular_file.hpp"
 #include "serving/log_fields.hpp"
 
@@ -48,9 +49,23 @@ struct listener_item {
   status read;
 };
 
+/// One more connection of a worker (cluster/worker_lanes.hpp).
+struct data_lane {
+  std::string routing;
+  clock_type::time_point last_heard;
+};
+
+/// Where a connection leads: a worker and which of its connections (0: the first).
+struct route {
+  uint64_t peer = 0;
+  uint32_t lane = 0;
+};
+
 /// A worker that said hello, as the listener's thread keeps it.
 struct peer {
-  std::string routing;
+  std::string routing;  // its first connection's
+  std::vector<data_lane> lanes;
+  uint64_t large_runs = 0;  // sent so far: the next goes over connection large_runs % (lanes + 1)
   remote_worker_info info;
   bool bound = false;  // a proxy holds its channel
   worker_channel_events events;
@@ -95,7 +110,7 @@ struct worker_listener::shared : std::enable_shared_from_this<worker_listener::s
   zmq::socket_t socket;
   zmq::socket_t zap;  // CURVE on: ZeroMQ's authentication requests (inproc://zeromq.zap.01)
   std::map<uint64_t, peer> peers;             // by the listener's id
-  std::map<std::string, uint64_t> by_routing;  // routing id -> peer id
+  std::map<std::string, route> by_routing;    // routing id -> the worker and its connection
   uint64_t last_peer = 0;
   std::mutex digests_mutex;  // digests_ is filled by the proxies' threads too
   std::map<std::string, known_digest> digests;  // by path
@@ -105,11 +120,17 @@ struct worker_listener::shared : std::enable_shared_from_this<worker_listener::s
   void answer_zap();
   void on_frames(std::vector<zmq::message_t>& frames);
   void on_hello(const std::string& routing, const worker_hello& h);
+  void on_lane_hello(const std::string& routing, const worker_hello& h);
   void on_item(listener_item& item);
   void deliver(peer& p, worker_message m);
   void send_to(peer& p, worker_message m);
-  void send_raw(const std::string& routing, const std::string& envelope,
-                std::vector<zmq::message_t> frames = {});
+  /// False when the connection is gone (the frames are then still the caller's).
+  bool send_raw(const std::string& routing, const std::string& envelope,
+                std::vector<zmq::message_t>& frames);
+  bool send_raw(const std::string& routing, const std::string& envelope) {
+    std::vector<zmq::message_t> none;
+    return send_raw(routing, envelope, none);
+  }
   void bye(const std::string& routing, const std::string& reason);
   /// Forgets `id`: its proxy hears `why` (when one holds it), the worker a bye (when asked).
   void drop(uint64_t id, const status& why, bool say_bye);
@@ -161,8 +182,8 @@ class remote_channel final : public worker_channel {
 
 }  // namespace
 
-void worker_listener::shared::send_raw(const std::string& routing, const std::string& envelope,
-                                       std::vector<zmq::message_t> frames) {
+bool worker_listener::shared::send_raw(const std::string& routing, const std::string& envelope,
+                                       std::vector<zmq::message_t>& frames) {
   try {
     socket.send(zmq::buffer(routing), zmq::send_flags::sndmore);
     socket.send(zmq::buffer(envelope),
@@ -174,7 +195,9 @@ void worker_listener::shared::send_raw(const std::string& routing, const std::st
     // EHOSTUNREACH (router_mandatory): the connection is gone; its heartbeats stop, and the
     // timeout ends the peer.
     log_event(log_level::debug, "worker listener: send failed", {{"reason", e.what()}});
+    return false;
   }
+  return true;
 }
 
 void worker_listener::shared::bye(const std::string& routing, const std::string& reason) {
@@ -187,6 +210,7 @@ void worker_listener::shared::drop(uint64_t id, const status& why, bool say_bye)
   peer p = std::move(it->second);
   peers.erase(it);
   by_routing.erase(p.routing);
+  for (const data_lane& l : p.lanes) by_routing.erase(l.routing);
   log_event(log_level::warn, "remote worker gone",
             {{"node", p.info.node}, {"device", p.info.device}, {"worker", p.index},
              {"incarnation", static_cast<int64_t>(p.info.incarnation)},
@@ -265,14 +289,20 @@ status worker_listener::shared::describe_files(worker_load& l) {
 
 void worker_listener::shared::send_to(peer& p, worker_message m) {
   std::vector<zmq::message_t> frames;
+  size_t run_bytes = 0;
   if (auto* r = std::get_if<worker_run>(&m)) {
     for (data_ref& in : r->inputs) {
       if (in.where != data_ref::kind::shm) continue;
       if (!p.arena || !p.arena->contains(in.region)) {
         log_event(log_level::error, "worker listener: a run names memory outside its arena",
                   {{"worker", p.index}});
+        worker_done failed;  // answered, so that the batch does not wait for it
+        failed.batch = r->batch;
+        failed.result = internal_error("the run names memory outside its worker's arena");
+        deliver(p, std::move(failed));
         return;
       }
+      run_bytes += in.region.bytes;
       // Zero-copy: the region stays the run's until its answer, which comes after ZeroMQ has
       // sent these bytes; the frame holds the arena so that its mapping outlives the send.
       frames.emplace_back(p.arena->at(in.region), in.region.bytes, release_arena_ref,
@@ -297,7 +327,21 @@ void worker_listener::shared::send_to(peer& p, worker_message m) {
     const fs::path folder = fs::path(l->path).parent_path();
     for (const model_data_file& f : l->data_files) p.files[f.content_sha256] = folder / f.name;
   }
-  send_raw(p.routing, encode_worker_message(m), std::move(frames));
+  const std::string envelope = encode_worker_message(m);
+  if (run_bytes >= options.lane_min_run_bytes && !p.lanes.empty()) {
+    const size_t pick = p.large_runs++ % (p.lanes.size() + 1);
+    if (pick > 0) {
+      if (send_raw(p.lanes[pick - 1].routing, envelope, frames)) return;
+      // The lane's connection is gone (its worker's next message from a re-made one gets a bye):
+      // this run and the next go over the first connection.
+      log_event(
+          log_level::warn, "remote worker: a data lane is gone",
+          {{"node", p.info.node}, {"device", p.info.device}, {"lane", static_cast<int64_t>(pick)}});
+      by_routing.erase(p.lanes[pick - 1].routing);
+      p.lanes.erase(p.lanes.begin() + static_cast<std::ptrdiff_t>(pick - 1));
+    }
+  }
+  (void)send_raw(p.routing, envelope, frames);
 }
 
 void worker_listener::shared::send_file(peer& p, const worker_file_wanted& w) {
@@ -314,7 +358,7 @@ void worker_listener::shared::send_file(peer& p, const worker_file_wanted& w) {
   // every worker go through this thread meanwhile), then sent from here (file_read).
   listener_item item;
   item.kind = listener_item::what::file_read;
-  item.peer = by_routing.at(p.routing);
+  item.peer = by_routing.at(p.routing).peer;
   item.sha256 = w.content_sha256;
   item.path = it->second;
   std::weak_ptr<shared> weak = weak_from_this();
@@ -351,7 +395,7 @@ void worker_listener::shared::file_read(peer& p, listener_item& item) {
   } else {
     answer.result = item.read;
   }
-  send_raw(p.routing, encode_worker_message(answer), std::move(frames));
+  (void)send_raw(p.routing, encode_worker_message(answer), frames);
 }
 
 void worker_listener::shared::deliver(peer& p, worker_message m) {
@@ -389,7 +433,7 @@ void worker_listener::shared::on_hello(const std::string& routing, const worker_
   p.last_heard = clock_type::now();
   const remote_worker_info info = p.info;
   peers.emplace(id, std::move(p));
-  by_routing[routing] = id;
+  by_routing[routing] = route{id, 0};
   log_event(log_level::info, "remote worker joined",
             {{"node", info.node}, {"device", info.device}, {"pid", info.pid},
              {"incarnation", static_cast<int64_t>(info.incarnation)},
@@ -417,6 +461,21 @@ void worker_listener::shared::on_hello(const std::string& routing, const worker_
       return status(error_code::unavailable, "the worker listener has stopped");
     return std::unique_ptr<worker_channel>(std::move(channel));
   });
+}
+
+void worker_listener::shared::on_lane_hello(const std::string& routing, const worker_hello& h) {
+  for (auto& [id, p] : peers) {
+    if (p.info.node != h.node || p.info.device != h.device || p.info.incarnation != h.incarnation)
+      continue;
+    p.lanes.push_back(data_lane{routing, clock_type::now()});
+    by_routing[routing] = route{id, h.lane};
+    log_event(
+        log_level::debug, "remote worker: data lane joined",
+        {{"node", p.info.node}, {"device", p.info.device}, {"lane", static_cast<int64_t>(h.lane)}});
+    return;
+  }
+  // Its worker is gone (dropped meanwhile) or was never heard: the process is to start afresh.
+  bye(routing, "a data lane of a worker this control node does not know");
 }
 
 void worker_listener::shared::on_item(listener_item& item) {
@@ -467,20 +526,34 @@ void worker_listener::shared::on_frames(std::vector<zmq::message_t>& frames) {
   auto m = decode_worker_message(frames[1].data(), frames[1].size());
   auto known = by_routing.find(routing);
   if (known == by_routing.end()) {
-    if (m && std::holds_alternative<worker_hello>(*m)) return on_hello(routing, std::get<worker_hello>(*m));
+    if (m && std::holds_alternative<worker_hello>(*m)) {
+      const auto& h = std::get<worker_hello>(*m);
+      return h.lane == 0 ? on_hello(routing, h) : on_lane_hello(routing, h);
+    }
     // A worker this listener does not know (forgotten after a timeout, or joined to an earlier
     // life of this control node): it is to start afresh and say hello.
     if (!m || !std::holds_alternative<worker_bye>(*m))
       bye(routing, "unknown worker: this control node does not know this connection");
     return;
   }
-  const uint64_t id = known->second;
+  const uint64_t id = known->second.peer;
   peer& p = peers.at(id);
   if (!m) {
     return drop(id,
                 internal_error("the remote worker broke the worker protocol: " +
                                m.error().to_string()),
                 true);
+  }
+  if (known->second.lane > 0) {
+    // A data lane says nothing but heartbeats (answers go over the first connection).
+    if (!std::holds_alternative<worker_heartbeat>(*m) || frames.size() != 2)
+      return drop(id,
+                  internal_error(std::string("the remote worker sent a '") +
+                                 worker_message_name(*m) + "' on a data lane"),
+                  true);
+    for (data_lane& l : p.lanes)
+      if (l.routing == routing) l.last_heard = clock_type::now();
+    return;
   }
   p.last_heard = clock_type::now();
   const size_t extra = frames.size() - 2;
@@ -598,15 +671,26 @@ void worker_listener::shared::run() {
     if (items[1].revents & ZMQ_POLLIN)
       for (listener_item& item : outbox.take()) on_item(item);
     const auto now = clock_type::now();
-    std::vector<uint64_t> silent;
-    for (const auto& [id, p] : peers)
-      if (now - p.last_heard > options.heartbeat_timeout) silent.push_back(id);
-    for (uint64_t id : silent)
+    std::vector<std::pair<uint64_t, bool>> silent;  // the worker, whether a lane of it
+    for (const auto& [id, p] : peers) {
+      if (now - p.last_heard > options.heartbeat_timeout) {
+        silent.emplace_back(id, false);
+        continue;
+      }
+      for (const data_lane& l : p.lanes)
+        if (now - l.last_heard > options.heartbeat_timeout) {
+          silent.emplace_back(id, true);
+          break;
+        }
+    }
+    const std::string timeout = std::to_string(options.heartbeat_timeout.count());
+    for (const auto& [id, lane] : silent)
       drop(id,
            status(error_code::unavailable,
-                  "the remote worker sent nothing for " +
-                      std::to_string(options.heartbeat_timeout.count()) +
-                      " ms (heartbeat timeout): its node is down, hung or cut off"),
+                  lane ? "a data lane of the remote worker sent nothing for " + timeout +
+                             " ms (heartbeat timeout): a run sent on it may be lost"
+                       : "the remote worker sent nothing for " + timeout +
+                             " ms (heartbeat timeout): its node is down, hung or cut off"),
            true);
     if (now >= next_beat) {
       next_beat = now + interval;
@@ -627,6 +711,8 @@ expected<std::unique_ptr<worker_listener>> worker_listener::create(worker_listen
   if (!s->outbox.ok()) return io_error("worker listener: eventfd: " + std::string(std::strerror(errno)));
   s->options = std::move(o);
   try {
+    s->context.set(zmq::ctxopt::io_threads,
+                   static_cast<int>(std::max<uint32_t>(s->options.io_threads, 1)));
     if (s->options.curve) {
       // The handler is bound before the socket that asks it: no connection is let in unchecked.
       s->zap = zmq::socket_t(s->context, zmq::socket_type::rep);
@@ -650,7 +736,10 @@ expected<std::unique_ptr<worker_listener>> worker_listener::create(worker_listen
     return io_error("--workers-listen " + s->options.endpoint + ": " + e.what());
   }
   try {
-    s->thread = std::thread([raw = s.get()] { raw->run(); });
+    s->thread = std::thread([raw = s.get()] {
+      name_this_thread("workers-listen");
+      raw->run();
+    });
   } catch (const std::system_error& e) {
     return internal_error(std::string("cannot start the worker listener's thread: ") + e.what());
   }

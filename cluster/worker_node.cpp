@@ -163,6 +163,7 @@ status run_worker_node(const worker_node_options& o) {
     w.memory_budget_bytes = static_cast<size_t>(cfg.worker_memory_budget_mb) << 20;
     w.heartbeat_interval = cfg.node_heartbeat_interval;
     w.heartbeat_timeout = cfg.node_heartbeat_timeout;
+    w.link_connections = cfg.node_link_connections;
     w.log_level = cfg.log_level;
     // As a local worker process's: polls this long after a message before it sleeps.
     w.idle_spin_us = cfg.idle_spin_us.value_or(default_idle_spin_us());

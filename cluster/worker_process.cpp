@@ -25,6 +25,7 @@
 #include "cluster/model_file_cache.hpp"
 #include "cluster/remote_run_staging.hpp"
 #include "cluster/worker_codec.hpp"
+#include "cluster/worker_lanes.hpp"
 #include "runtime/device.hpp"
 #include "runtime/host_staging.hpp"
 #include "runtime/tuning_records_file.hpp"
@@ -62,6 +63,7 @@ std::vector<std::string> worker_command_line(const std::string& executable,
     flag("--join", o.join);
     flag("--node-name", o.node_name);
     flag("--cache-dir", o.cache_dir);
+    if (o.link_connections > 1) flag("--link-connections", std::to_string(o.link_connections));
   }
   flag("--shm-bytes", std::to_string(o.shm_bytes));
   flag("--kind", std::string(worker_kind_name(o.kind)));
@@ -143,7 +145,8 @@ status run_worker_process(const worker_main_options& o) {
     TROUPE_ASSIGN_OR_RETURN(curve, read_curve_secret_key(o.curve_secret_key_file));
     TROUPE_ASSIGN_OR_RETURN(server_key, read_curve_public_key(o.curve_server_key_file));
   }
-  zmq::context_t context(1);
+  // One ZeroMQ I/O thread per connection to the control node: the lanes' streams side by side.
+  zmq::context_t context(remote ? static_cast<int>(std::max<uint32_t>(o.link_connections, 1)) : 1);
   zmq::socket_t socket;
   try {
     socket = zmq::socket_t(context, zmq::socket_type::dealer);
@@ -206,6 +209,21 @@ status run_worker_process(const worker_main_options& o) {
       }
     }
     post(hello);
+    // Joined with more than one connection: the data lanes open once the control node has spoken
+    // (it knows this worker then: a lane's hello names a worker it has heard).
+    std::optional<worker_lanes> lanes;
+    if (remote && o.link_connections > 1) {
+      worker_lanes_options lo;
+      lo.context = &context;
+      lo.endpoint = o.join;
+      lo.hello = hello;
+      lo.count = o.link_connections - 1;
+      lo.heartbeat_interval = o.heartbeat_interval;
+      lo.max_frame_bytes = o.max_frame_bytes;
+      lo.curve = curve;
+      lo.server_key = server_key;
+      lanes.emplace(std::move(lo), *staging);
+    }
 
     const auto interval = std::max(o.heartbeat_interval, std::chrono::milliseconds(1));
     auto last_heard = clock_type::now();
@@ -328,15 +346,19 @@ status run_worker_process(const worker_main_options& o) {
     // Joined over tcp: SIGTERM (its worker node stops) ends the process with a bye.
     const int stop_fd = remote ? signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK) : -1;
     while (why.empty()) {
-      zmq_pollitem_t items[3] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
-                                 {nullptr, outbox.fd(), ZMQ_POLLIN, 0},
-                                 {nullptr, stop_fd, ZMQ_POLLIN, 0}};
+      // The first connection, the outbox, then the stop signal and the lanes' events when there.
+      zmq_pollitem_t items[4] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, outbox.fd(), ZMQ_POLLIN, 0}};
+      int count = 2, stop_at = -1, lanes_at = -1;
+      if (stop_fd >= 0) items[stop_at = count++] = {nullptr, stop_fd, ZMQ_POLLIN, 0};
+      if (lanes && lanes->started() && lanes->fd() >= 0)
+        items[lanes_at = count++] = {nullptr, lanes->fd(), ZMQ_POLLIN, 0};
+      auto fired = [&](int at) { return at >= 0 && (items[at].revents & ZMQ_POLLIN) != 0; };
       auto wait =
           std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock_type::now());
       if (clock_type::now() < spin_until) wait = std::chrono::milliseconds(0);
       try {
-        const int ready =
-            zmq::poll(items, stop_fd >= 0 ? 3 : 2, std::max(wait, std::chrono::milliseconds(0)));
+        const int ready = zmq::poll(items, count, std::max(wait, std::chrono::milliseconds(0)));
         if (ready == 0 && wait.count() == 0) {
           std::this_thread::yield();
           if (clock_type::now() < spin_until) continue;
@@ -346,15 +368,34 @@ status run_worker_process(const worker_main_options& o) {
         why = std::string("poll: ") + e.what();
         break;
       }
-      if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) {
+      if (fired(stop_at)) {
         why = "its worker node stops";
         break;
       }
-      if ((items[0].revents | items[1].revents) & ZMQ_POLLIN)
+      if (fired(0) || fired(1) || fired(lanes_at))
         spin_until = clock_type::now() + std::chrono::microseconds(o.idle_spin_us);
-      if (items[1].revents & ZMQ_POLLIN)
+      if (fired(1))
         for (outgoing_message& m : outbox.take()) send(m);
-      if (items[0].revents & ZMQ_POLLIN) {
+      if (fired(lanes_at)) {
+        for (lane_event& e : lanes->take()) {
+          if (!e.ended.is_ok()) {
+            if (e.ended.code() == error_code::internal) ended = e.ended;
+            why = e.ended.message();
+            break;
+          }
+          // A staged run goes to the serving loop; a run that could not be staged is answered.
+          if (auto* d = std::get_if<worker_done>(&*e.message)) {
+            post(*d);
+            continue;
+          }
+          const status handled = host.handle(std::move(*e.message));
+          if (!handled.is_ok())
+            log_event(log_level::warn, "worker process: message refused",
+                      {{"reason", handled.to_string()}});
+        }
+        if (!why.empty()) break;
+      }
+      if (fired(0)) {
         for (;;) {
           std::vector<zmq::message_t> frames;  // the envelope, then tensor frames (tcp only)
           try {
@@ -373,11 +414,17 @@ status run_worker_process(const worker_main_options& o) {
             why = ended.to_string();
             break;
           }
-          if (std::holds_alternative<worker_heartbeat>(*m)) continue;
           if (auto* b = std::get_if<worker_bye>(&*m)) {
             why = "the control node let go: " + b->reason;
             break;
           }
+          if (lanes && !lanes->started()) {
+            const status opened = lanes->start();
+            if (!opened.is_ok())
+              log_event(log_level::warn, "worker process: data lanes not all opened",
+                        {{"reason", opened.to_string()}});
+          }
+          if (std::holds_alternative<worker_heartbeat>(*m)) continue;
           const status handled = handle(std::move(*m), frames);
           if (!handled.is_ok() && handled.code() == error_code::internal) {
             ended = handled;
@@ -406,6 +453,8 @@ status run_worker_process(const worker_main_options& o) {
       }
     }
     log_event(log_level::warn, "worker process exits", {{"worker", o.index}, {"reason", why}});
+    // The lanes' sockets close before the context (closing it waits for every socket).
+    if (lanes) lanes->stop();
     if (remote && why.rfind("the control node let go", 0) != 0) {
       // The control node hears it at once rather than by its heartbeat timeout.
       outgoing_message bye{encode_worker_message(worker_bye{why}), std::nullopt};

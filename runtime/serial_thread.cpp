@@ -1,5 +1,7 @@
 #include "runtime/serial_thread.hpp"
 
+#include "core/thread_name.hpp"
+
 #include <string>
 #include <system_error>
 #include <utility>
@@ -23,7 +25,10 @@ status serial_thread::post(std::function<void()> job) {
   if (stopping_) return status(error_code::cancelled, "the build thread is stopping");
   if (!thread_.joinable()) {
     try {
-      thread_ = std::thread([this] { loop(); });
+      thread_ = std::thread([this] {
+        if (!name_.empty()) name_this_thread(name_);
+        loop();
+      });
     } catch (const std::system_error& e) {
       return internal_error(std::string("cannot start the build thread: ") + e.what());
     }

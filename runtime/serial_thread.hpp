@@ -17,6 +17,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "core/status.hpp"
@@ -25,7 +26,8 @@ namespace troupe::runtime {
 
 class serial_thread {
  public:
-  serial_thread() = default;
+  /// `name`: the thread's name (core/thread_name.hpp); "": the process's.
+  explicit serial_thread(std::string name = "") : name_(std::move(name)) {}
   ~serial_thread();
   serial_thread(const serial_thread&) = delete;
   serial_thread& operator=(const serial_thread&) = delete;
@@ -45,6 +47,7 @@ class serial_thread {
   std::deque<std::function<void()>> jobs_;
   bool running_ = false;  // a job is out of jobs_ and running
   bool stopping_ = false;
+  std::string name_;
   std::thread thread_;  // started by the first post; joined by the destructor
 };
 

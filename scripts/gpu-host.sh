@@ -156,11 +156,14 @@ fi
 if want cluster; then
   # Issue 13's GPU bench: ResNet-50 fp16 through a control node and a worker node on this host
   # (tcp:// on loopback, tensors as frames) vs the single node, one after the other in one call:
-  # OUT/serving-gpu.{md,json} and OUT/serving-gpu-cluster.{md,json}.
+  # OUT/serving-gpu.{md,json} and OUT/serving-gpu-cluster-lcN.{md,json}.
   echo "== cluster (control + worker node vs one node, ResNet-50)"
-  for mode in off on; do
+  # CLUSTER_LINKS: the node_link_connections values the cluster runs with (default "1 4"): one
+  # connection per remote worker, then four (data lanes; cluster/worker_lanes.hpp).
+  for mode in off ${CLUSTER_LINKS:-1 4}; do
+    if [ "$mode" = off ]; then flags=(--cluster off); else flags=(--cluster on --link-connections "$mode"); fi
     PYTHONUNBUFFERED=1 timeout "${CLUSTER_TIMEOUT_S:-240}" python3 bench/serving/gpu_run.py \
-      --troupe build-gpu/troupe --out "$OUT" --cluster "$mode" --concurrency 1,16,64,128,192,256 \
+      --troupe build-gpu/troupe --out "$OUT" "${flags[@]}" --concurrency 1,16,64,128,192,256 \
       --duration 3 --warmup 1 --batch1-duration 4 --time-budget-s 170 --no-executor ${CLUSTER_ARGS:-} 2>&1 |
       tee "$OUT/cluster-$mode.log" | tail -25
   done

@@ -455,6 +455,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "model_cache_dir",
               "node_heartbeat_interval_ms",
               "node_heartbeat_timeout_ms",
+              "node_link_connections",
               "curve_secret_key_file",
               "curve_server_key_file",
               "curve_authorized_keys_file"});
@@ -566,6 +567,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["node_heartbeat_timeout_ms"])
     c.node_heartbeat_timeout = std::chrono::milliseconds(
         get_int(root["node_heartbeat_timeout_ms"], "node_heartbeat_timeout_ms", 10, 3'600'000));
+  if (root["node_link_connections"])
+    c.node_link_connections = static_cast<uint32_t>(
+        get_int(root["node_link_connections"], "node_link_connections", 1, 64));
   for (auto [key, field] : {std::pair{"curve_secret_key_file", &c.curve_secret_key_file},
                             std::pair{"curve_server_key_file", &c.curve_server_key_file},
                             std::pair{"curve_authorized_keys_file", &c.curve_authorized_keys_file}})

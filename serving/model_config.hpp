@@ -226,6 +226,11 @@ struct node_config {
   /// peer silent for the timeout is gone (a control node re-places its replicas).
   std::chrono::milliseconds node_heartbeat_interval{1000};
   std::chrono::milliseconds node_heartbeat_timeout{3000};
+  /// Connections between a control node and each worker process of a worker node (the first,
+  /// which carries everything, and data lanes for large runs' tensors; cluster/worker_lanes.hpp),
+  /// each with a ZeroMQ I/O thread at both ends: a worker node opens this many, a control node
+  /// runs this many I/O threads for its workers. 1: one connection.
+  uint32_t node_link_connections = 4;
   /// CURVE between control and worker nodes (docs/cluster.md, Security); off unless
   /// curve_secret_key_file is set. A control node then also needs curve_authorized_keys_file
   /// (the workers' public keys), a worker node curve_server_key_file (the control node's).

@@ -35,6 +35,9 @@ void add_worker_command(CLI::App& app, int& exit_code) {
                   "With --join: the control node's CURVE public key");
   cmd->add_option("--cache-dir", o->worker.cache_dir,
                   "With --join: where model files sent by the control node are kept");
+  cmd->add_option("--link-connections", o->worker.link_connections,
+                  "With --join: connections to the control node (the first and its data lanes)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--kind", o->kind, "cpu or gpu")->check(CLI::IsMember({"cpu", "gpu"}));
   cmd->add_option("--index", o->worker.index, "The worker's position in the node");
   cmd->add_option("--device", o->worker.device_index, "The CUDA device of a gpu worker");

@@ -311,9 +311,83 @@ def request_array(dtype, shape, rng):
 
 # ---- load --------------------------------------------------------------------------------------
 
+def process_tree(roots):
+    """{pid: label} for the labelled root pids and their descendants (a worker node's worker
+    processes), from /proc."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = {}, list(roots.items())
+    while todo:
+        pid, label = todo.pop()
+        out[pid] = label
+        todo += [(c, label + " child") for c in children.get(pid, [])]
+    return out
+
+
+def thread_cpu_ticks(roots):
+    """{(pid, tid): (process label, thread name, user+system ticks)} of every thread of the tree."""
+    ticks = {}
+    for pid, label in process_tree(roots).items():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            fields = st.rsplit(")", 1)[1].split()
+            ticks[(pid, int(tid))] = (label, st[st.index("(") + 1:st.rindex(")")], int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+class thread_sampler:
+    """Which threads of the nodes are busy during a bench point: CPU time per thread (from /proc)
+    over the middle of the measured window, the busiest first. A profile by thread: a thread near
+    1.0 is a single-threaded limit."""
+
+    def __init__(self, roots, start_after_s, window_s):
+        self.roots, self.result = roots, []
+        self.thread = threading.Thread(target=self.run, args=(start_after_s, window_s), daemon=True)
+        self.thread.start()
+
+    def run(self, start_after_s, window_s):
+        time.sleep(start_after_s)
+        a, t0 = thread_cpu_ticks(self.roots), time.time()
+        time.sleep(window_s)
+        b, t1 = thread_cpu_ticks(self.roots), time.time()
+        hz = os.sysconf("SC_CLK_TCK")
+        rows = []
+        for key, (label, name, end) in b.items():
+            begin = a.get(key, (label, name, end))[2]
+            cpu = (end - begin) / hz / (t1 - t0)
+            if cpu >= 0.05:
+                rows.append({"process": label, "thread": name, "cpu": round(cpu, 2)})
+        rows.sort(key=lambda r: -r["cpu"])
+        self.result = rows[:12]
+
+    def busiest(self):
+        self.thread.join(30)
+        return self.result
+
+
 def bench_point(args, srv, name, inputs, concurrency, connections, duration, tmp, server=None):
     """`troupe bench` at `concurrency`; `server` overrides the node's ZeroMQ endpoint (grpc://...)."""
     before = srv.metrics()
+    roots = {srv.proc.pid: "control node" if getattr(srv, "worker_node", None) else "node"}
+    if getattr(srv, "worker_node", None) is not None:
+        roots[srv.worker_node.pid] = "worker node"
+    sampler = thread_sampler(roots, args.warmup + 0.2 * duration, 0.6 * duration)
     out_json = os.path.join(tmp, f"bench_{concurrency}_{connections}.json")
     cmd = [args.troupe, "bench", name, "--server", server or srv.endpoint, "--concurrency", str(concurrency),
            "--connections", str(connections), "--duration", str(duration), "--warmup", str(args.warmup),
@@ -338,6 +412,7 @@ def bench_point(args, srv, name, inputs, concurrency, connections, duration, tmp
              "server_queue_ms_mean": j.get("server_reported", {}).get("queue_ms_mean", 0.0),
              "server_compute_ms_mean": j.get("server_reported", {}).get("compute_ms_mean", 0.0),
              "server_total_ms_mean": j.get("server_reported", {}).get("total_ms_mean", 0.0)}
+    point["threads_busiest"] = sampler.busiest()
     util = metric(after, "troupe_gpu_utilization_ratio", gpu="0")
     if "troupe_gpu_utilization_ratio" in after:
         point["gpu_utilization"] = util
@@ -474,6 +549,9 @@ def main():
                     help="node.yaml worker_processes: each worker in a `troupe worker` process")
     ap.add_argument("--cluster", default="off", choices=["on", "off"],
                     help="on: a control node and a worker node on this host (docs/cluster.md)")
+    ap.add_argument("--link-connections", type=int, default=None,
+                    help="--cluster on: node.yaml node_link_connections (connections per remote worker; "
+                         "default: the node's own); the result files' names then end in -lcN")
     ap.add_argument("--actor-threads", type=int, default=2)
     ap.add_argument("--idle-spin-us", type=int, default=None,
                     help="node.yaml idle_spin_us (default: the node's own, 500 on >= 8 hardware threads)")
@@ -504,6 +582,8 @@ def main():
         sys.exit(f"no troupe binary at {args.troupe}")
     os.makedirs(args.out, exist_ok=True)
     tag = ("cpu" if args.cpu else "gpu") + ("-cluster" if args.cluster == "on" else "")
+    if args.cluster == "on" and args.link_connections:
+        tag += f"-lc{args.link_connections}"
     tmp = tempfile.mkdtemp(prefix="troupe-serving-")
     notes = []
     try:
@@ -553,6 +633,8 @@ def run(args, tmp, notes, tag):
                 f"worker_processes: {args.worker_processes}\n")
         if args.idle_spin_us is not None:
             f.write(f"idle_spin_us: {args.idle_spin_us}\n")
+        if args.cluster == "on" and args.link_connections:
+            f.write(f"node_link_connections: {args.link_connections}\n")
 
     # 2. the node
     root = os.path.join(tmp, "repo")
@@ -594,6 +676,8 @@ def run(args, tmp, notes, tag):
             sweep.append(p)
             log(f"concurrency {c:4d} x{p['connections']}: {p['throughput_rps']:9.0f} req/s  p50 {p['p50_ms']:7.2f}  "
                 f"p99 {p['p99_ms']:7.2f} ms  rows/batch {p['batch_rows_mean']:6.1f}  errors {p['errors']}")
+            log("  busiest threads: " + ", ".join(f"{t['process']}/{t['thread']} {t['cpu']:.2f}"
+                                                  for t in p["threads_busiest"][:6]))
             if p["errors"] or p["lost"]:
                 notes.append(f"concurrency {c}: {p['errors']} errors, {p['lost']} lost: {p.get('errors_by_code')}")
             if p["p99_ms"] > 3 * args.p99_limit_ms and len(sweep) >= 2 and \
@@ -686,7 +770,7 @@ def result_of(args, model_name, calibrated, dtype, one, chw, config_text, sweep,
         "config_yaml": config_text,
         "args": {k: getattr(args, k) for k in ("concurrency", "connections", "duration", "warmup", "batch1_duration",
                                                "max_batch", "preferred", "queue_delay_us", "instances",
-                                               "actor_threads", "input_dtype")},
+                                               "actor_threads", "input_dtype", "link_connections")},
         "targets": {"p99_ms": args.p99_limit_ms, "throughput_ratio": 0.90, "batch1_overhead_us": 150},
         "sweep": sweep, "executor": executor_runs, "operating_point": op, "batch1": batch1,
         "notes": notes, "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),

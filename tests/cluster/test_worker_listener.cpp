@@ -41,7 +41,7 @@ struct received {
 };
 
 worker_hello hello_of(const std::string& node, const std::string& device, uint64_t incarnation,
-                      int64_t pid = 4242) {
+                      int64_t pid = 4242, uint32_t lane = 0) {
   worker_hello h;
   h.worker_index = 0;
   h.pid = pid;
@@ -50,6 +50,7 @@ worker_hello hello_of(const std::string& node, const std::string& device, uint64
   h.incarnation = incarnation;
   h.memory_total_bytes = 16ULL << 30;
   h.memory_free_bytes = 12ULL << 30;
+  h.lane = lane;
   return h;
 }
 
@@ -70,6 +71,7 @@ class worker_listener_test : public ::testing::Test {
     o.endpoint = "tcp://127.0.0.1:*";
     o.heartbeat_interval = interval;
     o.heartbeat_timeout = timeout;
+    o.lane_min_run_bytes = lane_min_run_bytes_;
     o.on_join = [this](const remote_worker_info& info, worker_channel_factory accept) {
       std::lock_guard<std::mutex> lock(mutex_);
       joins_.push_back({info, std::move(accept)});
@@ -178,6 +180,7 @@ class worker_listener_test : public ::testing::Test {
     channel_ = std::move(*c);
   }
 
+  size_t lane_min_run_bytes_ = size_t{256} << 10;
   zmq::context_t context_{1};
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -588,6 +591,139 @@ TEST_F(worker_listener_test, a_released_channel_and_a_stopping_listener_say_bye)
   EXPECT_EQ(channel_->send(worker_unload{1}).code(), error_code::unavailable);
   std::lock_guard<std::mutex> lock(mutex_);
   EXPECT_TRUE(closed_.empty()) << "a channel let go of, or of a stopped listener, reports nothing";
+}
+
+}  // namespace
+}  // namespace troupe::cluster
+
+namespace troupe::cluster {
+namespace {
+
+/// Which of two sockets the next message came to (0 or 1) and what it was, or none by the deadline.
+std::optional<std::pair<int, worker_message>> receive_either(zmq::socket_t& a, zmq::socket_t& b) {
+  zmq_pollitem_t items[2] = {{a.handle(), 0, ZMQ_POLLIN, 0}, {b.handle(), 0, ZMQ_POLLIN, 0}};
+  const auto until = clock_type::now() + deadline;
+  while (clock_type::now() < until) {
+    zmq::poll(items, 2, 1000ms);
+    for (int i = 0; i < 2; ++i) {
+      if (!(items[i].revents & ZMQ_POLLIN)) continue;
+      zmq::socket_t& s = i == 0 ? a : b;
+      std::vector<zmq::message_t> parts;
+      bool more = true;
+      while (more) {
+        zmq::message_t part;
+        (void)s.recv(part, zmq::recv_flags::none);
+        more = part.more();
+        parts.push_back(std::move(part));
+      }
+      auto m = decode_worker_message(parts[0].data(), parts[0].size());
+      if (!m) return std::nullopt;
+      if (std::holds_alternative<worker_heartbeat>(*m)) continue;
+      return std::make_pair(i, std::move(*m));
+    }
+  }
+  return std::nullopt;
+}
+
+// Data lanes (cluster/worker_lanes.hpp): once a lane of the worker said hello, runs of at least
+// lane_min_run_bytes go over the first connection and the lane in turn; smaller runs and every
+// other message over the first.
+TEST_F(worker_listener_test, large_runs_go_over_the_first_connection_and_its_lanes_in_turn) {
+  lane_min_run_bytes_ = 1000;
+  start();
+  auto made = shared_arena::create(1 << 16, "troupe-test-listener");
+  ASSERT_TRUE(made.has_value()) << made.error().to_string();
+  std::shared_ptr<shared_arena> arena = *made;
+  zmq::socket_t w = dealer();
+  join_from(w, hello_of("n1", "cuda:0", 5));
+  bind(0, arena);
+  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); }));
+  zmq::socket_t lane = dealer();
+  send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
+
+  auto large = arena->allocate(2000), small = arena->allocate(100), out = arena->allocate(64);
+  ASSERT_TRUE(large && small && out);
+  uint64_t batch = 0;
+  auto run_of = [&](const shm_region& in) {
+    worker_run r;
+    r.batch = ++batch;
+    r.rows = 1;
+    r.bucket_rows = 1;
+    r.inputs = {data_ref{data_ref::kind::shm, in, 0}};
+    r.outputs = data_ref{data_ref::kind::shm, *out, 0};
+    return r;
+  };
+  // Until the lane is filed, large runs go over the first connection.
+  for (;;) {
+    ASSERT_TRUE(channel_->send(run_of(*large)).is_ok());
+    auto got = receive_either(w, lane);
+    ASSERT_TRUE(got.has_value()) << "run " << batch << " did not come";
+    ASSERT_TRUE(std::holds_alternative<worker_run>(got->second));
+    if (got->first == 1) break;
+  }
+  // Filed: the first connection, the lane, the first, the lane; a small run on the first.
+  std::vector<int> where;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(channel_->send(run_of(*large)).is_ok());
+    auto got = receive_either(w, lane);
+    ASSERT_TRUE(got.has_value());
+    where.push_back(got->first);
+    ASSERT_TRUE(std::holds_alternative<worker_run>(got->second));
+    EXPECT_EQ(std::get<worker_run>(got->second).batch, batch);
+  }
+  EXPECT_EQ(where, (std::vector<int>{0, 1, 0, 1}));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(channel_->send(run_of(*small)).is_ok());
+    auto got = receive_either(w, lane);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(got->first, 0) << "a small run went over the lane";
+  }
+}
+
+TEST_F(worker_listener_test, a_lane_of_a_worker_not_known_gets_a_bye) {
+  start();
+  zmq::socket_t lane = dealer();
+  send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
+  auto got = receive(lane);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(std::holds_alternative<worker_bye>(got->message))
+      << worker_message_name(got->message);
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPECT_TRUE(joins_.empty());
+}
+
+TEST_F(worker_listener_test, a_silent_data_lane_ends_its_worker) {
+  start(20ms, 300ms);
+  zmq::socket_t w = dealer();
+  join_from(w, hello_of("n1", "cuda:0", 5));
+  bind(0);
+  zmq::socket_t lane = dealer();
+  send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
+  // The first connection beats on; the lane says nothing after its hello.
+  const auto until = clock_type::now() + deadline;
+  while (!wait_for([&] { return !closed_.empty(); }, 10ms)) {
+    ASSERT_LT(clock_type::now(), until) << "never reported closed";
+    send(w, worker_heartbeat{1});
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPECT_EQ(closed_[0].code(), error_code::unavailable) << closed_[0].to_string();
+  EXPECT_NE(closed_[0].message().find("data lane"), std::string::npos) << closed_[0].to_string();
+}
+
+TEST_F(worker_listener_test, a_lane_that_says_more_than_heartbeats_breaks_the_protocol) {
+  start();
+  zmq::socket_t w = dealer();
+  join_from(w, hello_of("n1", "cuda:0", 5));
+  bind(0);
+  zmq::socket_t lane = dealer();
+  send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
+  worker_loaded l;
+  l.request = 1;
+  send(lane, l);
+  ASSERT_TRUE(wait_for([&] { return !closed_.empty(); }));
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPECT_EQ(closed_[0].code(), error_code::internal) << closed_[0].to_string();
+  EXPECT_NE(closed_[0].message().find("data lane"), std::string::npos) << closed_[0].to_string();
 }
 
 }  // namespace
