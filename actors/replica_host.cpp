@@ -47,14 +47,16 @@ status replica_host::handle(worker_message m) {
   if (auto* l = std::get_if<worker_load>(&m))
     return builds_.post([this, l = std::move(*l)] { load(l); });
   if (auto* r = std::get_if<worker_run>(&m)) {
-    // The node numbers its runs upwards and the link keeps their order: one not above the last
-    // is a second copy (a duplicate on the link, fault injection). Running it again would write
-    // into an output block the node may already be replying from.
-    if (r->batch <= last_run_) {
+    // A run number seen before is a second copy (a duplicate on the link, fault injection).
+    // Running it again would write into an output block the node may already be replying from.
+    if (r->batch < runs_forgotten_below_ || !recent_runs_.insert(r->batch).second) {
       log_event(log_level::warn, "duplicate run dropped", {{"batch", r->batch}});
       return status::ok();
     }
-    last_run_ = r->batch;
+    if (recent_runs_.size() > recent_runs_kept) {
+      runs_forgotten_below_ = *recent_runs_.begin() + 1;
+      recent_runs_.erase(recent_runs_.begin());
+    }
     return runs_.post([this, r = std::move(*r)] { run(r); });
   }
   if (auto* u = std::get_if<worker_unload>(&m)) {

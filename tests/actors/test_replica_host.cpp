@@ -209,11 +209,25 @@ TEST_F(replica_host_test, a_second_copy_of_a_run_is_dropped) {
   again.batch = 5;
   again.replica = l.replica;
   EXPECT_TRUE(host_->handle(again).is_ok());  // dropped: no answer
-  worker_run older = again;
-  older.batch = 4;
-  EXPECT_TRUE(host_->handle(older).is_ok());  // dropped too
-  // The next answer is the next run's: the two copies left none behind.
+  // The next answer is the next run's: the copy left none behind.
   EXPECT_EQ(run(l.replica, l.buckets[0], job, 6).batch, 6u);
+}
+
+TEST_F(replica_host_test, runs_that_arrive_out_of_order_all_run_once) {
+  // Over several connections (a remote worker's data lanes) a run may overtake an earlier one:
+  // both run, and a copy of either is still dropped.
+  const worker_loaded l = load("max_batch_size: 2\n");
+  ASSERT_TRUE(l.result.is_ok());
+  testing::owned_job job("mlp", {{1, 4}}, caf::actor(), time_point{}, 5);
+  EXPECT_EQ(run(l.replica, l.buckets[0], job, 9).batch, 9u);
+  EXPECT_EQ(run(l.replica, l.buckets[0], job, 7).batch, 7u);
+  for (uint64_t copy : {7u, 9u}) {
+    worker_run again;
+    again.batch = copy;
+    again.replica = l.replica;
+    EXPECT_TRUE(host_->handle(again).is_ok());  // dropped: no answer
+  }
+  EXPECT_EQ(run(l.replica, l.buckets[0], job, 8).batch, 8u);
 }
 
 TEST_F(replica_host_test, failed_loads_answer_with_their_error) {

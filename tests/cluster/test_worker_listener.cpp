@@ -697,6 +697,7 @@ TEST_F(worker_listener_test, a_silent_data_lane_ends_its_worker) {
   zmq::socket_t w = dealer();
   join_from(w, hello_of("n1", "cuda:0", 5));
   bind(0);
+  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); })) << "the channel was never bound";
   zmq::socket_t lane = dealer();
   send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
   // The first connection beats on; the lane says nothing after its hello.
@@ -715,6 +716,7 @@ TEST_F(worker_listener_test, a_lane_that_says_more_than_heartbeats_breaks_the_pr
   zmq::socket_t w = dealer();
   join_from(w, hello_of("n1", "cuda:0", 5));
   bind(0);
+  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); })) << "the channel was never bound";
   zmq::socket_t lane = dealer();
   send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
   worker_loaded l;
