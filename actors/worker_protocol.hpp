@@ -32,8 +32,9 @@ inline constexpr uint32_t worker_protocol_version = 1;
 
 struct data_ref {
   /// none: no data named (a run's outputs over tcp: the worker allocates them; a done without a
-  /// block).
-  enum class kind : uint8_t { shm = 0, frame = 1, none = 2 };
+  /// block). parts: a run's input over tcp whose bytes come in worker_run_part messages
+  /// (region.bytes: its size).
+  enum class kind : uint8_t { shm = 0, frame = 1, none = 2, parts = 3 };
   kind where = kind::shm;
   serving::shm_region region;  // kind::shm
   uint32_t frame = 0;  // kind::frame: the frame's index after the envelope
@@ -137,6 +138,8 @@ struct worker_run {
   std::optional<injected_fault> injected;  // fault injection: carried out before the run
   /// Over tcp (outputs.where == none): the size of the output block the worker allocates.
   uint64_t output_bytes = 0;
+  /// Over tcp: the worker_run_part messages its `parts` inputs come in (0: none).
+  uint32_t parts = 0;
 };
 
 struct worker_done {
@@ -157,19 +160,31 @@ struct worker_heartbeat {
 };
 
 /// A peer lets go on purpose (docs/cluster.md).
+/// Over tcp, a slice of a run's input (proto/worker.proto RunPart; docs/cluster.md, striping):
+/// bytes [offset, offset + the frame's size) of input `input` (of `input_bytes`) of run `batch`,
+/// which comes in `parts` slices.
+struct worker_run_part {
+  uint64_t batch = 0;
+  uint32_t input = 0;
+  uint64_t input_bytes = 0;
+  uint64_t offset = 0;
+  uint32_t parts = 0;
+  data_ref data{data_ref::kind::frame, {}, 0};
+};
+
 struct worker_bye {
   std::string reason;
 };
 
-using worker_message =
-    std::variant<worker_hello, worker_load, worker_loaded, worker_unload, worker_run, worker_done,
-                 worker_heartbeat, worker_file_wanted, worker_file_data, worker_bye>;
+using worker_message = std::variant<worker_hello, worker_load, worker_loaded, worker_unload,
+                                    worker_run, worker_done, worker_heartbeat, worker_file_wanted,
+                                    worker_file_data, worker_bye, worker_run_part>;
 
 /// The message's name in logs and errors ("hello", "run", ...).
 inline const char* worker_message_name(const worker_message& m) {
-  static constexpr const char* names[] = {"hello",     "load",        "loaded",    "unload",
-                                          "run",       "done",        "heartbeat", "file_wanted",
-                                          "file_data", "bye"};
+  static constexpr const char* names[] = {"hello",     "load", "loaded",    "unload",
+                                          "run",       "done", "heartbeat", "file_wanted",
+                                          "file_data", "bye",  "run_part"};
   static_assert(std::size(names) == std::variant_size_v<worker_message>);
   return names[m.index()];
 }

@@ -1,5 +1,6 @@
 #include "cluster/remote_run_staging.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "cluster/worker_codec.hpp"
@@ -25,9 +26,15 @@ void release_block(void*, void* hint) {
 
 }  // namespace
 
+/// Inputs a run may have (more is a broken control node).
+constexpr uint32_t max_run_inputs = 1024;
+/// Completed run numbers remembered to drop a late slice or copy of one.
+constexpr size_t completed_kept = 4096;
+
 remote_run_staging::~remote_run_staging() {
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& [n, s] : runs_) release(s, true);
+  for (const auto& [n, a] : assembling_) release(a);
 }
 
 void remote_run_staging::release(const staged& s, bool outputs_too) {
@@ -35,47 +42,187 @@ void remote_run_staging::release(const staged& s, bool outputs_too) {
   if (outputs_too && s.outputs.bytes > 0) arena_->release(s.outputs);
 }
 
-expected<worker_run> remote_run_staging::stage(worker_run r,
-                                               const std::vector<zmq::message_t>& frames) {
+void remote_run_staging::release(const assembly& a) {
+  for (const auto& r : a.inputs)
+    if (r.bytes > 0) arena_->release(r);
+  if (a.outputs.bytes > 0) arena_->release(a.outputs);
+}
+
+size_t remote_run_staging::assembling() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return assembling_.size();
+}
+
+bool remote_run_staging::seen(uint64_t batch) const {
+  return runs_.count(batch) > 0 || batch < completed_below_ || completed_.count(batch) > 0;
+}
+
+std::byte* remote_run_staging::input_region(assembly& a, uint32_t index, uint64_t bytes) {
+  if (!a.failed.is_ok()) return nullptr;
+  if (index >= max_run_inputs) {
+    a.failed = invalid_argument("run input " + std::to_string(index) + ": too many inputs");
+    return nullptr;
+  }
+  if (a.inputs.size() <= index) {
+    a.inputs.resize(index + 1);
+    a.received.resize(index + 1);
+  }
+  shm_region& r = a.inputs[index];
+  if (r.bytes == 0) {
+    auto region = arena_->allocate(static_cast<size_t>(bytes));
+    if (!region) {
+      a.failed = status(error_code::out_of_memory,
+                        "the worker's staging memory is full: " + region.error().message());
+      return nullptr;
+    }
+    r = *region;
+  } else if (r.bytes != bytes) {
+    a.failed =
+        invalid_argument("run input " + std::to_string(index) + ": named with " +
+                         std::to_string(r.bytes) + " and " + std::to_string(bytes) + " bytes");
+    return nullptr;
+  }
+  return arena_->at(r);
+}
+
+remote_run_staging::step remote_run_staging::finish(uint64_t batch, assembly& a) {
+  worker_run r = std::move(*a.run);
+  if (a.failed.is_ok()) {
+    if (a.inputs.size() > r.inputs.size())
+      a.failed = invalid_argument("run slices name input " + std::to_string(a.inputs.size() - 1) +
+                                  " of " + std::to_string(r.inputs.size()));
+    for (size_t i = 0; a.failed.is_ok() && i < r.inputs.size(); ++i)
+      if (a.received[i] != a.inputs[i].bytes)
+        a.failed = invalid_argument("run input " + std::to_string(i) + ": " +
+                                    std::to_string(a.received[i]) + " of its " +
+                                    std::to_string(a.inputs[i].bytes) + " bytes came");
+  }
+  step out = a.failed;
+  if (a.failed.is_ok()) {
+    staged s;
+    for (size_t i = 0; i < r.inputs.size(); ++i) {
+      r.inputs[i] = data_ref{data_ref::kind::shm, a.inputs[i], 0};
+      s.inputs.push_back(a.inputs[i]);
+    }
+    r.outputs = data_ref{data_ref::kind::shm, a.outputs, 0};
+    r.parts = 0;
+    s.outputs = a.outputs;
+    runs_[batch] = std::move(s);
+    out = std::optional<worker_run>(std::move(r));
+  } else {
+    release(a);
+  }
+  assembling_.erase(batch);
+  completed_.insert(batch);
+  if (completed_.size() > completed_kept) {
+    completed_below_ = *completed_.begin() + 1;
+    completed_.erase(completed_.begin());
+  }
+  return out;
+}
+
+remote_run_staging::step remote_run_staging::stage(worker_run r,
+                                                   const std::vector<zmq::message_t>& frames) {
   if (r.output_bytes == 0)
     return invalid_argument("run outputs: a worker over tcp needs the output block's size");
-  {
-    // A second copy of a run in flight (the link duplicated it): the first one's regions stay.
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (runs_.count(r.batch))
-      return invalid_argument("run " + std::to_string(r.batch) + " is staged already");
-  }
-  staged s;
-  auto undo = [&](status why) {
-    release(s, true);
-    return why;
-  };
-  for (data_ref& in : r.inputs) {
-    if (in.where != data_ref::kind::frame)
-      return undo(invalid_argument("run input: a worker over tcp takes its inputs as frames"));
-    if (in.frame >= frames.size())
-      return undo(invalid_argument("run input: frame " + std::to_string(in.frame) +
-                                   " was not sent (" + std::to_string(frames.size()) + " were)"));
-    const zmq::message_t& f = frames[in.frame];
-    auto region = arena_->allocate(std::max<size_t>(f.size(), 1));
-    if (!region)
-      return undo(status(error_code::out_of_memory,
-                         "the worker's staging memory is full: " + region.error().message()));
-    s.inputs.push_back(*region);
-    std::memcpy(arena_->at(*region), f.data(), f.size());
-    in = data_ref{data_ref::kind::shm, {0, region->offset, f.size()}, 0};
-  }
   if (r.outputs.where != data_ref::kind::none)
-    return undo(invalid_argument("run outputs: a worker over tcp allocates its outputs"));
-  auto out = arena_->allocate(static_cast<size_t>(r.output_bytes));
-  if (!out)
-    return undo(status(error_code::out_of_memory,
-                       "the worker's staging memory is full: " + out.error().message()));
-  s.outputs = *out;
-  r.outputs = data_ref{data_ref::kind::shm, *out, 0};
-  std::lock_guard<std::mutex> lock(mutex_);
-  runs_[r.batch] = std::move(s);
-  return r;
+    return invalid_argument("run outputs: a worker over tcp allocates its outputs");
+  if (r.inputs.size() > max_run_inputs) return invalid_argument("a run of too many inputs");
+  for (const data_ref& in : r.inputs) {
+    if (in.where != data_ref::kind::frame && in.where != data_ref::kind::parts)
+      return invalid_argument("run input: a worker over tcp takes its inputs as frames or slices");
+    if (in.where == data_ref::kind::frame && in.frame >= frames.size())
+      return invalid_argument("run input: frame " + std::to_string(in.frame) + " was not sent (" +
+                              std::to_string(frames.size()) + " were)");
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  // A second copy of a run (the link duplicated it): dropped, the first one's regions stay.
+  if (seen(r.batch)) return std::optional<worker_run>();
+  assembly& a = assembling_[r.batch];
+  if (a.run) return std::optional<worker_run>();
+  if (a.parts != 0 && a.parts != r.parts)
+    a.failed = invalid_argument("run of " + std::to_string(r.parts) + " slices, " +
+                                std::to_string(a.parts) + " said a slice");
+  a.parts = r.parts;
+  std::vector<std::pair<std::byte*, const zmq::message_t*>> copies;
+  for (uint32_t i = 0; i < r.inputs.size(); ++i) {
+    const data_ref& in = r.inputs[i];
+    if (in.where == data_ref::kind::parts) {
+      (void)input_region(a, i, in.region.bytes);
+      continue;
+    }
+    const zmq::message_t& f = frames[in.frame];
+    if (a.inputs.size() > i && a.inputs[i].bytes > 0) {
+      if (a.failed.is_ok())
+        a.failed =
+            invalid_argument("run input " + std::to_string(i) + " came as a frame and slices");
+      continue;
+    }
+    std::byte* to = input_region(a, i, std::max<size_t>(f.size(), 1));
+    if (to) {
+      copies.emplace_back(to, &f);
+      a.received[i] = std::max<size_t>(f.size(), 1);
+    }
+  }
+  if (a.failed.is_ok()) {
+    auto out = arena_->allocate(static_cast<size_t>(r.output_bytes));
+    if (out)
+      a.outputs = *out;
+    else
+      a.failed = status(error_code::out_of_memory,
+                        "the worker's staging memory is full: " + out.error().message());
+  }
+  const uint64_t batch = r.batch;
+  a.run = std::move(r);
+  // The frames are copied outside the lock; the run cannot complete meanwhile: this thread
+  // counts the envelope in only after.
+  lock.unlock();
+  for (const auto& [to, f] : copies) std::memcpy(to, f->data(), f->size());
+  lock.lock();
+  auto it = assembling_.find(batch);
+  if (it == assembling_.end() || it->second.parts_in < it->second.parts)
+    return std::optional<worker_run>();
+  return finish(batch, it->second);
+}
+
+remote_run_staging::step remote_run_staging::add_part(const worker_run_part& p,
+                                                      const std::vector<zmq::message_t>& frames) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (seen(p.batch)) return std::optional<worker_run>();  // a late copy of a finished run's slice
+  assembly& a = assembling_[p.batch];
+  if (a.parts != 0 && a.parts != p.parts && a.failed.is_ok())
+    a.failed = invalid_argument("run slices say " + std::to_string(p.parts) + " and " +
+                                std::to_string(a.parts) + " slices");
+  if (a.parts == 0) a.parts = p.parts;
+  std::byte* to = nullptr;
+  const zmq::message_t* f = nullptr;
+  if (p.data.frame >= frames.size()) {
+    if (a.failed.is_ok()) a.failed = invalid_argument("run slice: its frame was not sent");
+  } else {
+    f = &frames[p.data.frame];
+    if (p.offset + f->size() > p.input_bytes || f->size() == 0) {
+      if (a.failed.is_ok())
+        a.failed = invalid_argument("run slice of " + std::to_string(f->size()) + " bytes at " +
+                                    std::to_string(p.offset) + " of an input of " +
+                                    std::to_string(p.input_bytes));
+    } else if (std::byte* base = input_region(a, p.input, p.input_bytes)) {
+      to = base + p.offset;
+      a.received[p.input] += f->size();
+    }
+  }
+  if (to) {
+    // Outside the lock: slices of one run are copied side by side. The run cannot complete
+    // meanwhile: this slice is counted in only after.
+    lock.unlock();
+    std::memcpy(to, f->data(), f->size());
+    lock.lock();
+  }
+  auto it = assembling_.find(p.batch);
+  if (it == assembling_.end()) return std::optional<worker_run>();
+  assembly& b = it->second;
+  ++b.parts_in;
+  if (!b.run || b.parts_in < b.parts) return std::optional<worker_run>();
+  return finish(p.batch, b);
 }
 
 outgoing_message remote_run_staging::answer(worker_done d) {

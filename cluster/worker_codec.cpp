@@ -21,6 +21,8 @@ constexpr int64_t max_dim = int64_t{1} << 40;
 /// More data files than any model has: a load naming more is refused.
 constexpr int max_data_files = 100000;
 constexpr uint64_t max_tensor_bytes = uint64_t{1} << 50;
+/// More slices than a run is ever cut into (a few per connection and input): more is refused.
+constexpr uint32_t max_run_parts = 4096;
 
 // ---- encoding ----------------------------------------------------------------------------------
 
@@ -51,6 +53,10 @@ void put_ref(const data_ref& r, wpb::DataRef* out) {
   if (r.where == data_ref::kind::none) return;
   if (r.where == data_ref::kind::frame) {
     out->set_frame(r.frame);
+    return;
+  }
+  if (r.where == data_ref::kind::parts) {
+    out->set_parts(r.region.bytes);
     return;
   }
   auto* shm = out->mutable_shm();
@@ -142,6 +148,16 @@ struct encoder {
     o->set_sleep_ms(r.sleep_ms);
     if (r.injected) put_fault(*r.injected, o->mutable_injected());
     o->set_output_bytes(r.output_bytes);
+    o->set_parts(r.parts);
+  }
+  void operator()(const worker_run_part& p) {
+    auto* o = m.mutable_run_part();
+    o->set_batch(p.batch);
+    o->set_input(p.input);
+    o->set_input_bytes(p.input_bytes);
+    o->set_offset(p.offset);
+    o->set_parts(p.parts);
+    put_ref(p.data, o->mutable_data());
   }
   void operator()(const worker_done& d) {
     auto* o = m.mutable_done();
@@ -231,6 +247,12 @@ expected<data_ref> get_ref(const wpb::DataRef& r, const char* where) {
     case wpb::DataRef::kFrame:
       out.where = data_ref::kind::frame;
       out.frame = r.frame();
+      return out;
+    case wpb::DataRef::kParts:
+      if (r.parts() == 0 || r.parts() > max_tensor_bytes)
+        return bad(std::string(where) + ": parts of " + std::to_string(r.parts()) + " bytes");
+      out.where = data_ref::kind::parts;
+      out.region.bytes = r.parts();
       return out;
     default:
       return bad(std::string(where) + ": names no data");
@@ -394,6 +416,13 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       if (r.outputs.where == data_ref::kind::none &&
           (r.output_bytes == 0 || r.output_bytes > max_tensor_bytes))
         return bad("run outputs: names no data");
+      r.parts = o.parts();
+      const bool has_parts = std::any_of(r.inputs.begin(), r.inputs.end(), [](const data_ref& in) {
+        return in.where == data_ref::kind::parts;
+      });
+      if (has_parts != (r.parts > 0) || r.parts > max_run_parts)
+        return bad("run of " + std::to_string(r.parts) + " parts" +
+                   (has_parts ? "" : " and no input named by parts"));
       r.fault = o.fault();
       r.sleep_ms = o.sleep_ms();
       if (o.has_injected()) {
@@ -420,6 +449,24 @@ expected<worker_message> decode_body(const wpb::WorkerMessage& m) {
       }
       TROUPE_ASSIGN_OR_RETURN(d.block, get_optional_ref(o.has_block(), o.block(), "done block"));
       return worker_message(std::move(d));
+    }
+    case wpb::WorkerMessage::kRunPart: {
+      const auto& o = m.run_part();
+      worker_run_part p;
+      p.batch = o.batch();
+      p.input = o.input();
+      p.input_bytes = o.input_bytes();
+      p.offset = o.offset();
+      p.parts = o.parts();
+      if (p.parts == 0 || p.parts > max_run_parts)
+        return bad("run_part of a run of " + std::to_string(p.parts) + " parts");
+      if (p.input_bytes == 0 || p.input_bytes > max_tensor_bytes || p.offset >= p.input_bytes)
+        return bad("run_part at " + std::to_string(p.offset) + " of an input of " +
+                   std::to_string(p.input_bytes) + " bytes");
+      if (!o.has_data() || o.data().where_case() != wpb::DataRef::kFrame)
+        return bad("run_part: its bytes are not a frame");
+      p.data = data_ref{data_ref::kind::frame, {}, o.data().frame()};
+      return worker_message(std::move(p));
     }
     case wpb::WorkerMessage::kHeartbeat:
       return worker_message(

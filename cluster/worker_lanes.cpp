@@ -124,20 +124,24 @@ bool worker_lanes::drain(zmq::socket_t& socket) {
       return false;
     }
     auto* r = std::get_if<worker_run>(&*m);
-    if (!r) {
+    auto* p = std::get_if<worker_run_part>(&*m);
+    if (!r && !p) {
       (void)events_.post(
           lane_event{std::nullopt, internal_error(std::string("the control node sent a '") +
                                                   worker_message_name(*m) + "' on a data lane")});
       return false;
     }
-    const uint64_t batch = r->batch;
-    auto staged = staging_.stage(std::move(*r), frames);
-    if (staged) {
-      (void)events_.post(lane_event{worker_message(std::move(*staged)), status::ok()});
-    } else {
+    // Staged here, on this thread (the copy included); the main thread gets the run once it is
+    // complete, or its failed answer.
+    const uint64_t batch = r ? r->batch : p->batch;
+    remote_run_staging::step s =
+        r ? staging_.stage(std::move(*r), frames) : staging_.add_part(*p, frames);
+    if (s && *s) {
+      (void)events_.post(lane_event{worker_message(std::move(**s)), status::ok()});
+    } else if (!s) {
       worker_done failed;
       failed.batch = batch;
-      failed.result = staged.error();
+      failed.result = s.error();
       (void)events_.post(lane_event{worker_message(std::move(failed)), status::ok()});
     }
   }

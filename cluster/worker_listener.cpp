@@ -65,7 +65,6 @@ struct route {
 struct peer {
   std::string routing;  // its first connection's
   std::vector<data_lane> lanes;
-  uint64_t large_runs = 0;  // sent so far: the next goes over connection large_runs % (lanes + 1)
   remote_worker_info info;
   bool bound = false;  // a proxy holds its channel
   worker_channel_events events;
@@ -289,9 +288,22 @@ status worker_listener::shared::describe_files(worker_load& l) {
 
 void worker_listener::shared::send_to(peer& p, worker_message m) {
   std::vector<zmq::message_t> frames;
-  size_t run_bytes = 0;
+  /// A slice of a striped run (docs/cluster.md): input `input`'s bytes [offset, offset + bytes).
+  struct slice {
+    uint32_t input;
+    shm_region region;  // the whole input's
+    uint64_t offset, bytes;
+  };
+  std::vector<slice> slices;
+  // Zero-copy: a region stays the run's until its answer, which comes after ZeroMQ has sent
+  // these bytes; a frame holds the arena so that its mapping outlives the send.
+  auto frame_of = [&p](const shm_region& r, uint64_t offset, uint64_t bytes) {
+    return zmq::message_t(p.arena->at(r) + offset, static_cast<size_t>(bytes), release_arena_ref,
+                          new std::shared_ptr<shared_arena>(p.arena));
+  };
   if (auto* r = std::get_if<worker_run>(&m)) {
-    for (data_ref& in : r->inputs) {
+    uint64_t run_bytes = 0;
+    for (const data_ref& in : r->inputs) {
       if (in.where != data_ref::kind::shm) continue;
       if (!p.arena || !p.arena->contains(in.region)) {
         log_event(log_level::error, "worker listener: a run names memory outside its arena",
@@ -303,12 +315,30 @@ void worker_listener::shared::send_to(peer& p, worker_message m) {
         return;
       }
       run_bytes += in.region.bytes;
-      // Zero-copy: the region stays the run's until its answer, which comes after ZeroMQ has
-      // sent these bytes; the frame holds the arena so that its mapping outlives the send.
-      frames.emplace_back(p.arena->at(in.region), in.region.bytes, release_arena_ref,
-                          new std::shared_ptr<shared_arena>(p.arena));
-      in = data_ref{data_ref::kind::frame, {}, static_cast<uint32_t>(frames.size() - 1)};
     }
+    // Striping: a large run's inputs are cut into a slice per connection (the first and the
+    // data lanes), sent side by side; the worker's threads copy them in side by side.
+    const uint64_t connections = p.lanes.size() + 1;
+    const bool stripe = connections > 1 && run_bytes >= options.lane_min_run_bytes;
+    for (uint32_t i = 0; i < r->inputs.size(); ++i) {
+      data_ref& in = r->inputs[i];
+      if (in.where != data_ref::kind::shm) continue;
+      const uint64_t bytes = in.region.bytes;
+      const uint64_t min_slice = std::max<uint64_t>(options.min_slice_bytes, 1);
+      const uint64_t count =
+          stripe ? std::min(connections, (bytes + min_slice - 1) / min_slice) : 1;
+      if (count < 2) {
+        frames.push_back(frame_of(in.region, 0, bytes));
+        in = data_ref{data_ref::kind::frame, {}, static_cast<uint32_t>(frames.size() - 1)};
+        continue;
+      }
+      constexpr uint64_t page = 4096;  // slices start on page boundaries
+      const uint64_t each = ((bytes + count - 1) / count + page - 1) / page * page;
+      for (uint64_t offset = 0; offset < bytes; offset += each)
+        slices.push_back({i, in.region, offset, std::min(each, bytes - offset)});
+      in = data_ref{data_ref::kind::parts, {0, 0, bytes}, 0};
+    }
+    r->parts = static_cast<uint32_t>(slices.size());
     if (r->outputs.where == data_ref::kind::shm) {
       p.outputs[r->batch] = r->outputs.region;
       r->output_bytes = r->outputs.region.bytes;
@@ -327,21 +357,34 @@ void worker_listener::shared::send_to(peer& p, worker_message m) {
     const fs::path folder = fs::path(l->path).parent_path();
     for (const model_data_file& f : l->data_files) p.files[f.content_sha256] = folder / f.name;
   }
-  const std::string envelope = encode_worker_message(m);
-  if (run_bytes >= options.lane_min_run_bytes && !p.lanes.empty()) {
-    const size_t pick = p.large_runs++ % (p.lanes.size() + 1);
-    if (pick > 0) {
-      if (send_raw(p.lanes[pick - 1].routing, envelope, frames)) return;
-      // The lane's connection is gone (its worker's next message from a re-made one gets a bye):
-      // this run and the next go over the first connection.
+  (void)send_raw(p.routing, encode_worker_message(m), frames);
+  if (slices.empty()) return;
+  const auto& run = std::get<worker_run>(m);
+  for (size_t j = 0; j < slices.size(); ++j) {
+    const slice& s = slices[j];
+    worker_run_part part;
+    part.batch = run.batch;
+    part.input = s.input;
+    part.input_bytes = s.region.bytes;
+    part.offset = s.offset;
+    part.parts = run.parts;
+    const std::string envelope = encode_worker_message(part);
+    std::vector<zmq::message_t> bytes;
+    bytes.push_back(frame_of(s.region, s.offset, s.bytes));
+    // Slice j over connection j (0: the first); the lanes may have shrunk meanwhile.
+    const size_t lane = j % (p.lanes.size() + 1);
+    if (lane > 0) {
+      if (send_raw(p.lanes[lane - 1].routing, envelope, bytes)) continue;
+      // The lane's connection is gone (its worker's next message from a re-made one gets a
+      // bye): this slice and the next go over the first connection.
       log_event(
           log_level::warn, "remote worker: a data lane is gone",
-          {{"node", p.info.node}, {"device", p.info.device}, {"lane", static_cast<int64_t>(pick)}});
-      by_routing.erase(p.lanes[pick - 1].routing);
-      p.lanes.erase(p.lanes.begin() + static_cast<std::ptrdiff_t>(pick - 1));
+          {{"node", p.info.node}, {"device", p.info.device}, {"lane", static_cast<int64_t>(lane)}});
+      by_routing.erase(p.lanes[lane - 1].routing);
+      p.lanes.erase(p.lanes.begin() + static_cast<std::ptrdiff_t>(lane - 1));
     }
+    (void)send_raw(p.routing, envelope, bytes);
   }
-  (void)send_raw(p.routing, envelope, frames);
 }
 
 void worker_listener::shared::send_file(peer& p, const worker_file_wanted& w) {

@@ -15,9 +15,11 @@
 /// its SHA-256; a worker whose cache lacks it asks, and the listener sends the file.
 ///
 /// Data lanes: a worker may open more connections (a hello with its lane number, naming the node,
-/// device and incarnation of a worker that joined); large runs go over all its connections in
-/// turn, everything else over the first. A lane heartbeats; one silent for the timeout ends its
-/// worker (a run sent on it may be lost), as a lane's hello for a worker not known gets a bye.
+/// device and incarnation of a worker that joined); a large run's envelope goes over the first
+/// and its inputs in slices over all of them side by side (striping; the worker puts them
+/// together, cluster/remote_run_staging.hpp), everything else over the first. A lane heartbeats;
+/// one silent for the timeout ends its worker (a run sent on it may be lost), as a lane's hello for
+/// a worker not known gets a bye.
 ///
 /// Membership: heartbeats both ways every `heartbeat_interval`; a worker silent for
 /// `heartbeat_timeout`, or one that says bye, is gone: its channel reports it closed (the proxy
@@ -63,10 +65,12 @@ struct worker_listener_options {
   /// ZeroMQ I/O threads: each connection's stream is one's (node_link_connections): a worker's
   /// data lanes (cluster/worker_lanes.hpp) are received side by side.
   uint32_t io_threads = 1;
-  /// A run whose tensors come to at least this many bytes goes over the worker's connections in
-  /// turn (its first and its data lanes); a smaller one over the first (no lane thread's wake-up
-  /// in its way).
+  /// A run whose tensors come to at least this many bytes is striped over the worker's
+  /// connections (its first and its data lanes): each input of at least two min_slice_bytes is
+  /// cut into a slice per connection. A smaller run goes over the first alone (no lane thread's
+  /// wake-up in its way).
   size_t lane_min_run_bytes = size_t{256} << 10;
+  size_t min_slice_bytes = size_t{64} << 10;
   /// After a message, the listener's thread polls without sleeping this long (as a worker link's
   /// does: a batch answered within it costs no wake-up); 0: never.
   uint32_t idle_spin_us = 0;

@@ -327,16 +327,24 @@ status run_worker_process(const worker_main_options& o) {
         return status::ok();
       }
       if (auto* l = std::get_if<worker_load>(&m)) return load_cached(std::move(*l));
+      // A run (or the slice that completes one) goes to the serving loop once staged; one that
+      // failed to stage is answered.
+      auto staged = [&](uint64_t batch, remote_run_staging::step s) -> status {
+        if (s && *s) return host.handle(worker_message(std::move(**s)));
+        if (!s) {
+          worker_done failed;
+          failed.batch = batch;
+          failed.result = s.error();
+          post(failed);
+        }
+        return status::ok();
+      };
       if (auto* r = std::get_if<worker_run>(&m)) {
         const uint64_t batch = r->batch;
-        auto staged = staging->stage(std::move(*r), frames);
-        if (staged) return host.handle(worker_message(std::move(*staged)));
-        worker_done failed;
-        failed.batch = batch;
-        failed.result = staged.error();
-        post(failed);
-        return status::ok();
+        return staged(batch, staging->stage(std::move(*r), frames));
       }
+      if (auto* p = std::get_if<worker_run_part>(&m))
+        return staged(p->batch, staging->add_part(*p, frames));
       return host.handle(std::move(m));
     };
 

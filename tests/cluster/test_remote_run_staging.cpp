@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/worker_codec.hpp"
@@ -43,6 +45,16 @@ worker_run run_of(uint64_t batch, std::vector<uint32_t> frames, uint64_t output_
   r.outputs = data_ref{data_ref::kind::none, {}, 0};
   r.output_bytes = output_bytes;
   return r;
+}
+
+/// A run without slices: staged at once, or refused.
+expected<worker_run> stage_now(remote_run_staging& s, worker_run r,
+                               const std::vector<zmq::message_t>& frames) {
+  auto step = s.stage(std::move(r), frames);
+  if (!step) return step.error();
+  EXPECT_TRUE(step->has_value()) << "a run without slices waits, or was dropped";
+  if (!*step) return internal_error("not staged");
+  return std::move(**step);
 }
 
 worker_done decode_done(const outgoing_message& m) {
@@ -79,7 +91,7 @@ TEST_F(remote_run_staging_test, stage_copies_the_frames_into_the_arena_and_gives
   frames.push_back(frame_of(pattern(1000, 1)));
   frames.push_back(frame_of(pattern(333, 2)));
   // The inputs name the frames out of order: input i is the frame it names, not frame i.
-  auto staged = staging.stage(run_of(7, {1, 0}, 4096), frames);
+  auto staged = stage_now(staging, run_of(7, {1, 0}, 4096), frames);
   ASSERT_TRUE(staged.has_value()) << staged.error().to_string();
   EXPECT_EQ(staged->batch, 7u);
   ASSERT_EQ(staged->inputs.size(), 2u);
@@ -108,7 +120,7 @@ TEST_F(remote_run_staging_test, a_run_naming_a_frame_it_did_not_bring_is_refused
   frames.push_back(frame_of(pattern(512, 1)));
   frames.push_back(frame_of(pattern(512, 2)));
   // Input 0 is staged before input 1 turns out to name frame 3.
-  auto staged = staging.stage(run_of(8, {0, 3}, 1024), frames);
+  auto staged = stage_now(staging, run_of(8, {0, 3}, 1024), frames);
   ASSERT_FALSE(staged.has_value());
   EXPECT_EQ(staged.error().code(), error_code::invalid_argument) << staged.error().to_string();
   EXPECT_EQ(arena_->used_bytes(), baseline_);
@@ -120,14 +132,14 @@ TEST_F(remote_run_staging_test, a_run_whose_data_is_not_as_over_tcp_is_refused_a
   frames.push_back(frame_of(pattern(64, 1)));
   worker_run shm_input = run_of(9, {0}, 256);
   shm_input.inputs.push_back(data_ref{data_ref::kind::shm, {0, 0, 64}, 0});
-  auto a = staging.stage(shm_input, frames);
+  auto a = stage_now(staging, shm_input, frames);
   ASSERT_FALSE(a.has_value());
   EXPECT_EQ(a.error().code(), error_code::invalid_argument);
   EXPECT_EQ(arena_->used_bytes(), baseline_);
 
   worker_run shm_outputs = run_of(10, {0}, 256);
   shm_outputs.outputs = data_ref{data_ref::kind::shm, {0, 0, 256}, 0};
-  auto b = staging.stage(shm_outputs, frames);
+  auto b = stage_now(staging, shm_outputs, frames);
   ASSERT_FALSE(b.has_value());
   EXPECT_EQ(b.error().code(), error_code::invalid_argument);
   EXPECT_EQ(arena_->used_bytes(), baseline_);
@@ -141,7 +153,7 @@ TEST_F(remote_run_staging_test, a_run_that_does_not_fit_is_out_of_memory_and_lea
     std::vector<zmq::message_t> frames;
     frames.push_back(frame_of(pattern(1024, 1)));
     frames.push_back(frame_of(pattern(1024, 2)));
-    auto staged = staging.stage(run_of(1, {0, 1}, 4096), frames);
+    auto staged = stage_now(staging, run_of(1, {0, 1}, 4096), frames);
     ASSERT_FALSE(staged.has_value());
     EXPECT_EQ(staged.error().code(), error_code::out_of_memory) << staged.error().to_string();
     EXPECT_EQ(arena_->used_bytes(), baseline_);
@@ -151,7 +163,7 @@ TEST_F(remote_run_staging_test, a_run_that_does_not_fit_is_out_of_memory_and_lea
     std::vector<zmq::message_t> frames;
     frames.push_back(frame_of(pattern(3000, 1)));
     frames.push_back(frame_of(pattern(1024, 2)));
-    auto staged = staging.stage(run_of(2, {0, 1}, 256), frames);
+    auto staged = stage_now(staging, run_of(2, {0, 1}, 256), frames);
     ASSERT_FALSE(staged.has_value());
     EXPECT_EQ(staged.error().code(), error_code::out_of_memory) << staged.error().to_string();
     EXPECT_EQ(arena_->used_bytes(), baseline_);
@@ -159,7 +171,7 @@ TEST_F(remote_run_staging_test, a_run_that_does_not_fit_is_out_of_memory_and_lea
   // All of it is still there to be used.
   std::vector<zmq::message_t> frames;
   frames.push_back(frame_of(pattern(1024, 3)));
-  auto fits = staging.stage(run_of(3, {0}, 2048), frames);
+  auto fits = stage_now(staging, run_of(3, {0}, 2048), frames);
   EXPECT_TRUE(fits.has_value()) << fits.error().to_string();
 }
 
@@ -169,7 +181,7 @@ TEST_F(remote_run_staging_test, a_done_run_sends_its_output_block_as_a_frame_tha
   frames.push_back(frame_of(pattern(2000, 1)));
   frames.push_back(frame_of(pattern(700, 2)));
   const uint64_t output_bytes = 1500;
-  auto staged = staging.stage(run_of(42, {0, 1}, output_bytes), frames);
+  auto staged = stage_now(staging, run_of(42, {0, 1}, output_bytes), frames);
   ASSERT_TRUE(staged.has_value()) << staged.error().to_string();
   const shm_region out_region = staged->outputs.region;
   const std::string results = pattern(output_bytes, 9);
@@ -213,7 +225,7 @@ TEST_F(remote_run_staging_test, the_frame_outlives_the_staging_and_gives_the_blo
     remote_run_staging staging(arena_);
     std::vector<zmq::message_t> frames;
     frames.push_back(frame_of(pattern(64, 1)));
-    auto staged = staging.stage(run_of(5, {0}, 512), frames);
+    auto staged = stage_now(staging, run_of(5, {0}, 512), frames);
     ASSERT_TRUE(staged.has_value()) << staged.error().to_string();
     worker_done d;
     d.batch = 5;
@@ -229,7 +241,7 @@ TEST_F(remote_run_staging_test, a_failed_run_answers_without_a_frame_and_release
   remote_run_staging staging(arena_);
   std::vector<zmq::message_t> frames;
   frames.push_back(frame_of(pattern(900, 1)));
-  auto staged = staging.stage(run_of(11, {0}, 2048), frames);
+  auto staged = stage_now(staging, run_of(11, {0}, 2048), frames);
   ASSERT_TRUE(staged.has_value()) << staged.error().to_string();
   ASSERT_GT(arena_->used_bytes(), baseline_);
 
@@ -263,8 +275,8 @@ TEST_F(remote_run_staging_test, runs_still_staged_go_back_with_the_staging) {
     remote_run_staging staging(arena_);
     std::vector<zmq::message_t> frames;
     frames.push_back(frame_of(pattern(100, 1)));
-    ASSERT_TRUE(staging.stage(run_of(1, {0}, 256), frames).has_value());
-    ASSERT_TRUE(staging.stage(run_of(2, {0}, 256), frames).has_value());
+    ASSERT_TRUE(stage_now(staging, run_of(1, {0}, 256), frames).has_value());
+    ASSERT_TRUE(stage_now(staging, run_of(2, {0}, 256), frames).has_value());
     ASSERT_GT(arena_->used_bytes(), baseline_);
   }
   EXPECT_EQ(arena_->used_bytes(), baseline_);
@@ -276,27 +288,195 @@ TEST_F(remote_run_staging_test, a_run_without_output_bytes_leaks_nothing) {
   remote_run_staging staging(arena_);
   std::vector<zmq::message_t> frames;
   frames.push_back(frame_of(pattern(64, 1)));
-  auto staged = staging.stage(run_of(1, {0}, 0), frames);
+  auto staged = stage_now(staging, run_of(1, {0}, 0), frames);
   ASSERT_FALSE(staged.has_value());  // refused: the block's size is part of a run over tcp
   EXPECT_EQ(staged.error().code(), error_code::invalid_argument);
   EXPECT_EQ(arena_->used_bytes(), baseline_);
 }
 
-TEST_F(remote_run_staging_test, a_second_copy_of_a_run_in_flight_is_refused_and_keeps_the_first) {
+TEST_F(remote_run_staging_test, a_second_copy_of_a_run_in_flight_is_dropped_and_keeps_the_first) {
   remote_run_staging staging(arena_);
   std::vector<zmq::message_t> frames;
   frames.push_back(frame_of(pattern(64, 1)));
-  auto first = staging.stage(run_of(7, {0}, 128), frames);
+  auto first = stage_now(staging, run_of(7, {0}, 128), frames);
   ASSERT_TRUE(first.has_value());
   const size_t staged_bytes = arena_->used_bytes();
   auto second = staging.stage(run_of(7, {0}, 128), frames);
-  ASSERT_FALSE(second.has_value());
-  EXPECT_EQ(second.error().code(), error_code::invalid_argument);
+  ASSERT_TRUE(second.has_value()) << second.error().to_string();
+  EXPECT_FALSE(second->has_value()) << "a copy is not run again";
   EXPECT_EQ(arena_->used_bytes(), staged_bytes);
   worker_done d;
   d.batch = 7;
   d.result = status(error_code::device_error, "failed");
   (void)staging.answer(d);
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+  // Answered: a late copy is still one, and takes nothing.
+  auto late = staging.stage(run_of(7, {0}, 128), frames);
+  ASSERT_TRUE(late.has_value());
+  EXPECT_FALSE(late->has_value());
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+}
+
+}  // namespace
+}  // namespace troupe::cluster
+
+namespace troupe::cluster {
+namespace {
+
+// Striping (docs/cluster.md): a run whose inputs come in slices over several connections.
+
+/// Input `input` of `bytes` bytes cut into `count` slices: (the part, its frame).
+std::vector<std::pair<worker_run_part, std::vector<zmq::message_t>>> slices_of(
+    uint64_t batch, uint32_t input, const std::string& bytes, uint32_t count, uint32_t parts) {
+  std::vector<std::pair<worker_run_part, std::vector<zmq::message_t>>> out;
+  const size_t each = (bytes.size() + count - 1) / count;
+  for (size_t offset = 0; offset < bytes.size(); offset += each) {
+    worker_run_part p;
+    p.batch = batch;
+    p.input = input;
+    p.input_bytes = bytes.size();
+    p.offset = offset;
+    p.parts = parts;
+    std::vector<zmq::message_t> f;
+    f.push_back(frame_of(bytes.substr(offset, each)));
+    out.emplace_back(p, std::move(f));
+  }
+  return out;
+}
+
+worker_run sliced_run(uint64_t batch, std::vector<uint64_t> input_bytes, uint32_t parts,
+                      uint64_t output_bytes) {
+  worker_run r;
+  r.batch = batch;
+  r.rows = 1;
+  r.bucket_rows = 1;
+  for (uint64_t b : input_bytes) r.inputs.push_back(data_ref{data_ref::kind::parts, {0, 0, b}, 0});
+  r.outputs = data_ref{data_ref::kind::none, {}, 0};
+  r.output_bytes = output_bytes;
+  r.parts = parts;
+  return r;
+}
+
+TEST_F(remote_run_staging_test, a_striped_run_is_staged_once_its_envelope_and_every_slice_came) {
+  remote_run_staging staging(arena_);
+  const std::string a = pattern(10000, 3), b = pattern(5000, 4);
+  auto sa = slices_of(21, 0, a, 3, 5);
+  auto sb = slices_of(21, 1, b, 2, 5);
+  // Slices before and after the envelope, out of order.
+  for (auto* s : {&sa[2], &sb[0]}) {
+    auto step = staging.add_part(s->first, s->second);
+    ASSERT_TRUE(step.has_value()) << step.error().to_string();
+    EXPECT_FALSE(step->has_value());
+  }
+  auto envelope = staging.stage(sliced_run(21, {a.size(), b.size()}, 5, 512), {});
+  ASSERT_TRUE(envelope.has_value()) << envelope.error().to_string();
+  EXPECT_FALSE(envelope->has_value()) << "slices are still to come";
+  for (auto* s : {&sa[0], &sb[1]}) {
+    auto step = staging.add_part(s->first, s->second);
+    ASSERT_TRUE(step.has_value());
+    EXPECT_FALSE(step->has_value());
+  }
+  EXPECT_EQ(staging.assembling(), 1u);
+  auto last = staging.add_part(sa[1].first, sa[1].second);
+  ASSERT_TRUE(last.has_value()) << last.error().to_string();
+  ASSERT_TRUE(last->has_value()) << "the last slice completes the run";
+  const worker_run& r = **last;
+  EXPECT_EQ(r.batch, 21u);
+  EXPECT_EQ(r.parts, 0u);
+  ASSERT_EQ(r.inputs.size(), 2u);
+  ASSERT_EQ(r.inputs[0].where, data_ref::kind::shm);
+  EXPECT_EQ(bytes_at(*arena_, r.inputs[0].region), a);
+  EXPECT_EQ(bytes_at(*arena_, r.inputs[1].region), b);
+  EXPECT_EQ(r.outputs.where, data_ref::kind::shm);
+  EXPECT_EQ(r.outputs.region.bytes, 512u);
+  EXPECT_EQ(staging.assembling(), 0u);
+  // A late copy of a slice takes nothing.
+  auto late = staging.add_part(sa[0].first, sa[0].second);
+  ASSERT_TRUE(late.has_value());
+  EXPECT_FALSE(late->has_value());
+  EXPECT_EQ(staging.assembling(), 0u);
+  worker_done d;
+  d.batch = 21;
+  d.result = status(error_code::device_error, "failed");
+  (void)staging.answer(d);
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+}
+
+TEST_F(remote_run_staging_test, slices_copied_side_by_side_on_several_threads_make_the_run) {
+  remote_run_staging staging(arena_);
+  const std::string a = pattern(200000, 5);
+  auto slices = slices_of(3, 0, a, 4, 4);
+  std::vector<std::optional<worker_run>> done(slices.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < slices.size(); ++i)
+    threads.emplace_back([&, i] {
+      auto step = staging.add_part(slices[i].first, slices[i].second);
+      if (step && *step) done[i] = std::move(**step);
+    });
+  for (auto& t : threads) t.join();
+  auto envelope = staging.stage(sliced_run(3, {a.size()}, 4, 64), {});
+  ASSERT_TRUE(envelope.has_value()) << envelope.error().to_string();
+  ASSERT_TRUE(envelope->has_value()) << "the envelope came last and completes the run";
+  for (const auto& d : done)
+    EXPECT_FALSE(d.has_value()) << "a slice completed a run without its envelope";
+  EXPECT_EQ(bytes_at(*arena_, (*envelope)->inputs[0].region), a);
+}
+
+TEST_F(remote_run_staging_test, a_striped_run_that_fails_answers_once_complete_and_leaks_nothing) {
+  make_arena(64 << 10);
+  remote_run_staging staging(arena_);
+  // Slices that do not fit: the run fails, answered only once every message of it came.
+  const std::string a = pattern(100 << 10, 6);
+  auto slices = slices_of(4, 0, a, 2, 2);
+  auto first = staging.add_part(slices[0].first, slices[0].second);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_FALSE(first->has_value());
+  auto envelope = staging.stage(sliced_run(4, {a.size()}, 2, 64), {});
+  ASSERT_TRUE(envelope.has_value());
+  EXPECT_FALSE(envelope->has_value());
+  auto last = staging.add_part(slices[1].first, slices[1].second);
+  ASSERT_FALSE(last.has_value());
+  EXPECT_EQ(last.error().code(), error_code::out_of_memory) << last.error().to_string();
+  EXPECT_EQ(staging.assembling(), 0u);
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+
+  // Slices that disagree with their run: a slice count, a size, bytes missing.
+  const std::string b = pattern(4000, 7);
+  auto two = slices_of(5, 0, b, 2, 2);
+  ASSERT_TRUE(staging.add_part(two[0].first, two[0].second).has_value());
+  auto wrong_count = staging.stage(sliced_run(5, {b.size()}, 3, 64), {});
+  ASSERT_TRUE(wrong_count.has_value());
+  EXPECT_FALSE(wrong_count->has_value());
+  // The third slice the envelope promised is a repeat of the first: not every byte came.
+  ASSERT_TRUE(staging.add_part(two[1].first, two[1].second).has_value());
+  auto repeat = staging.add_part(two[0].first, two[0].second);
+  ASSERT_FALSE(repeat.has_value());
+  EXPECT_EQ(repeat.error().code(), error_code::invalid_argument) << repeat.error().to_string();
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+
+  worker_run_part beyond = two[1].first;
+  beyond.batch = 6;
+  beyond.offset = b.size() - 10;  // its 2000 bytes run past the input's end
+  beyond.parts = 1;
+  auto bad = staging.add_part(beyond, two[1].second);
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_FALSE(bad->has_value());
+  auto envelope6 = staging.stage(sliced_run(6, {b.size()}, 1, 64), {});
+  ASSERT_FALSE(envelope6.has_value());
+  EXPECT_EQ(envelope6.error().code(), error_code::invalid_argument);
+  EXPECT_EQ(staging.assembling(), 0u);
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+}
+
+TEST_F(remote_run_staging_test, runs_still_assembling_go_back_with_the_staging) {
+  {
+    remote_run_staging staging(arena_);
+    const std::string a = pattern(3000, 8);
+    auto slices = slices_of(9, 0, a, 3, 3);
+    ASSERT_TRUE(staging.add_part(slices[0].first, slices[0].second).has_value());
+    ASSERT_TRUE(staging.stage(sliced_run(9, {a.size()}, 3, 64), {}).has_value());
+    ASSERT_GT(arena_->used_bytes(), baseline_);
+  }
   EXPECT_EQ(arena_->used_bytes(), baseline_);
 }
 

@@ -383,3 +383,67 @@ TEST(worker_codec, remote_worker_messages_are_checked) {
 
 }  // namespace
 }  // namespace troupe::cluster
+
+namespace troupe::cluster {
+namespace {
+
+// Striping (docs/cluster.md): a run whose inputs come in slices names them by size and counts
+// them; each slice says where it goes, and nothing that could not be one passes.
+TEST(worker_codec, striped_runs_and_their_slices_round_trip_and_are_checked) {
+  worker_run run;
+  run.batch = 8;
+  run.rows = 2;
+  run.bucket_rows = 4;
+  run.inputs = {data_ref{data_ref::kind::parts, {0, 0, 600000}, 0},
+                data_ref{data_ref::kind::frame, {}, 0}};
+  run.outputs = data_ref{data_ref::kind::none, {}, 0};
+  run.output_bytes = 4096;
+  run.parts = 4;
+  const auto run2 = round_trip(run);
+  EXPECT_EQ(run2.parts, 4u);
+  ASSERT_EQ(run2.inputs.size(), 2u);
+  EXPECT_EQ(run2.inputs[0].where, data_ref::kind::parts);
+  EXPECT_EQ(run2.inputs[0].region.bytes, 600000u);
+  EXPECT_EQ(run2.inputs[1].where, data_ref::kind::frame);
+
+  worker_run_part p;
+  p.batch = 8;
+  p.input = 0;
+  p.input_bytes = 600000;
+  p.offset = 450000;
+  p.parts = 4;
+  const auto p2 = round_trip(p);
+  EXPECT_EQ(p2.batch, 8u);
+  EXPECT_EQ(p2.input_bytes, 600000u);
+  EXPECT_EQ(p2.offset, 450000u);
+  EXPECT_EQ(p2.parts, 4u);
+  EXPECT_EQ(p2.data.where, data_ref::kind::frame);
+
+  auto decodes = [](const worker_message& m) {
+    const std::string bytes = encode_worker_message(m);
+    return decode_worker_message(bytes.data(), bytes.size()).has_value();
+  };
+  worker_run no_count = run;  // inputs in slices, and no slice count
+  no_count.parts = 0;
+  EXPECT_FALSE(decodes(no_count));
+  worker_run count_only = run;  // a slice count, and no input in slices
+  count_only.inputs[0] = data_ref{data_ref::kind::frame, {}, 1};
+  EXPECT_FALSE(decodes(count_only));
+  worker_run too_many = run;
+  too_many.parts = 1u << 20;
+  EXPECT_FALSE(decodes(too_many));
+  using breaker = void (*)(worker_run_part&);
+  for (breaker broken : std::initializer_list<breaker>{
+           [](worker_run_part& x) { x.parts = 0; }, [](worker_run_part& x) { x.input_bytes = 0; },
+           [](worker_run_part& x) { x.offset = x.input_bytes; },
+           [](worker_run_part& x) {
+             x.data = data_ref{data_ref::kind::shm, {0, 0, 8}, 0};
+           }}) {
+    worker_run_part q = p;
+    broken(q);
+    EXPECT_FALSE(decodes(q));
+  }
+}
+
+}  // namespace
+}  // namespace troupe::cluster

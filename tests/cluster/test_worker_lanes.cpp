@@ -1,10 +1,10 @@
 // A remote worker process's data lanes (cluster/worker_lanes.hpp), against a ROUTER of the test's
 // own on tcp://127.0.0.1 standing in for the control node: each lane says the process's hello
 // with its own lane number; a run sent on a lane comes out staged in the arena (its frame's bytes
-// copied there, an output block given); a run that cannot be staged comes out as its failed
-// answer; a bye ends the lanes (unavailable), and anything but a run, a heartbeat or a bye on a
-// lane breaks the protocol (internal); lanes heartbeat; stop joins them. Every wait is for a
-// message or an event, with a deadline.
+// copied there, an output block given), as does a striped run once its last slice came; a run
+// that cannot be staged comes out as its failed answer; a bye ends the lanes (unavailable), and
+// anything but a run, a heartbeat or a bye on a lane breaks the protocol (internal); lanes
+// heartbeat; stop joins them. Every wait is for a message or an event, with a deadline.
 
 #include "cluster/worker_lanes.hpp"
 
@@ -190,6 +190,39 @@ TEST_F(worker_lanes_test, a_run_that_cannot_be_staged_comes_out_as_its_failed_an
   ASSERT_NE(d, nullptr) << worker_message_name(*e->message);
   EXPECT_EQ(d->batch, 5u);
   EXPECT_EQ(d->result.code(), error_code::invalid_argument) << d->result.to_string();
+}
+
+TEST_F(worker_lanes_test, the_slice_that_completes_a_striped_run_brings_it_out) {
+  start(2);
+  const auto lanes = hellos(2);
+  ASSERT_EQ(lanes.size(), 2u);
+  const std::string bytes(9000, 'x');
+  // The envelope came over the first connection (staged by the main thread); one slice per lane.
+  worker_run r = run_of(30, 64);
+  r.inputs = {data_ref{data_ref::kind::parts, {0, 0, bytes.size()}, 0}};
+  r.parts = 2;
+  auto envelope = staging_->stage(r, {});
+  ASSERT_TRUE(envelope.has_value()) << envelope.error().to_string();
+  ASSERT_FALSE(envelope->has_value());
+  uint64_t offset = 0;
+  for (const auto& [lane, routing] : lanes) {
+    worker_run_part p;
+    p.batch = 30;
+    p.input_bytes = bytes.size();
+    p.offset = offset;
+    p.parts = 2;
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(bytes.data() + offset, 4500);
+    offset += 4500;
+    send(routing, p, std::move(frames));
+  }
+  auto e = next_event();
+  ASSERT_TRUE(e.has_value()) << "the run did not come out";
+  ASSERT_TRUE(e->ended.is_ok()) << e->ended.to_string();
+  auto* staged = std::get_if<worker_run>(&*e->message);
+  ASSERT_NE(staged, nullptr) << worker_message_name(*e->message);
+  EXPECT_EQ(staged->batch, 30u);
+  EXPECT_EQ(std::memcmp(arena_->at(staged->inputs[0].region), bytes.data(), bytes.size()), 0);
 }
 
 TEST_F(worker_lanes_test, a_bye_on_a_lane_ends_it_unavailable) {

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -599,8 +600,14 @@ TEST_F(worker_listener_test, a_released_channel_and_a_stopping_listener_say_bye)
 namespace troupe::cluster {
 namespace {
 
-/// Which of two sockets the next message came to (0 or 1) and what it was, or none by the deadline.
-std::optional<std::pair<int, worker_message>> receive_either(zmq::socket_t& a, zmq::socket_t& b) {
+/// The next message on either of two sockets: which (0 or 1), what, and its frames; none by the
+/// deadline.
+struct arrival {
+  int socket;
+  worker_message message;
+  std::vector<zmq::message_t> frames;
+};
+std::optional<arrival> receive_either(zmq::socket_t& a, zmq::socket_t& b) {
   zmq_pollitem_t items[2] = {{a.handle(), 0, ZMQ_POLLIN, 0}, {b.handle(), 0, ZMQ_POLLIN, 0}};
   const auto until = clock_type::now() + deadline;
   while (clock_type::now() < until) {
@@ -619,19 +626,21 @@ std::optional<std::pair<int, worker_message>> receive_either(zmq::socket_t& a, z
       auto m = decode_worker_message(parts[0].data(), parts[0].size());
       if (!m) return std::nullopt;
       if (std::holds_alternative<worker_heartbeat>(*m)) continue;
-      return std::make_pair(i, std::move(*m));
+      arrival out{i, std::move(*m), {}};
+      for (size_t k = 1; k < parts.size(); ++k) out.frames.push_back(std::move(parts[k]));
+      return out;
     }
   }
   return std::nullopt;
 }
 
-// Data lanes (cluster/worker_lanes.hpp): once a lane of the worker said hello, runs of at least
-// lane_min_run_bytes go over the first connection and the lane in turn; smaller runs and every
-// other message over the first.
-TEST_F(worker_listener_test, large_runs_go_over_the_first_connection_and_its_lanes_in_turn) {
+// Striping (docs/cluster.md): once a lane of the worker said hello, a run of at least
+// lane_min_run_bytes goes as its envelope over the first connection and its input in slices,
+// one over the first connection and one over the lane; a small run goes whole over the first.
+TEST_F(worker_listener_test, a_large_run_is_striped_over_the_first_connection_and_its_lanes) {
   lane_min_run_bytes_ = 1000;
   start();
-  auto made = shared_arena::create(1 << 16, "troupe-test-listener");
+  auto made = shared_arena::create(1 << 20, "troupe-test-listener");
   ASSERT_TRUE(made.has_value()) << made.error().to_string();
   std::shared_ptr<shared_arena> arena = *made;
   zmq::socket_t w = dealer();
@@ -641,8 +650,12 @@ TEST_F(worker_listener_test, large_runs_go_over_the_first_connection_and_its_lan
   zmq::socket_t lane = dealer();
   send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
 
-  auto large = arena->allocate(2000), small = arena->allocate(100), out = arena->allocate(64);
+  constexpr size_t large_bytes = 200000;  // slices of at least 64 KiB: two
+  auto large = arena->allocate(large_bytes), small = arena->allocate(100),
+       out = arena->allocate(64);
   ASSERT_TRUE(large && small && out);
+  for (size_t i = 0; i < large_bytes; ++i)
+    arena->at(*large)[i] = static_cast<std::byte>(i * 31 + 7);
   uint64_t batch = 0;
   auto run_of = [&](const shm_region& in) {
     worker_run r;
@@ -653,31 +666,53 @@ TEST_F(worker_listener_test, large_runs_go_over_the_first_connection_and_its_lan
     r.outputs = data_ref{data_ref::kind::shm, *out, 0};
     return r;
   };
-  // Until the lane is filed, large runs go over the first connection.
+  // Until the lane is filed, a large run goes whole over the first connection.
   for (;;) {
     ASSERT_TRUE(channel_->send(run_of(*large)).is_ok());
     auto got = receive_either(w, lane);
     ASSERT_TRUE(got.has_value()) << "run " << batch << " did not come";
-    ASSERT_TRUE(std::holds_alternative<worker_run>(got->second));
-    if (got->first == 1) break;
+    ASSERT_EQ(got->socket, 0);
+    const auto* r = std::get_if<worker_run>(&got->message);
+    ASSERT_NE(r, nullptr) << worker_message_name(got->message);
+    if (r->parts == 0) {
+      EXPECT_EQ(r->inputs[0].where, data_ref::kind::frame);
+      continue;
+    }
+    // Striped: the envelope names the input by its size, and two slices follow, one per
+    // connection, that together are the input's bytes.
+    EXPECT_EQ(r->parts, 2u);
+    ASSERT_EQ(r->inputs[0].where, data_ref::kind::parts);
+    EXPECT_EQ(r->inputs[0].region.bytes, large_bytes);
+    EXPECT_TRUE(got->frames.empty());
+    std::string assembled(large_bytes, '\0');
+    std::vector<int> sockets;
+    for (int k = 0; k < 2; ++k) {
+      auto s = receive_either(w, lane);
+      ASSERT_TRUE(s.has_value()) << "slice " << k << " did not come";
+      const auto* part = std::get_if<worker_run_part>(&s->message);
+      ASSERT_NE(part, nullptr) << worker_message_name(s->message);
+      EXPECT_EQ(part->batch, r->batch);
+      EXPECT_EQ(part->parts, 2u);
+      EXPECT_EQ(part->input_bytes, large_bytes);
+      ASSERT_EQ(s->frames.size(), 1u);
+      ASSERT_LE(part->offset + s->frames[0].size(), large_bytes);
+      std::memcpy(assembled.data() + part->offset, s->frames[0].data(), s->frames[0].size());
+      sockets.push_back(s->socket);
+    }
+    std::sort(sockets.begin(), sockets.end());
+    EXPECT_EQ(sockets, (std::vector<int>{0, 1})) << "one slice per connection";
+    EXPECT_EQ(std::memcmp(assembled.data(), arena->at(*large), large_bytes), 0);
+    break;
   }
-  // Filed: the first connection, the lane, the first, the lane; a small run on the first.
-  std::vector<int> where;
-  for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(channel_->send(run_of(*large)).is_ok());
-    auto got = receive_either(w, lane);
-    ASSERT_TRUE(got.has_value());
-    where.push_back(got->first);
-    ASSERT_TRUE(std::holds_alternative<worker_run>(got->second));
-    EXPECT_EQ(std::get<worker_run>(got->second).batch, batch);
-  }
-  EXPECT_EQ(where, (std::vector<int>{0, 1, 0, 1}));
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(channel_->send(run_of(*small)).is_ok());
-    auto got = receive_either(w, lane);
-    ASSERT_TRUE(got.has_value());
-    EXPECT_EQ(got->first, 0) << "a small run went over the lane";
-  }
+  // A small run goes whole over the first connection.
+  ASSERT_TRUE(channel_->send(run_of(*small)).is_ok());
+  auto got = receive_either(w, lane);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->socket, 0);
+  const auto* r = std::get_if<worker_run>(&got->message);
+  ASSERT_NE(r, nullptr) << worker_message_name(got->message);
+  EXPECT_EQ(r->parts, 0u);
+  EXPECT_EQ(r->inputs[0].where, data_ref::kind::frame);
 }
 
 TEST_F(worker_listener_test, a_lane_of_a_worker_not_known_gets_a_bye) {
