@@ -1,23 +1,26 @@
 #pragma once
 /// The data lanes of a worker process joined to a control node over tcp:// (docs/cluster.md,
 /// "Tensors between nodes"). Besides its first connection, which carries everything, the process
-/// opens `count` more to the same control node, and the control node sends large runs over all
-/// of them in turn: one TCP stream, with one ZeroMQ I/O thread at each end and one thread that
-/// copies what arrives into pinned staging memory, is a single-threaded path, and one GPU takes
-/// more images than it carried (bench/results/cluster.md).
+/// opens `count` more to the same control node, and the control node stripes large runs over all
+/// of them: the run's envelope over the first, its inputs in a slice per connection, side by
+/// side. One TCP stream, with one ZeroMQ I/O thread at each end and one thread that copies what
+/// arrives into pinned staging memory, carried a batch more slowly than one GPU ran it
+/// (bench/results/cluster.md).
 ///
 /// Each lane is a DEALER with a thread of its own that owns it:
 /// - it says the process's hello with its lane number (the control node files the lane under the
 ///   worker of that node, device and incarnation; a lane of a worker it does not know gets a bye);
-/// - it receives runs, stages them (cluster/remote_run_staging.hpp: the copy into pinned memory
-///   happens on this thread, so lanes copy side by side) and hands them to the process's main
-///   thread, which runs them and answers over the first connection;
+/// - it receives slices of runs (and whole runs), stages them (cluster/remote_run_staging.hpp:
+///   the copy into pinned memory happens on this thread, so lanes copy side by side) and hands
+///   each run that is complete to the process's main thread, which runs it and answers over the
+///   first connection;
 /// - it sends a heartbeat every interval: the control node ends a worker one of whose lanes falls
 ///   silent, and a lane whose connection ZeroMQ re-made (a run may have been lost with the old
 ///   one) is heard as a stranger and answered with a bye, which ends the process; its worker node
 ///   starts a fresh one, and the control node retries the lost runs elsewhere.
 ///
-/// Anything but a run, a heartbeat or a bye on a lane breaks the protocol and ends the process.
+/// Anything but a run, a slice, a heartbeat or a bye on a lane breaks the protocol and ends the
+/// process.
 ///
 /// Thread-safety: every member on the process's main thread; the lanes' threads touch only their
 /// sockets, the staging (locked) and the event queue.

@@ -66,9 +66,9 @@ struct worker_listener_options {
   /// data lanes (cluster/worker_lanes.hpp) are received side by side.
   uint32_t io_threads = 1;
   /// A run whose tensors come to at least this many bytes is striped over the worker's
-  /// connections (its first and its data lanes): each input of at least two min_slice_bytes is
-  /// cut into a slice per connection. A smaller run goes over the first alone (no lane thread's
-  /// wake-up in its way).
+  /// connections (its first and its data lanes): each input of more than min_slice_bytes is cut
+  /// into a slice per connection, or one per min_slice_bytes begun where that is fewer. A smaller
+  /// run goes over the first alone (no lane thread's wake-up in its way).
   size_t lane_min_run_bytes = size_t{256} << 10;
   size_t min_slice_bytes = size_t{64} << 10;
   /// After a message, the listener's thread polls without sleeping this long (as a worker link's

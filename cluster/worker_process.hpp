@@ -34,7 +34,7 @@ struct worker_main_options {
   std::string cache_dir;  // where model files sent by the control node are kept
   int64_t max_frame_bytes = int64_t{4} << 30;  // the largest frame taken (a model file)
   /// Joined: connections to the control node, the first included (cluster/worker_lanes.hpp):
-  /// large runs' tensors cross all of them in turn.
+  /// large runs are striped over all of them.
   uint32_t link_connections = 1;
   /// CURVE (docs/cluster.md, Security): this worker's secret key and the control node's public
   /// key, both files; "" (both): no CURVE.

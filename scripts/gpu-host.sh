@@ -62,6 +62,8 @@ if want build; then
   grep -E "troupe: (KServe gRPC|serving|CUDA)" "$OUT/configure.log"
   cmake --build build-gpu -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} >"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
   echo "built in $(( $(date +%s) - start )) s"
+  # The device tool brings back at most 8 files: the build's logs travel as one archive.
+  (cd "$OUT" && tar czf build-logs.tgz configure.log build.log && rm -f configure.log build.log)
 fi
 
 if want test; then
@@ -167,4 +169,6 @@ if want cluster; then
       --duration 3 --warmup 1 --batch1-duration 4 --time-budget-s 170 --no-executor ${CLUSTER_ARGS:-} 2>&1 |
       tee "$OUT/cluster-$mode.log" | tail -25
   done
+  # Each log holds its run's Markdown report: the .md files stay here (at most 8 files come back).
+  rm -f "$OUT"/serving-gpu*.md
 fi
