@@ -161,13 +161,15 @@ if want cluster; then
   # OUT/serving-gpu.{md,json} and OUT/serving-gpu-cluster-lcN.{md,json}.
   echo "== cluster (control + worker node vs one node, ResNet-50)"
   # CLUSTER_LINKS: the node_link_connections values the cluster runs with (default "1 4"): one
-  # connection per remote worker, then four (data lanes; cluster/worker_lanes.hpp).
+  # connection per remote worker, then four (data lanes; cluster/worker_lanes.hpp); N:B also sets
+  # max_batches_per_replica to B (e.g. "4 4:3").
   for mode in off ${CLUSTER_LINKS:-1 4}; do
-    if [ "$mode" = off ]; then flags=(--cluster off); else flags=(--cluster on --link-connections "$mode"); fi
+    if [ "$mode" = off ]; then flags=(--cluster off); else flags=(--cluster on --link-connections "${mode%%:*}"); fi
+    [ "$mode" != "${mode#*:}" ] && flags+=(--batches-per-replica "${mode#*:}")
     PYTHONUNBUFFERED=1 timeout "${CLUSTER_TIMEOUT_S:-240}" python3 bench/serving/gpu_run.py \
       --troupe build-gpu/troupe --out "$OUT" "${flags[@]}" --concurrency 1,16,64,128,192,256 \
       --duration 3 --warmup 1 --batch1-duration 4 --time-budget-s 170 --no-executor ${CLUSTER_ARGS:-} 2>&1 |
-      tee "$OUT/cluster-$mode.log" | tail -25
+      tee "$OUT/cluster-${mode/:/-b}.log" | tail -25
   done
   # Each log holds its run's Markdown report: the .md files stay here (at most 8 files come back).
   rm -f "$OUT"/serving-gpu*.md

@@ -456,6 +456,7 @@ node_config parse_node_node(const YAML::Node& root) {
               "node_heartbeat_interval_ms",
               "node_heartbeat_timeout_ms",
               "node_link_connections",
+              "max_batches_per_replica",
               "curve_secret_key_file",
               "curve_server_key_file",
               "curve_authorized_keys_file"});
@@ -567,6 +568,9 @@ node_config parse_node_node(const YAML::Node& root) {
   if (root["node_heartbeat_timeout_ms"])
     c.node_heartbeat_timeout = std::chrono::milliseconds(
         get_int(root["node_heartbeat_timeout_ms"], "node_heartbeat_timeout_ms", 10, 3'600'000));
+  if (root["max_batches_per_replica"])
+    c.max_batches_per_replica = static_cast<uint32_t>(
+        get_int(root["max_batches_per_replica"], "max_batches_per_replica", 1, 8));
   if (root["node_link_connections"])
     c.node_link_connections = static_cast<uint32_t>(
         get_int(root["node_link_connections"], "node_link_connections", 1, 64));

@@ -552,6 +552,9 @@ def main():
     ap.add_argument("--link-connections", type=int, default=None,
                     help="--cluster on: node.yaml node_link_connections (connections per remote worker; "
                          "default: the node's own); the result files' names then end in -lcN")
+    ap.add_argument("--batches-per-replica", type=int, default=None,
+                    help="node.yaml max_batches_per_replica (default: the node's own, 2); the result "
+                         "files' names then end in -bN")
     ap.add_argument("--actor-threads", type=int, default=2)
     ap.add_argument("--idle-spin-us", type=int, default=None,
                     help="node.yaml idle_spin_us (default: the node's own, 500 on >= 8 hardware threads)")
@@ -584,6 +587,8 @@ def main():
     tag = ("cpu" if args.cpu else "gpu") + ("-cluster" if args.cluster == "on" else "")
     if args.cluster == "on" and args.link_connections:
         tag += f"-lc{args.link_connections}"
+    if args.batches_per_replica:
+        tag += f"-b{args.batches_per_replica}"
     tmp = tempfile.mkdtemp(prefix="troupe-serving-")
     notes = []
     try:
@@ -633,6 +638,8 @@ def run(args, tmp, notes, tag):
                 f"worker_processes: {args.worker_processes}\n")
         if args.idle_spin_us is not None:
             f.write(f"idle_spin_us: {args.idle_spin_us}\n")
+        if args.batches_per_replica:
+            f.write(f"max_batches_per_replica: {args.batches_per_replica}\n")
         if args.cluster == "on" and args.link_connections:
             f.write(f"node_link_connections: {args.link_connections}\n")
 
@@ -770,7 +777,8 @@ def result_of(args, model_name, calibrated, dtype, one, chw, config_text, sweep,
         "config_yaml": config_text,
         "args": {k: getattr(args, k) for k in ("concurrency", "connections", "duration", "warmup", "batch1_duration",
                                                "max_batch", "preferred", "queue_delay_us", "instances",
-                                               "actor_threads", "input_dtype", "link_connections")},
+                                               "actor_threads", "input_dtype", "link_connections",
+                                               "batches_per_replica")},
         "targets": {"p99_ms": args.p99_limit_ms, "throughput_ratio": 0.90, "batch1_overhead_us": 150},
         "sweep": sweep, "executor": executor_runs, "operating_point": op, "batch1": batch1,
         "notes": notes, "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),

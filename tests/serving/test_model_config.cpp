@@ -589,7 +589,7 @@ TEST(node_config, cluster_keys_parse_and_are_checked) {
       "role: worker\njoin: [tcp://a:5600, tcp://b:5600]\njoin_dns: control:5600\n"
       "node_name: gpu-7\nmodel_cache_dir: /var/cache/troupe\nnode_heartbeat_interval_ms: 200\n"
       "node_heartbeat_timeout_ms: 900\ncurve_secret_key_file: w.key\ncurve_server_key_file: c.pub\n"
-      "node_link_connections: 8\n",
+      "node_link_connections: 8\nmax_batches_per_replica: 3\n",
       "node.yaml");
   ASSERT_TRUE(n.has_value()) << n.error().to_string();
   EXPECT_EQ(n->role, node_role::worker);
@@ -602,6 +602,7 @@ TEST(node_config, cluster_keys_parse_and_are_checked) {
   EXPECT_EQ(n->curve_secret_key_file, "w.key");
   EXPECT_EQ(n->curve_server_key_file, "c.pub");
   EXPECT_EQ(n->node_link_connections, 8u);
+  EXPECT_EQ(n->max_batches_per_replica, 3u);
 
   auto one = parse_node_config("role: control\nworkers_listen: tcp://*:5700\njoin: tcp://x:1\n", "n");
   ASSERT_TRUE(one.has_value()) << one.error().to_string();
@@ -615,11 +616,13 @@ TEST(node_config, cluster_keys_parse_and_are_checked) {
   EXPECT_FALSE(defaults->workers_listen.has_value());
   EXPECT_EQ(defaults->node_heartbeat_timeout, std::chrono::milliseconds(3000));
   EXPECT_EQ(defaults->node_link_connections, 4u);
+  EXPECT_EQ(defaults->max_batches_per_replica, 2u);
 
   for (const char* bad :
        {"role: leader\n", "node_heartbeat_interval_ms: 1000\nnode_heartbeat_timeout_ms: 500\n",
         "node_heartbeat_interval_ms: 1\n", "join: {a: 1}\n", "node_link_connections: 0\n",
-        "node_link_connections: 65\n"}) {
+        "node_link_connections: 65\n", "max_batches_per_replica: 0\n",
+        "max_batches_per_replica: 9\n"}) {
     auto r = parse_node_config(bad, "node.yaml");
     ASSERT_FALSE(r.has_value()) << bad;
     EXPECT_EQ(r.error().code(), error_code::invalid_argument) << bad;
