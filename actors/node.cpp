@@ -50,7 +50,8 @@ node_handles spawn_node(caf::actor_system& sys, const node_spawn_options& o) {
   mo.workers = h.workers;
   mo.worker_kinds = std::move(kinds);
   mo.warmup_runs = o.config.warmup_runs;
-  mo.max_batches_per_replica = static_cast<int>(o.config.max_batches_per_replica);
+  mo.max_batches_per_replica =
+      static_cast<int>(o.config.max_batches_per_replica.value_or(o.cluster_control ? 3 : 2));
   mo.control_mode = o.config.control_mode;
   mo.load_models = o.config.load_models;
   mo.repository_poll = o.config.repository_poll;

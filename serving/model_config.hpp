@@ -173,10 +173,11 @@ struct node_config {
   /// (500 with 8 or more hardware threads, else 0: block at once). docs/serving.md says why.
   std::optional<uint32_t> idle_spin_us;
   int compute_threads = 0;       // OpenMP threads per worker; 0: OpenMP's default
-  /// Batches each replica holds at once (batcher_options::max_batches_per_replica): 2, the next
-  /// one staged while one runs; more lets several be on their way to a replica whose batches take
-  /// time to arrive (a worker node's, over the network).
-  uint32_t max_batches_per_replica = 2;
+  /// Batches each replica holds at once (batcher_options::max_batches_per_replica). Unset: 2 (the
+  /// next one staged while one runs), 3 on a node that takes workers from worker nodes (a batch
+  /// takes time to cross the network to them: one more on its way keeps their GPUs busy;
+  /// bench/results/cluster.md).
+  std::optional<uint32_t> max_batches_per_replica;
   uint32_t max_inflight = 4096;  // requests held at once; beyond it the frontend answers OVERLOADED
   /// ZeroMQ door: requests of one connection running or with replies the client has not read;
   /// beyond it that connection's requests are answered OVERLOADED (cluster/connection_budget.hpp).
