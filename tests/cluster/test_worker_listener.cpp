@@ -182,6 +182,21 @@ class worker_listener_test : public ::testing::Test {
   }
 
   size_t lane_min_run_bytes_ = size_t{256} << 10;
+  /// Joins from `w` with `h`, binds the channel as a proxy of index 0 over `arena` would, and
+  /// waits for the proxy's hello: the channel is bound from then on.
+  void join_bound(zmq::socket_t& w, const worker_hello& h,
+                  std::shared_ptr<shared_arena> arena = nullptr) {
+    join_from(w, h);
+    bind(0, std::move(arena));
+    ASSERT_TRUE(wait_for([&] { return !messages_.empty(); })) << "the channel was never bound";
+  }
+
+  static std::shared_ptr<shared_arena> arena_of(size_t bytes) {
+    auto made = shared_arena::create(bytes, "troupe-test-listener");
+    EXPECT_TRUE(made.has_value()) << made.error().to_string();
+    return made ? *made : nullptr;
+  }
+
   zmq::context_t context_{1};
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -333,13 +348,10 @@ TEST_F(worker_listener_test, a_bound_channel_first_hears_a_hello_naming_the_prox
 
 TEST_F(worker_listener_test, a_run_travels_as_frames_and_its_outputs_land_in_the_arena) {
   start();
-  auto made = shared_arena::create(1 << 16, "troupe-test-listener");
-  ASSERT_TRUE(made.has_value()) << made.error().to_string();
-  std::shared_ptr<shared_arena> arena = *made;
+  std::shared_ptr<shared_arena> arena = arena_of(1 << 16);
+  ASSERT_NE(arena, nullptr);
   zmq::socket_t w = dealer();
-  join_from(w, hello_of("n1", "cpu", 1));
-  bind(0, arena);
-  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); }));
+  join_bound(w, hello_of("n1", "cpu", 1), arena);
 
   auto in = arena->allocate(100);
   auto out = arena->allocate(64);
@@ -640,13 +652,10 @@ std::optional<arrival> receive_either(zmq::socket_t& a, zmq::socket_t& b) {
 TEST_F(worker_listener_test, a_large_run_is_striped_over_the_first_connection_and_its_lanes) {
   lane_min_run_bytes_ = 1000;
   start();
-  auto made = shared_arena::create(1 << 20, "troupe-test-listener");
-  ASSERT_TRUE(made.has_value()) << made.error().to_string();
-  std::shared_ptr<shared_arena> arena = *made;
+  std::shared_ptr<shared_arena> arena = arena_of(1 << 20);
+  ASSERT_NE(arena, nullptr);
   zmq::socket_t w = dealer();
-  join_from(w, hello_of("n1", "cuda:0", 5));
-  bind(0, arena);
-  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); }));
+  join_bound(w, hello_of("n1", "cuda:0", 5), arena);
   zmq::socket_t lane = dealer();
   send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
 
@@ -730,9 +739,7 @@ TEST_F(worker_listener_test, a_lane_of_a_worker_not_known_gets_a_bye) {
 TEST_F(worker_listener_test, a_silent_data_lane_ends_its_worker) {
   start(20ms, 300ms);
   zmq::socket_t w = dealer();
-  join_from(w, hello_of("n1", "cuda:0", 5));
-  bind(0);
-  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); })) << "the channel was never bound";
+  join_bound(w, hello_of("n1", "cuda:0", 5));
   zmq::socket_t lane = dealer();
   send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
   // The first connection beats on; the lane says nothing after its hello.
@@ -749,9 +756,7 @@ TEST_F(worker_listener_test, a_silent_data_lane_ends_its_worker) {
 TEST_F(worker_listener_test, a_lane_that_says_more_than_heartbeats_breaks_the_protocol) {
   start();
   zmq::socket_t w = dealer();
-  join_from(w, hello_of("n1", "cuda:0", 5));
-  bind(0);
-  ASSERT_TRUE(wait_for([&] { return !messages_.empty(); })) << "the channel was never bound";
+  join_bound(w, hello_of("n1", "cuda:0", 5));
   zmq::socket_t lane = dealer();
   send(lane, hello_of("n1", "cuda:0", 5, 4242, 1));
   worker_loaded l;
