@@ -66,6 +66,10 @@ struct version_record {
   /// reload onto its replacement is in flight, or failed). The worker's next replacement loads
   /// them again, so a replacement that fails during its reloads does not lose them for good.
   std::map<uint32_t, uint32_t> missing;
+  /// By worker index (a joined worker's), a version without `scaling:`: the replicas of its
+  /// instance_count the worker had no room for when it joined; placed there once room shows
+  /// (place_unplaced), forgotten when the worker is lost (its rejoin counts afresh).
+  std::map<uint32_t, uint32_t> unplaced;
   // Scaling (versions of a model with a `scaling:` block; see scale_version below).
   uint32_t wanted = 0;                // the replica count asked for (at load: min_replicas, >= 1)
   std::vector<uint32_t> starting_on;  // worker index of each replica load in flight for scaling
@@ -431,8 +435,10 @@ uint32_t replicas_on(const manager_state& st, uint32_t w, const version_record* 
 }
 
 /// What a joined worker can still hold, the smaller of two bounds: what it advertised when it
-/// joined less the replicas placed on it since (each the largest pool its version's replicas
-/// reported; a worker's replicas all came after its join: they leave with it), and what its
+/// joined (raised when a report shows more free than that less this node's replicas there: memory
+/// another process held came back) less the replicas placed on it since (each the largest pool
+/// its version's replicas reported; a worker's replicas all came after its join: they leave with
+/// it), and what its
 /// heartbeats reported last less the loads in flight there (which the report may not show yet;
 /// the report shows what other processes took). Unknown for the node's own workers.
 std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
@@ -1144,6 +1150,7 @@ void reload_replicas(self_ptr self, uint32_t index, worker_actor fresh) {
 // next tick (they no longer count).
 
 void lose_worker(self_ptr self, uint32_t index);
+uint64_t generation_of(const manager_state& st, uint32_t w);
 
 void join_worker(self_ptr self, uint32_t index, worker_actor w, worker_kind kind) {
   auto& st = self->state;
@@ -1186,6 +1193,10 @@ void join_worker(self_ptr self, uint32_t index, worker_actor w, worker_kind kind
                        {"error", "the worker has no room for more"}});
         }
         v->missing[index] = static_cast<uint32_t>(n);
+        if (n < m.config.instance_count)
+          v->unplaced[index] = static_cast<uint32_t>(m.config.instance_count - n);
+        else
+          v->unplaced.erase(index);
       } else if (v->awaiting_workers && v->missing.empty()) {
         v->wanted = std::max<uint32_t>(m.config.scaling->min_replicas, 1);
         v->missing[index] = v->wanted;
@@ -1213,9 +1224,62 @@ void lose_worker(self_ptr self, uint32_t index) {
       show_replicas(*v);
       if (!m.config.scaling) v->missing[index] = m.config.instance_count;
     }
+    for (auto& v : m.versions) v->unplaced.erase(index);
   }
   log_event(log_level::warn, "worker lost",
             {{"worker", index}, {"replicas", static_cast<int64_t>(lost_replicas)}});
+}
+
+/// Places on joined worker `w` the replicas of versions without `scaling:` it had no room for
+/// when it joined, as far as its room holds them now (its heartbeats reported memory freed: this
+/// node unloaded something there, or another process did). A load that fails leaves the replica
+/// unplaced for the next report.
+void place_unplaced(self_ptr self, uint32_t w) {
+  auto& st = self->state;
+  if (!live(st, w)) return;
+  for (auto& [name, m] : st.models) {
+    if (m.unloaded || m.config.scaling) continue;
+    for (const version_ptr& v : m.versions) {
+      auto it = v->unplaced.find(w);
+      if (it == v->unplaced.end() || it->second == 0 || !v->batcher || v->replica_bytes == 0)
+        continue;
+      const std::optional<uint64_t> room = memory_free_on(st, w);
+      if (!room) continue;
+      const auto n =
+          static_cast<uint32_t>(std::min<uint64_t>(it->second, *room / v->replica_bytes));
+      it->second -= n;
+      for (uint32_t i = 0; i < n; ++i) {
+        v->starting_on.push_back(w);  // counted in the worker's room until it answers
+        const uint64_t generation = generation_of(st, w);
+        const auto started = std::chrono::steady_clock::now();
+        const std::string model = name;
+        auto done_starting = [v, w] {
+          auto s = std::find(v->starting_on.begin(), v->starting_on.end(), w);
+          if (s != v->starting_on.end()) v->starting_on.erase(s);
+        };
+        self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
+            .then(
+                [=](replica_info& info) {
+                  auto& st = self->state;
+                  done_starting();
+                  log_load(model, v->version, w, started, status::ok(), info.id, false);
+                  if (generation_of(st, w) != generation) return;  // its worker failed: gone too
+                  if (!v->batcher) {                               // retired meanwhile: not needed
+                    self->send(st.options.workers[w], unload_atom::value, info.id);
+                    return;
+                  }
+                  adopt_replica(self, *v, w, info);
+                },
+                [=](caf::error& err) {
+                  auto& st = self->state;
+                  done_starting();
+                  log_load(model, v->version, w, started, from_caf_error(self->system(), err), 0,
+                           false);
+                  if (generation_of(st, w) == generation) ++v->unplaced[w];
+                });
+      }
+    }
+  }
 }
 
 // ---- scaling: the scaler's replica counts carried out (docs/scaling.md) ---------------------------
@@ -1498,7 +1562,17 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
       },
       [=](memory_atom, uint32_t index, uint64_t free_bytes) {
         auto it = self->state.joined.find(index);
-        if (it != self->state.joined.end()) it->second.memory_reported_free_bytes = free_bytes;
+        if (it == self->state.joined.end()) return;
+        it->second.memory_reported_free_bytes = free_bytes;
+        // More free than what it advertised at its join less this node's replicas there: memory
+        // another process held is back, and the first bound of memory_free_on rises with it.
+        uint64_t placed = 0;
+        for (const auto& [name, m] : self->state.models)
+          for (const auto& v : m.versions)
+            placed += uint64_t{replicas_on(self->state, index, v.get())} * v->replica_bytes;
+        auto& advertised = it->second.joined.memory_free_bytes;
+        advertised = std::max<uint64_t>(advertised, free_bytes + placed);
+        place_unplaced(self, index);
       },
       [=](joined_atom, uint32_t index, worker_actor w, joined_worker& where) {
         self->state.joined[index] = {where, 0};

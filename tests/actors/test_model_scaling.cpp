@@ -234,6 +234,15 @@ TEST_F(model_scaling_test, joined_workers_get_replicas_by_node_and_by_the_memory
   auto j = job(60);
   submit(j->job);
   expect_mlp(j->job, *j);
+
+  // `small` reports its memory freed (another process let go of it): plain's two replicas it had
+  // no room for when it joined are placed there now; mlp's count is the scaler's, untouched.
+  report(3, uint64_t{64} << 30);
+  EXPECT_EQ(replicas("plain"), 10) << "instance_count 2 on small too, once it has room";
+  EXPECT_GT(pool_bytes(3), 0);
+  EXPECT_EQ(replicas(), 6);
+  report(3, uint64_t{64} << 30);  // the same again: nothing more to place
+  EXPECT_EQ(replicas("plain"), 10);
 }
 
 TEST_F(model_scaling_test, an_idle_version_goes_to_zero_and_a_request_brings_it_back) {
