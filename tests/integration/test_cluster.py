@@ -545,3 +545,54 @@ def test_a_model_with_external_data_reaches_the_workers_with_its_data_files(tmp_
     finally:
         assert worker.terminate() == 0
         assert control.terminate() == 0
+
+
+def test_large_requests_are_striped_over_the_workers_connections_with_curve(tmp_path):
+    """Runs of 256 KiB or more cross in slices, one per connection of the worker (its first and
+    its data lanes, node_link_connections 4), put together by the worker in whatever order they
+    come: a model with wide rows (160 KB each) answers like ONNX Runtime for every batch size,
+    with CURVE on (each lane passes the same handshake), and each worker process runs a thread per
+    data lane."""
+    root = str(tmp_path)
+    models, node_yaml = build(root)
+    wide = 40000  # float32: 160,000 bytes a row; 2 rows and more are striped
+    make_mlp(os.path.join(models, "wide", "1", "model.onnx"), seed=65, din=wide, dh=4, dout=3)
+    write(os.path.join(models, "wide", "config.yaml"), "max_batch_size: 8\n")
+    base = open(node_yaml).read() + "node_link_connections: 4\n"
+    control_key, control_pub = keygen(root, "control")
+    worker_key, worker_pub = keygen(root, "worker")
+    authorized = os.path.join(root, "workers.keys")
+    write(authorized, open(worker_pub).read().strip() + " worker\n")
+    write(os.path.join(root, "control.yaml"),
+          base + f"curve_secret_key_file: {control_key}\ncurve_authorized_keys_file: {authorized}\n")
+    write(os.path.join(root, "worker.yaml"),
+          base + f"curve_secret_key_file: {worker_key}\ncurve_server_key_file: {control_pub}\n")
+    join = f"tcp://127.0.0.1:{free_port()}"
+    control = Server(models, os.path.join(root, "control.yaml"), os.path.join(root, "control.log"),
+                     extra_args=("--role", "control", "--workers-listen", join))
+    worker = WorkerNode(root, os.path.join(root, "worker.yaml"), "w0", join)
+    try:
+        wait_for(lambda: metric_value(control.metrics(), "troupe_replicas", model="wide", version="1") == 1,
+                 60, "the wide model's replica on the worker")
+        rng = np.random.default_rng(15)
+        with Client(control.endpoint, timeout=30) as client:
+            for rows in (1, 2, 5, 8, 3):
+                x = rng.standard_normal((rows, wide)).astype(np.float32)
+                np.testing.assert_allclose(client.infer("wide", {"x": x})["y"],
+                                           reference(models, "wide", 1, {"x": x})["y"], rtol=1e-3, atol=1e-3,
+                                           err_msg=f"{rows} rows")
+            # Several at once: slices of different runs interleave on the connections.
+            inputs = [rng.standard_normal((4, wide)).astype(np.float32) for _ in range(12)]
+            futures = [client.submit("wide", {"x": x}) for x in inputs]
+            for x, f in zip(inputs, futures):
+                np.testing.assert_allclose(f.result().outputs["y"], reference(models, "wide", 1, {"x": x})["y"],
+                                           rtol=1e-3, atol=1e-3)
+        names = []
+        for pid in worker.worker_pids():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+        assert sum(n.startswith("data-lane-") for n in names) == 3 * len(worker.worker_pids()), names
+    finally:
+        assert worker.terminate() == 0
+        assert control.terminate() == 0
