@@ -123,29 +123,34 @@ remote_run_staging::step remote_run_staging::finish(uint64_t batch, assembly& a)
 
 remote_run_staging::step remote_run_staging::stage(worker_run r,
                                                    const std::vector<zmq::message_t>& frames) {
-  if (r.output_bytes == 0)
-    return invalid_argument("run outputs: a worker over tcp needs the output block's size");
-  if (r.outputs.where != data_ref::kind::none)
-    return invalid_argument("run outputs: a worker over tcp allocates its outputs");
-  if (r.inputs.size() > max_run_inputs) return invalid_argument("a run of too many inputs");
-  for (const data_ref& in : r.inputs) {
-    if (in.where != data_ref::kind::frame && in.where != data_ref::kind::parts)
-      return invalid_argument("run input: a worker over tcp takes its inputs as frames or slices");
-    if (in.where == data_ref::kind::frame && in.frame >= frames.size())
-      return invalid_argument("run input: frame " + std::to_string(in.frame) + " was not sent (" +
-                              std::to_string(frames.size()) + " were)");
-  }
   std::unique_lock<std::mutex> lock(mutex_);
   // A second copy of a run (the link duplicated it): dropped, the first one's regions stay.
   if (seen(r.batch)) return std::optional<worker_run>();
   assembly& a = assembling_[r.batch];
   if (a.run) return std::optional<worker_run>();
+  // A run that cannot be staged fails once all of it came (slices may be in flight to it, and
+  // are then dropped as they come): without slices, at once.
+  auto fail = [&a](status why) {
+    if (a.failed.is_ok()) a.failed = std::move(why);
+  };
+  if (r.output_bytes == 0)
+    fail(invalid_argument("run outputs: a worker over tcp needs the output block's size"));
+  if (r.outputs.where != data_ref::kind::none)
+    fail(invalid_argument("run outputs: a worker over tcp allocates its outputs"));
+  if (r.inputs.size() > max_run_inputs) fail(invalid_argument("a run of too many inputs"));
+  for (const data_ref& in : r.inputs) {
+    if (in.where != data_ref::kind::frame && in.where != data_ref::kind::parts)
+      fail(invalid_argument("run input: a worker over tcp takes its inputs as frames or slices"));
+    else if (in.where == data_ref::kind::frame && in.frame >= frames.size())
+      fail(invalid_argument("run input: frame " + std::to_string(in.frame) + " was not sent (" +
+                            std::to_string(frames.size()) + " were)"));
+  }
   if (a.parts != 0 && a.parts != r.parts)
-    a.failed = invalid_argument("run of " + std::to_string(r.parts) + " slices, " +
-                                std::to_string(a.parts) + " said a slice");
-  a.parts = r.parts;
+    fail(invalid_argument("run of " + std::to_string(r.parts) + " slices, " +
+                          std::to_string(a.parts) + " said a slice"));
+  if (a.parts == 0) a.parts = r.parts;
   std::vector<std::pair<std::byte*, const zmq::message_t*>> copies;
-  for (uint32_t i = 0; i < r.inputs.size(); ++i) {
+  for (uint32_t i = 0; a.failed.is_ok() && i < r.inputs.size(); ++i) {
     const data_ref& in = r.inputs[i];
     if (in.where == data_ref::kind::parts) {
       (void)input_region(a, i, in.region.bytes);
@@ -153,9 +158,7 @@ remote_run_staging::step remote_run_staging::stage(worker_run r,
     }
     const zmq::message_t& f = frames[in.frame];
     if (a.inputs.size() > i && a.inputs[i].bytes > 0) {
-      if (a.failed.is_ok())
-        a.failed =
-            invalid_argument("run input " + std::to_string(i) + " came as a frame and slices");
+      fail(invalid_argument("run input " + std::to_string(i) + " came as a frame and slices"));
       continue;
     }
     std::byte* to = input_region(a, i, std::max<size_t>(f.size(), 1));
@@ -169,20 +172,20 @@ remote_run_staging::step remote_run_staging::stage(worker_run r,
     if (out)
       a.outputs = *out;
     else
-      a.failed = status(error_code::out_of_memory,
-                        "the worker's staging memory is full: " + out.error().message());
+      fail(status(error_code::out_of_memory,
+                  "the worker's staging memory is full: " + out.error().message()));
   }
   const uint64_t batch = r.batch;
   a.run = std::move(r);
-  // The frames are copied outside the lock; the run cannot complete meanwhile: this thread
-  // counts the envelope in only after.
+  // The frames are copied outside the lock; the run cannot complete meanwhile: it needs its
+  // envelope counted in, which this thread does only after.
   lock.unlock();
   for (const auto& [to, f] : copies) std::memcpy(to, f->data(), f->size());
   lock.lock();
-  auto it = assembling_.find(batch);
-  if (it == assembling_.end() || it->second.parts_in < it->second.parts)
-    return std::optional<worker_run>();
-  return finish(batch, it->second);
+  assembly& b = assembling_.at(batch);  // only this thread's count can complete it
+  b.envelope_in = true;
+  if (b.parts_in < b.parts) return std::optional<worker_run>();
+  return finish(batch, b);
 }
 
 remote_run_staging::step remote_run_staging::add_part(const worker_run_part& p,
@@ -221,7 +224,7 @@ remote_run_staging::step remote_run_staging::add_part(const worker_run_part& p,
   if (it == assembling_.end()) return std::optional<worker_run>();
   assembly& b = it->second;
   ++b.parts_in;
-  if (!b.run || b.parts_in < b.parts) return std::optional<worker_run>();
+  if (!b.envelope_in || b.parts_in < b.parts) return std::optional<worker_run>();
   return finish(p.batch, b);
 }
 

@@ -72,6 +72,7 @@ class remote_run_staging {
   /// A run whose envelope or slices are still coming (stage and add_part on several threads).
   struct assembly {
     std::optional<actors::worker_run> run;    // its envelope, once it came
+    bool envelope_in = false;  // its envelope's frames copied in (after `run` is set)
     std::vector<serving::shm_region> inputs;  // by input index; bytes 0: not allocated yet
     std::vector<uint64_t> received;           // bytes of each input's slices copied in
     serving::shm_region outputs;

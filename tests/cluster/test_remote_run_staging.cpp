@@ -368,7 +368,12 @@ TEST_F(remote_run_staging_test, a_striped_run_is_staged_once_its_envelope_and_ev
     ASSERT_TRUE(step.has_value()) << step.error().to_string();
     EXPECT_FALSE(step->has_value());
   }
-  auto envelope = staging.stage(sliced_run(21, {a.size(), b.size()}, 5, 512), {});
+  // A small third input comes whole, as a frame of the envelope.
+  worker_run run = sliced_run(21, {a.size(), b.size()}, 5, 512);
+  run.inputs.push_back(data_ref{data_ref::kind::frame, {}, 0});
+  std::vector<zmq::message_t> small;
+  small.push_back(frame_of(pattern(40, 9)));
+  auto envelope = staging.stage(run, small);
   ASSERT_TRUE(envelope.has_value()) << envelope.error().to_string();
   EXPECT_FALSE(envelope->has_value()) << "slices are still to come";
   for (auto* s : {&sa[0], &sb[1]}) {
@@ -383,10 +388,11 @@ TEST_F(remote_run_staging_test, a_striped_run_is_staged_once_its_envelope_and_ev
   const worker_run& r = **last;
   EXPECT_EQ(r.batch, 21u);
   EXPECT_EQ(r.parts, 0u);
-  ASSERT_EQ(r.inputs.size(), 2u);
+  ASSERT_EQ(r.inputs.size(), 3u);
   ASSERT_EQ(r.inputs[0].where, data_ref::kind::shm);
   EXPECT_EQ(bytes_at(*arena_, r.inputs[0].region), a);
   EXPECT_EQ(bytes_at(*arena_, r.inputs[1].region), b);
+  EXPECT_EQ(bytes_at(*arena_, r.inputs[2].region), pattern(40, 9));
   EXPECT_EQ(r.outputs.where, data_ref::kind::shm);
   EXPECT_EQ(r.outputs.region.bytes, 512u);
   EXPECT_EQ(staging.assembling(), 0u);
@@ -447,11 +453,24 @@ TEST_F(remote_run_staging_test, a_striped_run_that_fails_answers_once_complete_a
   auto wrong_count = staging.stage(sliced_run(5, {b.size()}, 3, 64), {});
   ASSERT_TRUE(wrong_count.has_value());
   EXPECT_FALSE(wrong_count->has_value());
-  // The third slice the envelope promised is a repeat of the first: not every byte came.
-  ASSERT_TRUE(staging.add_part(two[1].first, two[1].second).has_value());
-  auto repeat = staging.add_part(two[0].first, two[0].second);
-  ASSERT_FALSE(repeat.has_value());
-  EXPECT_EQ(repeat.error().code(), error_code::invalid_argument) << repeat.error().to_string();
+  // The first word counts (two slices): the second completes the run, which failed.
+  auto second = staging.add_part(two[1].first, two[1].second);
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(second.error().code(), error_code::invalid_argument) << second.error().to_string();
+  EXPECT_EQ(arena_->used_bytes(), baseline_);
+  auto late = staging.add_part(two[0].first, two[0].second);  // the third the envelope said
+  ASSERT_TRUE(late.has_value());
+  EXPECT_FALSE(late->has_value()) << "dropped: the run was answered";
+
+  // Slices whose bytes do not cover their input: one slice counted twice.
+  auto three = slices_of(7, 0, b, 2, 3);
+  ASSERT_TRUE(staging.stage(sliced_run(7, {b.size()}, 3, 64), {}).has_value());
+  ASSERT_TRUE(staging.add_part(three[0].first, three[0].second).has_value());
+  ASSERT_TRUE(staging.add_part(three[0].first, three[0].second).has_value());
+  auto short_of_bytes = staging.add_part(three[1].first, three[1].second);
+  ASSERT_FALSE(short_of_bytes.has_value());
+  EXPECT_EQ(short_of_bytes.error().code(), error_code::invalid_argument)
+      << short_of_bytes.error().to_string();
   EXPECT_EQ(arena_->used_bytes(), baseline_);
 
   worker_run_part beyond = two[1].first;
