@@ -160,6 +160,9 @@ struct worker_heartbeat {
 };
 
 /// A peer lets go on purpose (docs/cluster.md).
+/// The most slices a striped run may come in (a peer's larger count is refused).
+inline constexpr uint32_t max_run_parts = 4096;
+
 /// Over tcp, a slice of a run's input (proto/worker.proto RunPart; docs/cluster.md, striping):
 /// bytes [offset, offset + the frame's size) of input `input` (of `input_bytes`) of run `batch`,
 /// which comes in `parts` slices.

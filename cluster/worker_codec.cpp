@@ -21,8 +21,6 @@ constexpr int64_t max_dim = int64_t{1} << 40;
 /// More data files than any model has: a load naming more is refused.
 constexpr int max_data_files = 100000;
 constexpr uint64_t max_tensor_bytes = uint64_t{1} << 50;
-/// More slices than a run is ever cut into (a few per connection and input): more is refused.
-constexpr uint32_t max_run_parts = 4096;
 
 // ---- encoding ----------------------------------------------------------------------------------
 

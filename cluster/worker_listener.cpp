@@ -319,7 +319,9 @@ void worker_listener::shared::send_to(peer& p, worker_message m) {
     // Striping: a large run's inputs are cut into a slice per connection (the first and the
     // data lanes), sent side by side; the worker's threads copy them in side by side.
     const uint64_t connections = p.lanes.size() + 1;
-    const bool stripe = connections > 1 && run_bytes >= options.lane_min_run_bytes;
+    // (A run of so many inputs that its slices would pass the protocol's bound goes whole.)
+    const bool stripe = connections > 1 && run_bytes >= options.lane_min_run_bytes &&
+                        r->inputs.size() * connections <= max_run_parts;
     for (uint32_t i = 0; i < r->inputs.size(); ++i) {
       data_ref& in = r->inputs[i];
       if (in.where != data_ref::kind::shm) continue;
