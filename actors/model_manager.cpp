@@ -1230,6 +1230,42 @@ void lose_worker(self_ptr self, uint32_t index) {
             {{"worker", index}, {"replicas", static_cast<int64_t>(lost_replicas)}});
 }
 
+/// Loads one more replica of `v` on worker `w`, counted in `starting_on` (so in the worker's room)
+/// until it answers: adopted when it arrives if `keep(*v)` still holds, else unloaded again (gone
+/// with its worker if that failed meanwhile). A load that fails calls `failed` with whether its
+/// worker is still the one asked.
+void load_replica_on(self_ptr self, const model_record& m, const version_ptr& v, uint32_t w,
+                     std::function<bool(const version_record&)> keep,
+                     std::function<void(bool same_worker)> failed) {
+  auto& st = self->state;
+  v->starting_on.push_back(w);
+  const uint64_t generation = generation_of(st, w);
+  const auto started = std::chrono::steady_clock::now();
+  const std::string model = m.name;
+  auto done_starting = [v, w] {
+    auto it = std::find(v->starting_on.begin(), v->starting_on.end(), w);
+    if (it != v->starting_on.end()) v->starting_on.erase(it);
+  };
+  self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
+      .then(
+          [=](replica_info& info) {
+            auto& st = self->state;
+            done_starting();
+            log_load(model, v->version, w, started, status::ok(), info.id, false);
+            if (generation_of(st, w) != generation) return;  // its worker failed: gone with it
+            if (!keep(*v)) {
+              self->send(st.options.workers[w], unload_atom::value, info.id);
+              return;
+            }
+            adopt_replica(self, *v, w, info);
+          },
+          [=](caf::error& err) {
+            done_starting();
+            log_load(model, v->version, w, started, from_caf_error(self->system(), err), 0, false);
+            failed(generation_of(self->state, w) == generation);
+          });
+}
+
 /// Places on joined worker `w` the replicas of versions without `scaling:` it had no room for
 /// when it joined, as far as its room holds them now (its heartbeats reported memory freed: this
 /// node unloaded something there, or another process did). A load that fails leaves the replica
@@ -1248,36 +1284,12 @@ void place_unplaced(self_ptr self, uint32_t w) {
       const auto n =
           static_cast<uint32_t>(std::min<uint64_t>(it->second, *room / v->replica_bytes));
       it->second -= n;
-      for (uint32_t i = 0; i < n; ++i) {
-        v->starting_on.push_back(w);  // counted in the worker's room until it answers
-        const uint64_t generation = generation_of(st, w);
-        const auto started = std::chrono::steady_clock::now();
-        const std::string model = name;
-        auto done_starting = [v, w] {
-          auto s = std::find(v->starting_on.begin(), v->starting_on.end(), w);
-          if (s != v->starting_on.end()) v->starting_on.erase(s);
-        };
-        self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
-            .then(
-                [=](replica_info& info) {
-                  auto& st = self->state;
-                  done_starting();
-                  log_load(model, v->version, w, started, status::ok(), info.id, false);
-                  if (generation_of(st, w) != generation) return;  // its worker failed: gone too
-                  if (!v->batcher) {                               // retired meanwhile: not needed
-                    self->send(st.options.workers[w], unload_atom::value, info.id);
-                    return;
-                  }
-                  adopt_replica(self, *v, w, info);
-                },
-                [=](caf::error& err) {
-                  auto& st = self->state;
-                  done_starting();
-                  log_load(model, v->version, w, started, from_caf_error(self->system(), err), 0,
-                           false);
-                  if (generation_of(st, w) == generation) ++v->unplaced[w];
-                });
-      }
+      for (uint32_t i = 0; i < n; ++i)
+        load_replica_on(
+            self, m, v, w, [](const version_record& x) { return static_cast<bool>(x.batcher); },
+            [v, w](bool same_worker) {
+              if (same_worker) ++v->unplaced[w];  // for the next report
+            });
     }
   }
 }
@@ -1312,33 +1324,10 @@ void start_replica(self_ptr self, const model_record& m, const version_ptr& v,
     v->retry_loads_at = self->clock().now() + scaling_load_retry;
     return;
   }
-  const uint32_t w = *picked;
-  v->starting_on.push_back(w);
-  const uint64_t generation = generation_of(st, w);
-  const auto started = std::chrono::steady_clock::now();
-  const std::string model = m.name;
-  auto done_starting = [v, w]() {
-    auto it = std::find(v->starting_on.begin(), v->starting_on.end(), w);
-    if (it != v->starting_on.end()) v->starting_on.erase(it);
-  };
-  self->request(st.options.workers[w], caf::infinite, load_atom::value, spec_of(st, m, *v))
-      .then(
-          [=](replica_info& info) {
-            auto& st = self->state;
-            done_starting();
-            log_load(model, v->version, w, started, status::ok(), info.id, false);
-            if (generation_of(st, w) != generation) return;  // its worker failed: gone with it
-            if (!v->batcher || v->replicas.size() >= v->wanted) {
-              self->send(st.options.workers[w], unload_atom::value, info.id);
-              return;
-            }
-            adopt_replica(self, *v, w, info);
-          },
-          [=](caf::error& err) {
-            done_starting();
-            log_load(model, v->version, w, started, from_caf_error(self->system(), err), 0, false);
-            v->retry_loads_at = self->clock().now() + scaling_load_retry;
-          });
+  load_replica_on(
+      self, m, v, *picked,
+      [](const version_record& x) { return x.batcher && x.replicas.size() < x.wanted; },
+      [self, v](bool) { v->retry_loads_at = self->clock().now() + scaling_load_retry; });
 }
 
 /// Takes one replica of `v` out of service: detached from the batcher, unloaded once its batches
