@@ -61,13 +61,16 @@ def abuse_node(tmp_path_factory):
     assert s.terminate() == 0
 
 
-def dealer(endpoint, **options):
+def dealer(endpoint, monitor_events=None, **options):
+    """A DEALER connected to `endpoint`; with `monitor_events`, (the socket, its monitor), the
+    monitor attached before the connection starts so that no event of it is missed."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     for k, v in options.items():
         sock.setsockopt(getattr(zmq, k), v)
+    monitor = sock.get_monitor_socket(monitor_events) if monitor_events is not None else None
     sock.connect(endpoint)
-    return sock
+    return (sock, monitor) if monitor is not None else sock
 
 
 def wait_event(monitor, wanted, timeout_ms=60000):
@@ -106,8 +109,7 @@ def test_frames_over_the_limit_are_refused_before_they_are_buffered(abuse_node):
     none of the 480 MB."""
     pid = abuse_node.proc.pid
     rss0, hwm0 = memory_kib(pid, reset_peak=True)
-    sock = dealer(abuse_node.endpoint)
-    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+    sock, monitor = dealer(abuse_node.endpoint, zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
     try:
         assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED)
         frame = np.zeros(120_000_000, np.uint8)
