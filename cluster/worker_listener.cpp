@@ -49,6 +49,9 @@ struct listener_item {
   status read;
 };
 
+/// Data lanes a worker may have (node_link_connections is at most 64, its first included).
+constexpr size_t max_data_lanes = 63;
+
 /// One more connection of a worker (cluster/worker_lanes.hpp).
 struct data_lane {
   std::string routing;
@@ -512,6 +515,12 @@ void worker_listener::shared::on_lane_hello(const std::string& routing, const wo
   for (auto& [id, p] : peers) {
     if (p.info.node != h.node || p.info.device != h.device || p.info.incarnation != h.incarnation)
       continue;
+    // As many as node_link_connections allows (64 connections): a worker that opens more, or
+    // somebody else naming it, is not given more of its runs.
+    if (p.lanes.size() >= max_data_lanes) {
+      bye(routing, "a worker has at most " + std::to_string(max_data_lanes) + " data lanes");
+      return;
+    }
     p.lanes.push_back(data_lane{routing, clock_type::now()});
     by_routing[routing] = route{id, h.lane};
     log_event(

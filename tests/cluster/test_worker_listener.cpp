@@ -736,6 +736,34 @@ TEST_F(worker_listener_test, a_lane_of_a_worker_not_known_gets_a_bye) {
   EXPECT_TRUE(joins_.empty());
 }
 
+TEST_F(worker_listener_test, a_worker_gets_at_most_63_data_lanes) {
+  start();
+  zmq::socket_t w = dealer();
+  join_bound(w, hello_of("n1", "cuda:0", 5));
+  std::vector<zmq::socket_t> lanes;
+  for (uint32_t i = 1; i <= 64; ++i) {
+    lanes.push_back(dealer());
+    send(lanes.back(), hello_of("n1", "cuda:0", 5, 4242, i));
+  }
+  // Filed in the order they came, which need not be the order sent: one of them gets a bye.
+  std::vector<zmq_pollitem_t> items;
+  for (auto& l : lanes) items.push_back({l.handle(), 0, ZMQ_POLLIN, 0});
+  ASSERT_GT(zmq::poll(items.data(), items.size(), std::chrono::milliseconds(deadline)), 0)
+      << "no lane was refused";
+  int byes = 0;
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    if (!(items[i].revents & ZMQ_POLLIN)) continue;
+    auto got = receive(lanes[i]);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_TRUE(std::holds_alternative<worker_bye>(got->message))
+        << worker_message_name(got->message);
+    ++byes;
+  }
+  EXPECT_EQ(byes, 1);
+  std::lock_guard<std::mutex> lock(mutex_);
+  EXPECT_TRUE(closed_.empty()) << "the worker itself stays";
+}
+
 TEST_F(worker_listener_test, a_silent_data_lane_ends_its_worker) {
   start(20ms, 300ms);
   zmq::socket_t w = dealer();
