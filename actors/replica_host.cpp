@@ -49,13 +49,9 @@ status replica_host::handle(worker_message m) {
   if (auto* r = std::get_if<worker_run>(&m)) {
     // A run number seen before is a second copy (a duplicate on the link, fault injection).
     // Running it again would write into an output block the node may already be replying from.
-    if (r->batch < runs_forgotten_below_ || !recent_runs_.insert(r->batch).second) {
+    if (!runs_seen_.insert(r->batch)) {
       log_event(log_level::warn, "duplicate run dropped", {{"batch", r->batch}});
       return status::ok();
-    }
-    if (recent_runs_.size() > recent_runs_kept) {
-      runs_forgotten_below_ = *recent_runs_.begin() + 1;
-      recent_runs_.erase(recent_runs_.begin());
     }
     return runs_.post([this, r = std::move(*r)] { run(r); });
   }

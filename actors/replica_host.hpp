@@ -28,13 +28,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <vector>
 
 #include "actors/device_traits.hpp"
 #include "actors/worker_protocol.hpp"
 #include "runtime/serial_thread.hpp"
 #include "serving/replica.hpp"
+#include "serving/run_number_window.hpp"
 #include "serving/shared_arena.hpp"
 #include "serving/weight_residency.hpp"
 
@@ -95,13 +95,7 @@ class replica_host {
   std::map<uint32_t, std::shared_ptr<const hosted>> replicas_;
   uint32_t next_id_ = 0;
   std::vector<std::byte*> inputs_;  // one run's input addresses; the run thread's
-  /// Duplicate runs (handle()'s, the link thread): the batch numbers of the last
-  /// recent_runs_kept runs seen, and below them every number is taken as seen. The node numbers
-  /// its runs upwards, but over several connections (cluster/worker_lanes.hpp) they may arrive a
-  /// few out of order: a window, not the last number alone.
-  static constexpr size_t recent_runs_kept = 4096;
-  std::set<uint64_t> recent_runs_;
-  uint64_t runs_forgotten_below_ = 0;
+  serving::run_number_window runs_seen_;  // duplicate runs; handle()'s (the link thread)
   /// The memory budget (null without one). Called from the build and run threads; it locks
   /// itself, so a run waits for an eviction or page-in in progress.
   std::unique_ptr<serving::weight_residency> residency_;

@@ -28,8 +28,6 @@ void release_block(void*, void* hint) {
 
 /// Inputs a run may have (more is a broken control node).
 constexpr uint32_t max_run_inputs = 1024;
-/// Completed run numbers remembered to drop a late slice or copy of one.
-constexpr size_t completed_kept = 4096;
 
 remote_run_staging::~remote_run_staging() {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -51,10 +49,6 @@ void remote_run_staging::release(const assembly& a) {
 size_t remote_run_staging::assembling() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return assembling_.size();
-}
-
-bool remote_run_staging::seen(uint64_t batch) const {
-  return runs_.count(batch) > 0 || batch < completed_below_ || completed_.count(batch) > 0;
 }
 
 std::byte* remote_run_staging::input_region(assembly& a, uint32_t index, uint64_t bytes) {
@@ -113,11 +107,7 @@ remote_run_staging::step remote_run_staging::finish(uint64_t batch, assembly& a)
     release(a);
   }
   assembling_.erase(batch);
-  completed_.insert(batch);
-  if (completed_.size() > completed_kept) {
-    completed_below_ = *completed_.begin() + 1;
-    completed_.erase(completed_.begin());
-  }
+  (void)completed_.insert(batch);
   return out;
 }
 
@@ -125,7 +115,7 @@ remote_run_staging::step remote_run_staging::stage(worker_run r,
                                                    const std::vector<zmq::message_t>& frames) {
   std::unique_lock<std::mutex> lock(mutex_);
   // A second copy of a run (the link duplicated it): dropped, the first one's regions stay.
-  if (seen(r.batch)) return std::optional<worker_run>();
+  if (completed_.seen(r.batch)) return std::optional<worker_run>();
   assembly& a = assembling_[r.batch];
   if (a.run) return std::optional<worker_run>();
   // A run that cannot be staged fails once all of it came (slices may be in flight to it, and
@@ -191,7 +181,7 @@ remote_run_staging::step remote_run_staging::stage(worker_run r,
 remote_run_staging::step remote_run_staging::add_part(const worker_run_part& p,
                                                       const std::vector<zmq::message_t>& frames) {
   std::unique_lock<std::mutex> lock(mutex_);
-  if (seen(p.batch)) return std::optional<worker_run>();  // a late copy of a finished run's slice
+  if (completed_.seen(p.batch)) return std::optional<worker_run>();  // a late copy of a slice
   assembly& a = assembling_[p.batch];
   if (a.parts != 0 && a.parts != p.parts && a.failed.is_ok())
     a.failed = invalid_argument("run slices say " + std::to_string(p.parts) + " and " +

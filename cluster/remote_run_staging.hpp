@@ -21,13 +21,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
 #include "actors/worker_protocol.hpp"
 #include "core/status.hpp"
+#include "serving/run_number_window.hpp"
 #include "serving/shared_arena.hpp"
 
 namespace troupe::cluster {
@@ -86,17 +86,14 @@ class remote_run_staging {
   std::byte* input_region(assembly& a, uint32_t index, uint64_t bytes);
   /// Under mutex_: the run complete (its envelope and every slice in): staged, or its failure.
   step finish(uint64_t batch, assembly& a);
-  /// Under mutex_: whether a run of this number was staged already (a second copy).
-  bool seen(uint64_t batch) const;
 
   std::shared_ptr<serving::shared_arena> arena_;
   mutable std::mutex mutex_;                 // guards everything below
   std::map<uint64_t, staged> runs_;          // staged and not answered, by run number
   std::map<uint64_t, assembly> assembling_;  // by run number
-  /// The numbers of the last runs completed (a late slice or copy of one is dropped, not taken
-  /// for a new run), as a window: below it, every number counts as completed.
-  std::set<uint64_t> completed_;
-  uint64_t completed_below_ = 0;
+  /// The runs completed (staged or failed): a late slice or copy of one is dropped, not taken for
+  /// a new run.
+  serving::run_number_window completed_;
 };
 
 }  // namespace troupe::cluster
