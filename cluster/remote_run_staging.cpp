@@ -218,6 +218,18 @@ remote_run_staging::step remote_run_staging::add_part(const worker_run_part& p,
   return finish(p.batch, b);
 }
 
+std::optional<worker_message> remote_run_staging::receive(
+    worker_message m, const std::vector<zmq::message_t>& frames) {
+  auto* r = std::get_if<worker_run>(&m);
+  const uint64_t batch = r ? r->batch : std::get<worker_run_part>(m).batch;
+  step s = r ? stage(std::move(*r), frames) : add_part(std::get<worker_run_part>(m), frames);
+  if (s) return *s ? std::optional<worker_message>(std::move(**s)) : std::nullopt;
+  worker_done failed;
+  failed.batch = batch;
+  failed.result = s.error();
+  return worker_message(std::move(failed));
+}
+
 outgoing_message remote_run_staging::answer(worker_done d) {
   std::optional<staged> s;
   {

@@ -57,6 +57,11 @@ class remote_run_staging {
   /// A slice of a run's input (its envelope may come before or after it): its bytes copied into
   /// the input's region, which the first of the run's messages to come allocates.
   step add_part(const actors::worker_run_part& p, const std::vector<zmq::message_t>& frames);
+  /// A run's envelope or slice as it came (a worker_run or worker_run_part; `stage` or
+  /// `add_part`), as what comes of it: the run, staged, for the serving loop; the failed run's
+  /// answer (a worker_done) to send; nothing yet.
+  std::optional<actors::worker_message> receive(actors::worker_message m,
+                                                const std::vector<zmq::message_t>& frames);
   /// The answer to a run staged here, ready to send: its inputs' regions go back, its output
   /// block travels as the frame (a failed run's goes back too).
   outgoing_message answer(actors::worker_done d);

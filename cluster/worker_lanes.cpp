@@ -123,9 +123,7 @@ bool worker_lanes::drain(zmq::socket_t& socket) {
           std::nullopt, status(error_code::unavailable, "the control node let go: " + b->reason)});
       return false;
     }
-    auto* r = std::get_if<worker_run>(&*m);
-    auto* p = std::get_if<worker_run_part>(&*m);
-    if (!r && !p) {
+    if (!std::holds_alternative<worker_run>(*m) && !std::holds_alternative<worker_run_part>(*m)) {
       (void)events_.post(
           lane_event{std::nullopt, internal_error(std::string("the control node sent a '") +
                                                   worker_message_name(*m) + "' on a data lane")});
@@ -133,17 +131,8 @@ bool worker_lanes::drain(zmq::socket_t& socket) {
     }
     // Staged here, on this thread (the copy included); the main thread gets the run once it is
     // complete, or its failed answer.
-    const uint64_t batch = r ? r->batch : p->batch;
-    remote_run_staging::step s =
-        r ? staging_.stage(std::move(*r), frames) : staging_.add_part(*p, frames);
-    if (s && *s) {
-      (void)events_.post(lane_event{worker_message(std::move(**s)), status::ok()});
-    } else if (!s) {
-      worker_done failed;
-      failed.batch = batch;
-      failed.result = s.error();
-      (void)events_.post(lane_event{worker_message(std::move(failed)), status::ok()});
-    }
+    if (auto next = staging_.receive(std::move(*m), frames))
+      (void)events_.post(lane_event{std::move(next), status::ok()});
   }
 }
 

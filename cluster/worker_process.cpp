@@ -316,6 +316,15 @@ status run_worker_process(const worker_main_options& o) {
         (void)load_from_cache(std::move(l));
       }
     };
+    // What came of a run's staging (remote_run_staging::receive, here or on a lane's thread): the
+    // run goes to the serving loop, a run that could not be staged is answered.
+    auto run_staged = [&](worker_message m) -> status {
+      if (auto* d = std::get_if<worker_done>(&m)) {
+        post(*d);
+        return status::ok();
+      }
+      return host.handle(std::move(m));
+    };
     // One message of the peer (its frames after the envelope: tcp only).
     auto handle = [&](worker_message m, const std::vector<zmq::message_t>& frames) -> status {
       if (!remote) {
@@ -327,24 +336,10 @@ status run_worker_process(const worker_main_options& o) {
         return status::ok();
       }
       if (auto* l = std::get_if<worker_load>(&m)) return load_cached(std::move(*l));
-      // A run (or the slice that completes one) goes to the serving loop once staged; one that
-      // failed to stage is answered.
-      auto staged = [&](uint64_t batch, remote_run_staging::step s) -> status {
-        if (s && *s) return host.handle(worker_message(std::move(**s)));
-        if (!s) {
-          worker_done failed;
-          failed.batch = batch;
-          failed.result = s.error();
-          post(failed);
-        }
-        return status::ok();
-      };
-      if (auto* r = std::get_if<worker_run>(&m)) {
-        const uint64_t batch = r->batch;
-        return staged(batch, staging->stage(std::move(*r), frames));
+      if (std::holds_alternative<worker_run>(m) || std::holds_alternative<worker_run_part>(m)) {
+        auto next = staging->receive(std::move(m), frames);
+        return next ? run_staged(std::move(*next)) : status::ok();
       }
-      if (auto* p = std::get_if<worker_run_part>(&m))
-        return staged(p->batch, staging->add_part(*p, frames));
       return host.handle(std::move(m));
     };
 
@@ -391,12 +386,7 @@ status run_worker_process(const worker_main_options& o) {
             why = e.ended.message();
             break;
           }
-          // A staged run goes to the serving loop; a run that could not be staged is answered.
-          if (auto* d = std::get_if<worker_done>(&*e.message)) {
-            post(*d);
-            continue;
-          }
-          const status handled = host.handle(std::move(*e.message));
+          const status handled = run_staged(std::move(*e.message));
           if (!handled.is_ok())
             log_event(log_level::warn, "worker process: message refused",
                       {{"reason", handled.to_string()}});

@@ -501,3 +501,32 @@ TEST_F(remote_run_staging_test, runs_still_assembling_go_back_with_the_staging) 
 
 }  // namespace
 }  // namespace troupe::cluster
+
+namespace troupe::cluster {
+namespace {
+
+// receive: a run's envelope or slice as it came, as what comes of it for the worker process.
+TEST_F(remote_run_staging_test, receive_gives_the_staged_run_its_failed_answer_or_nothing_yet) {
+  remote_run_staging staging(arena_);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(frame_of(pattern(100, 1)));
+  auto staged = staging.receive(run_of(1, {0}, 64), frames);
+  ASSERT_TRUE(staged.has_value());
+  ASSERT_TRUE(std::holds_alternative<worker_run>(*staged)) << worker_message_name(*staged);
+  EXPECT_EQ(std::get<worker_run>(*staged).inputs[0].where, data_ref::kind::shm);
+
+  auto refused = staging.receive(run_of(2, {3}, 64), frames);  // names a frame not sent
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_TRUE(std::holds_alternative<worker_done>(*refused)) << worker_message_name(*refused);
+  EXPECT_EQ(std::get<worker_done>(*refused).batch, 2u);
+  EXPECT_EQ(std::get<worker_done>(*refused).result.code(), error_code::invalid_argument);
+
+  worker_run_part part;
+  part.batch = 3;
+  part.input_bytes = 200;
+  part.parts = 2;
+  EXPECT_FALSE(staging.receive(part, frames).has_value()) << "its run has more to come";
+}
+
+}  // namespace
+}  // namespace troupe::cluster
