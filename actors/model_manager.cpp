@@ -441,16 +441,26 @@ uint32_t replicas_on(const manager_state& st, uint32_t w, const version_record* 
 /// it), and what its
 /// heartbeats reported last less the loads in flight there (which the report may not show yet;
 /// the report shows what other processes took). Unknown for the node's own workers.
+/// The memory of this node's replicas on worker `w` (each at the largest pool of its version's
+/// replicas), the loads in flight there included, and of those loads alone.
+struct placed_bytes {
+  uint64_t all = 0, starting = 0;
+};
+placed_bytes placed_on(const manager_state& st, uint32_t w) {
+  placed_bytes out;
+  for (const auto& [name, m] : st.models)
+    for (const auto& v : m.versions) {
+      out.all += uint64_t{replicas_on(st, w, v.get())} * v->replica_bytes;
+      out.starting +=
+          uint64_t(std::count(v->starting_on.begin(), v->starting_on.end(), w)) * v->replica_bytes;
+    }
+  return out;
+}
+
 std::optional<uint64_t> memory_free_on(const manager_state& st, uint32_t w) {
   auto it = st.joined.find(w);
   if (it == st.joined.end() || it->second.joined.memory_total_bytes == 0) return std::nullopt;
-  uint64_t placed = 0, starting = 0;
-  for (const auto& [name, m] : st.models)
-    for (const auto& v : m.versions) {
-      placed += uint64_t{replicas_on(st, w, v.get())} * v->replica_bytes;
-      starting +=
-          uint64_t(std::count(v->starting_on.begin(), v->starting_on.end(), w)) * v->replica_bytes;
-    }
+  const auto [placed, starting] = placed_on(st, w);
   auto less = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
   uint64_t free_bytes = less(it->second.joined.memory_free_bytes, placed);
   if (it->second.memory_reported_free_bytes > 0)
@@ -1555,12 +1565,8 @@ manager_actor::behavior_type model_manager(self_ptr self, manager_options o) {
         it->second.memory_reported_free_bytes = free_bytes;
         // More free than what it advertised at its join less this node's replicas there: memory
         // another process held is back, and the first bound of memory_free_on rises with it.
-        uint64_t placed = 0;
-        for (const auto& [name, m] : self->state.models)
-          for (const auto& v : m.versions)
-            placed += uint64_t{replicas_on(self->state, index, v.get())} * v->replica_bytes;
         auto& advertised = it->second.joined.memory_free_bytes;
-        advertised = std::max<uint64_t>(advertised, free_bytes + placed);
+        advertised = std::max<uint64_t>(advertised, free_bytes + placed_on(self->state, index).all);
         place_unplaced(self, index);
       },
       [=](joined_atom, uint32_t index, worker_actor w, joined_worker& where) {
