@@ -553,7 +553,7 @@ def main():
                     help="--cluster on: node.yaml node_link_connections (connections per remote worker; "
                          "default: the node's own); the result files' names then end in -lcN")
     ap.add_argument("--batches-per-replica", type=int, default=None,
-                    help="node.yaml max_batches_per_replica (default: the node's own, 2); the result "
+                    help="node.yaml max_batches_per_replica (default: the node's own: 2, 3 on a control node); the result "
                          "files' names then end in -bN")
     ap.add_argument("--actor-threads", type=int, default=2)
     ap.add_argument("--idle-spin-us", type=int, default=None,
